@@ -1,0 +1,35 @@
+# relops — two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RELOPS_HOME ?= $(CURDIR)/data/home
+export DAGSTER_HOME := $(RELOPS_HOME)/dagster
+
+.PHONY: demo test ui install bench clean-home
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/relops demo --home "$(RELOPS_HOME)"
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+ui: $(STAMP)
+	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean-home:
+	rm -rf "$(RELOPS_HOME)"

@@ -1,0 +1,31 @@
+"""Assembles the relops Definitions from the domains under defs/."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from relops_pipeline.defs import ingest
+from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.lib.home import HOME_ENV, Home
+
+
+def build_resources() -> dict:
+    return {
+        # RELOPS_HOME picks the home; unset, the default home (./data/home) is used.
+        "home": RelopsHomeResource(root=dg.EnvVar(HOME_ENV)) if _home_env_set() else RelopsHomeResource(root=str(Home.resolve().root)),
+        "warehouse": WarehouseResource(),
+    }
+
+
+def _home_env_set() -> bool:
+    import os
+
+    return bool(os.environ.get(HOME_ENV))
+
+
+defs = dg.Definitions(
+    assets=[*ingest.assets],
+    jobs=[*ingest.jobs],
+    sensors=[*ingest.sensors],
+    resources=build_resources(),
+)

@@ -1,0 +1,114 @@
+"""The data home: one folder holding a deployment's configuration and its state.
+
+    <home>/relops.yaml            settings: trace sources, price table, ingest limits
+    <home>/workflows/<name>.yaml  one file per production LLM workflow
+    <home>/landing/               trace files arrive here (watched by the landing sensor)
+    <home>/warehouse/relops.duckdb the warehouse
+    <home>/reports/               gate reports, drift dashboards, memos
+    <home>/registry/              live pointer files read by serving applications
+    <home>/dagster/               the Dagster instance (DAGSTER_HOME)
+
+The home is `--home DIR`, else $RELOPS_HOME, else ./data/home.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "RELOPS_HOME"
+DEFAULT_HOME = Path("data") / "home"
+# Committed example configuration (the repository's data/example); copied by `relops init`.
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "data" / "example"
+
+# Run storage on SQLite in the home; the warehouse writer pool serialises every asset that
+# writes DuckDB (one read-write process at a time is all DuckDB allows).
+DAGSTER_YAML = """\
+# Written by `relops init`. See README "Production path" for Postgres storage.
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    max_concurrent_runs: 4
+telemetry:
+  enabled: false
+"""
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike | None = None) -> "Home":
+        value = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
+        return cls(Path(value).expanduser().resolve())
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "relops.yaml"
+
+    @property
+    def workflows_dir(self) -> Path:
+        return self.root / "workflows"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / "warehouse" / "relops.duckdb"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    def exists(self) -> bool:
+        return self.settings_file.exists()
+
+    def init(self, *, overwrite_config: bool = False) -> list[Path]:
+        """Create the folders, example configuration and the Dagster instance config.
+
+        Existing configuration is kept unless `overwrite_config`; returns the files written.
+        """
+        written: list[Path] = []
+        for d in (
+            self.root,
+            self.workflows_dir,
+            self.landing_dir,
+            self.warehouse_path.parent,
+            self.reports_dir,
+            self.registry_dir,
+            self.dagster_home,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+        for src in sorted(EXAMPLE_CONFIG.rglob("*")):
+            if src.is_dir():
+                continue
+            dst = self.root / src.relative_to(EXAMPLE_CONFIG)
+            if dst.exists() and not overwrite_config:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            written.append(dst)
+        dagster_yaml = self.dagster_home / "dagster.yaml"
+        if not dagster_yaml.exists():
+            dagster_yaml.write_text(DAGSTER_YAML)
+            written.append(dagster_yaml)
+        return written
+
+    def require(self) -> "Home":
+        if not self.exists():
+            raise FileNotFoundError(f"no relops home at {self.root}: run `relops init --home {self.root}` first")
+        return self

@@ -1,0 +1,374 @@
+"""Ingest trace files into the warehouse with nothing lost.
+
+Every input record ends as exactly one of: accepted (a new span or GenAI event), rejected
+(kept in `trace_rejects` with file, line, raw text and reason) or duplicate (already in the
+warehouse, or repeated within the file). `read = accepted + rejected + duplicates` holds for
+every file and is checked before commit. A file is ingested in one transaction: all of it or
+none of it. Ingesting the same file or span again adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import duckdb
+
+from relops_pipeline.lib.readers import detect_format, reader_for
+from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, UnreadableInput
+from relops_pipeline.lib.schema import UNKNOWN, create_stage_tables_sql
+from relops_pipeline.lib.settings import IngestSettings
+
+# Files in a folder that are documentation or metadata, not traces.
+SKIP_NAMES = ("LICENSE", "PROVENANCE", "README", "NOTICE")
+SKIP_SUFFIXES = (".md", ".txt", ".yaml", ".yml", ".csv", ".py", ".toml", ".sha256")
+
+
+class IngestError(Exception):
+    """A path cannot be ingested at all (missing, unreadable, unknown format)."""
+
+
+class AccountingError(RuntimeError):
+    """The counts of a file do not add up: a bug, so the file's transaction is rolled back."""
+
+
+@dataclass
+class FileResult:
+    path: str
+    format: str
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    unknown_release: int = 0
+    spans_accepted: int = 0
+    events_accepted: int = 0
+    batch_id: str | None = None
+    min_start_time: datetime | None = None
+    max_start_time: datetime | None = None
+
+    def days(self) -> list[date]:
+        if self.min_start_time is None or self.max_start_time is None:
+            return []
+        d0, d1 = self.min_start_time.date(), self.max_start_time.date()
+        return [date.fromordinal(o) for o in range(d0.toordinal(), d1.toordinal() + 1)]
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        for k in ("min_start_time", "max_start_time"):
+            out[k] = out[k].isoformat() if out[k] else None
+        return out
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileResult] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)  # {"path", "error"}
+    skipped: list[str] = field(default_factory=list)  # documentation/metadata files in folders
+
+    @property
+    def totals(self) -> dict[str, int]:
+        keys = ("read", "accepted", "rejected", "duplicates", "unknown_release")
+        return {k: sum(getattr(f, k) for f in self.files) for k in keys}
+
+    def days(self) -> list[date]:
+        return sorted({d for f in self.files for d in f.days()})
+
+    def as_json(self) -> dict:
+        return {
+            "files": [f.as_json() for f in self.files],
+            "totals": self.totals,
+            "errors": self.errors,
+            "skipped": self.skipped,
+        }
+
+
+def expand_paths(paths: Iterable[Path | str]) -> tuple[list[Path], list[str], list[dict]]:
+    """Files to ingest (folders walked recursively, sorted), skipped doc files, and errors."""
+    files: list[Path] = []
+    skipped: list[str] = []
+    errors: list[dict] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.name.startswith(SKIP_NAMES) or f.name.startswith("_") or f.suffix.lower() in SKIP_SUFFIXES:
+                    skipped.append(str(f))
+                    continue
+                files.append(f)
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append({"path": str(p), "error": f"no such file or folder: {p}"})
+    return files, skipped, errors
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 over size, the first and the last MiB: cheap on multi-GB files, and enough to tell
+    a re-delivered file from an appended one (span-level dedup makes either safe)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
+def _stage_prices(con: duckdb.DuckDBPyConnection, settings: IngestSettings) -> None:
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_prices (model VARCHAR, input_per_mtok DOUBLE, output_per_mtok DOUBLE)")
+    models = [r[0] for r in con.execute("SELECT DISTINCT model FROM stage_spans WHERE model IS NOT NULL").fetchall()]
+    rows = []
+    for m in models:
+        price = settings.price_for(m)
+        if price is not None:
+            rows.append((m, price.input_per_mtok, price.output_per_mtok))
+    if rows:
+        con.executemany("INSERT INTO stage_prices VALUES (?, ?, ?)", rows)
+
+
+def _count(con, sql: str, params=None) -> int:
+    return int(con.execute(sql, params or []).fetchone()[0])
+
+
+def ingest_file(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    settings: IngestSettings | None = None,
+    fmt: str | None = None,
+    landing_dir: Path | None = None,
+    run_id: str | None = None,
+) -> FileResult:
+    """Read one file and commit its spans, events and rejects in one transaction."""
+    settings = settings or IngestSettings()
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"no such file: {path}")
+    rule = settings.source_for(path, landing_dir)
+    fmt = fmt or (rule.format if rule and rule.format else None) or _detect(path)
+    try:
+        reader = reader_for(fmt)
+    except UnreadableInput as exc:
+        raise IngestError(str(exc)) from None
+    source = rule.settings if rule else SourceSettings()
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    batch_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+    source_file = str(path.resolve())
+
+    con.execute(create_stage_tables_sql())
+    try:
+        reader.read(con, ReadContext(path=path, settings=source))
+    except UnreadableInput as exc:
+        raise IngestError(str(exc)) from None
+    _stage_prices(con, settings)
+    cap = int(settings.text_cap)
+    fingerprint = file_fingerprint(path)
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        staged = _count(con, "SELECT count(*) FROM stage_spans")
+        staged_events = _count(con, "SELECT count(*) FROM stage_events")
+        staged_rejects = _count(con, "SELECT count(*) FROM stage_rejects")
+
+        # Spans missing their identity cannot be deduplicated or linked: rejects, with reason.
+        con.execute(
+            """
+            INSERT INTO stage_rejects
+            SELECT source_line, left(CAST(attributes AS VARCHAR), 16384),
+                   'span without ' || CASE WHEN trace_id IS NULL OR trace_id = '' THEN 'trace id' ELSE 'span id' END
+            FROM stage_spans WHERE trace_id IS NULL OR trace_id = '' OR span_id IS NULL OR span_id = ''
+            """
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_spans AS
+            SELECT s.* EXCLUDE (workflow, release, latency_ms, cost_usd, input_text, output_text),
+                coalesce(nullif(s.workflow, ''), '{UNKNOWN}') AS workflow,
+                coalesce(nullif(s.release, ''), '{UNKNOWN}') AS release,
+                (s.release IS NOT NULL AND s.release <> '') AS release_known,
+                coalesce(s.latency_ms, date_diff('microsecond', s.start_time, s.end_time) / 1000.0) AS latency_ms,
+                coalesce(s.cost_usd, p.input_per_mtok * s.input_tokens / 1e6 + p.output_per_mtok * s.output_tokens / 1e6) AS cost_usd,
+                CASE WHEN s.cost_usd IS NOT NULL THEN 'reported'
+                     WHEN p.model IS NOT NULL AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL) THEN 'computed'
+                END AS cost_source,
+                left(s.input_text, {cap}) AS input_text,
+                left(s.output_text, {cap}) AS output_text,
+                coalesce(length(s.input_text) > {cap}, false) AS input_truncated,
+                coalesce(length(s.output_text) > {cap}, false) AS output_truncated,
+                row_number() OVER (PARTITION BY s.trace_id, s.span_id ORDER BY s.source_line) AS dup_rank
+            FROM stage_spans s LEFT JOIN stage_prices p ON p.model = s.model
+            WHERE s.trace_id IS NOT NULL AND s.trace_id <> '' AND s.span_id IS NOT NULL AND s.span_id <> ''
+            """
+        )
+        in_batch_dups = _count(con, "SELECT count(*) FROM batch_spans WHERE dup_rank > 1")
+        before = _count(con, "SELECT count(*) FROM spans")
+        con.execute(
+            f"""
+            INSERT INTO spans BY NAME
+            SELECT b.* EXCLUDE (dup_rank), ? AS source_file, ? AS ingest_batch_id, ? AS ingested_at
+            FROM batch_spans b
+            ANTI JOIN spans s ON s.trace_id = b.trace_id AND s.span_id = b.span_id
+            WHERE b.dup_rank = 1
+            """,
+            [source_file, batch_id, started],
+        )
+        spans_accepted = _count(con, "SELECT count(*) FROM spans") - before
+        unknown_release = _count(
+            con, "SELECT count(*) FROM spans WHERE ingest_batch_id = ? AND NOT release_known", [batch_id]
+        )
+        missing_ids = _count(con, "SELECT count(*) FROM stage_rejects") - staged_rejects
+        span_dups = staged - missing_ids - spans_accepted
+
+        # GenAI events (legacy conventions' prompt/completion log records).
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE batch_events AS
+            SELECT e.*, md5(concat_ws('|', e.trace_id, e.span_id, e.event_name,
+                                      CAST(e.event_time AS VARCHAR), e.role, e.content)) AS event_key
+            FROM stage_events e
+            """
+        )
+        before_events = _count(con, "SELECT count(*) FROM genai_events")
+        con.execute(
+            """
+            INSERT INTO genai_events BY NAME
+            SELECT b.* EXCLUDE (dup_rank), ? AS ingest_batch_id, ? AS source_file
+            FROM (SELECT *, row_number() OVER (PARTITION BY event_key ORDER BY source_line) AS dup_rank FROM batch_events) b
+            ANTI JOIN genai_events g ON g.event_key = b.event_key
+            WHERE b.dup_rank = 1
+            """,
+            [batch_id, source_file],
+        )
+        events_accepted = _count(con, "SELECT count(*) FROM genai_events") - before_events
+        event_dups = staged_events - events_accepted
+        if staged_events or spans_accepted:
+            _fill_text_from_events(con, batch_id, cap)
+
+        con.execute(
+            "INSERT INTO trace_rejects SELECT ?, ?, ?, source_line, raw, reason, ? FROM stage_rejects",
+            [batch_id, source_file, fmt, started],
+        )
+        rejected = _count(con, "SELECT count(*) FROM stage_rejects")
+        read = staged + staged_events + staged_rejects
+        accepted = spans_accepted + events_accepted
+        duplicates = span_dups + event_dups
+        if read != accepted + rejected + duplicates or min(span_dups, event_dups) < 0:
+            raise AccountingError(
+                f"{path}: read {read} != accepted {accepted} + rejected {rejected} + duplicates {duplicates}"
+            )
+        tmin, tmax = con.execute(
+            "SELECT min(start_time), max(start_time) FROM spans WHERE ingest_batch_id = ?", [batch_id]
+        ).fetchone()
+        # Events carry no day of their own, but filling a span's text changes its day's data.
+        emin, emax = con.execute(
+            "SELECT min(s.start_time), max(s.start_time) FROM spans s "
+            "SEMI JOIN batch_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id"
+        ).fetchone()
+        tmin = min((t for t in (tmin, emin) if t is not None), default=None)
+        tmax = max((t for t in (tmax, emax) if t is not None), default=None)
+        finished = datetime.now(timezone.utc).replace(tzinfo=None)
+        con.execute(
+            "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                batch_id, source_file, fmt, fingerprint, path.stat().st_size, read, accepted, rejected,
+                duplicates, unknown_release, events_accepted, tmin, tmax, run_id, started, finished,
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for t in ("stage_spans", "stage_events", "stage_rejects", "stage_prices", "batch_spans", "batch_events"):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+    return FileResult(
+        path=str(path),
+        format=fmt,
+        read=read,
+        accepted=accepted,
+        rejected=rejected,
+        duplicates=duplicates,
+        unknown_release=unknown_release,
+        spans_accepted=spans_accepted,
+        events_accepted=events_accepted,
+        batch_id=batch_id,
+        min_start_time=tmin,
+        max_start_time=tmax,
+    )
+
+
+def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: int) -> None:
+    """Give spans without input/output text the prompt and completion from their events.
+
+    Runs for spans touched by this batch: new spans (events may have arrived earlier) and spans
+    named by this batch's events (the spans may have arrived earlier).
+    """
+    con.execute(
+        f"""
+        UPDATE spans SET
+            input_text = coalesce(spans.input_text, left(t.input_text, {cap})),
+            input_truncated = CASE WHEN spans.input_text IS NULL THEN coalesce(length(t.input_text) > {cap}, false)
+                                   ELSE spans.input_truncated END,
+            output_text = coalesce(spans.output_text, left(t.output_text, {cap})),
+            output_truncated = CASE WHEN spans.output_text IS NULL THEN coalesce(length(t.output_text) > {cap}, false)
+                                    ELSE spans.output_truncated END
+        FROM (
+            SELECT g.trace_id, g.span_id,
+                CASE WHEN count(*) FILTER (WHERE g.event_name <> 'gen_ai.choice') > 0 THEN
+                    to_json(list({{'role': g.role, 'content': g.content}} ORDER BY g.event_time, g.source_line)
+                            FILTER (WHERE g.event_name <> 'gen_ai.choice'))::VARCHAR END AS input_text,
+                string_agg(g.content, '\n' ORDER BY g.event_time, g.source_line)
+                    FILTER (WHERE g.event_name = 'gen_ai.choice') AS output_text
+            FROM genai_events g
+            SEMI JOIN (
+                SELECT trace_id, span_id FROM spans WHERE ingest_batch_id = ?
+                UNION SELECT trace_id, span_id FROM batch_events) k
+              ON k.trace_id = g.trace_id AND k.span_id = g.span_id
+            GROUP BY g.trace_id, g.span_id
+        ) t
+        WHERE spans.trace_id = t.trace_id AND spans.span_id = t.span_id
+          AND (spans.input_text IS NULL OR spans.output_text IS NULL)
+        """,
+        [batch_id],
+    )
+
+
+def _detect(path: Path) -> str:
+    try:
+        return detect_format(path)
+    except UnreadableInput as exc:
+        raise IngestError(str(exc)) from None
+
+
+def ingest_paths(
+    con: duckdb.DuckDBPyConnection,
+    paths: Iterable[Path | str],
+    *,
+    settings: IngestSettings | None = None,
+    fmt: str | None = None,
+    landing_dir: Path | None = None,
+    run_id: str | None = None,
+    progress: Callable[[FileResult], None] | None = None,
+) -> IngestSummary:
+    """Ingest files and folders; a file that cannot be read is an error entry, the rest go on."""
+    files, skipped, errors = expand_paths(paths)
+    summary = IngestSummary(errors=errors, skipped=skipped)
+    for f in files:
+        try:
+            result = ingest_file(con, f, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id)
+        except IngestError as exc:
+            summary.errors.append({"path": str(f), "error": str(exc)})
+            continue
+        summary.files.append(result)
+        if progress is not None:
+            progress(result)
+    return summary

@@ -1,0 +1,97 @@
+"""Home settings (`<home>/relops.yaml`): trace sources, the price table and ingest limits."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from relops_pipeline.lib.readers.base import SourceSettings
+
+DEFAULT_TEXT_CAP = 8192
+
+
+class SettingsError(ValueError):
+    """The settings file is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    match: str  # glob on the file path relative to the landing folder (or the file name)
+    format: str | None
+    settings: SourceSettings
+
+
+@dataclass
+class IngestSettings:
+    text_cap: int = DEFAULT_TEXT_CAP
+    prices: dict[str, Price] = field(default_factory=dict)
+    sources: list[SourceRule] = field(default_factory=list)
+
+    def source_for(self, path: Path, base: Path | None = None) -> SourceRule | None:
+        """The first source rule whose glob matches the path (relative to base) or its name."""
+        rel = path
+        if base is not None:
+            try:
+                rel = path.resolve().relative_to(base.resolve())
+            except ValueError:
+                rel = path
+        for rule in self.sources:
+            if fnmatch.fnmatch(str(rel), rule.match) or fnmatch.fnmatch(path.name, rule.match):
+                return rule
+        return None
+
+    def price_for(self, model: str | None) -> Price | None:
+        """Exact model match, else the longest configured name that prefixes it
+        (gpt-4o-mini-2024-07-18 is priced as gpt-4o-mini)."""
+        if not model:
+            return None
+        if model in self.prices:
+            return self.prices[model]
+        best = None
+        for name in self.prices:
+            if model.startswith(name) and (best is None or len(name) > len(best)):
+                best = name
+        return self.prices[best] if best else None
+
+
+def _num(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{where}: expected a number, got {value!r}") from None
+
+
+def load_settings(path: Path) -> IngestSettings:
+    """Read relops.yaml; a missing file gives the defaults."""
+    if not path.exists():
+        return IngestSettings()
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    ingest = doc.get("ingest") or {}
+    text_cap = int(_num(ingest.get("text_cap_chars", DEFAULT_TEXT_CAP), f"{path}: ingest.text_cap_chars"))
+    prices = {}
+    for model, p in (doc.get("prices") or {}).items():
+        where = f"{path}: prices.{model}"
+        if not isinstance(p, dict) or "input" not in p or "output" not in p:
+            raise SettingsError(f"{where}: expected {{input: USD per 1M tokens, output: USD per 1M tokens}}")
+        prices[str(model)] = Price(_num(p["input"], where + ".input"), _num(p["output"], where + ".output"))
+    sources = []
+    for i, s in enumerate(doc.get("sources") or []):
+        if not isinstance(s, dict) or "match" not in s:
+            raise SettingsError(f"{path}: sources[{i}]: expected a mapping with a `match` glob")
+        sources.append(SourceRule(str(s["match"]), s.get("format"), SourceSettings.from_mapping(s)))
+    return IngestSettings(text_cap=text_cap, prices=prices, sources=sources)

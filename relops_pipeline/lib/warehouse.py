@@ -1,0 +1,180 @@
+"""The DuckDB warehouse: opening it (with retries while another process holds the lock) and
+its schema, created and upgraded by versioned migrations.
+
+Migrations are append-only: never edit one that has shipped; add the next number. An older
+warehouse opens and is upgraded in one transaction per migration, recorded in
+`schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import duckdb
+
+from relops_pipeline.lib.schema import EVENT_COLUMNS, SPAN_COLUMNS
+
+
+def _cols(columns: list[tuple[str, str]]) -> str:
+    return ",\n    ".join(f'"{n}" {t}' for n, t in columns)
+
+
+# Each migration: (version, description, SQL). SPAN_COLUMNS is frozen into migration 1 as it was
+# when it shipped; later column changes must be ALTERs in new migrations.
+_SPANS_V1 = _cols(SPAN_COLUMNS)
+_EVENTS_V1 = _cols(
+    [*EVENT_COLUMNS, ("event_key", "VARCHAR"), ("ingest_batch_id", "VARCHAR"), ("source_file", "VARCHAR")]
+)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "traces: spans, GenAI events, ingest batches, rejects, daily signals",
+        f"""
+CREATE TABLE spans (
+    {_SPANS_V1}
+);
+CREATE TABLE genai_events (
+    {_EVENTS_V1}
+);
+CREATE TABLE ingest_batches (
+    batch_id VARCHAR PRIMARY KEY,
+    source_file VARCHAR NOT NULL,
+    source_format VARCHAR NOT NULL,
+    file_sha256 VARCHAR NOT NULL,
+    file_bytes BIGINT,
+    records_read BIGINT NOT NULL,
+    accepted BIGINT NOT NULL,
+    rejected BIGINT NOT NULL,
+    duplicates BIGINT NOT NULL,
+    unknown_release BIGINT NOT NULL,
+    events_accepted BIGINT NOT NULL,
+    min_start_time TIMESTAMP,
+    max_start_time TIMESTAMP,
+    dagster_run_id VARCHAR,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL
+);
+CREATE TABLE trace_rejects (
+    ingest_batch_id VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_format VARCHAR,
+    source_line BIGINT,
+    raw VARCHAR,
+    reason VARCHAR NOT NULL,
+    rejected_at TIMESTAMP NOT NULL
+);
+CREATE TABLE daily_signals (
+    day DATE NOT NULL,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR NOT NULL,
+    spans BIGINT NOT NULL,
+    llm_calls BIGINT NOT NULL,
+    traces BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    error_rate DOUBLE,
+    latency_p50_ms DOUBLE,
+    latency_p95_ms DOUBLE,
+    latency_p99_ms DOUBLE,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cost_usd DOUBLE,
+    finish_reasons JSON,
+    refusals BIGINT NOT NULL,
+    refusal_rate DOUBLE,
+    feedback_n BIGINT NOT NULL,
+    feedback_mean DOUBLE,
+    online_scores JSON,
+    computed_at TIMESTAMP NOT NULL
+);
+""",
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    return any(m in str(exc) for m in LOCK_MARKERS)
+
+
+def connect(
+    path: Path | str,
+    *,
+    read_only: bool = False,
+    timeout_s: float = 120.0,
+    on_wait: Callable[[float], None] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse file, waiting while another process holds its lock.
+
+    DuckDB lets one process hold a read-write connection; any other process fails to open the
+    file (even read-only) until it is released, so we retry with jittered backoff.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    waited = 0.0
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not is_lock_error(exc) or time.monotonic() >= deadline:
+                raise
+            if on_wait is not None:
+                on_wait(waited)
+            pause = delay * (0.5 + random.random())
+            time.sleep(pause)
+            waited += pause
+            delay = min(delay * 2, 1.0)
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0])
+
+
+def migrate(con: duckdb.DuckDBPyConnection, migrations=None) -> list[int]:
+    """Apply every migration newer than the warehouse's version; return those applied."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    have = current_version(con)
+    applied = []
+    for version, description, sql in migrations:
+        if version <= have:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [version, description]
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+@contextlib.contextmanager
+def open_warehouse(path: Path | str, *, read_only: bool = False, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to an up-to-date warehouse (created and migrated when needed)."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise FileNotFoundError(f"no warehouse at {path}: ingest traces first (relops ingest PATH)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(path, read_only=read_only, timeout_s=timeout_s)
+    try:
+        if not read_only:
+            migrate(con)
+        yield con
+    finally:
+        con.close()

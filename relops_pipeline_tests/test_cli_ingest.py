@@ -1,0 +1,137 @@
+"""End to end through the `relops` command: ingest every trace fixture folder through Dagster
+on a real home instance, with counts that add up, idempotency and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relops_pipeline.cli import EXIT_BAD_INPUT, main
+from relops_pipeline_tests.conftest import FIXTURES
+
+TRACE_FOLDERS = ["otel_genai_openai_v2", "openinference", "langfuse", "langsmith", "deepeval"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    # The CLI points DAGSTER_HOME / RELOPS_HOME at the home; keep that inside this test.
+    monkeypatch.setenv("RELOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    return tmp_path / "home"
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_ingest_every_fixture_folder_counts_add_up_and_second_ingest_adds_nothing(home, capsys):
+    paths = [str(FIXTURES / f) for f in TRACE_FOLDERS]
+    code, out, err = run_cli(capsys, "--home", str(home), "ingest", *paths, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    t = doc["totals"]
+    assert t["read"] == t["accepted"] + t["rejected"] + t["duplicates"]
+    assert t["accepted"] > 300
+    for f in doc["files"]:
+        assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"], f
+        assert set(f) >= {"path", "format", "read", "accepted", "rejected", "duplicates"}
+    formats = {f["format"] for f in doc["files"]}
+    assert {"otlp", "langfuse", "langsmith", "deepeval", "otel-js"} <= formats
+    assert doc["run_id"] and doc["signals_run_id"]
+
+    code, out, err = run_cli(capsys, "--home", str(home), "ingest", *paths, "--json")
+    assert code == 0, out + err
+    again = json.loads(out)
+    assert again["totals"]["accepted"] == 0
+    assert again["totals"]["duplicates"] == t["accepted"] + t["duplicates"]
+
+    code, out, _ = run_cli(capsys, "--home", str(home), "status", "--json")
+    status = json.loads(out)
+    assert status["spans"] == t["accepted"] - _events(doc)
+    assert status["ingest"]["read"] == 2 * t["read"]
+    # Both runs are on the home's Dagster instance, as the UI will show them.
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.get()
+    assert instance.get_run_by_id(doc["run_id"]).job_name == "ingest_traces_job"
+    assert instance.get_run_by_id(doc["signals_run_id"]).job_name == "trace_signals_job"
+
+
+def _events(doc) -> int:
+    return sum(f["events_accepted"] for f in doc["files"])
+
+
+def test_human_output_names_files_and_totals(home, capsys):
+    path = FIXTURES / "otel_genai_openai_v2" / "ALL.latest_experimental.traces.jsonl"
+    code, out, _ = run_cli(capsys, "--home", str(home), "ingest", str(path))
+    assert code == 0
+    assert "ALL.latest_experimental.traces.jsonl [otlp]: read 72 = accepted 72 + rejected 0 + duplicates 0" in out
+    assert "total: 1 files, read 72" in out
+
+
+def test_bad_paths_fail_with_one_line_reasons_and_ingest_nothing(home, capsys, tmp_path):
+    unknown = tmp_path / "notes.bin"
+    unknown.write_bytes(b"\x00\x01 not a trace")
+    good = FIXTURES / "langsmith"
+    code, out, err = run_cli(capsys, "--home", str(home), "ingest", str(good), str(tmp_path / "missing.jsonl"), str(unknown))
+    assert code == EXIT_BAD_INPUT
+    lines = [ln for ln in err.splitlines() if ln]
+    assert len(lines) == 2
+    assert "missing.jsonl" in lines[0] and "no such file" in lines[0]
+    assert "notes.bin" in lines[1] and "unknown format" in lines[1]
+    assert not (home / "warehouse" / "relops.duckdb").exists() or _spans(home) == 0
+
+    code, out, _ = run_cli(capsys, "--home", str(home), "ingest", str(good), "--format", "nope", "--json")
+    assert code == EXIT_BAD_INPUT and "unknown format 'nope'" in json.loads(out)["error"]
+
+
+def _spans(home: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse" / "relops.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_malformed_lines_are_rejects_not_crashes_and_listed(home, capsys, tmp_path):
+    src = FIXTURES / "otel_genai_openai_v2" / "ALL.latest_experimental.traces.jsonl"
+    lines = src.read_text().splitlines()
+    bad = tmp_path / "landing.jsonl"
+    bad.write_text("\n".join(lines[:3] + ['{"resourceSpans": [', "not json at all", '{"hello": "world"}'] + lines[3:5]) + "\n")
+    code, out, _ = run_cli(capsys, "--home", str(home), "ingest", str(bad), "--json")
+    assert code == 0
+    f = json.loads(out)["files"][0]
+    assert f["rejected"] == 3
+    assert f["read"] == f["accepted"] + 3
+    code, out, _ = run_cli(capsys, "--home", str(home), "rejects", "--json")
+    rejects = json.loads(out)
+    assert rejects["total"] == 3
+    assert sorted(r["source_line"] for r in rejects["rejects"]) == [4, 5, 6]
+    assert all(r["reason"] for r in rejects["rejects"])
+
+
+def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path):
+    env = {**os.environ, "RELOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    a = FIXTURES / "langfuse"
+    b = FIXTURES / "otel_genai_openai_v2" / "ALL.latest_experimental.traces.jsonl"
+    subprocess.run([sys.executable, "-m", "relops_pipeline.cli", "init"], env=env, check=True, capture_output=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "relops_pipeline.cli", "ingest", str(p), "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p in (a, b)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    totals = [json.loads(out)["totals"] for out, _ in outs]
+    assert all(t["read"] == t["accepted"] + t["rejected"] + t["duplicates"] for t in totals)
+    assert _spans(home) == sum(t["accepted"] for t in totals)
