@@ -309,6 +309,263 @@ def cmd_demo(args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Workflows, releases, suites and evals
+
+
+def _workflow(home: Home, name: str):
+    from relops_pipeline.lib.workflows import WorkflowError, load_workflow
+
+    try:
+        return load_workflow(home.workflows_dir, name)
+    except WorkflowError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_workflow_add(args) -> dict:
+    from relops_pipeline.lib.workflows import WorkflowError, add_workflow
+
+    home = Home.resolve(args.home)
+    home.init()
+    try:
+        path = add_workflow(home.workflows_dir, args.name, owner=args.owner)
+    except WorkflowError as exc:
+        raise CliError(str(exc)) from None
+    return {"workflow": args.name, "path": str(path), "_text": f"workflow {args.name} written to {path} (edit its runner and scorers)"}
+
+
+def _add_release_partition(home: Home, key: str) -> None:
+    from relops_pipeline.defs.evals.partitions import releases_partitions
+
+    instance = _instance(home)
+    if not instance.has_dynamic_partition(releases_partitions.name, key):
+        instance.add_dynamic_partitions(releases_partitions.name, [key])
+
+
+def _run_partition(home: Home, job: str, key: str, tags: dict) -> Any:
+    result = run_job(home, job, tags={"dagster/partition": key, **tags})
+    if not result.success:
+        raise CliError(f"{job} run {result.run_id} for {key} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    return result
+
+
+def _eval_summary(home: Home, run_id: str) -> dict:
+    from relops_pipeline.lib.warehouse import open_warehouse
+    from relops_pipeline.lib.evals.store import eval_run_summary
+
+    with open_warehouse(home.warehouse_path) as con:
+        row = con.execute("SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1",
+                          [run_id]).fetchone()
+        return eval_run_summary(con, row[0]) if row else {}
+
+
+def _eval_text(e: dict) -> str:
+    if not e:
+        return "no eval run recorded"
+    lines = [
+        f"eval run {e['eval_run_id']} of {e['release_key']} on suite {e['suite_version']} ({e['source']}): "
+        f"{e['cases']} cases, {e['samples']} samples, {e['errors']} errors"
+        + ("" if e["valid"] else f" — INVALID: {e['invalid_reason']}"),
+    ]
+    for m, v in e["metrics"].items():
+        lines.append(f"  {m:<16} mean {v['mean']:.3f}  pass rate {v['pass_rate']:.3f}  (n={v['n']})")
+    if e.get("must_pass_cases"):
+        lines.append(f"  must-pass cases failing in some sample: {e['must_pass_failing_cases']} of {e['must_pass_cases']}")
+    return "\n".join(lines)
+
+
+def cmd_release_register(args) -> dict:
+    import yaml
+
+    from relops_pipeline.lib.evals.manifests import ManifestError, load_manifest
+
+    home = Home.resolve(args.home)
+    home.init()
+    try:
+        manifest = load_manifest(Path(args.file))
+    except (ManifestError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    _workflow(home, manifest.workflow)
+    dest = home.root / "releases" / manifest.workflow / f"{manifest.version}.yaml"
+    if dest.exists():
+        registered = load_manifest(dest)
+        if registered.content_hash != manifest.content_hash:
+            raise CliError(
+                f"release {manifest.release_key} is already registered with a different manifest ({dest}): "
+                "a registered manifest is immutable; give the change a new version"
+            )
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The home keeps a self-contained copy: templates given by file are inlined.
+        tmp = dest.with_suffix(".yaml.tmp")
+        tmp.write_text(f"# registered from {Path(args.file).resolve()}\n" + yaml.safe_dump(manifest.content(), sort_keys=False))
+        tmp.replace(dest)
+    key = manifest.release_key
+    _add_release_partition(home, key)
+    by = args.by or os.environ.get("USER") or "unknown"
+    tags = {"relops/registered_by": by}
+    result = _run_partition(home, "release_manifest_job" if args.no_eval else "release_eval_job", key, tags)
+    from relops_pipeline.lib.warehouse import open_warehouse
+    from relops_pipeline.lib.evals.store import get_release
+
+    with open_warehouse(home.warehouse_path) as con:
+        release = get_release(con, key)
+    ev = {} if args.no_eval else _eval_summary(home, result.run_id)
+    summary = (release.get("diff") or {}).get("summary") or []
+    text = [f"registered {key} (manifest {release['manifest_hash'][:12]}), compared with {release['baseline_version'] or 'nothing'}"]
+    text += [f"  changed: {line}" for line in summary]
+    if ev:
+        text.append(_eval_text(ev))
+    return {"release_key": key, "manifest_hash": release["manifest_hash"], "diff": release["diff"], "eval": ev,
+            "run_id": result.run_id, "_text": "\n".join(text)}
+
+
+def cmd_suite_validate(args) -> dict:
+    from relops_pipeline.lib.evals.suites import validate_path
+
+    problems = validate_path(Path(args.path))
+    if problems:
+        raise CliError("\n".join(str(p) for p in problems))
+    return {"path": args.path, "problems": [], "_text": f"{args.path}: valid"}
+
+
+def _release_partitions(home: Home, workflow: str) -> list[str]:
+    from relops_pipeline.defs.evals.partitions import releases_partitions
+
+    instance = _instance(home)
+    return sorted(k for k in instance.get_dynamic_partitions(releases_partitions.name) if k.startswith(f"{workflow}--"))
+
+
+def cmd_eval(args) -> dict:
+    positional = args.positional
+    if positional[0] == "import":
+        return _eval_import(args, positional[1:])
+    if positional[0] == "backfill":
+        return _eval_backfill(args)
+    if len(positional) != 2:
+        raise CliError("usage: relops eval WORKFLOW VERSION | eval import FILE --workflow W --version V | eval backfill --workflow W")
+    from relops_pipeline.lib.evals.model import release_key
+
+    home = Home.resolve(args.home)
+    workflow, version = positional
+    _workflow(home, workflow)
+    try:
+        key = release_key(workflow, version)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if key not in _release_partitions(home, workflow):
+        raise CliError(f"release {key} is not registered: relops release register MANIFEST.yaml")
+    tags = {}
+    if args.samples:
+        tags["relops/samples"] = str(args.samples)
+    if args.suite_version:
+        tags["relops/suite_version"] = args.suite_version
+    result = _run_partition(home, "eval_run_job", key, tags)
+    ev = _eval_summary(home, result.run_id)
+    return {**ev, "run_id": result.run_id, "_text": _eval_text(ev)}
+
+
+def _eval_import(args, rest: list[str]) -> dict:
+    from relops_pipeline.lib.evals.model import release_key
+
+    if len(rest) != 1 or not args.workflow or not args.version:
+        raise CliError("usage: relops eval import FILE --workflow W --version V [--format promptfoo|inspect|jsonl]")
+    home = Home.resolve(args.home)
+    path = Path(rest[0])
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    _workflow(home, args.workflow)
+    try:
+        key = release_key(args.workflow, args.version)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    from relops_pipeline.lib.evals.imports import ImportFormatError, import_results
+
+    try:  # fail before any run on a file that cannot be imported
+        import_results(path, args.format, workflow=args.workflow, version=args.version, variant=args.variant)
+    except (ImportFormatError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    _add_release_partition(home, key)
+    tags = {"relops/import_file": str(path.resolve())}
+    if args.format:
+        tags["relops/import_format"] = args.format
+    if args.variant:
+        tags["relops/import_variant"] = args.variant
+    result = _run_partition(home, "release_eval_job", key, tags)
+    ev = _eval_summary(home, result.run_id)
+    return {**ev, "run_id": result.run_id, "_text": _eval_text(ev)}
+
+
+def _daemon_running(instance) -> bool:
+    import time as _time
+
+    beats = instance.get_daemon_heartbeats()
+    beat = beats.get("BACKFILL")
+    return beat is not None and _time.time() - beat.timestamp < 120
+
+
+def _eval_backfill(args) -> dict:
+    home = Home.resolve(args.home)
+    if not args.workflow:
+        raise CliError("usage: relops eval backfill --workflow W [--suite-version S] [--in-process]")
+    _workflow(home, args.workflow)
+    keys = _release_partitions(home, args.workflow)
+    if not keys:
+        raise CliError(f"workflow {args.workflow} has no registered releases")
+    tags = {"relops/trigger": "cli-backfill"}
+    if args.suite_version:
+        tags["relops/suite_version"] = args.suite_version
+    if args.in_process:
+        runs = []
+        for i, key in enumerate(keys, 1):
+            print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
+            runs.append({"release_key": key, **_eval_summary(home, _run_partition(home, "eval_run_job", key, tags).run_id)})
+        text = "\n".join(_eval_text(r) for r in runs)
+        return {"mode": "in-process", "releases": keys, "runs": runs, "_text": text}
+    backfill_id = submit_backfill(home, keys, tags)
+    instance = _instance(home)
+    running = _daemon_running(instance)
+    note = ("the Dagster daemon is running: follow it in the UI (Overview > Backfills)" if running else
+            "no Dagster daemon is running: the backfill is queued and runs when `make ui` starts; "
+            "or run it now with --in-process")
+    return {"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running,
+            "_text": f"backfill {backfill_id} submitted over {len(keys)} releases of {args.workflow}\n{note}"}
+
+
+def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
+    """One Dagster backfill of eval_run over the given release partitions."""
+    import time as _time
+
+    from dagster import AssetKey
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    instance = _instance(home)
+    with _beta():
+        asset_graph = _defs().resolve_asset_graph()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=asset_graph,
+        partition_names=keys,
+        asset_selection=[AssetKey("eval_run")],
+        backfill_timestamp=_time.time(),
+        tags=tags,
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=f"eval backfill {tags.get('relops/suite_version', 'latest suite')}",
+        description="relops eval backfill",
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def _beta():
+    from relops_pipeline.defs.beta import expected_beta_warnings
+
+    return expected_beta_warnings()
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,6 +588,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "summarise the warehouse: spans per workflow, release and day; rejects")
     p = add("rejects", cmd_rejects, "list quarantined records with their reasons")
     p.add_argument("--limit", type=int, default=50)
+    p = add("workflow", cmd_workflow_add, "add a workflow: relops workflow add NAME [--owner NAME]")
+    p.add_argument("action", choices=["add"])
+    p.add_argument("name")
+    p.add_argument("--owner", default=None)
+    p = add("release", cmd_release_register, "register a release manifest: relops release register FILE")
+    p.add_argument("action", choices=["register"])
+    p.add_argument("file")
+    p.add_argument("--by", default=None, help="who registers it (default: $USER)")
+    p.add_argument("--no-eval", action="store_true", help="record the release without running its eval")
+    p = add("suite", cmd_suite_validate, "validate suite files: relops suite validate PATH")
+    p.add_argument("action", choices=["validate"])
+    p.add_argument("path")
+    p = add("eval", cmd_eval, "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W")
+    p.add_argument("positional", nargs="+", metavar="ARG")
+    p.add_argument("--samples", type=int, default=None, help="samples per case (default: the workflow's)")
+    p.add_argument("--suite-version", default=None)
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--version", default=None)
+    p.add_argument("--format", default=None, choices=["promptfoo", "inspect", "jsonl"])
+    p.add_argument("--variant", default=None, help="import: which provider/prompt of a multi-provider promptfoo file")
+    p.add_argument("--in-process", action="store_true", help="backfill: run every partition now, in this process")
     p = add("demo", cmd_demo, "generate the demo world and run the story through Dagster")
     p.add_argument("--scale", type=float, default=1.0, help="volume multiplier (10 = millions of spans)")
     p.add_argument("--seed", type=int, default=7)

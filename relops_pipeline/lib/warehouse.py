@@ -95,6 +95,82 @@ CREATE TABLE daily_signals (
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        2,
+        "releases, suite versions, eval runs with samples and scores",
+        """
+CREATE TABLE releases (
+    release_key VARCHAR PRIMARY KEY,
+    workflow VARCHAR NOT NULL,
+    version VARCHAR NOT NULL,
+    manifest_known BOOLEAN NOT NULL,
+    manifest JSON,
+    manifest_hash VARCHAR,
+    source_file VARCHAR,
+    baseline_version VARCHAR,
+    diff JSON,
+    registered_by VARCHAR,
+    registered_at TIMESTAMP NOT NULL
+);
+CREATE TABLE suite_versions (
+    workflow VARCHAR NOT NULL,
+    version VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    cases_count INTEGER NOT NULL,
+    must_pass_count INTEGER NOT NULL,
+    changelog JSON,
+    cases JSON NOT NULL,
+    source_file VARCHAR,
+    recorded_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (workflow, version)
+);
+CREATE TABLE eval_runs (
+    eval_run_id VARCHAR PRIMARY KEY,
+    release_key VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    version VARCHAR NOT NULL,
+    suite_version VARCHAR NOT NULL,
+    suite_hash VARCHAR,
+    source VARCHAR NOT NULL,
+    samples_per_case INTEGER,
+    cases INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    error_rate DOUBLE,
+    valid BOOLEAN NOT NULL,
+    invalid_reason VARCHAR,
+    notes JSON,
+    dagster_run_id VARCHAR,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL
+);
+CREATE TABLE eval_samples (
+    eval_run_id VARCHAR NOT NULL,
+    case_id VARCHAR NOT NULL,
+    sample INTEGER NOT NULL,
+    must_pass BOOLEAN NOT NULL,
+    output VARCHAR,
+    error VARCHAR,
+    latency_ms DOUBLE,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cost_usd DOUBLE,
+    attempts INTEGER
+);
+CREATE TABLE eval_scores (
+    eval_run_id VARCHAR NOT NULL,
+    case_id VARCHAR NOT NULL,
+    sample INTEGER NOT NULL,
+    metric VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    passed BOOLEAN NOT NULL,
+    detail VARCHAR
+);
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
@@ -138,8 +214,8 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         "version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
     )
-    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-    return int(row[0])
+    rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
+    return int(rows[0][0])
 
 
 def migrate(con: duckdb.DuckDBPyConnection, migrations=None) -> list[int]:

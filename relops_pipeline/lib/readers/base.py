@@ -196,6 +196,7 @@ def stage_rows(con, rows: Iterable[Mapping[str, Any]], rejects: Iterable[Mapping
                 if typ == "JSON" and v is not None and not isinstance(v, str):
                     v = json.dumps(v, ensure_ascii=False, default=str)
                 cols[name].append(v)
+        con.complete()  # DuckDB 2.0 refuses register() while a fetchone() result is open
         con.register("_staged_spans", pa.Table.from_pydict(cols, schema=_STAGE_SCHEMA))
         try:
             con.execute("INSERT INTO stage_spans SELECT * FROM _staged_spans")
@@ -211,6 +212,7 @@ def stage_rows(con, rows: Iterable[Mapping[str, Any]], rejects: Iterable[Mapping
             },
             schema=_REJECT_SCHEMA,
         )
+        con.complete()
         con.register("_staged_rejects", rtable)
         try:
             con.execute("INSERT INTO stage_rejects SELECT * FROM _staged_rejects")

@@ -73,11 +73,8 @@ from relops_pipeline.lib.schema import EVENT_COLUMNS, RAW_REJECT_CAP
 
 FORMAT = "otlp"
 
-MAX_LINE_BYTES = 8 * 1024 * 1024  # longer lines are rejects
-# DuckDB's CSV buffer must be larger than the longest line it reports as too long; lines longer
-# than the buffer vanish from the scan (caught by the newline count -> exact path).
-CSV_BUFFER_BYTES = 32 * 1024 * 1024
-PY_BATCH_BYTES = 64 * 1024 * 1024  # exact path: text per Arrow batch
+MAX_LINE_BYTES = 64 * 1024 * 1024  # longer lines are rejects
+CHUNK_BYTES = 16 * 1024 * 1024  # bytes read per Arrow batch of lines
 
 _MARK_REJECT = "\x01otlp:reject"
 _MARK_LOGS = "\x01otlp:logs"
@@ -218,23 +215,6 @@ def _typed_av_json(v: str) -> str:
     )
 
 
-def _norm_attrs(lst: str) -> str:
-    """KV list -> list of {k, t (scalar text), j (raw array/kvlist JSON), v (typed value)}."""
-    return (
-        f"list_transform({lst}, lambda a: {{'k': a.key, 't': {_av_text('a.value')}, "
-        f"'j': coalesce(a.value.arrayValue, a.value.kvlistValue), 'v': a.value}})"
-    )
-
-
-def _json_object(pairs: str, extras: list[tuple[str, str]]) -> str:
-    """'{...}' from a list of normalised attributes plus (key, JSON text expression) extras."""
-    parts = [f"array_to_string(list_transform({pairs}, lambda a: CAST(to_json(a.k) AS VARCHAR) || ':' || {_typed_av_json('a.v')}), ',')"]
-    for key, expr in extras:
-        parts.append(f"CASE WHEN {expr} IS NOT NULL THEN {_lit(json.dumps(key) + ':')} || {expr} END")
-    joined = "concat_ws(',', " + ", ".join(f"nullif({p}, '')" for p in parts) + ")"
-    return f"'{{' || coalesce({joined}, '') || '}}'"
-
-
 def _kind_case(op: str) -> str:
     whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in KIND_BY_OPERATION.items())
     return f"(CASE lower(trim({op})) {whens} ELSE 'other' END)"
@@ -244,59 +224,48 @@ def _score_filter(var: str = "a", field: str = "k") -> str:
     return "(" + " OR ".join(f"starts_with({var}.{field}, {_lit(p)})" for p in ONLINE_SCORE_PREFIXES) + ")"
 
 
-def _online_scores(ne: str) -> str:
-    """{"name": number} from the online-score attributes (name as in map_attributes); NULL when none."""
-    num = "TRY_CAST(coalesce(a.t, '') AS DOUBLE)"
-    scored = f"list_filter({ne}, lambda a: {_score_filter()} AND isfinite({num}))"
-    body = (
-        f"array_to_string(list_transform({scored}, lambda a: "
-        f"CAST(to_json(array_to_string(string_split(a.k, '.')[3:], '.')) AS VARCHAR) || ':' || CAST(to_json({num}) AS VARCHAR)), ',')"
-    )
-    return f"CASE WHEN {body} <> '' THEN '{{' || {body} || '}}' END"
-
-
-def _resolve(keys: tuple[str, ...], default: str | None, placeholder_key: str | None) -> str:
-    """First non-empty value among `keys` (mirrors base.resolve_workflow / resolve_release)."""
+def _resolve(keys: tuple[str, ...], default: str | None) -> str:
+    """First non-empty value among `keys` (mirrors base.resolve_workflow / resolve_release): a
+    `service.name` starting with PLACEHOLDER_SERVICE_PREFIX names no workflow."""
     terms = []
     for key in keys:
-        t = f"ts[list_position(ks, {_lit(key)})]"
-        if key == placeholder_key:
-            t = f"list_filter([{t}], lambda w: NOT starts_with(w, {_lit(PLACEHOLDER_SERVICE_PREFIX)}))[1]"
-        terms.append(t)
+        if key == "service.name":
+            terms.append(
+                f"CASE WHEN starts_with(service_name, {_lit(PLACEHOLDER_SERVICE_PREFIX)}) THEN NULL ELSE service_name END"
+            )
+        else:
+            terms.append(_get(key))
     if default is not None:
         terms.append(_lit(default))
     return "coalesce(" + ", ".join(terms) + ")" if terms else "NULL::VARCHAR"
 
 
-def _container_text(js: str) -> str:
-    """Plain JSON of an array/kvlist attribute kept as AnyValue JSON (NULL for scalars)."""
-    return f"(CASE WHEN {js} IS NOT NULL THEN list_transform([from_json({js}, {_spec(_AV)})], lambda cv: {_typed_av_json('cv')})[1] END)"
-
-
-def _output_text(key: str, raw: str) -> str:
-    """Assistant text from gen_ai.output.messages text parts; the value as given otherwise."""
-    msgs = f"TRY(from_json({raw}, {_spec(_OUTPUT_MESSAGES_SPEC)}))"
-    texts = (
-        f"array_to_string(flatten(list_transform({msgs}, lambda m: list_transform("
+def _output_text(types: str, raw: str) -> str:
+    """Assistant text from gen_ai.output.messages: its text parts joined by newlines. `types` is
+    the list of its part types (NULL when the value is not such a message list); when some part
+    is not text the parts are filtered by type; with no text part the value stays as given."""
+    contents = f"json_extract_string({raw}, '$[*].parts[*].content')"
+    mixed = (
+        f"array_to_string(flatten(list_transform(from_json({raw}, {_spec(_OUTPUT_MESSAGES_SPEC)}), lambda m: list_transform("
         f"list_filter(m.parts, lambda p: p.type = 'text' AND p.content IS NOT NULL), lambda p: p.content))), chr(10))"
     )
+    texts = (
+        f"(CASE WHEN array_to_string({types}, '') = repeat('text', len({types})) "
+        f"THEN array_to_string({contents}, chr(10)) ELSE {mixed} END)"
+    )
+    return f"(CASE WHEN {types} IS NULL THEN {raw} ELSE coalesce(nullif({texts}, ''), {raw}) END)"
+
+
+def _finish_reason(fr: str) -> str:
+    """First finish reason, lower case, from the column `fr` (array attribute, JSON array string
+    or plain string)."""
     return (
-        f"(CASE WHEN {key} = 'gen_ai.output.messages' AND starts_with(ltrim({raw}), '[') "
-        f"THEN coalesce(nullif({texts}, ''), {raw}) ELSE {raw} END)"
+        f"nullif(lower(CASE "
+        f"WHEN starts_with({fr}, {_CONTAINER}) THEN coalesce(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].stringValue'), "
+        f"json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].intValue')) "
+        f"WHEN starts_with(ltrim({fr}), '[') AND json_valid({fr}) THEN json_extract_string({fr}, '$[0]') "
+        f"ELSE {fr} END), '')"
     )
-
-
-def _finish_reason(text: str, container: str) -> str:
-    """First finish reason, lower case (array attribute, JSON array string or plain string)."""
-    first_of_array = (
-        f"coalesce(json_extract_string({container}, '$.arrayValue.values[0].stringValue'), "
-        f"json_extract_string({container}, '$.arrayValue.values[0].intValue'))"
-    )
-    from_string = (
-        f"(CASE WHEN starts_with(ltrim({text}), '[') THEN (CASE WHEN json_valid({text}) "
-        f"THEN json_extract_string({text}, '$[0]') ELSE {text} END) ELSE {text} END)"
-    )
-    return f"nullif(lower(CASE WHEN {container} IS NOT NULL THEN {first_of_array} ELSE {from_string} END), '')"
 
 
 def _record_index(pos: str) -> str:
@@ -307,88 +276,119 @@ def _record_index(pos: str) -> str:
     )
 
 
-def _lines_from_csv(path: str, rejects_table: str, rejects_scan: str) -> str:
+_CONTAINER = "chr(2)"  # marks an array/kvlist value (its AnyValue JSON follows) in texts and pairs
+
+
+def _value_expr(a: str) -> str:
+    """Text of attribute `a` for lookups: scalars as text (NULL when empty); an array/kvlist as
+    chr(2) || its AnyValue JSON (decoded only when a field actually uses it)."""
     return (
-        f"SELECT o AS line_no, line FROM read_csv({_lit(path)}, columns={{'line': 'VARCHAR'}}, "
-        f"delim=chr(1), quote='', escape='', header=false, auto_detect=false, new_line='\\r\\n', "
-        f"strict_mode=false, max_line_size={MAX_LINE_BYTES}, buffer_size={CSV_BUFFER_BYTES}, "
-        f"store_rejects=true, rejects_table={_lit(rejects_table)}, rejects_scan={_lit(rejects_scan)}) "
-        f"WITH ORDINALITY AS csv_lines(line, o)"
+        f"CASE WHEN {a}.value.arrayValue IS NOT NULL THEN {_CONTAINER} || '{{\"arrayValue\":' || {a}.value.arrayValue || '}}' "
+        f"WHEN {a}.value.kvlistValue IS NOT NULL THEN {_CONTAINER} || '{{\"kvlistValue\":' || {a}.value.kvlistValue || '}}' "
+        f"ELSE nullif({_av_text(f'{a}.value')}, '') END"
     )
 
 
-def _attr_lists(span_attrs: str, resource_attrs: str, excluded_list: str) -> str:
-    """Parallel primitive lists over a span's attributes followed by its resource's (list
-    element access on primitive lists is cheap; on struct lists it is not): ks (key, NULL when
-    the value is empty), ts (scalar text), js (array/kvlist as AnyValue JSON), ka (every key),
-    pj ('"key":value' pair, NULL for keys that fill a column), sj (online-score pairs)."""
-
-    def both(expr: str) -> str:
-        return (
-            f"list_concat(list_transform(coalesce({span_attrs}, []), lambda a: {expr}), "
-            f"list_transform(coalesce({resource_attrs}, []), lambda a: {expr}))"
-        )
-
-    text = _av_text("a.value")
-    container = (
-        "CASE WHEN a.value.arrayValue IS NOT NULL THEN '{\"arrayValue\":' || a.value.arrayValue || '}' "
-        "WHEN a.value.kvlistValue IS NOT NULL THEN '{\"kvlistValue\":' || a.value.kvlistValue || '}' END"
-    )
-    nonempty = f"(a.value.arrayValue IS NOT NULL OR a.value.kvlistValue IS NOT NULL OR {text} <> '')"
-    pair = (
-        f"CASE WHEN list_contains({excluded_list}, a.key) OR {_score_filter('a', 'key')} THEN NULL "
-        f"ELSE CAST(to_json(a.key) AS VARCHAR) || ':' || {_typed_av_json('a.value')} END"
-    )
-    score_num = f"TRY_CAST(coalesce({text}, '') AS DOUBLE)"
-    score = (
-        f"CASE WHEN {_score_filter('a', 'key')} AND isfinite({score_num}) THEN "
-        f"CAST(to_json(array_to_string(string_split(a.key, '.')[3:], '.')) AS VARCHAR) || ':' "
-        f"|| CAST(to_json({score_num}) AS VARCHAR) END"
+def _pair_expr(a: str, excluded_list: str) -> str:
+    """'"key":value' JSON pair of attribute `a`; NULL for keys that fill a column or are online
+    scores. Arrays/kvlists come out as '"key":' || chr(2) || AnyValue JSON and are decoded by
+    _fix_pairs, so that this lambda holds no nested lambda (those make it much slower)."""
+    value = (
+        f"CASE WHEN {a}.value.arrayValue IS NOT NULL THEN {_CONTAINER} || '{{\"arrayValue\":' || {a}.value.arrayValue || '}}' "
+        f"WHEN {a}.value.kvlistValue IS NOT NULL THEN {_CONTAINER} || '{{\"kvlistValue\":' || {a}.value.kvlistValue || '}}' "
+        f"ELSE {_scalar_json(f'{a}.value')} END"
     )
     return (
-        f"{both(f'CASE WHEN {nonempty} THEN a.key END')} AS ks, {both(text)} AS ts, {both(container)} AS js, "
-        f"{both('a.key')} AS ka, {both(pair)} AS pj, {both(score)} AS sj"
+        f"CASE WHEN list_contains({excluded_list}, {a}.key) OR {_score_filter(a, 'key')} THEN NULL "
+        f"ELSE CAST(to_json({a}.key) AS VARCHAR) || ':' || {value} END"
     )
+
+
+def _fix_pairs(pairs: str, joined: str) -> str:
+    """The joined pairs; when some hold an array/kvlist (rare), re-join with those decoded."""
+    fixed = (
+        f"list_transform({pairs}, lambda fp: CASE WHEN contains(fp, {_CONTAINER}) THEN split_part(fp, {_CONTAINER}, 1) || "
+        f"list_transform([from_json(split_part(fp, {_CONTAINER}, 2), {_spec(_AV)})], lambda cv: {_typed_av_json('cv')})[1] "
+        f"ELSE fp END)"
+    )
+    return f"(CASE WHEN contains({joined}, {_CONTAINER}) THEN array_to_string({fixed}, ',') ELSE {joined} END)"
+
+
+def _online_scores_from_lists() -> str:
+    """{"name": number} for online-score attributes (name as in map_attributes), NULL when none
+    (the lambdas only run for spans whose span or resource keys mention a score prefix)."""
+    num = "TRY_CAST(list_concat(st, rt)[i] AS DOUBLE)"
+    cond = " OR ".join(f"starts_with(k, {_lit(p)})" for p in ONLINE_SCORE_PREFIXES)
+    pairs = (
+        f"list_filter(list_transform(list_concat(sk, rk), lambda k, i: CASE WHEN ({cond}) AND isfinite({num}) THEN "
+        f"CAST(to_json(array_to_string(string_split(k, '.')[3:], '.')) AS VARCHAR) || ':' || CAST(to_json({num}) AS VARCHAR) END), "
+        f"lambda x: x IS NOT NULL)"
+    )
+    guard = " OR ".join(f"contains(keys_text, {_lit(p)})" for p in ONLINE_SCORE_PREFIXES)
+    return f"CASE WHEN {guard} THEN nullif('{{' || array_to_string({pairs}, ',') || '}}', '{{}}') END"
+
+
+def _value_text(v: str) -> str:
+    """A looked-up attribute as text: array/kvlist values decoded to JSON."""
+    return (
+        f"(CASE WHEN starts_with({v}, {_CONTAINER}) THEN "
+        f"list_transform([from_json(substr({v}, 2), {_spec(_AV)})], lambda cv: {_typed_av_json('cv')})[1] ELSE {v} END)"
+    )
+
+
+def _get(key: str) -> str:
+    """The span's value for `key`, else its resource's (an empty span value does not hide it)."""
+    return f"coalesce(st[list_position(sk, {_lit(key)})], rt[list_position(rk, {_lit(key)})])"
+
+
+def _lookup(keys) -> str:
+    return "coalesce(" + ", ".join(_get(k) for k in keys) + ")"
+
+
+def _first_key(keys) -> str:
+    whens = " ".join(f"WHEN {_get(k)} IS NOT NULL THEN {_lit(k)}" for k in keys)
+    return f"(CASE {whens} END)"
 
 
 def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -> str:
-    """One INSERT: every line becomes staged spans or marker rows (rejects, logs, blank)."""
-    field_idx = []
-    for field, keys in FIELD_KEYS.items():
-        pos = ", ".join(f"list_position(ks, {_lit(k)})" for k in keys)
-        field_idx.append(f"coalesce({pos}) AS i_{field}")
-    t = {f: f"ts[i_{f}]" for f in FIELD_KEYS}
-    j = {f: f"js[i_{f}]" for f in FIELD_KEYS}
+    """One INSERT: every line becomes staged spans or marker rows (rejects, logs, blank).
+    `lines_sql` yields (line_no BIGINT, raw BLOB)."""
+    v = {f: _lookup(keys) for f, keys in FIELD_KEYS.items()}
     excluded = sorted({k for f in _COLUMN_FIELDS for k in FIELD_KEYS[f]})
     excluded_list = "[" + ", ".join(_lit(k) for k in excluded) + "]"
-    kind_name = "CASE " + " ".join(f"WHEN sk = {_lit(c)} THEN {_lit(n)}" for c, n in _SPAN_KIND_NAMES.items())
-    kind_name += " ELSE lower(replace(sk, 'SPAN_KIND_', '')) END"
-    extras = [
-        ("otel.scope.name", "CAST(to_json(nullif(sc.name, '')) AS VARCHAR)"),
-        ("otel.scope.version", "CAST(to_json(nullif(sc.version, '')) AS VARCHAR)"),
-        (
-            "otel.span.kind",
-            f"CAST(to_json(CASE WHEN sk IS NULL OR sk IN ('0', 'SPAN_KIND_UNSPECIFIED') THEN NULL ELSE {kind_name} END) AS VARCHAR)",
-        ),
-        ("otel.status_description", "CAST(to_json(nullif(sp.status.message, '')) AS VARCHAR)"),
-    ]
-    pairs = "array_to_string(list_filter(pj, lambda x, i: x IS NOT NULL AND list_position(ka, ka[i]) = i), ',')"
-    attributes = (
-        "'{' || concat_ws(',', nullif(" + pairs + ", ''), "
-        + ", ".join(f"CASE WHEN {expr} IS NOT NULL THEN {_lit(json.dumps(key) + ':')} || {expr} END" for key, expr in extras)
-        + ") || '}'"
+    kind_name = "CASE " + " ".join(f"WHEN sk_code = {_lit(c)} THEN {_lit(json.dumps(n))}" for c, n in _SPAN_KIND_NAMES.items())
+    kind_name += " WHEN sk_code IS NULL OR sk_code IN ('0', 'SPAN_KIND_UNSPECIFIED') THEN NULL"
+    kind_name += " ELSE CAST(to_json(lower(replace(sk_code, 'SPAN_KIND_', ''))) AS VARCHAR) END"
+    scope_json = (
+        "concat_ws(',', CASE WHEN ss.scope.name <> '' THEN '\"otel.scope.name\":' || CAST(to_json(ss.scope.name) AS VARCHAR) END, "
+        "CASE WHEN ss.scope.version <> '' THEN '\"otel.scope.version\":' || CAST(to_json(ss.scope.version) AS VARCHAR) END)"
     )
-    online = "nullif('{' || array_to_string(list_filter(sj, lambda x: x IS NOT NULL), ',') || '}', '{}')"
+    extras = [
+        ("otel.span.kind", kind_name),
+        ("otel.status_description", "CASE WHEN sp.status.message <> '' THEN CAST(to_json(sp.status.message) AS VARCHAR) END"),
+    ]
+    # Resource pairs whose key the span also has are dropped (span wins); that needs a lambda,
+    # so only when the key sets overlap.
+    res_pairs = (
+        "CASE WHEN list_has_any(sk, rk) THEN list_filter(rp, lambda x, i: NOT list_contains(sk, rk[i])) ELSE rp END"
+    )
+    attributes = (
+        f"'{{' || concat_ws(',', nullif({_fix_pairs('spp', 'spj')}, ''), nullif({_fix_pairs('rpe', 'rpj')}, ''), "
+        + ", ".join(f"{_lit(json.dumps(key) + ':')} || {expr}" for key, expr in extras)
+        + ", nullif(scope_json, '')) || '}'"
+    )
     exception_type = (
-        "list_filter(flatten(list_transform(list_filter(sp.events, lambda ev: ev.name = 'exception'), "
+        "CASE WHEN len(sp.events) > 0 THEN list_filter(flatten(list_transform(list_filter(sp.events, lambda ev: ev.name = 'exception'), "
         "lambda ev: list_filter(ev.attributes, lambda x: x.key = 'exception.type' AND x.value.stringValue <> ''))), "
-        "lambda x: true)[1].value.stringValue"
+        "lambda x: true)[1].value.stringValue END"
     )
     is_error = "sp.status.code IN ('2', 'STATUS_CODE_ERROR')"
     reason = f"""CASE
         WHEN d_state = 'blank' THEN NULL
         WHEN line_row THEN CASE d_state
             WHEN 'invalid' THEN 'invalid JSON'
+            WHEN 'too_long' THEN 'line longer than {MAX_LINE_BYTES} bytes'
+            WHEN 'bad_utf8' THEN 'invalid UTF-8'
             WHEN 'not_otlp' THEN 'not an OTLP export: no resourceSpans/resourceLogs'
             ELSE CASE WHEN has_logs THEN NULL ELSE 'OTLP export without spans or log records' END END
         WHEN trace_id IS NULL THEN 'span without traceId'
@@ -406,51 +406,80 @@ def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -
         )
     else:
         source_line = "line_no"
+    # Lines without spans are rare: count spans with lambdas only when the first scope is empty.
     n_spans = (
-        "list_sum(list_transform(d.resourceSpans, lambda rs: list_sum(list_transform(rs.scopeSpans, lambda ss: len(ss.spans)))))"
+        "CASE WHEN len(d.resourceSpans[1].scopeSpans[1].spans) > 0 THEN 1 ELSE "
+        "list_sum(list_transform(d.resourceSpans, lambda rs: list_sum(list_transform(rs.scopeSpans, lambda ss: len(ss.spans))))) END"
     )
+    span_attrs = "coalesce(sp.attributes, [])"
+    res_attrs = "coalesce(rs.resource.attributes, [])"
     return f"""
 INSERT INTO stage_spans BY NAME
-WITH src AS (
-    SELECT line_no, line, TRY(from_json(line, {_spec(_SPAN_DOC)})) AS d FROM ({lines_sql})
+WITH decoded AS (
+    SELECT line_no, raw, CASE WHEN octet_length(raw) <= {MAX_LINE_BYTES} THEN TRY(decode(raw)) END AS line
+    FROM ({lines_sql})
+), src AS (
+    SELECT line_no, raw, line, TRY(from_json(line, {_spec(_SPAN_DOC)})) AS d FROM decoded
 ), classified AS (
-    SELECT line_no, line, d, has_logs, d_state, coalesce(n_spans, 0) > 0 AS has_spans,
+    SELECT line_no, raw, line, d, has_logs, d_state, coalesce(n_spans, 0) > 0 AS has_spans,
         d_state <> 'otlp' OR has_logs OR coalesce(n_spans, 0) = 0 AS needs_line_row
     FROM (
-        SELECT line_no, line, d, d.resourceLogs IS NOT NULL AS has_logs, {n_spans} AS n_spans,
-            CASE WHEN d IS NULL THEN (CASE WHEN line IS NULL OR regexp_full_match(line, '\\s*') THEN 'blank'
+        SELECT line_no, raw, line, d, d.resourceLogs IS NOT NULL AS has_logs, {n_spans} AS n_spans,
+            CASE WHEN line IS NULL THEN (CASE WHEN octet_length(raw) > {MAX_LINE_BYTES} THEN 'too_long' ELSE 'bad_utf8' END)
+                 WHEN d IS NULL THEN (CASE WHEN regexp_full_match(line, '\\s*') THEN 'blank'
                                            WHEN json_valid(line) THEN 'not_otlp' ELSE 'invalid' END)
                  WHEN d.resourceSpans IS NULL AND d.resourceLogs IS NULL THEN 'not_otlp'
                  ELSE 'otlp' END AS d_state
         FROM src)
 ), level1 AS (
-    SELECT line_no, line, has_logs, d_state, has_spans, needs_line_row, len(l1) AS n1,
+    SELECT line_no, raw, line, has_logs, d_state, has_spans, needs_line_row, len(l1) AS n1,
         UNNEST(l1) AS rs, UNNEST(range(1, len(l1) + 1)) AS ri
     FROM (SELECT *, CASE WHEN needs_line_row THEN list_concat(coalesce(d.resourceSpans, []), [NULL])
                          ELSE d.resourceSpans END AS l1
           FROM classified)
+), resources AS (
+    -- Per resource, not per span: its keys, texts and JSON pairs.
+    SELECT *, needs_line_row AND ri = n1 AS line_row,
+        list_transform({res_attrs}, lambda a: a.key) AS rk,
+        list_transform({res_attrs}, lambda a: {_value_expr('a')}) AS rt,
+        list_transform({res_attrs}, lambda a: {_pair_expr('a', excluded_list)}) AS rp
+    FROM level1
 ), level2 AS (
-    SELECT line_no, line, has_logs, d_state, has_spans, line_row, ri, rs.resource.attributes AS ra,
+    SELECT line_no, raw, line, has_logs, d_state, has_spans, line_row, ri, rk, rt, rp, array_to_string(rk, ' ') AS rkj,
         UNNEST(l2) AS ss, UNNEST(range(1, len(l2) + 1)) AS si
-    FROM (SELECT *, needs_line_row AND ri = n1 AS line_row,
-                 CASE WHEN needs_line_row AND ri = n1 THEN [NULL] ELSE rs.scopeSpans END AS l2 FROM level1)
+    FROM (SELECT *, CASE WHEN line_row THEN [NULL] ELSE rs.scopeSpans END AS l2 FROM resources)
 ), level3 AS (
-    SELECT line_no, line, has_logs, d_state, has_spans, line_row, ri, si, ra, ss.scope AS sc,
+    SELECT line_no, raw, line, has_logs, d_state, has_spans, line_row, ri, si, rk, rt, rp, rkj, {scope_json} AS scope_json,
         UNNEST(l3) AS sp, UNNEST(range(1, len(l3) + 1)) AS pi
     FROM (SELECT *, CASE WHEN line_row THEN [NULL] ELSE ss.spans END AS l3 FROM level2)
 ), listed AS (
-    SELECT *, {_attr_lists('sp.attributes', 'ra', excluded_list)},
+    SELECT *,
+        list_transform({span_attrs}, lambda a: a.key) AS sk,
+        list_transform({span_attrs}, lambda a: {_value_expr('a')}) AS st,
+        list_transform({span_attrs}, lambda a: {_pair_expr('a', excluded_list)}) AS spp,
         {_norm_id('sp.traceId')} AS trace_id, {_norm_id('sp.spanId')} AS span_id,
         {_ns('sp.startTimeUnixNano')} AS start_ns, {_ns('sp.endTimeUnixNano')} AS end_ns,
-        CAST(sp.kind AS VARCHAR) AS sk
+        CAST(sp.kind AS VARCHAR) AS sk_code
     FROM level3
-), located AS (
-    SELECT *, {", ".join(field_idx)} FROM listed
+    WHERE sp IS NOT NULL OR line_row
 ), fields AS (
     SELECT *, {reason} AS reject_reason,
-        coalesce({t['input_text']}, {_container_text(j['input_text'])}) AS in_raw,
-        coalesce({t['output_text']}, {_container_text(j['output_text'])}) AS out_raw
-    FROM located
+        {", ".join(f"{v[f]} AS f_{f}" for f in FIELD_KEYS)},
+        {_first_key(FIELD_KEYS['output_text'])} AS out_key,
+        {_get('service.name')} AS service_name,
+        array_to_string(sk, ' ') || ' ' || rkj AS keys_text,
+        array_to_string(spp, ',') AS spj,
+        {res_pairs} AS rpe
+    FROM listed
+), texts AS (
+    SELECT *, {_value_text('f_input_text')} AS in_raw, {_value_text('f_output_text')} AS out_raw,
+        array_to_string(rpe, ',') AS rpj
+    FROM fields
+), typed AS (
+    SELECT *, CASE WHEN out_key = 'gen_ai.output.messages'
+                    AND (CASE WHEN starts_with(out_raw, '[') THEN true ELSE starts_with(ltrim(out_raw), '[') END)
+                   THEN TRY(json_extract_string(out_raw, '$[*].parts[*].type')) END AS out_types
+    FROM texts
 )
 SELECT
     trace_id,
@@ -458,39 +487,40 @@ SELECT
     {_norm_id("nullif(sp.parentSpanId, '')")} AS parent_span_id,
     sp.name AS span_name,
     CASE WHEN line_row THEN (CASE WHEN has_spans THEN 'has_spans' END)
-         ELSE {_kind_case(t['operation'])} END AS kind,
-    {_resolve(settings.workflow_keys, settings.default_workflow, 'service.name')} AS workflow,
-    {_resolve(settings.release_keys, None, None)} AS release,
-    {t['model']} AS model,
-    {t['provider']} AS provider,
+         ELSE {_kind_case('f_operation')} END AS kind,
+    {_resolve(settings.workflow_keys, settings.default_workflow)} AS workflow,
+    {_resolve(settings.release_keys, None)} AS release,
+    {_value_text('f_model')} AS model,
+    {_value_text('f_provider')} AS provider,
     {_ts('start_ns')} AS start_time,
     {_ts('end_ns')} AS end_time,
     NULL::DOUBLE AS latency_ms,
-    TRY_CAST(trunc(TRY_CAST({t['input_tokens']} AS DOUBLE)) AS BIGINT) AS input_tokens,
-    TRY_CAST(trunc(TRY_CAST({t['output_tokens']} AS DOUBLE)) AS BIGINT) AS output_tokens,
-    TRY_CAST({t['cost_usd']} AS DOUBLE) AS cost_usd,
-    {_finish_reason(t['finish_reason'], j['finish_reason'])} AS finish_reason,
+    TRY_CAST(trunc(TRY_CAST(f_input_tokens AS DOUBLE)) AS BIGINT) AS input_tokens,
+    TRY_CAST(trunc(TRY_CAST(f_output_tokens AS DOUBLE)) AS BIGINT) AS output_tokens,
+    TRY_CAST(f_cost_usd AS DOUBLE) AS cost_usd,
+    {_finish_reason('f_finish_reason')} AS finish_reason,
     CASE WHEN reject_reason IS NOT NULL THEN reject_reason
          WHEN {is_error} THEN 'error'
          WHEN sp.status.code IN ('1', 'STATUS_CODE_OK') THEN 'ok' ELSE 'unset' END AS status,
-    coalesce({t['error_type']}, {exception_type},
+    coalesce({_value_text('f_error_type')}, {exception_type},
              CASE WHEN {is_error} THEN nullif(sp.status.message, '') END) AS error_type,
     CASE WHEN d_state = 'blank' THEN NULL
-         WHEN line_row THEN (CASE WHEN reject_reason IS NULL THEN line ELSE left(line, {RAW_REJECT_CAP}) END)
+         WHEN line_row THEN (CASE WHEN reject_reason IS NULL THEN line
+                                  WHEN line IS NULL THEN coalesce(TRY(decode(raw[1:{RAW_REJECT_CAP}])), CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR))
+                                  ELSE left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP}) END)
          WHEN reject_reason IS NOT NULL
             THEN left(coalesce(CAST(json_extract(line, {span_path}) AS VARCHAR), line), {RAW_REJECT_CAP})
          ELSE in_raw END AS input_text,
-    {_output_text("ks[i_output_text]", 'out_raw')} AS output_text,
-    TRY_CAST({t['feedback_score']} AS DOUBLE) AS feedback_score,
-    {online} AS online_scores,
+    {_output_text('out_types', 'out_raw')} AS output_text,
+    TRY_CAST(f_feedback_score AS DOUBLE) AS feedback_score,
+    {_online_scores_from_lists()} AS online_scores,
     CASE WHEN line_row THEN NULL ELSE {attributes} END AS attributes,
     CASE WHEN d_state = 'blank' THEN {_lit(_MARK_BLANK)}
          WHEN reject_reason IS NOT NULL THEN {_lit(_MARK_REJECT)}
          WHEN line_row THEN {_lit(_MARK_LOGS)}
          ELSE {_lit(FORMAT)} END AS source_format,
     {source_line} AS source_line
-FROM fields
-WHERE sp IS NOT NULL OR line_row
+FROM typed
 """
 
 
@@ -558,7 +588,11 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
         ("log.severity_number", "CAST(TRY_CAST(it.lr.severityNumber AS INTEGER) AS VARCHAR)"),
         ("log.body", "CASE WHEN starts_with(body, '{') OR starts_with(body, '[') THEN body END"),
     ]
-    rest = "list_filter(n, lambda a, i: list_position(ka, a.k) = i)"
+    attributes = (
+        "'{' || concat_ws(',', nullif(array_to_string(pj, ','), ''), "
+        + ", ".join(f"CASE WHEN {expr} IS NOT NULL THEN {_lit(json.dumps(key) + ':')} || {expr} END" for key, expr in extras)
+        + ") || '}'"
+    )
     t_ns, o_ns = _ns("it.lr.timeUnixNano"), _ns("it.lr.observedTimeUnixNano")
     bad_time = f"({_bad_ts('it.lr.timeUnixNano', t_ns)} OR {_bad_ts('it.lr.observedTimeUnixNano', o_ns)})"
     log_path = (
@@ -574,14 +608,14 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH joined AS (
-    SELECT i.source_line, i.line, i.it, b.body,
-        {_norm_attrs("list_concat(coalesce(i.it.lr.attributes, []), coalesce(i.it.ra, []))")} AS n
+    SELECT i.source_line, i.line, i.it, b.body, list_transform(coalesce(i.it.lr.attributes, []), lambda a: a.key) AS sk_keys
     FROM {items} i LEFT JOIN {bodies} b ON b.root = i.rowid
+), listed AS (
+    SELECT *, {_attr_lists('it.lr.attributes', 'it.ra', '[]::VARCHAR[]')} FROM joined
 ), named AS (
-    SELECT *, list_transform(n, lambda a: a.k) AS ka,
-        coalesce(nullif(it.lr.eventName, ''), list_filter(n, lambda a: a.k = 'event.name' AND a.t <> '')[1].t) AS event_name,
+    SELECT *, coalesce(nullif(it.lr.eventName, ''), ts[list_position(ka, 'event.name')]) AS event_name,
         json_type(body) = 'OBJECT' AS body_is_object
-    FROM joined
+    FROM listed
 )
 SELECT
     {_norm_id('it.lr.traceId')} AS trace_id,
@@ -594,13 +628,13 @@ SELECT
          WHEN body_is_object AND json_exists(body, '$.content') THEN {member('$.content')}
          WHEN body_is_object AND json_exists(body, '$.message.content') THEN {member('$.message.content')}
          ELSE body END AS content,
-    CASE WHEN it IS NULL THEN NULL ELSE {_json_object(rest, extras)} END AS attributes,
+    CASE WHEN it IS NULL THEN NULL ELSE {attributes} END AS attributes,
     {_lit(FORMAT)} AS source_format,
     source_line,
     CASE WHEN it IS NULL THEN 'OTLP export without spans or log records'
          WHEN {bad_time} THEN 'unparseable timestamp: timeUnixNano=' || coalesce(left(it.lr.timeUnixNano, 100), '')
               || ' observedTimeUnixNano=' || coalesce(left(it.lr.observedTimeUnixNano, 100), '') END AS reject_reason,
-    CASE WHEN it IS NULL THEN left(line, {RAW_REJECT_CAP})
+    CASE WHEN it IS NULL THEN left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP})
          ELSE left(coalesce(CAST(json_extract(line, {log_path}) AS VARCHAR), line), {RAW_REJECT_CAP}) END AS raw
 FROM named
 """
@@ -657,92 +691,65 @@ def _layout(path: Path) -> str:
     return "document"
 
 
-def _count_newlines(path: Path, out: dict) -> None:
-    """Count LF and lone CR bytes (runs in a thread beside the CSV scan)."""
+def _line_batches(path: Path) -> Iterator:
+    """Split the file on LF into Arrow batches (line_no, raw) without a Python object per line:
+    numpy finds the newlines and each batch's binary values point into the chunk just read
+    (terminator included; CR and LF are JSON whitespace). A line longer than MAX_LINE_BYTES
+    that does not fit a chunk is cut to MAX_LINE_BYTES + 1 bytes (the SQL rejects it by its
+    length) and the rest of it is skipped, so memory stays bounded."""
     import numpy as np
+    import pyarrow as pa
 
-    n_lf = n_cr = n_crlf = 0
-    last = b""
-    prev_cr = False
-    size = 0
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(16 * 1024 * 1024)
-        while True:
-            k = fh.readinto(buf)
-            if not k:
-                break
-            size += k
-            a = np.frombuffer(buf, np.uint8, k)
-            n_lf += int(np.count_nonzero(a == 10))
-            cr = int(np.count_nonzero(a == 13))
-            if cr or prev_cr:
-                n_cr += cr
-                n_crlf += int(np.count_nonzero((a[:-1] == 13) & (a[1:] == 10)))
-                if prev_cr and a[0] == 10:
-                    n_crlf += 1
-            prev_cr = bool(a[k - 1] == 13)
-            last = bytes(a[k - 1 : k])
-    out["lines"] = n_lf + (1 if size and last != b"\n" else 0)
-    out["lone_cr"] = n_cr - n_crlf
-
-
-def _py_line_batches(path: Path) -> Iterator[tuple[list[int], list[str], list[tuple[int, str, str]]]]:
-    """Exact line splitting in Python: (line numbers, texts, rejects) per batch of ~PY_BATCH_BYTES."""
     line_no = 0
-    carry = b""
-    too_long = False
-    with open(path, "rb") as fh:
-        first = True
+    carry = b""  # the unfinished line at the end of the previous chunk
+    skipping = False  # inside the remainder of a line that was cut
+
+    def batch(buf, begin: int, ends):
+        nonlocal line_no
+        offsets = np.empty(len(ends) + 1, np.int32)
+        offsets[0] = begin
+        offsets[1:] = ends
+        raw = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+        nos = pa.array(np.arange(line_no + 1, line_no + len(ends) + 1, dtype=np.int64))
+        line_no += len(ends)
+        return pa.RecordBatch.from_arrays([nos, raw], names=["line_no", "raw"])
+
+    with open(path, "rb", buffering=0) as fh:
         while True:
-            chunk = fh.read(PY_BATCH_BYTES)
-            if first and chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
-            first = False
-            eof = not chunk
-            if eof:
-                if not carry and not too_long:
-                    return
-                parts, carry_next = [carry], b""
-            else:
-                parts = (carry + chunk).split(b"\n")
-                carry_next = parts.pop()
-            nos: list[int] = []
-            texts: list[str] = []
-            rejects: list[tuple[int, str, str]] = []
-            for i, raw in enumerate(parts):
-                line_no += 1
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
-                if too_long and i == 0:
-                    too_long = False
-                    rejects.append((line_no, raw[:RAW_REJECT_CAP].decode("utf-8", "replace"), f"line longer than {MAX_LINE_BYTES} bytes"))
+            buf = bytearray(len(carry) + CHUNK_BYTES)
+            buf[: len(carry)] = carry
+            got = fh.readinto(memoryview(buf)[len(carry) :]) or 0
+            n = len(carry) + got
+            ends = np.flatnonzero(np.frombuffer(buf, np.uint8, n) == 10) + 1
+            begin = 0
+            if skipping:
+                if not len(ends):
+                    carry = b""
+                    if not got:
+                        return
                     continue
-                if len(raw) > MAX_LINE_BYTES:
-                    rejects.append((line_no, raw[:RAW_REJECT_CAP].decode("utf-8", "replace"), f"line longer than {MAX_LINE_BYTES} bytes"))
-                    continue
-                try:
-                    texts.append(raw.decode("utf-8"))
-                    nos.append(line_no)
-                except UnicodeDecodeError:
-                    rejects.append((line_no, raw[:RAW_REJECT_CAP].decode("utf-8", "replace"), "invalid UTF-8"))
-            if len(carry_next) > MAX_LINE_BYTES:
-                carry_next = carry_next[:RAW_REJECT_CAP]
-                too_long = True
-            carry = carry_next
-            yield nos, texts, rejects
-            if eof:
+                begin, ends, skipping = int(ends[0]), ends[1:], False
+            if not got and begin < n and (not len(ends) or ends[-1] != n):
+                ends = np.append(ends, n)  # the last line has no terminator
+            if len(ends):
+                yield batch(buf, begin, ends)
+                begin = int(ends[-1])
+            if not got:
                 return
+            carry = bytes(buf[begin:n])
+            if len(carry) > MAX_LINE_BYTES:
+                cut = bytearray(carry[: MAX_LINE_BYTES + 1])
+                yield batch(cut, 0, np.array([len(cut)]))
+                carry, skipping = b"", True
+
+
+def _line_schema():
+    import pyarrow as pa
+
+    return pa.schema([("line_no", pa.int64()), ("raw", pa.binary())])
 
 
 # --- staging passes -------------------------------------------------------------------------
-def _csv_reason(error_type: str) -> str:
-    if error_type == "INVALID ENCODING":
-        return "invalid UTF-8"
-    if error_type == "LINE SIZE OVER MAXIMUM":
-        return f"line longer than {MAX_LINE_BYTES} bytes"
-    return f"unreadable line ({error_type.lower()})"
-
-
 class _Run:
     """State of one read(): the rows it appended to stage_spans start at rowid `start`."""
 
@@ -751,7 +758,7 @@ class _Run:
         self.ctx = ctx
         self.path = Path(ctx.path)
         self.uid = f"otlp_{threading.get_ident()}_{id(self)}"
-        self.start = con.execute("SELECT coalesce(max(rowid) + 1, 0) FROM stage_spans").fetchone()[0]
+        self.start = con.execute("SELECT coalesce(max(rowid) + 1, 0) FROM stage_spans").fetchall()[0][0]
 
     def ours(self) -> str:
         return f"rowid >= {self.start}"
@@ -771,7 +778,7 @@ class _Run:
         )
         has_logs = con.execute(
             f"SELECT count(*) FROM stage_spans WHERE {self.ours()} AND source_format = {_lit(_MARK_LOGS)}"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if has_logs:
             items, bodies, events = (f"{self.uid}_{s}" for s in ("log_items", "log_bodies", "events"))
             markers = (
@@ -797,73 +804,29 @@ class _Run:
         )
 
 
-def _read_csv_lines(run: _Run) -> bool:
-    """Fast path. False when the scan does not account for every line (caller re-reads)."""
-    con = run.con
-    counts: dict = {}
-    counter = threading.Thread(target=_count_newlines, args=(run.path, counts), daemon=True)
-    counter.start()
-    rj, rs = f"{run.uid}_csv_rejects", f"{run.uid}_csv_scans"
-    try:
-        run.insert_spans(_lines_from_csv(str(run.path), rj, rs), doc_mode=False)
-        counter.join()
-        scanned = con.execute(f"SELECT coalesce(max(source_line), 0) FROM stage_spans WHERE {run.ours()}").fetchone()[0]
-        bad = con.execute(
-            f"SELECT line, any_value(error_type), any_value(csv_line) FROM {rj} GROUP BY line ORDER BY line"
-        ).fetchall()
-        if counts.get("lone_cr") or scanned + len(bad) != counts.get("lines"):
-            run.drop_ours()
-            return False
-        if bad:
-            # Rows after a skipped line were numbered without it: shift them.
-            shifts = ", ".join(f"({line - j})" for j, (line, _, _) in enumerate(bad, 1))
-            con.execute(
-                f"UPDATE stage_spans SET source_line = source_line + "
-                f"(SELECT count(*) FROM (VALUES {shifts}) s(x) WHERE s.x < stage_spans.source_line) WHERE {run.ours()}"
-            )
-            con.executemany(
-                "INSERT INTO stage_rejects (source_line, raw, reason) VALUES (?, ?, ?)",
-                [
-                    (line, (raw or "")[:RAW_REJECT_CAP], _csv_reason(err))
-                    for line, err, raw in bad
-                ],
-            )
-        return True
-    finally:
-        counter.join()
-        con.execute(f"DROP TABLE IF EXISTS {rj}")
-        con.execute(f"DROP TABLE IF EXISTS {rs}")
-
-
-def _read_py_lines(run: _Run) -> None:
-    """Exact path: Python splits lines, the same SQL stages each Arrow batch."""
+def _read_lines(run: _Run) -> None:
     import pyarrow as pa
 
-    con = run.con
-    name = f"{run.uid}_batch"
-    for nos, texts, rejects in _py_line_batches(run.path):
-        if nos:
-            batch = pa.table({"line_no": pa.array(nos, pa.int64()), "line": pa.array(texts, pa.string())})
-            con.register(name, batch)
-            try:
-                run.insert_spans(f"SELECT line_no, line FROM {name}", doc_mode=False)
-            finally:
-                con.unregister(name)
-        if rejects:
-            con.executemany("INSERT INTO stage_rejects (source_line, raw, reason) VALUES (?, ?, ?)", rejects)
+    name = f"{run.uid}_lines"
+    reader = pa.RecordBatchReader.from_batches(_line_schema(), _line_batches(run.path))
+    run.con.register(name, reader)
+    try:
+        run.insert_spans(f"SELECT line_no, raw FROM {name}", doc_mode=False)
+    finally:
+        run.con.unregister(name)
 
 
 def _read_documents(run: _Run) -> None:
     con = run.con
     size = run.path.stat().st_size
     lines_sql = (
-        f"SELECT o AS line_no, CAST(json AS VARCHAR) AS line FROM read_json({_lit(str(run.path))}, "
-        f"format='unstructured', records=false, columns={{'json': 'JSON'}}, maximum_object_size={max(size + 1, 16 * 1024 * 1024)}) "
-        f"WITH ORDINALITY AS docs(json, o)"
+        f"SELECT o AS line_no, encode(CAST(json AS VARCHAR)) AS raw FROM read_json({_lit(str(run.path))}, "
+        f"format='unstructured', records=false, columns={{'json': 'JSON'}}, "
+        f"maximum_object_size={max(size + 1, 16 * 1024 * 1024)}) WITH ORDINALITY AS docs(json, o)"
     )
     try:
         run.insert_spans(lines_sql, doc_mode=True)
-    except Exception as exc:  # duckdb.Error subclasses: the file is not valid JSON as a whole
+    except Exception as exc:  # a duckdb.Error: the file is not valid JSON as a whole
         import duckdb
 
         if not isinstance(exc, duckdb.Error):
@@ -883,7 +846,7 @@ def read(con, ctx: ReadContext) -> None:
     path = Path(ctx.path)
     if not path.is_file():
         raise UnreadableInput(f"cannot read {path}: not a file")
-    old_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    old_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = false")
     run = _Run(con, ctx)
     try:
@@ -891,8 +854,7 @@ def read(con, ctx: ReadContext) -> None:
             _read_documents(run)
             run.finish(doc_mode=True)
         else:
-            if not _read_csv_lines(run):
-                _read_py_lines(run)
+            _read_lines(run)
             run.finish(doc_mode=False)
     except BaseException:
         run.drop_ours()

@@ -1,0 +1,1 @@
+"""Evals: suites, manifests, runners, scorers and importers (pure logic, no Dagster)."""

@@ -1,0 +1,177 @@
+"""Releases and eval runs end to end through the `relops` command on a real home instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from relops_pipeline.cli import EXIT_BAD_INPUT, main
+from relops_pipeline_tests.conftest import FIXTURES
+
+CASES = [
+    ("billing-001", "billing", ["billing"], True),
+    ("login-001", "login", ["login", "hard"], False),
+    ("shipping-001", "shipping", ["shipping"], False),
+    ("refund-001", "refund", ["refund", "hard"], True),
+    ("bug-001", "bug", ["bug", "explodes"], False),
+]
+
+
+def suite_yaml(version: str, extra_case: bool = False, changelog=("v1: five curated cases",)) -> str:
+    cases = list(CASES) + ([("account-001", "account", ["account"], False)] if extra_case else [])
+    body = [f"workflow: support-triage\nversion: {version}\nchangelog:"] + [f"  - \"{c}\"" for c in changelog] + ["cases:"]
+    for cid, cat, tags, mp in cases:
+        body.append(
+            f"  - id: {cid}\n    input: {{vars: {{ticket: \"ticket about {cat}\"}}}}\n"
+            f"    expected: {{fields: {{category: {cat}}}}}\n    tags: [{', '.join(tags)}]\n    must_pass: {str(mp).lower()}"
+        )
+    return "\n".join(body) + "\n"
+
+
+def manifest_yaml(version: str, quality: str = "high", model: str = "gpt-4o-mini") -> str:
+    return textwrap.dedent(
+        f"""\
+        workflow: support-triage
+        version: {version}
+        model: {model}
+        provider: openai
+        prompts:
+          system: "You triage support tickets. Answer in JSON."
+          user: "Ticket: {{{{ ticket }}}}"
+        parameters: {{temperature: 0.2, quality: {quality}}}
+        """
+    )
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    monkeypatch.setenv("RELOPS_HOME", str(h))
+    monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
+    assert main(["--home", str(h), "init"]) == 0
+    wf = h / "workflows" / "support-triage.yaml"
+    wf.write_text(
+        "name: support-triage\nowner: ana\ndelegates: [sam]\n"
+        "runner: {type: python, callable: 'relops_pipeline_tests.support:fake_llm', timeout_s: 10}\n"
+        "scorers: [{type: json}]\nevals: {samples: 2, max_error_rate: 0.25}\n"
+    )
+    # Start from no suites or releases: the example home's demo ones are not this test's.
+    for d in ("suites", "releases"):
+        shutil.rmtree(h / d, ignore_errors=True)
+    (h / "suites" / "support-triage").mkdir(parents=True)
+    (h / "suites" / "support-triage" / "v1.yaml").write_text(suite_yaml("v1"))
+    return h
+
+
+def cli(capsys, home, *argv):
+    code = main(["--home", str(home), *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_register_creates_partition_and_eval_run_with_errors_recorded(home, tmp_path, capsys):
+    m = write(tmp_path, "m1.yaml", manifest_yaml("v1.0.0"))
+    code, out, err = cli(capsys, home, "release", "register", str(m), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["release_key"] == "support-triage--v1.0.0"
+    ev = doc["eval"]
+    assert (ev["cases"], ev["samples"], ev["errors"]) == (5, 10, 2)  # bug-001 raises in both samples
+    assert ev["valid"] is True  # 20% errors is within the workflow's 25%
+    assert ev["metrics"]["fields_match"]["n"] == 10
+    from dagster import DagsterInstance
+
+    assert "support-triage--v1.0.0" in DagsterInstance.get().get_dynamic_partitions("releases")
+    # what changed: the first release has nothing to compare with
+    assert doc["diff"]["known"] is False
+
+
+def test_changing_a_registered_manifest_is_refused(home, tmp_path, capsys):
+    m = write(tmp_path, "m.yaml", manifest_yaml("v1.0.0"))
+    assert cli(capsys, home, "release", "register", str(m), "--no-eval")[0] == 0
+    m.write_text(manifest_yaml("v1.0.0", model="gpt-4.1-mini"))
+    code, _, err = cli(capsys, home, "release", "register", str(m))
+    assert code == EXIT_BAD_INPUT
+    assert "immutable" in err and "new version" in err
+
+
+def test_second_release_stores_what_changed(home, tmp_path, capsys):
+    cli(capsys, home, "release", "register", str(write(tmp_path, "a.yaml", manifest_yaml("v1.0.0"))), "--no-eval")
+    code, out, _ = cli(capsys, home, "release", "register",
+                       str(write(tmp_path, "b.yaml", manifest_yaml("v1.1.0", model="gpt-4.1-mini"))), "--no-eval", "--json")
+    assert code == 0
+    diff = json.loads(out)["diff"]
+    assert diff["known"] is True and diff["model"] == {"from": "gpt-4o-mini", "to": "gpt-4.1-mini"}
+
+
+def test_invalid_manifest_and_suite_name_file_case_and_field(home, tmp_path, capsys):
+    bad = write(tmp_path, "bad.yaml", "workflow: support-triage\nversion: v9\nmodle: gpt-4o\n")
+    code, _, err = cli(capsys, home, "release", "register", str(bad))
+    assert code == EXIT_BAD_INPUT
+    assert "bad.yaml" in err and "modle" in err and "model" in err
+    suite = write(tmp_path, "v1.yaml", suite_yaml("v1").replace("must_pass: true", "must_pass: maybe", 1))
+    code, _, err = cli(capsys, home, "suite", "validate", str(suite))
+    assert code == EXIT_BAD_INPUT
+    assert "v1.yaml" in err and "billing-001" in err and "must_pass" in err
+
+
+def test_unknown_workflow_says_how_to_add_it(home, tmp_path, capsys):
+    code, _, err = cli(capsys, home, "eval", "nope", "v1")
+    assert code == EXIT_BAD_INPUT and "relops workflow add nope" in err
+    code, out, _ = cli(capsys, home, "workflow", "add", "nope", "--owner", "li", "--json")
+    assert code == 0 and Path(json.loads(out)["path"]).exists()
+
+
+@pytest.mark.parametrize(
+    "path,fmt,variant,counts",
+    [
+        (FIXTURES / "promptfoo" / "simple-cli.output.json", "promptfoo", "0", (4, 4)),
+        (FIXTURES / "inspect_ai" / "2025-02-11T15-18-04-05-00_popularity_mj7khqpMM4GBCfVQozKgzB.eval", "inspect", None, (10, 10)),
+    ],
+)
+def test_import_harness_results_as_eval_run(home, capsys, path, fmt, variant, counts):
+    argv = ["eval", "import", str(path), "--workflow", "support-triage", "--version", "v0.9.0", "--format", fmt, "--json"]
+    if variant:
+        argv += ["--variant", variant]
+    code, out, err = cli(capsys, home, *argv)
+    assert code == 0, err
+    ev = json.loads(out)
+    assert (ev["cases"], ev["samples"]) == counts
+    assert ev["source"] == f"import:{fmt}"
+
+
+def test_suite_change_then_backfill_covers_every_release_on_both_versions(home, tmp_path, capsys):
+    for v, q in (("v1.0.0", "high"), ("v1.1.0", "low")):
+        assert cli(capsys, home, "release", "register", str(write(tmp_path, f"{v}.yaml", manifest_yaml(v, quality=q))))[0] == 0
+    (home / "suites" / "support-triage" / "v2.yaml").write_text(
+        suite_yaml("v2", extra_case=True, changelog=("v1: five curated cases", "v2: account deletion case from an incident"))
+    )
+    code, out, err = cli(capsys, home, "eval", "backfill", "--workflow", "support-triage", "--in-process", "--json")
+    assert code == 0, err
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse" / "relops.duckdb"), read_only=True)
+    rows = con.execute("SELECT version, suite_version, cases FROM eval_runs ORDER BY version, suite_version").fetchall()
+    con.close()
+    assert rows == [("v1.0.0", "v1", 5), ("v1.0.0", "v2", 6), ("v1.1.0", "v1", 5), ("v1.1.0", "v2", 6)]
+
+
+def test_backfill_without_daemon_is_queued_and_says_so(home, tmp_path, capsys):
+    cli(capsys, home, "release", "register", str(write(tmp_path, "a.yaml", manifest_yaml("v1.0.0"))), "--no-eval")
+    code, out, _ = cli(capsys, home, "eval", "backfill", "--workflow", "support-triage", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["daemon_running"] is False and doc["backfill_id"]
+    from dagster import DagsterInstance
+
+    assert DagsterInstance.get().get_backfill(doc["backfill_id"]) is not None
