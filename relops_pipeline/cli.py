@@ -42,10 +42,19 @@ def _activate(home: Home) -> None:
 
 
 def _instance(home: Home):
+    import fcntl
+
     _activate(home)
     from dagster import DagsterInstance
 
-    return DagsterInstance.get()
+    # Two processes creating a new instance's SQLite storage at once race in its schema
+    # migrations; the first one creates it under a lock, the others then open it.
+    with open(home.dagster_home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return DagsterInstance.get()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _defs():
@@ -106,6 +115,7 @@ def refresh_days(home: Home, days: Sequence[date]) -> Any:
 def cmd_init(args) -> dict:
     home = Home.resolve(args.home)
     written = home.init()
+    _instance(home)  # create the Dagster instance's storage now, once
     return {
         "home": str(home.root),
         "written": [str(p) for p in written],
@@ -271,17 +281,44 @@ def cmd_rejects(args) -> dict:
     return {"total": total, "rejects": items, "_text": "\n".join(lines)}
 
 
+def demo_releases(home: Home) -> list[dict]:
+    """Register every release manifest in the home, oldest version first, with its eval run."""
+    from relops_pipeline.lib.evals.manifests import load_manifest
+    from relops_pipeline.lib.evals.suites import version_sort_key
+
+    result = run_job(home, "suites_job")
+    if not result.success:
+        raise CliError(f"suites run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    out = []
+    for wf_dir in sorted((home.root / "releases").glob("*")):
+        for path in sorted(wf_dir.glob("*.yaml"), key=lambda p: version_sort_key(p.stem)):
+            r = register_release(home, load_manifest(path), by="demo")
+            print(f"      {r['release_key']}: {_eval_line(r['eval'])}", file=sys.stderr)
+            out.append(r)
+    return out
+
+
+def _eval_line(e: dict) -> str:
+    if not e:
+        return "no eval"
+    rates = ", ".join(f"{m} {v['pass_rate']:.2f}" for m, v in e["metrics"].items())
+    return f"{e['cases']} cases x {e['samples'] // max(e['cases'], 1)} samples: {rates}" + (
+        f"; must-pass failing {e['must_pass_failing_cases']}" if e.get("must_pass_failing_cases") else "")
+
+
 def cmd_demo(args) -> dict:
     from relops_pipeline.lib.demo_traces import generate_demo_traces
 
     home = Home.resolve(args.home)
     home.init()
     print(f"relops demo: home {home.root}", file=sys.stderr)
-    print("[1/2] generating the demo world's production traces ...", file=sys.stderr)
+    print("[1/3] generating the demo world's production traces ...", file=sys.stderr)
     gen = generate_demo_traces(home.landing_dir / "demo", seed=args.seed, scale=args.scale)
     print(f"      {gen.spans} spans in {len(gen.files)} files", file=sys.stderr)
-    print("[2/2] ingesting them through Dagster ...", file=sys.stderr)
+    print("[2/3] ingesting them through Dagster ...", file=sys.stderr)
     summary = ingest(home, [str(home.landing_dir / "demo")])
+    print("[3/3] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
+    releases = demo_releases(home)
     t = summary["totals"]
     expected = gen.expected_ingest()
     matches = (t["accepted"], t["rejected"], t["unknown_release"]) == (
@@ -291,6 +328,9 @@ def cmd_demo(args) -> dict:
         f"expected from the generator: accepted {expected['accepted_spans']}, rejected {expected['rejected_lines']},"
         f" without release {expected['unknown_release_spans']}"
         + (" — matches" if matches else " — MISMATCH"),
+        "",
+        "releases and their evals:",
+        *[f"  {r['release_key']:<26} {_eval_line(r['eval'])}" for r in releases],
         "",
         "where to look:",
         f"  relops --home {home.root} status     spans per workflow, release and day",
@@ -303,6 +343,7 @@ def cmd_demo(args) -> dict:
         "home": str(home.root),
         "generated": gen.expected_ingest(),
         "matches_generator": matches,
+        "releases": [{"release_key": r["release_key"], "eval": r["eval"]} for r in releases],
         "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_id": summary["signals_run_id"]},
         "_text": "\n".join(lines),
     }
@@ -399,17 +440,21 @@ def cmd_release_register(args) -> dict:
         tmp = dest.with_suffix(".yaml.tmp")
         tmp.write_text(f"# registered from {Path(args.file).resolve()}\n" + yaml.safe_dump(manifest.content(), sort_keys=False))
         tmp.replace(dest)
+    return register_release(home, manifest, by=args.by, run_eval=not args.no_eval)
+
+
+def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = True) -> dict:
+    """Add the release's partition and record it (and run its eval) through Dagster."""
+    from relops_pipeline.lib.evals.store import get_release
+    from relops_pipeline.lib.warehouse import open_warehouse
+
     key = manifest.release_key
     _add_release_partition(home, key)
-    by = args.by or os.environ.get("USER") or "unknown"
-    tags = {"relops/registered_by": by}
-    result = _run_partition(home, "release_manifest_job" if args.no_eval else "release_eval_job", key, tags)
-    from relops_pipeline.lib.warehouse import open_warehouse
-    from relops_pipeline.lib.evals.store import get_release
-
+    tags = {"relops/registered_by": by or os.environ.get("USER") or "unknown"}
+    result = _run_partition(home, "release_eval_job" if run_eval else "release_manifest_job", key, tags)
     with open_warehouse(home.warehouse_path) as con:
         release = get_release(con, key)
-    ev = {} if args.no_eval else _eval_summary(home, result.run_id)
+    ev = _eval_summary(home, result.run_id) if run_eval else {}
     summary = (release.get("diff") or {}).get("summary") or []
     text = [f"registered {key} (manifest {release['manifest_hash'][:12]}), compared with {release['baseline_version'] or 'nothing'}"]
     text += [f"  changed: {line}" for line in summary]

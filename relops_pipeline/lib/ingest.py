@@ -193,7 +193,10 @@ def ingest_file(
             CREATE OR REPLACE TEMP TABLE batch_spans AS
             SELECT s.* EXCLUDE (workflow, release, latency_ms, cost_usd, input_text, output_text),
                 coalesce(nullif(s.workflow, ''), '{UNKNOWN}') AS workflow,
-                coalesce(nullif(s.release, ''), '{UNKNOWN}') AS release,
+                -- "support-triage@v1.3.0" names the release v1.3.0 of workflow support-triage
+                coalesce(nullif(CASE WHEN starts_with(s.release, s.workflow || '@')
+                                     THEN substr(s.release, length(s.workflow) + 2) ELSE s.release END, ''),
+                         '{UNKNOWN}') AS release,
                 (s.release IS NOT NULL AND s.release <> '') AS release_known,
                 coalesce(s.latency_ms, date_diff('microsecond', s.start_time, s.end_time) / 1000.0) AS latency_ms,
                 coalesce(s.cost_usd, p.input_per_mtok * s.input_tokens / 1e6 + p.output_per_mtok * s.output_tokens / 1e6) AS cost_usd,

@@ -2,61 +2,64 @@
 
 Layouts
 - JSON lines (collector file exporter): every line is one export request, `{"resourceSpans":
-  [...]}` or `{"resourceLogs": [...]}`; a file may mix them. source_line is the 1-based line
-  number in the file (blank lines count as lines but are not records). A line holding several
-  spans gives several rows with the same source_line.
+  [...]}` or `{"resourceLogs": [...]}`; a file may mix them, a line may hold many spans.
+  source_line is the 1-based line number (blank lines count as lines but are not records);
+  the spans of one line share it.
 - One JSON document (an OTLP/HTTP request body, usually pretty-printed over many lines), or
-  several such documents concatenated. Chosen when the first non-blank line of the file is not a
-  JSON value on its own. The documents are read with `read_json(format='unstructured',
-  records=false)`; source_line is then the 1-based index of the span (of the log record, for
-  events) in document order across the file, and a document-level reject carries the
-  document's 1-based index. A document that is not valid JSON makes one reject for the whole
-  file (source_line NULL).
+  several concatenated. Chosen when the first non-blank line is not a JSON value by itself
+  (and no later line in the first 64 KiB is a whole OTLP export, which would make the file
+  JSON lines with a broken first line). Read with `read_json(format='unstructured',
+  records=false)`, one row per document; source_line is then the 1-based index of the span
+  (of the log record, for events) in document order across the file; a document-level reject
+  carries the document's index. A file that is not valid JSON as a whole gives one reject with
+  source_line NULL.
 
-How lines are read (performance is the point; everything runs in DuckDB SQL)
-- `read_csv` stages raw lines as text (one VARCHAR column, a delimiter byte that cannot occur
-  in valid JSON, no quoting) `WITH ORDINALITY`, which numbers the rows in file order also on a
-  multi-threaded scan. `new_line='\\r\\n'` with `strict_mode=false` makes LF, CRLF and mixed
-  files give one row per line. Lines DuckDB cannot scan (invalid UTF-8, longer than
-  MAX_LINE_BYTES) are skipped by the scan and recorded by `store_rejects`; they become rejects
-  and the line numbers of the rows after them are corrected.
-- A parallel newline count (numpy) checks the scan: the CSV scanner also splits at a lone CR
-  and silently loses lines longer than its buffer (DuckDB 2.0.1). When the counts disagree, or
-  the file holds a lone CR, the file is re-read on the exact path: Python splits lines on LF and
-  hands them to the same SQL in Arrow batches.
-- Each line is parsed once with `TRY(from_json(line, <explicit OTLP structure>))`; failures are
-  `invalid JSON` rejects (json_valid is only consulted for lines that did not parse). Spans are
-  unnested from resourceSpans -> scopeSpans -> spans in one projection, and one INSERT writes
-  stage_spans. Lines that are not spans travel through the same INSERT as marker rows (private
-  source_format values) and are moved afterwards: rejects to stage_rejects, log exports to a
-  second SQL pass that stages their log records in stage_events.
+How lines are read. Everything per record runs in DuckDB SQL; Python only finds line ends.
+- Lines come from a numpy newline index over 16 MiB chunks, handed to DuckDB as a stream of
+  Arrow batches (line_no, raw bytes) whose values point into the chunk (no Python object per
+  line). Lines are split on LF only; CR is JSON whitespace. `read_csv` (STACK_NOTES) was measured
+  and not used: `WITH ORDINALITY` numbers lines correctly but makes the whole pipeline
+  single-threaded (2x slower here); the CSV scanner also splits lines at a lone CR, and with
+  DuckDB 2.0.1 lines longer than its buffer vanish from the scan without a reject.
+- SQL decodes the bytes (invalid UTF-8 -> reject), parses each line once with
+  `TRY(from_json(line, <explicit OTLP structure>))` (json_valid is consulted only for lines that
+  did not parse, to tell invalid JSON from non-OTLP JSON), unnests resourceSpans ->
+  scopeSpans -> spans, and one INSERT writes stage_spans. Rows that are not spans (rejects, log
+  exports, blank lines) travel through the same INSERT as marker rows (private source_format
+  values) and are moved afterwards: rejects to stage_rejects; log exports go through a second
+  SQL pass that stages their log records in stage_events. Attribute lists are turned into a
+  few primitive lists with lambdas (keys, texts, JSON pairs); per resource, not per span.
 
 Mapping
-- Fields come from FIELD_KEYS (attributes.py): the SQL coalesces the first non-empty attribute
-  of each field's keys over the span attributes merged over the resource attributes (span
-  wins). kind comes from the operation attribute through KIND_BY_OPERATION (the OTLP span kind
-  is not the GenAI kind). status: status.code 2 -> error, 1 -> ok, else unset; error_type:
-  error.type / exception.type, then the type of an `exception` span event, then (on error) the
-  status message. output_text: the text parts of gen_ai.output.messages joined by a newline
-  when there are any; otherwise the attribute as given.
+- Fields come from FIELD_KEYS (attributes.py): per field, the first key with a non-empty value,
+  looked up in the span's attributes and then its resource's. kind comes from the operation
+  attribute through KIND_BY_OPERATION (the OTLP span kind is not the GenAI kind). status:
+  status.code 2 -> error, 1 -> ok, else unset (proto enum names accepted). error_type:
+  error.type / exception.type, then an `exception` span event's type, then (on error) the
+  status message. input_text: the attribute as given (JSON text for message lists).
+  output_text: the text parts of gen_ai.output.messages joined by newlines; with no text part
+  (tool calls only) or for other keys, the attribute as given. latency_ms stays NULL.
 - workflow / release: ctx.settings.workflow_keys / release_keys in order, like
-  base.resolve_workflow: empty values are skipped, `service.name` starting with
+  base.resolve_workflow: empty values are skipped, a `service.name` starting with
   "unknown_service" is no workflow, default_workflow last.
-- attributes: the span's attributes merged over its resource attributes, minus the keys that
-  fill a column (every key of FIELD_KEYS except the operation keys) and the online-score keys,
-  plus `otel.scope.name`, `otel.scope.version`, `otel.span.kind` and `otel.status_description`.
-  AnyValues are decoded to plain JSON (intValue strings become numbers; nested values to a
-  depth of ANY_VALUE_DEPTH, deeper ones are kept as their raw OTLP JSON).
-- Log records (legacy GenAI events and any other log) become stage_events rows: event_name
-  from eventName (or the event.name attribute), role from the event name (gen_ai.choice ->
-  assistant) or the body's role, content = the body's content (choice: message.content) as
-  text, else the decoded body as JSON; attributes = log attributes over resource attributes,
-  plus `otel.scope.name`, severity, and `log.body` (the decoded body) when the body is
-  structured.
-- Rejects: invalid JSON lines, valid JSON that is not an OTLP export, exports with neither
-  spans nor log records, spans without traceId/spanId, present but unparseable timestamps
-  (spans and log records), lines DuckDB cannot scan. raw is capped at RAW_REJECT_CAP. Ids are
-  lower-case hex; base64 ids (24 chars ending "==" / 12 ending "=") are converted.
+- attributes: the span's attributes merged over its resource's (span wins), minus the keys that
+  fill a column (every FIELD_KEYS key except the operation keys) and online-score keys, plus
+  `otel.scope.name`, `otel.scope.version`, `otel.span.kind`, `otel.status_description`.
+  AnyValues become plain JSON: intValue strings become numbers; arrays/kvlists are decoded one
+  level deep (OTel span attributes are scalars or arrays of scalars), deeper values stay as
+  their OTLP JSON. online_scores: {"name": number} from attributes under ONLINE_SCORE_PREFIXES.
+- Log records (legacy GenAI events and any other log record) become stage_events rows:
+  event_name from eventName (or the event.name attribute), event_time from timeUnixNano (else
+  observedTimeUnixNano), role from the event name (gen_ai.choice -> assistant) or the body's
+  role, content = the body's content (gen_ai.choice: message.content) as text, else the whole
+  body as JSON (bodies are decoded at any depth, set-based); attributes = log attributes over
+  resource attributes, plus `otel.scope.name`, `log.severity_text`, `log.severity_number` and
+  `log.body` (the decoded body) when the body is structured.
+- Rejects (reason, 1-based line, raw text capped at RAW_REJECT_CAP): invalid UTF-8, lines longer
+  than MAX_LINE_BYTES, invalid JSON, JSON that is not an OTLP export, exports with neither
+  spans nor log records, spans without traceId/spanId (raw = that span), present but
+  unparseable timestamps (spans and log records). Ids are lower-case hex; base64 ids (24 chars
+  ending "==", 12 ending "=") are converted.
 """
 
 from __future__ import annotations
@@ -241,19 +244,19 @@ def _resolve(keys: tuple[str, ...], default: str | None) -> str:
 
 
 def _output_text(types: str, raw: str) -> str:
-    """Assistant text from gen_ai.output.messages: its text parts joined by newlines. `types` is
-    the list of its part types (NULL when the value is not such a message list); when some part
-    is not text the parts are filtered by type; with no text part the value stays as given."""
+    """Assistant text from gen_ai.output.messages: its text parts joined by newlines (possibly
+    ''). `types` lists the message parts' types (NULL when the value is no such message list);
+    with no text part at all (tool calls only) the value stays as given (JSON)."""
     contents = f"json_extract_string({raw}, '$[*].parts[*].content')"
     mixed = (
         f"array_to_string(flatten(list_transform(from_json({raw}, {_spec(_OUTPUT_MESSAGES_SPEC)}), lambda m: list_transform("
         f"list_filter(m.parts, lambda p: p.type = 'text' AND p.content IS NOT NULL), lambda p: p.content))), chr(10))"
     )
-    texts = (
-        f"(CASE WHEN array_to_string({types}, '') = repeat('text', len({types})) "
-        f"THEN array_to_string({contents}, chr(10)) ELSE {mixed} END)"
+    return (
+        f"(CASE WHEN {types} IS NULL OR NOT list_contains({types}, 'text') THEN {raw} "
+        f"WHEN array_to_string({types}, '') = repeat('text', len({types})) THEN array_to_string({contents}, chr(10)) "
+        f"ELSE {mixed} END)"
     )
-    return f"(CASE WHEN {types} IS NULL THEN {raw} ELSE coalesce(nullif({texts}, ''), {raw}) END)"
 
 
 def _finish_reason(fr: str) -> str:
@@ -261,8 +264,8 @@ def _finish_reason(fr: str) -> str:
     or plain string)."""
     return (
         f"nullif(lower(CASE "
-        f"WHEN starts_with({fr}, {_CONTAINER}) THEN coalesce(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].stringValue'), "
-        f"json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].intValue')) "
+        f"WHEN starts_with({fr}, {_CONTAINER}) THEN coalesce(TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].stringValue')), "
+        f"TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].intValue'))) "
         f"WHEN starts_with(ltrim({fr}), '[') AND json_valid({fr}) THEN json_extract_string({fr}, '$[0]') "
         f"ELSE {fr} END), '')"
     )
@@ -308,8 +311,8 @@ def _fix_pairs(pairs: str, joined: str) -> str:
     """The joined pairs; when some hold an array/kvlist (rare), re-join with those decoded."""
     fixed = (
         f"list_transform({pairs}, lambda fp: CASE WHEN contains(fp, {_CONTAINER}) THEN split_part(fp, {_CONTAINER}, 1) || "
-        f"list_transform([from_json(split_part(fp, {_CONTAINER}, 2), {_spec(_AV)})], lambda cv: {_typed_av_json('cv')})[1] "
-        f"ELSE fp END)"
+        f"coalesce(list_transform([TRY(from_json(split_part(fp, {_CONTAINER}, 2), {_spec(_AV)}))], lambda cv: {_typed_av_json('cv')})[1], "
+        f"to_json(split_part(fp, {_CONTAINER}, 2))) ELSE fp END)"
     )
     return f"(CASE WHEN contains({joined}, {_CONTAINER}) THEN array_to_string({fixed}, ',') ELSE {joined} END)"
 
@@ -332,7 +335,8 @@ def _value_text(v: str) -> str:
     """A looked-up attribute as text: array/kvlist values decoded to JSON."""
     return (
         f"(CASE WHEN starts_with({v}, {_CONTAINER}) THEN "
-        f"list_transform([from_json(substr({v}, 2), {_spec(_AV)})], lambda cv: {_typed_av_json('cv')})[1] ELSE {v} END)"
+        f"coalesce(list_transform([TRY(from_json(substr({v}, 2), {_spec(_AV)}))], lambda cv: {_typed_av_json('cv')})[1], substr({v}, 2)) "
+        f"ELSE {v} END)"
     )
 
 
@@ -353,6 +357,7 @@ def _first_key(keys) -> str:
 def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -> str:
     """One INSERT: every line becomes staged spans or marker rows (rejects, logs, blank).
     `lines_sql` yields (line_no BIGINT, raw BLOB)."""
+    max_bytes = 2**62 if doc_mode else MAX_LINE_BYTES
     v = {f: _lookup(keys) for f, keys in FIELD_KEYS.items()}
     excluded = sorted({k for f in _COLUMN_FIELDS for k in FIELD_KEYS[f]})
     excluded_list = "[" + ", ".join(_lit(k) for k in excluded) + "]"
@@ -378,9 +383,8 @@ def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -
         + ", nullif(scope_json, '')) || '}'"
     )
     exception_type = (
-        "CASE WHEN len(sp.events) > 0 THEN list_filter(flatten(list_transform(list_filter(sp.events, lambda ev: ev.name = 'exception'), "
-        "lambda ev: list_filter(ev.attributes, lambda x: x.key = 'exception.type' AND x.value.stringValue <> ''))), "
-        "lambda x: true)[1].value.stringValue END"
+        "CASE WHEN len(sp.events) > 0 THEN flatten(list_transform(list_filter(sp.events, lambda ev: ev.name = 'exception'), "
+        "lambda ev: list_filter(ev.attributes, lambda x: x.key = 'exception.type' AND x.value.stringValue <> '')))[1].value.stringValue END"
     )
     is_error = "sp.status.code IN ('2', 'STATUS_CODE_ERROR')"
     reason = f"""CASE
@@ -416,7 +420,7 @@ def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -
     return f"""
 INSERT INTO stage_spans BY NAME
 WITH decoded AS (
-    SELECT line_no, raw, CASE WHEN octet_length(raw) <= {MAX_LINE_BYTES} THEN TRY(decode(raw)) END AS line
+    SELECT line_no, raw, CASE WHEN octet_length(raw) <= {max_bytes} THEN TRY(decode(raw)) END AS line
     FROM ({lines_sql})
 ), src AS (
     SELECT line_no, raw, line, TRY(from_json(line, {_spec(_SPAN_DOC)})) AS d FROM decoded
@@ -425,7 +429,7 @@ WITH decoded AS (
         d_state <> 'otlp' OR has_logs OR coalesce(n_spans, 0) = 0 AS needs_line_row
     FROM (
         SELECT line_no, raw, line, d, d.resourceLogs IS NOT NULL AS has_logs, {n_spans} AS n_spans,
-            CASE WHEN line IS NULL THEN (CASE WHEN octet_length(raw) > {MAX_LINE_BYTES} THEN 'too_long' ELSE 'bad_utf8' END)
+            CASE WHEN line IS NULL THEN (CASE WHEN octet_length(raw) > {max_bytes} THEN 'too_long' ELSE 'bad_utf8' END)
                  WHEN d IS NULL THEN (CASE WHEN regexp_full_match(line, '\\s*') THEN 'blank'
                                            WHEN json_valid(line) THEN 'not_otlp' ELSE 'invalid' END)
                  WHEN d.resourceSpans IS NULL AND d.resourceLogs IS NULL THEN 'not_otlp'
@@ -506,7 +510,7 @@ SELECT
              CASE WHEN {is_error} THEN nullif(sp.status.message, '') END) AS error_type,
     CASE WHEN d_state = 'blank' THEN NULL
          WHEN line_row THEN (CASE WHEN reject_reason IS NULL THEN line
-                                  WHEN line IS NULL THEN coalesce(TRY(decode(raw[1:{RAW_REJECT_CAP}])), CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR))
+                                  WHEN line IS NULL THEN rtrim(coalesce(TRY(decode(raw[1:{RAW_REJECT_CAP}])), regexp_replace(CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR), '(\\\\x0D)?\\\\x0A$', '')), chr(13) || chr(10))
                                   ELSE left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP}) END)
          WHEN reject_reason IS NOT NULL
             THEN left(coalesce(CAST(json_extract(line, {span_path}) AS VARCHAR), line), {RAW_REJECT_CAP})
@@ -588,11 +592,14 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
         ("log.severity_number", "CAST(TRY_CAST(it.lr.severityNumber AS INTEGER) AS VARCHAR)"),
         ("log.body", "CASE WHEN starts_with(body, '{') OR starts_with(body, '[') THEN body END"),
     ]
+    res_pairs = "CASE WHEN list_has_any(sk, rk) THEN list_filter(rp, lambda x, i: NOT list_contains(sk, rk[i])) ELSE rp END"
     attributes = (
-        "'{' || concat_ws(',', nullif(array_to_string(pj, ','), ''), "
+        f"'{{' || concat_ws(',', nullif({_fix_pairs('spp', 'array_to_string(spp, chr(44))')}, ''), "
+        f"nullif({_fix_pairs('rpe', 'array_to_string(rpe, chr(44))')}, ''), "
         + ", ".join(f"CASE WHEN {expr} IS NOT NULL THEN {_lit(json.dumps(key) + ':')} || {expr} END" for key, expr in extras)
         + ") || '}'"
     )
+    no_exclusions = "[]::VARCHAR[]"
     t_ns, o_ns = _ns("it.lr.timeUnixNano"), _ns("it.lr.observedTimeUnixNano")
     bad_time = f"({_bad_ts('it.lr.timeUnixNano', t_ns)} OR {_bad_ts('it.lr.observedTimeUnixNano', o_ns)})"
     log_path = (
@@ -608,14 +615,19 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH joined AS (
-    SELECT i.source_line, i.line, i.it, b.body, list_transform(coalesce(i.it.lr.attributes, []), lambda a: a.key) AS sk_keys
+    SELECT i.source_line, i.line, i.it, b.body,
+        list_transform(coalesce(i.it.lr.attributes, []), lambda a: a.key) AS sk,
+        list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_value_expr('a')}) AS st,
+        list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_pair_expr('a', no_exclusions)}) AS spp,
+        list_transform(coalesce(i.it.ra, []), lambda a: a.key) AS rk,
+        list_transform(coalesce(i.it.ra, []), lambda a: {_value_expr('a')}) AS rt,
+        list_transform(coalesce(i.it.ra, []), lambda a: {_pair_expr('a', no_exclusions)}) AS rp
     FROM {items} i LEFT JOIN {bodies} b ON b.root = i.rowid
-), listed AS (
-    SELECT *, {_attr_lists('it.lr.attributes', 'it.ra', '[]::VARCHAR[]')} FROM joined
 ), named AS (
-    SELECT *, coalesce(nullif(it.lr.eventName, ''), ts[list_position(ka, 'event.name')]) AS event_name,
+    SELECT *, {res_pairs} AS rpe,
+        coalesce(nullif(it.lr.eventName, ''), {_get('event.name')}) AS event_name,
         json_type(body) = 'OBJECT' AS body_is_object
-    FROM listed
+    FROM joined
 )
 SELECT
     {_norm_id('it.lr.traceId')} AS trace_id,

@@ -1,0 +1,1 @@
+"""Release gates: thresholds, statistics, the decision and its reports (pure logic)."""

@@ -1,0 +1,383 @@
+"""Gate thresholds per workflow, versioned in the warehouse.
+
+A workflow's thresholds are a sequence of versions 1, 2, 3, ... in the table
+`threshold_versions`, each with its author, reason and time, and each also an event
+(`thresholds_version`) in the hash-chained event log (relops_pipeline.lib.audit). The gate
+uses the latest version; a release records the version in force. A workflow that never
+recorded a version uses the built-in defaults (version 0).
+
+The `thresholds:` block of a workflow file (`<home>/workflows/<workflow>.yaml`) seeds version 1
+the first time it is seen (author: the workflow's owner). After that, the file is not a source
+of truth: when it differs from the recorded version, relops warns and keeps the recorded one;
+record a change with `relops thresholds set`, which requires an author and a reason.
+
+The block, with the defaults (every key is optional; `null` means the default)::
+
+    thresholds:
+      confidence: 0.95            # confidence level of every interval; in (0.5, 1)
+      allowed_regression: 0.02    # BLOCK needs a significant regression larger than this;
+                                  # a number for every metric, or per metric with "*" as the rest:
+                                  #   {fields_match: 0.01, "*": 0.03}       each in [0, 1]
+      tolerated_regression: 0.05  # SHIP needs the delta's interval lower bound above -this; [0, 1]
+      floors:                     # absolute minimum of the candidate's mean, per metric; [0, 1]
+        fields_match: 0.8
+      latency_p95_budget_ms: 2500 # p95 latency per sample must stay under this; > 0 (null: none)
+      cost_per_sample_budget_usd: 0.01   # mean cost per sample; > 0 (null: none)
+      min_cases: 30               # fewer cases than this can never SHIP; >= 1
+      min_samples_per_case: 1     # fewer samples per case than this can never SHIP; >= 1
+      resamples: 5                # extra samples for a must-pass case that newly fails; >= 0
+      metrics: [fields_match, json_valid]  # the metrics that gate (null: every metric of both runs)
+      must_pass: all_samples      # every sample of every must-pass case passes (pass^k); the only policy
+
+Unknown keys are errors that name the key and where it was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import asdict, fields
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import duckdb
+
+from relops_pipeline.lib import audit
+from relops_pipeline.lib.evals.model import validate_key
+from relops_pipeline.lib.gates.model import DEFAULT_ALLOWED_REGRESSION, Thresholds
+
+# DDL for the warehouse migration that adds threshold versions (the lead adds it to
+# warehouse.py, after audit.MIGRATION_SQL). event_seq is the seq of the version's event.
+MIGRATION_SQL = """
+CREATE TABLE threshold_versions (
+    workflow VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    config JSON NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    event_seq BIGINT,
+    PRIMARY KEY (workflow, version)
+);
+"""
+
+SEED_REASON = "initial thresholds from the workflow configuration"
+NO_OWNER_AUTHOR = "workflow configuration (no owner set)"
+
+# Keys a user writes; the rest of Thresholds (version, author, reason) comes from the record.
+RECORD_FIELDS = ("version", "author", "reason")
+CONFIG_KEYS = tuple(f.name for f in fields(Thresholds) if f.name not in RECORD_FIELDS)
+MUST_PASS_POLICIES = ("all_samples",)
+
+
+class ThresholdsError(ValueError):
+    """Thresholds that are invalid, or a request that cannot be recorded."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _number(errors: list[str], where: str, key: str, v: Any, lo: float, hi: float, *, lo_open: bool, hi_open: bool, what: str) -> float | None:
+    if not _is_number(v):
+        errors.append(f"{where}: {key}: expected a number {what}, got {v!r}")
+        return None
+    ok_lo = v > lo if lo_open else v >= lo
+    ok_hi = v < hi if hi_open else v <= hi
+    if not (ok_lo and ok_hi):
+        errors.append(f"{where}: {key}: {v!r} is not {what}")
+        return None
+    return float(v)
+
+
+def _integer(errors: list[str], where: str, key: str, v: Any, minimum: int) -> int | None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        errors.append(f"{where}: {key}: expected an integer >= {minimum}, got {v!r}")
+        return None
+    return int(v)
+
+
+def _metric_map(errors: list[str], where: str, key: str, v: Any, *, allow_star: bool) -> dict[str, float] | None:
+    if not isinstance(v, Mapping):
+        errors.append(f"{where}: {key}: expected a mapping of metric: number, got {v!r}")
+        return None
+    out: dict[str, float] = {}
+    for metric, value in v.items():
+        if not isinstance(metric, str) or not metric.strip():
+            errors.append(f"{where}: {key}: metric names must be non-empty strings, got {metric!r}")
+            continue
+        if metric == "*" and not allow_star:
+            errors.append(f"{where}: {key}: '*' is not supported here; name each metric")
+            continue
+        n = _number(errors, where, f"{key}.{metric}", value, 0.0, 1.0, lo_open=False, hi_open=False, what="in [0, 1]")
+        if n is not None:
+            out[metric] = n
+    return out
+
+
+def parse_thresholds(mapping: Mapping[str, Any] | None, where: str) -> Thresholds:
+    """Validate a `thresholds:` mapping (see the module docstring) and return it as Thresholds
+    (version 0: not recorded). Raises ThresholdsError listing every problem, each naming the
+    key and `where` (e.g. "workflows/support-triage.yaml: thresholds")."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise ThresholdsError(f"{where}: expected a mapping of thresholds, got {type(mapping).__name__}")
+    errors: list[str] = []
+    defaults = Thresholds()
+    values: dict[str, Any] = {}
+    for key in mapping:
+        if key not in CONFIG_KEYS:
+            close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            errors.append(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(CONFIG_KEYS)}")
+    given = {k: v for k, v in mapping.items() if k in CONFIG_KEYS and v is not None}
+
+    if "confidence" in given:
+        values["confidence"] = _number(errors, where, "confidence", given["confidence"], 0.5, 1.0, lo_open=True, hi_open=True, what="in (0.5, 1)")
+    if "allowed_regression" in given:
+        v = given["allowed_regression"]
+        if isinstance(v, Mapping):
+            per_metric = _metric_map(errors, where, "allowed_regression", v, allow_star=True)
+            if per_metric is not None:
+                values["allowed_regression"] = {"*": DEFAULT_ALLOWED_REGRESSION, **per_metric}
+        else:
+            n = _number(errors, where, "allowed_regression", v, 0.0, 1.0, lo_open=False, hi_open=False, what="in [0, 1] (or a mapping of metric: number)")
+            if n is not None:
+                values["allowed_regression"] = {"*": n}
+    if "tolerated_regression" in given:
+        values["tolerated_regression"] = _number(errors, where, "tolerated_regression", given["tolerated_regression"], 0.0, 1.0, lo_open=False, hi_open=False, what="in [0, 1]")
+    if "floors" in given:
+        values["floors"] = _metric_map(errors, where, "floors", given["floors"], allow_star=False)
+    for key in ("latency_p95_budget_ms", "cost_per_sample_budget_usd"):
+        if key in given:
+            values[key] = _number(errors, where, key, given[key], 0.0, math.inf, lo_open=True, hi_open=True, what="above 0")
+    if "min_cases" in given:
+        values["min_cases"] = _integer(errors, where, "min_cases", given["min_cases"], 1)
+    if "min_samples_per_case" in given:
+        values["min_samples_per_case"] = _integer(errors, where, "min_samples_per_case", given["min_samples_per_case"], 1)
+    if "resamples" in given:
+        values["resamples"] = _integer(errors, where, "resamples", given["resamples"], 0)
+    if "metrics" in given:
+        v = given["metrics"]
+        if not isinstance(v, (list, tuple)) or not v or not all(isinstance(m, str) and m.strip() for m in v):
+            errors.append(f"{where}: metrics: expected a non-empty list of metric names, got {v!r}")
+        elif len(set(v)) != len(v):
+            dupes = sorted({m for m in v if list(v).count(m) > 1})
+            errors.append(f"{where}: metrics: listed more than once: {', '.join(dupes)}")
+        else:
+            values["metrics"] = sorted(v)
+    if "must_pass" in given:
+        if given["must_pass"] not in MUST_PASS_POLICIES:
+            errors.append(f"{where}: must_pass: {given['must_pass']!r} is not a policy; use one of {', '.join(MUST_PASS_POLICIES)}")
+        else:
+            values["must_pass"] = given["must_pass"]
+
+    if errors:
+        raise ThresholdsError("; ".join(errors))
+    return Thresholds(**{**{k: getattr(defaults, k) for k in CONFIG_KEYS}, **values})
+
+
+def config_of(thresholds: Thresholds) -> dict[str, Any]:
+    """The configuration part of Thresholds (no version, author or reason), as stored."""
+    d = asdict(thresholds)
+    return {k: d[k] for k in CONFIG_KEYS}
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the configuration's canonical JSON (sorted keys, compact)."""
+    return hashlib.sha256(_canonical(config).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the recorded versions
+
+_ROW_COLS = ("workflow", "version", "config", "config_hash", "author", "reason", "created_at", "event_seq")
+
+
+def _rows(con: duckdb.DuckDBPyConnection, workflow: str, version: int | None = None, latest: bool = False) -> list[dict[str, Any]]:
+    sql = f"SELECT {', '.join(_ROW_COLS)} FROM threshold_versions WHERE workflow = ?"
+    params: list[Any] = [workflow]
+    if version is not None:
+        sql += " AND version = ?"
+        params.append(int(version))
+    sql += " ORDER BY version DESC LIMIT 1" if latest else " ORDER BY version"
+    out = []
+    for values in con.execute(sql, params).fetchall():
+        row = dict(zip(_ROW_COLS, values))
+        stored = json.loads(row["config"])
+        if config_hash(stored) != row["config_hash"]:
+            raise ThresholdsError(
+                f"threshold version {workflow} v{row['version']} does not match its config_hash: the row was "
+                f"edited after it was recorded; run `relops audit verify`"
+            )
+        row["config"] = stored
+        out.append(row)
+    return out
+
+
+def _to_thresholds(row: dict[str, Any]) -> Thresholds:
+    t = parse_thresholds(row["config"], f"threshold_versions {row['workflow']} v{row['version']}")
+    t.version = int(row["version"])
+    t.author = row["author"]
+    t.reason = row["reason"]
+    return t
+
+
+def current_thresholds(con: duckdb.DuckDBPyConnection, workflow: str) -> Thresholds:
+    """The latest recorded version for the workflow; the built-in defaults (version 0) when
+    none was recorded."""
+    rows = _rows(con, workflow, latest=True)
+    return _to_thresholds(rows[0]) if rows else Thresholds()
+
+
+def thresholds_at(con: duckdb.DuckDBPyConnection, workflow: str, version: int) -> Thresholds:
+    """A given version (0: the built-in defaults); ThresholdsError when it was never recorded."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ThresholdsError(f"threshold version must be an integer >= 0, got {version!r}")
+    if version == 0:
+        return Thresholds()
+    rows = _rows(con, workflow, version=version)
+    if not rows:
+        have = [r["version"] for r in _rows(con, workflow)]
+        known = f"recorded versions: {', '.join(map(str, have))}" if have else "none recorded (version 0 is the defaults)"
+        raise ThresholdsError(f"no threshold version {version} for workflow {workflow!r}; {known}")
+    return _to_thresholds(rows[0])
+
+
+def thresholds_history(con: duckdb.DuckDBPyConnection, workflow: str) -> list[dict[str, Any]]:
+    """Every recorded version, oldest first: version, config, config_hash, author, reason,
+    created_at (naive UTC), event_seq."""
+    return [{k: r[k] for k in _ROW_COLS if k != "workflow"} for r in _rows(con, workflow)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+
+
+def _nonempty(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ThresholdsError(f"a threshold change needs a non-empty {name} (who made it and why)")
+    return value.strip()
+
+
+def record_thresholds(
+    con: duckdb.DuckDBPyConnection,
+    workflow: str,
+    thresholds_mapping: Mapping[str, Any] | None,
+    *,
+    author: str,
+    reason: str,
+) -> Thresholds:
+    """Record the mapping as the workflow's next version (latest + 1), with an event in the log,
+    in one transaction (the caller's, when one is open). Identical configuration to the latest
+    version is a no-op that returns the latest. Keys left out take the defaults, not the
+    previous version's values: a version is always complete."""
+    try:
+        validate_key("workflow", workflow)
+    except ValueError as exc:
+        raise ThresholdsError(str(exc)) from None
+    author = _nonempty("author", author)
+    reason = _nonempty("reason", reason)
+    new = parse_thresholds(thresholds_mapping, f"thresholds for workflow {workflow}")
+    config = config_of(new)
+    with audit.transaction(con):
+        latest = current_thresholds(con, workflow)
+        if latest.version > 0 and config_of(latest) == config:
+            return latest
+        version = latest.version + 1
+        digest = config_hash(config)
+        event = audit.append_event(
+            con,
+            kind=audit.KIND_THRESHOLDS_VERSION,
+            actor=author,
+            reason=reason,
+            workflow=workflow,
+            payload={"version": version, "previous_version": latest.version, "config_hash": digest, "config": config},
+        )
+        con.execute(
+            f"INSERT INTO threshold_versions ({', '.join(_ROW_COLS)}) VALUES ({', '.join('?' for _ in _ROW_COLS)})",
+            [workflow, version, _canonical(config), digest, author, reason,
+             datetime.now(timezone.utc).replace(tzinfo=None), event["seq"]],
+        )
+    new.version, new.author, new.reason = version, author, reason
+    return new
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [k for k in CONFIG_KEYS if a.get(k) != b.get(k)]
+
+
+def seed_from_workflow_config(
+    con: duckdb.DuckDBPyConnection,
+    workflow: str,
+    mapping: Mapping[str, Any] | None,
+    owner: str | None,
+    *,
+    where: str | None = None,
+) -> str | None:
+    """Bring the workflow file's `thresholds:` block into the record, never silently.
+
+    - No block (or an empty one): nothing to do.
+    - No version recorded yet: record the block as version 1, author the owner, reason
+      "initial thresholds from the workflow configuration".
+    - A version recorded and the block differs from it: change nothing and return a warning
+      that names the differing keys and says to use `relops thresholds set`.
+    Returns the warning, or None. An invalid block raises ThresholdsError naming the key."""
+    where = where or f"workflow {workflow}: thresholds"
+    if not mapping:
+        return None
+    from_file = parse_thresholds(mapping, where)
+    latest = current_thresholds(con, workflow)
+    if latest.version == 0:
+        author = owner.strip() if isinstance(owner, str) and owner.strip() else NO_OWNER_AUTHOR
+        record_thresholds(con, workflow, mapping, author=author, reason=SEED_REASON)
+        return None
+    diff = _differences(config_of(from_file), config_of(latest))
+    if not diff:
+        return None
+    return (
+        f"{where} differs from the recorded threshold version {latest.version} (by {latest.author}) in "
+        f"{', '.join(diff)}; the gate keeps using version {latest.version}. To adopt the file's thresholds, "
+        f"record them with `relops thresholds set {workflow} --by NAME --reason TEXT`."
+    )
+
+
+def verify_thresholds(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Cross-check every recorded version against the event log: its config must match its
+    config_hash, and the event it names must be a thresholds_version event for the same
+    workflow and version carrying the same config_hash. Returns the problems (empty: all
+    consistent). Use it next to audit.verify_chain: the chain protects the events, this ties
+    the threshold table to them."""
+    problems: list[str] = []
+    rows = con.execute(
+        "SELECT t.workflow, t.version, t.config, t.config_hash, t.event_seq, e.kind, e.workflow, e.payload "
+        "FROM threshold_versions t LEFT JOIN events e ON e.seq = t.event_seq ORDER BY t.workflow, t.version"
+    ).fetchall()
+    for workflow, version, config, digest, event_seq, e_kind, e_workflow, e_payload in rows:
+        name = f"threshold version {workflow} v{version}"
+        try:
+            stored_hash = config_hash(json.loads(config))
+        except ValueError:
+            stored_hash = None
+        if stored_hash != digest:
+            problems.append(f"{name}: config does not match its config_hash (edited after it was recorded)")
+        if event_seq is None or e_kind is None:
+            problems.append(f"{name}: its event (seq {event_seq}) is missing from the event log")
+            continue
+        payload = json.loads(e_payload) if e_payload else {}
+        if (e_kind != audit.KIND_THRESHOLDS_VERSION or e_workflow != workflow
+                or payload.get("version") != version or payload.get("config_hash") != digest):
+            problems.append(f"{name}: does not match its event at seq {event_seq} (edited after it was recorded)")
+    return problems
