@@ -36,7 +36,7 @@ class CliError(Exception):
 
 def _activate(home: Home) -> None:
     """Point this process at the home: its instance (DAGSTER_HOME) and its definitions."""
-    home.init()
+    home.ensure()
     os.environ[HOME_ENV] = str(home.root)
     os.environ["DAGSTER_HOME"] = str(home.dagster_home)
 
@@ -310,7 +310,7 @@ def cmd_demo(args) -> dict:
     from relops_pipeline.lib.demo_traces import generate_demo_traces
 
     home = Home.resolve(args.home)
-    home.init()
+    home.ensure()
     print(f"relops demo: home {home.root}", file=sys.stderr)
     print("[1/3] generating the demo world's production traces ...", file=sys.stderr)
     gen = generate_demo_traces(home.landing_dir / "demo", seed=args.seed, scale=args.scale)
@@ -366,7 +366,7 @@ def cmd_workflow_add(args) -> dict:
     from relops_pipeline.lib.workflows import WorkflowError, add_workflow
 
     home = Home.resolve(args.home)
-    home.init()
+    home.ensure()
     try:
         path = add_workflow(home.workflows_dir, args.name, owner=args.owner)
     except WorkflowError as exc:
@@ -420,7 +420,7 @@ def cmd_release_register(args) -> dict:
     from relops_pipeline.lib.evals.manifests import ManifestError, load_manifest
 
     home = Home.resolve(args.home)
-    home.init()
+    home.ensure()
     try:
         manifest = load_manifest(Path(args.file))
     except (ManifestError, ValueError) as exc:
@@ -611,6 +611,167 @@ def _beta():
 
 
 # ---------------------------------------------------------------------------------------------
+# Gates, approvals, thresholds and the audit log
+
+EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2}
+
+
+def _latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> dict | None:
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    with open_warehouse(home.warehouse_path) as con:
+        sql = "SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions WHERE release_key = ?"
+        params = [key]
+        if dagster_run_id:
+            sql += " AND dagster_run_id = ?"
+            params.append(dagster_run_id)
+        row = con.execute(sql + " ORDER BY decided_at DESC LIMIT 1", params).fetchall()
+    if not row:
+        return None
+    gate_id, decision, result, md, html, js, run_id = row[0]
+    return {"gate_id": gate_id, "decision": decision, "result": json.loads(result), "report_md": md,
+            "report_html": html, "report_json": js, "dagster_run_id": run_id}
+
+
+def cmd_gate(args) -> dict:
+    """CI mode: run what is missing (release record, eval, thresholds, gate) and exit by decision."""
+    from relops_pipeline.lib.evals.manifests import load_manifest
+    from relops_pipeline.lib.evals.model import release_key
+    from relops_pipeline.lib.gates.model import GateResult  # noqa: F401  (documented result type)
+
+    home = Home.resolve(args.home)
+    wf = _workflow(home, args.workflow)
+    try:
+        key = release_key(wf.name, args.version)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    registered = key in _release_partitions(home, wf.name)
+    if not registered:
+        path = home.root / "releases" / wf.name / f"{args.version}.yaml"
+        if not path.exists():
+            raise CliError(f"release {key} is not registered and has no manifest at {path}: relops release register FILE")
+        print(f"registering {key} ...", file=sys.stderr)
+        register_release(home, load_manifest(path), by=os.environ.get("USER"), run_eval=True)
+    else:
+        from relops_pipeline.lib.gates.service import latest_eval_run
+        from relops_pipeline.lib.warehouse import open_warehouse
+
+        with open_warehouse(home.warehouse_path) as con:
+            have_eval = latest_eval_run(con, key, args.suite_version) is not None
+        if not have_eval:
+            print(f"running the eval of {key} ...", file=sys.stderr)
+            tags = {"relops/suite_version": args.suite_version} if args.suite_version else {}
+            _run_partition(home, "eval_run_job", key, tags)
+    tags = {}
+    if args.baseline:
+        tags["relops/baseline"] = args.baseline
+    if args.suite_version:
+        tags["relops/suite_version"] = args.suite_version
+    # A BLOCK fails the run's blocking checks: the run "fails" but the decision is recorded.
+    result = run_job(home, "release_gate_job", tags={"dagster/partition": key, **tags})
+    gate = _latest_gate(home, key, result.run_id)
+    if gate is None:
+        raise CliError(f"gate run {result.run_id} for {key} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    from relops_pipeline.lib.gates.report import render_junit, render_pr_comment, write_text_atomic
+
+    gr = _gate_result(gate["result"])
+    if args.junit:
+        write_text_atomic(Path(args.junit), render_junit(gr))
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), render_pr_comment(gr, links={"full report": gate["report_html"]}))
+    r = gate["result"]
+    text = [f"{gate['decision']}: {key} vs {r.get('baseline_version') or 'no baseline'}"]
+    text += [f"  - {reason}" for reason in r["reasons"]]
+    text.append(f"report: {gate['report_html']}")
+    out = {"release_key": key, "decision": gate["decision"], "reasons": r["reasons"], "gate_id": gate["gate_id"],
+           "baseline_version": r.get("baseline_version"), "reports": {"md": gate["report_md"], "html": gate["report_html"],
+           "json": gate["report_json"]}, "run_id": result.run_id, "_text": "\n".join(text)}
+    out["_exit"] = EXIT_BY_DECISION[gate["decision"]]
+    return out
+
+
+def _gate_result(d: dict):
+    """Rebuild a GateResult from its stored JSON (for the CI renderers)."""
+    from relops_pipeline.lib.gates.model import CaseChange, GateResult, Interval, MetricEvidence, MustPassCase, RuleResult
+
+    def iv(x):
+        return Interval(**x) if x else None
+
+    return GateResult(
+        workflow=d["workflow"], version=d["version"], baseline_version=d.get("baseline_version"), decision=d["decision"],
+        reasons=d["reasons"], rules=[RuleResult(**r) for r in d["rules"]],
+        metrics=[MetricEvidence(**{**m, "candidate": iv(m["candidate"]), "baseline": iv(m.get("baseline")), "delta": iv(m.get("delta"))}) for m in d["metrics"]],
+        must_pass=[MustPassCase(**m) for m in d["must_pass"]], flaky_cases=[CaseChange(**c) for c in d["flaky_cases"]],
+        newly_failing=[CaseChange(**c) for c in d["newly_failing"]], newly_passing=[CaseChange(**c) for c in d["newly_passing"]],
+        latency_ms={k: iv(v) for k, v in d["latency_ms"].items()}, cost_usd={k: iv(v) for k, v in d["cost_usd"].items()},
+        evidence=d["evidence"], diff=d.get("diff"),
+    )
+
+
+def cmd_approve(args) -> dict:
+    from relops_pipeline.lib.evals.model import release_key
+    from relops_pipeline.lib.gates.service import GateError, approve
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    wf = _workflow(home, args.workflow)
+    key = release_key(wf.name, args.version)
+    with open_warehouse(home.warehouse_path) as con:
+        try:
+            out = approve(con, key, approvers=wf.approvers, by=args.by, reason=args.reason, override=args.override)
+        except GateError as exc:
+            raise CliError(str(exc)) from None
+    word = "overrode the BLOCK of" if out["kind"] == "override" else "approved"
+    return {**out, "_text": f"{args.by} {word} {key} (event {out['event_seq']}): {args.reason}"}
+
+
+def cmd_audit(args) -> dict:
+    from relops_pipeline.lib import audit
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    with _read_warehouse(home):
+        pass
+    expect = None
+    if args.expect_head:
+        seq, _, h = args.expect_head.partition(":")
+        expect = (int(seq), h)
+    with open_warehouse(home.warehouse_path) as con:
+        if args.action == "head":
+            seq, h = audit.head(con)
+            return {"seq": seq, "hash": h, "_text": f"{seq}:{h}"}
+        res = audit.verify_chain(con, expect_head=expect)
+    out = {"ok": res.ok, "checked": res.checked, "problems": [p.__dict__ for p in res.problems], "_text": res.summary()}
+    if not res.ok:
+        out["_exit"] = EXIT_RUN_FAILED + 2  # 6: the log was tampered with
+    return out
+
+
+def cmd_thresholds(args) -> dict:
+    import yaml
+
+    from relops_pipeline.lib.gates.thresholds import current_thresholds, record_thresholds, thresholds_history
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    wf = _workflow(home, args.workflow)
+    with open_warehouse(home.warehouse_path) as con:
+        if args.action == "show":
+            th = current_thresholds(con, wf.name)
+            hist = thresholds_history(con, wf.name)
+            return {"current": th.as_dict(), "history": hist,
+                    "_text": yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False)}
+        if not args.file or not args.by or not args.reason:
+            raise CliError("usage: relops thresholds set WORKFLOW FILE --by NAME --reason TEXT")
+        try:
+            mapping = yaml.safe_load(Path(args.file).read_text()) or {}
+            th = record_thresholds(con, wf.name, mapping, author=args.by, reason=args.reason)
+        except (ValueError, OSError) as exc:
+            raise CliError(str(exc)) from None
+    return {"version": th.version, "_text": f"thresholds of {wf.name} are now version {th.version} (by {th.author}: {th.reason})"}
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -654,6 +815,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["promptfoo", "inspect", "jsonl"])
     p.add_argument("--variant", default=None, help="import: which provider/prompt of a multi-provider promptfoo file")
     p.add_argument("--in-process", action="store_true", help="backfill: run every partition now, in this process")
+    p = add("gate", cmd_gate, "decide a release's gate (CI mode): exit 0 SHIP, 1 BLOCK, 2 REVIEW, 3+ errors")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p.add_argument("--baseline", default=None, help="compare with this version (default: the live release)")
+    p.add_argument("--suite-version", default=None)
+    p.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML, one test per rule")
+    p.add_argument("--markdown", default=None, metavar="FILE", help="write a pull-request comment")
+    p = add("approve", cmd_approve, "approve a REVIEW (or --override a BLOCK) as an owner or delegate")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p.add_argument("--by", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--override", action="store_true", help="ship a BLOCKed release anyway (recorded as an override)")
+    p = add("audit", cmd_audit, "verify the hash-chained event log (or print its head)")
+    p.add_argument("action", choices=["verify", "head"])
+    p.add_argument("--expect-head", default=None, metavar="SEQ:HASH", help="a head recorded earlier: detects a truncated log")
+    p = add("thresholds", cmd_thresholds, "show or set a workflow's versioned gate thresholds")
+    p.add_argument("action", choices=["show", "set"])
+    p.add_argument("workflow")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--by", default=None)
+    p.add_argument("--reason", default=None)
     p = add("demo", cmd_demo, "generate the demo world and run the story through Dagster")
     p.add_argument("--scale", type=float, default=1.0, help="volume multiplier (10 = millions of spans)")
     p.add_argument("--seed", type=int, default=7)
@@ -672,11 +855,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"relops: {line}", file=sys.stderr)
         return exc.code
     text = out.pop("_text", "")
+    code = out.pop("_exit", EXIT_OK)
     if args.json:
         print(json.dumps(out, default=str))
     else:
         print(text)
-    return EXIT_OK
+    return code
 
 
 if __name__ == "__main__":

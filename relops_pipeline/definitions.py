@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from relops_pipeline.defs import evals, ingest
+from relops_pipeline.defs import evals, gates, ingest
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.home import HOME_ENV, Home
 
@@ -24,8 +24,8 @@ def _home_env_set() -> bool:
 
 
 defs = dg.Definitions(
-    assets=[*ingest.assets, *evals.assets],
-    jobs=[*ingest.jobs, *evals.jobs],
-    sensors=[*ingest.sensors, *evals.sensors],
+    assets=[*ingest.assets, *evals.assets, *gates.assets],
+    jobs=[*ingest.jobs, *evals.jobs, *gates.jobs],
+    sensors=[*ingest.sensors, *evals.sensors, *gates.sensors],
     resources=build_resources(),
 )

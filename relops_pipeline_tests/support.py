@@ -14,6 +14,8 @@ def fake_llm(manifest, case, sample, seed):
     category = case.expected.get("fields", {}).get("category", "other")
     if manifest.parameters.get("quality") == "low" and "hard" in case.tags:
         category = "wrong"
+    if manifest.parameters.get("break_must_pass") and case.must_pass:
+        category = "<script>alert(1)</script>"
     return {
         "output": json.dumps({"category": category, "reply": f"Thanks, we will look at your {category} issue."}),
         "latency_ms": 500.0 + 10 * sample,

@@ -15,7 +15,6 @@ from relops_pipeline.lib.warehouse import open_warehouse
 @pytest.fixture
 def con(tmp_path):
     with open_warehouse(tmp_path / "w.duckdb") as c:
-        c.execute(audit.MIGRATION_SQL)
         yield c
 
 
@@ -30,7 +29,9 @@ def _fill(con, n=5):
                 reason=f"reason {i}",
                 workflow="support-triage" if i < 3 else "other-flow",
                 release_key=f"support-triage--v{i}" if i < 3 else None,
-                payload={"i": i, "z": [1.5, 1e-7, 12345678901234567890], "a": {"y": None, "x": "é<script>"}} if i != 1 else None,
+                payload=None if i == 1 else {
+                    "i": i, "z": [1.5, 1e-7, 12345678901234567890], "a": {"y": None, "x": "é<script>"}
+                },
             )
         )
     return out
@@ -82,7 +83,8 @@ def test_rows_read_back_from_duckdb_verify(con):
 
 
 def test_payload_is_normalised_and_refuses_non_json(con):
-    e = audit.append_event(con, kind="rollout", actor="a", reason="r", payload={"when": datetime(2024, 5, 1, 12, 0), "s": {2, 1}})
+    payload = {"when": datetime(2024, 5, 1, 12, 0), "s": {2, 1}}
+    e = audit.append_event(con, kind="rollout", actor="a", reason="r", payload=payload)
     assert e["payload"] == {"when": "2024-05-01T12:00:00.000000", "s": [1, 2]}
     assert audit.list_events(con)[0]["payload"] == e["payload"]
     with pytest.raises(audit.AuditError, match="not JSON"):
@@ -135,7 +137,8 @@ def test_editing_any_column_of_any_row_is_named(con, column, seq):
 
 def test_payload_rewritten_with_same_content_in_other_key_order_still_verifies(con):
     _fill(con)
-    con.execute("""UPDATE events SET payload = '{"z": [1.5, 1e-07, 12345678901234567890], "i": 2, "a": {"y": null, "x": "é<script>"}}' WHERE seq = 3""")
+    same = '{"z": [1.5, 1e-07, 12345678901234567890], "i": 2, "a": {"y": null, "x": "é<script>"}}'
+    con.execute("UPDATE events SET payload = ? WHERE seq = 3", [same])
     assert audit.verify_chain(con).ok  # the hash covers the JSON value, not its spelling
 
 
@@ -191,7 +194,10 @@ def test_a_recomputed_rewrite_is_caught_by_the_recorded_head(con):
         r["prev_hash"] = prev
         r["hash"] = audit.event_hash(r)
         prev = r["hash"]
-        con.execute("UPDATE events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?", [r["actor"], r["prev_hash"], r["hash"], r["seq"]])
+        con.execute(
+            "UPDATE events SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            [r["actor"], r["prev_hash"], r["hash"], r["seq"]],
+        )
     assert audit.verify_chain(con).ok
     result = audit.verify_chain(con, expect_head=recorded)
     assert [(p.kind, p.seq) for p in result.problems] == [("head_mismatch", 5)]

@@ -486,7 +486,7 @@ def test_openinference_attributes_over_otlp(stage_con, tmp_path):
     assert row["workflow"] == "rag-bot"
 
 
-def test_non_genai_log_record_is_staged(stage_con, tmp_path):
+def test_non_genai_log_records_and_log_rejects(stage_con, tmp_path):
     rec = {
         "timeUnixNano": "1795793707316193365",
         "severityNumber": 13,
@@ -494,11 +494,21 @@ def test_non_genai_log_record_is_staged(stage_con, tmp_path):
         "body": {"stringValue": "disk almost full"},
         "attributes": [_kv("host", "db-1")],
     }
+    bad_time = dict(rec, timeUnixNano="yesterday", body={"stringValue": "late"})
+
+    def logs(*records) -> dict:
+        return {"resourceLogs": [{"resource": {}, "scopeLogs": [{"scope": {"name": "app"}, "logRecords": list(records)}]}]}
+
+    both = json.loads(_export([], [], "00000000000000bb"))
+    both.update(logs(dict(rec, body={"stringValue": "next to a span"})))
     path = tmp_path / "app.logs.jsonl"
-    path.write_text(json.dumps({"resourceLogs": [{"resource": {}, "scopeLogs": [{"scope": {"name": "app"}, "logRecords": [rec]}]}]}) + "\n")
+    path.write_text(
+        "\n".join(json.dumps(x) for x in (logs(rec), logs(bad_time), {"resourceLogs": [{"scopeLogs": [{"logRecords": []}]}]}, both))
+    )
     _read(stage_con, path)
-    (ev,) = _rows(stage_con, "SELECT * FROM stage_events")
-    assert (ev["event_name"], ev["role"], ev["trace_id"], ev["content"]) == (None, None, None, "disk almost full")
+    assert _counts(stage_con) == (1, 2, 2)
+    (ev, ev4) = _rows(stage_con, "SELECT * FROM stage_events ORDER BY source_line")
+    assert (ev["source_line"], ev["event_name"], ev["role"], ev["trace_id"], ev["content"]) == (1, None, None, None, "disk almost full")
     assert ev["event_time"] == _utc("1795793707316193365")
     assert json.loads(ev["attributes"]) == {
         "host": "db-1",
@@ -506,6 +516,14 @@ def test_non_genai_log_record_is_staged(stage_con, tmp_path):
         "log.severity_text": "WARN",
         "log.severity_number": 13,
     }
+    assert (ev4["source_line"], ev4["content"]) == (4, "next to a span")
+    assert _rows(stage_con, "SELECT source_line, span_id FROM stage_spans") == [{"source_line": 4, "span_id": "00000000000000bb"}]
+    rejects = _rows(stage_con, "SELECT source_line, reason, raw FROM stage_rejects ORDER BY 1")
+    assert [(r["source_line"], r["reason"]) for r in rejects] == [
+        (2, "unparseable timestamp: timeUnixNano=yesterday observedTimeUnixNano="),
+        (3, "OTLP export without spans or log records"),
+    ]
+    assert json.loads(rejects[0]["raw"])["body"] == {"stringValue": "late"}
 
 
 # --- detection ----------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ WHERE = "workflows/support-triage.yaml: thresholds"
 @pytest.fixture
 def con(tmp_path):
     with open_warehouse(tmp_path / "w.duckdb") as c:
-        c.execute(audit.MIGRATION_SQL)
-        c.execute(th.MIGRATION_SQL)
         yield c
 
 
@@ -115,7 +113,8 @@ def test_no_version_recorded_means_defaults_version_0(con):
 def test_versions_increment_with_author_reason_and_an_event_each(con):
     v1 = th.record_thresholds(con, WF, {"min_cases": 40}, author="alice", reason="first")
     assert (v1.version, v1.author, v1.reason, v1.min_cases) == (1, "alice", "first", 40)
-    v2 = th.record_thresholds(con, WF, {"min_cases": 50, "floors": {"json_valid": 0.9}}, author="bob", reason="stricter")
+    stricter = {"min_cases": 50, "floors": {"json_valid": 0.9}}
+    v2 = th.record_thresholds(con, WF, stricter, author="bob", reason="stricter")
     assert (v2.version, v2.author, v2.min_cases, v2.floors) == (2, "bob", 50, {"json_valid": 0.9})
     other = th.record_thresholds(con, "other-flow", {"confidence": 0.9}, author="carol", reason="own")
     assert other.version == 1  # versions are per workflow
@@ -136,7 +135,9 @@ def test_versions_increment_with_author_reason_and_an_event_each(con):
         th.thresholds_at(con, WF, 3)
 
     events = audit.list_events(con, kind=audit.KIND_THRESHOLDS_VERSION, workflow=WF)
-    assert [(e["actor"], e["reason"], e["payload"]["version"]) for e in events] == [("alice", "first", 1), ("bob", "stricter", 2)]
+    assert [(e["actor"], e["reason"], e["payload"]["version"]) for e in events] == [
+        ("alice", "first", 1), ("bob", "stricter", 2)
+    ]
     assert [e["seq"] for e in events] == [h["event_seq"] for h in hist]
     assert events[1]["payload"]["config_hash"] == hist[1]["config_hash"]
     assert events[1]["payload"]["config"]["min_cases"] == 50
@@ -147,7 +148,8 @@ def test_versions_increment_with_author_reason_and_an_event_each(con):
 def test_identical_config_is_a_no_op(con):
     v1 = th.record_thresholds(con, WF, {"min_cases": 40, "allowed_regression": 0.02}, author="alice", reason="first")
     # same configuration spelled differently (explicit default, int vs float): still the same
-    again = th.record_thresholds(con, WF, {"min_cases": 40, "confidence": 0.95, "allowed_regression": {"*": 0.02}}, author="bob", reason="again")
+    same = {"min_cases": 40, "confidence": 0.95, "allowed_regression": {"*": 0.02}}
+    again = th.record_thresholds(con, WF, same, author="bob", reason="again")
     assert again == v1 and again.author == "alice"
     assert len(th.thresholds_history(con, WF)) == 1
     assert len(audit.list_events(con, kind=audit.KIND_THRESHOLDS_VERSION)) == 1

@@ -47,21 +47,7 @@ import duckdb
 GENESIS_HASH = "0" * 64
 
 # DDL for the warehouse migration that adds the event log (the lead adds it to warehouse.py).
-MIGRATION_SQL = """
-CREATE TABLE events (
-    seq BIGINT PRIMARY KEY,
-    event_id VARCHAR NOT NULL UNIQUE,
-    ts TIMESTAMP NOT NULL,
-    actor VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,
-    workflow VARCHAR,
-    release_key VARCHAR,
-    reason VARCHAR NOT NULL,
-    payload JSON,
-    prev_hash VARCHAR NOT NULL,
-    hash VARCHAR NOT NULL
-);
-"""
+# The table is created by warehouse migration 3 (relops_pipeline/lib/warehouse.py).
 
 COLUMNS = (
     "seq", "event_id", "ts", "actor", "kind", "workflow", "release_key", "reason", "payload", "prev_hash", "hash",
@@ -365,7 +351,8 @@ def verify_chain(
                 add(seq, "bad_seq", f"seq {seq} is below 1: rows were renumbered")
             elif seq > prev_seq + 1:
                 what = "this row is" if seq == prev_seq + 2 else f"rows {prev_seq + 1}..{seq - 1} are"
-                add(prev_seq + 1, "missing", f"{what} missing (deleted or renumbered); the next row present is seq {seq}")
+                add(prev_seq + 1, "missing", f"{what} missing (deleted or renumbered); the next row present is "
+                    f"seq {seq}")
             if row["prev_hash"] != prev_hash:
                 what = "the start of the log" if checked == 1 else f"seq {prev_seq}"
                 add(seq, "broken_link", f"prev_hash does not match the hash of {what}: a row before it was deleted, "

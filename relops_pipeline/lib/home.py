@@ -77,12 +77,15 @@ class Home:
     def exists(self) -> bool:
         return self.settings_file.exists()
 
-    def init(self, *, overwrite_config: bool = False) -> list[Path]:
-        """Create the folders, example configuration and the Dagster instance config.
+    def ensure(self) -> list[Path]:
+        """An existing home keeps its configuration as it is (deleted example files stay
+        deleted); a new one is initialised with the example configuration."""
+        if self.exists():
+            self._dirs()
+            return self._dagster_yaml()
+        return self.init()
 
-        Existing configuration is kept unless `overwrite_config`; returns the files written.
-        """
-        written: list[Path] = []
+    def _dirs(self) -> None:
         for d in (
             self.root,
             self.workflows_dir,
@@ -93,6 +96,14 @@ class Home:
             self.dagster_home,
         ):
             d.mkdir(parents=True, exist_ok=True)
+
+    def init(self, *, overwrite_config: bool = False) -> list[Path]:
+        """Create the folders, example configuration and the Dagster instance config.
+
+        Existing configuration is kept unless `overwrite_config`; returns the files written.
+        """
+        written: list[Path] = []
+        self._dirs()
         for src in sorted(EXAMPLE_CONFIG.rglob("*")):
             if src.is_dir():
                 continue
@@ -102,6 +113,11 @@ class Home:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             written.append(dst)
+        written += self._dagster_yaml()
+        return written
+
+    def _dagster_yaml(self) -> list[Path]:
+        written = []
         dagster_yaml = self.dagster_home / "dagster.yaml"
         if not dagster_yaml.exists():
             dagster_yaml.write_text(DAGSTER_YAML)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
@@ -164,6 +165,9 @@ def ingest_file(
     batch_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
     source_file = str(path.resolve())
 
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", settings.memory_limit):
+        raise IngestError(f"invalid memory limit {settings.memory_limit!r}")
+    con.execute(f"SET memory_limit = '{settings.memory_limit}'")
     con.execute(create_stage_tables_sql())
     try:
         reader.read(con, ReadContext(path=path, settings=source))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ import yaml
 from relops_pipeline.lib.readers.base import SourceSettings
 
 DEFAULT_TEXT_CAP = 8192
+# DuckDB's memory limit while ingesting: staging spills to disk beyond it, which keeps a
+# multi-GB file's ingestion within bounded memory (STACK_NOTES: 1 GB peak for 5M records).
+DEFAULT_MEMORY_LIMIT = "1GB"
 
 
 class SettingsError(ValueError):
@@ -34,6 +38,7 @@ class SourceRule:
 @dataclass
 class IngestSettings:
     text_cap: int = DEFAULT_TEXT_CAP
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
     prices: dict[str, Price] = field(default_factory=dict)
     sources: list[SourceRule] = field(default_factory=list)
 
@@ -83,6 +88,9 @@ def load_settings(path: Path) -> IngestSettings:
         raise SettingsError(f"{path}: expected a mapping at the top level")
     ingest = doc.get("ingest") or {}
     text_cap = int(_num(ingest.get("text_cap_chars", DEFAULT_TEXT_CAP), f"{path}: ingest.text_cap_chars"))
+    memory_limit = str(ingest.get("memory_limit", DEFAULT_MEMORY_LIMIT))
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory_limit):
+        raise SettingsError(f"{path}: ingest.memory_limit: expected a size like 1GB, got {memory_limit!r}")
     prices = {}
     for model, p in (doc.get("prices") or {}).items():
         where = f"{path}: prices.{model}"
@@ -94,4 +102,4 @@ def load_settings(path: Path) -> IngestSettings:
         if not isinstance(s, dict) or "match" not in s:
             raise SettingsError(f"{path}: sources[{i}]: expected a mapping with a `match` glob")
         sources.append(SourceRule(str(s["match"]), s.get("format"), SourceSettings.from_mapping(s)))
-    return IngestSettings(text_cap=text_cap, prices=prices, sources=sources)
+    return IngestSettings(text_cap=text_cap, memory_limit=memory_limit, prices=prices, sources=sources)

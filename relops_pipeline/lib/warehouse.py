@@ -171,6 +171,75 @@ CREATE TABLE eval_scores (
     )
 )
 
+MIGRATIONS.append(
+    (
+        3,
+        "hash-chained event log; versioned gate thresholds",
+        """
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    event_id VARCHAR NOT NULL UNIQUE,
+    ts TIMESTAMP NOT NULL,
+    actor VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    workflow VARCHAR,
+    release_key VARCHAR,
+    reason VARCHAR NOT NULL,
+    payload JSON,
+    prev_hash VARCHAR NOT NULL,
+    hash VARCHAR NOT NULL
+);
+CREATE TABLE threshold_versions (
+    workflow VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    config JSON NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    event_seq BIGINT,
+    PRIMARY KEY (workflow, version)
+);
+""",
+    )
+)
+
+MIGRATIONS.append(
+    (
+        4,
+        "gate decisions and the thresholds version in force per release",
+        """
+CREATE TABLE release_thresholds (
+    release_key VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    thresholds_version INTEGER NOT NULL,
+    dagster_run_id VARCHAR,
+    recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE gate_decisions (
+    gate_id VARCHAR PRIMARY KEY,
+    release_key VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    version VARCHAR NOT NULL,
+    decision VARCHAR NOT NULL,
+    baseline_version VARCHAR,
+    candidate_eval_run_id VARCHAR,
+    baseline_eval_run_id VARCHAR,
+    suite_version VARCHAR,
+    thresholds_version INTEGER,
+    reasons JSON,
+    result JSON NOT NULL,
+    report_md VARCHAR,
+    report_html VARCHAR,
+    report_json VARCHAR,
+    event_seq BIGINT,
+    dagster_run_id VARCHAR,
+    decided_at TIMESTAMP NOT NULL
+);
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")

@@ -41,7 +41,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal, Sequence
 from urllib.parse import urlsplit
 
 from ..evals.diff import diff_markdown
@@ -237,7 +237,8 @@ def _render_html_body(blocks: list) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
         elif kind == "pre":
             text, cut = _clip_output(b[1])
-            out.append(f"<pre>{html.escape(text)}</pre>")
+            # A newline right after <pre> is dropped by HTML parsers: this one, not the output's.
+            out.append(f"<pre>\n{html.escape(text)}</pre>")
             if cut:
                 out.append(f"<p><em>… {cut} more characters not shown</em></p>")
     return "\n".join(out)
@@ -280,7 +281,16 @@ def _resample_string(resamples: Sequence[bool]) -> str:
 
 
 def _compact(value: Any, limit: int = 300) -> str:
-    if isinstance(value, (dict, list, tuple)):
+    """One line of plain text for a value: a flat dict as "k: v, ...", a flat list as "a, b",
+    anything nested as JSON."""
+    def flat(v: Any) -> bool:
+        return v is None or isinstance(v, (str, int, float, bool))
+
+    if isinstance(value, dict) and all(flat(v) for v in value.values()):
+        text = ", ".join(f"{k}: {v}" for k, v in value.items())
+    elif isinstance(value, (list, tuple)) and all(flat(v) for v in value):
+        text = ", ".join(str(v) for v in value)
+    elif isinstance(value, (dict, list, tuple)):
         text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), default=str)
     else:
         text = str(value)
@@ -313,8 +323,7 @@ def _thresholds_info(result: GateResult) -> dict[str, Any]:
 
 
 def _title(result: GateResult) -> Inline:
-    parts: list = [_Bold(_Lit(result.decision)), _Lit(" — release gate for "), result.workflow, _Lit(" "), result.version]
-    return parts
+    return [_Bold(_Lit(result.decision)), _Lit(" — release gate for "), result.workflow, _Lit(" "), result.version]
 
 
 def _baseline_line(result: GateResult) -> Inline:
@@ -596,7 +605,8 @@ def render_pr_comment(result: GateResult, *, links: dict | None = None) -> str:
     the result): decision, top reasons, what changed in one line, the metrics table, must-pass
     failures (ids only), counts of flaky / newly failing / newly passing cases, the evidence's
     run ids and versions, and link lines."""
-    blocks: list = [("h", 3, [_Lit("relops gate: "), *_title(result)]), ("p", _baseline_line(result))]
+    title = [_Lit("relops gate: "), _Bold(_Lit(result.decision)), _Lit(" — "), result.workflow, _Lit(" "), result.version]
+    blocks: list = [("h", 3, title), ("p", _baseline_line(result))]
     reasons: list[Inline] = list(result.reasons[:PR_MAX_REASONS])
     if len(result.reasons) > PR_MAX_REASONS:
         reasons.append(_Em(_Lit(f"… and {len(result.reasons) - PR_MAX_REASONS} more reasons in the full report")))

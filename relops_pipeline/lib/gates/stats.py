@@ -135,89 +135,77 @@ def prepare(df: pd.DataFrame | None) -> RunTable:
     """
     if df is None or len(df) == 0:
         e = np.zeros(0)
+        i = np.zeros(0, dtype=np.int64)
         return RunTable(np.array([], dtype=object), [], np.zeros((0, 0)), np.zeros((0, 0), dtype=np.int64),
-                        e.astype(np.int64), e.astype(np.int64), e.astype(np.int64), e, e)
+                        i, i, i, e, e)
     missing = {"case_id", "sample"} - set(df.columns)
     if missing:
         raise ValueError(f"eval frame lacks columns {sorted(missing)}")
-    df = df.reset_index(drop=True)
-    case_key = df["case_id"].astype(str)
-    has_scores = "metric" in df.columns
-    if has_scores:
-        scored = df["metric"].notna()
-        if scored.any() and ("score" not in df.columns or "passed" not in df.columns):
+    cols = set(df.columns)
+    case_code, case_ids = pd.factorize(df["case_id"].astype(str), sort=True)
+    case_ids = np.asarray(case_ids, dtype=object)
+    s_code, s_uni = pd.factorize(df["sample"], sort=True)
+    if (case_code < 0).any() or (s_code < 0).any():
+        raise ValueError("eval frame has rows without case_id or sample")
+    n = len(case_ids)
+    # One entry per (case, sample); rows are metric rows of those samples.
+    key = case_code.astype(np.int64) * max(len(s_uni), 1) + s_code
+    skeys, first_row, row_sample = np.unique(key, return_index=True, return_inverse=True)
+    sample_case = (skeys // max(len(s_uni), 1)).astype(np.int64)
+    n_s = len(skeys)
+
+    if "metric" in cols:
+        scored = df["metric"].notna().to_numpy()
+        if scored.any() and not {"score", "passed"} <= cols:
             raise ValueError("eval frame has metric rows without score/passed columns")
     else:
-        scored = pd.Series(False, index=df.index)
-
-    # Samples: one row per (case_id, sample).
-    scols = [c for c in ("latency_ms", "cost_usd", "output", "error") if c in df.columns]
-    samp = pd.DataFrame({"case_id": case_key, "sample": df["sample"]})
-    for c in scols:
-        samp[c] = df[c]
-    if has_scores:
-        # fillna before the cast: a pandas nullable boolean with <NA> would not cast cleanly
-        ok = df["passed"].where(scored, True).fillna(False).astype(bool)
-        samp["_failed_metric"] = ~ok
-    else:
-        samp["_failed_metric"] = False
-    agg = samp.groupby(["case_id", "sample"], sort=True, as_index=False).agg(
-        _failed_metric=("_failed_metric", "any"), **{c: (c, "first") for c in scols}
-    )
-    failed_sample = agg["_failed_metric"].to_numpy(bool)
-    if "error" in agg.columns:
-        failed_sample |= agg["error"].notna().to_numpy() & (agg["error"].astype(str).str.len() > 0).to_numpy()
-    case_ids, sample_case = np.unique(agg["case_id"].to_numpy(dtype=object).astype(str), return_inverse=True)
-    n = len(case_ids)
+        scored = np.zeros(len(df), dtype=bool)
+    bad_row = np.zeros(len(df), dtype=bool)
+    if scored.any():
+        # through the nullable boolean dtype: object columns with None and float 1.0/0.0 both work
+        bad_row[scored] = ~df["passed"][scored].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    failed_sample = np.bincount(row_sample, weights=bad_row, minlength=n_s) > 0
+    if "error" in cols:
+        err = df["error"].to_numpy(dtype=object)[first_row]
+        failed_sample |= np.array([_text(e) not in (None, "") for e in err], dtype=bool)
     samples = np.bincount(sample_case, minlength=n).astype(np.int64)
     failed = np.bincount(sample_case, weights=failed_sample, minlength=n).astype(np.int64)
 
     def num(col: str) -> np.ndarray:
-        if col not in agg.columns:
-            return np.full(len(agg), np.nan)
-        return pd.to_numeric(agg[col], errors="coerce").to_numpy(float)
+        if col not in cols:
+            return np.full(n_s, np.nan)
+        return pd.to_numeric(df[col], errors="coerce").to_numpy(float)[first_row]
 
-    # Per case and metric: sums and counts of scores.
     metrics: list[str] = []
     msum = np.zeros((n, 0))
     mcnt = np.zeros((n, 0), dtype=np.int64)
     failed_metrics: dict[str, list[str]] = {}
-    if has_scores and scored.any():
-        sc = df.loc[scored, ["metric", "score", "passed"]].copy()
-        sc["metric"] = sc["metric"].astype(str)
-        metrics = sorted(sc["metric"].unique().tolist())
-        mi = pd.Categorical(sc["metric"], categories=metrics).codes
-        ci = np.searchsorted(case_ids, case_key[scored].to_numpy(dtype=object).astype(str))
-        flat = ci * len(metrics) + mi
-        score = pd.to_numeric(sc["score"], errors="coerce").to_numpy(float)
-        valid = ~np.isnan(score)
-        msum = np.bincount(flat[valid], weights=score[valid], minlength=n * len(metrics)).reshape(n, len(metrics))
-        mcnt = np.bincount(flat[valid], minlength=n * len(metrics)).reshape(n, len(metrics)).astype(np.int64)
-        bad = ~sc["passed"].fillna(False).astype(bool).to_numpy()
-        if bad.any():
-            pairs = np.unique(flat[bad])
-            for p in pairs.tolist():
-                failed_metrics.setdefault(str(case_ids[p // len(metrics)]), []).append(metrics[p % len(metrics)])
+    if scored.any():
+        m_code, m_uni = pd.factorize(df["metric"][scored].astype(str), sort=True)
+        metrics = [str(m) for m in m_uni]
+        k = len(metrics)
+        flat = case_code[scored].astype(np.int64) * k + m_code
+        score = pd.to_numeric(df["score"][scored], errors="coerce").to_numpy(float)
+        ok = ~np.isnan(score)
+        msum = np.bincount(flat[ok], weights=score[ok], minlength=n * k).reshape(n, k)
+        mcnt = np.bincount(flat[ok], minlength=n * k).reshape(n, k).astype(np.int64)
+        for p in np.unique(flat[bad_row[scored]]).tolist():
+            failed_metrics.setdefault(str(case_ids[p // k]), []).append(metrics[p % k])
 
-    fail_output: dict[str, str] = {}
-    pass_output: dict[str, str] = {}
-    if "output" in agg.columns or "error" in agg.columns:
-        outs = agg["output"] if "output" in agg.columns else pd.Series([None] * len(agg))
-        errs = agg["error"] if "error" in agg.columns else pd.Series([None] * len(agg))
-        for i in np.flatnonzero(failed_sample).tolist():
-            cid = str(case_ids[sample_case[i]])
-            if cid not in fail_output:
-                text = _text(outs.iat[i])
-                err = _text(errs.iat[i])
-                if text is None and err is not None:
-                    text = f"(error) {err}"
-                if text is not None:
-                    fail_output[cid] = text
-        if "output" in agg.columns:
-            for i in np.flatnonzero(~failed_sample).tolist():
-                cid = str(case_ids[sample_case[i]])
-                if cid not in pass_output and _text(outs.iat[i]) is not None:
-                    pass_output[cid] = str(outs.iat[i])
+    def first_text(mask: np.ndarray, with_error: bool) -> dict[str, str]:
+        idx = np.flatnonzero(mask)
+        if not len(idx) or not ({"output", "error"} & cols):
+            return {}
+        _, first = np.unique(sample_case[idx], return_index=True)
+        out = {}
+        for i in idx[first].tolist():
+            row = int(first_row[i])
+            text = _text(df["output"].iat[row]) if "output" in cols else None
+            if text is None and with_error and "error" in cols and _text(df["error"].iat[row]):
+                text = f"(error) {_text(df['error'].iat[row])}"
+            if text is not None:
+                out[str(case_ids[sample_case[i]])] = text
+        return out
 
     return RunTable(
         case_ids=case_ids,
@@ -226,12 +214,12 @@ def prepare(df: pd.DataFrame | None) -> RunTable:
         metric_count=mcnt,
         samples=samples,
         failed=failed,
-        sample_case=sample_case.astype(np.int64),
+        sample_case=sample_case,
         latency_ms=num("latency_ms"),
         cost_usd=num("cost_usd"),
         failed_metrics=failed_metrics,
-        fail_output=fail_output,
-        pass_output=pass_output,
+        fail_output=first_text(failed_sample, True),
+        pass_output=first_text(~failed_sample, False),
     )
 
 
@@ -291,16 +279,42 @@ def weighted_quantiles(values: np.ndarray, sample_case: np.ndarray, qs: Sequence
     sorted_vals = values[keep][order]
     sorted_case = sample_case[keep][order]
     qs_arr = np.asarray(qs, dtype=float)
+    s = len(sorted_vals)
+    n = int(sample_case.max()) + 1 if len(sample_case) else 0
+    per_case = np.bincount(sorted_case, minlength=n).astype(float) if s else np.zeros(n)
+    n_eff = max(1, int((per_case > 0).sum()))
+    # Window of sorted positions per quantile where the replicates' quantiles fall: ±4 standard
+    # errors of a quantile, counting only cases as independent (conservative under clustering).
+    # Only the window is cumulated (the samples below it enter as one matrix-vector product);
+    # the rare replicate whose quantile falls outside is recomputed over all samples.
+    windows = []
+    for q in qs_arr:
+        w = min(0.5, 4 * np.sqrt(q * (1 - q) / n_eff) + 2 / max(s, 1))
+        lo = int(np.clip(np.floor((q - w) * s), 0, s))
+        hi = int(np.clip(np.ceil((q + w) * s), lo, s))
+        below = np.bincount(sorted_case[:lo], minlength=n).astype(float)
+        windows.append((lo, hi, below))
+
+    def full(counts: np.ndarray, q: float) -> np.ndarray:
+        cum = np.cumsum(np.take(counts, sorted_case, axis=1), axis=1)
+        k = (cum < (q * cum[:, -1])[:, None]).sum(axis=1)
+        return sorted_vals[np.minimum(k, s - 1)]
 
     def fn(counts: np.ndarray) -> np.ndarray:
-        if len(sorted_vals) == 0:
-            return np.full((len(counts), len(qs_arr)), np.nan)
-        cum = np.cumsum(counts[:, sorted_case], axis=1)
-        total = cum[:, -1]
-        out = np.empty((len(counts), len(qs_arr)))
-        for j, q in enumerate(qs_arr):
-            k = (cum < (q * total)[:, None]).sum(axis=1)
-            out[:, j] = sorted_vals[np.minimum(k, len(sorted_vals) - 1)]
+        out = np.full((len(counts), len(qs_arr)), np.nan)
+        if s == 0:
+            return out
+        total = counts @ per_case
+        for j, (q, (lo, hi, below)) in enumerate(zip(qs_arr, windows)):
+            target = q * total
+            base = counts @ below
+            cum = base[:, None] + np.cumsum(np.take(counts, sorted_case[lo:hi], axis=1), axis=1)
+            k = lo + (cum < target[:, None]).sum(axis=1)
+            inside = (base < target) & (k < hi) if hi > lo else np.zeros(len(counts), bool)
+            out[inside, j] = sorted_vals[k[inside]]
+            redo = ~inside & (total > 0)
+            if redo.any():
+                out[redo, j] = full(counts[redo], q)
         out[total == 0] = np.nan
         return out
 

@@ -48,21 +48,8 @@ from relops_pipeline.lib import audit
 from relops_pipeline.lib.evals.model import validate_key
 from relops_pipeline.lib.gates.model import DEFAULT_ALLOWED_REGRESSION, Thresholds
 
-# DDL for the warehouse migration that adds threshold versions (the lead adds it to
-# warehouse.py, after audit.MIGRATION_SQL). event_seq is the seq of the version's event.
-MIGRATION_SQL = """
-CREATE TABLE threshold_versions (
-    workflow VARCHAR NOT NULL,
-    version INTEGER NOT NULL,
-    config JSON NOT NULL,
-    config_hash VARCHAR NOT NULL,
-    author VARCHAR NOT NULL,
-    reason VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    event_seq BIGINT,
-    PRIMARY KEY (workflow, version)
-);
-"""
+# The table threshold_versions is created by warehouse migration 3
+# (relops_pipeline/lib/warehouse.py); event_seq is the seq of the version's event.
 
 SEED_REASON = "initial thresholds from the workflow configuration"
 NO_OWNER_AUTHOR = "workflow configuration (no owner set)"
@@ -85,13 +72,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _number(errors: list[str], where: str, key: str, v: Any, lo: float, hi: float, *, lo_open: bool, hi_open: bool, what: str) -> float | None:
+# Ranges: (low, high, low open, high open, how to say it).
+UNIT = (0.0, 1.0, False, False, "in [0, 1]")
+CONFIDENCE = (0.5, 1.0, True, True, "in (0.5, 1)")
+POSITIVE = (0.0, math.inf, True, True, "above 0")
+
+
+def _number(errors: list[str], where: str, key: str, v: Any, rng: tuple) -> float | None:
+    lo, hi, lo_open, hi_open, what = rng
     if not _is_number(v):
         errors.append(f"{where}: {key}: expected a number {what}, got {v!r}")
         return None
-    ok_lo = v > lo if lo_open else v >= lo
-    ok_hi = v < hi if hi_open else v <= hi
-    if not (ok_lo and ok_hi):
+    if not ((v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):
         errors.append(f"{where}: {key}: {v!r} is not {what}")
         return None
     return float(v)
@@ -116,7 +108,7 @@ def _metric_map(errors: list[str], where: str, key: str, v: Any, *, allow_star: 
         if metric == "*" and not allow_star:
             errors.append(f"{where}: {key}: '*' is not supported here; name each metric")
             continue
-        n = _number(errors, where, f"{key}.{metric}", value, 0.0, 1.0, lo_open=False, hi_open=False, what="in [0, 1]")
+        n = _number(errors, where, f"{key}.{metric}", value, UNIT)
         if n is not None:
             out[metric] = n
     return out
@@ -141,7 +133,7 @@ def parse_thresholds(mapping: Mapping[str, Any] | None, where: str) -> Threshold
     given = {k: v for k, v in mapping.items() if k in CONFIG_KEYS and v is not None}
 
     if "confidence" in given:
-        values["confidence"] = _number(errors, where, "confidence", given["confidence"], 0.5, 1.0, lo_open=True, hi_open=True, what="in (0.5, 1)")
+        values["confidence"] = _number(errors, where, "confidence", given["confidence"], CONFIDENCE)
     if "allowed_regression" in given:
         v = given["allowed_regression"]
         if isinstance(v, Mapping):
@@ -149,22 +141,22 @@ def parse_thresholds(mapping: Mapping[str, Any] | None, where: str) -> Threshold
             if per_metric is not None:
                 values["allowed_regression"] = {"*": DEFAULT_ALLOWED_REGRESSION, **per_metric}
         else:
-            n = _number(errors, where, "allowed_regression", v, 0.0, 1.0, lo_open=False, hi_open=False, what="in [0, 1] (or a mapping of metric: number)")
+            rng = UNIT[:4] + ("in [0, 1] (or a mapping of metric: number)",)
+            n = _number(errors, where, "allowed_regression", v, rng)
             if n is not None:
                 values["allowed_regression"] = {"*": n}
     if "tolerated_regression" in given:
-        values["tolerated_regression"] = _number(errors, where, "tolerated_regression", given["tolerated_regression"], 0.0, 1.0, lo_open=False, hi_open=False, what="in [0, 1]")
+        values["tolerated_regression"] = _number(
+            errors, where, "tolerated_regression", given["tolerated_regression"], UNIT
+        )
     if "floors" in given:
         values["floors"] = _metric_map(errors, where, "floors", given["floors"], allow_star=False)
     for key in ("latency_p95_budget_ms", "cost_per_sample_budget_usd"):
         if key in given:
-            values[key] = _number(errors, where, key, given[key], 0.0, math.inf, lo_open=True, hi_open=True, what="above 0")
-    if "min_cases" in given:
-        values["min_cases"] = _integer(errors, where, "min_cases", given["min_cases"], 1)
-    if "min_samples_per_case" in given:
-        values["min_samples_per_case"] = _integer(errors, where, "min_samples_per_case", given["min_samples_per_case"], 1)
-    if "resamples" in given:
-        values["resamples"] = _integer(errors, where, "resamples", given["resamples"], 0)
+            values[key] = _number(errors, where, key, given[key], POSITIVE)
+    for key, minimum in (("min_cases", 1), ("min_samples_per_case", 1), ("resamples", 0)):
+        if key in given:
+            values[key] = _integer(errors, where, key, given[key], minimum)
     if "metrics" in given:
         v = given["metrics"]
         if not isinstance(v, (list, tuple)) or not v or not all(isinstance(m, str) and m.strip() for m in v):
@@ -176,7 +168,8 @@ def parse_thresholds(mapping: Mapping[str, Any] | None, where: str) -> Threshold
             values["metrics"] = sorted(v)
     if "must_pass" in given:
         if given["must_pass"] not in MUST_PASS_POLICIES:
-            errors.append(f"{where}: must_pass: {given['must_pass']!r} is not a policy; use one of {', '.join(MUST_PASS_POLICIES)}")
+            errors.append(f"{where}: must_pass: {given['must_pass']!r} is not a policy; "
+                          f"use one of {', '.join(MUST_PASS_POLICIES)}")
         else:
             values["must_pass"] = given["must_pass"]
 
@@ -206,7 +199,9 @@ def config_hash(config: Mapping[str, Any]) -> str:
 _ROW_COLS = ("workflow", "version", "config", "config_hash", "author", "reason", "created_at", "event_seq")
 
 
-def _rows(con: duckdb.DuckDBPyConnection, workflow: str, version: int | None = None, latest: bool = False) -> list[dict[str, Any]]:
+def _rows(
+    con: duckdb.DuckDBPyConnection, workflow: str, version: int | None = None, latest: bool = False
+) -> list[dict[str, Any]]:
     sql = f"SELECT {', '.join(_ROW_COLS)} FROM threshold_versions WHERE workflow = ?"
     params: list[Any] = [workflow]
     if version is not None:
@@ -251,7 +246,8 @@ def thresholds_at(con: duckdb.DuckDBPyConnection, workflow: str, version: int) -
     rows = _rows(con, workflow, version=version)
     if not rows:
         have = [r["version"] for r in _rows(con, workflow)]
-        known = f"recorded versions: {', '.join(map(str, have))}" if have else "none recorded (version 0 is the defaults)"
+        known = (f"recorded versions: {', '.join(map(str, have))}" if have
+                 else "none recorded (version 0 is the defaults)")
         raise ThresholdsError(f"no threshold version {version} for workflow {workflow!r}; {known}")
     return _to_thresholds(rows[0])
 

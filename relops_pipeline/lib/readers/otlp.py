@@ -70,6 +70,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+import duckdb
+import numpy as np
+import pyarrow as pa
+
 from relops_pipeline.lib.readers.attributes import FIELD_KEYS, KIND_BY_OPERATION, ONLINE_SCORE_PREFIXES
 from relops_pipeline.lib.readers.base import PLACEHOLDER_SERVICE_PREFIX, ReadContext, SourceSettings, UnreadableInput
 from relops_pipeline.lib.schema import EVENT_COLUMNS, RAW_REJECT_CAP
@@ -529,13 +533,19 @@ FROM typed
 
 
 def _log_items_sql(markers_sql: str, table: str, doc_mode: bool) -> str:
-    """Unnest the log records of the log-export marker rows into temp table `table`."""
+    """Unnest the log records of the log-export marker rows into temp table `table`, with the
+    reject reason of each (and its raw text, only then)."""
     recs = (
         "coalesce(flatten(list_transform(d.resourceLogs, lambda rl, ri: flatten(list_transform(rl.scopeLogs, "
         "lambda sl, si: list_transform(sl.logRecords, lambda lr, li: {'ra': rl.resource.attributes, 'sc': sl.scope, "
         "'lr': lr, 'pos': [ri, si, li]}))))), [])"
     )
     source_line = _record_index("it.pos") if doc_mode else "line_no"
+    t_ns, o_ns = _ns("it.lr.timeUnixNano"), _ns("it.lr.observedTimeUnixNano")
+    bad_time = f"({_bad_ts('it.lr.timeUnixNano', t_ns)} OR {_bad_ts('it.lr.observedTimeUnixNano', o_ns)})"
+    log_path = (
+        "'$.resourceLogs[' || (it.pos[1] - 1) || '].scopeLogs[' || (it.pos[2] - 1) || '].logRecords[' || (it.pos[3] - 1) || ']'"
+    )
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH src AS (
@@ -544,8 +554,20 @@ WITH src AS (
     SELECT line_no, line, has_spans, {recs} AS recs FROM src
 ), items AS (
     SELECT line_no, line, has_spans, UNNEST(CASE WHEN len(recs) = 0 THEN [NULL] ELSE recs END) AS it FROM recs
+), judged AS (
+    SELECT *, CASE WHEN it IS NULL THEN 'OTLP export without spans or log records'
+                   WHEN {bad_time} THEN 'unparseable timestamp: timeUnixNano=' || coalesce(left(it.lr.timeUnixNano, 100), '')
+                        || ' observedTimeUnixNano=' || coalesce(left(it.lr.observedTimeUnixNano, 100), '') END AS reject_reason
+    FROM items WHERE it IS NOT NULL OR NOT has_spans
 )
-SELECT {source_line} AS source_line, line, it FROM items WHERE it IS NOT NULL OR NOT has_spans
+SELECT {source_line} AS source_line, it, reject_reason,
+    CASE WHEN reject_reason IS NULL THEN NULL
+         WHEN it IS NULL THEN left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP})
+         ELSE left(coalesce(CAST(json_extract(line, {log_path}) AS VARCHAR), line), {RAW_REJECT_CAP}) END AS raw,
+    {_ts(f'coalesce({t_ns}, {o_ns})')} AS event_time,
+    -- bodies holding a container inside a container need the full decoder
+    len(regexp_extract_all(CAST(it.lr.body AS VARCHAR), '"(?:kvlistValue|arrayValue)"')) > 1 AS nested_body
+FROM judged
 """
 
 
@@ -557,7 +579,7 @@ def _decode_bodies_sql(items: str, table: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH RECURSIVE nodes(root, path, has_key, key, v) AS (
-    SELECT rowid, []::INTEGER[], false, NULL::VARCHAR, it.lr.body FROM {items} WHERE it.lr.body IS NOT NULL
+    SELECT rowid, []::INTEGER[], false, NULL::VARCHAR, it.lr.body FROM {items} WHERE nested_body
     UNION ALL
     SELECT n.root, list_append(n.path, CAST(c.ord AS INTEGER)), c.x.has_key, c.x.key, c.x.v
     FROM nodes n, unnest(list_concat(
@@ -600,11 +622,7 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
         + ") || '}'"
     )
     no_exclusions = "[]::VARCHAR[]"
-    t_ns, o_ns = _ns("it.lr.timeUnixNano"), _ns("it.lr.observedTimeUnixNano")
-    bad_time = f"({_bad_ts('it.lr.timeUnixNano', t_ns)} OR {_bad_ts('it.lr.observedTimeUnixNano', o_ns)})"
-    log_path = (
-        "'$.resourceLogs[' || (it.pos[1] - 1) || '].scopeLogs[' || (it.pos[2] - 1) || '].logRecords[' || (it.pos[3] - 1) || ']'"
-    )
+    flat_body = f"nullif(list_transform([from_json(i.it.lr.body, {_spec(_AV)})], lambda bv: {_typed_av_json('bv')})[1], 'null')"
 
     def member(path: str) -> str:
         return (
@@ -615,7 +633,8 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH joined AS (
-    SELECT i.source_line, i.line, i.it, b.body,
+    SELECT i.source_line, i.it, i.reject_reason, i.raw, i.event_time,
+        CASE WHEN i.nested_body THEN b.body ELSE {flat_body} END AS body,
         list_transform(coalesce(i.it.lr.attributes, []), lambda a: a.key) AS sk,
         list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_value_expr('a')}) AS st,
         list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_pair_expr('a', no_exclusions)}) AS spp,
@@ -633,7 +652,7 @@ SELECT
     {_norm_id('it.lr.traceId')} AS trace_id,
     {_norm_id('it.lr.spanId')} AS span_id,
     event_name,
-    CASE WHEN NOT {bad_time} THEN {_ts(f'coalesce({t_ns}, {o_ns})')} END AS event_time,
+    CASE WHEN reject_reason IS NULL THEN event_time END AS event_time,
     coalesce(CASE event_name {roles} END,
              CASE WHEN body_is_object THEN coalesce(json_extract_string(body, '$.role'), json_extract_string(body, '$.message.role')) END) AS role,
     CASE WHEN json_type(body) = 'VARCHAR' THEN json_extract_string(body, '$')
@@ -643,11 +662,8 @@ SELECT
     CASE WHEN it IS NULL THEN NULL ELSE {attributes} END AS attributes,
     {_lit(FORMAT)} AS source_format,
     source_line,
-    CASE WHEN it IS NULL THEN 'OTLP export without spans or log records'
-         WHEN {bad_time} THEN 'unparseable timestamp: timeUnixNano=' || coalesce(left(it.lr.timeUnixNano, 100), '')
-              || ' observedTimeUnixNano=' || coalesce(left(it.lr.observedTimeUnixNano, 100), '') END AS reject_reason,
-    CASE WHEN it IS NULL THEN left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP})
-         ELSE left(coalesce(CAST(json_extract(line, {log_path}) AS VARCHAR), line), {RAW_REJECT_CAP}) END AS raw
+    reject_reason,
+    raw
 FROM named
 """
 
@@ -703,15 +719,12 @@ def _layout(path: Path) -> str:
     return "document"
 
 
-def _line_batches(path: Path) -> Iterator:
+def _line_batches(path: Path) -> Iterator[pa.RecordBatch]:
     """Split the file on LF into Arrow batches (line_no, raw) without a Python object per line:
     numpy finds the newlines and each batch's binary values point into the chunk just read
     (terminator included; CR and LF are JSON whitespace). A line longer than MAX_LINE_BYTES
     that does not fit a chunk is cut to MAX_LINE_BYTES + 1 bytes (the SQL rejects it by its
     length) and the rest of it is skipped, so memory stays bounded."""
-    import numpy as np
-    import pyarrow as pa
-
     line_no = 0
     carry = b""  # the unfinished line at the end of the previous chunk
     skipping = False  # inside the remainder of a line that was cut
@@ -755,10 +768,7 @@ def _line_batches(path: Path) -> Iterator:
                 carry, skipping = b"", True
 
 
-def _line_schema():
-    import pyarrow as pa
-
-    return pa.schema([("line_no", pa.int64()), ("raw", pa.binary())])
+_LINE_SCHEMA = pa.schema([("line_no", pa.int64()), ("raw", pa.binary())])
 
 
 # --- staging passes -------------------------------------------------------------------------
@@ -817,10 +827,8 @@ class _Run:
 
 
 def _read_lines(run: _Run) -> None:
-    import pyarrow as pa
-
     name = f"{run.uid}_lines"
-    reader = pa.RecordBatchReader.from_batches(_line_schema(), _line_batches(run.path))
+    reader = pa.RecordBatchReader.from_batches(_LINE_SCHEMA, _line_batches(run.path))
     run.con.register(name, reader)
     try:
         run.insert_spans(f"SELECT line_no, raw FROM {name}", doc_mode=False)
@@ -838,11 +846,7 @@ def _read_documents(run: _Run) -> None:
     )
     try:
         run.insert_spans(lines_sql, doc_mode=True)
-    except Exception as exc:  # a duckdb.Error: the file is not valid JSON as a whole
-        import duckdb
-
-        if not isinstance(exc, duckdb.Error):
-            raise
+    except duckdb.InvalidInputException as exc:  # read_json: the file is not valid JSON as a whole
         run.drop_ours()
         with open(run.path, "rb") as fh:
             raw = fh.read(RAW_REJECT_CAP * 4).decode("utf-8", "replace")[:RAW_REJECT_CAP]
@@ -858,11 +862,15 @@ def read(con, ctx: ReadContext) -> None:
     path = Path(ctx.path)
     if not path.is_file():
         raise UnreadableInput(f"cannot read {path}: not a file")
+    try:
+        layout = _layout(path)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     old_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = false")
     run = _Run(con, ctx)
     try:
-        if _layout(path) == "document":
+        if layout == "document":
             _read_documents(run)
             run.finish(doc_mode=True)
         else:

@@ -1,0 +1,161 @@
+"""Evaluating a release gate end to end: pick the runs, decide, write the reports, record.
+
+Called by the `release_gate` asset; pure of Dagster so it can be tested and reasoned about
+on its own.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+from relops_pipeline.lib.evals.model import SampleRequest, release_key, split_release_key
+from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.warehouse import open_warehouse
+
+
+def _thresholds_in_force(con, key: str, workflow: str):
+    from relops_pipeline.lib.gates.thresholds import current_thresholds, thresholds_at
+
+    row = con.execute(
+        "SELECT thresholds_version FROM release_thresholds WHERE release_key = ? ORDER BY recorded_at DESC LIMIT 1", [key]
+    ).fetchall()
+    return thresholds_at(con, workflow, row[0][0]) if row else current_thresholds(con, workflow)
+
+
+def _resampler(home: Home, workflow, version: str, suite_version: str, start_sample: int) -> Callable[[str, int], list[bool]] | None:
+    """Extra samples of one case from the candidate's own runner, scored like the run."""
+    from relops_pipeline.lib.evals.manifests import load_manifest
+    from relops_pipeline.lib.evals.runners import build_runner
+    from relops_pipeline.lib.evals.scorers import build_scorers, score_sample
+    from relops_pipeline.lib.evals.suites import list_suite_versions
+
+    manifest_path = home.root / "releases" / workflow.name / f"{version}.yaml"
+    if not manifest_path.exists():
+        return None
+    suite = next((s for s in list_suite_versions(home.root / "suites", workflow.suite_name) if s.version == suite_version), None)
+    if suite is None:
+        return None
+    manifest = load_manifest(manifest_path)
+    config = dict(workflow.runner)
+    if "file" in config:
+        config["file"] = str(config["file"]).replace("{workflow}", workflow.name).replace("{version}", version)
+    runner = build_runner(config, base_dir=home.root)
+    scorers = build_scorers(workflow.scorers)
+
+    def resample(case_id: str, n: int) -> list[bool]:
+        case = suite.case(case_id)
+        base = zlib.crc32(f"resample:{case_id}".encode())
+        requests = [SampleRequest(case=case, sample=start_sample + i, seed=(base + 104729 * i) & 0x7FFFFFFF) for i in range(n)]
+        out = []
+        for r in runner.run(manifest, requests):
+            scores = score_sample(scorers, case, r)
+            out.append(r.error is None and bool(scores) and all(s.passed for s in scores))
+        return out
+
+    return resample
+
+
+def evaluate_gate(
+    *,
+    home: Home,
+    warehouse_path: str | Path,
+    key: str,
+    baseline: str | None = None,
+    suite_version: str | None = None,
+    dagster_run_id: str | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    seed: int = 20260101,
+) -> dict[str, Any]:
+    from relops_pipeline.lib.evals.store import get_release
+    from relops_pipeline.lib.gates.decision import decide
+    from relops_pipeline.lib.gates.report import render_pr_comment, write_reports
+    from relops_pipeline.lib.gates.service import default_baseline, latest_eval_run, record_decision
+    from relops_pipeline.lib.gates.stats import run_frame
+    from relops_pipeline.lib.workflows import load_workflow
+
+    workflow_name, version = split_release_key(key)
+    wf = load_workflow(home.workflows_dir, workflow_name)
+    with open_warehouse(warehouse_path) as con:
+        thresholds = _thresholds_in_force(con, key, wf.name)
+        candidate = latest_eval_run(con, key, suite_version)
+        if candidate is None:
+            raise ValueError(f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: run `relops eval {workflow_name} {version}`")
+        suite = candidate["suite_version"]
+        live = _live_version(home, wf.name)
+        base_version = baseline or default_baseline(con, wf.name, key, live)
+        base_run = latest_eval_run(con, release_key(wf.name, base_version), suite) if base_version else None
+        if base_version and base_run is None:
+            log(f"baseline {base_version} has no eval run on suite {suite}: the gate cannot compare (run `relops eval backfill --workflow {wf.name}`)")
+        candidate_df = run_frame(con, candidate["eval_run_id"])
+        baseline_df = run_frame(con, base_run["eval_run_id"]) if base_run else None
+        must_pass = set(candidate_df.loc[candidate_df["must_pass"].astype(bool), "case_id"].unique())
+        resample = None
+        if str(candidate["source"]).startswith("runner:"):
+            resample = _resampler(home, wf, version, suite, int(candidate["samples_per_case"] or 1))
+        release = get_release(con, key) or {}
+        diff = release.get("diff") if release.get("manifest_known") else None
+        evidence = {
+            "candidate_eval_run_id": candidate["eval_run_id"],
+            "baseline_eval_run_id": base_run["eval_run_id"] if base_run else None,
+            "suite_version": suite,
+            "thresholds_version": thresholds.version,
+            "thresholds": {
+                "version": thresholds.version, "author": thresholds.author, "reason": thresholds.reason,
+                "confidence": thresholds.confidence, "latency_p95_budget_ms": thresholds.latency_p95_budget_ms,
+                "cost_per_sample_budget_usd": thresholds.cost_per_sample_budget_usd,
+            },
+            "candidate_source": candidate["source"],
+            "baseline_chosen_by": "--baseline" if baseline else ("live release" if live and base_version == live else "last releasable release"),
+            "dagster_run_id": dagster_run_id,
+        }
+        result = decide(
+            candidate_df,
+            baseline_df,
+            thresholds,
+            must_pass_cases=must_pass,
+            resample=resample,
+            run_valid=bool(candidate["valid"]),
+            invalid_reason=candidate["invalid_reason"],
+            workflow=wf.name,
+            version=version,
+            baseline_version=base_version if base_run else None,
+            evidence=evidence,
+            diff=diff,
+            seed=seed,
+        )
+        if base_version and base_run is None:
+            result.reasons.append(f"baseline {base_version} has no eval run on suite {suite}")
+        out_dir = home.reports_dir / "gates" / wf.name / version
+        paths = write_reports(result, out_dir, "gate")
+        reports = {k: str(v) for k, v in paths.items()}
+        recorded = record_decision(
+            con, result, reports=reports, candidate_run=candidate["eval_run_id"],
+            baseline_run=base_run["eval_run_id"] if base_run else None, suite_version=suite,
+            thresholds_version=thresholds.version, dagster_run_id=dagster_run_id,
+        )
+    log(f"gate {key}: {result.decision} vs {result.baseline_version or 'no baseline'} — " + "; ".join(result.reasons[:3]))
+    return {
+        "result": result,
+        "reports": reports,
+        "pr_comment": render_pr_comment(result),
+        "gate_id": recorded["gate_id"],
+        "candidate_run": candidate["eval_run_id"],
+        "baseline_run": base_run["eval_run_id"] if base_run else None,
+        "suite_version": suite,
+        "thresholds_version": thresholds.version,
+    }
+
+
+def _live_version(home: Home, workflow: str) -> str | None:
+    """The live release from the registry pointer file, when the registry has one."""
+    import json
+
+    pointer = home.registry_dir / f"{workflow}.json"
+    if not pointer.exists():
+        return None
+    try:
+        return json.loads(pointer.read_text()).get("live")
+    except ValueError:
+        return None
