@@ -1,8 +1,12 @@
 """Decision-quality benchmark for the release gate: how often does it SHIP, BLOCK or REVIEW
 releases whose true effect is known?
 
-    python bench/gate_quality.py                 # 1000 seeds per scenario, 2 processes
+    python bench/gate_quality.py                 # 1000 seeds per scenario, 2 processes (~4 min)
     python bench/gate_quality.py --seeds 300 --workers 1 --check-seeds 50
+    python bench/gate_quality.py --timing-only   # the 1000 cases × 5 samples × 10,000 timing
+
+It first times the statistics at the issue's size (two runs of 1000 cases × 5 samples, 3
+metrics, latency and cost, 10,000 bootstrap resamples; target well under 2 s).
 
 Each simulated release pair runs the real `decide()` on simulated eval runs:
 
@@ -28,25 +32,20 @@ of its threshold). Rates are printed with a ±1.96·SE half-width.
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
-# Small matrix-vector products: BLAS threads only add contention (the bench runs processes).
-for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
-
-import argparse  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.optimize import brentq  # noqa: E402
-from scipy.special import expit, logit  # noqa: E402
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+from scipy.special import expit, logit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -186,6 +185,39 @@ def _cases_for_power(probes: dict[int, tuple[float, int]], target: float) -> int
     return int(math.ceil(((norm.ppf(target) - a) / b) ** 2))
 
 
+def timing(repeats: int = 5) -> None:
+    """The issue's performance target: 1000 cases × 5 samples, 10,000 bootstrap resamples."""
+    from relops_pipeline.lib.gates import stats
+
+    rng = np.random.default_rng(1)
+    n, k, metrics = 1000, 5, ["correct", "fields_match", "style"]
+    ids = np.array([f"case-{i:04d}" for i in range(n)])
+    p = rng.beta(BETA_A, BETA_B, (n, len(metrics)))
+    runs = []
+    for _ in range(2):
+        df = _frame(ids, p, k, metrics, rng)
+        lat = rng.lognormal(6.5, 0.4, n * k)
+        cost = rng.gamma(2.0, 0.0005, n * k)
+        df["latency_ms"] = np.tile(lat, len(metrics))
+        df["cost_usd"] = np.tile(cost, len(metrics))
+        runs.append(df)
+    for label, fn in (
+        ("stats.compute (3 metrics: candidate + baseline means, paired deltas, p50/p95, cost)",
+         lambda: stats.compute(runs[0], runs[1], n_boot=10_000, seed=1)),
+        ("decide() end to end (the same plus rules and report objects)",
+         lambda: decide(runs[0], runs[1], Thresholds(latency_p95_budget_ms=2000.0),
+                        must_pass_cases=set(), resample=None, run_valid=True, invalid_reason=None,
+                        workflow="bench", version="cand", baseline_version="base", evidence={}, diff=None,
+                        seed=1, n_boot=10_000)),
+    ):
+        walls = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            walls.append(time.perf_counter() - t)
+        print(f"  {label}: median {np.median(walls):.2f} s, min {min(walls):.2f} s over {repeats} runs")
+
+
 def _pm(p: float, n: int) -> str:
     return f"{p:6.1%} ±{1.96 * math.sqrt(max(p * (1 - p), 1e-12) / n):.1%}"
 
@@ -193,6 +225,7 @@ def _pm(p: float, n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=1000, help="simulated release pairs per scenario")
+    ap.add_argument("--timing-only", action="store_true", help="only the 1000 × 5 × 10,000 timing")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-boot", type=int, default=BENCH_N_BOOT)
     ap.add_argument("--check-seeds", type=int, default=200,
@@ -202,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="suite sizes probed for the power curve (300 comes from the main table)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    print("bootstrap timing, 1000 cases × 5 samples × 10,000 resamples, two runs:")
+    timing()
+    if args.timing_only:
+        return 0
     run = Runner(args.workers, args.n_boot)
     S = args.seeds
     print(f"gate decision quality: Python {platform.python_version()}, {os.cpu_count()} CPUs, "

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import date
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -86,26 +86,25 @@ def _run_failure(result) -> str:
     return "the run failed (see the Dagster UI)"
 
 
-def refresh_days(home: Home, days: Sequence[date]) -> Any:
-    """Validate and recompute daily signals for a range of days, as one run."""
+def refresh_days(home: Home, ranges: Sequence[Sequence[str]]) -> list[str]:
+    """Validate and recompute daily signals: one run per range of consecutive days."""
     from relops_pipeline.defs.partitions import daily_partitions
 
-    if not days:
-        return None
     keys = daily_partitions.get_partition_keys()
-    first, last = days[0].isoformat(), days[-1].isoformat()
-    first = max(first, keys[0])
-    last = min(last, keys[-1])
-    if first > last:
-        return None
-    result = run_job(
-        home,
-        "trace_signals_job",
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-    )
-    if not result.success:
-        raise CliError(f"signals run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
-    return result
+    run_ids = []
+    for first, last in ranges:
+        first, last = max(first, keys[0]), min(last, keys[-1])
+        if first > last:
+            continue
+        result = run_job(
+            home,
+            "trace_signals_job",
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        )
+        if not result.success:
+            raise CliError(f"signals run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+        run_ids.append(result.run_id)
+    return run_ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,20 +159,9 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     if not result.success:
         raise CliError(f"ingestion run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
     summary = result.output_for_node("ingest_trace_files")
-    days = sorted({date.fromisoformat(d) for f in summary["files"] for d in _file_days(f)})
-    signals = refresh_days(home, days)
     summary["run_id"] = result.run_id
-    summary["signals_run_id"] = signals.run_id if signals is not None else None
-    summary["days"] = [days[0].isoformat(), days[-1].isoformat()] if days else []
+    summary["signals_run_ids"] = refresh_days(home, summary["day_ranges"])
     return summary
-
-
-def _file_days(f: dict) -> list[str]:
-    if not f.get("min_start_time"):
-        return []
-    d0 = date.fromisoformat(f["min_start_time"][:10])
-    d1 = date.fromisoformat(f["max_start_time"][:10])
-    return [date.fromordinal(o).isoformat() for o in range(d0.toordinal(), d1.toordinal() + 1)]
 
 
 def _ingest_text(summary: dict) -> str:
@@ -190,8 +178,14 @@ def _ingest_text(summary: dict) -> str:
     )
     if summary.get("skipped"):
         lines.append(f"skipped {len(summary['skipped'])} documentation/metadata files")
-    lines.append(f"dagster run: {summary['run_id']}" + (f"; signals run: {summary['signals_run_id']}" if summary.get("signals_run_id") else ""))
+    n = len(summary.get("signals_run_ids") or [])
+    lines.append(f"dagster run: {summary['run_id']}" + (f"; signals runs: {n} (days {_ranges_text(summary['day_ranges'])})" if n else ""))
     return "\n".join(lines)
+
+
+def _ranges_text(ranges) -> str:
+    text = ", ".join(a if a == b else f"{a}..{b}" for a, b in ranges[:4])
+    return text + (f" and {len(ranges) - 4} more ranges" if len(ranges) > 4 else "")
 
 
 def cmd_ingest(args) -> dict:
@@ -344,7 +338,7 @@ def cmd_demo(args) -> dict:
         "generated": gen.expected_ingest(),
         "matches_generator": matches,
         "releases": [{"release_key": r["release_key"], "eval": r["eval"]} for r in releases],
-        "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_id": summary["signals_run_id"]},
+        "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
         "_text": "\n".join(lines),
     }
 

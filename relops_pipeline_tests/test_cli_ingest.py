@@ -44,7 +44,8 @@ def test_ingest_every_fixture_folder_counts_add_up_and_second_ingest_adds_nothin
         assert set(f) >= {"path", "format", "read", "accepted", "rejected", "duplicates"}
     formats = {f["format"] for f in doc["files"]}
     assert {"otlp", "langfuse", "langsmith", "deepeval", "otel-js"} <= formats
-    assert doc["run_id"] and doc["signals_run_id"]
+    assert doc["run_id"] and doc["signals_run_ids"]
+    assert len(doc["signals_run_ids"]) == len(doc["day_ranges"])
 
     code, out, err = run_cli(capsys, "--home", str(home), "ingest", *paths, "--json")
     assert code == 0, out + err
@@ -61,7 +62,7 @@ def test_ingest_every_fixture_folder_counts_add_up_and_second_ingest_adds_nothin
 
     instance = DagsterInstance.get()
     assert instance.get_run_by_id(doc["run_id"]).job_name == "ingest_traces_job"
-    assert instance.get_run_by_id(doc["signals_run_id"]).job_name == "trace_signals_job"
+    assert instance.get_run_by_id(doc["signals_run_ids"][0]).job_name == "trace_signals_job"
 
 
 def _events(doc) -> int:
@@ -121,7 +122,7 @@ def test_malformed_lines_are_rejects_not_crashes_and_listed(home, capsys, tmp_pa
 
 def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path):
     env = {**os.environ, "RELOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    a = FIXTURES / "langfuse"
+    a = FIXTURES / "otel_genai_openai_v2" / "ALL.legacy_semconv.traces.jsonl"
     b = FIXTURES / "otel_genai_openai_v2" / "ALL.latest_experimental.traces.jsonl"
     subprocess.run([sys.executable, "-m", "relops_pipeline.cli", "init"], env=env, check=True, capture_output=True)
     procs = [

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces, trace_signals_job
-from relops_pipeline.defs.ingest.jobs import DAYS_FROM_TAG, DAYS_TO_TAG, ingest_traces_job
+from relops_pipeline.defs.ingest.jobs import DAY_RANGES_TAG, ingest_traces_job
 from relops_pipeline.defs.ingest.sensors import ingested_days_sensor, landing_sensor
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.home import Home
@@ -44,7 +44,7 @@ def test_ingest_job_tags_days_and_reports_counts(home, resources):
         out = result.output_for_node("ingest_trace_files")
         assert out["totals"]["accepted"] == 72
         tags = instance.get_run_by_id(result.run_id).tags
-        assert tags[DAYS_FROM_TAG] <= tags[DAYS_TO_TAG]
+        assert out["day_ranges"] and tags[DAY_RANGES_TAG].count("..") == len(out["day_ranges"])
 
 
 def test_raw_traces_checks_and_daily_signals_for_a_day(home, resources):
@@ -126,15 +126,15 @@ def test_ingested_days_sensor_requests_the_touched_range(home):
     with dg.instance_for_test() as instance:
         run = instance.create_run_for_job(
             ingest_traces_job, run_config={"ops": {"ingest_trace_files": {"config": {"paths": []}}}},
-            tags={DAYS_FROM_TAG: "2026-10-01", DAYS_TO_TAG: "2026-10-03"},
+            tags={DAY_RANGES_TAG: "2026-10-01..2026-10-03,2026-10-09..2026-10-09"},
         )
         ctx = dg.build_run_status_sensor_context(
             sensor_name="ingested_days_sensor", dagster_instance=instance, dagster_run=run,
             dagster_event=_success_event(run),
         )
-        req = ingested_days_sensor(ctx)
-        assert req.tags["dagster/asset_partition_range_start"] == "2026-10-01"
-        assert req.tags["dagster/asset_partition_range_end"] == "2026-10-03"
+        reqs = ingested_days_sensor(ctx)
+        assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in reqs] == [
+            ("2026-10-01", "2026-10-03"), ("2026-10-09", "2026-10-09")]
 
 
 def _success_event(run):

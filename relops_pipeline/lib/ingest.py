@@ -16,7 +16,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import duckdb
 
@@ -347,6 +347,32 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
         """,
         [batch_id],
     )
+
+
+def touched_days(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str]) -> list[date]:
+    """The days whose spans these batches added or completed (events fill earlier spans' text)."""
+    ids = [b for b in batch_ids if b]
+    if not ids:
+        return []
+    rows = con.execute(
+        "SELECT DISTINCT start_time::DATE FROM spans WHERE start_time IS NOT NULL AND ("
+        " ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) OR (trace_id, span_id) IN ("
+        "  SELECT (trace_id, span_id) FROM genai_events WHERE ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))))"
+        " ORDER BY 1",
+        [ids, ids],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def day_ranges(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Consecutive days grouped into (first, last) ranges: one refresh run per range."""
+    out: list[tuple[date, date]] = []
+    for d in sorted(set(days)):
+        if out and (d - out[-1][1]).days == 1:
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
 
 
 def _detect(path: Path) -> str:

@@ -4,12 +4,22 @@
 import dagster as dg
 
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
-from relops_pipeline.lib.ingest import ingest_paths
+from relops_pipeline.lib.ingest import day_ranges, ingest_paths, touched_days
 from relops_pipeline.lib.markdown import md_table
 
-# Run tags through which an ingestion run tells the signals sensor which days it touched.
-DAYS_FROM_TAG = "relops/days_from"
-DAYS_TO_TAG = "relops/days_to"
+# The run tag through which an ingestion run tells the signals sensor which days it touched:
+# consecutive days as ranges, "2026-10-01..2026-10-03,2026-10-09..2026-10-09".
+DAY_RANGES_TAG = "relops/day_ranges"
+
+
+def encode_ranges(ranges) -> str:
+    return ",".join(f"{a.isoformat()}..{b.isoformat()}" for a, b in ranges)
+
+
+def decode_ranges(value: str | None) -> list[tuple[str, str]]:
+    if not value:
+        return []
+    return [tuple(part.split("..", 1)) for part in value.split(",") if ".." in part]
 
 
 class IngestConfig(dg.Config):
@@ -41,16 +51,16 @@ def ingest_trace_files(
             settings=settings,
             fmt=config.format,
             landing_dir=home.home.landing_dir,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             progress=progress,
         )
-    days = summary.days()
-    if days:
-        context.instance.add_run_tags(
-            context.run_id, {DAYS_FROM_TAG: days[0].isoformat(), DAYS_TO_TAG: days[-1].isoformat()}
-        )
+        days = touched_days(con, [f.batch_id for f in summary.files])
+    ranges = day_ranges(days)
+    if ranges:
+        context.instance.add_run_tags(context.run.run_id, {DAY_RANGES_TAG: encode_ranges(ranges)})
     totals = summary.totals
     result = summary.as_json()
+    result["day_ranges"] = [[a.isoformat(), b.isoformat()] for a, b in ranges]
     if summary.errors:
         # Files that were read are committed; the unreadable ones fail the run, loudly.
         raise dg.Failure(

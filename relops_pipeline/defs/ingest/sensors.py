@@ -12,7 +12,7 @@ import dagster as dg
 
 from relops_pipeline.defs.beta import expected_beta_warnings
 from relops_pipeline.defs.ingest.assets import trace_signals_job
-from relops_pipeline.defs.ingest.jobs import DAYS_FROM_TAG, DAYS_TO_TAG, ingest_traces_job
+from relops_pipeline.defs.ingest.jobs import DAY_RANGES_TAG, decode_ranges, ingest_traces_job
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.ingest import expand_paths
 
@@ -62,18 +62,21 @@ def landing_sensor(context: dg.SensorEvaluationContext):
 
 def ingested_days_sensor(context: dg.RunStatusSensorContext):
     """After an ingestion run, validate and recompute the signals of the days it touched."""
-    tags = context.dagster_run.tags
-    first, last = tags.get(DAYS_FROM_TAG), tags.get(DAYS_TO_TAG)
-    if not first or not last:
+    ranges = decode_ranges(context.dagster_run.tags.get(DAY_RANGES_TAG))
+    if not ranges:
         return dg.SkipReason("the ingestion run added no spans")
-    return dg.RunRequest(
-        run_key=f"days-{context.dagster_run.run_id}",
-        tags={
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
-            "relops/trigger": f"ingest:{context.dagster_run.run_id}",
-        },
-    )
+    run_id = context.dagster_run.run_id
+    return [
+        dg.RunRequest(
+            run_key=f"days-{run_id}-{first}",
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+                "relops/trigger": f"ingest:{run_id}",
+            },
+        )
+        for first, last in ranges
+    ]
 
 
 with expected_beta_warnings():

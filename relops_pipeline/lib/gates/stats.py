@@ -38,10 +38,12 @@ keeps the coverage near the nominal level.
 
 Resampling is done with a count matrix: for B resamples of n cases, C[b, i] = how often case i
 was drawn in resample b (drawn with `integers` and counted with one `bincount`, in chunks so the
-matrix stays a few tens of MB); every mean over the resample is then one matrix product C @ X,
-and a weighted percentile is one cumulative sum over the samples sorted once. The RNG is numpy's
-PCG64 seeded per statistic with [seed, stream], so each figure is reproducible from the seed
-alone and does not depend on which other figures were computed.
+matrix stays a few tens of MB); every mean over the resample is then one product C·x per column
+(see _cdot), and a weighted percentile is one cumulative sum over the samples sorted once. The
+RNG is numpy's PCG64 seeded per statistic with [seed, stream], so each figure is reproducible
+from the seed alone and does not depend on which other figures were computed. Measured: two runs
+of 1000 cases × 5 samples, 3 metrics, latency and cost, 10,000 resamples: about 0.6 s on 2 cores
+(bench/gate_quality.py prints it).
 """
 
 from __future__ import annotations
@@ -257,6 +259,18 @@ def bootstrap(n: int, n_boot: int, rng: np.random.Generator,
     return [np.concatenate(p, axis=0) for p in parts]
 
 
+def _cdot(counts: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """counts @ x without BLAS: einsum's own loop, one column at a time. These products are
+    skinny (b × n times n × few), where multi-threaded BLAS gains nothing and its spinning
+    threads slow down the rest of the bootstrap on a small machine (measured 2× on 2 cores)."""
+    if x.ndim == 1:
+        return np.einsum("ij,j->i", counts, x)
+    out = np.empty((counts.shape[0], x.shape[1]))
+    for j in range(x.shape[1]):
+        out[:, j] = np.einsum("ij,j->i", counts, np.ascontiguousarray(x[:, j]))
+    return out
+
+
 def weighted_means(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Statistic: per column, the mean of the non-NaN case values weighted by the counts."""
     mask = ~np.isnan(values)
@@ -264,9 +278,9 @@ def weighted_means(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     maskf = mask.astype(float)
 
     def fn(counts: np.ndarray) -> np.ndarray:
-        den = counts @ maskf
+        den = _cdot(counts, maskf)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, (counts @ filled) / np.where(den > 0, den, 1.0), np.nan)
+            return np.where(den > 0, _cdot(counts, filled) / np.where(den > 0, den, 1.0), np.nan)
 
     return fn
 
@@ -304,10 +318,10 @@ def weighted_quantiles(values: np.ndarray, sample_case: np.ndarray, qs: Sequence
         out = np.full((len(counts), len(qs_arr)), np.nan)
         if s == 0:
             return out
-        total = counts @ per_case
+        total = _cdot(counts, per_case)
         for j, (q, (lo, hi, below)) in enumerate(zip(qs_arr, windows)):
             target = q * total
-            base = counts @ below
+            base = _cdot(counts, below)
             cum = base[:, None] + np.cumsum(np.take(counts, sorted_case[lo:hi], axis=1), axis=1)
             k = lo + (cum < target[:, None]).sum(axis=1)
             inside = (base < target) & (k < hi) if hi > lo else np.zeros(len(counts), bool)
@@ -328,9 +342,9 @@ def weighted_ratio(values: np.ndarray, sample_case: np.ndarray, n: int) -> Calla
     cnt = np.bincount(sample_case[keep], minlength=n).astype(float)
 
     def fn(counts: np.ndarray) -> np.ndarray:
-        den = counts @ cnt
+        den = _cdot(counts, cnt)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, (counts @ tot) / np.where(den > 0, den, 1.0), np.nan)
+            return np.where(den > 0, _cdot(counts, tot) / np.where(den > 0, den, 1.0), np.nan)
 
     return fn
 
