@@ -292,6 +292,34 @@ def demo_releases(home: Home) -> list[dict]:
     return out
 
 
+def demo_gates(home: Home, releases: list[dict]) -> list[dict]:
+    """Gate every demo release in order; a workflow's first release (no baseline to compare
+    with) ends in REVIEW and is approved by the workflow's owner, as a person would."""
+    from relops_pipeline.lib.evals.model import split_release_key
+    from relops_pipeline.lib.gates.service import approve
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    out = []
+    for r in releases:
+        key = r["release_key"]
+        workflow, version = split_release_key(key)
+        result = run_job(home, "release_gate_job", tags={"dagster/partition": key})
+        gate = _latest_gate(home, key, result.run_id)
+        if gate is None:
+            raise CliError(f"gate run {result.run_id} for {key} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+        row = {"release_key": key, "decision": gate["decision"], "baseline": gate["result"].get("baseline_version"),
+               "reasons": gate["result"]["reasons"], "report": gate["report_html"], "approved_by": None}
+        if gate["decision"] == "REVIEW" and not row["baseline"]:
+            wf = _workflow(home, workflow)
+            with open_warehouse(home.warehouse_path) as con:
+                approve(con, key, approvers=wf.approvers, by=wf.owner, reason="first release of the workflow: reviewed by hand as the baseline")
+            row["approved_by"] = wf.owner
+        print(f"      {key}: {row['decision']}" + (f" (approved by {row['approved_by']})" if row["approved_by"] else "")
+              + f" vs {row['baseline'] or 'no baseline'}", file=sys.stderr)
+        out.append(row)
+    return out
+
+
 def _eval_line(e: dict) -> str:
     if not e:
         return "no eval"
@@ -306,13 +334,15 @@ def cmd_demo(args) -> dict:
     home = Home.resolve(args.home)
     home.ensure()
     print(f"relops demo: home {home.root}", file=sys.stderr)
-    print("[1/3] generating the demo world's production traces ...", file=sys.stderr)
+    print("[1/4] generating the demo world's production traces ...", file=sys.stderr)
     gen = generate_demo_traces(home.landing_dir / "demo", seed=args.seed, scale=args.scale)
     print(f"      {gen.spans} spans in {len(gen.files)} files", file=sys.stderr)
-    print("[2/3] ingesting them through Dagster ...", file=sys.stderr)
+    print("[2/4] ingesting them through Dagster ...", file=sys.stderr)
     summary = ingest(home, [str(home.landing_dir / "demo")])
-    print("[3/3] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
+    print("[3/4] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
     releases = demo_releases(home)
+    print("[4/4] gating every release against its baseline ...", file=sys.stderr)
+    gates = demo_gates(home, releases)
     t = summary["totals"]
     expected = gen.expected_ingest()
     matches = (t["accepted"], t["rejected"], t["unknown_release"]) == (
@@ -323,12 +353,16 @@ def cmd_demo(args) -> dict:
         f" without release {expected['unknown_release_spans']}"
         + (" — matches" if matches else " — MISMATCH"),
         "",
-        "releases and their evals:",
-        *[f"  {r['release_key']:<26} {_eval_line(r['eval'])}" for r in releases],
+        "releases, their evals and gate decisions:",
+        *[f"  {r['release_key']:<26} {g['decision']:<6} vs {g['baseline'] or '-':<8} {_eval_line(r['eval'])}"
+          + (f"  [approved by {g['approved_by']}]" if g["approved_by"] else "")
+          for r, g in zip(releases, gates)],
+        *[f"  {g['release_key']} BLOCK: {g['reasons'][0]}" for g in gates if g["decision"] == "BLOCK"],
         "",
         "where to look:",
         f"  relops --home {home.root} status     spans per workflow, release and day",
         f"  relops --home {home.root} rejects    the quarantined records, with reasons",
+        f"  {home.reports_dir / 'gates'}   gate reports (HTML, markdown, JSON) per release",
         "  make ui                               the Dagster UI on http://127.0.0.1:3000",
     ]
     if not matches:
@@ -337,7 +371,7 @@ def cmd_demo(args) -> dict:
         "home": str(home.root),
         "generated": gen.expected_ingest(),
         "matches_generator": matches,
-        "releases": [{"release_key": r["release_key"], "eval": r["eval"]} for r in releases],
+        "releases": [{"release_key": r["release_key"], "eval": r["eval"], "gate": g} for r, g in zip(releases, gates)],
         "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
         "_text": "\n".join(lines),
     }
