@@ -111,9 +111,8 @@ def test_review_then_approve_then_ship_and_block(home, tmp_path, capsys):
     html = open(doc["reports"]["html"]).read()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     report_md = open(doc["reports"]["md"]).read()
-    for line in report_md.splitlines():
-        if "<script>" in line:  # raw model output only inside fenced blocks
-            assert not line.startswith(("|", "-", "#", "*"))
+    assert "<script>" not in report_md and "&lt;script&gt;" in report_md
+    assert "<script>" not in md.read_text()
     assert "case\\-000" in report_md  # escaped for markdown
 
     # A BLOCK can only be overridden explicitly; without --override it is refused.

@@ -262,7 +262,8 @@ def test_diff_markdown_escapes_and_fences():
     assert len(fence) == 5
     end = lines.index(fence, start + 1)
     inside = lines[start + 1:end]
-    assert "+````json" in inside and "+<script>x</script>" in inside
+    assert "+````json" in inside and "+&lt;script&gt;x&lt;/script&gt;" in inside
+    assert "<script>" not in md
     assert not any(re.fullmatch(r"\s*`{5,}\s*", ln) for ln in inside)
     # Other prompts without backticks get the plain 3-backtick fence.
     assert "```diff" in lines

@@ -197,7 +197,7 @@ def test_markdown_block_must_pass_resamples_and_caps():
     lines = md.splitlines()
     start = lines.index("`````text")
     end = lines.index("`````", start + 1)
-    assert lines[start + 1:end] == ["Sure!", XSS, "```", "not a fence end", "````"]
+    assert lines[start + 1:end] == ["Sure!", html.escape(XSS, quote=False), "```", "not a fence end", "````"]
     # newly failing: capped at MAX_CASES rows, the cut counted; the example output on one line
     assert "### Newly failing cases (45)" in md
     assert "| nf\\-000 | 100% | 0% | wrong answer 0 line two |" in md
@@ -223,9 +223,10 @@ def test_markdown_escapes_model_and_user_text():
     outside = _outside_fences(md)
     assert "<script>" not in outside and "</script>" not in outside
     assert "refund\\-&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in outside  # case id, escaped
-    # inside fences (rendered literally) the output and the prompt diff keep their text
-    assert md.count(XSS) == 2
-    assert "+" + XSS in md
+    # inside fences the output and the prompt diff are HTML-escaped too: no raw markup anywhere
+    assert XSS not in md
+    assert md.count(html.escape(XSS, quote=False)) >= 2
+    assert "+" + html.escape(XSS, quote=False) in md
     # unsafe link schemes are shown as text, never as a link
     assert "](<javascript" not in md and "evil: javascript:alert\\(1\\)" in md
     assert "[x\\]\\(y](<https://ok.example/a%20b>)" in md

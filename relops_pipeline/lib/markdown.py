@@ -36,3 +36,16 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(escape_md(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def fenced_block(text: str, lang: str = "text") -> list[str]:
+    """Lines of a fenced code block holding untrusted multi-line text (model outputs, prompts).
+
+    The fence is longer than any backtick run in the text, so the text cannot close it; and
+    `<`, `>` and `&` are HTML-escaped as well, so no renderer that ignores fences (or a reader
+    grepping the file) ever meets raw markup from a model. The price: GitHub shows `&lt;` inside
+    code blocks literally.
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{lang}", html.escape(text, quote=False), fence]

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from ..markdown import escape_md
+from ..markdown import escape_md, fenced_block
 from .model import Manifest
 
 NO_BASELINE = "no earlier release to compare with"
@@ -158,12 +158,6 @@ def diff_manifests(
     }
 
 
-def _fence_for(text: str) -> str:
-    """A backtick fence longer than any backtick run in `text`, so the text cannot close it."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
 def diff_markdown(diff: dict[str, Any], *, heading: str = "###", max_diff_lines: int = 200) -> str:
     """A short markdown section for a diff from `diff_manifests`: the summary as a list, then
     each prompt's unified diff in a fenced block (at most `max_diff_lines` lines each). Every
@@ -179,8 +173,7 @@ def diff_markdown(diff: dict[str, Any], *, heading: str = "###", max_diff_lines:
         lines = p["unified_diff"].splitlines()
         shown = lines[:max_diff_lines]
         text = "\n".join(shown)
-        fence = _fence_for(text)
-        out += ["", f"**Prompt {escape_md(name)}** ({escape_md(p['status'])})", "", f"{fence}diff", text, fence]
+        out += ["", f"**Prompt {escape_md(name)}** ({escape_md(p['status'])})", "", *fenced_block(text, "diff")]
         if len(lines) > len(shown):
             out.append(f"_… {len(lines) - len(shown)} more diff lines_")
     return "\n".join(out) + "\n"

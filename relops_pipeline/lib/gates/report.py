@@ -4,7 +4,7 @@ pull-request comment, JSON, JUnit XML, and writing the report files atomically.
 Everything that came from a model or a user (outputs, case ids, versions, rule messages,
 reasons, evidence values, prompt diffs) is escaped:
 - markdown: inline text through `escape_md` (HTML-escaped, markdown syntax backslash-escaped,
-  one line); multi-line outputs in a fenced block whose fence is longer than any backtick run
+  one line); multi-line outputs in a fenced block (markdown.fenced_block: HTML-escaped, fence longer than any backtick run
   in the text, so the text cannot close it (a renderer shows a code block's content
   literally, so `<script>` inside a fence is inert text);
 - HTML: `html.escape` on every value, outputs in `<pre>`, no JavaScript, no external resources,
@@ -45,7 +45,7 @@ from typing import Any, Literal, Sequence
 from urllib.parse import urlsplit
 
 from ..evals.diff import diff_markdown
-from ..markdown import escape_md
+from ..markdown import escape_md, fenced_block
 from .model import CaseChange, GateResult, Interval, MetricEvidence, MustPassCase
 
 __all__ = [
@@ -164,11 +164,6 @@ def _safe_url(url: Any) -> str | None:
 #         ("table", headers, rows, extra_html_cells) | ("pre", text, note) | _Raw
 
 
-def _fence(text: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
 def _clip_output(text: str | None, limit: int = MAX_OUTPUT_CHARS) -> tuple[str, int]:
     text = "" if text is None else str(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -201,8 +196,7 @@ def _render_md(blocks: list) -> str:
             out.append("")
         elif kind == "pre":
             text, cut = _clip_output(b[1])
-            fence = _fence(text)
-            out += [f"{fence}text", text, fence]
+            out += fenced_block(text)
             if cut:
                 out.append(f"_… {cut} more characters not shown_")
             out.append("")
