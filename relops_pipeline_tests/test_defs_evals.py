@@ -65,3 +65,26 @@ def test_release_assets_materialize_for_a_partition(home, resources):
     with open_warehouse(home.warehouse_path) as con:
         assert con.execute("SELECT count(*) FROM eval_samples").fetchone()[0] == 210
         assert con.execute("SELECT count(*) FROM suite_versions").fetchone()[0] == 2
+
+
+def test_release_gate_records_decision_and_checks(home, resources):
+    from relops_pipeline.defs.gates.assets import gate_thresholds, release_gate
+
+    shutil.rmtree(home.root / "releases" / "doc-qa")
+    key = "support-triage--v1.2.0"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(releases_partitions.name, [key])
+        assets = [eval_suites, release_manifest, eval_run, gate_thresholds, release_gate]
+        assert dg.materialize([eval_suites], resources=resources, instance=instance).success
+        result = dg.materialize(assets[1:], partition_key=key, resources=resources, instance=instance,
+                                tags={"relops/samples": "2"})
+        assert result.success  # a REVIEW fails no blocking check
+        meta = result.asset_materializations_for_node("release_gate")[0].metadata
+        assert meta["decision"].value == "REVIEW" and meta["baseline_version"].value == "none"
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert checks["must_pass"].passed and checks["no_regression"].passed
+        assert not checks["enough_evidence"].passed  # no baseline: the WARN check says so
+        assert checks["enough_evidence"].severity == dg.AssetCheckSeverity.WARN
+    with open_warehouse(home.warehouse_path) as con:
+        assert con.execute("SELECT decision FROM gate_decisions").fetchall() == [("REVIEW",)]
+        assert con.execute("SELECT count(*) FROM events WHERE kind = 'gate_decision'").fetchone()[0] == 1

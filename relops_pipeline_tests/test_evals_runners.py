@@ -41,15 +41,6 @@ def _fallback_render(manifest: Manifest, case: Case) -> list[dict]:
     return msgs + list(case.input["messages"])
 
 
-@pytest.fixture(autouse=True)
-def _render(monkeypatch):
-    """Use manifests.render_messages when it exists; a minimal stand-in otherwise."""
-    try:
-        from relops_pipeline.lib.evals.manifests import render_messages  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(runners, "_render_messages", _fallback_render)
-
-
 class Server:
     """A threaded HTTP server whose behaviour is `handler(server, body: dict, headers) ->
     (status, headers, body_bytes_or_obj)`. It counts requests and the peak number in flight."""
@@ -348,9 +339,6 @@ def test_unrenderable_case_is_an_error_sample(serve, monkeypatch):
 
 
 def test_prompts_rendered_from_the_manifest_template(serve):
-    manifests = pytest.importorskip("relops_pipeline.lib.evals.manifests")
-    if not hasattr(manifests, "render_messages"):
-        pytest.skip("manifests.render_messages not written yet")
     srv = serve(echo_chat)
     manifest = Manifest(workflow="support-triage", version="v2", model="gpt-test",
                         prompts={"system": "Triage tickets.", "user": "Ticket: {{ ticket }}"})

@@ -174,7 +174,6 @@ class _Throttle:
 
 
 def _render_messages(manifest: Manifest, case: Case) -> list[dict[str, Any]]:
-    # Imported lazily: manifests.py is written alongside this module.
     from relops_pipeline.lib.evals.manifests import render_messages
 
     return render_messages(manifest, case)
