@@ -345,13 +345,15 @@ def cmd_demo(args) -> dict:
     gates = demo_gates(home, releases)
     t = summary["totals"]
     expected = gen.expected_ingest()
-    matches = (t["accepted"], t["rejected"], t["unknown_release"]) == (
+    first_time = (t["accepted"], t["rejected"], t["unknown_release"]) == (
         expected["accepted_spans"], expected["rejected_lines"], expected["unknown_release_spans"])
+    again = t["accepted"] == t["rejected"] == 0 and t["duplicates"] == expected["accepted_spans"] + expected["rejected_lines"]
+    matches = first_time or again
     lines = [
         _ingest_text({**summary, "files": []}).replace("total: 0 files", f"total: {len(summary['files'])} files"),
         f"expected from the generator: accepted {expected['accepted_spans']}, rejected {expected['rejected_lines']},"
         f" without release {expected['unknown_release_spans']}"
-        + (" — matches" if matches else " — MISMATCH"),
+        + (" — matches" if first_time else " — already ingested: every record a duplicate" if again else " — MISMATCH"),
         "",
         "releases, their evals and gate decisions:",
         *[f"  {r['release_key']:<26} {g['decision']:<6} vs {g['baseline'] or '-':<8} {_eval_line(r['eval'])}"

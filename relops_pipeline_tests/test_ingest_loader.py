@@ -88,11 +88,14 @@ def test_counts_add_up_with_rejects_and_in_batch_duplicates(wh, afile, use_reade
 
 
 def test_reingest_adds_nothing(wh, afile, use_reader):
-    use_reader(fake_reader([span(i) for i in range(5)]))
+    use_reader(fake_reader([span(i) for i in range(5)], rejects=[{"source_line": 6, "raw": "{oops", "reason": "invalid JSON"}]))
     first = ingest_file(wh, afile, fmt="fake")
     second = ingest_file(wh, afile, fmt="fake")
-    assert first.accepted == 5 and second.accepted == 0 and second.duplicates == 5
+    assert (first.accepted, first.rejected) == (5, 1)
+    # the same spans and the same quarantined line again: duplicates, nothing added
+    assert (second.read, second.accepted, second.rejected, second.duplicates) == (6, 0, 0, 6)
     assert wh.execute("SELECT count(*) FROM spans").fetchone()[0] == 5
+    assert wh.execute("SELECT count(*) FROM trace_rejects").fetchone()[0] == 1
 
 
 def test_file_is_atomic(wh, afile, use_reader, monkeypatch):

@@ -260,14 +260,19 @@ def ingest_file(
         if staged_events or spans_accepted:
             _fill_text_from_events(con, batch_id, cap)
 
+        # A record already quarantined from this file (same line, same text) is a duplicate.
+        before_rejects = _count(con, "SELECT count(*) FROM trace_rejects")
         con.execute(
-            "INSERT INTO trace_rejects SELECT ?, ?, ?, source_line, raw, reason, ? FROM stage_rejects",
-            [batch_id, source_file, fmt, started],
+            "INSERT INTO trace_rejects SELECT ?, ?, ?, r.source_line, r.raw, r.reason, ? FROM stage_rejects r "
+            "WHERE NOT EXISTS (SELECT 1 FROM trace_rejects t WHERE t.source_file = ? "
+            "AND t.source_line IS NOT DISTINCT FROM r.source_line AND t.raw IS NOT DISTINCT FROM r.raw)",
+            [batch_id, source_file, fmt, started, source_file],
         )
-        rejected = _count(con, "SELECT count(*) FROM stage_rejects")
+        rejected = _count(con, "SELECT count(*) FROM trace_rejects") - before_rejects
+        reject_dups = _count(con, "SELECT count(*) FROM stage_rejects") - rejected
         read = staged + staged_events + staged_rejects
         accepted = spans_accepted + events_accepted
-        duplicates = span_dups + event_dups
+        duplicates = span_dups + event_dups + reject_dups
         if read != accepted + rejected + duplicates or min(span_dups, event_dups) < 0:
             raise AccountingError(
                 f"{path}: read {read} != accepted {accepted} + rejected {rejected} + duplicates {duplicates}"
