@@ -161,6 +161,8 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     summary = result.output_for_node("ingest_trace_files")
     summary["run_id"] = result.run_id
     summary["signals_run_ids"] = refresh_days(home, summary["day_ranges"])
+    if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
+        raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
     return summary
 
 
@@ -675,13 +677,21 @@ def cmd_gate(args) -> dict:
         key = release_key(wf.name, args.version)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if args.baseline and args.baseline == args.version:
+        raise CliError(f"--baseline {args.baseline} is the release being gated: a release cannot be its own baseline")
     registered = key in _release_partitions(home, wf.name)
     if not registered:
         path = home.root / "releases" / wf.name / f"{args.version}.yaml"
         if not path.exists():
             raise CliError(f"release {key} is not registered and has no manifest at {path}: relops release register FILE")
         print(f"registering {key} ...", file=sys.stderr)
-        register_release(home, load_manifest(path), by=os.environ.get("USER"), run_eval=True)
+        try:
+            manifest = load_manifest(path)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        register_release(home, manifest, by=os.environ.get("USER"), run_eval=not args.suite_version)
+        if args.suite_version:
+            _run_partition(home, "eval_run_job", key, {"relops/suite_version": args.suite_version})
     else:
         from relops_pipeline.lib.gates.service import latest_eval_run
         from relops_pipeline.lib.warehouse import open_warehouse
@@ -745,7 +755,10 @@ def cmd_approve(args) -> dict:
 
     home = Home.resolve(args.home)
     wf = _workflow(home, args.workflow)
-    key = release_key(wf.name, args.version)
+    try:
+        key = release_key(wf.name, args.version)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     with open_warehouse(home.warehouse_path) as con:
         try:
             out = approve(con, key, approvers=wf.approvers, by=args.by, reason=args.reason, override=args.override)
@@ -765,6 +778,8 @@ def cmd_audit(args) -> dict:
     expect = None
     if args.expect_head:
         seq, _, h = args.expect_head.partition(":")
+        if not seq.isdigit() or len(h) != 64:
+            raise CliError(f"--expect-head {args.expect_head!r}: expected SEQ:HASH as `relops audit head` prints it")
         expect = (int(seq), h)
     with open_warehouse(home.warehouse_path) as con:
         if args.action == "head":
@@ -793,6 +808,13 @@ def cmd_thresholds(args) -> dict:
                     "_text": yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False)}
         if not args.file or not args.by or not args.reason:
             raise CliError("usage: relops thresholds set WORKFLOW FILE --by NAME --reason TEXT")
+        if args.by not in wf.approvers:
+            from relops_pipeline.lib import audit
+
+            why = f"{args.by} may not change the thresholds of {wf.name}: approvers are {', '.join(wf.approvers) or 'nobody (set an owner)'}"
+            audit.append_event(con, kind=audit.KIND_REFUSED, actor=args.by, reason=f"{why} (asked: {args.reason})",
+                               workflow=wf.name, payload={"request": "thresholds set"})
+            raise CliError(why)
         try:
             mapping = yaml.safe_load(Path(args.file).read_text()) or {}
             th = record_thresholds(con, wf.name, mapping, author=args.by, reason=args.reason)
@@ -877,7 +899,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = args.fn(args)
-    except CliError as exc:
+    except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one
+        if not isinstance(exc, CliError):
+            exc = CliError(f"{type(exc).__name__}: {exc}", EXIT_RUN_FAILED)
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc), "exit_code": exc.code}))
         else:

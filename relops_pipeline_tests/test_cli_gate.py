@@ -146,3 +146,26 @@ def test_too_little_evidence_is_review_never_ship(home, tmp_path, capsys):
     doc = json.loads(out)
     assert code == 2 and doc["decision"] == "REVIEW"
     assert any("12" in r and "30" in r for r in doc["reasons"]), doc["reasons"]
+
+
+def test_gate_refuses_a_release_as_its_own_baseline_and_crashes_are_never_exit_1(home, tmp_path, capsys):
+    register(capsys, home, tmp_path, "v1.0.0")
+    code, _, err = cli(capsys, home, "gate", "support-triage", "v1.0.0", "--baseline", "v1.0.0")
+    assert code == EXIT_BAD_INPUT and "own baseline" in err
+    code, _, err = cli(capsys, home, "approve", "support-triage", "BAD VER", "--by", "ana", "--reason", "x")
+    assert code == EXIT_BAD_INPUT and "invalid version" in err
+    code, _, err = cli(capsys, home, "audit", "verify", "--expect-head", "garbage")
+    assert code == EXIT_BAD_INPUT
+    # Only approvers may change the thresholds; the attempt is recorded.
+    th = tmp_path / "th.yaml"
+    th.write_text("min_cases: 5\n")
+    code, _, err = cli(capsys, home, "thresholds", "set", "support-triage", str(th), "--by", "mallory", "--reason", "faster")
+    assert code == EXIT_BAD_INPUT and "may not change" in err
+    code, out, _ = cli(capsys, home, "thresholds", "set", "support-triage", str(th), "--by", "ana", "--reason", "tiny suite", "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+
+
+def test_delegates_must_be_a_list_of_names(home, capsys):
+    (home / "workflows" / "support-triage.yaml").write_text("name: support-triage\nowner: ana\ndelegates: sam\n")
+    code, _, err = cli(capsys, home, "approve", "support-triage", "v1.0.0", "--by", "s", "--reason", "x")
+    assert code == EXIT_BAD_INPUT and "delegates" in err

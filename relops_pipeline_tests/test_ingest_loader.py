@@ -77,14 +77,15 @@ def afile(tmp_path):
 def test_counts_add_up_with_rejects_and_in_batch_duplicates(wh, afile, use_reader):
     rows = [span(i) for i in range(10)] + [span(3, source_line=99)]  # s3 repeated in the batch
     rows.append(span(11, span_id=None))  # no span id: a reject, never a silent drop
+    rows.append(span(12, start_time=None))  # no time: it could never reach a day's checks
     use_reader(fake_reader(rows, rejects=[{"source_line": 50, "raw": "{oops", "reason": "invalid JSON"}]))
     r = ingest_file(wh, afile, fmt="fake")
-    assert (r.read, r.accepted, r.rejected, r.duplicates) == (13, 10, 2, 1)
+    assert (r.read, r.accepted, r.rejected, r.duplicates) == (14, 10, 3, 1)
     assert r.read == r.accepted + r.rejected + r.duplicates
     reasons = sorted(x[0] for x in wh.execute("SELECT reason FROM trace_rejects").fetchall())
-    assert reasons == ["invalid JSON", "span without span id"]
+    assert reasons == ["invalid JSON", "span without span id", "span without start time"]
     batch = wh.execute("SELECT records_read, accepted, rejected, duplicates FROM ingest_batches").fetchone()
-    assert batch == (13, 10, 2, 1)
+    assert batch == (14, 10, 3, 1)
 
 
 def test_reingest_adds_nothing(wh, afile, use_reader):
@@ -118,12 +119,13 @@ def test_cost_units_caps_and_unknown_release(wh, afile, use_reader):
         span(1, cost_usd=0.5),  # reported cost kept
         span(2, model="mystery-model"),  # no price: unknown cost, not zero
         span(3, release=None, input_text=long_text),  # no release: kept as unknown, counted
+        span(5, release="support-triage@"),  # names no version: unknown too
         span(4, latency_ms=1234.0),  # reported latency wins over end - start
     ]
     use_reader(fake_reader(rows))
     settings = IngestSettings(text_cap=20, prices={"gpt-4o-mini": Price(0.15, 0.60)})
     r = ingest_file(wh, afile, fmt="fake", settings=settings)
-    assert r.unknown_release == 1
+    assert r.unknown_release == 2
     got = {
         sid: (cost, src, rel, known, trunc, len(txt), lat)
         for sid, cost, src, rel, known, trunc, txt, lat in wh.execute(

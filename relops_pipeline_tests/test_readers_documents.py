@@ -462,7 +462,7 @@ def test_otel_attribute_maps_with_synthetic_ids():
         s = spans[0]
         assert s["attributes"]["relops.synthetic_ids"] is True
         assert len(s["trace_id"]) == 32 and len(s["span_id"]) == 16
-        assert s["start_time"] is None
+        assert s["start_time"] is not None and s["attributes"]["relops.time_source"] == "file_mtime"
     assert sum(counts.values()) == 5
     spans, _ = read(OPENINFERENCE / "genai-openinference_client_span_tool_calls.json", otel_attributes)
     s = spans[0]

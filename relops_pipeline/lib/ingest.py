@@ -188,8 +188,10 @@ def ingest_file(
             """
             INSERT INTO stage_rejects
             SELECT source_line, left(CAST(attributes AS VARCHAR), 16384),
-                   'span without ' || CASE WHEN trace_id IS NULL OR trace_id = '' THEN 'trace id' ELSE 'span id' END
-            FROM stage_spans WHERE trace_id IS NULL OR trace_id = '' OR span_id IS NULL OR span_id = ''
+                   'span without ' || CASE WHEN trace_id IS NULL OR trace_id = '' THEN 'trace id'
+                                           WHEN span_id IS NULL OR span_id = '' THEN 'span id'
+                                           ELSE 'start time' END
+            FROM stage_spans WHERE trace_id IS NULL OR trace_id = '' OR span_id IS NULL OR span_id = '' OR start_time IS NULL
             """
         )
         con.execute(
@@ -201,7 +203,9 @@ def ingest_file(
                 coalesce(nullif(CASE WHEN starts_with(s.release, s.workflow || '@')
                                      THEN substr(s.release, length(s.workflow) + 2) ELSE s.release END, ''),
                          '{UNKNOWN}') AS release,
-                (s.release IS NOT NULL AND s.release <> '') AS release_known,
+                coalesce(nullif(CASE WHEN starts_with(s.release, s.workflow || '@')
+                                     THEN substr(s.release, length(s.workflow) + 2) ELSE s.release END, ''),
+                         '{UNKNOWN}') <> '{UNKNOWN}' AS release_known,
                 coalesce(s.latency_ms, date_diff('microsecond', s.start_time, s.end_time) / 1000.0) AS latency_ms,
                 coalesce(s.cost_usd, p.input_per_mtok * s.input_tokens / 1e6 + p.output_per_mtok * s.output_tokens / 1e6) AS cost_usd,
                 CASE WHEN s.cost_usd IS NOT NULL THEN 'reported'
@@ -214,6 +218,7 @@ def ingest_file(
                 row_number() OVER (PARTITION BY s.trace_id, s.span_id ORDER BY s.source_line) AS dup_rank
             FROM stage_spans s LEFT JOIN stage_prices p ON p.model = s.model
             WHERE s.trace_id IS NOT NULL AND s.trace_id <> '' AND s.span_id IS NOT NULL AND s.span_id <> ''
+              AND s.start_time IS NOT NULL
             """
         )
         in_batch_dups = _count(con, "SELECT count(*) FROM batch_spans WHERE dup_rank > 1")
@@ -239,8 +244,8 @@ def ingest_file(
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE batch_events AS
-            SELECT e.*, md5(concat_ws('|', e.trace_id, e.span_id, e.event_name,
-                                      CAST(e.event_time AS VARCHAR), e.role, e.content)) AS event_key
+            SELECT e.*, md5(to_json(struct_pack(t := e.trace_id, s := e.span_id, n := e.event_name,
+                                                   ts := e.event_time, r := e.role, c := e.content))::VARCHAR) AS event_key
             FROM stage_events e
             """
         )
@@ -405,6 +410,9 @@ def ingest_paths(
             result = ingest_file(con, f, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id)
         except IngestError as exc:
             summary.errors.append({"path": str(f), "error": str(exc)})
+            continue
+        except Exception as exc:  # the file's transaction was rolled back; the other files go on
+            summary.errors.append({"path": str(f), "error": f"{type(exc).__name__}: {exc}"})
             continue
         summary.files.append(result)
         if progress is not None:

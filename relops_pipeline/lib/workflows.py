@@ -113,6 +113,12 @@ def load_workflow(workflows_dir: Path, name: str) -> Workflow:
     if doc.get("name", name) != name:
         raise WorkflowError(f"{path}: name {doc['name']!r} does not match the file name {name!r}")
     merged = _merge(DEFAULTS, {k: v for k, v in doc.items() if k != "name"})
+    if merged["owner"] is not None and not isinstance(merged["owner"], str):
+        raise WorkflowError(f"{path}: owner: expected one name, got {merged['owner']!r}")
+    if not isinstance(merged["delegates"], list) or not all(isinstance(d, str) for d in merged["delegates"]):
+        raise WorkflowError(f"{path}: delegates: expected a list of names, got {merged['delegates']!r}")
+    if not isinstance(merged["evals"].get("samples", 3), int) or merged["evals"].get("samples", 3) < 1:
+        raise WorkflowError(f"{path}: evals.samples: expected an integer >= 1")
     if not isinstance(merged["scorers"], list):
         raise WorkflowError(f"{path}: scorers: expected a list")
     if not isinstance(merged["runner"], dict) or "type" not in merged["runner"]:

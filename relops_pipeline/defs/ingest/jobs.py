@@ -61,12 +61,10 @@ def ingest_trace_files(
     totals = summary.totals
     result = summary.as_json()
     result["day_ranges"] = [[a.isoformat(), b.isoformat()] for a, b in ranges]
-    if summary.errors:
-        # Files that were read are committed; the unreadable ones fail the run, loudly.
-        raise dg.Failure(
-            description="; ".join(f"{e['path']}: {e['error']}" for e in summary.errors),
-            metadata={"ingested": dg.MetadataValue.json(result)},
-        )
+    for e in summary.errors:
+        # The files that were read are committed and their days still get refreshed; the
+        # unreadable ones are listed on the run and in its output, loudly.
+        context.log.error(f"not ingested: {e['path']}: {e['error']}")
     cols = ("path", "format", "read", "accepted", "rejected", "duplicates", "unknown_release")
     rows = [[f[k] for k in cols] for f in result["files"]]
     return dg.Output(
@@ -74,6 +72,8 @@ def ingest_trace_files(
         metadata={
             **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
             "files": dg.MetadataValue.int(len(summary.files)),
+            "unreadable_files": dg.MetadataValue.int(len(summary.errors)),
+            **({"errors": dg.MetadataValue.json(summary.errors)} if summary.errors else {}),
             "days_touched": dg.MetadataValue.text(f"{days[0]} .. {days[-1]}" if days else "none"),
             "per_file": dg.MetadataValue.md(md_table(cols, rows)),
         },

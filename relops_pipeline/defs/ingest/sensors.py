@@ -62,9 +62,18 @@ def landing_sensor(context: dg.SensorEvaluationContext):
 
 def ingested_days_sensor(context: dg.RunStatusSensorContext):
     """After an ingestion run, validate and recompute the signals of the days it touched."""
-    ranges = decode_ranges(context.dagster_run.tags.get(DAY_RANGES_TAG))
+    from relops_pipeline.defs.partitions import daily_partitions
+
+    keys = daily_partitions.get_partition_keys()
+    ranges = []
+    for first, last in decode_ranges(context.dagster_run.tags.get(DAY_RANGES_TAG)):
+        clamped = (max(first, keys[0]), min(last, keys[-1]))
+        if clamped != (first, last):
+            context.log.warning(f"days {first}..{last} reach outside the daily partitions {keys[0]}..{keys[-1]}: refreshing {clamped}")
+        if clamped[0] <= clamped[1]:
+            ranges.append(clamped)
     if not ranges:
-        return dg.SkipReason("the ingestion run added no spans")
+        return dg.SkipReason("the ingestion run added no spans within the daily partitions")
     run_id = context.dagster_run.run_id
     return [
         dg.RunRequest(

@@ -7,6 +7,7 @@ on its own.
 from __future__ import annotations
 
 import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,10 +85,13 @@ def evaluate_gate(
             raise ValueError(f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: run `relops eval {workflow_name} {version}`")
         suite = candidate["suite_version"]
         live = _live_version(home, wf.name)
+        if baseline and release_key(wf.name, baseline) == key:
+            raise ValueError(f"--baseline {baseline} is the release being gated: a release cannot be its own baseline")
         base_version = baseline or default_baseline(con, wf.name, key, live)
-        base_run = latest_eval_run(con, release_key(wf.name, base_version), suite) if base_version else None
+        # An invalid baseline run (too many errored samples, scored 0) would flatter the candidate.
+        base_run = latest_eval_run(con, release_key(wf.name, base_version), suite, valid_only=True) if base_version else None
         if base_version and base_run is None:
-            log(f"baseline {base_version} has no eval run on suite {suite}: the gate cannot compare (run `relops eval backfill --workflow {wf.name}`)")
+            log(f"baseline {base_version} has no valid eval run on suite {suite}: the gate cannot compare (run `relops eval backfill --workflow {wf.name}`)")
         candidate_df = run_frame(con, candidate["eval_run_id"])
         baseline_df = run_frame(con, base_run["eval_run_id"]) if base_run else None
         must_pass = set(candidate_df.loc[candidate_df["must_pass"].astype(bool), "case_id"].unique())
@@ -126,9 +130,10 @@ def evaluate_gate(
             seed=seed,
         )
         if base_version and base_run is None:
-            result.reasons.append(f"baseline {base_version} has no eval run on suite {suite}")
+            result.reasons.append(f"baseline {base_version} has no valid eval run on suite {suite}")
+        # One folder per decision: a later gate of the same release never rewrites an earlier report.
         out_dir = home.reports_dir / "gates" / wf.name / version
-        paths = write_reports(result, out_dir, "gate")
+        paths = write_reports(result, out_dir, f"gate-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
         reports = {k: str(v) for k, v in paths.items()}
         recorded = record_decision(
             con, result, reports=reports, candidate_run=candidate["eval_run_id"],

@@ -26,8 +26,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def latest_eval_run(con: duckdb.DuckDBPyConnection, key: str, suite_version: str | None = None) -> dict | None:
-    """The newest eval run of a release (on a suite version, when given)."""
+def latest_eval_run(
+    con: duckdb.DuckDBPyConnection, key: str, suite_version: str | None = None, *, valid_only: bool = False
+) -> dict | None:
+    """The newest eval run of a release (on a suite version, when given; valid ones only, when asked)."""
     sql = (
         "SELECT eval_run_id, suite_version, suite_hash, source, valid, invalid_reason, samples_per_case, cases, samples "
         "FROM eval_runs WHERE release_key = ?"
@@ -36,6 +38,8 @@ def latest_eval_run(con: duckdb.DuckDBPyConnection, key: str, suite_version: str
     if suite_version:
         sql += " AND suite_version = ?"
         params.append(suite_version)
+    if valid_only:
+        sql += " AND valid"
     row = con.execute(sql + " ORDER BY finished_at DESC LIMIT 1", params).fetchall()
     if not row:
         return None

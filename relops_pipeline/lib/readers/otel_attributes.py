@@ -5,7 +5,8 @@ The file is one JSON object whose keys are span attribute names (`gen_ai.*`, `ll
 the OpenInference `genai-*.json` fixtures; a JSON array of such objects is read as one span per
 object. Such a map carries no trace or span id and no timestamps: ids are derived from a hash of
 the file content and the record index (stable across re-reads) and the span is marked with
-`"relops.synthetic_ids": true`; start/end times stay NULL.
+`"relops.synthetic_ids": true`; with no times in the map, start and end are the file's
+modification time (`"relops.time_source": "file_mtime"`), so the span lands on a day.
 
 OpenInference flattened messages (`llm.input_messages.N.message.role`, `...message.content`,
 `...message.contents.M.message_content.text`, `...message.tool_calls.M.tool_call.function.name`)
@@ -23,6 +24,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+from datetime import datetime, timezone
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -634,6 +636,7 @@ def read(con, ctx: ReadContext) -> None:
         if row["finish_reason"] is None and fallback_out is not None:
             row["finish_reason"] = finish_reason_of(fallback_out)
         trace_id, span_id = synthetic_ids(content, index)
+        exported_at = datetime.fromtimestamp(ctx.path.stat().st_mtime, tz=timezone.utc).replace(tzinfo=None)
         row.update(
             trace_id=trace_id,
             span_id=span_id,
@@ -642,6 +645,11 @@ def read(con, ctx: ReadContext) -> None:
             source_line=index,
         )
         row["attributes"]["relops.synthetic_ids"] = True
+        if row.get("start_time") is None:
+            # A bare attribute map carries no time; the file's modification time (when the map was
+            # exported) places the span on a day, and the attributes say where it came from.
+            row["start_time"] = row["end_time"] = exported_at
+            row["attributes"]["relops.time_source"] = "file_mtime"
         rows.append(row)
     stage_rows(con, rows, rejects)
 
