@@ -122,7 +122,7 @@ def cmd_init(args) -> dict:
     }
 
 
-def _precheck(paths: Sequence[str], fmt: str | None) -> tuple[list[Path], list[str]]:
+def _precheck(paths: Sequence[str], fmt: str | None, home_root: Path | None = None) -> tuple[list[Path], list[str]]:
     """Resolve the files and their formats before any run, so bad input fails with one line
     per problem and nothing is half-done."""
     from relops_pipeline.lib.ingest import expand_paths
@@ -137,7 +137,16 @@ def _precheck(paths: Sequence[str], fmt: str | None) -> tuple[list[Path], list[s
         except UnreadableInput as exc:
             problems.append(str(exc))
     else:
+        from relops_pipeline.lib.settings import SettingsError, load_settings
+
+        try:
+            settings = load_settings(Home.resolve(home_root).settings_file) if home_root else None
+        except SettingsError as exc:
+            return files, [str(exc)]
         for f in files:
+            rule = settings.source_for(f) if settings else None
+            if rule is not None and rule.format:
+                continue  # the home's `sources:` rule names this file's format
             try:
                 detect_format(f)
             except UnreadableInput as exc:
@@ -149,7 +158,7 @@ def _precheck(paths: Sequence[str], fmt: str | None) -> tuple[list[Path], list[s
 
 def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     """Ingest through Dagster (an ingestion run, then a signals run for the days touched)."""
-    files, problems = _precheck(paths, fmt)
+    files, problems = _precheck(paths, fmt, home.root)
     if problems:
         raise CliError("\n".join(problems))
     config: dict = {"paths": [str(f.resolve()) for f in files]}
