@@ -114,27 +114,30 @@ def evaluate_gate(
             "baseline_chosen_by": "--baseline" if baseline else ("live release" if live and base_version == live else "last releasable release"),
             "dagster_run_id": dagster_run_id,
         }
-        result = decide(
-            candidate_df,
-            baseline_df,
-            thresholds,
-            must_pass_cases=must_pass,
-            resample=resample,
-            run_valid=bool(candidate["valid"]),
-            invalid_reason=candidate["invalid_reason"],
-            workflow=wf.name,
-            version=version,
-            baseline_version=base_version if base_run else None,
-            evidence=evidence,
-            diff=diff,
-            seed=seed,
-        )
-        if base_version and base_run is None:
-            result.reasons.append(f"baseline {base_version} has no valid eval run on suite {suite}")
-        # One folder per decision: a later gate of the same release never rewrites an earlier report.
-        out_dir = home.reports_dir / "gates" / wf.name / version
-        paths = write_reports(result, out_dir, f"gate-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
-        reports = {k: str(v) for k, v in paths.items()}
+    # The decision (with must-pass re-samples through the runner, which may be slow) runs with
+    # the warehouse closed, so other writers are not kept waiting on DuckDB's lock.
+    result = decide(
+        candidate_df,
+        baseline_df,
+        thresholds,
+        must_pass_cases=must_pass,
+        resample=resample,
+        run_valid=bool(candidate["valid"]),
+        invalid_reason=candidate["invalid_reason"],
+        workflow=wf.name,
+        version=version,
+        baseline_version=base_version if base_run else None,
+        evidence=evidence,
+        diff=diff,
+        seed=seed,
+    )
+    if base_version and base_run is None:
+        result.reasons.append(f"baseline {base_version} has no valid eval run on suite {suite}")
+    # One set of report files per decision: a later gate of the same release never rewrites an earlier one.
+    out_dir = home.reports_dir / "gates" / wf.name / version
+    paths = write_reports(result, out_dir, f"gate-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
+    reports = {k: str(v) for k, v in paths.items()}
+    with open_warehouse(warehouse_path) as con:
         recorded = record_decision(
             con, result, reports=reports, candidate_run=candidate["eval_run_id"],
             baseline_run=base_run["eval_run_id"] if base_run else None, suite_version=suite,
