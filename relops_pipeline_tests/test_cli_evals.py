@@ -175,3 +175,14 @@ def test_backfill_without_daemon_is_queued_and_says_so(home, tmp_path, capsys):
     from dagster import DagsterInstance
 
     assert DagsterInstance.get().get_backfill(doc["backfill_id"]) is not None
+
+
+def test_a_run_with_more_errors_than_allowed_is_invalid(home, tmp_path, capsys):
+    wf = home / "workflows" / "support-triage.yaml"
+    wf.write_text(wf.read_text().replace("max_error_rate: 0.25", "max_error_rate: 0.1"))
+    m = write(tmp_path, "m1.yaml", manifest_yaml("v1.0.0"))
+    code, out, err = cli(capsys, home, "release", "register", str(m), "--json")
+    assert code == 0, err
+    ev = json.loads(out)["eval"]
+    assert ev["errors"] == 2 and ev["valid"] is False
+    assert "error rate 20.0% above the allowed 10.0%" in ev["invalid_reason"]
