@@ -403,6 +403,17 @@ def _workflow(home: Home, name: str):
         raise CliError(str(exc)) from None
 
 
+def _workflow_release(home: Home, workflow: str, version: str):
+    """The workflow's configuration and the release key, or a one-line error."""
+    from relops_pipeline.lib.evals.model import release_key
+
+    wf = _workflow(home, workflow)
+    try:
+        return wf, release_key(wf.name, version)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_workflow_add(args) -> dict:
     from relops_pipeline.lib.workflows import WorkflowError, add_workflow
 
@@ -529,15 +540,9 @@ def cmd_eval(args) -> dict:
         return _eval_backfill(args)
     if len(positional) != 2:
         raise CliError("usage: relops eval WORKFLOW VERSION | eval import FILE --workflow W --version V | eval backfill --workflow W")
-    from relops_pipeline.lib.evals.model import release_key
-
     home = Home.resolve(args.home)
     workflow, version = positional
-    _workflow(home, workflow)
-    try:
-        key = release_key(workflow, version)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    _wf, key = _workflow_release(home, workflow, version)
     if key not in _release_partitions(home, workflow):
         raise CliError(f"release {key} is not registered: relops release register MANIFEST.yaml")
     tags = {}
@@ -551,19 +556,13 @@ def cmd_eval(args) -> dict:
 
 
 def _eval_import(args, rest: list[str]) -> dict:
-    from relops_pipeline.lib.evals.model import release_key
-
     if len(rest) != 1 or not args.workflow or not args.version:
         raise CliError("usage: relops eval import FILE --workflow W --version V [--format promptfoo|inspect|jsonl]")
     home = Home.resolve(args.home)
     path = Path(rest[0])
     if not path.is_file():
         raise CliError(f"no such file: {path}")
-    _workflow(home, args.workflow)
-    try:
-        key = release_key(args.workflow, args.version)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    _wf, key = _workflow_release(home, args.workflow, args.version)
     from relops_pipeline.lib.evals.imports import ImportFormatError, import_results
 
     try:  # fail before any run on a file that cannot be imported
@@ -677,15 +676,9 @@ def _latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> dic
 def cmd_gate(args) -> dict:
     """CI mode: run what is missing (release record, eval, thresholds, gate) and exit by decision."""
     from relops_pipeline.lib.evals.manifests import load_manifest
-    from relops_pipeline.lib.evals.model import release_key
-    from relops_pipeline.lib.gates.model import GateResult  # noqa: F401  (documented result type)
 
     home = Home.resolve(args.home)
-    wf = _workflow(home, args.workflow)
-    try:
-        key = release_key(wf.name, args.version)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    wf, key = _workflow_release(home, args.workflow, args.version)
     if args.baseline and args.baseline == args.version:
         raise CliError(f"--baseline {args.baseline} is the release being gated: a release cannot be its own baseline")
     registered = key in _release_partitions(home, wf.name)
@@ -758,16 +751,11 @@ def _gate_result(d: dict):
 
 
 def cmd_approve(args) -> dict:
-    from relops_pipeline.lib.evals.model import release_key
     from relops_pipeline.lib.gates.service import GateError, approve
     from relops_pipeline.lib.warehouse import open_warehouse
 
     home = Home.resolve(args.home)
-    wf = _workflow(home, args.workflow)
-    try:
-        key = release_key(wf.name, args.version)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    wf, key = _workflow_release(home, args.workflow, args.version)
     with open_warehouse(home.warehouse_path) as con:
         try:
             out = approve(con, key, approvers=wf.approvers, by=args.by, reason=args.reason, override=args.override)
