@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export RELOPS_HOME ?= $(CURDIR)/data/home
 export DAGSTER_HOME := $(RELOPS_HOME)/dagster
 
-.PHONY: demo test ui install bench clean-home
+.PHONY: demo test ui evidently-ui install bench clean-home
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# Evidently's own UI over the weekly drift snapshots (DO_NOT_TRACK: it sends usage telemetry otherwise).
+evidently-ui: $(STAMP)
+	DO_NOT_TRACK=1 $(BIN)/evidently ui --workspace "$(RELOPS_HOME)/reports/drift/evidently-workspace" --host 127.0.0.1 --port 8000
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -9,6 +9,7 @@ Exit codes: 0 success; 3 bad input (unreadable path, unknown format, bad configu
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -70,28 +71,40 @@ def run_job(home: Home, job_name: str, *, run_config: dict | None = None, tags: 
 
     with expected_beta_warnings():  # Dagster warns on its own use of a beta parameter here
         job = _defs().resolve_job_def(job_name)
-    # The run's own log goes to the instance (the UI shows it); the terminal gets the summary.
-    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "WARNING")}}}}
+    # The run's own log goes to the instance (the UI shows it); the terminal gets the summary
+    # (a BLOCKed gate fails its run by design: no stack trace on the terminal for that).
+    # RELOPS_LOG_LEVEL=INFO shows the run's log here too.
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "CRITICAL")}}}}
     return job.execute_in_process(
         run_config={**quiet, **(run_config or {})}, instance=instance, tags={"relops/trigger": "cli", **(tags or {})}, raise_on_error=False
     )
 
 
 def _run_failure(result) -> str:
+    """The innermost error message of a failed run: the user-facing cause, not Dagster's wrapper."""
     for event in result.all_events:
         if event.is_failure and event.event_specific_data is not None:
             err = getattr(event.event_specific_data, "error", None)
+            while err is not None and getattr(err, "cause", None) is not None:
+                err = err.cause
             if err is not None:
-                return err.message.strip().splitlines()[-1]
+                import re
+
+                line = err.message.strip().splitlines()[-1]
+                return re.sub(r"^relops_pipeline\.[\w.]+\.(\w+(Error|Refused)): ", "", line)
     return "the run failed (see the Dagster UI)"
 
 
-def refresh_days(home: Home, ranges: Sequence[Sequence[str]]) -> list[str]:
-    """Validate and recompute daily signals: one run per range of consecutive days."""
+def refresh_days(home: Home, ranges: Sequence[Sequence[str]], *, drift_runs: list[str] | None = None) -> list[str]:
+    """Validate and recompute daily signals and features: one run per range of consecutive
+    days; then the rolling drift of the days whose trailing week they touch (what the drift
+    sensor does when the daemon runs), in one run."""
+    from relops_pipeline.defs.drift.sensors import affected_days
     from relops_pipeline.defs.partitions import daily_partitions
 
     keys = daily_partitions.get_partition_keys()
     run_ids = []
+    drift_ranges: list[list[str]] = []
     for first, last in ranges:
         first, last = max(first, keys[0]), min(last, keys[-1])
         if first > last:
@@ -102,9 +115,29 @@ def refresh_days(home: Home, ranges: Sequence[Sequence[str]]) -> list[str]:
             tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
         )
         if not result.success:
-            raise CliError(f"signals run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+            raise CliError(f"signals run {result.run_id} for {first}..{last} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
         run_ids.append(result.run_id)
+        lo, hi = affected_days(first, last, keys)
+        # One run over the hull: windows without traces cost one count query each.
+        drift_ranges = [[min(lo, drift_ranges[0][0]), max(hi, drift_ranges[0][1])]] if drift_ranges else [[lo, hi]]
+    for lo, hi in drift_ranges:
+        # The terminal waits for this run: only the latest 90 days (older history is for the
+        # drift sensor, which covers every affected day, or `relops drift`'s weekly view).
+        lo = max(lo, (dt.date.fromisoformat(hi) - dt.timedelta(days=89)).isoformat())
+        rid = refresh_rolling_drift(home, lo, hi)
+        if drift_runs is not None:
+            drift_runs.append(rid)
     return run_ids
+
+
+def refresh_rolling_drift(home: Home, lo: str, hi: str) -> str:
+    """Recompute the trailing-7-day drift of the days lo..hi in one run."""
+    from relops_pipeline.defs.drift.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+    result = run_job(home, "rolling_drift_job", tags={RANGE_START_TAG: lo, RANGE_END_TAG: hi})
+    if not result.success:
+        raise CliError(f"rolling drift run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    return result.run_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +202,8 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
         raise CliError(f"ingestion run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
     summary = result.output_for_node("ingest_trace_files")
     summary["run_id"] = result.run_id
-    summary["signals_run_ids"] = refresh_days(home, summary["day_ranges"])
+    summary["drift_run_ids"] = []
+    summary["signals_run_ids"] = refresh_days(home, summary["day_ranges"], drift_runs=summary["drift_run_ids"])
     if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
         raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
     return summary
@@ -216,6 +250,8 @@ def _read_warehouse(home: Home):
 
 def cmd_status(args) -> dict:
     home = Home.resolve(args.home)
+    if getattr(args, "workflow", None):
+        return workflow_status(home, args.workflow)
     with _read_warehouse(home) as con:
         totals = con.execute(
             "SELECT count(*), count(DISTINCT trace_id), count(*) FILTER (WHERE NOT release_known), "
@@ -345,15 +381,20 @@ def cmd_demo(args) -> dict:
     home = Home.resolve(args.home)
     home.ensure()
     print(f"relops demo: home {home.root}", file=sys.stderr)
-    print("[1/4] generating the demo world's production traces ...", file=sys.stderr)
+    print("[1/6] generating the demo world's production traces ...", file=sys.stderr)
     gen = generate_demo_traces(home.landing_dir / "demo", seed=args.seed, scale=args.scale)
     print(f"      {gen.spans} spans in {len(gen.files)} files", file=sys.stderr)
-    print("[2/4] ingesting them through Dagster ...", file=sys.stderr)
+    print("[2/6] ingesting them through Dagster ...", file=sys.stderr)
     summary = ingest(home, [str(home.landing_dir / "demo")])
-    print("[3/4] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
+    print("[3/6] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
     releases = demo_releases(home)
-    print("[4/4] gating every release against its baseline ...", file=sys.stderr)
+    print("[4/6] gating every release against its baseline ...", file=sys.stderr)
     gates = demo_gates(home, releases)
+    print("[5/6] weekly drift of every complete week through Dagster ...", file=sys.stderr)
+    compute_weekly_drift(home, None, refresh=False)
+    drift = demo_drift_lines(home)
+    print("[6/6] rollouts, doc-qa v2.4.0's canary judged on production traces, a rollback drill ...", file=sys.stderr)
+    rollout = demo_rollout(home)
     t = summary["totals"]
     expected = gen.expected_ingest()
     first_time = (t["accepted"], t["rejected"], t["unknown_release"]) == (
@@ -372,10 +413,22 @@ def cmd_demo(args) -> dict:
           for r, g in zip(releases, gates)],
         *[f"  {g['release_key']} BLOCK: {g['reasons'][0]}" for g in gates if g["decision"] == "BLOCK"],
         "",
+        "weekly drift against each workflow's reference window:",
+        *drift,
+        "",
+        "rollout and rollback:",
+        *rollout,
+        "",
         "where to look:",
         f"  relops --home {home.root} status     spans per workflow, release and day",
         f"  relops --home {home.root} rejects    the quarantined records, with reasons",
         f"  {home.reports_dir / 'gates'}   gate reports (HTML, markdown, JSON) per release",
+        f"  relops --home {home.root} drift --week 2026-11-02   drift per column and release of a week",
+        f"  {home.reports_dir / 'drift'}   Evidently drift reports per workflow and week",
+        f"  relops --home {home.root} alerts     the alert outbox",
+        f"  relops --home {home.root} status doc-qa   live, canary, last known good, incidents, drills",
+        f"  {home.registry_dir}   pointer files the serving application reads",
+        f"  {home.reports_dir / 'runbooks'}   rollback runbooks; {home.reports_dir / 'canary'}: canary reports",
         "  make ui                               the Dagster UI on http://127.0.0.1:3000",
     ]
     if not matches:
@@ -386,8 +439,73 @@ def cmd_demo(args) -> dict:
         "matches_generator": matches,
         "releases": [{"release_key": r["release_key"], "eval": r["eval"], "gate": g} for r, g in zip(releases, gates)],
         "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
+        "drift": drift,
+        "rollout": rollout,
         "_text": "\n".join(lines),
     }
+
+
+# The demo's rollout story: what each workflow serves, in order (a first release goes straight
+# to full; later ones go through canary). doc-qa v2.4.0 stays in canary to be judged.
+DEMO_ROLLOUTS = (("support-triage", "v1.4.0", "full"), ("support-triage", "v1.5.1", "canary"),
+                 ("support-triage", "v1.5.1", "full"), ("doc-qa", "v2.1.0", "full"), ("doc-qa", "v2.3.0", "canary"),
+                 ("doc-qa", "v2.3.0", "full"), ("doc-qa", "v2.4.0", "canary"))
+
+
+def demo_rollout(home: Home) -> list[str]:
+    """Roll the demo releases out (once: a home that has a registry keeps it), judge doc-qa
+    v2.4.0's canary (rolled back automatically when it fails), drill, and describe the result."""
+    from relops_pipeline.lib.registry.state import get_state
+
+    with _read_warehouse(home) as con:
+        fresh = {w: get_state(con, w).seq == 0 for w in ("support-triage", "doc-qa")}
+    for workflow, version, stage in DEMO_ROLLOUTS:
+        if not fresh[workflow]:
+            continue
+        owner = _workflow(home, workflow).owner
+        result = run_job(home, "registry_change_job", run_config={"ops": {"change_registry": {"config": {
+            "workflow": workflow, "release": version, "stage": stage, "actor": owner,
+            "reason": f"demo: {version} to {stage}"}}}})
+        if not result.success:
+            raise CliError(f"demo rollout of {workflow} {version} to {stage} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    lines = []
+    with _read_warehouse(home) as con:
+        in_canary = get_state(con, "doc-qa").canary == "v2.4.0"
+    if in_canary:
+        canary = cmd_canary(argparse.Namespace(home=str(home.root), workflow="doc-qa", version="v2.4.0"))
+        lines += ["  " + line for line in canary["_text"].splitlines()]
+    run_job(home, "drill_job")
+    for w in ("support-triage", "doc-qa"):
+        status = workflow_status(home, w)
+        st = status["state"]
+        drill = status["drill"]
+        took = (drill.get("last_drill") or {}).get("duration_ms")
+        lines.append(f"  {w:<16} live {st['live'] or '-'}, canary {st['canary'] or '-'}, last known good "
+                     f"{st['last_known_good'] or '-'}; open incidents {len(status['incidents'])}; drill {drill['status']}"
+                     + (f" ({took:.0f} ms)" if took is not None else ""))
+    return lines
+
+
+def demo_drift_lines(home: Home) -> list[str]:
+    """One line per workflow: which weeks drifted (and why), which stayed stationary."""
+    with _read_warehouse(home) as con:
+        rows = con.execute(
+            "SELECT workflow, period_start, status, severity, critical_drifted, drifted_share FROM drift_summaries "
+            "WHERE granularity = 'weekly' AND release = '*' ORDER BY workflow, period_start").fetchall()
+    by_wf: dict[str, list] = {}
+    for wf, week, status, severity, critical, share in rows:
+        by_wf.setdefault(wf, []).append((str(week), status, severity, json.loads(critical) if critical else [], share))
+    lines = []
+    for wf, weeks in by_wf.items():
+        flagged = [w for w in weeks if w[1] == "drift"]
+        quiet = [w for w in weeks if w[1] == "ok"]
+        text = f"  {wf:<16} {len(quiet)} weeks without drift"
+        if flagged:
+            first = flagged[0]
+            why = ", ".join(first[3]) or f"share {first[4]:.2f}"
+            text += f"; DRIFT ({first[2]}) from the week of {first[0]} in {len(flagged)} weeks: {why}"
+        lines.append(text)
+    return lines or ["  no complete week yet"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,6 +939,332 @@ def cmd_thresholds(args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Drift and alerts
+
+
+def _complete_weeks(con, keys: list[str]) -> list[str]:
+    """The complete weeks (partition keys) that contain traces."""
+    first, last = con.execute("SELECT min(day), max(day) FROM trace_features").fetchone()
+    if first is None:
+        return []
+    lo = (first - dt.timedelta(days=first.weekday())).isoformat()
+    return [k for k in keys if lo <= k <= last.isoformat()]
+
+
+def _missing_feature_days(con) -> list:
+    from relops_pipeline.lib.ingest import day_ranges
+
+    days = [r[0] for r in con.execute(
+        "SELECT DISTINCT start_time::DATE FROM spans WHERE start_time IS NOT NULL "
+        "EXCEPT SELECT DISTINCT day FROM trace_features ORDER BY 1").fetchall()]
+    return [(a.isoformat(), b.isoformat()) for a, b in day_ranges(days)]
+
+
+def cmd_drift(args) -> dict:
+    """Show weekly drift; compute (through Dagster) the weeks that have none yet, or --refresh."""
+    from relops_pipeline.defs.partitions import weekly_partitions
+
+    home = Home.resolve(args.home)
+    keys = weekly_partitions.get_partition_keys()
+    if args.week:
+        try:
+            day = dt.date.fromisoformat(args.week)
+        except ValueError:
+            raise CliError(f"--week {args.week!r}: expected a date YYYY-MM-DD") from None
+        week = (day - dt.timedelta(days=day.weekday())).isoformat()
+        if week not in keys:
+            raise CliError(f"the week of {week} is not complete yet: weekly drift covers Monday to Sunday weeks up to {keys[-1]}")
+    if args.workflow:
+        _workflow(home, args.workflow)
+    todo, runs, weeks = compute_weekly_drift(home, [week] if args.week else None, refresh=args.refresh)
+    return {**drift_view(home, weeks, args.workflow, detail=bool(args.week)), "computed_weeks": todo, "run_ids": runs}
+
+
+def compute_weekly_drift(home: Home, weeks: list[str] | None, *, refresh: bool) -> tuple[list[str], list[str], list[str]]:
+    """Run weekly drift through Dagster for the given weeks (default: every complete week with
+    traces) that have no result yet, or all of them with refresh. Returns (computed, run ids, weeks)."""
+    from relops_pipeline.defs.partitions import weekly_partitions
+
+    with _read_warehouse(home) as con:
+        missing = _missing_feature_days(con)
+    if missing:
+        print(f"computing per-request features for {len(missing)} range(s) of days first ...", file=sys.stderr)
+        refresh_days(home, missing)
+    with _read_warehouse(home) as con:
+        weeks = weeks if weeks is not None else _complete_weeks(con, weekly_partitions.get_partition_keys())
+        done = {str(r[0]) for r in con.execute(
+            "SELECT DISTINCT period_start FROM drift_summaries WHERE granularity = 'weekly'").fetchall()}
+    todo = [w for w in weeks if refresh or w not in done]
+    runs = []
+    for i, w in enumerate(todo, 1):
+        print(f"      [{i}/{len(todo)}] weekly drift of the week of {w} ...", file=sys.stderr)
+        result = run_job(home, "weekly_drift_job", tags={"dagster/partition": w})
+        if not result.success:
+            raise CliError(f"weekly drift run {result.run_id} for {w} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+        runs.append(result.run_id)
+    return todo, runs, weeks
+
+
+def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bool) -> dict:
+    """The stored weekly drift of these weeks (workflow scope, plus columns and releases in detail)."""
+    where = "granularity = 'weekly' AND period_start IN (SELECT unnest(?::DATE[]))" + (" AND workflow = ?" if workflow else "")
+    params: list = [weeks] + ([workflow] if workflow else [])
+    with _read_warehouse(home) as con:
+        cols = ["period_start", "workflow", "release", "status", "severity", "columns_tested", "columns_drifted",
+                "drifted_share", "critical_drifted", "cur_rows", "ref_rows", "reference_id", "report_path"]
+        rows = [dict(zip(cols, r)) for r in con.execute(
+            f"SELECT {', '.join(cols)} FROM drift_summaries WHERE {where} ORDER BY period_start, workflow, release = '*' DESC, release",
+            params).fetchall()]
+        columns = []
+        if detail:
+            ccols = ["period_start", "workflow", "release", "column_name", "column_type", "role", "method", "score",
+                     "threshold", "drifted", "status", "cur_rows", "ref_rows"]
+            columns = [dict(zip(ccols, r)) for r in con.execute(
+                f"SELECT {', '.join(ccols)} FROM drift_results WHERE {where} AND release = '*' "
+                "ORDER BY workflow, drifted DESC, score DESC NULLS LAST, column_name", params).fetchall()]
+    for r in rows:
+        r["period_start"] = str(r["period_start"])
+        r["critical_drifted"] = json.loads(r["critical_drifted"]) if isinstance(r["critical_drifted"], str) else (r["critical_drifted"] or [])
+    for c in columns:
+        c["period_start"] = str(c["period_start"])
+
+    def share(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["weekly drift (workflow scope; releases below with --week):"] if rows else [
+        "no weekly drift yet: ingest traces covering at least one complete Monday-to-Sunday week"]
+    table = [[r["period_start"], r["workflow"], r["status"].upper() if r["status"] == "drift" else r["status"],
+              r["severity"] or "-", f"{r['columns_drifted']}/{r['columns_tested']}", share(r["drifted_share"]),
+              ", ".join(r["critical_drifted"]) or "-", r["cur_rows"]]
+             for r in rows if r["release"] == "*"]
+    if table:
+        lines.append(_plain_table(["week", "workflow", "status", "severity", "drifted", "share", "critical drifted", "traces"], table))
+    if detail and rows:
+        rel = [[r["workflow"], r["release"], r["status"], f"{r['columns_drifted']}/{r['columns_tested']}", share(r["drifted_share"]), r["cur_rows"]]
+               for r in rows if r["release"] != "*"]
+        if rel:
+            lines += ["", "per release:", _plain_table(["workflow", "release", "status", "drifted", "share", "traces"], rel)]
+        if columns:
+            lines += ["", "per column (workflow scope):", _plain_table(
+                ["workflow", "column", "role", "method", "score", "threshold", "drifted", "traces", "reference"],
+                [[c["workflow"], c["column_name"], c["role"], c["method"] or "-",
+                  "-" if c["score"] is None else f"{c['score']:.4f}", "-" if c["threshold"] is None else f"{c['threshold']:g}",
+                  "YES" if c["drifted"] else ("-" if c["drifted"] is None else "no"), c["cur_rows"], c["ref_rows"]]
+                 for c in columns])]
+        reports = [r["report_path"] for r in rows if r["report_path"]]
+        if reports:
+            lines += ["", "Evidently reports:", *[f"  {p}" for p in reports]]
+    return {"weeks": weeks, "summaries": rows, "columns": columns, "_text": "\n".join(lines)}
+
+
+def cmd_alerts(args) -> dict:
+    """List the outbox; deliver what is due (through Dagster); requeue dead deliveries; or
+    send a test alert through a workflow's sinks."""
+    from relops_pipeline.lib.alerts import ALERT_STATUSES, list_alerts, retry_dead
+
+    home = Home.resolve(args.home)
+    action = args.action or "list"
+    if action == "test":
+        if not args.workflow:
+            raise CliError("usage: relops alerts test --workflow W")
+        from relops_pipeline.lib.alerts import Alert
+        from relops_pipeline.lib.alerts.service import raise_alert
+
+        wf = _workflow(home, args.workflow)
+        with _read_warehouse(home) as con:
+            rec = raise_alert(con, home, Alert(
+                kind="test", severity=args.severity, title=f"relops test alert for {wf.name}",
+                workflow=wf.name, summary="A test of this workflow's alert sinks; nothing is wrong.",
+                dedup_key=f"test:{wf.name}:{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}"), )
+        action = "deliver"
+        print(f"test alert {rec.alert_id} written to the outbox ({rec.status}); delivering ...", file=sys.stderr)
+    if action == "deliver":
+        result = run_job(home, "deliver_alerts_job")
+        if not result.success:
+            raise CliError(f"delivery run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+        report = result.output_for_node("deliver_alerts")
+        counts = {k: sum(1 for a in report["attempts"] if a["outcome"] == k) for k in ("delivered", "retry", "dead")}
+    elif action == "retry":
+        with _read_warehouse(home) as con:
+            n = retry_dead(con, args.alert_id)
+        return {"requeued": n, "_text": f"{n} dead deliveries requeued; `relops alerts deliver` sends them now"}
+    status = args.status
+    if status and status not in ALERT_STATUSES:
+        raise CliError(f"--status {status!r}: one of {', '.join(ALERT_STATUSES)}")
+    with _read_warehouse(home) as con:
+        records = [r.to_dict() for r in list_alerts(con, status, workflow=args.workflow, limit=args.limit)]
+        totals = dict(con.execute("SELECT status, count(*) FROM alert_outbox GROUP BY ALL").fetchall())
+    rows = []
+    for r in records:
+        a = r
+        sinks = ", ".join(f"{d['sink']}:{d['status']}" + (f"({d['attempts']})" if d["attempts"] > 1 else "") for d in r["deliveries"])
+        rows.append([a["created_at"][:19], r["status"], a["severity"], a["workflow"] or "-", a["release"] or "-", a["title"][:60], sinks or "-"])
+    lines = []
+    if action == "deliver":
+        lines.append(f"delivery run {result.run_id}: delivered {counts['delivered']}, retrying {counts['retry']}, dead {counts['dead']}")
+    lines.append("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "empty"))
+    if rows:
+        lines.append(_plain_table(["raised (UTC)", "status", "severity", "workflow", "release", "title", "sinks"], rows))
+    out = {"totals": totals, "alerts": records, "_text": "\n".join(lines)}
+    if action == "deliver":
+        out["delivery"] = report
+    return out
+
+
+def _plain_table(header: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollout, rollback, registry, drills
+
+
+def workflow_status(home: Home, workflow: str) -> dict:
+    """A workflow's release state: live, canary, last known good, open incidents, last drill."""
+    from relops_pipeline.lib.drills import drill_status
+    from relops_pipeline.lib.incidents import list_incidents
+    from relops_pipeline.lib.registry.rollout import list_rollbacks
+    from relops_pipeline.lib.registry.state import get_state, pointer_seq_on_disk
+
+    wf = _workflow(home, workflow)
+    with _read_warehouse(home) as con:
+        state = get_state(con, wf.name)
+        incidents = list_incidents(con, wf.name)
+        drill = drill_status(con, wf.name)
+        rollbacks = list_rollbacks(con, wf.name, limit=3)
+    on_disk = pointer_seq_on_disk(home.registry_dir, wf.name)
+    canary = f"{state.canary} at {state.canary_percent:g} %" if state.canary and state.canary_percent is not None else (state.canary or "-")
+    lines = [
+        f"{wf.name} (owner {wf.owner or '-'})",
+        f"  live             {state.live or '-'}",
+        f"  canary           {canary}" + (f"   shadow {state.shadow}" if state.shadow else ""),
+        f"  last known good  {state.last_known_good or '-'}",
+        f"  registry seq     {state.seq} (pointer file: {on_disk if on_disk is not None else 'none'}"
+        + (" — BEHIND: relops sync " + wf.name if on_disk is not None and on_disk < state.seq else "") + ")",
+        f"  last drill       {drill['status']}: {drill['message']}",
+        f"  open incidents   {len(incidents)}",
+        *[f"    {i['incident_id']}  {i['opened_at']:%Y-%m-%d %H:%M}  {i['title']}" for i in incidents[:5]],
+        "  recent rollbacks" + ("" if rollbacks else "  none"),
+        *[f"    {r['recorded_at']:%Y-%m-%d %H:%M}  {r['from_release'] or '-'} -> {r['to_release'] or '-'}  "
+          f"{r['trigger']}{' (automatic)' if r['automatic'] else ''}{'' if r['performed'] else ' — recommended only'}"
+          + (f"  time to rollback {r['time_to_rollback_s']:.1f} s" if r.get("time_to_rollback_s") is not None else "")
+          for r in rollbacks],
+    ]
+    return {"workflow": wf.name, "state": state.as_dict(), "pointer_seq_on_disk": on_disk, "incidents": incidents,
+            "drill": drill, "rollbacks": rollbacks, "_text": "\n".join(lines)}
+
+
+def cmd_rollout(args) -> dict:
+    wf, key = _workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
+    by = args.by or os.environ.get("USER") or "unknown"
+    result = run_job(home, "registry_change_job", run_config={"ops": {"change_registry": {"config": {
+        "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
+        "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
+    if not result.success:
+        raise CliError(f"rollout of {key} to {args.stage} refused or failed: {_run_failure(result)}")
+    out = result.output_for_node("change_registry")
+    after = out["after"]
+    return {**out, "_text": f"{key}: {args.stage}" + (f" at {after.get('canary_percent'):g} %" if args.stage in ("canary", "ramp") and after.get("canary_percent") is not None else "")
+            + f" (registry seq {after['seq']}; live {after.get('live') or '-'}, last known good {after.get('last_known_good') or '-'})"
+            + (f"; override waived: {', '.join(out['waived'])}" if out.get("waived") else "")}
+
+
+def cmd_rollback(args) -> dict:
+    home = Home.resolve(args.home)
+    wf = _workflow(home, args.workflow)
+    by = args.by or os.environ.get("USER") or "unknown"
+    result = run_job(home, "rollback_alert_job", run_config={"ops": {"rollback_or_alert": {"config": {
+        "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
+    if not result.success:
+        raise CliError(f"rollback of {wf.name} failed: {_run_failure(result)}")
+    out = result.output_for_node("rollback_or_alert")
+    if out["decision"] == "none":
+        return {**out, "_text": f"{wf.name}: nothing rolled back — {out['why']}"}
+    rb = out["rollback"]
+    return {**out, "_text": f"{wf.name}: rolled back {rb.get('release') or '-'} -> {rb.get('to_release') or '-'}; "
+                            f"incident {out['incident_id']}, alert {out['alert_id']} ({out['alert_status']}); live now {out['live_after']}"}
+
+
+def cmd_canary(args) -> dict:
+    """Judge a release's canary through Dagster; a failed check is acted on at once, the way
+    the canary failure sensor does when the daemon runs (a second response changes nothing)."""
+    wf, key = _workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
+    _add_release_partition(home, key)
+    result = run_job(home, "canary_job", tags={"dagster/partition": key})
+    if not result.success:
+        raise CliError(f"canary run {result.run_id} for {key} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == "canary_healthy"]
+    meta = {k: getattr(v, "value", v) for k, v in ev.metadata.items()}
+    out = {"release_key": key, "verdict": meta["verdict"], "passed": ev.passed, "run_id": result.run_id,
+           "description": ev.description, "response": None}
+    lines = [f"{key}: canary {meta['verdict'].upper()} — {ev.description}"]
+    if not ev.passed:
+        import dagster as dg
+
+        from relops_pipeline.defs.releases.sensors import requests_for_failure
+
+        instance = _instance(home)
+        ck = dg.AssetCheckKey(dg.AssetKey("canary_analysis"), "canary_healthy")
+        records = [r for r in instance.event_log_storage.get_asset_check_execution_history(ck, limit=20)
+                   if r.run_id == result.run_id]
+        for req in (q for r in records for q in requests_for_failure("canary", r, instance)):
+            resp = run_job(home, "rollback_alert_job", run_config=req.run_config, tags=req.tags)
+            if not resp.success:
+                raise CliError(f"rollback-alert run {resp.run_id} failed: {_run_failure(resp)}", EXIT_RUN_FAILED)
+            out["response"] = resp.output_for_node("rollback_or_alert")
+            r = out["response"]
+            lines.append(f"  {r['decision']}: {r['why']}" + (f" (time to rollback {r['time_to_rollback_s']:.2f} s)" if r.get("time_to_rollback_s") is not None else ""))
+            if r.get("incident_id"):
+                lines.append(f"  incident {r['incident_id']}, alert {r['alert_id']} ({r['alert_status']}); live now {r['live_after']}")
+        out["_exit"] = 1
+    return {**out, "_text": "\n".join(lines)}
+
+
+def cmd_sync(args) -> dict:
+    from relops_pipeline.lib.registry import sync_pointer_at_home
+
+    home = Home.resolve(args.home)
+    wf = _workflow(home, args.workflow)
+    out = sync_pointer_at_home(home, wf.name)
+    return {**out, "_text": f"{wf.name}: pointer file rewritten from the registry ({json.dumps(out, default=str)[:200]})"}
+
+
+def cmd_drill(args) -> dict:
+    home = Home.resolve(args.home)
+    wf = _workflow(home, args.workflow) if args.workflow else None
+    result = run_job(home, "drill_job")
+    if not result.success:
+        raise CliError(f"drill run {result.run_id} failed: {_run_failure(result)}", EXIT_RUN_FAILED)
+    from relops_pipeline.lib.drills import drill_status, list_drills
+
+    with _read_warehouse(home) as con:
+        names = [wf.name] if wf else _workflow_names(home)
+        drills = {n: (list_drills(con, n, limit=1) or [None])[0] for n in names}
+        statuses = {n: drill_status(con, n) for n in names}
+    lines = []
+    for n in names:
+        d = drills[n]
+        if d is None:
+            lines.append(f"{n}: no drill recorded")
+            continue
+        took = f" in {d['duration_ms']:.1f} ms" if d.get("duration_ms") is not None else ""
+        lines.append(f"{n}: drill {'PASSED' if d['passed'] else 'FAILED'}{took} — {statuses[n]['message']}")
+    failed = [n for n in names if drills[n] is not None and not drills[n]["passed"]]
+    out = {"run_id": result.run_id, "drills": drills, "statuses": statuses, "_text": "\n".join(lines)}
+    if failed:
+        out["_exit"] = EXIT_RUN_FAILED
+    return out
+
+
+def _workflow_names(home: Home) -> list[str]:
+    from relops_pipeline.lib.workflows import list_workflows
+
+    return list_workflows(home.workflows_dir)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -840,7 +1284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "ingest trace files or folders into the warehouse")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--format", default=None, help="force a format instead of detecting it")
-    add("status", cmd_status, "summarise the warehouse: spans per workflow, release and day; rejects")
+    p = add("status", cmd_status, "summarise the warehouse; with a WORKFLOW: live, canary, last known good, incidents, last drill")
+    p.add_argument("workflow", nargs="?", default=None)
     p = add("rejects", cmd_rejects, "list quarantined records with their reasons")
     p.add_argument("--limit", type=int, default=50)
     p = add("workflow", cmd_workflow_add, "add a workflow: relops workflow add NAME [--owner NAME]")
@@ -886,6 +1331,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?")
     p.add_argument("--by", default=None)
     p.add_argument("--reason", default=None)
+    p = add("drift", cmd_drift, "show weekly drift per workflow; computes complete weeks that have none yet through Dagster")
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="the week containing this day: details per column and release")
+    p.add_argument("--refresh", action="store_true", help="recompute the selected weeks even if they have results")
+    p = add("alerts", cmd_alerts, "the alert outbox: list [--status S] | deliver | retry [ALERT_ID] | test --workflow W")
+    p.add_argument("action", nargs="?", choices=["list", "deliver", "retry", "test"])
+    p.add_argument("alert_id", nargs="?", default=None)
+    p.add_argument("--status", default=None, help="pending, delivered, dead, suppressed or unrouted")
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--severity", default="info", help="test: the test alert's severity (routing by min_severity)")
+    p = add("rollout", cmd_rollout, "move a release to a rollout stage: rollout W V --stage shadow|canary|ramp|full")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p.add_argument("--stage", required=True, choices=["shadow", "canary", "ramp", "full"])
+    p.add_argument("--percent", type=float, default=None, help="traffic share of canary or ramp (default: the policy's)")
+    p.add_argument("--by", default=None, help="who (default: $USER); --override needs an owner or delegate")
+    p.add_argument("--reason", default="rollout")
+    p.add_argument("--override", action="store_true", help="roll out although the gate does not allow it (recorded)")
+    p = add("rollback", cmd_rollback, "roll a workflow back to its last known good release (or --to V)")
+    p.add_argument("workflow")
+    p.add_argument("--to", default=None)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--by", default=None)
+    p = add("canary", cmd_canary, "judge a release's canary against the live release; exit 1 when it fails (and act on it)")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p = add("sync", cmd_sync, "rewrite a workflow's pointer file from the registry (after a failed deploy)")
+    p.add_argument("workflow")
+    p = add("drill", cmd_drill, "rehearse rollback on a sandbox copy of the registry and record the result")
+    p.add_argument("workflow", nargs="?", default=None)
     p = add("demo", cmd_demo, "generate the demo world and run the story through Dagster")
     p.add_argument("--scale", type=float, default=1.0, help="volume multiplier (10 = millions of spans)")
     p.add_argument("--seed", type=int, default=7)

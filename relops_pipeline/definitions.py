@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from relops_pipeline.defs import evals, gates, ingest
+from relops_pipeline.defs import alerts, drift, evals, gates, ingest, releases
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.home import HOME_ENV, Home
 
@@ -24,8 +24,10 @@ def _home_env_set() -> bool:
 
 
 defs = dg.Definitions(
-    assets=[*ingest.assets, *evals.assets, *gates.assets],
-    jobs=[*ingest.jobs, *evals.jobs, *gates.jobs],
-    sensors=[*ingest.sensors, *evals.sensors, *gates.sensors],
+    assets=[*ingest.assets, *evals.assets, *gates.assets, *drift.assets, *releases.assets],
+    asset_checks=[*releases.asset_checks],
+    jobs=[*ingest.jobs, *evals.jobs, *gates.jobs, *drift.jobs, *alerts.jobs, *releases.jobs],
+    schedules=[*drift.schedules, *releases.schedules],
+    sensors=[*ingest.sensors, *evals.sensors, *gates.sensors, *drift.sensors, *alerts.sensors, *releases.sensors],
     resources=build_resources(),
 )

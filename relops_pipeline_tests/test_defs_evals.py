@@ -32,7 +32,7 @@ def test_releases_sensor_adds_partitions_and_requests_eval_runs_once(home):
     with dg.instance_for_test() as instance:
         result = releases_sensor(dg.build_sensor_context(instance=instance))
         keys = sorted(r.partition_key for r in result.run_requests)
-        assert "support-triage--v1.3.0" in keys and "doc-qa--v2.0.0" in keys and len(keys) == 9
+        assert "support-triage--v1.3.0" in keys and "doc-qa--v2.0.0" in keys and len(keys) == 10
         added = result.dynamic_partitions_requests[0]
         assert sorted(added.partition_keys) == keys
         # The daemon applies the partition requests; here we apply them as it would.

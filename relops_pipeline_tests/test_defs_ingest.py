@@ -11,7 +11,7 @@ import time
 import dagster as dg
 import pytest
 
-from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces, trace_signals_job
+from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces, trace_features, trace_signals_job
 from relops_pipeline.defs.ingest.jobs import DAY_RANGES_TAG, ingest_traces_job
 from relops_pipeline.defs.ingest.sensors import ingested_days_sensor, landing_sensor
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
@@ -76,7 +76,7 @@ def test_signals_job_runs_a_range_of_days_in_one_run(home, resources):
         ingest_file(con, LATEST)
         days = [d.isoformat() for d in con.execute("SELECT DISTINCT start_time::DATE FROM spans ORDER BY 1").fetchall() for d in d]
     with dg.instance_for_test() as instance:
-        job = dg.Definitions(assets=[raw_traces, daily_signals], jobs=[trace_signals_job], resources=resources).resolve_job_def("trace_signals_job")
+        job = dg.Definitions(assets=[raw_traces, daily_signals, trace_features], jobs=[trace_signals_job], resources=resources).resolve_job_def("trace_signals_job")
         result = job.execute_in_process(
             instance=instance,
             tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from relops_pipeline.lib import demo_llm
@@ -135,7 +136,7 @@ def test_support_suite_covers_topics_languages_and_critical_behaviour():
 
 def test_manifests_exist_for_every_release_of_the_trace_schedule():
     releases = [r for r in release_schedule()]
-    assert len(releases) == 9
+    assert len(releases) == 10
     for r in releases:
         path = EXAMPLE / "releases" / r.workflow / f"v{r.version}.yaml"
         assert validate_manifest_file(path) == [], path
@@ -149,10 +150,14 @@ def test_manifests_exist_for_every_release_of_the_trace_schedule():
     assert "response_format" not in st["v1.2.0"].parameters
     assert "account-deletion" in st["v1.5.0"].prompts["system"]
     assert "account-deletion" not in st["v1.4.0"].prompts["system"]
-    dq = {v: _manifest("doc-qa", v) for v in ("v2.0.0", "v2.1.0", "v2.2.0", "v2.3.0")}
-    assert [dq[v].retrieval["top_k"] for v in dq] == [4, 8, 8, 8]
+    dq = {v: _manifest("doc-qa", v) for v in ("v2.0.0", "v2.1.0", "v2.2.0", "v2.3.0", "v2.4.0")}
+    assert [dq[v].retrieval["top_k"] for v in dq] == [4, 8, 8, 8, 8]
     assert "{{ question }}" in dq["v2.0.0"].prompts["user"]
     assert "Cite" in dq["v2.3.0"].prompts["system"] and "Cite" not in dq["v2.2.0"].prompts["system"]
+    # v2.4.0 changes only the model (and drops temperature, which gpt-5 models do not take).
+    assert dq["v2.4.0"].prompts == dq["v2.3.0"].prompts and dq["v2.4.0"].retrieval == dq["v2.3.0"].retrieval
+    assert "temperature" not in dq["v2.4.0"].parameters
+    assert dq["v2.4.0"].parameters["max_completion_tokens"] == dq["v2.3.0"].parameters["max_tokens"]
 
 
 # --------------------------------------------------------------------------- the simulated LLM
@@ -272,18 +277,59 @@ def test_support_must_pass_cases_hold_on_good_releases_over_many_samples():
 
 
 def test_doc_qa_releases_differ_as_documented():
-    v20, v21, v22, v23 = (run_release("doc-qa", v) for v in ("v2.0.0", "v2.1.0", "v2.2.0", "v2.3.0"))
+    v20, v21, v22, v23, v24 = (run_release("doc-qa", v) for v in ("v2.0.0", "v2.1.0", "v2.2.0", "v2.3.0", "v2.4.0"))
     assert v21.pass_rate - v20.pass_rate >= 0.05  # top_k 8 grounds more answers
     assert v21.pass_rate - v22.pass_rate >= 0.05  # the nano model loses grounding
     assert v23.pass_rate >= v21.pass_rate  # gpt-4.1-mini + citations: the best
-    for stats in (v20, v21, v22, v23):
+    for stats in (v20, v21, v22, v23, v24):
         assert not any(stats.must_pass_failed.values())
     assert v21.latency > v20.latency and v21.cost > 1.4 * v20.cost  # twice the context
     assert v22.latency < 0.7 * v21.latency and v22.cost < v21.cost  # cheaper and faster
     assert v23.cost > v21.cost
+    # gpt-5-mini: at least as good as v2.3.0, slower (its first token), cheaper per sample.
+    assert v24.pass_rate >= v23.pass_rate
+    assert 1.25 * v23.latency <= v24.latency <= 1.6 * v23.latency
+    assert v24.cost < 0.8 * v23.cost
+    # Citations as v2.3.0 (same prompt); no refusals in the eval (the suite has no pasted configs).
+    assert sum("[1]" in o["output"] for o in v24.outputs.values()) > 0.5 * len(v24.outputs)
+    assert not any("I'm sorry" in o["output"] for o in v24.outputs.values())
     # v2.0.0 abstains where the answer is ranked below its top 4 excerpts.
     abstained = {cid for (cid, _), o in v20.outputs.items() if o["output"].startswith(ABSTAIN_ANSWER)}
     assert "configuration-max-delay-001" in abstained or "configuration-max-delay-002" in abstained
+
+
+def _run_frame(workflow: str, version: str) -> pd.DataFrame:
+    """The long-format frame the gate reads for an eval run (gates.stats.run_frame's columns)."""
+    stats = run_release(workflow, version)
+    scorers = build_scorers(SCORERS[workflow])
+    rows = []
+    for req in plan_requests(_suite(workflow), SAMPLES):
+        out = stats.outputs[(req.case.id, req.sample)]
+        for s in score_sample(scorers, req.case, SampleResult(case_id=req.case.id, sample=req.sample,
+                                                              output=out["output"])):
+            rows.append({"case_id": req.case.id, "sample": req.sample, "must_pass": req.case.must_pass,
+                         "output": out["output"], "error": None, "latency_ms": out["latency_ms"],
+                         "cost_usd": out["cost_usd"], "metric": s.metric, "score": float(s.score),
+                         "passed": bool(s.passed)})
+    return pd.DataFrame(rows)
+
+
+def test_doc_qa_v2_4_0_eval_ships_against_v2_3_0():
+    """The canary release of the demo passes its gate: the default thresholds (doc-qa sets none)
+    and the demo gate's seed, against v2.3.0, the releasable release before it."""
+    from relops_pipeline.lib.gates.decision import decide
+    from relops_pipeline.lib.gates.model import Thresholds
+
+    cand, base = _run_frame("doc-qa", "v2.4.0"), _run_frame("doc-qa", "v2.3.0")
+    result = decide(cand, base, Thresholds(), must_pass_cases=set(cand.loc[cand["must_pass"], "case_id"]),
+                    resample=None, run_valid=True, invalid_reason=None, workflow="doc-qa", version="v2.4.0",
+                    baseline_version="v2.3.0", evidence={}, diff=None, seed=20260101)
+    assert result.decision == "SHIP", result.reasons
+    assert all(r.outcome == "pass" for r in result.rules), [(r.rule, r.outcome) for r in result.rules]
+    by_metric = cand.groupby("metric")["passed"].mean()
+    base_by_metric = base.groupby("metric")["passed"].mean()
+    assert set(by_metric.index) == {"similarity", "contains"}
+    assert (by_metric >= base_by_metric).all()  # same or better on every gating metric
 
 
 def test_manifest_features_drive_behaviour():

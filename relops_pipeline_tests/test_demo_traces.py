@@ -1,7 +1,8 @@
 """The demo world's synthetic traces and the bench generator: shape, determinism, schedule, drift.
 
 The world is generated once per module at scale 0.05 over the full 8 weeks (well under a
-second) so the drift weeks and every canary window are covered.
+second) so the drift weeks and every canary window are covered. The doc-qa v2.4.0 canary
+(50 % of ~800 traces at scale 1) is measured on its own days at scale 5 (about a second).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats as sps
 
 from relops_pipeline.lib.demo_traces import (
     DEFAULT_START,
@@ -21,9 +24,11 @@ from relops_pipeline.lib.demo_traces import (
     MALFORMED_LINES,
     PRICES_PER_MTOK,
     generate_demo_traces,
+    release_schedule,
     release_tag,
     write_bench_traces,
 )
+from relops_pipeline.lib.signals import REFUSAL_PATTERNS
 
 SCALE = 0.05
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -240,28 +245,115 @@ def test_releases_follow_the_schedule_and_overlap_in_canaries(world):
     for s in roots:
         by_release[s["res"]["relops.release"]].append(_start(s))
     schedule = {r.release: r for r in summary.releases}
-    assert len(schedule) == 9 and set(by_release) == set(schedule)
+    assert len(schedule) == 10 and set(by_release) == set(schedule)
+    period_end = datetime(summary.end.year, summary.end.month, summary.end.day) + timedelta(days=1)
     for wf in ("support-triage", "doc-qa"):
         rels = [r for r in summary.releases if r.workflow == wf]
         assert len(rels) >= 3
         for prev, new in zip(rels, rels[1:]):
             times = by_release[new.release]
             assert min(times) >= new.canary_start
-            end = new.full_start or new.rolled_back_at
+            end = new.full_start or new.rolled_back_at or period_end  # still in canary at the end
             in_canary = [t for t in times if t < end]
             assert in_canary, new.release  # the canary got traffic ...
             # ... while the release it replaces kept serving the rest
             live = next(r for r in reversed(rels[: rels.index(new)])
                         if r.canary_start is None or (r.full_start and r.full_start <= new.canary_start))
             assert any(new.canary_start <= t < end for t in by_release[live.release]), new.release
-            if new.full_start is None:  # rolled back: no traffic after the rollback
-                assert max(times) < new.rolled_back_at
+            if new.rolled_back_at is not None:  # rolled back: no traffic after the rollback
+                assert new.full_start is None and max(times) < new.rolled_back_at
+            elif new.full_start is None:  # still in canary: the release it replaces keeps the rest
+                assert max(by_release[live.release]) > max(times) - timedelta(hours=12)
             else:
                 assert all(t < new.full_start for t in by_release[live.release] if t >= new.canary_start)
     models = {s["res"]["relops.release"]: s["attrs"]["gen_ai.request.model"] for s in spans
               if s["attrs"]["gen_ai.operation.name"] == "chat" and "relops.release" in s["res"]}
     assert models["support-triage@v1.3.0"] == "gpt-4o-mini" and models["support-triage@v1.4.0"] == "gpt-4.1-mini"
-    assert models["doc-qa@v2.2.0"] == "gpt-4.1-nano"
+    assert models["doc-qa@v2.2.0"] == "gpt-4.1-nano" and models["doc-qa@v2.4.0"] == "gpt-5-mini"
+    # only doc-qa v2.4.0 is still in canary when the period ends; every canary had 10 % but
+    # low-traffic doc-qa v2.4.0's, which takes 50 %
+    open_canaries = [r.release for r in summary.releases if r.canary_start and not (r.full_start or r.rolled_back_at)]
+    assert open_canaries == ["doc-qa@v2.4.0"]
+    assert {r.release: r.canary_share for r in summary.releases if r.canary_start and r.canary_share != 0.1} == {"doc-qa@v2.4.0": 0.5}
+
+
+# --------------------------------------------------------------------------- the v2.4.0 canary
+
+CANARY_SCALE = 5.0
+_REFUSAL_RX = re.compile(REFUSAL_PATTERNS, re.I)
+
+
+@pytest.fixture(scope="module")
+def docqa_canary(tmp_path_factory):
+    """doc-qa on the v2.4.0 canary days at scale 5, one row per trace with a release:
+    (release, start, trace latency ms, refused, question had a pasted config, chat spans)."""
+    rel = next(r for r in release_schedule() if r.release == "doc-qa@v2.4.0")
+    first = (rel.canary_start.date() - DEFAULT_START).days
+    root = tmp_path_factory.mktemp("canary")
+    summary = generate_demo_traces(root, scale=CANARY_SCALE, days=range(first, 56), workflows=["doc-qa"])
+    rows = []
+    spans, _ = _read_world(root, summary.files)
+    by_trace = defaultdict(list)
+    for s in spans:
+        if "relops.release" in s["res"]:
+            by_trace[s["raw"]["traceId"]].append(s)
+    for group in by_trace.values():
+        root_span = next(s for s in group if "parentSpanId" not in s["raw"])
+        chats = [s for s in group if s["attrs"]["gen_ai.operation.name"] == "chat"]
+        refused = False
+        for c in chats:  # what relops.lib.signals counts as a refusal
+            if c["attrs"].get("gen_ai.response.finish_reasons") == ["content_filter"]:
+                refused = True
+            if "gen_ai.output.messages" in c["attrs"]:
+                text = " ".join(p.get("content", "") for m in json.loads(c["attrs"]["gen_ai.output.messages"])
+                                for p in m["parts"] if p["type"] == "text")
+                refused = refused or bool(_REFUSAL_RX.search(text))
+        question = next(s for s in group if s["attrs"]["gen_ai.operation.name"] == "retrieval")
+        pasted = "Here is my config:" in question["attrs"]["gen_ai.retrieval.query.text"]
+        raw = root_span["raw"]
+        rows.append((root_span["res"]["relops.release"], _start(root_span),
+                     (int(raw["endTimeUnixNano"]) - int(raw["startTimeUnixNano"])) / 1e6, refused, pasted, chats))
+    return rel, summary, rows
+
+
+def test_v2_4_0_canary_gets_its_share_until_the_period_ends(docqa_canary):
+    rel, summary, rows = docqa_canary
+    assert rel.full_start is None and rel.rolled_back_at is None
+    assert rel.canary_start == datetime(2026, 11, 20, 10)  # day 53, Friday of week 8
+    canary = [r for r in rows if r[0] == "doc-qa@v2.4.0"]
+    live = [r for r in rows if r[0] == "doc-qa@v2.3.0"]
+    assert {r[0] for r in rows} == {"doc-qa@v2.4.0", "doc-qa@v2.3.0"}
+    assert min(r[1] for r in canary) >= rel.canary_start
+    assert max(r[1] for r in canary).date() == summary.end  # served until the last generated day
+    same_hours = [r for r in live if r[1] >= rel.canary_start]
+    assert 300 <= len(canary) and abs(len(canary) / (len(canary) + len(same_hours)) - rel.canary_share) < 0.01
+
+
+def test_v2_4_0_canary_regresses_latency_and_refusals_against_the_same_hours(docqa_canary):
+    """Measured from the generated files: canary v2.4.0 against v2.3.0 serving the rest of the
+    traffic in the same hours (not an earlier week)."""
+    rel, _, rows = docqa_canary
+    canary = [r for r in rows if r[0] == "doc-qa@v2.4.0"]
+    base = [r for r in rows if r[0] == "doc-qa@v2.3.0" and r[1] >= rel.canary_start]
+    lat_c, lat_b = np.array([r[2] for r in canary]), np.array([r[2] for r in base])
+    p95_ratio = np.percentile(lat_c, 95) / np.percentile(lat_b, 95)
+    assert 1.25 < p95_ratio < 1.5, p95_ratio  # documented: ~+37 %
+    assert np.median(lat_c) > 1.2 * np.median(lat_b)
+    assert sps.mannwhitneyu(lat_c, lat_b, alternative="greater").pvalue < 1e-10
+    ref_c, ref_b = sum(r[3] for r in canary), sum(r[3] for r in base)
+    rate_c, rate_b = ref_c / len(canary), ref_b / len(base)
+    assert 0.025 < rate_c < 0.06 and rate_b < 0.02 and rate_c > 2.5 * rate_b, (rate_c, rate_b)
+    table = [[ref_c, len(canary) - ref_c], [ref_b, len(base) - ref_b]]
+    assert sps.fisher_exact(table, alternative="greater")[1] < 1e-3
+    # the extra refusals are the questions with a pasted configuration
+    pasted = [r for r in canary if r[4]]
+    assert pasted and sum(r[3] for r in pasted) >= 0.3 * len(pasted)
+    assert sum(r[3] for r in canary if not r[4]) / len(canary) < 0.025
+    # gpt-5-mini spans do not send a temperature; v2.3.0's do
+    for release, *_, chats in canary[:20] + base[:20]:
+        model = chats[0]["attrs"]["gen_ai.request.model"]
+        assert model == ("gpt-5-mini" if release == "doc-qa@v2.4.0" else "gpt-4.1-mini")
+        assert ("gen_ai.request.temperature" in chats[0]["attrs"]) == (model != "gpt-5-mini")
 
 
 def test_bench_traces(tmp_path):

@@ -8,3 +8,7 @@ import dagster as dg
 # arrive during the day are visible before midnight.
 DAILY_START = "2024-01-01"
 daily_partitions = dg.DailyPartitionsDefinition(start_date=DAILY_START, end_offset=1)
+
+# Monday-to-Sunday weeks (UTC). No end offset: only complete weeks are partitions, so the
+# weekly schedule's tick on a Monday targets the week that just ended.
+weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=DAILY_START, day_offset=1)

@@ -20,11 +20,11 @@ other days were written. Files are written to a
 hidden temp name and renamed, so a sensor never sees half a file.
 
 Release scheme: resource `service.name` = workflow, `service.version` = "1.3.0",
-`relops.release` = "support-triage@v1.3.0". A canary release gets 10 % of traffic (every 10th
-trace, weighted round-robin with a random phase per day) from its canary time until it takes
-over (or is rolled back). Day offsets below are from `start` (default Monday 2026-09-28;
-week 1 = days 0-6); canary and full times are 10:00 UTC. `release_schedule(start)` and the
-summary's `releases` give the absolute times.
+`relops.release` = "support-triage@v1.3.0". A canary release gets its canary share of traffic
+(10 % for every demo release: every 10th trace, weighted round-robin with a random phase per
+day) from its canary time until it takes over, is rolled back, or the period ends. Day offsets
+below are from `start` (default Monday 2026-09-28; week 1 = days 0-6); canary and full times
+are 10:00 UTC. `release_schedule(start)` and the summary's `releases` give the absolute times.
 
 support-triage (classify + answer a support ticket; root `invoke_agent`, one `chat` span,
 for order topics sometimes chat(tool_calls) -> execute_tool lookup_order -> chat):
@@ -47,6 +47,16 @@ online score relops.score.groundedness):
           (cost cut): ~35 % lower latency, cheaper, groundedness ~0.74, fewer thumbs-up.
   v2.3.0  canary day 44 (Wed wk 7) -> full day 46. gpt-4.1-mini + "cite your sources" prompt:
           groundedness ~0.87, ~30 % longer answers with [n] citations, dearer.
+  v2.4.0  canary day 53 (Fri wk 8) at 50 % until the period ends (doc-qa is low-traffic: at 10 %
+          its canary would take days to gather evidence): no full or rollback time in
+          the traces, because relops is meant to roll it back. Model switch gpt-4.1-mini ->
+          gpt-5-mini (reasoning effort minimal, no temperature), same prompt and retrieval;
+          its eval ships, but in production the first token waits for the reasoning: trace
+          latency p95 ~+37 % (chat spans ~+41 %), and it refuses about half of the questions
+          that paste a configuration (~6 % of traffic, none in the eval suite), so refusals go
+          ~1 % -> ~4 % of traces (~1.2 % -> ~4.2 % counting content_filter). Cost per trace
+          ~5 % lower (cheaper input, dearer output), groundedness ~0.87.
+          At scale 1.0 its canary gets ~400 traces over its 2.5 days.
 
 Drift (support-triage only, from DRIFT_START_DAY = day 35 = Monday of week 6): a new topic
 `account-deletion` (~18 % of tickets; releases before v1.5 classify it as other/login and get
@@ -58,13 +68,13 @@ length (releases change outputs, latency and cost, not inputs).
 Everywhere: latency log-normal with a heavy tail (provider queueing) and a time-of-day load
 factor; traffic follows hour-of-day and weekday curves; ~1.5 % of LLM calls fail
 (RateLimitError, often retried; APITimeoutError after 20 s; InternalServerError), ~1 %
-refusals ("I'm sorry, but I can't help with that."), finish reasons mostly stop with some
-length / tool_calls and rare content_filter; user feedback `relops.feedback` (intValue 1 =
-thumbs up, 0 = down) on ~15 % of root spans; `relops.topic` / `relops.language` on root and
-chat spans. About 2.5 % of traces (single-span, so ~1 % of spans) come from a legacy nightly
-batch job (from 02:00 UTC, all its spans in one line, legacy `gen_ai.system` attribute, no
-message content) whose resource has no service.version and no relops.release: they count in
-`spans_without_release`.
+refusals ("I'm sorry, but I can't help with that."; doc-qa v2.4.0 adds its config refusals),
+finish reasons mostly stop with some length / tool_calls and rare content_filter; user
+feedback `relops.feedback` (intValue 1 = thumbs up, 0 = down) on ~15 % of root spans;
+`relops.topic` / `relops.language` on root and chat spans. About 2.5 % of traces (single-span,
+so ~1 % of spans) come from a legacy nightly batch job (from 02:00 UTC, all its spans in one
+line, legacy `gen_ai.system` attribute, no message content) whose resource has no
+service.version and no relops.release: they count in `spans_without_release`.
 Malformed lines (MALFORMED_LINES, fixed day offsets, never a file's first line): a truncated
 trace line (that trace is lost) or a collector log line that is not JSON.
 
@@ -104,14 +114,18 @@ PRICES_PER_MTOK: dict[str, dict[str, float]] = {
     "gpt-4o-mini": {"input": 0.15, "output": 0.60},
     "gpt-4.1-mini": {"input": 0.40, "output": 1.60},
     "gpt-4.1-nano": {"input": 0.10, "output": 0.40},
+    "gpt-5-mini": {"input": 0.25, "output": 2.00},
 }
 RESPONSE_MODELS = {
     "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
     "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
     "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-5-mini": "gpt-5-mini-2025-08-07",
 }
-# (time to first token ms, ms per output token)
-_MODEL_SPEED = {"gpt-4o-mini": (240.0, 3.3), "gpt-4.1-mini": (200.0, 2.6), "gpt-4.1-nano": (150.0, 1.9)}
+# (time to first token ms, ms per output token); gpt-5-mini's first token waits for its
+# (minimal) reasoning.
+_MODEL_SPEED = {"gpt-4o-mini": (240.0, 3.3), "gpt-4.1-mini": (200.0, 2.6), "gpt-4.1-nano": (150.0, 1.9),
+                "gpt-5-mini": (310.0, 3.7)}
 
 WORKFLOWS = ("support-triage", "doc-qa")
 # (workflow, day offset, kind); kind "truncated" replaces a trace line with its first part.
@@ -134,7 +148,7 @@ FEEDBACK_SHARE = 0.15
 @dataclass(frozen=True)
 class _Behaviour:
     model: str
-    temperature: float = 0.7
+    temperature: float | None = 0.7  # None: not sent (gpt-5 models only take the default)
     max_tokens: int = 400
     json_mode: bool = False
     fence_rate: float = 0.0
@@ -144,6 +158,7 @@ class _Behaviour:
     top_k: int = 4
     groundedness: float = 0.8
     citations: bool = False
+    config_refusal: float = 0.0  # doc-qa: share of questions with a pasted configuration refused
 
 
 @dataclass(frozen=True)
@@ -151,11 +166,12 @@ class _ReleaseDef:
     workflow: str
     version: str
     canary_day: int | None  # None: live before the period starts
-    full_day: int | None
+    full_day: int | None  # None with rollback_day None: still in canary when the period ends
     rollback_day: int | None
     changes: str
     behaviour: _Behaviour
     rollback_hour: int = 15
+    canary_share: float = CANARY_SHARE  # of traffic while in canary: 1 request in round(1 / share)
 
 
 _RELEASE_DEFS: tuple[_ReleaseDef, ...] = (
@@ -191,6 +207,12 @@ _RELEASE_DEFS: tuple[_ReleaseDef, ...] = (
                 "with [n] citations, dearer",
                 _Behaviour("gpt-4.1-mini", 0.3, 600, top_k=8, groundedness=0.87, output_scale=1.2,
                            citations=True)),
+    _ReleaseDef("doc-qa", "2.4.0", 53, None, None,
+                "model switch gpt-4.1-mini -> gpt-5-mini (reasoning effort minimal): same eval quality, "
+                "but in production ~+37% trace latency p95 and refusals ~1% -> ~4% (it refuses about "
+                "half of the questions with a pasted configuration); in canary until the period ends",
+                _Behaviour("gpt-5-mini", None, 600, top_k=8, groundedness=0.87, output_scale=1.2,
+                           citations=True, config_refusal=0.5), canary_share=0.5),
 )
 _DEPLOY_HOUR = 10
 
@@ -209,9 +231,10 @@ class Release:
     release: str  # resource relops.release
     model: str
     canary_start: datetime | None  # None: live before the period starts
-    full_start: datetime | None  # None: never took over (rolled back)
-    rolled_back_at: datetime | None
+    full_start: datetime | None  # None: never took over (rolled back, or still in canary)
+    rolled_back_at: datetime | None  # None with full_start None: in canary when the period ends
     changes: str
+    canary_share: float | None = None  # share of traffic in canary (None: live before the period)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -230,7 +253,8 @@ def release_schedule(start: date = DEFAULT_START) -> list[Release]:
     return [
         Release(r.workflow, r.version, release_tag(r.workflow, r.version), r.behaviour.model,
                 at(r.canary_day, _DEPLOY_HOUR), at(r.full_day, _DEPLOY_HOUR),
-                at(r.rollback_day, r.rollback_hour), r.changes)
+                at(r.rollback_day, r.rollback_hour), r.changes,
+                None if r.canary_day is None else r.canary_share)
         for r in _RELEASE_DEFS
     ]
 
@@ -249,15 +273,17 @@ class _Router:
             lo = r.canary_day * 86400 + _DEPLOY_HOUR * 3600
             if r.full_day is not None:
                 hi = r.full_day * 86400 + _DEPLOY_HOUR * 3600
-            else:
+            elif r.rollback_day is not None:
                 hi = r.rollback_day * 86400 + r.rollback_hour * 3600
+            else:  # still in canary when the generated period ends
+                hi = math.inf
             self.canary.append((lo, hi, r))
         self.seen = 0  # traces seen inside a canary window (this day)
-        self.phase = 0
+        self.phase_u = 0.0
 
     def new_day(self, rng: random.Random) -> None:
         self.seen = 0
-        self.phase = int(rng.random() * round(1 / CANARY_SHARE))
+        self.phase_u = rng.random()
 
     def pick(self, t: float) -> _ReleaseDef:
         base = self.full[0][1]
@@ -267,8 +293,10 @@ class _Router:
         for lo, hi, r in self.canary:
             if lo <= t < hi:
                 # weighted round-robin, like a load balancer: every 10th request in the window
+                # (at the default share), from a random phase per day
+                period = round(1 / r.canary_share)
                 self.seen += 1
-                if (self.seen + self.phase) % round(1 / CANARY_SHARE) == 0:
+                if (self.seen + int(self.phase_u * period)) % period == 0:
                     return r
         return base
 
@@ -583,6 +611,8 @@ _REPLY = {
 }
 
 _REFUSAL = "I'm sorry, but I can't help with that."
+_CONFIG_REFUSAL = ("I'm sorry, but I can't help with configuration that may contain credentials. "
+                   "Please remove any secrets or URLs with tokens and ask again.")
 
 _SUPPORT_SYSTEM_BASE = (
     "You are the support triage assistant of {product}, a webhook delivery platform. "
@@ -865,9 +895,10 @@ class _DayWriter:
             _s("gen_ai.request.model", model),
             _s("gen_ai.provider.name", "openai"),
             _s("server.address", "api.openai.com"),
-            _d("gen_ai.request.temperature", beh.temperature),
-            _i("gen_ai.request.max_tokens", beh.max_tokens),
         ]
+        if beh.temperature is not None:
+            attrs.append(_d("gen_ai.request.temperature", beh.temperature))
+        attrs.append(_i("gen_ai.request.max_tokens", beh.max_tokens))
         if beh.json_mode:
             attrs.append(_s("gen_ai.output.type", "json"))
         attrs.append(_s("gen_ai.system_instructions", _js([{"type": "text", "content": system}])))
@@ -1061,7 +1092,8 @@ class _DayWriter:
         area = _PICK_AREA(rng)
         qpool = _QUESTIONS[lang]
         question = _choice(rng, qpool[area] if lang == "en" else qpool["_any"])
-        if rng.random() < 0.06:  # pasted logs/config: the long tail of inputs
+        pasted = rng.random() < 0.06
+        if pasted:  # pasted logs/config: the long tail of inputs
             question += "\n\nHere is my config:\n" + "\n".join(
                 f"  endpoint_{k}: {{url: https://hooks.example.com/{k}, retry.max_attempts: {rng.randrange(1, 12)}}}"
                 for k in range(rng.randrange(8, 40)))
@@ -1117,9 +1149,12 @@ class _DayWriter:
             extra = list(tags)
             if not err:
                 r = rng.random()
+                p_config = beh.config_refusal if pasted else 0.0
                 if r < 0.01:
                     out = {"text": _REFUSAL, "finish": "stop", "tokens": 10}
-                elif r < 0.012:
+                elif r < 0.01 + p_config:
+                    out = {"text": _CONFIG_REFUSAL, "finish": "stop", "tokens": len(_CONFIG_REFUSAL) // 4}
+                elif r < 0.012 + p_config:
                     out = {"text": "", "finish": "content_filter", "tokens": 0}
                 else:
                     out_tok = round(len(answer) / cpt)
@@ -1131,7 +1166,8 @@ class _DayWriter:
                         out = {"text": answer, "finish": "stop", "tokens": out_tok}
                 if rng.random() < 0.95:  # the online evaluator sometimes misses a span
                     extra.append(_d("relops.score.groundedness", round(ground, 4)))
-                p_up = 0.3 + 0.65 * ground if out["finish"] == "stop" and out["tokens"] > 10 else 0.25
+                answered = out["finish"] == "stop" and out["tokens"] > 10 and out["text"] != _CONFIG_REFUSAL
+                p_up = 0.3 + 0.65 * ground if answered else 0.25
             span, t = self._chat(tid, root_sid, t, beh, load, system, messages, in_tok, out, extra, err)
             llm_spans.append(span)
             if err == "RateLimitError" and rng.random() < 0.6:
@@ -1319,6 +1355,7 @@ def generate_demo_traces(
 # --------------------------------------------------------------------------- bench traces
 
 _BENCH_POOL = 4096
+_BENCH_MODELS = ("gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1-nano")  # fixed: bench lines stay as recorded
 _BENCH_CHUNK = 16384
 _BENCH_SPACING_NS = 50_000_000  # one trace every 50 ms on average
 
@@ -1339,7 +1376,7 @@ def _bench_pool(seed: int) -> tuple[list[str], list[str], list[int]]:
                          + _jsa(_GENAI_SCOPE) + ',"spans":[{"traceId":"')
     bodies, latencies = [], []
     langs = list(_LANG_WEIGHTS)
-    models = list(PRICES_PER_MTOK)
+    models = list(_BENCH_MODELS)
     for _ in range(_BENCH_POOL):
         model = _choice(rng, models)
         lang = _PICK_LANG(rng)

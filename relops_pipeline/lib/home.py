@@ -6,6 +6,7 @@
     <home>/warehouse/relops.duckdb the warehouse
     <home>/reports/               gate reports, drift dashboards, memos
     <home>/registry/              live pointer files read by serving applications
+    <home>/alerts/                the file sink's alerts.jsonl
     <home>/dagster/               the Dagster instance (DAGSTER_HOME)
 
 The home is `--home DIR`, else $RELOPS_HOME, else ./data/home.
@@ -71,6 +72,10 @@ class Home:
         return self.root / "registry"
 
     @property
+    def alerts_dir(self) -> Path:
+        return self.root / "alerts"
+
+    @property
     def dagster_home(self) -> Path:
         return self.root / "dagster"
 
@@ -93,6 +98,7 @@ class Home:
             self.warehouse_path.parent,
             self.reports_dir,
             self.registry_dir,
+            self.alerts_dir,
             self.dagster_home,
         ):
             d.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ def escape_md(value: Any) -> str:
     """Escape text for markdown: HTML-escape it (Dagster and GitHub render inline HTML), then
     backslash-escape markdown syntax, and keep it on one line."""
     text = "" if value is None else str(value)
-    text = html.escape(text, quote=True)
+    text = html.escape(text, quote=False)  # quotes are harmless once < and & are escaped
     text = _MD_SPECIAL.sub(r"\\\1", text)
     return text.replace("\r", " ").replace("\n", " ")
 

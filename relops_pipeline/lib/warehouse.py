@@ -240,6 +240,209 @@ CREATE TABLE gate_decisions (
     )
 )
 
+MIGRATIONS.append(
+    (
+        5,
+        "drift: per-trace features, versioned reference profiles, drift results; the alert outbox",
+        """
+CREATE TABLE trace_features (
+    day DATE NOT NULL,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR NOT NULL,
+    trace_id VARCHAR NOT NULL,
+    start_time TIMESTAMP NOT NULL,
+    spans BIGINT NOT NULL,
+    llm_calls BIGINT NOT NULL,
+    latency_ms DOUBLE,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cost_usd DOUBLE,
+    input_chars BIGINT,
+    input_words BIGINT,
+    output_chars BIGINT,
+    output_words BIGINT,
+    output_json_valid BOOLEAN,
+    is_error BOOLEAN NOT NULL,
+    is_refusal BOOLEAN NOT NULL,
+    finish_reason VARCHAR,
+    model VARCHAR,
+    topic VARCHAR,
+    intent VARCHAR,
+    language VARCHAR,
+    feedback DOUBLE,
+    online_scores JSON,
+    computed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE drift_references (
+    reference_id VARCHAR PRIMARY KEY,
+    workflow VARCHAR NOT NULL,
+    definition JSON NOT NULL,
+    window_start DATE,
+    window_end DATE,
+    rows_total BIGINT NOT NULL,
+    rows_sampled BIGINT NOT NULL,
+    profile JSON,
+    created_at TIMESTAMP NOT NULL,
+    dagster_run_id VARCHAR
+);
+CREATE TABLE drift_reference_rows AS
+    SELECT CAST(NULL AS VARCHAR) AS reference_id, * EXCLUDE (computed_at)
+    FROM trace_features WHERE false;
+CREATE TABLE drift_results (
+    granularity VARCHAR NOT NULL,
+    period_start DATE NOT NULL,
+    period_end DATE NOT NULL,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR NOT NULL,
+    column_name VARCHAR NOT NULL,
+    column_type VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,
+    method VARCHAR,
+    score DOUBLE,
+    threshold DOUBLE,
+    drifted BOOLEAN,
+    status VARCHAR NOT NULL,
+    ref_rows BIGINT NOT NULL,
+    cur_rows BIGINT NOT NULL,
+    reference_id VARCHAR,
+    dagster_run_id VARCHAR,
+    computed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE drift_summaries (
+    granularity VARCHAR NOT NULL,
+    period_start DATE NOT NULL,
+    period_end DATE NOT NULL,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    severity VARCHAR,
+    columns_tested BIGINT NOT NULL,
+    columns_drifted BIGINT NOT NULL,
+    drifted_share DOUBLE,
+    critical_drifted JSON,
+    cur_rows BIGINT NOT NULL,
+    ref_rows BIGINT NOT NULL,
+    reference_id VARCHAR,
+    report_path VARCHAR,
+    dagster_run_id VARCHAR,
+    computed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE alert_outbox (
+    alert_id VARCHAR PRIMARY KEY,
+    dedup_key VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    title VARCHAR NOT NULL,
+    workflow VARCHAR,
+    release VARCHAR,
+    summary VARCHAR,
+    evidence JSON,
+    links JSON,
+    runbook VARCHAR,
+    dagster_run_id VARCHAR,
+    status VARCHAR NOT NULL,
+    suppressed_by VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE alert_deliveries (
+    alert_id VARCHAR NOT NULL,
+    sink VARCHAR NOT NULL,
+    sink_type VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at TIMESTAMP,
+    last_error VARCHAR,
+    delivered_at TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (alert_id, sink)
+);
+""",
+    )
+)
+
+MIGRATIONS.append(
+    (
+        6,
+        "rollout and rollback: registry state, rollbacks, incidents, drills, canary analyses",
+        """
+CREATE TABLE registry_state (
+    workflow VARCHAR PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    live VARCHAR,
+    canary VARCHAR,
+    canary_percent DOUBLE,
+    shadow VARCHAR,
+    stage VARCHAR,
+    last_known_good VARCHAR,
+    updated_by VARCHAR NOT NULL,
+    reason VARCHAR,
+    event_seq BIGINT,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE rollbacks (
+    rollback_id VARCHAR PRIMARY KEY,
+    workflow VARCHAR NOT NULL,
+    from_release VARCHAR,
+    to_release VARCHAR,
+    trigger VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    automatic BOOLEAN NOT NULL,
+    performed BOOLEAN NOT NULL,
+    check_evaluated_at TIMESTAMP,
+    flipped_at TIMESTAMP,
+    time_to_rollback_s DOUBLE,
+    alert_id VARCHAR,
+    incident_id VARCHAR,
+    actor VARCHAR NOT NULL,
+    event_seq BIGINT,
+    dagster_run_id VARCHAR,
+    recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE incidents (
+    incident_id VARCHAR PRIMARY KEY,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR,
+    title VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    opened_by VARCHAR NOT NULL,
+    opened_at TIMESTAMP NOT NULL,
+    closed_by VARCHAR,
+    closed_at TIMESTAMP,
+    resolution VARCHAR,
+    links JSON
+);
+CREATE TABLE drills (
+    drill_id VARCHAR PRIMARY KEY,
+    workflow VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL,
+    passed BOOLEAN NOT NULL,
+    duration_ms DOUBLE,
+    detail JSON,
+    dagster_run_id VARCHAR
+);
+CREATE TABLE canary_analyses (
+    analysis_id VARCHAR PRIMARY KEY,
+    release_key VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    canary VARCHAR NOT NULL,
+    baseline VARCHAR NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    verdict VARCHAR NOT NULL,
+    score DOUBLE,
+    consecutive_failures INTEGER NOT NULL,
+    result JSON NOT NULL,
+    report_md VARCHAR,
+    report_html VARCHAR,
+    dagster_run_id VARCHAR,
+    computed_at TIMESTAMP NOT NULL
+);
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")

@@ -31,7 +31,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "thresholds": {},
     "rollout": {"stages": ["shadow", "canary", "ramp", "full"], "auto_rollback": True},
-    "alerts": {"sinks": [{"type": "file"}, {"type": "log"}]},
+    "alerts": {"sinks": [{"type": "file"}, {"type": "log"}], "cooldown_minutes": 360},
+    # Production drift: see relops_pipeline/lib/drift/config.py for every key and its meaning.
+    "drift": {},
 }
 
 KNOWN_KEYS = {"name", *DEFAULTS}
@@ -53,6 +55,7 @@ class Workflow:
     thresholds: dict[str, Any]
     rollout: dict[str, Any]
     alerts: dict[str, Any]
+    drift: dict[str, Any]
     path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 

@@ -118,6 +118,31 @@ def daily_signals(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     )
 
 
+def trace_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """One row per production request (trace): latency, tokens, cost, input and output length,
+    error, refusal, finish reason, model, topic, language, feedback and online scores.
+
+    The business meaning: the per-request profile of what users sent and what the workflow
+    answered — the columns drift detection compares between a reference window and now.
+    Recomputing a day replaces its rows.
+    """
+    from relops_pipeline.lib.drift.features import compute_trace_features
+
+    start, end = _window(context)
+    with warehouse.get_connection() as con:
+        rows = compute_trace_features(con, start.date(), end.date())
+        by_wf = con.execute(
+            "SELECT workflow, count(*) FROM trace_features WHERE day >= ? AND day < ? GROUP BY ALL ORDER BY ALL",
+            [start.date(), end.date()],
+        ).fetchall()
+    return dg.MaterializeResult(
+        metadata={
+            "traces": dg.MetadataValue.int(int(rows)),
+            "by_workflow": dg.MetadataValue.md(md_table(["workflow", "traces"], by_wf)),
+        }
+    )
+
+
 with expected_beta_warnings():
     raw_traces = dg.asset(
         partitions_def=daily_partitions,
@@ -138,9 +163,17 @@ with expected_beta_warnings():
         group_name="traces",
         kinds={"duckdb"},
     )(daily_signals)
+    trace_features = dg.asset(
+        partitions_def=daily_partitions,
+        backfill_policy=SINGLE_RUN,
+        pool=WAREHOUSE_POOL,
+        deps=[raw_traces],
+        group_name="traces",
+        kinds={"duckdb"},
+    )(trace_features)
 
 trace_signals_job = dg.define_asset_job(
     "trace_signals_job",
-    selection=[raw_traces, daily_signals],
-    description="Validate the days touched by ingestion and recompute their daily signals.",
+    selection=[raw_traces, daily_signals, trace_features],
+    description="Validate the days touched by ingestion and recompute their daily signals and per-request features.",
 )

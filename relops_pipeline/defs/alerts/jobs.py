@@ -1,0 +1,62 @@
+"""Alert delivery: the outbox is drained by a job, launched by a sensor whenever deliveries are due."""
+
+import dagster as dg
+
+from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def deliver_alerts(context: dg.OpExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource) -> dict:
+    """Send every due alert delivery to its sink; failures are retried later with backoff and
+    dead-lettered after the last attempt (nothing leaves the outbox)."""
+    from relops_pipeline.lib.alerts.service import deliver
+
+    with warehouse.get_connection() as con:
+        report = deliver(con, home.home)
+    for a in report.attempts:
+        log = context.log.info if a.outcome == "delivered" else context.log.warning
+        log(f"alert {a.alert_id} -> {a.sink}: {a.outcome}" + (f" ({a.error})" if a.error else ""))
+    out = report.to_dict()
+    context.add_output_metadata({
+        "delivered": len(report.delivered), "retrying": len(report.retrying), "dead": len(report.dead),
+    })
+    return out
+
+
+@dg.job(description="Deliver the alerts waiting in the outbox to their sinks (retries with backoff, dead-letters).")
+def deliver_alerts_job():
+    deliver_alerts()
+
+
+def alert_delivery_sensor(context: dg.SensorEvaluationContext):
+    """Launch a delivery run when the outbox has deliveries due (checked every 30 s)."""
+    from datetime import datetime, timezone
+
+    from relops_pipeline.lib.alerts.service import due_count
+    from relops_pipeline.lib.home import Home
+    from relops_pipeline.lib.warehouse import connect, is_lock_error
+
+    home = Home.resolve()
+    if not home.warehouse_path.exists():
+        return dg.SkipReason("no warehouse yet")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    try:
+        con = connect(home.warehouse_path, read_only=True, timeout_s=5)
+    except Exception as exc:  # noqa: BLE001 — a busy warehouse is retried on the next tick
+        if is_lock_error(exc):
+            return dg.SkipReason("the warehouse is busy; trying again on the next tick")
+        raise
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        due = due_count(con, now) if "alert_deliveries" in tables else 0
+    finally:
+        con.close()
+    if not due:
+        return dg.SkipReason("no alert delivery is due")
+    # One run per minute at most: the key dedupes ticks while a run is queued.
+    return dg.RunRequest(run_key=f"deliver-{now:%Y%m%dT%H%M}", tags={"relops/due": str(due)})
+
+
+alert_delivery_sensor = dg.sensor(
+    job=deliver_alerts_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
+)(alert_delivery_sensor)

@@ -1,0 +1,31 @@
+"""Releases domain: rollout plans, the registry, rollback on failed checks, runbooks and drills."""
+
+from relops_pipeline.defs.releases.assets import (
+    canary_analysis,
+    drill_fresh,
+    rollback_drill,
+    rollback_runbook,
+    rollout_plan,
+)
+from relops_pipeline.defs.releases.jobs import (
+    canary_job,
+    daily_drill_freshness_schedule,
+    drill_freshness_job,
+    drill_job,
+    monthly_drill_schedule,
+    registry_change_job,
+    rollback_alert_job,
+    runbook_job,
+)
+from relops_pipeline.defs.releases.sensors import (
+    canary_failure_sensor,
+    drift_failure_sensor,
+    gate_failure_sensor,
+    runbook_inputs_sensor,
+)
+
+assets = [rollout_plan, canary_analysis, rollback_runbook, rollback_drill]
+asset_checks = [drill_fresh]
+jobs = [canary_job, rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
+schedules = [monthly_drill_schedule, daily_drill_freshness_schedule]
+sensors = [gate_failure_sensor, canary_failure_sensor, drift_failure_sensor, runbook_inputs_sensor]

@@ -1,0 +1,116 @@
+"""What relops does when a gate, canary or drift check fails: roll back where the workflow's
+policy allows it, otherwise recommend it — and in both cases open an incident with the
+evidence and send an alert that carries the runbook. Used by the rollback-alert job and by
+`relops rollback` alike, so both leave the same records.
+
+Order matters: the registry flip comes first (time to rollback ends at the flip), then the
+incident, then the alert (written to the outbox, delivered by the alert delivery job).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+import duckdb
+
+from relops_pipeline.lib.alerts import Alert
+from relops_pipeline.lib.alerts.service import raise_alert
+from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.incidents import open_incident
+from relops_pipeline.lib.registry.policy import decide
+from relops_pipeline.lib.registry.rollout import link_rollback, record_recommendation, rollback
+from relops_pipeline.lib.registry.state import get_state
+from relops_pipeline.lib.workflows import Workflow
+
+# Alert severity per trigger when relops rolled back (the page is "it happened, verify") and
+# when it only recommends (a human must act).
+SEVERITY = {("rollback", "gate"): "error", ("rollback", "canary"): "error", ("rollback", "drift"): "error",
+            ("alert_only", "gate"): "error", ("alert_only", "canary"): "critical", ("alert_only", "drift"): "warning",
+            ("rollback", "manual"): "warning", ("alert_only", "manual"): "warning"}
+
+
+def runbook_path(home: Home, workflow: str):
+    return home.reports_dir / "runbooks" / f"{workflow}.md"
+
+
+def respond_to_failure(
+    con: duckdb.DuckDBPyConnection,
+    home: Home,
+    wf: Workflow,
+    *,
+    release: str | None,
+    trigger: str,
+    reason: str,
+    check_evaluated_at: datetime | None = None,
+    evidence: Mapping[str, Any] | None = None,
+    links: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    actor: str = "relops",
+    manual_to: str | None = None,
+) -> dict[str, Any]:
+    """Decide by policy and act. `trigger`: gate | canary | drift | manual (manual always rolls
+    back, to `manual_to` or the last known good). Returns what was done."""
+    state = get_state(con, wf.name)
+    if trigger == "manual":
+        decision, why = "rollback", f"manual rollback by {actor}"
+    elif trigger in ("gate", "canary") and release and state.stage_of(release) is None:
+        # A BLOCKed release that never reached production: nothing to roll back and no
+        # incident; the owner hears that it must not be rolled out.
+        record = raise_alert(con, home, Alert(
+            kind=f"{trigger}.blocked", severity="warning",
+            title=f"{wf.name}: {release} failed its {trigger} check; it does not serve traffic",
+            workflow=wf.name, release=release, summary=f"{reason}. Do not roll it out.",
+            evidence={k: v for k, v in (evidence or {}).items() if isinstance(v, (int, float, str, bool))},
+            links=dict(links or {}), runbook=str(runbook_path(home, wf.name)),
+            dedup_key=f"{trigger}:{wf.name}:{release}", dagster_run_id=run_id,
+        ))
+        return {"decision": "not_serving", "why": f"{release} is not in the registry: nothing to roll back",
+                "workflow": wf.name, "release": release, "trigger": trigger, "alert_id": record.alert_id,
+                "alert_status": record.status, "incident_id": None, "time_to_rollback_s": None, "live_after": state.live}
+    else:
+        decision, why = decide(wf, state, trigger, release)
+    if decision == "rollback":
+        res = rollback(con, home.registry_dir, wf.name, to=manual_to, trigger=trigger, reason=reason, actor=actor,
+                       automatic=trigger != "manual", check_evaluated_at=check_evaluated_at, run_id=run_id,
+                       release=release if trigger != "manual" else None, policy=wf)
+        if not res.performed:
+            return {"decision": "none", "why": res.message, "workflow": wf.name, "release": release,
+                    "rollback": res.as_dict()}
+        rollback_id, done = res.rollback_id, res.as_dict()
+        headline = (f"{wf.name}: rolled back {res.release} -> {res.to_release}" if trigger == "manual" else
+                    f"{wf.name}: {release or res.release} rolled back automatically after a failed {trigger} check")
+    else:
+        rec = record_recommendation(con, wf.name, release=release, trigger=trigger, reason=f"{reason} ({why})",
+                                    actor=actor, check_evaluated_at=check_evaluated_at, run_id=run_id)
+        rollback_id, done = rec["rollback_id"], rec
+        headline = f"{wf.name}: rollback of {release or 'the live release'} recommended after a failed {trigger} check"
+    all_links = {**(links or {}), "runbook": str(runbook_path(home, wf.name))}
+    if run_id:
+        all_links.setdefault("dagster_run", run_id)
+    incident = open_incident(con, wf.name, release, f"failed {trigger} check" + (f" on {release}" if release else ""),
+                             trigger, actor, links={**all_links, "rollback_id": rollback_id})
+    numbers = {k: v for k, v in (evidence or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
+    if decision == "rollback" and done.get("time_to_rollback_s") is not None:
+        numbers["time_to_rollback_s"] = round(float(done["time_to_rollback_s"]), 3)
+    record = raise_alert(con, home, Alert(
+        kind=f"{trigger}.{'rollback' if decision == 'rollback' else 'recommend_rollback'}",
+        severity=SEVERITY.get((decision, trigger), "error"),
+        title=headline,
+        workflow=wf.name,
+        release=release,
+        summary=f"{reason}. {why}. Incident {incident['incident_id']}.",
+        evidence=numbers,
+        links=all_links,
+        runbook=str(runbook_path(home, wf.name)),
+        dedup_key=f"{trigger}:{wf.name}:{release or '-'}",
+        dagster_run_id=run_id,
+    ))
+    link_rollback(con, rollback_id, alert_id=record.alert_id, incident_id=incident["incident_id"])
+    return {
+        "decision": decision, "why": why, "workflow": wf.name, "release": release, "trigger": trigger,
+        "rollback_id": rollback_id, "rollback": done, "incident_id": incident["incident_id"],
+        "alert_id": record.alert_id, "alert_status": record.status,
+        "time_to_rollback_s": done.get("time_to_rollback_s") if decision == "rollback" else None,
+        "live_after": get_state(con, wf.name).live,
+    }

@@ -1,0 +1,111 @@
+"""Dagster wiring of drift: the weekly schedule's target week, the sensor that makes daily
+drift follow new signals, and the drift assets with their checks on a real demo warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from relops_pipeline.defs.drift.assets import weekly_drift_schedule
+from relops_pipeline.defs.drift.sensors import affected_days
+from relops_pipeline.defs.partitions import daily_partitions
+
+UTC = dt.timezone.utc
+
+
+def _tick(when: dt.datetime) -> list[str]:
+    with dg.instance_for_test() as instance:
+        from relops_pipeline.definitions import defs
+
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def())
+        result = weekly_drift_schedule.evaluate_tick(ctx)
+    return [r.partition_key for r in result.run_requests or []]
+
+
+def test_weekly_schedule_runs_monday_morning_on_the_last_complete_week():
+    assert weekly_drift_schedule.cron_schedule == "0 6 * * 1"
+    assert weekly_drift_schedule.execution_timezone == "UTC"
+    # Monday 2026-11-30 06:00 UTC: the week Monday 23 .. Sunday 29 has just ended.
+    assert _tick(dt.datetime(2026, 11, 30, 6, 0, tzinfo=UTC)) == ["2026-11-23"]
+    # A week later it moves on by exactly one week.
+    assert _tick(dt.datetime(2026, 12, 7, 6, 0, tzinfo=UTC)) == ["2026-11-30"]
+
+
+def test_rolling_drift_follows_every_day_whose_window_holds_new_signals():
+    keys = daily_partitions.get_partition_keys(current_time=dt.datetime(2026, 12, 31, tzinfo=UTC))
+    # New signals for Nov 2..3 change the trailing-7-day windows ending Nov 2 .. Nov 9.
+    assert affected_days("2026-11-02", "2026-11-03", keys) == ("2026-11-02", "2026-11-09")
+    # Clamped to the partitions that exist.
+    assert affected_days("2026-12-29", "2026-12-30", keys) == ("2026-12-29", keys[-1])
+    assert affected_days("2023-01-01", "2023-01-02", keys) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The drift assets on a slice of the demo world: two reference weeks, a stationary week and the
+# first drift week of support-triage (scale 0.15: about 450 traces per workflow and week).
+
+import pytest
+
+from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
+from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.warehouse import open_warehouse
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    from relops_pipeline.lib.demo_traces import generate_demo_traces
+    from relops_pipeline.lib.drift.features import compute_trace_features
+    from relops_pipeline.lib.ingest import ingest_paths
+    from relops_pipeline.lib.settings import load_settings
+
+    home = Home.resolve(tmp_path_factory.mktemp("drift") / "home")
+    home.init()
+    generate_demo_traces(home.landing_dir / "demo", scale=0.15, days=[*range(0, 14), *range(28, 42)])
+    with open_warehouse(home.warehouse_path) as con:
+        ingest_paths(con, [home.landing_dir / "demo"], settings=load_settings(home.settings_file))
+        compute_trace_features(con, dt.date(2026, 9, 28), dt.date(2026, 11, 9))
+    return home
+
+
+def _materialize(home, asset, key, monkeypatch):
+    monkeypatch.setenv("RELOPS_HOME", str(home.root))
+    resources = {"home": RelopsHomeResource(root=str(home.root)), "warehouse": WarehouseResource(database=str(home.warehouse_path))}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([asset], partition_key=key, resources=resources, instance=instance)
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    return result.asset_materializations_for_node(asset.key.path[-1])[0].metadata, checks
+
+
+def test_weekly_drift_flags_the_drift_week_and_not_the_stationary_week(demo_home, monkeypatch):
+    meta, checks = _materialize(demo_home, weekly_drift, "2026-10-26", monkeypatch)
+    assert checks["critical_columns_stable"].passed and checks["drifted_share_within_limit"].passed
+    assert "score/support-triage/topic" in meta  # a p-value at this size: ~450 traces per week
+
+    meta, checks = _materialize(demo_home, weekly_drift, "2026-11-02", monkeypatch)
+    critical = checks["critical_columns_stable"]
+    assert not critical.passed and critical.severity == dg.AssetCheckSeverity.ERROR
+    failing = critical.metadata["failing"].value
+    assert [f["workflow"] for f in failing] == ["support-triage"]
+    assert "topic" in failing[0]["reason"] and "input_chars" in failing[0]["reason"]
+    # Numeric metadata the UI plots over partitions, and the linked Evidently report.
+    assert meta["score/support-triage/topic"].value < 0.05  # chi-square p-value
+    assert 0 < meta["drifted_share/support-triage"].value <= 1
+    report = meta["report/support-triage"].value
+    with open(report, encoding="utf-8") as f:
+        assert report.endswith(".html") and "<html" in f.read(2000).lower()
+    with open_warehouse(demo_home.warehouse_path) as con:
+        stored = con.execute(
+            "SELECT status, severity FROM drift_summaries WHERE granularity = 'weekly' AND period_start = '2026-11-02' "
+            "AND workflow = 'support-triage' AND release = '*'").fetchall()
+    assert stored == [("drift", "ERROR")]
+
+
+def test_rolling_drift_of_a_day_uses_its_trailing_week(demo_home, monkeypatch):
+    meta, checks = _materialize(demo_home, rolling_drift, "2026-11-08", monkeypatch)
+    assert "2026-11-08 .. 2026-11-09" in meta["window"].value
+    assert not checks["critical_columns_stable"].passed  # Nov 2..8 is all drift week
+    meta, checks = _materialize(demo_home, rolling_drift, "2026-10-30", monkeypatch)
+    assert checks["critical_columns_stable"].passed
