@@ -199,13 +199,16 @@ def test_config_defaults_and_errors_name_the_key():
     assert cfg.reference.kind == "first_days" and cfg.reference.days == 14
     assert cfg.critical == ("topic", "input_chars") and cfg.critical_severity == "ERROR"
     assert (cfg.drifted_share_warn, cfg.share_severity, cfg.sample_rows) == (0.5, "WARN", 50_000)
-    assert cfg.threshold("latency_ms", "wasserstein") == 0.1 and cfg.threshold("topic", "chisquare") == 0.05
+    assert cfg.threshold("latency_ms", "wasserstein") == 0.1
+    # calibrated defaults (bench/drift_quality.py): p-values at 0.01, topic's Jensen-Shannon at 0.08
+    assert cfg.threshold("topic", "chisquare") == 0.01 and cfg.threshold("topic", "jensenshannon") == 0.08
 
     cfg = DriftConfig.from_workflow({"reference": {"release": "wf@v2", "days": 7},
                                      "thresholds": {"wasserstein": 0.2, "topic": {"jensenshannon": 0.05}}})
     assert cfg.reference.kind == "release" and cfg.reference.release == "wf@v2"
     assert cfg.threshold("latency_ms", "wasserstein") == 0.2
     assert cfg.threshold("topic", "jensenshannon") == 0.05 and cfg.threshold("language", "jensenshannon") == 0.1
+    assert cfg.threshold("input_chars", "ks") == 0.01  # setting one threshold keeps the other defaults
 
     bad = [
         ({"referense": {}}, "unknown keys referense"),

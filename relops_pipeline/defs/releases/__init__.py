@@ -19,6 +19,7 @@ from relops_pipeline.defs.releases.jobs import (
 )
 from relops_pipeline.defs.releases.sensors import (
     canary_failure_sensor,
+    canary_traces_sensor,
     drift_failure_sensor,
     gate_failure_sensor,
     runbook_inputs_sensor,
@@ -28,4 +29,4 @@ assets = [rollout_plan, canary_analysis, rollback_runbook, rollback_drill]
 asset_checks = [drill_fresh]
 jobs = [canary_job, rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
 schedules = [monthly_drill_schedule, daily_drill_freshness_schedule]
-sensors = [gate_failure_sensor, canary_failure_sensor, drift_failure_sensor, runbook_inputs_sensor]
+sensors = [canary_traces_sensor, gate_failure_sensor, canary_failure_sensor, drift_failure_sensor, runbook_inputs_sensor]

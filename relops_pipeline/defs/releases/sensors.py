@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from relops_pipeline.defs.releases.jobs import rollback_alert_job, runbook_job
+from relops_pipeline.defs.beta import expected_beta_warnings
+from relops_pipeline.defs.ingest.assets import trace_signals_job
+from relops_pipeline.defs.releases.jobs import canary_job, rollback_alert_job, runbook_job
 
 # trigger -> the checks whose failure launches the rollback-alert job.
 FAILURE_CHECKS = {
@@ -19,6 +21,11 @@ FAILURE_CHECKS = {
 
 def _evaluation(record):
     return record.event.dagster_event.event_specific_data
+
+
+def _run_finished(instance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished  # a check of a finished run that never ran stays planned
 
 
 def _failed(record) -> bool:
@@ -70,16 +77,24 @@ def failed_checks_since(instance, trigger: str, cursor: dict[str, int]) -> tuple
     """(failed check execution records newer than the cursor, the new cursor) for a trigger.
     A check seen for the first time starts from its newest record: failures from before the
     sensor existed are history, not news."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
     records, new = [], dict(cursor)
     for asset, name in FAILURE_CHECKS[trigger]:
         key = dg.AssetCheckKey(dg.AssetKey(asset), name)
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+        # A check still running (planned) keeps its id: the cursor must stay below it, or its
+        # failure, recorded later in the same row, would never be seen.
         newest = max((r.id for r in history), default=0)
+        planned = [r.id for r in history if r.status == AssetCheckExecutionRecordStatus.PLANNED
+                   and not _run_finished(instance, r.run_id)]
+        if planned:
+            newest = min(newest, min(planned) - 1)
         ck = key.to_user_string()
         if ck not in cursor:
             new[ck] = newest
             continue
-        records += [r for r in history if r.id > cursor[ck] and r.event is not None and _failed(r)]
+        records += [r for r in history if cursor[ck] < r.id <= newest and r.event is not None and _failed(r)]
         new[ck] = max(cursor[ck], newest)
     return sorted(records, key=lambda r: r.id), new
 
@@ -134,3 +149,43 @@ def runbook_inputs_sensor(context: dg.SensorEvaluationContext):
 
 runbook_inputs_sensor = dg.sensor(job=runbook_job, minimum_interval_seconds=60,
                                   default_status=dg.DefaultSensorStatus.RUNNING)(runbook_inputs_sensor)
+
+
+def canary_traces_sensor(context: dg.RunStatusSensorContext):
+    """After new traces' signals are computed, judge every release that is in canary (or ramp)."""
+    from relops_pipeline.lib.evals.model import release_key
+    from relops_pipeline.lib.home import Home
+    from relops_pipeline.lib.registry.state import list_states
+    from relops_pipeline.lib.warehouse import connect, is_lock_error
+
+    home = Home.resolve()
+    try:
+        con = connect(home.warehouse_path, read_only=True, timeout_s=10)
+    except Exception as exc:  # noqa: BLE001 — busy: the next signals run asks again
+        if is_lock_error(exc):
+            return dg.SkipReason("the warehouse is busy")
+        raise
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        states = list_states(con) if "registry_state" in tables else []
+    finally:
+        con.close()
+    keys = [release_key(s.workflow, s.canary) for s in states if s.canary and s.stage in ("canary", "ramp")]
+    if not keys:
+        return dg.SkipReason("no release is in canary")
+    from relops_pipeline.defs.evals.partitions import releases_partitions
+
+    # A release rolled out without being registered here still gets its canary judged.
+    missing = [k for k in keys if not context.instance.has_dynamic_partition(releases_partitions.name, k)]
+    if missing:
+        context.instance.add_dynamic_partitions(releases_partitions.name, missing)
+    run_id = context.dagster_run.run_id
+    return [dg.RunRequest(run_key=f"canary-{run_id}-{k}", partition_key=k, tags={"relops/trigger": f"signals:{run_id}"})
+            for k in keys]
+
+
+with expected_beta_warnings():
+    canary_traces_sensor = dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[trace_signals_job], request_job=canary_job,
+        default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=5,
+    )(canary_traces_sensor)

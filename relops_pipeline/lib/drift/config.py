@@ -76,9 +76,22 @@ DEFAULTS: dict[str, Any] = {
     "share_severity": "WARN",
     "min_rows": 50,
     "sample_rows": 50_000,
-    "thresholds": {},
+    # Calibrated by bench/drift_quality.py (26 stationary weeks x 10 worlds per volume): p-values
+    # at 0.01 (before the Bonferroni division) keep false alerts <= 1 per 26 weeks at 700
+    # requests a week; topic's Jensen-Shannon at 0.08 catches a 10-point shift between two
+    # existing topics (JS ~0.11) in its first week, while stationary weeks stay below 0.06.
+    "thresholds": {"ks": 0.01, "chisquare": 0.01, "z": 0.01, "topic": {"jensenshannon": 0.08}},
     "columns": None,
 }
+
+
+def merge_thresholds(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The default thresholds overlaid key by key with a workflow's (a column's own mapping
+    merges with its default one), so setting one threshold keeps the calibrated others."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in DEFAULTS["thresholds"].items()}
+    for k, v in (given or {}).items():
+        out[k] = {**out[k], **v} if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 class DriftConfigError(ValueError):
@@ -144,6 +157,9 @@ class DriftConfig:
         if unknown:
             raise DriftConfigError(f"drift: unknown keys {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
         d = {**DEFAULTS, **{k: v for k, v in drift.items() if v is not None or k == "columns"}}
+        if not isinstance(d["thresholds"], Mapping):
+            raise DriftConfigError(f"drift.thresholds: expected a mapping, got {d['thresholds']!r}")
+        d["thresholds"] = merge_thresholds(d["thresholds"])
         return cls(
             reference=_reference(d["reference"]),
             critical=_column_list("critical", d["critical"]),
