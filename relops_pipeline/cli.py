@@ -474,7 +474,9 @@ def demo_rollout(home: Home) -> list[str]:
     if in_canary:
         canary = cmd_canary(argparse.Namespace(home=str(home.root), workflow="doc-qa", version="v2.4.0"))
         lines += ["  " + line for line in canary["_text"].splitlines()]
-    run_job(home, "drill_job")
+    drill = run_job(home, "drill_job")
+    if not drill.success:
+        raise CliError(f"demo drill run {drill.run_id} failed: {_run_failure(drill)}", EXIT_RUN_FAILED)
     for w in ("support-triage", "doc-qa"):
         status = workflow_status(home, w)
         st = status["state"]
@@ -992,8 +994,12 @@ def compute_weekly_drift(home: Home, weeks: list[str] | None, *, refresh: bool) 
         refresh_days(home, missing)
     with _read_warehouse(home) as con:
         weeks = weeks if weeks is not None else _complete_weeks(con, weekly_partitions.get_partition_keys())
-        done = {str(r[0]) for r in con.execute(
-            "SELECT DISTINCT period_start FROM drift_summaries WHERE granularity = 'weekly'").fetchall()}
+        # A week is done when every workflow with traces in it has its summary (late traces of
+        # a new workflow, or a week computed before them, make it due again).
+        pending = {str(r[0]) for r in con.execute(
+            "SELECT DISTINCT date_trunc('week', day)::DATE AS w, workflow FROM trace_features WHERE workflow <> 'unknown' "
+            "EXCEPT SELECT period_start, workflow FROM drift_summaries WHERE granularity = 'weekly'").fetchall()}
+        done = {w for w in weeks if w not in pending}
     todo = [w for w in weeks if refresh or w not in done]
     runs = []
     for i, w in enumerate(todo, 1):

@@ -42,7 +42,7 @@ def _workflows(home):
     return [load_workflow(home.workflows_dir, n) for n in list_workflows(home.workflows_dir)]
 
 
-@dg.asset(group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"})
+@dg.asset(group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=["rollback_drill"])
 def rollback_runbook(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """The rollback runbook of every workflow (markdown under the home's reports/runbooks):
     live and last known good, triggers, the manual rollback commands, how to verify from
@@ -64,7 +64,7 @@ def rollback_runbook(context: dg.AssetExecutionContext, home: RelopsHomeResource
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion("-".join(r[4] for r in rows) or "empty"))
 
 
-@dg.asset(group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=[rollback_runbook])
+@dg.asset(group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"})
 def rollback_drill(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """A rehearsed rollback of every workflow: on a sandbox copy of its registry, roll back,
     read the pointer back as the serving application would, time it, restore, record.
@@ -73,10 +73,14 @@ def rollback_drill(context: dg.AssetExecutionContext, home: RelopsHomeResource, 
     rollback that is never practised fails when it is needed.
     """
     from relops_pipeline.lib.drills import run_drill
+    from relops_pipeline.lib.registry.state import get_state
 
     rows, meta, failed = [], {}, []
     with warehouse.get_connection() as con:
         for wf in _workflows(home.home):
+            if get_state(con, wf.name).seq == 0:
+                rows.append([wf.name, "n/a: never rolled out", 0.0, "-"])
+                continue
             res = run_drill(con, home.home.registry_dir, wf.name, actor="relops", run_id=context.run.run_id)
             d = res.as_dict()
             rows.append([wf.name, "pass" if d["passed"] else "FAIL", round(d.get("duration_ms") or 0.0, 1),
@@ -94,9 +98,11 @@ def rollback_drill(context: dg.AssetExecutionContext, home: RelopsHomeResource, 
 def drill_fresh(home: RelopsHomeResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Fails when any workflow's last passing drill is older than 35 days, or its last drill failed."""
     from relops_pipeline.lib.drills import drill_status
+    from relops_pipeline.lib.registry.state import get_state
 
     with warehouse.get_connection() as con:
-        statuses = [drill_status(con, wf.name) for wf in _workflows(home.home)]
+        # A workflow never rolled out has no registry to roll back: nothing to drill yet.
+        statuses = [drill_status(con, wf.name) for wf in _workflows(home.home) if get_state(con, wf.name).seq > 0]
     bad = [s for s in statuses if not s["ok"]]
     return dg.AssetCheckResult(
         passed=not bad,

@@ -44,6 +44,11 @@ def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, hom
         )
         write_runbook(con, home.home, wf)
         report = deliver(con, home.home)
+        if out.get("alert_id"):
+            from relops_pipeline.lib.alerts import get_alert
+
+            stored = get_alert(con, out["alert_id"])
+            out["alert_status"] = stored.status if stored else out.get("alert_status")
     context.log.info(f"{config.workflow}: {out['decision']} — {out['why']}")
     meta = {"decision": out["decision"], "workflow": wf.name, "release": config.release or "-", "trigger": config.trigger,
             "alerts_delivered": len(report.delivered), "alerts_retrying": len(report.retrying)}

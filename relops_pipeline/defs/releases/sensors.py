@@ -38,7 +38,8 @@ def requests_for_failure(trigger: str, record, instance=None) -> list[dg.RunRequ
     from relops_pipeline.lib.evals.model import split_release_key
 
     ev = _evaluation(record)
-    evaluated_at = datetime.fromtimestamp(record.create_timestamp, tz=timezone.utc).isoformat()
+    # The evaluation event's time (the row's create_timestamp is when the check was planned).
+    evaluated_at = datetime.fromtimestamp(record.event.timestamp, tz=timezone.utc).isoformat()
     meta = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
     check = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
     links = {"check": check, "dagster_run": record.run_id}
@@ -144,7 +145,9 @@ def runbook_inputs_sensor(context: dg.SensorEvaluationContext):
     key = "-".join(f"{n}:{h}" for n, h in sorted(hashes.items()))
     if key == context.cursor:
         return dg.SkipReason("the runbooks' inputs have not changed")
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)], cursor=key)
+    # No run key: the cursor dedupes, and inputs that return to an earlier state must still
+    # regenerate the runbook.
+    return dg.SensorResult(run_requests=[dg.RunRequest()], cursor=key)
 
 
 runbook_inputs_sensor = dg.sensor(job=runbook_job, minimum_interval_seconds=60,

@@ -78,6 +78,8 @@ def respond_to_failure(
             return {"decision": "none", "why": res.message, "workflow": wf.name, "release": release,
                     "rollback": res.as_dict()}
         rollback_id, done = res.rollback_id, res.as_dict()
+        if trigger == "manual":
+            release = res.release  # what was rolled back: the incident's and the alert's subject
         headline = (f"{wf.name}: rolled back {res.release} -> {res.to_release}" if trigger == "manual" else
                     f"{wf.name}: {release or res.release} rolled back automatically after a failed {trigger} check")
     else:
@@ -88,7 +90,9 @@ def respond_to_failure(
     all_links = {**(links or {}), "runbook": str(runbook_path(home, wf.name))}
     if run_id:
         all_links.setdefault("dagster_run", run_id)
-    incident = open_incident(con, wf.name, release, f"failed {trigger} check" + (f" on {release}" if release else ""),
+    title = (f"manual rollback of {release or 'the live release'}" if trigger == "manual"
+             else f"failed {trigger} check" + (f" on {release}" if release else ""))
+    incident = open_incident(con, wf.name, release, title,
                              trigger, actor, links={**all_links, "rollback_id": rollback_id})
     numbers = {k: v for k, v in (evidence or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
     if decision == "rollback" and done.get("time_to_rollback_s") is not None:
@@ -103,7 +107,7 @@ def respond_to_failure(
         evidence=numbers,
         links=all_links,
         runbook=str(runbook_path(home, wf.name)),
-        dedup_key=f"{trigger}:{wf.name}:{release or '-'}",
+        dedup_key=f"{trigger}:{wf.name}:{release or '-'}" + (f":{rollback_id}" if trigger == "manual" else ""),
         dagster_run_id=run_id,
     ))
     link_rollback(con, rollback_id, alert_id=record.alert_id, incident_id=incident["incident_id"])
