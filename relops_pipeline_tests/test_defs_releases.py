@@ -131,3 +131,21 @@ def test_drill_check_fails_on_a_stale_drill_and_passes_after_a_drill(home, resou
         after = dg.materialize([rollback_drill, rollback_runbook, drill_fresh], resources=resources, instance=instance)
         [ev] = after.get_asset_check_evaluations()
         assert ev.passed, ev.description
+
+
+def test_failed_gate_check_fires_once_and_a_blocked_release_that_never_served_only_alerts(home, resources):
+    from relops_pipeline.defs.releases.sensors import gate_failure_sensor
+
+    with dg.instance_for_test() as instance:
+        _, cursor = _run_requests(gate_failure_sensor, instance, None)
+        instance.add_dynamic_partitions(releases_partitions.name, ["support-triage--v1.5.0"])
+        fake = _fake("release_gate", "must_pass", partitioned=True, metadata={"decision": "BLOCK"})
+        dg.materialize([fake], partition_key="support-triage--v1.5.0", instance=instance, raise_on_error=False)
+        requests, cursor = _run_requests(gate_failure_sensor, instance, cursor)
+        assert len(requests) == 1 and _run_requests(gate_failure_sensor, instance, cursor)[0] == []
+        out = _execute(requests[0], resources, instance)
+    assert out["decision"] == "not_serving" and out["incident_id"] is None
+    with open_warehouse(home.warehouse_path) as con:
+        assert get_state(con, "support-triage").live == "v1.4.0"
+        [alert] = list_alerts(con, workflow="support-triage")
+    assert alert.alert.release == "v1.5.0" and "does not serve traffic" in alert.alert.title
