@@ -239,6 +239,10 @@ def cmd_ingest(args) -> dict:
     return {**summary, "_text": _ingest_text(summary)}
 
 
+def _default_actor() -> str:
+    return os.environ.get("USER") or "unknown"
+
+
 def _read_warehouse(home: Home):
     from relops_pipeline.lib.warehouse import open_warehouse
 
@@ -350,6 +354,13 @@ def demo_gates(home: Home, releases: list[dict]) -> list[dict]:
     for r in releases:
         key = r["release_key"]
         workflow, version = split_release_key(key)
+        gate = _latest_gate(home, key)
+        if gate is not None:  # a second demo keeps the decisions made the first time
+            out.append({"release_key": key, "decision": gate["decision"],
+                        "baseline": gate["result"].get("baseline_version"), "reasons": gate["result"]["reasons"],
+                        "report": gate["report_html"], "approved_by": None})
+            print(f"      {key}: {gate['decision']} (decided earlier)", file=sys.stderr)
+            continue
         result = run_job(home, "release_gate_job", tags={"dagster/partition": key})
         gate = _latest_gate(home, key, result.run_id)
         if gate is None:
@@ -381,20 +392,23 @@ def cmd_demo(args) -> dict:
     home = Home.resolve(args.home)
     home.ensure()
     print(f"relops demo: home {home.root}", file=sys.stderr)
-    print("[1/6] generating the demo world's production traces ...", file=sys.stderr)
+    print("[1/7] generating the demo world's production traces ...", file=sys.stderr)
     gen = generate_demo_traces(home.landing_dir / "demo", seed=args.seed, scale=args.scale)
     print(f"      {gen.spans} spans in {len(gen.files)} files", file=sys.stderr)
-    print("[2/6] ingesting them through Dagster ...", file=sys.stderr)
+    print("[2/7] ingesting them through Dagster ...", file=sys.stderr)
     summary = ingest(home, [str(home.landing_dir / "demo")])
-    print("[3/6] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
+    print("[3/7] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
     releases = demo_releases(home)
-    print("[4/6] gating every release against its baseline ...", file=sys.stderr)
+    print("[4/7] gating every release against its baseline ...", file=sys.stderr)
     gates = demo_gates(home, releases)
-    print("[5/6] weekly drift of every complete week through Dagster ...", file=sys.stderr)
+    print("[5/7] weekly drift of every complete week through Dagster ...", file=sys.stderr)
     compute_weekly_drift(home, None, refresh=False)
     drift = demo_drift_lines(home)
-    print("[6/6] rollouts, doc-qa v2.4.0's canary judged on production traces, a rollback drill ...", file=sys.stderr)
+    print("[6/7] rollouts, doc-qa v2.4.0's canary judged on production traces, a rollback drill ...", file=sys.stderr)
     rollout = demo_rollout(home)
+    print("[7/7] the cadence: a past incident, the week's review sample and memo, the monthly proposals ...",
+          file=sys.stderr)
+    cadence = demo_cadence(home)
     t = summary["totals"]
     expected = gen.expected_ingest()
     first_time = (t["accepted"], t["rejected"], t["unknown_release"]) == (
@@ -419,6 +433,9 @@ def cmd_demo(args) -> dict:
         "rollout and rollback:",
         *rollout,
         "",
+        "the weekly and monthly cadence:",
+        *cadence,
+        "",
         "where to look:",
         f"  relops --home {home.root} status     spans per workflow, release and day",
         f"  relops --home {home.root} rejects    the quarantined records, with reasons",
@@ -429,6 +446,11 @@ def cmd_demo(args) -> dict:
         f"  relops --home {home.root} status doc-qa   live, canary, last known good, incidents, drills",
         f"  {home.registry_dir}   pointer files the serving application reads",
         f"  {home.reports_dir / 'runbooks'}   rollback runbooks; {home.reports_dir / 'canary'}: canary reports",
+        f"  {home.reports_dir / 'memos'}   weekly stability memos (markdown and HTML)",
+        f"  {home.reports_dir / 'review'}   weekly review sheets (CSV to label, HTML to read)",
+        f"  relops --home {home.root} proposals   this month's drafts: read, then accept or reject",
+        f"  {home.reports_dir / 'proposals'}   proposal reports (backtests, calibration before/after)",
+        f"  {home.reports_dir / 'readiness'}   readiness reviews with a first month's plan",
         "  make ui                               the Dagster UI on http://127.0.0.1:3000",
     ]
     if not matches:
@@ -441,6 +463,7 @@ def cmd_demo(args) -> dict:
         "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
         "drift": drift,
         "rollout": rollout,
+        "cadence": cadence,
         "_text": "\n".join(lines),
     }
 
@@ -485,6 +508,162 @@ def demo_rollout(home: Home) -> list[str]:
         lines.append(f"  {w:<16} live {st['live'] or '-'}, canary {st['canary'] or '-'}, last known good "
                      f"{st['last_known_good'] or '-'}; open incidents {len(status['incidents'])}; drill {drill['status']}"
                      + (f" ({took:.0f} ms)" if took is not None else ""))
+    return lines
+
+
+# The demo world's incident before relops watched it: support-triage v1.5.0's canary truncated
+# replies until it was rolled back by hand (demo_traces: canary day 43, rolled back day 45).
+DEMO_PAST_INCIDENT = ("support-triage", "v1.5.0",
+                      "v1.5.0 truncated replies (max_tokens 256): invalid JSON and more thumbs-down",
+                      "rolled back to v1.4.0 by hand; fixed in v1.5.1 (max_tokens 400 again)")
+DEMO_REVIEWER = "sam.okafor"
+
+
+def demo_past_incident(home: Home) -> dict:
+    """Record the demo world's past incident once (backdated to when the problem began, linked
+    to the truncated traces), and close it as it was closed."""
+    from relops_pipeline.lib.demo_traces import release_schedule
+    from relops_pipeline.lib.incidents import close_incident, open_incident
+
+    workflow, version, title, resolution = DEMO_PAST_INCIDENT
+    # The schedule's versions are the resource's service.version ("1.5.0"); release keys carry a "v".
+    rel = next(r for r in release_schedule() if (r.workflow, f"v{r.version}") == (workflow, version))
+    with _read_warehouse(home) as con:
+        known = con.execute("SELECT incident_id FROM incidents WHERE workflow = ? AND title = ?", [workflow, title]).fetchall()
+        if known:
+            return {"incident_id": known[0][0], "created": False}
+        traces = [r[0] for r in con.execute(
+            "SELECT trace_id FROM trace_features WHERE workflow = ? AND release = ? AND finish_reason = 'length' "
+            "ORDER BY start_time LIMIT 20", [workflow, version]).fetchall()]
+        owner = _workflow(home, workflow).owner
+        row = open_incident(con, workflow, version, title, "manual", owner, {"traces": traces}, started_at=rel.canary_start)
+        close_incident(con, row["incident_id"], closed_by=owner, resolution=resolution)
+    return {"incident_id": row["incident_id"], "created": True, "traces": len(traces)}
+
+
+def demo_review_labels(home: Home, week: str) -> Path:
+    """The demo's weekly reviewer: label the week's sheet (refusals and truncated answers fail;
+    a provider error is "unsure" — not the release's answer; the rest pass) and save it beside
+    the sheet, as a person would."""
+    import csv
+
+    sheet = home.reports_dir / "review" / f"{week}.csv"
+    with open(sheet, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with _read_warehouse(home) as con:
+        flags = {r[0]: r[1:] for r in con.execute(
+            "SELECT trace_id, is_error, is_refusal, finish_reason FROM trace_features WHERE trace_id IN "
+            "(SELECT trace_id FROM review_samples WHERE week = ?)", [week]).fetchall()}
+    for r in rows:
+        is_error, is_refusal, finish = flags.get(r["trace_id"], (False, False, None))
+        why = "refusal" if is_refusal else "truncated" if finish == "length" else None
+        label = "fail" if why else "unsure" if is_error else "pass"
+        r.update(label=label, failure_type=why or "", reviewer=DEMO_REVIEWER,
+                 note="provider error, no answer to judge" if label == "unsure" else "")
+    out = sheet.with_name(f"{week}.labelled.csv")
+    with open(out, "w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def _proposal_evidence_lines(p: dict) -> list[str]:
+    """A proposal's evidence in a line or two: the ratchet's backtest, the calibration's
+    alerts before and after, the suite cases' incidents."""
+    ev = p.get("evidence") or {}
+    if p["kind"] == "thresholds":
+        b = (ev.get("backtest") or {}).get("summary") or {}
+        changed = [*b.get("newly_blocked", []), *b.get("newly_review", [])]
+        return [f"backtest over {b.get('replayed', 0)} past releases: "
+                + (f"would have changed {', '.join(changed)}" if changed else "no past decision would change")]
+    if p["kind"] == "alert_rules":
+        out = []
+        for r in ev.get("rules", []):
+            if r.get("status") != "proposed":
+                continue
+            before, after = r["before"], r["after"]
+            out.append(f"{r['name']}: {before['firings']} alerts ({before['noise']} without an incident, "
+                       f"{before['noise_per_month']:g}/month) -> {after['firings']} ({after['noise']}, "
+                       f"{after['noise_per_month']:g}/month) over {ev.get('days')} days; still catches "
+                       f"{len(after['caught'])} of {len(before['caught'])} incidents it caught")
+        return out
+    if p["kind"] == "suite":
+        return [f"{len(i['cases'])} cases from {i['incident_id']} ({i['title']})"
+                for i in ev.get("incidents", []) if i.get("cases")]
+    return []
+
+
+def _label_counts(home: Home, week: str) -> str:
+    with _read_warehouse(home) as con:
+        rows = con.execute(
+            "SELECT label, count(*) FROM (SELECT l.sample_id, arg_max(l.label, l.imported_at) AS label FROM trace_labels l "
+            "JOIN review_samples s USING (sample_id) WHERE s.week = ? GROUP BY l.sample_id) GROUP BY label ORDER BY 2 DESC",
+            [week]).fetchall()
+    return ", ".join(f"{n} {label}" for label, n in rows) or "no labels"
+
+
+def demo_cadence(home: Home) -> list[str]:
+    """The demo's month of cadence: the past incident, the week's review sample labelled and
+    imported, the weekly memo, the monthly proposals, and the suite proposal made from the
+    canary incident accepted — a new suite version the backfill evaluates for every release."""
+    from relops_pipeline import cli_cadence
+    from relops_pipeline.lib.proposals.store import list_proposals
+
+    past = demo_past_incident(home)
+    with _read_warehouse(home) as con:
+        last_day = con.execute("SELECT max(day) FROM trace_features").fetchall()[0][0]
+    week = last_day - dt.timedelta(days=last_day.weekday() + (0 if last_day.weekday() == 6 else 7))
+    week_key = week.isoformat()
+    review = cli_cadence.cmd_review(argparse.Namespace(home=str(home.root), action="sample", week=week_key, file=None))
+    labelled = demo_review_labels(home, week_key)
+    imported = cli_cadence.cmd_review(argparse.Namespace(home=str(home.root), action="import", file=str(labelled),
+                                                         by=DEMO_REVIEWER, open_incidents=False, week=None))
+    memo = cli_cadence.cmd_memo(argparse.Namespace(home=str(home.root), week=week_key, full=False))
+    print("      the monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) ...",
+          file=sys.stderr)
+    run_job(home, "monthly_cadence_job")
+    with _read_warehouse(home) as con:
+        drafts = list_proposals(con, status="draft")
+        accepted = list_proposals(con, kind="suite", workflow="doc-qa", status="accepted")
+    lines = [
+        f"  past incident {past['incident_id']}: support-triage v1.5.0 truncated replies (recorded, closed)",
+        f"  review sample of the week of {week_key}: {sum(r['traces'] for r in review['samples'])} traces; labels "
+        f"imported by {DEMO_REVIEWER}: {imported.get('written', 0)} new, {imported.get('unchanged', 0)} unchanged "
+        f"({_label_counts(home, week_key)})",
+        f"  stability memo of the week of {week_key}:",
+        *[f"    {line}" for line in memo["summary"]],
+        f"    read: {memo['html_path']}",
+        f"          {memo['md_path']}",
+    ]
+    for p in drafts:
+        lines.append(f"  draft {p['proposal_id']}:")
+        lines.append(f"    {p['title']}")
+        lines += [f"    {line}" for line in _proposal_evidence_lines(p)]
+    with _read_warehouse(home) as con:
+        ready = con.execute("SELECT workflow, arg_max(status, reviewed_at), arg_max(result, reviewed_at) "
+                            "FROM readiness_reviews GROUP BY workflow ORDER BY workflow").fetchall()
+    for workflow, status, result in ready:
+        plan = json.loads(result).get("plan") or []
+        lines.append(f"  readiness of {workflow}: {status}" + (f"; first step: {plan[0]['title']}" if plan else ""))
+    suite_draft = next((p for p in drafts if p["kind"] == "suite" and p["workflow"] == "doc-qa"), None)
+    if suite_draft and not accepted:
+        owner = _workflow(home, "doc-qa").owner
+        print(f"      {owner} accepts {suite_draft['proposal_id']}; evaluating every doc-qa release on the new suite ...",
+              file=sys.stderr)
+        out = cli_cadence.accept_or_reject(home, "suite", suite_draft["proposal_id"], action="accept", by=owner,
+                                           reason="cases from the v2.4.0 canary incident")
+        lines.append(f"  {out['_text']}")
+        back = backfill_evals(home, "doc-qa", suite_version=out["version"], in_process=True)
+        for r in back["runs"]:
+            lines.append(f"    {r['release_key']:<26} {_eval_line(r)}")
+        gate = cmd_gate(argparse.Namespace(home=str(home.root), workflow="doc-qa", version="v2.4.0", baseline=None,
+                                           suite_version=out["version"], junit=None, markdown=None))
+        lines.append(f"  doc-qa v2.4.0 on suite {out['version']}: {gate['decision']}"
+                     + (f" — {gate['reasons'][0]}" if gate.get("reasons") else ""))
+    elif accepted:
+        lines.append(f"  suite proposal {accepted[0]['proposal_id']} accepted earlier by {accepted[0]['decided_by']}"
+                     f" (suite {accepted[0]['result_version']})")
     return lines
 
 
@@ -622,7 +801,7 @@ def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = T
 
     key = manifest.release_key
     _add_release_partition(home, key)
-    tags = {"relops/registered_by": by or os.environ.get("USER") or "unknown"}
+    tags = {"relops/registered_by": by or _default_actor()}
     result = _run_partition(home, "release_eval_job" if run_eval else "release_manifest_job", key, tags)
     with open_warehouse(home.warehouse_path) as con:
         release = get_release(con, key)
@@ -636,13 +815,18 @@ def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = T
             "run_id": result.run_id, "_text": "\n".join(text)}
 
 
-def cmd_suite_validate(args) -> dict:
+def cmd_suite(args) -> dict:
+    """suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason TEXT"""
+    if args.action in ("accept", "reject"):
+        from relops_pipeline.cli_cadence import suite_accept
+
+        return suite_accept(args)
     from relops_pipeline.lib.evals.suites import validate_path
 
-    problems = validate_path(Path(args.path))
+    problems = validate_path(Path(args.target))
     if problems:
         raise CliError("\n".join(str(p) for p in problems))
-    return {"path": args.path, "problems": [], "_text": f"{args.path}: valid"}
+    return {"path": args.target, "problems": [], "_text": f"{args.target}: valid"}
 
 
 def _release_partitions(home: Home, workflow: str) -> list[str]:
@@ -712,14 +896,20 @@ def _eval_backfill(args) -> dict:
     home = Home.resolve(args.home)
     if not args.workflow:
         raise CliError("usage: relops eval backfill --workflow W [--suite-version S] [--in-process]")
-    _workflow(home, args.workflow)
-    keys = _release_partitions(home, args.workflow)
+    return backfill_evals(home, args.workflow, suite_version=args.suite_version, in_process=args.in_process)
+
+
+def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_process: bool) -> dict:
+    """Evaluate every registered release of the workflow (on a suite version, default the
+    latest): one Dagster backfill for the daemon, or every partition now in this process."""
+    _workflow(home, workflow)
+    keys = _release_partitions(home, workflow)
     if not keys:
-        raise CliError(f"workflow {args.workflow} has no registered releases")
+        raise CliError(f"workflow {workflow} has no registered releases")
     tags = {"relops/trigger": "cli-backfill"}
-    if args.suite_version:
-        tags["relops/suite_version"] = args.suite_version
-    if args.in_process:
+    if suite_version:
+        tags["relops/suite_version"] = suite_version
+    if in_process:
         runs = []
         for i, key in enumerate(keys, 1):
             print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
@@ -733,7 +923,7 @@ def _eval_backfill(args) -> dict:
             "no Dagster daemon is running: the backfill is queued and runs when `make ui` starts; "
             "or run it now with --in-process")
     return {"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running,
-            "_text": f"backfill {backfill_id} submitted over {len(keys)} releases of {args.workflow}\n{note}"}
+            "_text": f"backfill {backfill_id} submitted over {len(keys)} releases of {workflow}\n{note}"}
 
 
 def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
@@ -903,8 +1093,15 @@ def cmd_audit(args) -> dict:
             seq, h = audit.head(con)
             return {"seq": seq, "hash": h, "_text": f"{seq}:{h}"}
         res = audit.verify_chain(con, expect_head=expect)
-    out = {"ok": res.ok, "checked": res.checked, "problems": [p.__dict__ for p in res.problems], "_text": res.summary()}
-    if not res.ok:
+        # Versioned tables tie their rows to events: a row edited after it was recorded shows here.
+        from relops_pipeline.lib.alerts.rules import verify_alert_rules
+        from relops_pipeline.lib.gates.thresholds import verify_thresholds
+
+        versions = verify_thresholds(con) + verify_alert_rules(con)
+    text = res.summary() + "".join(f"\nversion record: {v}" for v in versions)
+    out = {"ok": res.ok and not versions, "checked": res.checked, "problems": [p.__dict__ for p in res.problems],
+           "version_problems": versions, "_text": text}
+    if not out["ok"]:
         out["_exit"] = EXIT_RUN_FAILED + 2  # 6: the log was tampered with
     return out
 
@@ -916,6 +1113,10 @@ def cmd_thresholds(args) -> dict:
     from relops_pipeline.lib.warehouse import open_warehouse
 
     home = Home.resolve(args.home)
+    if args.action in ("accept", "reject"):
+        from relops_pipeline.cli_cadence import accept_or_reject
+
+        return accept_or_reject(home, "thresholds", args.workflow, action=args.action, by=args.by, reason=args.reason)
     wf = _workflow(home, args.workflow)
     with open_warehouse(home.warehouse_path) as con:
         if args.action == "show":
@@ -925,13 +1126,9 @@ def cmd_thresholds(args) -> dict:
                     "_text": yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False)}
         if not args.file or not args.by or not args.reason:
             raise CliError("usage: relops thresholds set WORKFLOW FILE --by NAME --reason TEXT")
-        if args.by not in wf.approvers:
-            from relops_pipeline.lib import audit
+        from relops_pipeline.cli_cadence import require_approver
 
-            why = f"{args.by} may not change the thresholds of {wf.name}: approvers are {', '.join(wf.approvers) or 'nobody (set an owner)'}"
-            audit.append_event(con, kind=audit.KIND_REFUSED, actor=args.by, reason=f"{why} (asked: {args.reason})",
-                               workflow=wf.name, payload={"request": "thresholds set"})
-            raise CliError(why)
+        require_approver(con, wf, args.by, "change the thresholds", asked=args.reason)
         try:
             mapping = yaml.safe_load(Path(args.file).read_text()) or {}
             th = record_thresholds(con, wf.name, mapping, author=args.by, reason=args.reason)
@@ -1070,6 +1267,12 @@ def cmd_alerts(args) -> dict:
 
     home = Home.resolve(args.home)
     action = args.action or "list"
+    if action in ("accept", "reject"):
+        from relops_pipeline.cli_cadence import accept_or_reject
+
+        if not args.alert_id:
+            raise CliError(f"usage: relops alerts {action} PROPOSAL --by NAME")
+        return accept_or_reject(home, "alert_rules", args.alert_id, action=action, by=args.by, reason=args.reason)
     if action == "test":
         if not args.workflow:
             raise CliError("usage: relops alerts test --workflow W")
@@ -1164,7 +1367,7 @@ def workflow_status(home: Home, workflow: str) -> dict:
 
 def cmd_rollout(args) -> dict:
     wf, key = _workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
-    by = args.by or os.environ.get("USER") or "unknown"
+    by = args.by or _default_actor()
     result = run_job(home, "registry_change_job", run_config={"ops": {"change_registry": {"config": {
         "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
         "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
@@ -1180,7 +1383,7 @@ def cmd_rollout(args) -> dict:
 def cmd_rollback(args) -> dict:
     home = Home.resolve(args.home)
     wf = _workflow(home, args.workflow)
-    by = args.by or os.environ.get("USER") or "unknown"
+    by = args.by or _default_actor()
     result = run_job(home, "rollback_alert_job", run_config={"ops": {"rollback_or_alert": {"config": {
         "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
     if not result.success:
@@ -1303,9 +1506,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--by", default=None, help="who registers it (default: $USER)")
     p.add_argument("--no-eval", action="store_true", help="record the release without running its eval")
-    p = add("suite", cmd_suite_validate, "validate suite files: relops suite validate PATH")
-    p.add_argument("action", choices=["validate"])
-    p.add_argument("path")
+    p = add("suite", cmd_suite, "suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason T")
+    p.add_argument("action", choices=["validate", "accept", "reject"])
+    p.add_argument("target", metavar="PATH_OR_PROPOSAL")
+    p.add_argument("--by", default=None, help="accept/reject: the workflow's owner or a delegate")
+    p.add_argument("--reason", default=None)
+    p.add_argument("--backfill", default="daemon", choices=["daemon", "in-process", "none"],
+                   help="accept: evaluate every release on the new version (default: a Dagster backfill)")
     p = add("eval", cmd_eval, "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W")
     p.add_argument("positional", nargs="+", metavar="ARG")
     p.add_argument("--samples", type=int, default=None, help="samples per case (default: the workflow's)")
@@ -1331,9 +1538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("audit", cmd_audit, "verify the hash-chained event log (or print its head)")
     p.add_argument("action", choices=["verify", "head"])
     p.add_argument("--expect-head", default=None, metavar="SEQ:HASH", help="a head recorded earlier: detects a truncated log")
-    p = add("thresholds", cmd_thresholds, "show or set a workflow's versioned gate thresholds")
-    p.add_argument("action", choices=["show", "set"])
-    p.add_argument("workflow")
+    p = add("thresholds", cmd_thresholds, "show W | set W FILE | accept PROPOSAL | reject PROPOSAL: versioned gate thresholds")
+    p.add_argument("action", choices=["show", "set", "accept", "reject"])
+    p.add_argument("workflow", metavar="WORKFLOW_OR_PROPOSAL")
     p.add_argument("file", nargs="?")
     p.add_argument("--by", default=None)
     p.add_argument("--reason", default=None)
@@ -1341,9 +1548,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflow", default=None)
     p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="the week containing this day: details per column and release")
     p.add_argument("--refresh", action="store_true", help="recompute the selected weeks even if they have results")
-    p = add("alerts", cmd_alerts, "the alert outbox: list [--status S] | deliver | retry [ALERT_ID] | test --workflow W")
-    p.add_argument("action", nargs="?", choices=["list", "deliver", "retry", "test"])
-    p.add_argument("alert_id", nargs="?", default=None)
+    p = add("alerts", cmd_alerts, "the alert outbox: list [--status S] | deliver | retry [ALERT_ID] | test --workflow W"
+                                  " | accept|reject PROPOSAL --by NAME (alert-rule calibration)")
+    p.add_argument("action", nargs="?", choices=["list", "deliver", "retry", "test", "accept", "reject"])
+    p.add_argument("alert_id", nargs="?", default=None, metavar="ALERT_OR_PROPOSAL")
+    p.add_argument("--by", default=None)
+    p.add_argument("--reason", default=None)
     p.add_argument("--status", default=None, help="pending, delivered, dead, suppressed or unrouted")
     p.add_argument("--workflow", default=None)
     p.add_argument("--limit", type=int, default=50)
@@ -1368,6 +1578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow")
     p = add("drill", cmd_drill, "rehearse rollback on a sandbox copy of the registry and record the result")
     p.add_argument("workflow", nargs="?", default=None)
+    from relops_pipeline.cli_cadence import add_commands
+
+    add_commands(add)
     p = add("demo", cmd_demo, "generate the demo world and run the story through Dagster")
     p.add_argument("--scale", type=float, default=1.0, help="volume multiplier (10 = millions of spans)")
     p.add_argument("--seed", type=int, default=7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from relops_pipeline.defs import alerts, drift, evals, gates, ingest, releases
+from relops_pipeline.defs import alerts, drift, evals, gates, ingest, maintenance, releases
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.home import HOME_ENV, Home
 
@@ -24,10 +24,12 @@ def _home_env_set() -> bool:
 
 
 defs = dg.Definitions(
-    assets=[*ingest.assets, *evals.assets, *gates.assets, *drift.assets, *releases.assets],
+    assets=[*ingest.assets, *evals.assets, *gates.assets, *drift.assets, *releases.assets, *alerts.assets,
+            *maintenance.assets],
     asset_checks=[*releases.asset_checks],
-    jobs=[*ingest.jobs, *evals.jobs, *gates.jobs, *drift.jobs, *alerts.jobs, *releases.jobs],
-    schedules=[*drift.schedules, *releases.schedules],
+    jobs=[*ingest.jobs, *evals.jobs, *gates.jobs, *drift.jobs, *alerts.jobs, *releases.jobs,
+          *maintenance.jobs],
+    schedules=[*drift.schedules, *releases.schedules, *maintenance.schedules],
     sensors=[*ingest.sensors, *evals.sensors, *gates.sensors, *drift.sensors, *alerts.sensors, *releases.sensors],
     resources=build_resources(),
 )

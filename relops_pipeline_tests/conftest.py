@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from relops_pipeline.lib import warehouse
 from relops_pipeline.lib.schema import create_stage_tables_sql
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -17,5 +18,14 @@ def stage_con():
     """A DuckDB connection with empty stage tables, for testing one reader alone."""
     con = duckdb.connect()
     con.execute(create_stage_tables_sql())
+    yield con
+    con.close()
+
+
+@pytest.fixture
+def wh_con():
+    """An in-memory DuckDB connection with every warehouse migration applied (empty tables)."""
+    con = duckdb.connect()
+    warehouse.migrate(con)
     yield con
     con.close()

@@ -7,7 +7,7 @@ import datetime as dt
 
 import dagster as dg
 
-from relops_pipeline.defs.drift.assets import weekly_drift_schedule
+from relops_pipeline.defs.maintenance.jobs import weekly_cadence_schedule
 from relops_pipeline.defs.drift.sensors import affected_days
 from relops_pipeline.defs.partitions import daily_partitions
 
@@ -19,13 +19,14 @@ def _tick(when: dt.datetime) -> list[str]:
         from relops_pipeline.definitions import defs
 
         ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def())
-        result = weekly_drift_schedule.evaluate_tick(ctx)
+        result = weekly_cadence_schedule.evaluate_tick(ctx)
+    assert all(r.job_name in (None, "weekly_cadence_job") for r in result.run_requests or [])
     return [r.partition_key for r in result.run_requests or []]
 
 
-def test_weekly_schedule_runs_monday_morning_on_the_last_complete_week():
-    assert weekly_drift_schedule.cron_schedule == "0 6 * * 1"
-    assert weekly_drift_schedule.execution_timezone == "UTC"
+def test_weekly_cadence_runs_monday_morning_on_the_last_complete_week():
+    assert weekly_cadence_schedule.cron_schedule == "0 6 * * 1"
+    assert weekly_cadence_schedule.execution_timezone == "UTC"
     # Monday 2026-11-30 06:00 UTC: the week Monday 23 .. Sunday 29 has just ended.
     assert _tick(dt.datetime(2026, 11, 30, 6, 0, tzinfo=UTC)) == ["2026-11-23"]
     # A week later it moves on by exactly one week.

@@ -76,7 +76,10 @@ def test_signals_job_runs_a_range_of_days_in_one_run(home, resources):
         ingest_file(con, LATEST)
         days = [d.isoformat() for d in con.execute("SELECT DISTINCT start_time::DATE FROM spans ORDER BY 1").fetchall() for d in d]
     with dg.instance_for_test() as instance:
-        job = dg.Definitions(assets=[raw_traces, daily_signals, trace_features], jobs=[trace_signals_job], resources=resources).resolve_job_def("trace_signals_job")
+        from relops_pipeline.defs.alerts.assets import signal_rule_alerts
+
+        job = dg.Definitions(assets=[raw_traces, daily_signals, trace_features, signal_rule_alerts], jobs=[trace_signals_job],
+                             resources=resources).resolve_job_def("trace_signals_job")
         result = job.execute_in_process(
             instance=instance,
             tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},

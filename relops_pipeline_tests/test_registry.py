@@ -617,7 +617,8 @@ def test_incidents_open_once_merge_links_and_close(con):
     assert [i["incident_id"] for i in list_incidents(con, WF, status="closed")] == [a["incident_id"]]
     assert len(list_incidents(con, status=None)) == 2
     kinds = [e["kind"] for e in audit.list_events(con, workflow=WF)]
-    assert kinds == ["incident_opened", "incident_opened", "incident_closed"]
+    # Joining the open incident with a new link is an event too.
+    assert kinds == ["incident_opened", "incident_linked", "incident_opened", "incident_closed"]
     # A new incident for the same condition once the first is closed.
     assert open_incident(con, WF, "v3", "canary failed: latency", "canary", "relops-sensor")["created"]
 

@@ -82,7 +82,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from relops_pipeline.lib.demo_traces import PRICES_PER_MTOK, RESPONSE_MODELS
+from relops_pipeline.lib.demo_traces import CONFIG_REFUSAL, PRICES_PER_MTOK, RESPONSE_MODELS
 from relops_pipeline.lib.evals.model import Case, Manifest
 
 __all__ = ["respond", "MODEL_PROFILES", "ABSTAIN_ANSWER"]
@@ -99,6 +99,9 @@ class ModelProfile:
     verbosity: float  # output length relative to the case's gold answer
     price_in: float
     price_out: float
+    # Share of questions with a pasted configuration the model refuses (demo_traces' doc-qa
+    # v2.4.0 canary): no curated case pastes one, so only cases made from incidents show it.
+    config_refusal: float = 0.0
 
 
 def _price(model: str) -> tuple[float, float]:
@@ -115,7 +118,7 @@ MODEL_PROFILES: dict[str, ModelProfile] = {
     "gpt-4.1-nano": ModelProfile(0.56, 160.0, 0.12, 1.9, 1.15, *_price("gpt-4.1-nano")),
     "gpt-4o": ModelProfile(0.88, 450.0, 0.30, 8.0, 1.35, *_EXTRA_PRICES["gpt-4o"]),
     "gpt-4.1": ModelProfile(0.90, 520.0, 0.28, 7.0, 1.40, *_EXTRA_PRICES["gpt-4.1"]),
-    "gpt-5-mini": ModelProfile(0.88, 900.0, 0.20, 5.0, 1.50, *_price("gpt-5-mini")),
+    "gpt-5-mini": ModelProfile(0.88, 900.0, 0.20, 5.0, 1.50, *_price("gpt-5-mini"), config_refusal=0.5),
     "claude-3-5-haiku": ModelProfile(0.80, 420.0, 0.22, 4.5, 1.30, *_EXTRA_PRICES["claude-3-5-haiku"]),
     "claude-sonnet-4": ModelProfile(0.90, 700.0, 0.30, 9.0, 1.50, *_EXTRA_PRICES["claude-sonnet-4"]),
 }
@@ -533,6 +536,9 @@ def _mangle(fact: str, rng: random.Random) -> str | None:
     return None
 
 
+_PASTED_CONFIG = re.compile(r"(?i)here is my config|^\s*endpoint_\w+:", re.M)
+
+
 def _qa(feat: _Features, case: Case, rng: random.Random) -> tuple[str, dict[str, Any]]:
     expected = case.expected or {}
     question = _input_text(case, "question")
@@ -545,6 +551,8 @@ def _qa(feat: _Features, case: Case, rng: random.Random) -> tuple[str, dict[str,
     rank = _gold_rank(case, critical)
     retrieved = rank is not None and rank <= feat.top_k
     info: dict[str, Any] = {"retrieved": retrieved, "gold_rank": rank}
+    if _PASTED_CONFIG.search(question) and rng.random() < feat.profile.config_refusal:
+        return CONFIG_REFUSAL, {**info, "refused": True}
 
     bonus = (0.5 if feat.grounded else 0.0) + (0.4 if feat.cites else 0.0)
     if feat.top_k > 6:  # long contexts distract weaker models a little

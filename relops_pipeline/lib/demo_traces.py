@@ -611,7 +611,7 @@ _REPLY = {
 }
 
 _REFUSAL = "I'm sorry, but I can't help with that."
-_CONFIG_REFUSAL = ("I'm sorry, but I can't help with configuration that may contain credentials. "
+CONFIG_REFUSAL = ("I'm sorry, but I can't help with configuration that may contain credentials. "
                    "Please remove any secrets or URLs with tokens and ask again.")
 
 _SUPPORT_SYSTEM_BASE = (
@@ -1153,7 +1153,7 @@ class _DayWriter:
                 if r < 0.01:
                     out = {"text": _REFUSAL, "finish": "stop", "tokens": 10}
                 elif r < 0.01 + p_config:
-                    out = {"text": _CONFIG_REFUSAL, "finish": "stop", "tokens": len(_CONFIG_REFUSAL) // 4}
+                    out = {"text": CONFIG_REFUSAL, "finish": "stop", "tokens": len(CONFIG_REFUSAL) // 4}
                 elif r < 0.012 + p_config:
                     out = {"text": "", "finish": "content_filter", "tokens": 0}
                 else:
@@ -1166,7 +1166,7 @@ class _DayWriter:
                         out = {"text": answer, "finish": "stop", "tokens": out_tok}
                 if rng.random() < 0.95:  # the online evaluator sometimes misses a span
                     extra.append(_d("relops.score.groundedness", round(ground, 4)))
-                answered = out["finish"] == "stop" and out["tokens"] > 10 and out["text"] != _CONFIG_REFUSAL
+                answered = out["finish"] == "stop" and out["tokens"] > 10 and out["text"] != CONFIG_REFUSAL
                 p_up = 0.3 + 0.65 * ground if answered else 0.25
             span, t = self._chat(tid, root_sid, t, beh, load, system, messages, in_tok, out, extra, err)
             llm_spans.append(span)

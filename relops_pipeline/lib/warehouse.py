@@ -443,6 +443,112 @@ CREATE TABLE canary_analyses (
     )
 )
 
+MIGRATIONS.append(
+    (
+        7,
+        "the cadence: stability memos, review samples and labels, proposals, alert rules, readiness",
+        """
+ALTER TABLE incidents ADD COLUMN started_at TIMESTAMP;
+UPDATE incidents SET started_at = opened_at;
+CREATE TABLE stability_memos (
+    memo_id VARCHAR PRIMARY KEY,
+    week DATE NOT NULL,
+    generated_at TIMESTAMP NOT NULL,
+    ops_from TIMESTAMP NOT NULL,
+    ops_to TIMESTAMP NOT NULL,
+    memo JSON NOT NULL,
+    report_md VARCHAR,
+    md_path VARCHAR,
+    html_path VARCHAR,
+    dagster_run_id VARCHAR
+);
+CREATE TABLE review_samples (
+    sample_id VARCHAR PRIMARY KEY,
+    week DATE NOT NULL,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR NOT NULL,
+    trace_id VARCHAR NOT NULL,
+    stratum VARCHAR NOT NULL,
+    topic VARCHAR,
+    sheet VARCHAR,
+    selected_at TIMESTAMP NOT NULL
+);
+CREATE TABLE trace_labels (
+    label_id VARCHAR PRIMARY KEY,
+    sample_id VARCHAR,
+    trace_id VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    release VARCHAR,
+    name VARCHAR NOT NULL,
+    value DOUBLE,
+    label VARCHAR,
+    is_failure BOOLEAN NOT NULL,
+    failure_type VARCHAR,
+    note VARCHAR,
+    reviewer VARCHAR NOT NULL,
+    source_file VARCHAR,
+    incident_id VARCHAR,
+    imported_at TIMESTAMP NOT NULL
+);
+CREATE TABLE proposals (
+    proposal_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    title VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    base_version VARCHAR,
+    payload JSON NOT NULL,
+    evidence JSON,
+    content_hash VARCHAR NOT NULL,
+    report_md VARCHAR,
+    report_path VARCHAR,
+    dagster_run_id VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    decided_by VARCHAR,
+    decided_at TIMESTAMP,
+    decision_reason VARCHAR,
+    result_version VARCHAR,
+    event_seq BIGINT
+);
+CREATE TABLE alert_rule_versions (
+    workflow VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    config JSON NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    author VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    event_seq BIGINT,
+    PRIMARY KEY (workflow, version)
+);
+CREATE TABLE rule_firings (
+    workflow VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    day DATE NOT NULL,
+    rules_version INTEGER NOT NULL,
+    value DOUBLE,
+    threshold DOUBLE,
+    traces BIGINT,
+    alert_id VARCHAR,
+    dagster_run_id VARCHAR,
+    fired_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (workflow, rule, day, rules_version)
+);
+CREATE TABLE readiness_reviews (
+    review_id VARCHAR PRIMARY KEY,
+    workflow VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    result JSON NOT NULL,
+    report_md VARCHAR,
+    report_path VARCHAR,
+    dagster_run_id VARCHAR,
+    reviewed_at TIMESTAMP NOT NULL
+);
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")

@@ -126,6 +126,13 @@ def load_workflow(workflows_dir: Path, name: str) -> Workflow:
         raise WorkflowError(f"{path}: scorers: expected a list")
     if not isinstance(merged["runner"], dict) or "type" not in merged["runner"]:
         raise WorkflowError(f"{path}: runner: expected a mapping with a type")
+    if isinstance(merged["alerts"], dict) and merged["alerts"].get("rules") is not None:
+        from relops_pipeline.lib.alerts.rules import parse_rules
+
+        try:
+            parse_rules(merged["alerts"]["rules"], f"{path}: alerts.rules")
+        except ValueError as exc:
+            raise WorkflowError(str(exc)) from None
     return Workflow(name=name, path=path, raw=doc, **{k: merged[k] for k in DEFAULTS})
 
 

@@ -150,19 +150,4 @@ weekly_drift_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    cron_schedule="0 6 * * 1",
-    job=weekly_drift_job,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def weekly_drift_schedule(context: dg.ScheduleEvaluationContext):
-    """Monday 06:00 UTC: the drift of the week that just ended (Monday to Sunday)."""
-    weeks = weekly_partitions.get_partition_keys(current_time=context.scheduled_execution_time)
-    if not weeks:
-        return dg.SkipReason("no complete week yet")
-    week = weeks[-1]
-    return dg.RunRequest(run_key=f"weekly-drift-{week}", partition_key=week, tags={"relops/trigger": "weekly_drift_schedule"})
-
-
-__all__ = ["rolling_drift", "weekly_drift", "rolling_drift_job", "weekly_drift_job", "weekly_drift_schedule"]
+__all__ = ["rolling_drift", "weekly_drift", "rolling_drift_job", "weekly_drift_job"]

@@ -360,7 +360,8 @@ class PagerDutySink(Sink):
 
 SINK_TYPES: dict[str, type[Sink]] = {c.type: c for c in (FileSink, LogSink, SlackSink, WebhookSink, PagerDutySink)}
 COMMON_KEYS = ("type", "name", "min_severity", *RETRY_KEYS)
-ALERTS_KEYS = ("sinks", "cooldown_minutes", "retry")
+# `rules` (signal alert rules) is parsed by relops_pipeline.lib.alerts.rules.
+ALERTS_KEYS = ("sinks", "cooldown_minutes", "retry", "rules")
 
 
 # ---------------------------------------------------------------------------------------------

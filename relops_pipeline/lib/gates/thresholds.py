@@ -35,24 +35,21 @@ Unknown keys are errors that name the key and where it was found.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import math
 from dataclasses import asdict, fields
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import duckdb
 
 from relops_pipeline.lib import audit
-from relops_pipeline.lib.evals.model import validate_key
 from relops_pipeline.lib.gates.model import DEFAULT_ALLOWED_REGRESSION, Thresholds
+# NO_OWNER_AUTHOR and config_hash are part of this module's interface (callers and tests use them).
+from relops_pipeline.lib.versioned import NO_OWNER_AUTHOR, VersionedConfig, config_hash
 
 # The table threshold_versions is created by warehouse migration 3
 # (relops_pipeline/lib/warehouse.py); event_seq is the seq of the version's event.
 
 SEED_REASON = "initial thresholds from the workflow configuration"
-NO_OWNER_AUTHOR = "workflow configuration (no owner set)"
 
 # Keys a user writes; the rest of Thresholds (version, author, reason) comes from the record.
 RECORD_FIELDS = ("version", "author", "reason")
@@ -184,88 +181,43 @@ def config_of(thresholds: Thresholds) -> dict[str, Any]:
     return {k: d[k] for k in CONFIG_KEYS}
 
 
-def _canonical(config: Mapping[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the configuration's canonical JSON (sorted keys, compact)."""
-    return hashlib.sha256(_canonical(config).encode("utf-8")).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
-# Reading the recorded versions
+# The recorded versions (the mechanism is relops_pipeline.lib.versioned)
 
-_ROW_COLS = ("workflow", "version", "config", "config_hash", "author", "reason", "created_at", "event_seq")
-
-
-def _rows(
-    con: duckdb.DuckDBPyConnection, workflow: str, version: int | None = None, latest: bool = False
-) -> list[dict[str, Any]]:
-    sql = f"SELECT {', '.join(_ROW_COLS)} FROM threshold_versions WHERE workflow = ?"
-    params: list[Any] = [workflow]
-    if version is not None:
-        sql += " AND version = ?"
-        params.append(int(version))
-    sql += " ORDER BY version DESC LIMIT 1" if latest else " ORDER BY version"
-    out = []
-    for values in con.execute(sql, params).fetchall():
-        row = dict(zip(_ROW_COLS, values))
-        stored = json.loads(row["config"])
-        if config_hash(stored) != row["config_hash"]:
-            raise ThresholdsError(
-                f"threshold version {workflow} v{row['version']} does not match its config_hash: the row was "
-                f"edited after it was recorded; run `relops audit verify`"
-            )
-        row["config"] = stored
-        out.append(row)
-    return out
-
-
-def _to_thresholds(row: dict[str, Any]) -> Thresholds:
-    t = parse_thresholds(row["config"], f"threshold_versions {row['workflow']} v{row['version']}")
-    t.version = int(row["version"])
-    t.author = row["author"]
-    t.reason = row["reason"]
-    return t
+_VERSIONS: VersionedConfig[Thresholds] = VersionedConfig(
+    table="threshold_versions",
+    event_kind=audit.KIND_THRESHOLDS_VERSION,
+    label="threshold version",
+    subject="thresholds",
+    change="a threshold change",
+    error=ThresholdsError,
+    parse=parse_thresholds,
+    config_of=config_of,
+    empty=Thresholds,
+    seed_reason=SEED_REASON,
+    list_versions_when_missing=True,
+)
 
 
 def current_thresholds(con: duckdb.DuckDBPyConnection, workflow: str) -> Thresholds:
     """The latest recorded version for the workflow; the built-in defaults (version 0) when
     none was recorded."""
-    rows = _rows(con, workflow, latest=True)
-    return _to_thresholds(rows[0]) if rows else Thresholds()
+    return _VERSIONS.current(con, workflow)
 
 
 def thresholds_at(con: duckdb.DuckDBPyConnection, workflow: str, version: int) -> Thresholds:
     """A given version (0: the built-in defaults); ThresholdsError when it was never recorded."""
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ThresholdsError(f"threshold version must be an integer >= 0, got {version!r}")
-    if version == 0:
-        return Thresholds()
-    rows = _rows(con, workflow, version=version)
-    if not rows:
-        have = [r["version"] for r in _rows(con, workflow)]
-        known = (f"recorded versions: {', '.join(map(str, have))}" if have
-                 else "none recorded (version 0 is the defaults)")
-        raise ThresholdsError(f"no threshold version {version} for workflow {workflow!r}; {known}")
-    return _to_thresholds(rows[0])
+    return _VERSIONS.at(con, workflow, version)
 
 
 def thresholds_history(con: duckdb.DuckDBPyConnection, workflow: str) -> list[dict[str, Any]]:
     """Every recorded version, oldest first: version, config, config_hash, author, reason,
     created_at (naive UTC), event_seq."""
-    return [{k: r[k] for k in _ROW_COLS if k != "workflow"} for r in _rows(con, workflow)]
+    return _VERSIONS.history(con, workflow)
 
 
 # ---------------------------------------------------------------------------------------------
 # Recording
-
-
-def _nonempty(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ThresholdsError(f"a threshold change needs a non-empty {name} (who made it and why)")
-    return value.strip()
 
 
 def record_thresholds(
@@ -280,35 +232,7 @@ def record_thresholds(
     in one transaction (the caller's, when one is open). Identical configuration to the latest
     version is a no-op that returns the latest. Keys left out take the defaults, not the
     previous version's values: a version is always complete."""
-    try:
-        validate_key("workflow", workflow)
-    except ValueError as exc:
-        raise ThresholdsError(str(exc)) from None
-    author = _nonempty("author", author)
-    reason = _nonempty("reason", reason)
-    new = parse_thresholds(thresholds_mapping, f"thresholds for workflow {workflow}")
-    config = config_of(new)
-    with audit.transaction(con):
-        latest = current_thresholds(con, workflow)
-        if latest.version > 0 and config_of(latest) == config:
-            return latest
-        version = latest.version + 1
-        digest = config_hash(config)
-        event = audit.append_event(
-            con,
-            kind=audit.KIND_THRESHOLDS_VERSION,
-            actor=author,
-            reason=reason,
-            workflow=workflow,
-            payload={"version": version, "previous_version": latest.version, "config_hash": digest, "config": config},
-        )
-        con.execute(
-            f"INSERT INTO threshold_versions ({', '.join(_ROW_COLS)}) VALUES ({', '.join('?' for _ in _ROW_COLS)})",
-            [workflow, version, _canonical(config), digest, author, reason,
-             datetime.now(timezone.utc).replace(tzinfo=None), event["seq"]],
-        )
-    new.version, new.author, new.reason = version, author, reason
-    return new
+    return _VERSIONS.record(con, workflow, thresholds_mapping, author=author, reason=reason)
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -335,10 +259,8 @@ def seed_from_workflow_config(
     if not mapping:
         return None
     from_file = parse_thresholds(mapping, where)
-    latest = current_thresholds(con, workflow)
-    if latest.version == 0:
-        author = owner.strip() if isinstance(owner, str) and owner.strip() else NO_OWNER_AUTHOR
-        record_thresholds(con, workflow, mapping, author=author, reason=SEED_REASON)
+    latest = _VERSIONS.seed(con, workflow, mapping, owner)
+    if latest is None:
         return None
     diff = _differences(config_of(from_file), config_of(latest))
     if not diff:
@@ -356,24 +278,4 @@ def verify_thresholds(con: duckdb.DuckDBPyConnection) -> list[str]:
     workflow and version carrying the same config_hash. Returns the problems (empty: all
     consistent). Use it next to audit.verify_chain: the chain protects the events, this ties
     the threshold table to them."""
-    problems: list[str] = []
-    rows = con.execute(
-        "SELECT t.workflow, t.version, t.config, t.config_hash, t.event_seq, e.kind, e.workflow, e.payload "
-        "FROM threshold_versions t LEFT JOIN events e ON e.seq = t.event_seq ORDER BY t.workflow, t.version"
-    ).fetchall()
-    for workflow, version, config, digest, event_seq, e_kind, e_workflow, e_payload in rows:
-        name = f"threshold version {workflow} v{version}"
-        try:
-            stored_hash = config_hash(json.loads(config))
-        except ValueError:
-            stored_hash = None
-        if stored_hash != digest:
-            problems.append(f"{name}: config does not match its config_hash (edited after it was recorded)")
-        if event_seq is None or e_kind is None:
-            problems.append(f"{name}: its event (seq {event_seq}) is missing from the event log")
-            continue
-        payload = json.loads(e_payload) if e_payload else {}
-        if (e_kind != audit.KIND_THRESHOLDS_VERSION or e_workflow != workflow
-                or payload.get("version") != version or payload.get("config_hash") != digest):
-            problems.append(f"{name}: does not match its event at seq {event_seq} (edited after it was recorded)")
-    return problems
+    return _VERSIONS.verify(con)

@@ -17,7 +17,7 @@ import duckdb
 from relops_pipeline.lib.alerts import Alert
 from relops_pipeline.lib.alerts.service import raise_alert
 from relops_pipeline.lib.home import Home
-from relops_pipeline.lib.incidents import open_incident
+from relops_pipeline.lib.incidents import example_traces, open_incident
 from relops_pipeline.lib.registry.policy import decide
 from relops_pipeline.lib.registry.rollout import link_rollback, record_recommendation, rollback
 from relops_pipeline.lib.registry.state import get_state
@@ -30,8 +30,27 @@ SEVERITY = {("rollback", "gate"): "error", ("rollback", "canary"): "error", ("ro
             ("rollback", "manual"): "warning", ("alert_only", "manual"): "warning"}
 
 
+# How many example traces of a failing canary the incident links (they become test cases).
+CANARY_EXAMPLE_TRACES = 20
+
+
 def runbook_path(home: Home, workflow: str):
     return home.reports_dir / "runbooks" / f"{workflow}.md"
+
+
+def canary_examples(con: duckdb.DuckDBPyConnection, workflow: str, release: str,
+                    limit: int = CANARY_EXAMPLE_TRACES) -> tuple[list[str], datetime | None]:
+    """(example trace ids of the canary, when the canary window began): the window of the
+    latest canary analysis of the release, else the release's whole traffic; errors, refusals
+    and the slowest traces in turn (incidents.example_traces)."""
+    from relops_pipeline.lib.canary.service import canary_window
+
+    row = con.execute("SELECT window_start, window_end FROM canary_analyses WHERE workflow = ? AND canary = ? "
+                      "ORDER BY computed_at DESC LIMIT 1", [workflow, release]).fetchone()
+    window = (row[0], row[1]) if row else canary_window(con, workflow, release)
+    if window is None:
+        return [], None
+    return [e["trace_id"] for e in example_traces(con, workflow, release, window[0], window[1], limit=limit)], window[0]
 
 
 def respond_to_failure(
@@ -92,8 +111,13 @@ def respond_to_failure(
         all_links.setdefault("dagster_run", run_id)
     title = (f"manual rollback of {release or 'the live release'}" if trigger == "manual"
              else f"failed {trigger} check" + (f" on {release}" if release else ""))
-    incident = open_incident(con, wf.name, release, title,
-                             trigger, actor, links={**all_links, "rollback_id": rollback_id})
+    incident_links: dict[str, Any] = {**all_links, "rollback_id": rollback_id}
+    started_at = None
+    if trigger == "canary" and release:
+        traces, started_at = canary_examples(con, wf.name, release)
+        if traces:
+            incident_links["traces"] = traces
+    incident = open_incident(con, wf.name, release, title, trigger, actor, links=incident_links, started_at=started_at)
     numbers = {k: v for k, v in (evidence or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
     if decision == "rollback" and done.get("time_to_rollback_s") is not None:
         numbers["time_to_rollback_s"] = round(float(done["time_to_rollback_s"]), 3)

@@ -1,0 +1,392 @@
+"""The `relops` commands of the weekly and monthly cadence: memo, review, incident, propose,
+proposals, suite/thresholds/alerts accept and reject, readiness.
+
+Commands that compute artifacts materialize the cadence assets through Dagster (so the UI
+shows the same history); reviewed changes (accepting a proposal, importing labels, incidents)
+are recorded directly, each as an event with the actor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from relops_pipeline import cli as base
+from relops_pipeline.cli import EXIT_RUN_FAILED, CliError
+from relops_pipeline.lib.home import Home
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def _week_arg(value: str | None) -> dt.date:
+    """The Monday of the week containing the given day (default: the last complete week)."""
+    from relops_pipeline.lib.cadence import last_complete_week
+
+    if not value:
+        return last_complete_week(_today())
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        raise CliError(f"--week {value!r}: expected YYYY-MM-DD") from None
+    monday = day - dt.timedelta(days=day.weekday())
+    if monday + dt.timedelta(days=7) > _today():
+        raise CliError(f"the week of {monday} has not ended yet: a memo covers a complete week")
+    return monday
+
+
+def _run(home: Home, job: str, tags: dict | None = None):
+    result = base.run_job(home, job, tags=tags)
+    if not result.success:
+        raise CliError(f"{job} run {result.run_id} failed: {base._run_failure(result)}", EXIT_RUN_FAILED)
+    return result
+
+
+def require_approver(con, wf, by: str | None, request: str, asked: str | None = None) -> str:
+    """`by` must be the workflow's owner or a delegate; a refusal is recorded as an event
+    (with what was asked, when given)."""
+    from relops_pipeline.lib import audit
+
+    if not by:
+        raise CliError(f"{request} needs --by NAME (the workflow's owner or a delegate)")
+    if by not in wf.approvers:
+        why = f"{by} may not {request} for {wf.name}: approvers are {', '.join(wf.approvers) or 'nobody (set an owner)'}"
+        audit.append_event(con, kind=audit.KIND_REFUSED, actor=by, reason=why + (f" (asked: {asked})" if asked else ""),
+                           workflow=wf.name, payload={"request": request})
+        raise CliError(why)
+    return by
+
+
+# ---------------------------------------------------------------------------------------------
+# Weekly: the memo and the review sample
+
+
+def cmd_memo(args) -> dict:
+    """Write (through Dagster) and show the stability memo of a week."""
+    home = Home.resolve(args.home)
+    week = _week_arg(args.week)
+    with base._read_warehouse(home):
+        pass
+    result = _run(home, "memo_job", {"dagster/partition": week.isoformat()})
+    with base._read_warehouse(home) as con:
+        row = con.execute(
+            "SELECT memo_id, md_path, html_path, report_md, ops_from, ops_to, memo FROM stability_memos "
+            "WHERE dagster_run_id = ? ORDER BY generated_at DESC LIMIT 1", [result.run_id]).fetchall()
+    if not row:
+        raise CliError(f"memo run {result.run_id} recorded no memo", EXIT_RUN_FAILED)
+    memo_id, md_path, html_path, md, ops_from, ops_to, memo = row[0]
+    summary = memo_summary_lines(json.loads(memo).get("summary") or {})
+    text = md if args.full else "\n".join([
+        f"stability memo of the week of {week} ({memo_id}, run {result.run_id})",
+        f"  release operations recorded {ops_from:%Y-%m-%d %H:%M} .. {ops_to:%Y-%m-%d %H:%M} UTC",
+        *[f"  {line}" for line in summary],
+        f"  markdown: {md_path}",
+        f"  HTML:     {html_path}",
+        "  (--full prints the memo)",
+    ])
+    return {"week": week.isoformat(), "memo_id": memo_id, "md_path": md_path, "html_path": html_path,
+            "summary": summary, "run_id": result.run_id, "_text": text}
+
+
+def memo_summary_lines(s: dict) -> list[str]:
+    """The memo's headline in a few plain lines (the markdown has the detail)."""
+    blocked = s.get("blocked_releases") or []
+    lines = [f"{s.get('traces', 0):,} traces; {s.get('gate_decisions', 0)} gate decisions, {s.get('blocked', 0)} BLOCK"
+             + (f" ({', '.join(blocked)})" if blocked else "")]
+    for r in s.get("rollback_list") or []:
+        took = r.get("time_to_rollback_s")
+        lines.append(f"rollback: {r['workflow']} {r['from']} -> {r['to']} ({r['trigger']}"
+                     + (f", {took:.2f} s to roll back" if took is not None else "")
+                     + ("" if r.get("performed") else ", recommended only") + ")")
+    lines += [f"drift: {d}" for d in s.get("drifting") or []]
+    lines.append(f"incidents: {s.get('incidents_opened', 0)} opened, {s.get('incidents_closed', 0)} closed; "
+                 f"alerts: {s.get('alerts', 0)} ({s.get('noisy_alerts', 0)} noisy); {s.get('fixes', 0)} recommended fixes")
+    return lines
+
+
+def cmd_review(args) -> dict:
+    """review sample [--week D]: draw and write the week's review sheet (through Dagster);
+    review import FILE [--by NAME] [--open-incidents]: load the labels back (failures open
+    incidents, one per workflow and release, only when asked: the reviewer decides)."""
+    home = Home.resolve(args.home)
+    if args.action == "sample":
+        week = _week_arg(args.week)
+        with base._read_warehouse(home):
+            pass
+        result = _run(home, "review_sample_job", {"dagster/partition": week.isoformat()})
+        with base._read_warehouse(home) as con:
+            rows = con.execute("SELECT workflow, release, count(*), any_value(sheet) FROM review_samples WHERE week = ? "
+                               "GROUP BY ALL ORDER BY 1, 2", [week]).fetchall()
+        sheet = rows[0][3] if rows else None
+        lines = [f"review sample of the week of {week}: {sum(r[2] for r in rows)} traces (run {result.run_id})",
+                 *[f"  {w:<16} {r:<10} {n}" for w, r, n, _s in rows]]
+        if sheet:
+            lines.append(f"  sheet: {sheet} (fill label = pass | fail | unsure, then `relops review import FILE`)")
+        return {"week": week.isoformat(), "samples": [{"workflow": w, "release": r, "traces": n} for w, r, n, _ in rows],
+                "sheet": sheet, "run_id": result.run_id, "_text": "\n".join(lines)}
+    if not args.file:
+        raise CliError("usage: relops review import FILE [--by NAME] [--open-incidents]")
+    from relops_pipeline.lib.review import ReviewImportError, import_review_labels
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    with base._read_warehouse(home) as con:
+        try:
+            out = import_review_labels(con, path, reviewer_default=args.by, open_incidents=args.open_incidents)
+        except ReviewImportError as exc:
+            raise CliError(str(exc)) from None
+    summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in out.items() if isinstance(v, int))
+    lines = [f"imported {path}: {summary}"]
+    for inc in out.get("incidents", []):
+        lines.append(f"  incident {inc['incident_id']} ({inc['workflow']} {inc.get('release') or '-'}): {inc['title']}")
+    return {**out, "_text": "\n".join(lines)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Incidents
+
+
+def cmd_incident(args) -> dict:
+    """incident open --workflow W [--release V] --title T [--trace ID ...] [--started-at TIME] |
+    list [--workflow W] [--all] | show ID | close ID --resolution TEXT"""
+    from relops_pipeline.lib import incidents as inc
+
+    home = Home.resolve(args.home)
+    by = args.by or base._default_actor()
+    with base._read_warehouse(home) as con:
+        try:
+            if args.action == "open":
+                if not args.workflow or not args.title:
+                    raise CliError("usage: relops incident open --workflow W [--release V] --title TEXT "
+                                   "[--trace TRACE_ID ...] [--started-at YYYY-MM-DDTHH:MM]")
+                base._workflow(home, args.workflow)
+                started = _time_arg(args.started_at)
+                links = {"traces": list(args.trace)} if args.trace else {}
+                row = inc.open_incident(con, args.workflow, args.release, args.title, "manual", by, links,
+                                        started_at=started)
+                verb = "opened" if row.get("created") else "already open as"
+                return {**row, "_text": f"{verb} {row['incident_id']}: {row['title']}"}
+            if args.action == "list":
+                rows = inc.list_incidents(con, args.workflow, status=None if args.all else "open", limit=args.limit)
+                table = base._plain_table(
+                    ["incident", "status", "workflow", "release", "opened (UTC)", "source", "title"],
+                    [[r["incident_id"], r["status"], r["workflow"], r["release"] or "-", f"{r['opened_at']:%Y-%m-%d %H:%M}",
+                      r["source"], r["title"][:60]] for r in rows])
+                return {"incidents": rows, "_text": table if rows else "no incidents" + ("" if args.all else " open")}
+            if not args.incident_id:
+                raise CliError(f"usage: relops incident {args.action} INCIDENT_ID")
+            if args.action == "show":
+                row = inc.show_incident(con, args.incident_id)
+                if row is None:
+                    raise CliError(f"no incident {args.incident_id!r}")
+                return {**row, "_text": _incident_text(row)}
+            if not args.resolution:
+                raise CliError("usage: relops incident close INCIDENT_ID --resolution TEXT [--by NAME]")
+            row = inc.close_incident(con, args.incident_id, closed_by=by, resolution=args.resolution)
+            return {**row, "_text": f"closed {row['incident_id']} ({by}): {row['resolution']}"}
+        except inc.IncidentError as exc:
+            raise CliError(str(exc)) from None
+
+
+def _time_arg(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"--started-at {value!r}: expected an ISO time such as 2026-11-10T10:00") from None
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _incident_text(row: dict) -> str:
+    lines = [f"{row['incident_id']}  {row['status'].upper()}  {row['workflow']} {row.get('release') or '-'}",
+             f"  {row['title']}",
+             f"  source {row['source']}, opened by {row['opened_by']} at {row['opened_at']:%Y-%m-%d %H:%M} UTC"
+             + (f", started {row['started_at']:%Y-%m-%d %H:%M}" if row.get("started_at") else "")]
+    if row.get("closed_at"):
+        lines.append(f"  closed by {row['closed_by']} at {row['closed_at']:%Y-%m-%d %H:%M}: {row['resolution']}")
+    for name, items in (("alerts", row.get("alerts") or []), ("rollbacks", row.get("rollbacks") or []),
+                        ("labels", row.get("labels") or [])):
+        if items:
+            lines.append(f"  {name}: {len(items)}")
+    traces = row.get("traces") or []
+    if traces:
+        lines.append(f"  traces ({len(traces)}):")
+        for t in traces[:10]:
+            out = (t.get("output_text") or "").replace("\n", " ")[:80]
+            lines.append(f"    {t['trace_id']}  {t.get('release') or '-'}  {out}")
+    links = {k: v for k, v in (row.get("links") or {}).items() if k != "traces"}
+    for k, v in links.items():
+        lines.append(f"  {k}: {v}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Monthly: proposals, acceptance, readiness
+
+KIND_JOBS = {"suite": "suite_proposals_job", "thresholds": "threshold_proposals_job", "alert_rules": "alert_calibration_job"}
+
+
+def cmd_propose(args) -> dict:
+    """Make this month's proposals now (through Dagster): all kinds, or --kind K."""
+    home = Home.resolve(args.home)
+    with base._read_warehouse(home):
+        pass
+    jobs = [KIND_JOBS[args.kind]] if args.kind else ["monthly_cadence_job"]
+    runs = [_run(home, j).run_id for j in jobs]
+    out = cmd_proposals(args, status="draft")
+    return {**out, "run_ids": runs}
+
+
+def cmd_proposals(args, status: str | None = None) -> dict:
+    """proposals [--kind K] [--status S] [--workflow W] | proposals show ID"""
+    from relops_pipeline.lib.proposals.store import ProposalError, get_proposal, list_proposals
+
+    home = Home.resolve(args.home)
+    with base._read_warehouse(home) as con:
+        if getattr(args, "action", None) == "show":
+            if not args.proposal_id:
+                raise CliError("usage: relops proposals show PROPOSAL_ID")
+            p = get_proposal(con, args.proposal_id)
+            if p is None:
+                raise CliError(f"no proposal {args.proposal_id!r}")
+            return {**p, "_text": p["report_md"] or p["title"]}
+        try:
+            rows = list_proposals(con, kind=args.kind, workflow=args.workflow, status=status or getattr(args, "status", None))
+        except ProposalError as exc:
+            raise CliError(str(exc)) from None
+    accept = {"suite": "suite accept", "thresholds": "thresholds accept", "alert_rules": "alerts accept"}
+    lines = [base._plain_table(["proposal", "status", "workflow", "title"],
+                               [[p["proposal_id"], p["status"], p["workflow"], p["title"][:70]] for p in rows])
+             if rows else "no proposals"]
+    drafts = [p for p in rows if p["status"] == "draft"]
+    for p in drafts:
+        lines.append(f"  read: {p['report_path'] or 'relops proposals show ' + p['proposal_id']}")
+        lines.append(f"  accept: relops {accept[p['kind']]} {p['proposal_id']} --by NAME")
+    return {"proposals": rows, "_text": "\n".join(lines)}
+
+
+def accept_or_reject(home: Home, kind: str, proposal_id: str, *, action: str, by: str | None,
+                     reason: str | None) -> dict:
+    """Accept (make the new version) or reject a draft as the workflow's owner or a delegate."""
+    from relops_pipeline.lib.proposals.store import ProposalError, get_proposal, reject_proposal
+
+    with base._read_warehouse(home) as con:
+        p = get_proposal(con, proposal_id)
+        if p is None or p["kind"] != kind:
+            raise CliError(f"no {kind} proposal {proposal_id!r}: `relops proposals --kind {kind}` lists them")
+        wf = base._workflow(home, p["workflow"])
+        by = require_approver(con, wf, by, f"{action} {kind} proposals", asked=proposal_id)
+        try:
+            if action == "reject":
+                if not reason:
+                    raise CliError("rejecting a proposal needs --reason TEXT")
+                row = reject_proposal(con, proposal_id, by=by, reason=reason, kind=kind)
+                note_decision(home, row)
+                return {"proposal": row, "_text": f"{by} rejected {proposal_id}: {reason}"}
+            if kind == "suite":
+                from relops_pipeline.lib.proposals.suites import accept_suite_proposal
+
+                out = accept_suite_proposal(con, home.root / "suites", proposal_id, by=by, reason=reason)
+                note_decision(home, get_proposal(con, proposal_id))
+                return {**out, "workflow": wf.name,
+                        "_text": f"{by} accepted {proposal_id}: suite {wf.suite_name} {out['version']} "
+                                 f"(+{out['cases_added']} cases) at {out['path']}"}
+            if kind == "thresholds":
+                from relops_pipeline.lib.proposals.thresholds import accept_threshold_proposal
+
+                th = accept_threshold_proposal(con, proposal_id, by=by, reason=reason)
+                note_decision(home, get_proposal(con, proposal_id))
+                return {"workflow": wf.name, "version": th.version,
+                        "_text": f"{by} accepted {proposal_id}: thresholds of {wf.name} are now version {th.version}"}
+            from relops_pipeline.lib.alerts.calibration import accept_alert_calibration
+
+            out = accept_alert_calibration(con, proposal_id, by=by, reason=reason)
+            note_decision(home, get_proposal(con, proposal_id))
+            return {**out, "workflow": wf.name,
+                    "_text": f"{by} accepted {proposal_id}: alert rules of {wf.name} are now version {out['version']}"}
+        except (ProposalError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+
+
+def note_decision(home: Home, proposal: dict) -> None:
+    """Append the decision to the proposal's report file, so the file never reads as a draft
+    after it was decided."""
+    from relops_pipeline.lib.cadence import proposal_report_path
+
+    path = proposal_report_path(home, proposal["proposal_id"])
+    if path.exists():
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"\n\n---\n**{proposal['status'].upper()}** by {proposal['decided_by']} at "
+                    f"{proposal['decided_at']:%Y-%m-%d %H:%M} UTC"
+                    + (f": version {proposal['result_version']}" if proposal.get("result_version") else "")
+                    + f" ({proposal['decision_reason']})\n")
+
+
+def suite_accept(args) -> dict:
+    """suite accept PROPOSAL --by NAME [--backfill daemon|in-process|none]: the new suite
+    version, then the eval backfill over every release of the workflow on it."""
+    home = Home.resolve(args.home)
+    out = accept_or_reject(home, "suite", args.target, action=args.action, by=args.by, reason=args.reason)
+    if args.action != "accept" or args.backfill == "none":
+        return out
+    back = base.backfill_evals(home, out["workflow"], suite_version=out["version"], in_process=args.backfill == "in-process")
+    return {**out, "backfill": {k: v for k, v in back.items() if k != "_text"}, "_text": out["_text"] + "\n" + back["_text"]}
+
+
+def cmd_readiness(args) -> dict:
+    """Review a workflow's readiness for release operations (through Dagster) and show the gaps."""
+    home = Home.resolve(args.home)
+    wf = base._workflow(home, args.workflow)
+    with base._read_warehouse(home):
+        pass
+    result = _run(home, "readiness_job")
+    with base._read_warehouse(home) as con:
+        row = con.execute("SELECT status, result, report_md, report_path FROM readiness_reviews WHERE workflow = ? "
+                          "AND dagster_run_id = ? ORDER BY reviewed_at DESC LIMIT 1", [wf.name, result.run_id]).fetchall()
+    if not row:
+        raise CliError(f"readiness run {result.run_id} recorded no review of {wf.name}", EXIT_RUN_FAILED)
+    status, res, md, path = row[0]
+    return {"workflow": wf.name, "status": status, "result": json.loads(res), "report_path": path,
+            "run_id": result.run_id, "_text": md + f"\n(report: {path})"}
+
+
+def add_commands(add) -> None:
+    """Register the cadence commands on the `relops` parser (see cli.build_parser)."""
+    p = add("memo", cmd_memo, "write and show the weekly stability memo of a complete week")
+    p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
+    p.add_argument("--full", action="store_true", help="print the whole memo (markdown)")
+    p = add("review", cmd_review, "review sample [--week D] | review import FILE [--by NAME] [--open-incidents]")
+    p.add_argument("action", choices=["sample", "import"])
+    p.add_argument("file", nargs="?", default=None)
+    p.add_argument("--week", default=None, metavar="YYYY-MM-DD")
+    p.add_argument("--by", default=None, help="import: the reviewer for rows that name none")
+    p.add_argument("--open-incidents", action="store_true",
+                   help="import: open an incident per workflow and release with failures, linked to their traces")
+    p = add("incident", cmd_incident, "incident open|list|show|close")
+    p.add_argument("action", choices=["open", "list", "show", "close"])
+    p.add_argument("incident_id", nargs="?", default=None)
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--release", default=None, help="open: the release version")
+    p.add_argument("--title", default=None)
+    p.add_argument("--trace", action="append", default=[], metavar="TRACE_ID", help="open: link a trace (repeatable)")
+    p.add_argument("--started-at", default=None, help="open: when the problem began (UTC)")
+    p.add_argument("--resolution", default=None)
+    p.add_argument("--by", default=None, help="who (default: $USER)")
+    p.add_argument("--all", action="store_true", help="list: closed ones too")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("propose", cmd_propose, "make this month's proposals now for every workflow: suite cases from incidents, "
+                                    "threshold ratchets, alert calibration (drafts until accepted)")
+    p.add_argument("--kind", default=None, choices=list(KIND_JOBS))
+    p.add_argument("--workflow", default=None, help="list only this workflow's drafts afterwards")
+    p = add("proposals", cmd_proposals, "list proposals [--kind K] [--status S] [--workflow W] | proposals show ID")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("proposal_id", nargs="?", default=None)
+    p.add_argument("--kind", default=None, choices=list(KIND_JOBS))
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--status", default=None, choices=["draft", "accepted", "rejected", "superseded"])
+    p = add("readiness", cmd_readiness, "review what release operations needs from a workflow, with a first month's plan")
+    p.add_argument("workflow")

@@ -1,0 +1,58 @@
+"""The weekly and monthly cadence: jobs and their schedules."""
+
+import dagster as dg
+
+from relops_pipeline.defs.drift.assets import weekly_drift
+from relops_pipeline.defs.maintenance.assets import (
+    alert_calibration,
+    readiness_report,
+    review_sample,
+    stability_memo,
+    suite_proposals,
+    threshold_proposals,
+)
+from relops_pipeline.defs.partitions import weekly_partitions
+
+weekly_cadence_job = dg.define_asset_job(
+    "weekly_cadence_job",
+    selection=[weekly_drift, stability_memo, review_sample],
+    description="The week that just ended: its drift, then the stability memo, then the review sample.",
+)
+memo_job = dg.define_asset_job("memo_job", selection=[stability_memo], description="Write one week's stability memo.")
+review_sample_job = dg.define_asset_job(
+    "review_sample_job", selection=[review_sample], description="Draw one week's review sample and write its sheet."
+)
+monthly_cadence_job = dg.define_asset_job(
+    "monthly_cadence_job",
+    selection=[suite_proposals, threshold_proposals, alert_calibration, readiness_report],
+    description="The monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) "
+                "and the readiness review. Proposals are drafts until someone accepts them.",
+)
+suite_proposals_job = dg.define_asset_job("suite_proposals_job", selection=[suite_proposals])
+threshold_proposals_job = dg.define_asset_job("threshold_proposals_job", selection=[threshold_proposals])
+alert_calibration_job = dg.define_asset_job("alert_calibration_job", selection=[alert_calibration])
+readiness_job = dg.define_asset_job("readiness_job", selection=[readiness_report])
+
+
+@dg.schedule(
+    cron_schedule="0 6 * * 1",
+    job=weekly_cadence_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def weekly_cadence_schedule(context: dg.ScheduleEvaluationContext):
+    """Monday 06:00 UTC: the week that just ended — drift, then the memo, then the review sample."""
+    weeks = weekly_partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+    if not weeks:
+        return dg.SkipReason("no complete week yet")
+    week = weeks[-1]
+    return dg.RunRequest(run_key=f"weekly-cadence-{week}", partition_key=week,
+                         tags={"relops/trigger": "weekly_cadence_schedule"})
+
+
+# The 1st of the month at 08:00 UTC, after the monthly drill (07:00): the runbook the drill
+# refreshes and the drill's result are in the readiness review.
+monthly_cadence_schedule = dg.ScheduleDefinition(
+    job=monthly_cadence_job, cron_schedule="0 8 1 * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING, tags={"relops/trigger": "monthly_cadence_schedule"},
+)

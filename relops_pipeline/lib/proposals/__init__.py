@@ -1,0 +1,1 @@
+"""Reviewed changes: drafts made by the monthly maintenance assets, accepted by a person."""
