@@ -39,7 +39,7 @@ def world(tmp_path_factory):
     mp.setenv("RELOPS_HOME", str(home))
     mp.setenv("DAGSTER_HOME", str(home / "dagster"))
     assert main(["--home", str(home), "init"]) == 0
-    generate_demo_traces(home / "landing" / "demo", scale=0.5, days=range(49, 56), workflows=["doc-qa"])
+    generate_demo_traces(home / "landing" / "demo", scale=1.0, days=range(49, 56), workflows=["doc-qa"])
     assert main(["--home", str(home), "ingest", str(home / "landing" / "demo")]) == 0
     for version in ("v2.3.0", "v2.4.0"):
         assert main(["--home", str(home), "release", "register", str(home / "releases" / "doc-qa" / f"{version}.yaml"),
@@ -56,30 +56,45 @@ def _refusal_traces(home, release: str, n: int) -> list[str]:
 
 
 def test_incident_traces_become_a_suite_version_the_backfill_evaluates(world, capsys):
+    """A hand-opened incident and the canary's rollback incident (both linked to traces)
+    become proposed cases; accepting them makes suite v2, which the backfill runs for every
+    release — and v2.4.0, which its canary exposed, BLOCKs on it."""
     home = world
-    traces = _refusal_traces(home, "v2.4.0", 6)
-    assert len(traces) >= 3
+    traces = _refusal_traces(home, "v2.4.0", 4)
+    assert len(traces) == 4
     opened = cli_json(capsys, home, "incident", "open", "--workflow", "doc-qa", "--release", "v2.4.0",
                       "--title", "v2.4.0 refuses pasted configurations", "--started-at", "2026-11-20T10:00",
                       "--by", "li.wei", *[a for t in traces for a in ("--trace", t)])
-    incident = opened["incident_id"]
-    shown = cli_json(capsys, home, "incident", "show", incident)
+    manual = opened["incident_id"]
+    shown = cli_json(capsys, home, "incident", "show", manual)
     assert [t["trace_id"] for t in shown["traces"]] == traces
     assert shown["started_at"].startswith("2026-11-20 10:00")
+
+    for version, stage in (("v2.3.0", "full"), ("v2.4.0", "canary")):
+        cli_json(capsys, home, "rollout", "doc-qa", version, "--stage", stage, "--by", "li.wei", "--override",
+                 "--reason", "test: no gate yet")
+    code, out, err = cli(capsys, home, "canary", "doc-qa", "v2.4.0", "--json")
+    assert code == 1, err
+    response = json.loads(out)["response"]
+    assert response["decision"] == "rollback"
+    canary = response["incident_id"]
+    assert cli_json(capsys, home, "incident", "show", canary)["traces"]  # example traces of the failing canary
 
     props = cli_json(capsys, home, "propose", "--kind", "suite")
     draft = next(p for p in props["proposals"] if p["workflow"] == "doc-qa")
     cases = draft["payload"]["cases"]
     assert draft["status"] == "draft" and draft["payload"]["next_version"] == "v2"
-    assert cases and all(c["provenance"] == f"incident:{incident}" for c in cases)
-    assert all("I'm sorry" in " ".join(c["expected"].get("not_contains", [])) for c in cases)
+    assert {c["provenance"] for c in cases} == {f"incident:{manual}", f"incident:{canary}"}
+    assert all(c["must_pass"] for c in cases if c["provenance"] == f"incident:{canary}")  # it caused a rollback
+    assert not any(c["must_pass"] for c in cases if c["provenance"] == f"incident:{manual}")
+    assert any("I'm sorry" in " ".join(c["expected"].get("not_contains", [])) for c in cases)
     assert not (home / "suites" / "doc-qa" / "v2.yaml").exists()  # nothing changes before acceptance
 
     # Only the workflow's owner or a delegate may accept; a refusal is recorded.
     code, _, err = cli(capsys, home, "suite", "accept", draft["proposal_id"], "--by", "mallory")
     assert code == EXIT_BAD_INPUT and "mallory may not accept suite proposals for doc-qa" in err
     out = cli_json(capsys, home, "suite", "accept", draft["proposal_id"], "--by", "li.wei",
-                   "--reason", "cases from the canary incident", "--backfill", "in-process")
+                   "--reason", "cases from the incidents", "--backfill", "in-process")
     assert out["version"] == "v2" and out["cases_added"] == len(cases)
     assert sorted(r["release_key"] for r in out["backfill"]["runs"]) == ["doc-qa--v2.3.0", "doc-qa--v2.4.0"]
     with open_warehouse(home / "warehouse" / "relops.duckdb") as con:
@@ -92,16 +107,47 @@ def test_incident_traces_become_a_suite_version_the_backfill_evaluates(world, ca
     assert runs == [("doc-qa--v2.3.0", "v2", v1_cases + len(cases)), ("doc-qa--v2.4.0", "v2", v1_cases + len(cases))]
     assert events == [("refused", "mallory"), ("proposal_accepted", "li.wei")]
     assert status == [("accepted", "li.wei", "v2")]
-    # The incident is covered now: the next month proposes nothing new for it.
+    code, out, err = cli(capsys, home, "gate", "doc-qa", "v2.4.0", "--baseline", "v2.3.0", "--suite-version", "v2")
+    # No longer SHIP: must-pass cases made from its own canary incident fail (BLOCK when they fail
+    # again on re-sampling, REVIEW when the re-samples make them look flaky: it refuses about half).
+    assert code in (1, 2), out + err
+    assert f"must-pass case inc-{canary[-8:]}" in out
+    # The incidents are covered now: the next month proposes nothing new for them.
     again = cli_json(capsys, home, "propose", "--kind", "suite")
     assert not [p for p in again["proposals"] if p["workflow"] == "doc-qa" and p["status"] == "draft"]
+
+
+def test_memo_names_the_blocked_release_and_the_rollback_with_the_warehouses_numbers(world, capsys):
+    """After the test above (a canary rolled back; the gate on the suite made from its incident
+    no longer ships it): the week's memo says so, with the numbers the warehouse holds."""
+    home = world
+    memo = cli_json(capsys, home, "memo", "--week", WEEK)
+    with open_warehouse(home / "warehouse" / "relops.duckdb") as con:
+        summary = json.loads(con.execute("SELECT memo FROM stability_memos WHERE memo_id = ?",
+                                         [memo["memo_id"]]).fetchall()[0][0])["summary"]
+        traces = con.execute("SELECT count(*) FROM trace_features WHERE day BETWEEN CAST(? AS DATE) "
+                             "AND CAST(? AS DATE) + 6", [WEEK, WEEK]).fetchall()[0][0]
+        took = con.execute("SELECT time_to_rollback_s FROM rollbacks WHERE workflow = 'doc-qa' AND performed").fetchall()
+        gates = con.execute("SELECT version, decision FROM gate_decisions ORDER BY decided_at").fetchall()
+        memo_gates = [(g["release"], g["decision"]) for w in json.loads(con.execute(
+            "SELECT memo FROM stability_memos WHERE memo_id = ?", [memo["memo_id"]]).fetchall()[0][0])["workflows"]
+            for g in w.get("gates", [])]
+    assert summary["traces"] == traces
+    assert memo_gates == gates and gates[-1][0] == "v2.4.0" and gates[-1][1] != "SHIP"
+    assert summary["blocked_releases"] == [f"doc-qa {v}" for v, d in gates if d == "BLOCK"]
+    [rb] = summary["rollback_list"]
+    assert (rb["from"], rb["to"], rb["trigger"], rb["performed"]) == ("v2.4.0", "v2.3.0", "canary", True)
+    assert rb["time_to_rollback_s"] == pytest.approx(took[0][0]) and took[0][0] > 0
+    assert f"{took[0][0]:.2f} s to roll back" in "\n".join(memo["summary"])
 
 
 def test_weekly_memo_review_sample_and_labels(world, capsys, tmp_path):
     home = world
     memo = cli_json(capsys, home, "memo", "--week", WEEK)
     md = open(memo["md_path"], encoding="utf-8").read()
-    assert r"## Workflow doc\-qa" in md and r"| v2\.4\.0 | 221 |" in md  # markdown-escaped; its week's traces
+    with open_warehouse(home / "warehouse" / "relops.duckdb") as con:
+        n = con.execute("SELECT count(*) FROM trace_features WHERE release = 'v2.4.0'").fetchall()[0][0]
+    assert r"## Workflow doc\-qa" in md and f"| v2\\.4\\.0 | {n:,} |" in md  # markdown-escaped; its week's traces
     html = open(memo["html_path"], encoding="utf-8").read()
     assert "<svg" in html and "<script" not in html and "gpt-5-mini" in html
 
