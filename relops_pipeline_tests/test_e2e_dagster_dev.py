@@ -49,6 +49,14 @@ def _wait(predicate, timeout_s: float, what: str, proc=None, log: Path | None = 
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f":\n{log.read_text()[-4000:]}" if log else ""))
 
 
+def _alerts(home: Home) -> int:
+    con = connect(home.warehouse_path, read_only=True, timeout_s=10)
+    try:
+        return con.execute("SELECT count(*) FROM alert_outbox WHERE workflow = 'doc-qa'").fetchall()[0][0]
+    finally:
+        con.close()
+
+
 @pytest.mark.timeout(900)
 def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path):
     from relops_pipeline.lib.demo_traces import generate_demo_traces
@@ -84,6 +92,8 @@ def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path
         pointer = _wait(lambda: (p := read_pointer(home.registry_dir, "doc-qa")).canary is None and p,
                         600, "the registry to flip", proc, log)
         elapsed = time.monotonic() - started
+        # The pointer flips first; the rollback job then opens the incident and writes the alert.
+        _wait(lambda: _alerts(home) >= 1, 120, "the rollback's alert", proc, log)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
