@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/relops demo --home "$(RELOPS_HOME)"
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=12
 
 ui: $(STAMP)
 	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null
