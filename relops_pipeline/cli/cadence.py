@@ -12,8 +12,17 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from relops_pipeline import cli as base
-from relops_pipeline.cli import EXIT_RUN_FAILED, CliError
+from relops_pipeline.cli.common import (
+    EXIT_RUN_FAILED,
+    CliError,
+    default_actor,
+    get_workflow,
+    plain_table,
+    read_warehouse,
+    run_failure,
+    run_job,
+)
+from relops_pipeline.cli.evals import backfill_evals
 from relops_pipeline.lib.home import Home
 
 
@@ -38,9 +47,9 @@ def _week_arg(value: str | None) -> dt.date:
 
 
 def _run(home: Home, job: str, tags: dict | None = None):
-    result = base.run_job(home, job, tags=tags)
+    result = run_job(home, job, tags=tags)
     if not result.success:
-        raise CliError(f"{job} run {result.run_id} failed: {base._run_failure(result)}", EXIT_RUN_FAILED)
+        raise CliError(f"{job} run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
     return result
 
 
@@ -59,18 +68,14 @@ def require_approver(con, wf, by: str | None, request: str, asked: str | None = 
     return by
 
 
-# ---------------------------------------------------------------------------------------------
-# Weekly: the memo and the review sample
-
-
 def cmd_memo(args) -> dict:
     """Write (through Dagster) and show the stability memo of a week."""
     home = Home.resolve(args.home)
     week = _week_arg(args.week)
-    with base._read_warehouse(home):
+    with read_warehouse(home):
         pass
     result = _run(home, "memo_job", {"dagster/partition": week.isoformat()})
-    with base._read_warehouse(home) as con:
+    with read_warehouse(home) as con:
         row = con.execute(
             "SELECT memo_id, md_path, html_path, report_md, ops_from, ops_to, memo FROM stability_memos "
             "WHERE dagster_run_id = ? ORDER BY generated_at DESC LIMIT 1", [result.run_id]).fetchall()
@@ -113,10 +118,10 @@ def cmd_review(args) -> dict:
     home = Home.resolve(args.home)
     if args.action == "sample":
         week = _week_arg(args.week)
-        with base._read_warehouse(home):
+        with read_warehouse(home):
             pass
         result = _run(home, "review_sample_job", {"dagster/partition": week.isoformat()})
-        with base._read_warehouse(home) as con:
+        with read_warehouse(home) as con:
             rows = con.execute("SELECT workflow, release, count(*), any_value(sheet) FROM review_samples WHERE week = ? "
                                "GROUP BY ALL ORDER BY 1, 2", [week]).fetchall()
         sheet = rows[0][3] if rows else None
@@ -133,7 +138,7 @@ def cmd_review(args) -> dict:
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"no such file: {path}")
-    with base._read_warehouse(home) as con:
+    with read_warehouse(home) as con:
         try:
             out = import_review_labels(con, path, reviewer_default=args.by, open_incidents=args.open_incidents)
         except ReviewImportError as exc:
@@ -145,24 +150,20 @@ def cmd_review(args) -> dict:
     return {**out, "_text": "\n".join(lines)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Incidents
-
-
 def cmd_incident(args) -> dict:
     """incident open --workflow W [--release V] --title T [--trace ID ...] [--started-at TIME] |
     list [--workflow W] [--all] | show ID | close ID --resolution TEXT"""
     from relops_pipeline.lib import incidents as inc
 
     home = Home.resolve(args.home)
-    by = args.by or base._default_actor()
-    with base._read_warehouse(home) as con:
+    by = args.by or default_actor()
+    with read_warehouse(home) as con:
         try:
             if args.action == "open":
                 if not args.workflow or not args.title:
                     raise CliError("usage: relops incident open --workflow W [--release V] --title TEXT "
                                    "[--trace TRACE_ID ...] [--started-at YYYY-MM-DDTHH:MM]")
-                base._workflow(home, args.workflow)
+                get_workflow(home, args.workflow)
                 started = _time_arg(args.started_at)
                 links = {"traces": list(args.trace)} if args.trace else {}
                 row = inc.open_incident(con, args.workflow, args.release, args.title, "manual", by, links,
@@ -171,7 +172,7 @@ def cmd_incident(args) -> dict:
                 return {**row, "_text": f"{verb} {row['incident_id']}: {row['title']}"}
             if args.action == "list":
                 rows = inc.list_incidents(con, args.workflow, status=None if args.all else "open", limit=args.limit)
-                table = base._plain_table(
+                table = plain_table(
                     ["incident", "status", "workflow", "release", "opened (UTC)", "source", "title"],
                     [[r["incident_id"], r["status"], r["workflow"], r["release"] or "-", f"{r['opened_at']:%Y-%m-%d %H:%M}",
                       r["source"], r["title"][:60]] for r in rows])
@@ -224,16 +225,13 @@ def _incident_text(row: dict) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# Monthly: proposals, acceptance, readiness
-
 KIND_JOBS = {"suite": "suite_proposals_job", "thresholds": "threshold_proposals_job", "alert_rules": "alert_calibration_job"}
 
 
 def cmd_propose(args) -> dict:
     """Make this month's proposals now (through Dagster): all kinds, or --kind K."""
     home = Home.resolve(args.home)
-    with base._read_warehouse(home):
+    with read_warehouse(home):
         pass
     jobs = [KIND_JOBS[args.kind]] if args.kind else ["monthly_cadence_job"]
     runs = [_run(home, j).run_id for j in jobs]
@@ -246,7 +244,7 @@ def cmd_proposals(args, status: str | None = None) -> dict:
     from relops_pipeline.lib.proposals.store import ProposalError, get_proposal, list_proposals
 
     home = Home.resolve(args.home)
-    with base._read_warehouse(home) as con:
+    with read_warehouse(home) as con:
         if getattr(args, "action", None) == "show":
             if not args.proposal_id:
                 raise CliError("usage: relops proposals show PROPOSAL_ID")
@@ -259,8 +257,8 @@ def cmd_proposals(args, status: str | None = None) -> dict:
         except ProposalError as exc:
             raise CliError(str(exc)) from None
     accept = {"suite": "suite accept", "thresholds": "thresholds accept", "alert_rules": "alerts accept"}
-    lines = [base._plain_table(["proposal", "status", "workflow", "title"],
-                               [[p["proposal_id"], p["status"], p["workflow"], p["title"][:70]] for p in rows])
+    lines = [plain_table(["proposal", "status", "workflow", "title"],
+                         [[p["proposal_id"], p["status"], p["workflow"], p["title"][:70]] for p in rows])
              if rows else "no proposals"]
     drafts = [p for p in rows if p["status"] == "draft"]
     for p in drafts:
@@ -274,11 +272,11 @@ def accept_or_reject(home: Home, kind: str, proposal_id: str, *, action: str, by
     """Accept (make the new version) or reject a draft as the workflow's owner or a delegate."""
     from relops_pipeline.lib.proposals.store import ProposalError, get_proposal, reject_proposal
 
-    with base._read_warehouse(home) as con:
+    with read_warehouse(home) as con:
         p = get_proposal(con, proposal_id)
         if p is None or p["kind"] != kind:
             raise CliError(f"no {kind} proposal {proposal_id!r}: `relops proposals --kind {kind}` lists them")
-        wf = base._workflow(home, p["workflow"])
+        wf = get_workflow(home, p["workflow"])
         by = require_approver(con, wf, by, f"{action} {kind} proposals", asked=proposal_id)
         try:
             if action == "reject":
@@ -333,18 +331,18 @@ def suite_accept(args) -> dict:
     out = accept_or_reject(home, "suite", args.target, action=args.action, by=args.by, reason=args.reason)
     if args.action != "accept" or args.backfill == "none":
         return out
-    back = base.backfill_evals(home, out["workflow"], suite_version=out["version"], in_process=args.backfill == "in-process")
+    back = backfill_evals(home, out["workflow"], suite_version=out["version"], in_process=args.backfill == "in-process")
     return {**out, "backfill": {k: v for k, v in back.items() if k != "_text"}, "_text": out["_text"] + "\n" + back["_text"]}
 
 
 def cmd_readiness(args) -> dict:
     """Review a workflow's readiness for release operations (through Dagster) and show the gaps."""
     home = Home.resolve(args.home)
-    wf = base._workflow(home, args.workflow)
-    with base._read_warehouse(home):
+    wf = get_workflow(home, args.workflow)
+    with read_warehouse(home):
         pass
     result = _run(home, "readiness_job")
-    with base._read_warehouse(home) as con:
+    with read_warehouse(home) as con:
         row = con.execute("SELECT status, result, report_md, report_path FROM readiness_reviews WHERE workflow = ? "
                           "AND dagster_run_id = ? ORDER BY reviewed_at DESC LIMIT 1", [wf.name, result.run_id]).fetchall()
     if not row:
@@ -354,8 +352,8 @@ def cmd_readiness(args) -> dict:
             "run_id": result.run_id, "_text": md + f"\n(report: {path})"}
 
 
-def add_commands(add) -> None:
-    """Register the cadence commands on the `relops` parser (see cli.build_parser)."""
+def register(add) -> None:
+    """Register the cadence commands on the `relops` parser."""
     p = add("memo", cmd_memo, "write and show the weekly stability memo of a complete week")
     p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
     p.add_argument("--full", action="store_true", help="print the whole memo (markdown)")

@@ -1,0 +1,64 @@
+"""The `relops` command: a thin front door over the Dagster definitions.
+
+Commands that compute or change state run through Dagster on the home's instance, so the UI
+shows the same history. Each prints a short human summary, or one JSON object with --json.
+Exit codes: 0 success; 3 bad input (unreadable path, unknown format, bad configuration);
+4 a Dagster run failed; 5 no such home or warehouse yet. One module per domain registers its
+commands (common: the plumbing they share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from typing import Sequence
+
+from relops_pipeline.cli import alerts, cadence, demo, drift, evals, gates, ingest, releases
+from relops_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_NO_HOME, EXIT_OK, EXIT_RUN_FAILED, CliError
+from relops_pipeline.lib.home import HOME_ENV
+
+__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "EXIT_NO_HOME", "CliError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `relops` parser: each domain module registers its subcommands, in this order."""
+    home_help = f"the relops home folder (default: ${HOME_ENV}, else ./data/home)"
+    parser = argparse.ArgumentParser(prog="relops", description="Release operations for production LLM workflows.")
+    parser.add_argument("--home", default=None, help=home_help)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(fn=fn)
+        return p
+
+    for module in (ingest, evals, gates, drift, alerts, releases, cadence, demo):
+        module.register(add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `relops` command; returns its exit code (errors print as one line each)."""
+    args = build_parser().parse_args(argv)
+    try:
+        out = args.fn(args)
+    except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one
+        if not isinstance(exc, CliError):
+            exc = CliError(f"{type(exc).__name__}: {exc}", EXIT_RUN_FAILED)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc), "exit_code": exc.code}))
+        else:
+            for line in str(exc).splitlines():
+                print(f"relops: {line}", file=sys.stderr)
+        return exc.code
+    text = out.pop("_text", "")
+    code = out.pop("_exit", EXIT_OK)
+    if args.json:
+        print(json.dumps(out, default=str))
+    else:
+        print(text)
+    return code

@@ -1,0 +1,271 @@
+"""`relops workflow add`, `release register`, `suite` and `eval`: workflows, releases, their
+suites and eval runs (one run, an import, or a backfill over every release)."""
+
+from __future__ import annotations
+
+import sys
+
+from pathlib import Path
+
+from relops_pipeline.cli.common import (
+    CliError,
+    add_release_partition,
+    dagster_defs,
+    dagster_instance,
+    default_actor,
+    get_workflow,
+    get_workflow_release,
+    release_partitions,
+    run_partition,
+)
+from relops_pipeline.lib.home import Home
+
+
+def cmd_workflow_add(args) -> dict:
+    from relops_pipeline.lib.workflows import WorkflowError, add_workflow
+
+    home = Home.resolve(args.home)
+    home.ensure()
+    try:
+        path = add_workflow(home.workflows_dir, args.name, owner=args.owner)
+    except WorkflowError as exc:
+        raise CliError(str(exc)) from None
+    return {"workflow": args.name, "path": str(path), "_text": f"workflow {args.name} written to {path} (edit its runner and scorers)"}
+
+
+def _eval_summary(home: Home, run_id: str) -> dict:
+    from relops_pipeline.lib.warehouse import open_warehouse
+    from relops_pipeline.lib.evals.store import eval_run_summary
+
+    with open_warehouse(home.warehouse_path) as con:
+        row = con.execute("SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1",
+                          [run_id]).fetchone()
+        return eval_run_summary(con, row[0]) if row else {}
+
+
+def _eval_text(e: dict) -> str:
+    if not e:
+        return "no eval run recorded"
+    lines = [
+        f"eval run {e['eval_run_id']} of {e['release_key']} on suite {e['suite_version']} ({e['source']}): "
+        f"{e['cases']} cases, {e['samples']} samples, {e['errors']} errors"
+        + ("" if e["valid"] else f" — INVALID: {e['invalid_reason']}"),
+    ]
+    for m, v in e["metrics"].items():
+        lines.append(f"  {m:<16} mean {v['mean']:.3f}  pass rate {v['pass_rate']:.3f}  (n={v['n']})")
+    if e.get("must_pass_cases"):
+        lines.append(f"  must-pass cases failing in some sample: {e['must_pass_failing_cases']} of {e['must_pass_cases']}")
+    return "\n".join(lines)
+
+
+def cmd_release_register(args) -> dict:
+    import yaml
+
+    from relops_pipeline.lib.evals.manifests import ManifestError, load_manifest
+
+    home = Home.resolve(args.home)
+    home.ensure()
+    try:
+        manifest = load_manifest(Path(args.file))
+    except (ManifestError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    get_workflow(home, manifest.workflow)
+    dest = home.root / "releases" / manifest.workflow / f"{manifest.version}.yaml"
+    if dest.exists():
+        registered = load_manifest(dest)
+        if registered.content_hash != manifest.content_hash:
+            raise CliError(
+                f"release {manifest.release_key} is already registered with a different manifest ({dest}): "
+                "a registered manifest is immutable; give the change a new version"
+            )
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The home keeps a self-contained copy: templates given by file are inlined.
+        tmp = dest.with_suffix(".yaml.tmp")
+        tmp.write_text(f"# registered from {Path(args.file).resolve()}\n" + yaml.safe_dump(manifest.content(), sort_keys=False))
+        tmp.replace(dest)
+    return register_release(home, manifest, by=args.by, run_eval=not args.no_eval)
+
+
+def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = True) -> dict:
+    """Add the release's partition and record it (and run its eval) through Dagster."""
+    from relops_pipeline.lib.evals.store import get_release
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    key = manifest.release_key
+    add_release_partition(home, key)
+    tags = {"relops/registered_by": by or default_actor()}
+    result = run_partition(home, "release_eval_job" if run_eval else "release_manifest_job", key, tags)
+    with open_warehouse(home.warehouse_path) as con:
+        release = get_release(con, key)
+    ev = _eval_summary(home, result.run_id) if run_eval else {}
+    summary = (release.get("diff") or {}).get("summary") or []
+    text = [f"registered {key} (manifest {release['manifest_hash'][:12]}), compared with {release['baseline_version'] or 'nothing'}"]
+    text += [f"  changed: {line}" for line in summary]
+    if ev:
+        text.append(_eval_text(ev))
+    return {"release_key": key, "manifest_hash": release["manifest_hash"], "diff": release["diff"], "eval": ev,
+            "run_id": result.run_id, "_text": "\n".join(text)}
+
+
+def cmd_suite(args) -> dict:
+    """suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason TEXT"""
+    if args.action in ("accept", "reject"):
+        from relops_pipeline.cli.cadence import suite_accept  # here: cadence imports this module
+
+        return suite_accept(args)
+    from relops_pipeline.lib.evals.suites import validate_path
+
+    problems = validate_path(Path(args.target))
+    if problems:
+        raise CliError("\n".join(str(p) for p in problems))
+    return {"path": args.target, "problems": [], "_text": f"{args.target}: valid"}
+
+
+def cmd_eval(args) -> dict:
+    positional = args.positional
+    if positional[0] == "import":
+        return _eval_import(args, positional[1:])
+    if positional[0] == "backfill":
+        return _eval_backfill(args)
+    if len(positional) != 2:
+        raise CliError("usage: relops eval WORKFLOW VERSION | eval import FILE --workflow W --version V | eval backfill --workflow W")
+    home = Home.resolve(args.home)
+    workflow, version = positional
+    _wf, key = get_workflow_release(home, workflow, version)
+    if key not in release_partitions(home, workflow):
+        raise CliError(f"release {key} is not registered: relops release register MANIFEST.yaml")
+    tags = {}
+    if args.samples:
+        tags["relops/samples"] = str(args.samples)
+    if args.suite_version:
+        tags["relops/suite_version"] = args.suite_version
+    result = run_partition(home, "eval_run_job", key, tags)
+    ev = _eval_summary(home, result.run_id)
+    return {**ev, "run_id": result.run_id, "_text": _eval_text(ev)}
+
+
+def _eval_import(args, rest: list[str]) -> dict:
+    if len(rest) != 1 or not args.workflow or not args.version:
+        raise CliError("usage: relops eval import FILE --workflow W --version V [--format promptfoo|inspect|jsonl]")
+    home = Home.resolve(args.home)
+    path = Path(rest[0])
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    _wf, key = get_workflow_release(home, args.workflow, args.version)
+    from relops_pipeline.lib.evals.imports import ImportFormatError, import_results
+
+    try:  # fail before any run on a file that cannot be imported
+        import_results(path, args.format, workflow=args.workflow, version=args.version, variant=args.variant)
+    except (ImportFormatError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    add_release_partition(home, key)
+    tags = {"relops/import_file": str(path.resolve())}
+    if args.format:
+        tags["relops/import_format"] = args.format
+    if args.variant:
+        tags["relops/import_variant"] = args.variant
+    result = run_partition(home, "release_eval_job", key, tags)
+    ev = _eval_summary(home, result.run_id)
+    return {**ev, "run_id": result.run_id, "_text": _eval_text(ev)}
+
+
+def _daemon_running(instance) -> bool:
+    import time as _time
+
+    beats = instance.get_daemon_heartbeats()
+    beat = beats.get("BACKFILL")
+    return beat is not None and _time.time() - beat.timestamp < 120
+
+
+def _eval_backfill(args) -> dict:
+    home = Home.resolve(args.home)
+    if not args.workflow:
+        raise CliError("usage: relops eval backfill --workflow W [--suite-version S] [--in-process]")
+    return backfill_evals(home, args.workflow, suite_version=args.suite_version, in_process=args.in_process)
+
+
+def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_process: bool) -> dict:
+    """Evaluate every registered release of the workflow (on a suite version, default the
+    latest): one Dagster backfill for the daemon, or every partition now in this process."""
+    get_workflow(home, workflow)
+    keys = release_partitions(home, workflow)
+    if not keys:
+        raise CliError(f"workflow {workflow} has no registered releases")
+    tags = {"relops/trigger": "cli-backfill"}
+    if suite_version:
+        tags["relops/suite_version"] = suite_version
+    if in_process:
+        runs = []
+        for i, key in enumerate(keys, 1):
+            print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
+            runs.append({"release_key": key, **_eval_summary(home, run_partition(home, "eval_run_job", key, tags).run_id)})
+        text = "\n".join(_eval_text(r) for r in runs)
+        return {"mode": "in-process", "releases": keys, "runs": runs, "_text": text}
+    backfill_id = submit_backfill(home, keys, tags)
+    instance = dagster_instance(home)
+    running = _daemon_running(instance)
+    note = ("the Dagster daemon is running: follow it in the UI (Overview > Backfills)" if running else
+            "no Dagster daemon is running: the backfill is queued and runs when `make ui` starts; "
+            "or run it now with --in-process")
+    return {"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running,
+            "_text": f"backfill {backfill_id} submitted over {len(keys)} releases of {workflow}\n{note}"}
+
+
+def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
+    """One Dagster backfill of eval_run over the given release partitions."""
+    import time as _time
+
+    from dagster import AssetKey
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from relops_pipeline.defs.beta import expected_beta_warnings
+
+    instance = dagster_instance(home)
+    with expected_beta_warnings():
+        asset_graph = dagster_defs().resolve_asset_graph()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=asset_graph,
+        partition_names=keys,
+        asset_selection=[AssetKey("eval_run")],
+        backfill_timestamp=_time.time(),
+        tags=tags,
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=f"eval backfill {tags.get('relops/suite_version', 'latest suite')}",
+        description="relops eval backfill",
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def register(add) -> None:
+    """Register workflow, release, suite and eval on the `relops` parser."""
+    p = add("workflow", cmd_workflow_add, "add a workflow: relops workflow add NAME [--owner NAME]")
+    p.add_argument("action", choices=["add"])
+    p.add_argument("name")
+    p.add_argument("--owner", default=None)
+    p = add("release", cmd_release_register, "register a release manifest: relops release register FILE")
+    p.add_argument("action", choices=["register"])
+    p.add_argument("file")
+    p.add_argument("--by", default=None, help="who registers it (default: $USER)")
+    p.add_argument("--no-eval", action="store_true", help="record the release without running its eval")
+    p = add("suite", cmd_suite, "suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason T")
+    p.add_argument("action", choices=["validate", "accept", "reject"])
+    p.add_argument("target", metavar="PATH_OR_PROPOSAL")
+    p.add_argument("--by", default=None, help="accept/reject: the workflow's owner or a delegate")
+    p.add_argument("--reason", default=None)
+    p.add_argument("--backfill", default="daemon", choices=["daemon", "in-process", "none"],
+                   help="accept: evaluate every release on the new version (default: a Dagster backfill)")
+    p = add("eval", cmd_eval, "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W")
+    p.add_argument("positional", nargs="+", metavar="ARG")
+    p.add_argument("--samples", type=int, default=None, help="samples per case (default: the workflow's)")
+    p.add_argument("--suite-version", default=None)
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--version", default=None)
+    p.add_argument("--format", default=None, choices=["promptfoo", "inspect", "jsonl"])
+    p.add_argument("--variant", default=None, help="import: which provider/prompt of a multi-provider promptfoo file")
+    p.add_argument("--in-process", action="store_true", help="backfill: run every partition now, in this process")

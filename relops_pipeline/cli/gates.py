@@ -1,0 +1,222 @@
+"""`relops gate`, `approve`, `audit` and `thresholds`: gate decisions, approvals, the
+hash-chained audit log and versioned gate thresholds."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from pathlib import Path
+
+from relops_pipeline.cli.cadence import accept_or_reject, require_approver
+from relops_pipeline.cli.common import (
+    EXIT_RUN_FAILED,
+    CliError,
+    get_workflow,
+    get_workflow_release,
+    read_warehouse,
+    release_partitions,
+    run_failure,
+    run_job,
+    run_partition,
+)
+from relops_pipeline.cli.evals import register_release
+from relops_pipeline.lib.home import Home
+
+
+EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2}
+
+
+def latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> dict | None:
+    """The release's latest gate decision (of that Dagster run, when given), or None."""
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    with open_warehouse(home.warehouse_path) as con:
+        sql = "SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions WHERE release_key = ?"
+        params = [key]
+        if dagster_run_id:
+            sql += " AND dagster_run_id = ?"
+            params.append(dagster_run_id)
+        row = con.execute(sql + " ORDER BY decided_at DESC LIMIT 1", params).fetchall()
+    if not row:
+        return None
+    gate_id, decision, result, md, html, js, run_id = row[0]
+    return {"gate_id": gate_id, "decision": decision, "result": json.loads(result), "report_md": md,
+            "report_html": html, "report_json": js, "dagster_run_id": run_id}
+
+
+def cmd_gate(args) -> dict:
+    """CI mode: run what is missing (release record, eval, thresholds, gate) and exit by decision."""
+    from relops_pipeline.lib.evals.manifests import load_manifest
+
+    home = Home.resolve(args.home)
+    wf, key = get_workflow_release(home, args.workflow, args.version)
+    if args.baseline and args.baseline == args.version:
+        raise CliError(f"--baseline {args.baseline} is the release being gated: a release cannot be its own baseline")
+    registered = key in release_partitions(home, wf.name)
+    if not registered:
+        path = home.root / "releases" / wf.name / f"{args.version}.yaml"
+        if not path.exists():
+            raise CliError(f"release {key} is not registered and has no manifest at {path}: relops release register FILE")
+        print(f"registering {key} ...", file=sys.stderr)
+        try:
+            manifest = load_manifest(path)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        register_release(home, manifest, by=os.environ.get("USER"), run_eval=not args.suite_version)
+        if args.suite_version:
+            run_partition(home, "eval_run_job", key, {"relops/suite_version": args.suite_version})
+    else:
+        from relops_pipeline.lib.gates.service import latest_eval_run
+        from relops_pipeline.lib.warehouse import open_warehouse
+
+        with open_warehouse(home.warehouse_path) as con:
+            have_eval = latest_eval_run(con, key, args.suite_version) is not None
+        if not have_eval:
+            print(f"running the eval of {key} ...", file=sys.stderr)
+            tags = {"relops/suite_version": args.suite_version} if args.suite_version else {}
+            run_partition(home, "eval_run_job", key, tags)
+    tags = {}
+    if args.baseline:
+        tags["relops/baseline"] = args.baseline
+    if args.suite_version:
+        tags["relops/suite_version"] = args.suite_version
+    # A BLOCK fails the run's blocking checks: the run "fails" but the decision is recorded.
+    result = run_job(home, "release_gate_job", tags={"dagster/partition": key, **tags})
+    gate = latest_gate(home, key, result.run_id)
+    if gate is None:
+        raise CliError(f"gate run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    from relops_pipeline.lib.gates.report import render_junit, render_pr_comment, write_text_atomic
+
+    gr = _gate_result(gate["result"])
+    if args.junit:
+        write_text_atomic(Path(args.junit), render_junit(gr))
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), render_pr_comment(gr, links={"full report": gate["report_html"]}))
+    r = gate["result"]
+    text = [f"{gate['decision']}: {key} vs {r.get('baseline_version') or 'no baseline'}"]
+    text += [f"  - {reason}" for reason in r["reasons"]]
+    text.append(f"report: {gate['report_html']}")
+    out = {"release_key": key, "decision": gate["decision"], "reasons": r["reasons"], "gate_id": gate["gate_id"],
+           "baseline_version": r.get("baseline_version"), "reports": {"md": gate["report_md"], "html": gate["report_html"],
+           "json": gate["report_json"]}, "run_id": result.run_id, "_text": "\n".join(text)}
+    out["_exit"] = EXIT_BY_DECISION[gate["decision"]]
+    return out
+
+
+def _gate_result(d: dict):
+    """Rebuild a GateResult from its stored JSON (for the CI renderers)."""
+    from relops_pipeline.lib.gates.model import CaseChange, GateResult, Interval, MetricEvidence, MustPassCase, RuleResult
+
+    def iv(x):
+        return Interval(**x) if x else None
+
+    return GateResult(
+        workflow=d["workflow"], version=d["version"], baseline_version=d.get("baseline_version"), decision=d["decision"],
+        reasons=d["reasons"], rules=[RuleResult(**r) for r in d["rules"]],
+        metrics=[MetricEvidence(**{**m, "candidate": iv(m["candidate"]), "baseline": iv(m.get("baseline")), "delta": iv(m.get("delta"))}) for m in d["metrics"]],
+        must_pass=[MustPassCase(**m) for m in d["must_pass"]], flaky_cases=[CaseChange(**c) for c in d["flaky_cases"]],
+        newly_failing=[CaseChange(**c) for c in d["newly_failing"]], newly_passing=[CaseChange(**c) for c in d["newly_passing"]],
+        latency_ms={k: iv(v) for k, v in d["latency_ms"].items()}, cost_usd={k: iv(v) for k, v in d["cost_usd"].items()},
+        evidence=d["evidence"], diff=d.get("diff"),
+    )
+
+
+def cmd_approve(args) -> dict:
+    from relops_pipeline.lib.gates.service import GateError, approve
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    wf, key = get_workflow_release(home, args.workflow, args.version)
+    with open_warehouse(home.warehouse_path) as con:
+        try:
+            out = approve(con, key, approvers=wf.approvers, by=args.by, reason=args.reason, override=args.override)
+        except GateError as exc:
+            raise CliError(str(exc)) from None
+    word = "overrode the BLOCK of" if out["kind"] == "override" else "approved"
+    return {**out, "_text": f"{args.by} {word} {key} (event {out['event_seq']}): {args.reason}"}
+
+
+def cmd_audit(args) -> dict:
+    from relops_pipeline.lib import audit
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    with read_warehouse(home):
+        pass
+    expect = None
+    if args.expect_head:
+        seq, _, h = args.expect_head.partition(":")
+        if not seq.isdigit() or len(h) != 64:
+            raise CliError(f"--expect-head {args.expect_head!r}: expected SEQ:HASH as `relops audit head` prints it")
+        expect = (int(seq), h)
+    with open_warehouse(home.warehouse_path) as con:
+        if args.action == "head":
+            seq, h = audit.head(con)
+            return {"seq": seq, "hash": h, "_text": f"{seq}:{h}"}
+        res = audit.verify_chain(con, expect_head=expect)
+        # Versioned tables tie their rows to events: a row edited after it was recorded shows here.
+        from relops_pipeline.lib.alerts.rules import verify_alert_rules
+        from relops_pipeline.lib.gates.thresholds import verify_thresholds
+
+        versions = verify_thresholds(con) + verify_alert_rules(con)
+    text = res.summary() + "".join(f"\nversion record: {v}" for v in versions)
+    out = {"ok": res.ok and not versions, "checked": res.checked, "problems": [p.__dict__ for p in res.problems],
+           "version_problems": versions, "_text": text}
+    if not out["ok"]:
+        out["_exit"] = EXIT_RUN_FAILED + 2  # 6: the log was tampered with
+    return out
+
+
+def cmd_thresholds(args) -> dict:
+    import yaml
+
+    from relops_pipeline.lib.gates.thresholds import current_thresholds, record_thresholds, thresholds_history
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    if args.action in ("accept", "reject"):
+        return accept_or_reject(home, "thresholds", args.workflow, action=args.action, by=args.by, reason=args.reason)
+    wf = get_workflow(home, args.workflow)
+    with open_warehouse(home.warehouse_path) as con:
+        if args.action == "show":
+            th = current_thresholds(con, wf.name)
+            hist = thresholds_history(con, wf.name)
+            return {"current": th.as_dict(), "history": hist,
+                    "_text": yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False)}
+        if not args.file or not args.by or not args.reason:
+            raise CliError("usage: relops thresholds set WORKFLOW FILE --by NAME --reason TEXT")
+        require_approver(con, wf, args.by, "change the thresholds", asked=args.reason)
+        try:
+            mapping = yaml.safe_load(Path(args.file).read_text()) or {}
+            th = record_thresholds(con, wf.name, mapping, author=args.by, reason=args.reason)
+        except (ValueError, OSError) as exc:
+            raise CliError(str(exc)) from None
+    return {"version": th.version, "_text": f"thresholds of {wf.name} are now version {th.version} (by {th.author}: {th.reason})"}
+
+
+def register(add) -> None:
+    """Register gate, approve, audit and thresholds on the `relops` parser."""
+    p = add("gate", cmd_gate, "decide a release's gate (CI mode): exit 0 SHIP, 1 BLOCK, 2 REVIEW, 3+ errors")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p.add_argument("--baseline", default=None, help="compare with this version (default: the live release)")
+    p.add_argument("--suite-version", default=None)
+    p.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML, one test per rule")
+    p.add_argument("--markdown", default=None, metavar="FILE", help="write a pull-request comment")
+    p = add("approve", cmd_approve, "approve a REVIEW (or --override a BLOCK) as an owner or delegate")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p.add_argument("--by", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--override", action="store_true", help="ship a BLOCKed release anyway (recorded as an override)")
+    p = add("audit", cmd_audit, "verify the hash-chained event log (or print its head)")
+    p.add_argument("action", choices=["verify", "head"])
+    p.add_argument("--expect-head", default=None, metavar="SEQ:HASH", help="a head recorded earlier: detects a truncated log")
+    p = add("thresholds", cmd_thresholds, "show W | set W FILE | accept PROPOSAL | reject PROPOSAL: versioned gate thresholds")
+    p.add_argument("action", choices=["show", "set", "accept", "reject"])
+    p.add_argument("workflow", metavar="WORKFLOW_OR_PROPOSAL")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--by", default=None)
+    p.add_argument("--reason", default=None)

@@ -1,0 +1,240 @@
+"""`relops init`, `ingest`, `status` and `rejects`: the home, trace ingestion and what the
+warehouse holds; and the daily signals recomputed after an ingestion."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pathlib import Path
+from typing import Sequence
+
+from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, dagster_instance, read_warehouse, run_failure, run_job
+from relops_pipeline.cli.releases import workflow_status
+from relops_pipeline.lib.home import Home
+
+
+def refresh_days(home: Home, ranges: Sequence[Sequence[str]], *, drift_runs: list[str] | None = None) -> list[str]:
+    """Validate and recompute daily signals and features: one run per range of consecutive
+    days; then the rolling drift of the days whose trailing week they touch (what the drift
+    sensor does when the daemon runs), in one run."""
+    from relops_pipeline.defs.drift.sensors import affected_days
+    from relops_pipeline.defs.partitions import daily_partitions
+
+    keys = daily_partitions.get_partition_keys()
+    run_ids = []
+    drift_ranges: list[list[str]] = []
+    for first, last in ranges:
+        first, last = max(first, keys[0]), min(last, keys[-1])
+        if first > last:
+            continue
+        result = run_job(
+            home,
+            "trace_signals_job",
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        )
+        if not result.success:
+            raise CliError(f"signals run {result.run_id} for {first}..{last} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+        run_ids.append(result.run_id)
+        lo, hi = affected_days(first, last, keys)
+        # One run over the hull: windows without traces cost one count query each.
+        drift_ranges = [[min(lo, drift_ranges[0][0]), max(hi, drift_ranges[0][1])]] if drift_ranges else [[lo, hi]]
+    for lo, hi in drift_ranges:
+        # The terminal waits for this run: only the latest 90 days (older history is for the
+        # drift sensor, which covers every affected day, or `relops drift`'s weekly view).
+        lo = max(lo, (dt.date.fromisoformat(hi) - dt.timedelta(days=89)).isoformat())
+        rid = refresh_rolling_drift(home, lo, hi)
+        if drift_runs is not None:
+            drift_runs.append(rid)
+    return run_ids
+
+
+def refresh_rolling_drift(home: Home, lo: str, hi: str) -> str:
+    """Recompute the trailing-7-day drift of the days lo..hi in one run."""
+    from relops_pipeline.defs.drift.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+    result = run_job(home, "rolling_drift_job", tags={RANGE_START_TAG: lo, RANGE_END_TAG: hi})
+    if not result.success:
+        raise CliError(f"rolling drift run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    return result.run_id
+
+
+def cmd_init(args) -> dict:
+    home = Home.resolve(args.home)
+    written = home.init()
+    dagster_instance(home)  # create the Dagster instance's storage now, once
+    return {
+        "home": str(home.root),
+        "written": [str(p) for p in written],
+        "_text": f"relops home ready at {home.root}" + (f" ({len(written)} files written)" if written else " (kept as it was)"),
+    }
+
+
+def _precheck(paths: Sequence[str], fmt: str | None, home_root: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Resolve the files and their formats before any run, so bad input fails with one line
+    per problem and nothing is half-done."""
+    from relops_pipeline.lib.ingest import expand_paths
+    from relops_pipeline.lib.readers import detect_format, reader_for
+    from relops_pipeline.lib.readers.base import UnreadableInput
+
+    files, skipped, errors = expand_paths(paths)
+    problems = [f"{e['path']}: {e['error']}" for e in errors]
+    if fmt is not None:
+        try:
+            reader_for(fmt)
+        except UnreadableInput as exc:
+            problems.append(str(exc))
+    else:
+        from relops_pipeline.lib.settings import SettingsError, load_settings
+
+        try:
+            settings = load_settings(Home.resolve(home_root).settings_file) if home_root else None
+        except SettingsError as exc:
+            return files, [str(exc)]
+        for f in files:
+            rule = settings.source_for(f) if settings else None
+            if rule is not None and rule.format:
+                continue  # the home's `sources:` rule names this file's format
+            try:
+                detect_format(f)
+            except UnreadableInput as exc:
+                problems.append(str(exc))
+    if not files and not problems:
+        problems.append(f"no trace files in {', '.join(paths)}")
+    return files, problems
+
+
+def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
+    """Ingest through Dagster (an ingestion run, then a signals run for the days touched)."""
+    files, problems = _precheck(paths, fmt, home.root)
+    if problems:
+        raise CliError("\n".join(problems))
+    config: dict = {"paths": [str(f.resolve()) for f in files]}
+    if fmt:
+        config["format"] = fmt
+    result = run_job(home, "ingest_traces_job", run_config={"ops": {"ingest_trace_files": {"config": config}}})
+    if not result.success:
+        raise CliError(f"ingestion run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    summary = result.output_for_node("ingest_trace_files")
+    summary["run_id"] = result.run_id
+    summary["drift_run_ids"] = []
+    summary["signals_run_ids"] = refresh_days(home, summary["day_ranges"], drift_runs=summary["drift_run_ids"])
+    if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
+        raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
+    return summary
+
+
+def ingest_text(summary: dict) -> str:
+    """An ingestion summary as text: one line per file, the totals, the Dagster runs."""
+    lines = []
+    for f in summary["files"]:
+        lines.append(
+            f"{f['path']} [{f['format']}]: read {f['read']} = accepted {f['accepted']} + rejected {f['rejected']}"
+            f" + duplicates {f['duplicates']}" + (f" (no release: {f['unknown_release']})" if f["unknown_release"] else "")
+        )
+    t = summary["totals"]
+    lines.append(
+        f"total: {len(summary['files'])} files, read {t['read']} = accepted {t['accepted']} + rejected {t['rejected']}"
+        f" + duplicates {t['duplicates']}; spans without release: {t['unknown_release']}"
+    )
+    if summary.get("skipped"):
+        lines.append(f"skipped {len(summary['skipped'])} documentation/metadata files")
+    n = len(summary.get("signals_run_ids") or [])
+    lines.append(f"dagster run: {summary['run_id']}" + (f"; signals runs: {n} (days {_ranges_text(summary['day_ranges'])})" if n else ""))
+    return "\n".join(lines)
+
+
+def _ranges_text(ranges) -> str:
+    text = ", ".join(a if a == b else f"{a}..{b}" for a, b in ranges[:4])
+    return text + (f" and {len(ranges) - 4} more ranges" if len(ranges) > 4 else "")
+
+
+def cmd_ingest(args) -> dict:
+    home = Home.resolve(args.home)
+    summary = ingest(home, args.paths, args.format)
+    return {**summary, "_text": ingest_text(summary)}
+
+
+def cmd_status(args) -> dict:
+    home = Home.resolve(args.home)
+    if getattr(args, "workflow", None):
+        return workflow_status(home, args.workflow)
+    with read_warehouse(home) as con:
+        totals = con.execute(
+            "SELECT count(*), count(DISTINCT trace_id), count(*) FILTER (WHERE NOT release_known), "
+            "min(start_time), max(start_time) FROM spans"
+        ).fetchone()
+        by_release = con.execute(
+            "SELECT workflow, release, count(*) AS spans, count(DISTINCT start_time::DATE) AS days, "
+            "min(start_time)::DATE AS first_day, max(start_time)::DATE AS last_day "
+            "FROM spans GROUP BY ALL ORDER BY workflow, release"
+        ).fetchall()
+        by_day = con.execute(
+            "SELECT start_time::DATE AS day, workflow, release, count(*) FROM spans GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        rejects = con.execute("SELECT reason, count(*) FROM trace_rejects GROUP BY ALL ORDER BY 2 DESC, 1").fetchall()
+        batches = con.execute(
+            "SELECT count(*), coalesce(sum(records_read), 0), coalesce(sum(accepted), 0), coalesce(sum(rejected), 0), "
+            "coalesce(sum(duplicates), 0) FROM ingest_batches"
+        ).fetchone()
+    out = {
+        "home": str(home.root),
+        "spans": totals[0],
+        "traces": totals[1],
+        "unknown_release_spans": totals[2],
+        "first_span": totals[3].isoformat() if totals[3] else None,
+        "last_span": totals[4].isoformat() if totals[4] else None,
+        "by_release": [
+            {"workflow": w, "release": r, "spans": n, "days": d, "first_day": str(a), "last_day": str(b)}
+            for w, r, n, d, a, b in by_release
+        ],
+        "by_day": [{"day": str(d), "workflow": w, "release": r, "spans": n} for d, w, r, n in by_day],
+        "rejects_by_reason": [{"reason": r, "count": n} for r, n in rejects],
+        "ingest": dict(zip(("batches", "read", "accepted", "rejected", "duplicates"), map(int, batches))),
+    }
+    lines = [
+        f"warehouse {home.warehouse_path}",
+        f"spans {out['spans']} in {out['traces']} traces, {out['first_span']} .. {out['last_span']};"
+        f" without release: {out['unknown_release_spans']}",
+        f"ingested {out['ingest']['batches']} files: read {out['ingest']['read']} = accepted {out['ingest']['accepted']}"
+        f" + rejected {out['ingest']['rejected']} + duplicates {out['ingest']['duplicates']}",
+        "",
+        f"{'workflow':<24} {'release':<28} {'spans':>9} {'days':>5}  first .. last",
+    ]
+    for r in out["by_release"]:
+        lines.append(f"{r['workflow'][:24]:<24} {r['release'][:28]:<28} {r['spans']:>9} {r['days']:>5}  {r['first_day']} .. {r['last_day']}")
+    if rejects:
+        lines += ["", "rejects by reason:"] + [f"  {n:>7}  {r}" for r, n in rejects]
+    lines.append("(per-day counts: relops status --json)")
+    return {**out, "_text": "\n".join(lines)}
+
+
+def cmd_rejects(args) -> dict:
+    home = Home.resolve(args.home)
+    with read_warehouse(home) as con:
+        total = con.execute("SELECT count(*) FROM trace_rejects").fetchone()[0]
+        rows = con.execute(
+            "SELECT source_file, source_line, reason, raw, ingest_batch_id, rejected_at FROM trace_rejects "
+            "ORDER BY rejected_at, source_file, source_line LIMIT ?",
+            [args.limit],
+        ).fetchall()
+    items = [
+        {"source_file": f, "source_line": ln, "reason": r, "raw": raw, "batch_id": b, "rejected_at": t.isoformat()}
+        for f, ln, r, raw, b, t in rows
+    ]
+    lines = [f"{total} rejected records" + (f" (showing {len(items)})" if len(items) < total else "")]
+    for i in items:
+        raw = (i["raw"] or "").replace("\n", " ")
+        lines.append(f"{i['source_file']}:{i['source_line']}: {i['reason']}: {raw[:100]}")
+    return {"total": total, "rejects": items, "_text": "\n".join(lines)}
+
+
+def register(add) -> None:
+    """Register init, ingest, status and rejects on the `relops` parser."""
+    add("init", cmd_init, "create a home with example workflow configuration")
+    p = add("ingest", cmd_ingest, "ingest trace files or folders into the warehouse")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", default=None, help="force a format instead of detecting it")
+    p = add("status", cmd_status, "summarise the warehouse; with a WORKFLOW: live, canary, last known good, incidents, last drill")
+    p.add_argument("workflow", nargs="?", default=None)
+    p = add("rejects", cmd_rejects, "list quarantined records with their reasons")
+    p.add_argument("--limit", type=int, default=50)

@@ -1,0 +1,187 @@
+"""`relops rollout`, `rollback`, `canary`, `sync` and `drill`, and a workflow's release state
+(`relops status WORKFLOW`)."""
+
+from __future__ import annotations
+
+import json
+
+from relops_pipeline.cli.common import (
+    EXIT_RUN_FAILED,
+    CliError,
+    add_release_partition,
+    dagster_instance,
+    default_actor,
+    get_workflow,
+    get_workflow_release,
+    read_warehouse,
+    run_failure,
+    run_job,
+)
+from relops_pipeline.lib.home import Home
+
+
+def workflow_status(home: Home, workflow: str) -> dict:
+    """A workflow's release state: live, canary, last known good, open incidents, last drill."""
+    from relops_pipeline.lib.drills import drill_status
+    from relops_pipeline.lib.incidents import list_incidents
+    from relops_pipeline.lib.registry.rollout import list_rollbacks
+    from relops_pipeline.lib.registry.state import get_state, pointer_seq_on_disk
+
+    wf = get_workflow(home, workflow)
+    with read_warehouse(home) as con:
+        state = get_state(con, wf.name)
+        incidents = list_incidents(con, wf.name)
+        drill = drill_status(con, wf.name)
+        rollbacks = list_rollbacks(con, wf.name, limit=3)
+    on_disk = pointer_seq_on_disk(home.registry_dir, wf.name)
+    canary = f"{state.canary} at {state.canary_percent:g} %" if state.canary and state.canary_percent is not None else (state.canary or "-")
+    lines = [
+        f"{wf.name} (owner {wf.owner or '-'})",
+        f"  live             {state.live or '-'}",
+        f"  canary           {canary}" + (f"   shadow {state.shadow}" if state.shadow else ""),
+        f"  last known good  {state.last_known_good or '-'}",
+        f"  registry seq     {state.seq} (pointer file: {on_disk if on_disk is not None else 'none'}"
+        + (" — BEHIND: relops sync " + wf.name if on_disk is not None and on_disk < state.seq else "") + ")",
+        f"  last drill       {drill['status']}: {drill['message']}",
+        f"  open incidents   {len(incidents)}",
+        *[f"    {i['incident_id']}  {i['opened_at']:%Y-%m-%d %H:%M}  {i['title']}" for i in incidents[:5]],
+        "  recent rollbacks" + ("" if rollbacks else "  none"),
+        *[f"    {r['recorded_at']:%Y-%m-%d %H:%M}  {r['from_release'] or '-'} -> {r['to_release'] or '-'}  "
+          f"{r['trigger']}{' (automatic)' if r['automatic'] else ''}{'' if r['performed'] else ' — recommended only'}"
+          + (f"  time to rollback {r['time_to_rollback_s']:.1f} s" if r.get("time_to_rollback_s") is not None else "")
+          for r in rollbacks],
+    ]
+    return {"workflow": wf.name, "state": state.as_dict(), "pointer_seq_on_disk": on_disk, "incidents": incidents,
+            "drill": drill, "rollbacks": rollbacks, "_text": "\n".join(lines)}
+
+
+def cmd_rollout(args) -> dict:
+    wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
+    by = args.by or default_actor()
+    result = run_job(home, "registry_change_job", run_config={"ops": {"change_registry": {"config": {
+        "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
+        "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
+    if not result.success:
+        raise CliError(f"rollout of {key} to {args.stage} refused or failed: {run_failure(result)}")
+    out = result.output_for_node("change_registry")
+    after = out["after"]
+    return {**out, "_text": f"{key}: {args.stage}" + (f" at {after.get('canary_percent'):g} %" if args.stage in ("canary", "ramp") and after.get("canary_percent") is not None else "")
+            + f" (registry seq {after['seq']}; live {after.get('live') or '-'}, last known good {after.get('last_known_good') or '-'})"
+            + (f"; override waived: {', '.join(out['waived'])}" if out.get("waived") else "")}
+
+
+def cmd_rollback(args) -> dict:
+    home = Home.resolve(args.home)
+    wf = get_workflow(home, args.workflow)
+    by = args.by or default_actor()
+    result = run_job(home, "rollback_alert_job", run_config={"ops": {"rollback_or_alert": {"config": {
+        "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
+    if not result.success:
+        raise CliError(f"rollback of {wf.name} failed: {run_failure(result)}")
+    out = result.output_for_node("rollback_or_alert")
+    if out["decision"] == "none":
+        return {**out, "_text": f"{wf.name}: nothing rolled back — {out['why']}"}
+    rb = out["rollback"]
+    return {**out, "_text": f"{wf.name}: rolled back {rb.get('release') or '-'} -> {rb.get('to_release') or '-'}; "
+                            f"incident {out['incident_id']}, alert {out['alert_id']} ({out['alert_status']}); live now {out['live_after']}"}
+
+
+def cmd_canary(args) -> dict:
+    """Judge a release's canary through Dagster; a failed check is acted on at once, the way
+    the canary failure sensor does when the daemon runs (a second response changes nothing)."""
+    wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
+    add_release_partition(home, key)
+    result = run_job(home, "canary_job", tags={"dagster/partition": key})
+    if not result.success:
+        raise CliError(f"canary run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == "canary_healthy"]
+    meta = {k: getattr(v, "value", v) for k, v in ev.metadata.items()}
+    out = {"release_key": key, "verdict": meta["verdict"], "passed": ev.passed, "run_id": result.run_id,
+           "description": ev.description, "response": None}
+    lines = [f"{key}: canary {meta['verdict'].upper()} — {ev.description}"]
+    if not ev.passed:
+        import dagster as dg
+
+        from relops_pipeline.defs.releases.sensors import requests_for_failure
+
+        instance = dagster_instance(home)
+        ck = dg.AssetCheckKey(dg.AssetKey("canary_analysis"), "canary_healthy")
+        records = [r for r in instance.event_log_storage.get_asset_check_execution_history(ck, limit=20)
+                   if r.run_id == result.run_id]
+        for req in (q for r in records for q in requests_for_failure("canary", r, instance)):
+            resp = run_job(home, "rollback_alert_job", run_config=req.run_config, tags=req.tags)
+            if not resp.success:
+                raise CliError(f"rollback-alert run {resp.run_id} failed: {run_failure(resp)}", EXIT_RUN_FAILED)
+            out["response"] = resp.output_for_node("rollback_or_alert")
+            r = out["response"]
+            lines.append(f"  {r['decision']}: {r['why']}" + (f" (time to rollback {r['time_to_rollback_s']:.2f} s)" if r.get("time_to_rollback_s") is not None else ""))
+            if r.get("incident_id"):
+                lines.append(f"  incident {r['incident_id']}, alert {r['alert_id']} ({r['alert_status']}); live now {r['live_after']}")
+        out["_exit"] = 1
+    return {**out, "_text": "\n".join(lines)}
+
+
+def cmd_sync(args) -> dict:
+    from relops_pipeline.lib.registry import sync_pointer_at_home
+
+    home = Home.resolve(args.home)
+    wf = get_workflow(home, args.workflow)
+    out = sync_pointer_at_home(home, wf.name)
+    return {**out, "_text": f"{wf.name}: pointer file rewritten from the registry ({json.dumps(out, default=str)[:200]})"}
+
+
+def cmd_drill(args) -> dict:
+    home = Home.resolve(args.home)
+    wf = get_workflow(home, args.workflow) if args.workflow else None
+    result = run_job(home, "drill_job")
+    if not result.success:
+        raise CliError(f"drill run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    from relops_pipeline.lib.drills import drill_status, list_drills
+
+    with read_warehouse(home) as con:
+        names = [wf.name] if wf else _workflow_names(home)
+        drills = {n: (list_drills(con, n, limit=1) or [None])[0] for n in names}
+        statuses = {n: drill_status(con, n) for n in names}
+    lines = []
+    for n in names:
+        d = drills[n]
+        if d is None:
+            lines.append(f"{n}: no drill recorded")
+            continue
+        took = f" in {d['duration_ms']:.1f} ms" if d.get("duration_ms") is not None else ""
+        lines.append(f"{n}: drill {'PASSED' if d['passed'] else 'FAILED'}{took} — {statuses[n]['message']}")
+    failed = [n for n in names if drills[n] is not None and not drills[n]["passed"]]
+    out = {"run_id": result.run_id, "drills": drills, "statuses": statuses, "_text": "\n".join(lines)}
+    if failed:
+        out["_exit"] = EXIT_RUN_FAILED
+    return out
+
+
+def _workflow_names(home: Home) -> list[str]:
+    from relops_pipeline.lib.workflows import list_workflows
+
+    return list_workflows(home.workflows_dir)
+
+
+def register(add) -> None:
+    """Register rollout, rollback, canary, sync and drill on the `relops` parser."""
+    p = add("rollout", cmd_rollout, "move a release to a rollout stage: rollout W V --stage shadow|canary|ramp|full")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p.add_argument("--stage", required=True, choices=["shadow", "canary", "ramp", "full"])
+    p.add_argument("--percent", type=float, default=None, help="traffic share of canary or ramp (default: the policy's)")
+    p.add_argument("--by", default=None, help="who (default: $USER); --override needs an owner or delegate")
+    p.add_argument("--reason", default="rollout")
+    p.add_argument("--override", action="store_true", help="roll out although the gate does not allow it (recorded)")
+    p = add("rollback", cmd_rollback, "roll a workflow back to its last known good release (or --to V)")
+    p.add_argument("workflow")
+    p.add_argument("--to", default=None)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--by", default=None)
+    p = add("canary", cmd_canary, "judge a release's canary against the live release; exit 1 when it fails (and act on it)")
+    p.add_argument("workflow")
+    p.add_argument("version")
+    p = add("sync", cmd_sync, "rewrite a workflow's pointer file from the registry (after a failed deploy)")
+    p.add_argument("workflow")
+    p = add("drill", cmd_drill, "rehearse rollback on a sandbox copy of the registry and record the result")
+    p.add_argument("workflow", nargs="?", default=None)
