@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from typing import Sequence
@@ -41,9 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ProgressToStderr(logging.Handler):
+    """Progress lines of long work (lib/progress.py) on whatever stderr is now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"      {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _show_progress() -> None:
+    from relops_pipeline.lib.progress import logger
+
+    if not any(isinstance(h, _ProgressToStderr) for h in logger.handlers):
+        logger.addHandler(_ProgressToStderr())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `relops` command; returns its exit code (errors print as one line each)."""
     args = build_parser().parse_args(argv)
+    if not getattr(args, "json", False):
+        _show_progress()
     try:
         out = args.fn(args)
     except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one

@@ -70,22 +70,7 @@ def cmd_demo(args) -> dict:
         "the weekly and monthly cadence:",
         *cadence,
         "",
-        "where to look:",
-        f"  relops --home {home.root} status     spans per workflow, release and day",
-        f"  relops --home {home.root} rejects    the quarantined records, with reasons",
-        f"  {home.reports_dir / 'gates'}   gate reports (HTML, markdown, JSON) per release",
-        f"  relops --home {home.root} drift --week 2026-11-02   drift per column and release of a week",
-        f"  {home.reports_dir / 'drift'}   Evidently drift reports per workflow and week",
-        f"  relops --home {home.root} alerts     the alert outbox",
-        f"  relops --home {home.root} status doc-qa   live, canary, last known good, incidents, drills",
-        f"  {home.registry_dir}   pointer files the serving application reads",
-        f"  {home.reports_dir / 'runbooks'}   rollback runbooks; {home.reports_dir / 'canary'}: canary reports",
-        f"  {home.reports_dir / 'memos'}   weekly stability memos (markdown and HTML)",
-        f"  {home.reports_dir / 'review'}   weekly review sheets (CSV to label, HTML to read)",
-        f"  relops --home {home.root} proposals   this month's drafts: read, then accept or reject",
-        f"  {home.reports_dir / 'proposals'}   proposal reports (backtests, calibration before/after)",
-        f"  {home.reports_dir / 'readiness'}   readiness reviews with a first month's plan",
-        "  make ui                               the Dagster UI on http://127.0.0.1:3000",
+        *demo_summary_table(home),
     ]
     if not matches:
         raise CliError("\n".join(lines[:2]) + "\nthe demo's counts do not match what was generated", EXIT_RUN_FAILED)
@@ -100,6 +85,50 @@ def cmd_demo(args) -> dict:
         "cadence": cadence,
         "_text": "\n".join(lines),
     }
+
+
+def demo_summary_table(home: Home) -> list[str]:
+    """The demo's last word: what happened, in one line per part, and where to look — every
+    figure read back from the warehouse."""
+    from relops_pipeline.cli.common import plain_table
+
+    with read_warehouse(home) as con:
+        def one(sql: str, params=()):
+            return con.execute(sql, list(params)).fetchall()[0]
+
+        spans, rejects = one("SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM trace_rejects)")
+        decisions = dict(con.execute(
+            "SELECT decision, count(*) FROM (SELECT release_key, arg_max(decision, decided_at) AS decision "
+            "FROM gate_decisions GROUP BY release_key) GROUP BY decision").fetchall())
+        approved = one("SELECT count(DISTINCT release_key) FROM events WHERE kind = 'approval'")[0]
+        drift = con.execute("SELECT workflow, min(period_start) FROM drift_summaries WHERE granularity = 'weekly' "
+                            "AND release = '*' AND status = 'drift' GROUP BY workflow ORDER BY workflow").fetchall()
+        rollbacks = con.execute("SELECT workflow, from_release, to_release, time_to_rollback_s FROM rollbacks "
+                                "WHERE performed AND automatic ORDER BY recorded_at").fetchall()
+        drills = one("SELECT count(*) FILTER (WHERE passed), count(*), max(duration_ms) FROM drills")
+        memo = con.execute("SELECT week, html_path FROM stability_memos ORDER BY generated_at DESC LIMIT 1").fetchall()
+        proposals = dict(con.execute("SELECT status, count(*) FROM proposals GROUP BY status").fetchall())
+        incidents = one("SELECT count(*) FILTER (WHERE status = 'open'), count(*) FROM incidents")
+    reports = home.reports_dir
+    rows = [
+        ["traces", f"{spans:,} spans ingested, {rejects} malformed records quarantined with reasons",
+         "relops status · relops rejects"],
+        ["gates", f"{sum(decisions.values())} releases: " + ", ".join(
+            f"{decisions.get(d, 0)} {d}" for d in ("SHIP", "BLOCK", "REVIEW")) + f" ({approved} approved)",
+         f"{reports / 'gates'}/"],
+        ["drift", "; ".join(f"{w} drifts from the week of {d}" for w, d in drift) or "no drift",
+         f"{reports / 'drift'}/ · relops drift"],
+        ["rollback", "; ".join(f"{w} {a} -> {b} automatically in {t:.2f} s" for w, a, b, t in rollbacks) or "none",
+         f"{home.registry_dir}/ (pointer files)"],
+        ["incidents", f"{incidents[1]} recorded, {incidents[0]} open", "relops incident list --all"],
+        ["drills", f"{drills[0]} of {drills[1]} passed" + (f" (slowest {drills[2]:.0f} ms)" if drills[2] else ""),
+         f"{reports / 'runbooks'}/"],
+        ["memo", f"week of {memo[0][0]}" if memo else "none", memo[0][1] if memo else "relops memo"],
+        ["proposals", ", ".join(f"{n} {k}" for k, n in sorted(proposals.items())) or "none",
+         f"relops proposals · {reports / 'proposals'}/"],
+        ["UI", "the lineage of every release decision, runs, checks", "make ui -> http://127.0.0.1:3000"],
+    ]
+    return ["what happened, and where to look:", plain_table(["", "what happened", "where to look"], rows)]
 
 
 def demo_releases(home: Home) -> list[dict]:

@@ -208,13 +208,17 @@ def _executed(context, home: RelopsHomeResource, warehouse: WarehouseResource, w
     samples = int(tags.get(SAMPLES_TAG) or workflow.samples)
     runner = build_runner(_resolve_runner_config(workflow.runner, home.home.root, workflow.name, version), base_dir=home.home.root)
     scorers = build_scorers(workflow.scorers)
+    from relops_pipeline.lib.progress import Throttle
+
     total = len(suite.cases) * samples
     last = [0.0]
+    shown = Throttle()
 
     def progress(done: int, of: int) -> None:
         if time.time() - last[0] > 5 or done == of:
             last[0] = time.time()
             context.log.info(f"eval {workflow.name} {version} on suite {suite.version}: {done}/{of} samples")
+        shown.maybe(f"eval {workflow.name} {version} on suite {suite.version}: {done}/{of} samples ...")
 
     context.log.info(f"running {len(suite.cases)} cases x {samples} samples = {total} with the {workflow.runner['type']} runner")
     data = execute_eval(manifest, suite, samples=samples, runner=runner, scorers=scorers, progress=progress,

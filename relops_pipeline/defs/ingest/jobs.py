@@ -36,13 +36,19 @@ def ingest_trace_files(
 ) -> dg.Output[dict]:
     """Ingest trace files atomically, one transaction per file; every record accepted,
     rejected with a reason, or counted as a duplicate."""
+    from relops_pipeline.lib.progress import Throttle
+
     settings = home.settings()
+    shown, done = Throttle(), {"files": 0, "read": 0}
 
     def progress(r):
         context.log.info(
             f"{r.path} [{r.format}]: read {r.read} = accepted {r.accepted} + rejected {r.rejected}"
             f" + duplicates {r.duplicates} (unknown release: {r.unknown_release})"
         )
+        done["files"] += 1
+        done["read"] += r.read
+        shown.maybe(f"ingested {done['files']} files, {done['read']:,} records ...")
 
     with warehouse.get_connection() as con:
         summary = ingest_paths(
