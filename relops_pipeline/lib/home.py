@@ -27,7 +27,7 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "data" / "example"
 # Run storage on SQLite in the home; the warehouse writer pool serialises every asset that
 # writes DuckDB (one read-write process at a time is all DuckDB allows).
 DAGSTER_YAML = """\
-# Written by `relops init`. See README "Production path" for Postgres storage.
+# Written by `relops init`. For PostgreSQL storage see docs/production.md and docs/dagster.postgres.yaml.
 concurrency:
   pools:
     default_limit: 1
