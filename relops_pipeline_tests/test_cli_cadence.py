@@ -78,6 +78,14 @@ def test_incident_traces_become_a_suite_version_the_backfill_evaluates(world, ca
     response = json.loads(out)["response"]
     assert response["decision"] == "rollback"
     canary = response["incident_id"]
+    # The lineage of the release decision runs on to the registry: each change is a materialization.
+    from dagster import AssetKey, DagsterInstance
+
+    changes = [r.event_log_entry.asset_materialization for r in
+               DagsterInstance.get().fetch_materializations(AssetKey("release_registry"), limit=10).records]
+    assert [(m.partition, m.metadata["action"].value) for m in reversed(changes)] == [
+        ("doc-qa--v2.3.0", "full"), ("doc-qa--v2.4.0", "canary"), ("doc-qa--v2.4.0", "rollback")]
+    assert changes[0].metadata["time_to_rollback_s"].value == response["time_to_rollback_s"]
     assert cli_json(capsys, home, "incident", "show", canary)["traces"]  # example traces of the failing canary
 
     props = cli_json(capsys, home, "propose", "--kind", "suite")

@@ -8,15 +8,8 @@ Prints the measured time to rollback (failed check evaluation -> pointer flip; t
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -24,29 +17,7 @@ from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
 from relops_pipeline.lib.warehouse import connect, open_warehouse
 from relops_pipeline.registry import read_pointer
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout_s: float, what: str, proc=None, log: Path | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"dagster dev exited while waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 — not ready yet
-            value = None
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f":\n{log.read_text()[-4000:]}" if log else ""))
+from relops_pipeline_tests.dagster_dev import DagsterDev
 
 
 def _alerts(home: Home) -> int:
@@ -73,34 +44,16 @@ def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path
         put_state(con, state)
     write_pointer(home.registry_dir, state)
 
-    port = _free_port()
-    env = {**os.environ, "RELOPS_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster_home)}
-    log = tmp_path / "dagster-dev.log"
-    bin_dir = Path(sys.executable).parent
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).status == 200,
-              180, "the webserver", proc, log)
+    with DagsterDev(home.root, tmp_path / "dagster-dev.log") as dev:
         # Let the sensors take their first ticks (cursors start), then the traces arrive.
         time.sleep(20)
         started = time.monotonic()
         generate_demo_traces(home.landing_dir / "demo", days=range(53, 56), workflows=["doc-qa"])
-        pointer = _wait(lambda: (p := read_pointer(home.registry_dir, "doc-qa")).canary is None and p,
-                        600, "the registry to flip", proc, log)
+        pointer = dev.wait(lambda: (p := read_pointer(home.registry_dir, "doc-qa")).canary is None and p,
+                           600, "the registry to flip")
         elapsed = time.monotonic() - started
         # The pointer flips first; the rollback job then opens the incident and writes the alert.
-        _wait(lambda: _alerts(home) >= 1, 120, "the rollback's alert", proc, log)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        dev.wait(lambda: _alerts(home) >= 1, 120, "the rollback's alert")
     assert pointer.live == "v2.3.0" and pointer.canary is None and pointer.seq == 2
     con = connect(home.warehouse_path, read_only=True)
     try:

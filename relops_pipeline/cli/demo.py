@@ -27,10 +27,12 @@ def cmd_demo(args) -> dict:
     home.ensure()
     print(f"relops demo: home {home.root}", file=sys.stderr)
     print("[1/7] generating the demo world's production traces ...", file=sys.stderr)
-    gen = generate_demo_traces(home.landing_dir / "demo", seed=args.seed, scale=args.scale)
+    # Outside landing/: the landing sensor of a later `make ui` must not ingest the world again.
+    world = home.root / "demo-world"
+    gen = generate_demo_traces(world, seed=args.seed, scale=args.scale)
     print(f"      {gen.spans} spans in {len(gen.files)} files", file=sys.stderr)
     print("[2/7] ingesting them through Dagster ...", file=sys.stderr)
-    summary = ingest(home, [str(home.landing_dir / "demo")])
+    summary = ingest(home, [str(world)])
     print("[3/7] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
     releases = demo_releases(home)
     print("[4/7] gating every release against its baseline ...", file=sys.stderr)

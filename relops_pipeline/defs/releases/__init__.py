@@ -3,6 +3,7 @@
 from relops_pipeline.defs.releases.assets import (
     canary_analysis,
     drill_fresh,
+    release_registry,
     rollback_drill,
     rollback_runbook,
     rollout_plan,
@@ -25,7 +26,7 @@ from relops_pipeline.defs.releases.sensors import (
     runbook_inputs_sensor,
 )
 
-assets = [rollout_plan, canary_analysis, rollback_runbook, rollback_drill]
+assets = [rollout_plan, canary_analysis, release_registry, rollback_runbook, rollback_drill]
 asset_checks = [drill_fresh]
 jobs = [canary_job, rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
 schedules = [monthly_drill_schedule, daily_drill_freshness_schedule]

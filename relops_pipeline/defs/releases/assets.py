@@ -36,6 +36,34 @@ def rollout_plan(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     })
 
 
+# The registry is changed by ops (a person's rollout, the rollback-alert job), not computed: it
+# is declared here so the lineage of a release decision runs on to it, and each change is
+# reported as a materialization of the release's partition (stage, pointer seq, rollback time).
+release_registry = dg.AssetSpec(
+    "release_registry",
+    deps=[rollout_plan, "canary_analysis"],
+    partitions_def=releases_partitions,
+    group_name="releases",
+    kinds={"json"},
+    description="What production serves: the registry's state and the pointer file the serving application reads. "
+                "Each rollout step or rollback of the release is a materialization of its partition, with the stage, "
+                "the pointer's seq and, for a rollback, the trigger and the time to rollback.",
+)
+
+
+def report_registry_change(context, workflow: str, release: str | None, metadata: dict) -> None:
+    """Report a registry change of `release` as a materialization of `release_registry`."""
+    from relops_pipeline.lib.evals.model import release_key
+
+    if not release:
+        return
+    key = release_key(workflow, release)
+    if not context.instance.has_dynamic_partition(releases_partitions.name, key):
+        context.log.warning(f"{key} is not a registered release: its registry change is not reported as an asset")
+        return
+    context.log_event(dg.AssetMaterialization(asset_key="release_registry", partition=key, metadata=metadata))
+
+
 def _workflows(home):
     from relops_pipeline.lib.workflows import list_workflows, load_workflow
 

@@ -2,7 +2,13 @@
 
 import dagster as dg
 
-from relops_pipeline.defs.releases.assets import canary_analysis, drill_fresh, rollback_drill, rollback_runbook
+from relops_pipeline.defs.releases.assets import (
+    canary_analysis,
+    drill_fresh,
+    report_registry_change,
+    rollback_drill,
+    rollback_runbook,
+)
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
 
 
@@ -50,6 +56,13 @@ def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, hom
             stored = get_alert(con, out["alert_id"])
             out["alert_status"] = stored.status if stored else out.get("alert_status")
     context.log.info(f"{config.workflow}: {out['decision']} — {out['why']}")
+    if out["decision"] == "rollback":
+        rb = out.get("rollback") or {}
+        report_registry_change(context, wf.name, out.get("release"), {
+            "action": "rollback", "trigger": config.trigger, "to": rb.get("to_release") or out.get("live_after") or "-",
+            "live": out.get("live_after") or "-", "incident_id": out.get("incident_id") or "-",
+            **({"time_to_rollback_s": float(out["time_to_rollback_s"])} if out.get("time_to_rollback_s") is not None else {}),
+        })
     meta = {"decision": out["decision"], "workflow": wf.name, "release": config.release or "-", "trigger": config.trigger,
             "alerts_delivered": len(report.delivered), "alerts_retrying": len(report.retrying)}
     if out.get("time_to_rollback_s") is not None:
@@ -113,6 +126,11 @@ def change_registry(context: dg.OpExecutionContext, config: RegistryChangeConfig
                          policy=wf)
         write_runbook(con, home.home, wf)
     after = res.after
+    if res.performed:
+        report_registry_change(context, wf.name, config.release, {
+            "action": config.stage, "live": after.live or "-", "canary": after.canary or "-",
+            "last_known_good": after.last_known_good or "-", "seq": after.seq, "by": config.actor,
+            "override": bool(config.override)})
     context.add_output_metadata({"workflow": wf.name, "release": config.release, "stage": config.stage,
                                  "live": after.live or "-", "canary": after.canary or "-",
                                  "last_known_good": after.last_known_good or "-", "seq": after.seq})
