@@ -70,9 +70,10 @@ def pages(release: str, memo_week: str | None, with_backfill: bool) -> list[Page
              "the global asset lineage, every group expanded",
              actions=[("click", "Hide navigation"), ("click", "panel_show_right"), ("zoom_out", 3)],
              settle_s=3, viewport=(WIDTH, 2000), crop_to_graph=True),
-        Page("02-release-decision-lineage", "/assets/release_gate?view=lineage&lineageScope=neighbors",
-             ["release_gate", "eval_run", "rollout_plan", "canary_analysis"],
-             "the lineage of a release decision: manifest, suites, thresholds, eval run -> gate -> rollout, canary",
+        Page("02-release-decision-lineage", "/assets/release_gate?view=lineage&lineageScope=neighbors&lineageDepth=2",
+             ["release_gate", "eval_run", "rollout_plan", "canary_analysis", "release_registry"],
+             "the lineage of a release decision: manifest, suites, thresholds, eval run -> gate -> rollout, canary "
+             "-> registry (rollouts and rollbacks)",
              settle_s=4),
         Page("03-release-gate-partition", f"/assets/release_gate?view=partitions&partition={urllib.parse.quote(release)}",
              [release, "decision", "BLOCK"], f"the release_gate partitions, {release} selected: its decision and evidence"),
