@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from relops_pipeline.lib.canary import DEFAULT_CONFIG, CanaryConfig, judge_canary, judge_interval  # noqa: E402
 from relops_pipeline.lib.canary.stats import wilson  # noqa: E402
+from bench._common import map_seed_chunks  # noqa: E402
 
 BODY_MEDIAN, BODY_SIGMA = 1200.0, 0.45
 SLOW_SHARE, SLOW_MEDIAN, SLOW_SIGMA = 0.04, 3600.0, 0.6
@@ -204,10 +205,8 @@ class Runner:
 
     def run(self, sc: Scenario, canaries: int) -> dict[str, Outcome]:
         param = solve_shape(sc.shape) if sc.shape else 0.0
-        seeds = list(range(canaries))
-        size = max(1, math.ceil(canaries / (self.workers * 4)))
-        chunks = [(sc, param, seeds[i:i + size], self.confidence) for i in range(0, canaries, size)]
-        parts = list(self.pool.map(_run_chunk, chunks)) if self.pool else [_run_chunk(c) for c in chunks]
+        parts = map_seed_chunks(self.pool, self.workers, _run_chunk, range(canaries),
+                                lambda seeds: (sc, param, seeds, self.confidence))
         merged = {c: Outcome() for c in sc.configs}
         for part in parts:
             for c, o in part.items():

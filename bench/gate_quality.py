@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from relops_pipeline.lib.gates.decision import decide  # noqa: E402
 from relops_pipeline.lib.gates.model import Thresholds  # noqa: E402
+from bench._common import map_seed_chunks  # noqa: E402
 
 BETA_A, BETA_B = 4.25, 0.75  # mean 0.85
 MUST_PASS = 10
@@ -154,13 +155,9 @@ class Runner:
         self.n_boot = n_boot
 
     def decisions(self, sc: Scenario, seeds: range | list[int], n_boot: int | None = None) -> list[str]:
-        seeds = list(seeds)
         nb = n_boot or self.n_boot
-        if self.pool is None:
-            return _run_chunk((sc, seeds, nb))
-        size = max(1, math.ceil(len(seeds) / (self.workers * 4)))
-        chunks = [(sc, seeds[i:i + size], nb) for i in range(0, len(seeds), size)]
-        return [d for part in self.pool.map(_run_chunk, chunks) for d in part]
+        parts = map_seed_chunks(self.pool, self.workers, _run_chunk, seeds, lambda chunk: (sc, chunk, nb))
+        return [d for part in parts for d in part]
 
     def rates(self, sc: Scenario, seeds: int) -> dict[str, float]:
         ds = self.decisions(sc, range(seeds))

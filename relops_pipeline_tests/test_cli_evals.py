@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from relops_pipeline.cli import EXIT_BAD_INPUT, main
-from relops_pipeline_tests.conftest import FIXTURES
+from relops_pipeline.cli import EXIT_BAD_INPUT
+from relops_pipeline_tests.conftest import FIXTURES, run_cli as cli
 
 CASES = [
     ("billing-001", "billing", ["billing"], True),
@@ -48,29 +47,13 @@ def manifest_yaml(version: str, quality: str = "high", model: str = "gpt-4o-mini
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("RELOPS_HOME", str(h))
-    monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
-    assert main(["--home", str(h), "init"]) == 0
-    wf = h / "workflows" / "support-triage.yaml"
-    wf.write_text(
+def home(make_cli_home):
+    return make_cli_home(
         "name: support-triage\nowner: ana\ndelegates: [sam]\n"
         "runner: {type: python, callable: 'relops_pipeline_tests.support:fake_llm', timeout_s: 10}\n"
-        "scorers: [{type: json}]\nevals: {samples: 2, max_error_rate: 0.25}\n"
+        "scorers: [{type: json}]\nevals: {samples: 2, max_error_rate: 0.25}\n",
+        suite_yaml("v1"),
     )
-    # Start from no suites or releases: the example home's demo ones are not this test's.
-    for d in ("suites", "releases"):
-        shutil.rmtree(h / d, ignore_errors=True)
-    (h / "suites" / "support-triage").mkdir(parents=True)
-    (h / "suites" / "support-triage" / "v1.yaml").write_text(suite_yaml("v1"))
-    return h
-
-
-def cli(capsys, home, *argv):
-    code = main(["--home", str(home), *argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

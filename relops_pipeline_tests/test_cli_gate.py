@@ -4,14 +4,14 @@ the audit log, and escaping of model output in the reports."""
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 
 import duckdb
 import pytest
 
-from relops_pipeline.cli import EXIT_BAD_INPUT, main
+from relops_pipeline.cli import EXIT_BAD_INPUT
+from relops_pipeline_tests.conftest import run_cli as cli
 
 CATEGORIES = ["billing", "login", "shipping", "refund", "bug", "account", "feature", "other"]
 
@@ -42,27 +42,13 @@ def manifest(version: str, **params) -> str:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("RELOPS_HOME", str(h))
-    monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
-    assert main(["--home", str(h), "init"]) == 0
-    for d in ("suites", "releases"):
-        shutil.rmtree(h / d, ignore_errors=True)
-    (h / "workflows" / "support-triage.yaml").write_text(
+def home(make_cli_home):
+    return make_cli_home(
         "name: support-triage\nowner: ana\ndelegates: [sam]\n"
         "runner: {type: python, callable: 'relops_pipeline_tests.support:fake_llm'}\n"
-        "scorers: [{type: json}]\nevals: {samples: 3}\n"
+        "scorers: [{type: json}]\nevals: {samples: 3}\n",
+        suite_yaml(40),
     )
-    (h / "suites" / "support-triage").mkdir(parents=True)
-    (h / "suites" / "support-triage" / "v1.yaml").write_text(suite_yaml(40))
-    return h
-
-
-def cli(capsys, home, *argv):
-    code = main(["--home", str(home), *argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def register(capsys, home, tmp_path, version, **params):

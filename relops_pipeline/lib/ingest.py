@@ -14,7 +14,7 @@ import os
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -24,6 +24,7 @@ from relops_pipeline.lib.readers import detect_format, reader_for
 from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, UnreadableInput
 from relops_pipeline.lib.schema import UNKNOWN, create_stage_tables_sql
 from relops_pipeline.lib.settings import IngestSettings
+from relops_pipeline.lib.timeutil import utc_naive
 
 # Files in a folder that are documentation or metadata, not traces.
 SKIP_NAMES = ("LICENSE", "PROVENANCE", "README", "NOTICE")
@@ -161,7 +162,7 @@ def ingest_file(
     except UnreadableInput as exc:
         raise IngestError(str(exc)) from None
     source = rule.settings if rule else SourceSettings()
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    started = utc_naive()
     batch_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
     source_file = str(path.resolve())
 
@@ -292,7 +293,7 @@ def ingest_file(
         ).fetchone()
         tmin = min((t for t in (tmin, emin) if t is not None), default=None)
         tmax = max((t for t in (tmax, emax) if t is not None), default=None)
-        finished = datetime.now(timezone.utc).replace(tzinfo=None)
+        finished = utc_naive()
         con.execute(
             "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [

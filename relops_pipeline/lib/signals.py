@@ -30,6 +30,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from relops_pipeline.lib.timeutil import utc_naive
+
 # Refusal phrases, matched anywhere in the output (RE2 syntax for DuckDB, also valid for
 # Python `re`). Kept specific ("I cannot help with/you", not "I cannot help") to avoid
 # "I cannot help but notice".
@@ -139,7 +141,7 @@ def compute_daily_signals(con, start_day: dt.date, end_day: dt.date) -> int:
     """
     if end_day <= start_day:
         return 0
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = utc_naive()
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM daily_signals WHERE day >= ? AND day < ?", [start_day, end_day])

@@ -15,8 +15,10 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping
+
+from relops_pipeline.lib.timeutil import utc_naive
 
 SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
@@ -42,15 +44,6 @@ def normalize_severity(value: Any) -> str:
 def severity_at_least(severity: str, minimum: str) -> bool:
     """True when `severity` is as severe as `minimum` or more."""
     return SEVERITY_RANK[normalize_severity(severity)] >= SEVERITY_RANK[normalize_severity(minimum)]
-
-
-def utc_naive(value: datetime | None = None) -> datetime:
-    """`value` (default: now) as a naive UTC datetime, the warehouse's convention."""
-    if value is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
-    if value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
 
 
 def _evidence_value(key: str, value: Any) -> Any:

@@ -9,11 +9,12 @@ changes hit both alike and only the release differs.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 import numpy as np
 
+from relops_pipeline.lib.timeutil import utc_naive
 from .config import DEFAULT_CONFIG, FEATURE_COLUMNS
 from .model import CanaryInterval
 
@@ -21,12 +22,6 @@ __all__ = ["load_canary_intervals", "UNKNOWN_RELEASE"]
 
 UNKNOWN_RELEASE = "unknown"  # the loader's name for spans without a release: never a baseline
 _EPOCH = datetime(1970, 1, 1)
-
-
-def _naive_utc(t: datetime) -> datetime:
-    if t.tzinfo is not None:
-        return t.astimezone(timezone.utc).replace(tzinfo=None)
-    return t
 
 
 def _epoch_us(t: datetime) -> int:
@@ -59,7 +54,7 @@ def load_canary_intervals(
     """
     if interval_minutes <= 0:
         raise ValueError("interval_minutes must be positive")
-    start, end = _naive_utc(start), _naive_utc(end)
+    start, end = utc_naive(start), utc_naive(end)
     if end <= start:
         raise ValueError(f"empty window: end {end} is not after start {start}")
     cols = list(FEATURE_COLUMNS if columns is None else columns)

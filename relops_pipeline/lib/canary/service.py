@@ -4,10 +4,11 @@ workflow file; the result stored in `canary_analyses` with its reports."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from relops_pipeline.lib.timeutil import utc_naive
 from .config import CanaryConfig
 from .judge import judge_canary
 from .load import load_canary_intervals
@@ -29,7 +30,7 @@ def analyse_canary(con, home, wf, version: str, *, baseline: str | None, run_id:
     the workflow) interval by interval over the window, store and report the result."""
     cfg = CanaryConfig.from_dict((wf.rollout or {}).get("canary"))
     window = (start, end) if start and end else canary_window(con, wf.name, version)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_naive()
     if window is None:
         window = (now, now)
     intervals = load_canary_intervals(con, wf.name, version, baseline, window[0], window[1], cfg.interval_minutes)

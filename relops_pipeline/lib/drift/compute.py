@@ -39,8 +39,9 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
-from relops_pipeline.lib.drift.config import METHODS, SCORE_PREFIX, DriftConfig, column_info
+from relops_pipeline.lib.drift.config import SCORE_PREFIX, DriftConfig, column_info
 from relops_pipeline.lib.drift.reference import SAMPLE_SEED, Reference, bottom_k_threshold, ensure_reference
+from relops_pipeline.lib.timeutil import utc_naive
 
 # Evidently's boundary between p-value and distance methods (rows per window).
 SMALL_WINDOW_ROWS = 1000
@@ -358,7 +359,7 @@ def store_drift(
     number of summary rows written. `con` must not be inside a transaction already."""
     if not summaries:
         return 0
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = now or utc_naive()
     keys = sorted({(s.granularity, s.period_start, s.period_end, s.workflow) for s in summaries})
     summary_rows = [
         [s.granularity, s.period_start, s.period_end, s.workflow, s.release, s.status, s.severity,
@@ -394,8 +395,3 @@ def _insert_rows(con, table: str, rows: list[list], chunk: int = 500) -> None:
         part = rows[i:i + chunk]
         one = "(" + ", ".join("?" * len(part[0])) + ")"
         con.execute(f"INSERT INTO {table} VALUES " + ", ".join([one] * len(part)), [v for r in part for v in r])
-
-
-def method_kind(method: str) -> str:
-    """'p_value' or 'distance'."""
-    return METHODS[method][0]

@@ -40,6 +40,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 
 from relops_pipeline.lib.signals import REFUSAL_PATTERNS
+from relops_pipeline.lib.timeutil import utc_naive
 
 # Ordered attribute keys per dimension: the first non-empty value wins. One place only.
 DEFAULT_DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
@@ -248,7 +249,7 @@ def compute_trace_features(
         "start": start,
         "end": end,
         "refusal": REFUSAL_PATTERNS,
-        "now": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        "now": utc_naive(),
     }
     con.execute("BEGIN TRANSACTION")
     try:

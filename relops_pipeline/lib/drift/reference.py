@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relops_pipeline.lib.drift.config import COLUMNS, SCORE_PREFIX, DriftConfig, ReferenceSpec
+from relops_pipeline.lib.timeutil import utc_naive
 
 # Bump when features.py changes what a column means: references then get new versions.
 FEATURES_VERSION = 1
@@ -218,7 +219,7 @@ def ensure_reference(
     if resolved["release"]:
         params["release"] = resolved["release"]
     where = _window_filter(resolved["release"])
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = now or utc_naive()
     cols = ", ".join(ROW_COLUMNS)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -261,8 +262,3 @@ def ensure_reference(
     ref = load_reference(con, rid)
     ref.created = True
     return ref
-
-
-def reference_sample_sql(columns_sql: str) -> str:
-    """SQL selecting `columns_sql` from a stored reference sample ($reference_id)."""
-    return f"SELECT {columns_sql} FROM drift_reference_rows WHERE reference_id = $reference_id"

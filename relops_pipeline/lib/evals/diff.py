@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from typing import Any
 
 from ..markdown import escape_md, fenced_block

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import duckdb
 
 from relops_pipeline.lib.evals.model import EvalRunData, Manifest, Suite, SampleRequest, release_key
+from relops_pipeline.lib.timeutil import utc_naive
 
 
 class ImmutableError(ValueError):
     """A registered manifest or a used suite version was changed in place."""
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +51,7 @@ def record_suite_version(con: duckdb.DuckDBPyConnection, suite: Suite, source_fi
             json.dumps(suite.changelog),
             json.dumps([c.as_dict() for c in suite.cases]),
             source_file,
-            _now(),
+            utc_naive(),
         ],
     )
     return "new"
@@ -134,7 +131,7 @@ def record_release(
             baseline_version,
             json.dumps(diff) if diff is not None else None,
             registered_by,
-            _now(),
+            utc_naive(),
         ],
     )
     return "new"
@@ -199,7 +196,7 @@ def write_eval_run(
     """Store an eval run with its samples and scores in one transaction; return its summary."""
     import pyarrow as pa
 
-    run_id = f"ev-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:10]}"
+    run_id = f"ev-{utc_naive():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:10]}"
     n = len(data.samples)
     errors = sum(1 for s in data.samples if s.error)
     error_rate = errors / n if n else None
@@ -248,7 +245,7 @@ def write_eval_run(
             [
                 run_id, release_key(data.workflow, data.version), data.workflow, data.version, data.suite_version,
                 suite_hash, data.source, samples_per_case, cases, n, errors, error_rate, invalid_reason is None,
-                invalid_reason, json.dumps(data.notes), dagster_run_id, started_at or _now(), _now(),
+                invalid_reason, json.dumps(data.notes), dagster_run_id, started_at or utc_naive(), utc_naive(),
             ],
         )
         con.execute("COMMIT")
@@ -292,13 +289,3 @@ def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
     ).fetchone()
     out["latency_p50_ms"], out["latency_p95_ms"], out["cost_usd"] = lat
     return out
-
-
-def eval_runs_for(con: duckdb.DuckDBPyConnection, workflow: str) -> list[dict[str, Any]]:
-    rows = con.execute(
-        "SELECT eval_run_id, release_key, version, suite_version, source, samples, valid, finished_at "
-        "FROM eval_runs WHERE workflow = ? ORDER BY finished_at",
-        [workflow],
-    ).fetchall()
-    cols = ("eval_run_id", "release_key", "version", "suite_version", "source", "samples", "valid", "finished_at")
-    return [dict(zip(cols, r)) for r in rows]

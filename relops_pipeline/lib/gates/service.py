@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
@@ -16,14 +15,11 @@ import duckdb
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.evals.model import release_key, split_release_key
 from relops_pipeline.lib.gates.model import GateResult
+from relops_pipeline.lib.timeutil import utc_naive
 
 
 class GateError(ValueError):
     """The gate cannot be evaluated or the request is refused; the message says why."""
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def latest_eval_run(
@@ -109,7 +105,7 @@ def record_decision(
 ) -> dict[str, Any]:
     """Append the decision to the event log and keep its evidence, in one transaction."""
     key = release_key(result.workflow, result.version)
-    gate_id = f"gate-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    gate_id = f"gate-{utc_naive():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     with audit.transaction(con):
         event = audit.append_event(
             con,
@@ -134,7 +130,7 @@ def record_decision(
                 gate_id, key, result.workflow, result.version, result.decision, result.baseline_version, candidate_run,
                 baseline_run, suite_version, thresholds_version, json.dumps(result.reasons),
                 json.dumps(result.as_dict(), default=str), reports.get("md"), reports.get("html"), reports.get("json"),
-                event["seq"], dagster_run_id, _now(),
+                event["seq"], dagster_run_id, utc_naive(),
             ],
         )
     return {"gate_id": gate_id, "event_seq": event["seq"]}

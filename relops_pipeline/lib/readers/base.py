@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 from relops_pipeline.lib.schema import RAW_REJECT_CAP, REJECT_COLUMNS, STAGE_COLUMNS
+from relops_pipeline.lib.timeutil import utc_naive
 
 # Where a span's workflow and release are found, in order of preference. Keys are looked up
 # in a flat map of the span's attributes merged over its resource attributes, plus the
@@ -116,9 +117,7 @@ def to_utc_naive(value: Any) -> datetime | None:
                 dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
             except ValueError:
                 return None
-            if dt.tzinfo is not None:
-                dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-            return dt
+            return utc_naive(dt)
     if isinstance(value, (int, float)):
         v = float(value)
         if v > 1e17:

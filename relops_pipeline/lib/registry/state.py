@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import duckdb
 
 from relops_pipeline.registry import POINTER_FORMAT, PointerError, parse_pointer, pointer_file
+# Re-exported: registry/rollout.py imports utc_naive from here.
+from relops_pipeline.lib.timeutil import utc_naive as utc_naive  # noqa: F401
 
 try:  # POSIX: serialise compare-and-replace of one pointer between processes
     import fcntl
@@ -41,15 +43,6 @@ class RegistryError(ValueError):
 
 class StalePointerError(RegistryError):
     """The pointer on disk is newer than the state being written (it never goes backwards)."""
-
-
-def utc_naive(value: datetime | None = None) -> datetime:
-    """`value` (default: now) as naive UTC, the warehouse's convention."""
-    if value is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
-    if value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
 
 
 @dataclass(frozen=True)
