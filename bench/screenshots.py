@@ -1,7 +1,7 @@
 """Screenshots of the Dagster UI over a home with the demo's history, for the README.
 
-    relops --home /tmp/shots demo                  # the history (a few minutes)
-    python bench/screenshots.py --home /tmp/shots  # -> docs/screenshots/*.png
+    make demo                                       # the history in data/home (a few minutes)
+    .venv/bin/python bench/screenshots.py --home data/home   # -> docs/screenshots/*.png
 
 Starts `dagster dev` (webserver and daemon) on the home on a free 127.0.0.1 port (or uses a
 running one: --url), waits until the runs the sensors launch on start-up have finished, launches
