@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/relops demo --home "$(RELOPS_HOME)"
 
 test: $(STAMP)
+	@bash scripts/ensure-postgres.sh
 	$(BIN)/pytest -q --durations=12
 
 ui: $(STAMP)
