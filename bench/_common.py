@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 def map_seed_chunks(pool: ProcessPoolExecutor | None, workers: int, fn: Callable[[Any], Any],

@@ -57,9 +57,9 @@ from scipy.optimize import brentq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import map_seed_chunks  # noqa: E402
 from relops_pipeline.lib.canary import DEFAULT_CONFIG, CanaryConfig, judge_canary, judge_interval  # noqa: E402
 from relops_pipeline.lib.canary.stats import wilson  # noqa: E402
-from bench._common import map_seed_chunks  # noqa: E402
 
 BODY_MEDIAN, BODY_SIGMA = 1200.0, 0.45
 SLOW_SHARE, SLOW_MEDIAN, SLOW_SIGMA = 0.04, 3600.0, 0.6

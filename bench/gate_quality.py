@@ -50,9 +50,9 @@ from scipy.special import expit, logit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import map_seed_chunks  # noqa: E402
 from relops_pipeline.lib.gates.decision import decide  # noqa: E402
 from relops_pipeline.lib.gates.model import Thresholds  # noqa: E402
-from bench._common import map_seed_chunks  # noqa: E402
 
 BETA_A, BETA_B = 4.25, 0.75  # mean 0.85
 MUST_PASS = 10
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         for sc in (aa, reg, better):
             a = run.decisions(sc, range(args.check_seeds), args.n_boot)
             b = run.decisions(sc, range(args.check_seeds), 10_000)
-            check[sc.name] = (sum(x == y for x, y in zip(a, b)), len(a), b)
+            check[sc.name] = (sum(x == y for x, y in zip(a, b, strict=False)), len(a), b)
         print("decisions with", args.n_boot, "vs 10,000 bootstrap resamples (same seeds):")
         for name, (same, n, b) in check.items():
             print(f"  {name:<40} {same}/{n} identical")

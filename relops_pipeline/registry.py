@@ -140,7 +140,7 @@ def bucket(pointer: Pointer, request_key: str) -> float:
 
     Salting with the canary release gives each canary its own slice of users, and for one
     canary the slices are nested: raising the share from 10 % to 50 % keeps the first 10 %."""
-    salt = f"{pointer.workflow}\x1f{pointer.canary or ''}\x1f{request_key}".encode("utf-8")
+    salt = f"{pointer.workflow}\x1f{pointer.canary or ''}\x1f{request_key}".encode()
     return int.from_bytes(hashlib.sha256(salt).digest()[:8], "big") % 1_000_000 / 10_000
 
 

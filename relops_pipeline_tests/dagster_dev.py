@@ -22,8 +22,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -70,7 +71,7 @@ class DagsterDev:
         except FileNotFoundError:
             return ""
 
-    def start(self, ready_timeout_s: float = 180) -> "DagsterDev":
+    def start(self, ready_timeout_s: float = 180) -> DagsterDev:
         """Start the process and wait until the webserver answers and the code location loaded."""
         env = {**os.environ, "RELOPS_HOME": str(self.home_root), "DAGSTER_HOME": str(self.home_root / "dagster"),
                **self.extra_env}
@@ -119,7 +120,7 @@ class DagsterDev:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "DagsterDev":
+    def __enter__(self) -> DagsterDev:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -116,7 +116,7 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}\n{self.log_tail()}")
         return proc
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         """initdb a new cluster and start the server; returns when it accepts connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self._as_root:

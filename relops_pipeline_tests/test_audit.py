@@ -42,7 +42,7 @@ def test_append_builds_a_chain_from_genesis(con):
     events = _fill(con)
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
     assert events[0]["prev_hash"] == "0" * 64
-    for prev, cur in zip(events, events[1:]):
+    for prev, cur in zip(events, events[1:], strict=False):
         assert cur["prev_hash"] == prev["hash"]
     assert len({e["event_id"] for e in events}) == 5
     assert audit.head(con) == (5, events[-1]["hash"])
@@ -70,7 +70,7 @@ def test_rows_read_back_from_duckdb_verify(con):
     written = _fill(con)
     read = audit.list_events(con)
     assert [r["seq"] for r in read] == [1, 2, 3, 4, 5]
-    for w, r in zip(written, read):
+    for w, r in zip(written, read, strict=False):
         assert r == w  # same values after the round trip (payload parsed, ts datetime)
         assert audit.event_hash(r) == r["hash"]
     # a timestamp whose microseconds are zero must still hash the same after a round trip

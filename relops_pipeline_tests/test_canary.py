@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 
 import duckdb
@@ -403,7 +403,7 @@ def test_load_canary_intervals_from_trace_features(features_con):
     # Aware times are converted to naive UTC: 13:00+01:00 is 12:00 UTC.
     cet = timezone(timedelta(hours=1))
     aware = load_canary_intervals(features_con, "wf", "v2", "v1", (t0 + timedelta(hours=1)).replace(tzinfo=cet),
-                                  at(25).replace(tzinfo=timezone.utc), 10, columns=["latency_ms"])
+                                  at(25).replace(tzinfo=UTC), 10, columns=["latency_ms"])
     assert [iv.start for iv in aware] == [t0, at(10), at(20)]
     assert sorted(aware[0].canary["latency_ms"].tolist()) == [2003.0, 2009.99, 2500.0]
     with pytest.raises(ValueError, match="own baseline"):

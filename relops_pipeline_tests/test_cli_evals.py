@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from relops_pipeline.cli import EXIT_BAD_INPUT
-from relops_pipeline_tests.conftest import FIXTURES, run_cli as cli
+from relops_pipeline_tests.conftest import FIXTURES
+from relops_pipeline_tests.conftest import run_cli as cli
 
 CASES = [
     ("billing-001", "billing", ["billing"], True),

@@ -7,11 +7,11 @@ import datetime as dt
 
 import dagster as dg
 
-from relops_pipeline.defs.maintenance.jobs import weekly_cadence_schedule
 from relops_pipeline.defs.drift.sensors import affected_days
+from relops_pipeline.defs.maintenance.jobs import weekly_cadence_schedule
 from relops_pipeline.defs.partitions import daily_partitions
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _tick(when: dt.datetime) -> list[str]:

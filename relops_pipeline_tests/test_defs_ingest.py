@@ -3,7 +3,6 @@ sensors evaluated with build_sensor_context."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time

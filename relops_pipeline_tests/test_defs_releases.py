@@ -117,7 +117,7 @@ def test_drift_failure_where_policy_forbids_rollback_only_recommends(home, resou
 
 
 def test_drill_check_fails_on_a_stale_drill_and_passes_after_a_drill(home, resources):
-    old = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=40)
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=40)
     with open_warehouse(home.warehouse_path) as con:
         for w in ("doc-qa", "support-triage"):
             con.execute("INSERT INTO drills VALUES (?, ?, ?, ?, true, 12.0, ?, NULL)",

@@ -39,7 +39,7 @@ LONG_MUST_PASS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _suite(workflow: str):
     return load_suite(EXAMPLE / "suites" / workflow / "v1.yaml")
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +76,12 @@ def world(tmp_path_factory):
 
 def _week(span) -> int:
     start = int(span["raw"]["startTimeUnixNano"]) / 1e9
-    t0 = datetime(DEFAULT_START.year, DEFAULT_START.month, DEFAULT_START.day, tzinfo=timezone.utc).timestamp()
+    t0 = datetime(DEFAULT_START.year, DEFAULT_START.month, DEFAULT_START.day, tzinfo=UTC).timestamp()
     return int((start - t0) // (7 * 86400)) + 1
 
 
 def _start(span) -> datetime:
-    return datetime.fromtimestamp(int(span["raw"]["startTimeUnixNano"]) / 1e9, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(int(span["raw"]["startTimeUnixNano"]) / 1e9, tz=UTC).replace(tzinfo=None)
 
 
 def test_files_one_per_workflow_per_day(world):
@@ -250,7 +250,7 @@ def test_releases_follow_the_schedule_and_overlap_in_canaries(world):
     for wf in ("support-triage", "doc-qa"):
         rels = [r for r in summary.releases if r.workflow == wf]
         assert len(rels) >= 3
-        for prev, new in zip(rels, rels[1:]):
+        for prev, new in zip(rels, rels[1:], strict=False):
             times = by_release[new.release]
             assert min(times) >= new.canary_start
             end = new.full_start or new.rolled_back_at or period_end  # still in canary at the end
@@ -326,7 +326,7 @@ def test_v2_4_0_canary_gets_its_share_until_the_period_ends(docqa_canary):
     assert min(r[1] for r in canary) >= rel.canary_start
     assert max(r[1] for r in canary).date() == summary.end  # served until the last generated day
     same_hours = [r for r in live if r[1] >= rel.canary_start]
-    assert 300 <= len(canary) and abs(len(canary) / (len(canary) + len(same_hours)) - rel.canary_share) < 0.01
+    assert len(canary) >= 300 and abs(len(canary) / (len(canary) + len(same_hours)) - rel.canary_share) < 0.01
 
 
 def test_v2_4_0_canary_regresses_latency_and_refusals_against_the_same_hours(docqa_canary):

@@ -53,7 +53,7 @@ def add_traffic(con, *, workflow="wf", release="v1", day0=D0, days=7, per_day=10
         "workflow": workflow,
         "release": release,
         "trace_id": [f"{workflow}-{release}-{seed}-{i}" for i in idx],
-        "start_time": [dt.datetime.combine(d, dt.time()) + dt.timedelta(seconds=int(i % per_day) * 60) for d, i in zip(day, idx)],
+        "start_time": [dt.datetime.combine(d, dt.time()) + dt.timedelta(seconds=int(i % per_day) * 60) for d, i in zip(day, idx, strict=False)],
         "spans": 3,
         "llm_calls": rng.choice([1, 2], n, p=[0.8, 0.2]),
         "latency_ms": rng.lognormal(7, 0.5, n),

@@ -7,8 +7,8 @@ import json
 import socket
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -193,7 +193,7 @@ def test_retry_after_is_capped(serve):
 
 
 def test_parse_retry_after_seconds_and_http_date():
-    now = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("7", now) == 7.0
     assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0

@@ -58,7 +58,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def suite_yaml(version: str, changelog: list[str] | None = None, case_id: str = "c1") -> str:
-    lines = [f"workflow: wf", f"version: {version}"]
+    lines = ["workflow: wf", f"version: {version}"]
     if changelog is not None:
         lines.append("changelog:")
         lines += [f"  - {json.dumps(c)}" for c in changelog]

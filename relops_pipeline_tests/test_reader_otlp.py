@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ def _read(con, path: Path, settings: SourceSettings | None = None) -> None:
 def _rows(con, sql: str, params=None) -> list[dict]:
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+    return [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
 
 
 def _counts(con) -> tuple[int, int, int]:
@@ -75,7 +75,7 @@ def _log_records_of(path: Path) -> list[tuple[int, dict]]:
 
 def _utc(ns: str) -> datetime:
     # Exact to the microsecond, without going through a float.
-    return datetime.fromtimestamp(int(ns) // 1_000_000_000, tz=timezone.utc).replace(
+    return datetime.fromtimestamp(int(ns) // 1_000_000_000, tz=UTC).replace(
         tzinfo=None, microsecond=int(ns) // 1000 % 1_000_000
     )
 

@@ -14,8 +14,17 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from relops_pipeline.lib.readers import detect_format, reader_for
-from relops_pipeline.lib.readers import deepeval, langfuse, langsmith, otel_attributes, relops_jsonl, relops_parquet, vercel
+from relops_pipeline.lib.readers import (
+    deepeval,
+    detect_format,
+    langfuse,
+    langsmith,
+    otel_attributes,
+    reader_for,
+    relops_jsonl,
+    relops_parquet,
+    vercel,
+)
 from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, UnreadableInput
 from relops_pipeline.lib.schema import create_stage_tables_sql
 from relops_pipeline_tests.conftest import FIXTURES
@@ -37,7 +46,7 @@ def read(path: Path, module=None, settings: SourceSettings | None = None) -> tup
         for table in ("stage_spans", "stage_rejects"):
             cur = con.execute(f"SELECT * FROM {table} ORDER BY source_line NULLS FIRST")
             names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+            rows = [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
             for row in rows:
                 for key in ("attributes", "online_scores"):
                     if isinstance(row.get(key), str):
@@ -576,7 +585,7 @@ JSONL_LINES = [
 
 def _write_jsonl(tmp_path) -> Path:
     path = tmp_path / "spans.jsonl"
-    data = "\n".join(JSONL_LINES).encode("utf-8").replace("\xff".encode("utf-8"), b"\xff")
+    data = "\n".join(JSONL_LINES).encode("utf-8").replace("\xff".encode(), b"\xff")
     path.write_bytes(data)
     return path
 

@@ -6,8 +6,6 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-
-from relops_pipeline.lib.workflows import WorkflowError
 import yaml
 
 from relops_pipeline.lib.gates.thresholds import record_thresholds
@@ -21,6 +19,7 @@ from relops_pipeline.lib.readiness import (
     write_readiness,
 )
 from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
+from relops_pipeline.lib.workflows import WorkflowError
 
 NOW = datetime(2026, 11, 27, 12, 0)
 GOOD = "good"

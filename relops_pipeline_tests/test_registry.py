@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -53,7 +53,7 @@ WF = "support-triage"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @pytest.fixture
@@ -369,7 +369,7 @@ def test_automatic_rollback_flips_and_records_time_to_rollback(con, reg):
     assert (row["from_release"], row["to_release"], row["trigger"], row["automatic"], row["performed"]) == (
         "v3", "v2", "canary", True, True)
     assert (row["alert_id"], row["incident_id"], row["dagster_run_id"]) == ("al-1", "inc-1", "run-1")
-    assert row["check_evaluated_at"] == evaluated.astimezone(timezone.utc).replace(tzinfo=None)
+    assert row["check_evaluated_at"] == evaluated.astimezone(UTC).replace(tzinfo=None)
     assert 5.0 <= row["time_to_rollback_s"] < 15.0
     assert row["time_to_rollback_s"] == pytest.approx((row["flipped_at"] - row["check_evaluated_at"]).total_seconds())
     event = audit.list_events(con, workflow=WF, kind=audit.KIND_ROLLBACK)[-1]

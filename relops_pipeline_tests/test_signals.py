@@ -128,7 +128,7 @@ def signals(con) -> dict[tuple, dict]:
     names = [d[0] for d in cur.description]
     out = {}
     for values in cur.fetchall():
-        row = dict(zip(names, values))
+        row = dict(zip(names, values, strict=False))
         for col in ("finish_reasons", "online_scores"):
             row[col] = json.loads(row[col]) if row[col] is not None else None
         out[(row["day"], row["workflow"], row["release"])] = row

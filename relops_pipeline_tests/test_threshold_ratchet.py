@@ -187,9 +187,9 @@ def test_propose_records_a_draft_with_backtest_and_changes_nothing(con):
     assert all(r["current"] == r["recorded"] for r in rows.values())
     # v1.0.1 shipped at 0.857 against an identical baseline; the new floor cannot be confirmed: REVIEW
     assert (rows["v1.0.1"]["current"], rows["v1.0.1"]["proposed"], rows["v1.0.1"]["changed"]) == ("SHIP", "REVIEW", True)
-    assert {"rule": "floor:fields_match", "current": "pass", "proposed": "review"} == {
+    assert {
         k: v for k, v in next(c for c in rows["v1.0.1"]["rules_changed"] if c["rule"] == "floor:fields_match").items()
-        if k != "message"}
+        if k != "message"} == {"rule": "floor:fields_match", "current": "pass", "proposed": "review"}
     for v in ("v1.1.0", "v1.3.0", "v1.4.0", "v1.5.0"):
         assert rows[v]["proposed"] == "SHIP" and not rows[v]["changed"]
     assert rows["v1.2.0"]["proposed"] == "BLOCK"

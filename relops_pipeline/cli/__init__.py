@@ -13,8 +13,7 @@ import argparse
 import json
 import logging
 import sys
-
-from typing import Sequence
+from collections.abc import Sequence
 
 from relops_pipeline.cli import alerts, cadence, demo, drift, evals, gates, ingest, releases
 from relops_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_NO_HOME, EXIT_OK, EXIT_RUN_FAILED, CliError

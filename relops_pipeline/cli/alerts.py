@@ -41,7 +41,7 @@ def cmd_alerts(args) -> dict:
             rec = raise_alert(con, home, Alert(
                 kind="test", severity=args.severity, title=f"relops test alert for {wf.name}",
                 workflow=wf.name, summary="A test of this workflow's alert sinks; nothing is wrong.",
-                dedup_key=f"test:{wf.name}:{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}"), )
+                dedup_key=f"test:{wf.name}:{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"), )
         action = "deliver"
         print(f"test alert {rec.alert_id} written to the outbox ({rec.status}); delivering ...", file=sys.stderr)
     if action == "deliver":

@@ -27,7 +27,7 @@ from relops_pipeline.lib.home import Home
 
 
 def _today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def _week_arg(value: str | None) -> dt.date:
@@ -199,7 +199,7 @@ def _time_arg(value: str | None) -> dt.datetime | None:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise CliError(f"--started-at {value!r}: expected an ISO time such as 2026-11-10T10:00") from None
-    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+    return t.astimezone(dt.UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
 def _incident_text(row: dict) -> str:

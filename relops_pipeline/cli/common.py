@@ -6,7 +6,6 @@ the workflows' configuration.
 from __future__ import annotations
 
 import os
-
 from typing import Any
 
 from relops_pipeline.lib.home import HOME_ENV, Home
@@ -152,4 +151,4 @@ def plain_table(header: list[str], rows: list[list]) -> str:
     """Rows as left-aligned text columns under the header."""
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells)

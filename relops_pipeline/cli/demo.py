@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import json
 import sys
-
 from pathlib import Path
 
 from relops_pipeline.cli.cadence import accept_or_reject, cmd_memo, cmd_review
@@ -60,7 +59,7 @@ def cmd_demo(args) -> dict:
         "releases, their evals and gate decisions:",
         *[f"  {r['release_key']:<26} {g['decision']:<6} vs {g['baseline'] or '-':<8} {_eval_line(r['eval'])}"
           + (f"  [approved by {g['approved_by']}]" if g["approved_by"] else "")
-          for r, g in zip(releases, gates)],
+          for r, g in zip(releases, gates, strict=False)],
         *[f"  {g['release_key']} BLOCK: {g['reasons'][0]}" for g in gates if g["decision"] == "BLOCK"],
         "",
         "weekly drift against each workflow's reference window:",
@@ -80,7 +79,7 @@ def cmd_demo(args) -> dict:
         "home": str(home.root),
         "generated": gen.expected_ingest(),
         "matches_generator": matches,
-        "releases": [{"release_key": r["release_key"], "eval": r["eval"], "gate": g} for r, g in zip(releases, gates)],
+        "releases": [{"release_key": r["release_key"], "eval": r["eval"], "gate": g} for r, g in zip(releases, gates, strict=False)],
         "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
         "drift": drift,
         "rollout": rollout,

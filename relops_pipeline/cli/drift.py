@@ -86,14 +86,14 @@ def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bo
     with read_warehouse(home) as con:
         cols = ["period_start", "workflow", "release", "status", "severity", "columns_tested", "columns_drifted",
                 "drifted_share", "critical_drifted", "cur_rows", "ref_rows", "reference_id", "report_path"]
-        rows = [dict(zip(cols, r)) for r in con.execute(
+        rows = [dict(zip(cols, r, strict=False)) for r in con.execute(
             f"SELECT {', '.join(cols)} FROM drift_summaries WHERE {where} ORDER BY period_start, workflow, release = '*' DESC, release",
             params).fetchall()]
         columns = []
         if detail:
             ccols = ["period_start", "workflow", "release", "column_name", "column_type", "role", "method", "score",
                      "threshold", "drifted", "status", "cur_rows", "ref_rows"]
-            columns = [dict(zip(ccols, r)) for r in con.execute(
+            columns = [dict(zip(ccols, r, strict=False)) for r in con.execute(
                 f"SELECT {', '.join(ccols)} FROM drift_results WHERE {where} AND release = '*' "
                 "ORDER BY workflow, drifted DESC, score DESC NULLS LAST, column_name", params).fetchall()]
     for r in rows:

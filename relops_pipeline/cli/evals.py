@@ -4,7 +4,6 @@ suites and eval runs (one run, an import, or a backfill over every release)."""
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
 from relops_pipeline.cli.common import (
@@ -34,8 +33,8 @@ def cmd_workflow_add(args) -> dict:
 
 
 def _eval_summary(home: Home, run_id: str) -> dict:
-    from relops_pipeline.lib.warehouse import open_warehouse
     from relops_pipeline.lib.evals.store import eval_run_summary
+    from relops_pipeline.lib.warehouse import open_warehouse
 
     with open_warehouse(home.warehouse_path) as con:
         row = con.execute("SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-
 from pathlib import Path
 
 from relops_pipeline.cli.cadence import accept_or_reject, require_approver
@@ -23,7 +22,6 @@ from relops_pipeline.cli.common import (
 )
 from relops_pipeline.cli.evals import register_release
 from relops_pipeline.lib.home import Home
-
 
 EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2}
 

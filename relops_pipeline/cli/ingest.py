@@ -4,9 +4,8 @@ warehouse holds; and the daily signals recomputed after an ingestion."""
 from __future__ import annotations
 
 import datetime as dt
-
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, dagster_instance, read_warehouse, run_failure, run_job
 from relops_pipeline.cli.releases import workflow_status
@@ -189,7 +188,7 @@ def cmd_status(args) -> dict:
         ],
         "by_day": [{"day": str(d), "workflow": w, "release": r, "spans": n} for d, w, r, n in by_day],
         "rejects_by_reason": [{"reason": r, "count": n} for r, n in rejects],
-        "ingest": dict(zip(("batches", "read", "accepted", "rejected", "duplicates"), map(int, batches))),
+        "ingest": dict(zip(("batches", "read", "accepted", "rejected", "duplicates"), map(int, batches), strict=False)),
     }
     lines = [
         f"warehouse {home.warehouse_path}",

@@ -37,10 +37,11 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import PurePath
-from typing import Any, Iterator
+from typing import Any
 
 import duckdb
 
@@ -113,7 +114,7 @@ def format_ts(ts: datetime) -> str:
     """A timestamp as ISO 8601 with microseconds always present (isoformat() drops them when
     they are zero, which would change the hash of a row depending on the clock)."""
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts.isoformat(timespec="microseconds")
 
 
@@ -194,7 +195,7 @@ def _optional(name: str, value: Any) -> str | None:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def head(con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
@@ -249,7 +250,7 @@ def append_event(
 
 
 def _row_dict(values: tuple) -> dict[str, Any]:
-    row = dict(zip(COLUMNS, values))
+    row = dict(zip(COLUMNS, values, strict=False))
     if row["payload"] is not None:
         row["payload"] = json.loads(row["payload"])
     return row
@@ -342,7 +343,7 @@ def verify_chain(
     cur = con.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq, event_id")
     while batch := cur.fetchmany(10_000):
         for values in batch:
-            row = dict(zip(COLUMNS, values))  # payload stays text: canonical_bytes parses it
+            row = dict(zip(COLUMNS, values, strict=False))  # payload stays text: canonical_bytes parses it
             checked += 1
             seq = int(row["seq"])
             if seq == prev_seq and checked > 1:

@@ -13,7 +13,7 @@ the CLI so both do exactly the same thing.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ PROPOSAL_KINDS = ("suite", "thresholds", "alert_rules")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _workflow_names(home: Home) -> list[str]:

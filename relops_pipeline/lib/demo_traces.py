@@ -95,11 +95,12 @@ import os
 import random
 from bisect import bisect
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from relops_pipeline.lib.schema import UNKNOWN
 
@@ -815,7 +816,7 @@ class _DayWriter:
         self.day_index = day_index
         self.day = day
         self.rng = random.Random(f"relops-demo:{int(seed)}:{float(scale)!r}:{workflow}:{day.isoformat()}")
-        self.day_ns = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+        self.day_ns = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000_000
         self.lines_written = 0
         self.spans_by_tag: Counter[str] = Counter()  # release tag or UNKNOWN -> spans in valid lines
         self.traces_by_tag: Counter[str] = Counter()
@@ -1279,7 +1280,7 @@ class _DayWriter:
     def _log_line(self) -> str:
         """A collector log line that ended up in the export file: not JSON."""
         rng = self.rng
-        stamp = datetime.fromtimestamp(self.day_ns / 1e9 + 43200 + int(rng.random() * 3600), tz=timezone.utc)
+        stamp = datetime.fromtimestamp(self.day_ns / 1e9 + 43200 + int(rng.random() * 3600), tz=UTC)
         return (f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')}.{int(rng.random() * 1000):03d}Z\twarn\t"
                 "fileexporter@v0.112.0/file_writer.go:88\tflush interrupted, retrying\t"
                 '{"kind": "exporter", "data_type": "traces", "name": "file"}')
@@ -1435,7 +1436,7 @@ def write_bench_traces(path: Path, n_traces: int, *, seed: int = 1) -> int:
     heads, bodies, latencies = _bench_pool(seed)
     lat = np.asarray(latencies, dtype=np.int64)
     gen = np.random.Generator(np.random.PCG64(seed))
-    t0 = int(datetime(DEFAULT_START.year, DEFAULT_START.month, DEFAULT_START.day, tzinfo=timezone.utc).timestamp())
+    t0 = int(datetime(DEFAULT_START.year, DEFAULT_START.month, DEFAULT_START.day, tzinfo=UTC).timestamp())
     t0 *= 10**9
     written = 0
     path = Path(path)
@@ -1453,7 +1454,7 @@ def write_bench_traces(path: Path, n_traces: int, *, seed: int = 1) -> int:
             data = "".join([  # noqa: C416 (a list is faster than a generator in join)
                 f'{heads[h]}{tids[32 * k:32 * k + 32]}","spanId":"{sids[16 * k:16 * k + 16]}","flags":256,'
                 f'"startTimeUnixNano":"{s}","endTimeUnixNano":"{e}",{bodies[b]}'
-                for k, (h, b, s, e) in enumerate(zip(hi, bi.tolist(), starts.tolist(), ends.tolist()))
+                for k, (h, b, s, e) in enumerate(zip(hi, bi.tolist(), starts.tolist(), ends.tolist(), strict=False))
             ]).encode("utf-8")
             fh.write(data)
             written += len(data)

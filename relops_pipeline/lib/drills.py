@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ _SAMPLE_KEYS = 2000  # request keys routed through the read-back pointer
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -183,7 +183,7 @@ def run_drill(
 
 
 def _drill_row(values: tuple) -> dict[str, Any]:
-    row = dict(zip(DRILL_COLUMNS, values))
+    row = dict(zip(DRILL_COLUMNS, values, strict=False))
     row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
     return row
 
@@ -211,7 +211,7 @@ def drill_status(
 
     Returns {status, ok (status == "ok"), message, last_drill, last_passed, age_days,
     max_age_days}; `now` defaults to the current UTC time (naive UTC or aware)."""
-    now = _now() if now is None else (now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo else now)
+    now = _now() if now is None else (now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now)
     drills = list_drills(con, workflow, limit=1)
     last = drills[0] if drills else None
     passed = con.execute(

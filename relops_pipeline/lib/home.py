@@ -43,7 +43,7 @@ class Home:
     root: Path
 
     @classmethod
-    def resolve(cls, home: str | os.PathLike | None = None) -> "Home":
+    def resolve(cls, home: str | os.PathLike | None = None) -> Home:
         value = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
         return cls(Path(value).expanduser().resolve())
 
@@ -130,7 +130,7 @@ class Home:
             written.append(dagster_yaml)
         return written
 
-    def require(self) -> "Home":
+    def require(self) -> Home:
         if not self.exists():
             raise FileNotFoundError(f"no relops home at {self.root}: run `relops init --home {self.root}` first")
         return self

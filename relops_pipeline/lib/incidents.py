@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 
@@ -41,7 +42,7 @@ class IncidentError(ValueError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _text(name: str, value: Any) -> str:
@@ -95,7 +96,7 @@ def _clean_links(links: Any) -> dict[str, Any]:
 
 
 def _row(values: tuple) -> dict[str, Any]:
-    row = dict(zip(COLUMNS, values))
+    row = dict(zip(COLUMNS, values, strict=False))
     row["links"] = json.loads(row["links"]) if row["links"] else {}
     return row
 
@@ -357,7 +358,7 @@ def show_incident(con: duckdb.DuckDBPyConnection, incident_id: str, *, trace_lim
         raise IncidentError(f"no incident {incident_id!r}")
     rb_cols = ("rollback_id", "from_release", "to_release", "trigger", "reason", "automatic", "performed",
                "flipped_at", "time_to_rollback_s", "alert_id", "actor", "recorded_at")
-    rollbacks = [dict(zip(rb_cols, r)) for r in con.execute(
+    rollbacks = [dict(zip(rb_cols, r, strict=False)) for r in con.execute(
         f"SELECT {', '.join(rb_cols)} FROM rollbacks WHERE incident_id = ? ORDER BY recorded_at", [incident_id]).fetchall()]
     candidates: list[str] = []
     for key, value in row["links"].items():
@@ -368,11 +369,11 @@ def show_incident(con: duckdb.DuckDBPyConnection, incident_id: str, *, trace_lim
                 candidates.append(v)
     candidates += [r["alert_id"] for r in rollbacks if r["alert_id"]]
     al_cols = ("alert_id", "kind", "severity", "title", "release", "status", "created_at")
-    alerts = [dict(zip(al_cols, r)) for r in con.execute(
+    alerts = [dict(zip(al_cols, r, strict=False)) for r in con.execute(
         f"SELECT {', '.join(al_cols)} FROM alert_outbox WHERE list_contains(?::VARCHAR[], alert_id) ORDER BY created_at",
         [list(dict.fromkeys(candidates))]).fetchall()] if candidates else []
     lb_cols = ("label_id", "sample_id", "trace_id", "release", "label", "value", "note", "reviewer", "imported_at")
-    labels = [dict(zip(lb_cols, r)) for r in con.execute(
+    labels = [dict(zip(lb_cols, r, strict=False)) for r in con.execute(
         f"SELECT {', '.join(lb_cols)} FROM trace_labels WHERE incident_id = ? ORDER BY imported_at, label_id",
         [incident_id]).fetchall()]
     linked = _trace_list(row["links"].get(TRACES_KEY))

@@ -13,10 +13,10 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import duckdb
 
@@ -225,7 +225,7 @@ def ingest_file(
         in_batch_dups = _count(con, "SELECT count(*) FROM batch_spans WHERE dup_rank > 1")
         before = _count(con, "SELECT count(*) FROM spans")
         con.execute(
-            f"""
+            """
             INSERT INTO spans BY NAME
             SELECT b.* EXCLUDE (dup_rank), ? AS source_file, ? AS ingest_batch_id, ? AS ingested_at
             FROM batch_spans b

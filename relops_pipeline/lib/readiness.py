@@ -41,7 +41,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,8 @@ AREA_WEEK = {"config": 1, "suite": 1, "rollout": 1, "ownership": 1, "telemetry":
 
 def _utc_naive(value: datetime | None) -> datetime:
     if value is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+        return datetime.now(dt.UTC).replace(tzinfo=None)
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _iso(value: Any) -> Any:

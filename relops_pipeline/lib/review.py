@@ -32,9 +32,10 @@ import json
 import math
 import uuid
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Hashable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any
 
 import duckdb
 
@@ -74,7 +75,7 @@ class ReviewImportError(ReviewError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def week_start(week: date) -> date:
@@ -142,7 +143,7 @@ def _week_population(con: duckdb.DuckDBPyConnection, monday: date) -> list[dict[
         "QUALIFY row_number() OVER (PARTITION BY trace_id ORDER BY computed_at DESC) = 1",
         [datetime.combine(monday, datetime.min.time()), datetime.combine(monday + timedelta(days=7), datetime.min.time())],
     ).fetchall()
-    return [dict(zip(cols, r)) for r in rows]
+    return [dict(zip(cols, r, strict=False)) for r in rows]
 
 
 def _pick_cell(rows: list[dict[str, Any]], k: int, seed: int, monday: date) -> list[tuple[dict[str, Any], str]]:
@@ -217,7 +218,7 @@ def stored_sample(con: duckdb.DuckDBPyConnection, week: date) -> list[dict[str, 
         "(SELECT min(f.start_time) FROM trace_features f WHERE f.trace_id = r.trace_id), r.stratum, r.sheet "
         "FROM review_samples r WHERE r.week = ?", [monday]).fetchall()
     cols = ("sample_id", "week", "workflow", "release", "topic", "trace_id", "start_time", "stratum", "sheet")
-    out = [dict(zip(cols, r)) for r in rows]
+    out = [dict(zip(cols, r, strict=False)) for r in rows]
     out.sort(key=lambda s: (s["workflow"], s["release"], s["topic"] or "", s["start_time"] or datetime.min, s["trace_id"]))
     return out
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from relops_pipeline.lib.markdown import escape_md, fenced_block, md_table
 from relops_pipeline.lib.registry.state import RegistryState
@@ -70,7 +71,7 @@ def render_runbook(
     root = _home_root(home)
     relops = "relops" + (f" --home {shlex.quote(str(root))}" if root else "")
     wf = shlex.quote(str(name))
-    generated = generated_at or datetime.now(timezone.utc).replace(tzinfo=None)
+    generated = generated_at or datetime.now(UTC).replace(tzinfo=None)
     has_state = state is not None and state.seq > 0
 
     out: list[str] = [f"# Rollback runbook: {escape_md(name)}", ""]

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import duckdb
 
@@ -99,7 +100,7 @@ class VersionedConfig(Generic[T]):
         sql += " ORDER BY version DESC LIMIT 1" if latest else " ORDER BY version"
         out = []
         for values in con.execute(sql, params).fetchall():
-            row = dict(zip(ROW_COLUMNS, values))
+            row = dict(zip(ROW_COLUMNS, values, strict=False))
             stored = json.loads(row["config"])
             if config_hash(stored) != row["config_hash"]:
                 raise self.error(
@@ -193,7 +194,7 @@ class VersionedConfig(Generic[T]):
             con.execute(
                 f"INSERT INTO {self.table} ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' for _ in ROW_COLUMNS)})",
                 [workflow, version, canonical_json(config), digest, author, reason,
-                 now or datetime.now(timezone.utc).replace(tzinfo=None), event["seq"]],
+                 now or datetime.now(UTC).replace(tzinfo=None), event["seq"]],
             )
         new.version, new.author, new.reason = version, author, reason
         return new

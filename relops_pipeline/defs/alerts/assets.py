@@ -1,7 +1,7 @@
 """Signal alert rules: each day's production signals of every workflow through its versioned
 alert rules (`alerts.rules` in the workflow file, recorded as alert-rule versions)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -27,7 +27,7 @@ def signal_rule_alerts(context: dg.AssetExecutionContext, home: RelopsHomeResour
     from relops_pipeline.lib.workflows import list_workflows, load_workflow
 
     start, end = _window(context)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     days = [(start + timedelta(days=i)).date() for i in range((end - start).days)]
     rows = []
     with warehouse.get_connection() as con:

@@ -1,5 +1,7 @@
 """Alert delivery: the outbox is drained by a job, launched by a sensor whenever deliveries are due."""
 
+from datetime import UTC
+
 import dagster as dg
 
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
@@ -30,7 +32,7 @@ def deliver_alerts_job():
 
 def alert_delivery_sensor(context: dg.SensorEvaluationContext):
     """Launch a delivery run when the outbox has deliveries due (checked every 30 s)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from relops_pipeline.lib.alerts.service import due_count
     from relops_pipeline.lib.home import Home
@@ -39,7 +41,7 @@ def alert_delivery_sensor(context: dg.SensorEvaluationContext):
     home = Home.resolve()
     if not home.warehouse_path.exists():
         return dg.SkipReason("no warehouse yet")
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     try:
         con = connect(home.warehouse_path, read_only=True, timeout_s=5)
     except Exception as exc:  # noqa: BLE001 — a busy warehouse is retried on the next tick

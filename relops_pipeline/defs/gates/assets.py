@@ -1,8 +1,10 @@
 """Release gates: the thresholds in force for a release and the gate decision with its evidence."""
 
+from datetime import UTC
+
 import dagster as dg
 
-from relops_pipeline.defs.evals.assets import eval_run, eval_suites, release_manifest, suites_root, releases_root
+from relops_pipeline.defs.evals.assets import eval_run, eval_suites, release_manifest, releases_root, suites_root
 from relops_pipeline.defs.evals.partitions import SUITE_VERSION_TAG, releases_partitions
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
 
@@ -22,7 +24,7 @@ def gate_thresholds(context: dg.AssetExecutionContext, home: RelopsHomeResource,
     budgets, minimum evidence — as a versioned, reviewed configuration, so a decision can
     always be traced to the exact bar that applied.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from relops_pipeline.lib.evals.model import split_release_key
     from relops_pipeline.lib.gates.thresholds import current_thresholds, seed_from_workflow_config
@@ -36,7 +38,7 @@ def gate_thresholds(context: dg.AssetExecutionContext, home: RelopsHomeResource,
         th = current_thresholds(con, wf.name)
         con.execute(
             "INSERT INTO release_thresholds VALUES (?, ?, ?, ?, ?)",
-            [key, wf.name, th.version, context.run.run_id, datetime.now(timezone.utc).replace(tzinfo=None)],
+            [key, wf.name, th.version, context.run.run_id, datetime.now(UTC).replace(tzinfo=None)],
         )
     if warning:
         context.log.warning(warning)

@@ -5,7 +5,7 @@ Nothing here changes a suite, a threshold or an alert rule: proposals are drafts
 accepts (`relops suite accept`, `relops thresholds accept`, `relops alerts accept`).
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -20,7 +20,7 @@ from relops_pipeline.lib.markdown import md_table
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _workflows(home):

@@ -2,7 +2,7 @@
 that regenerates the runbooks when their inputs change."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -39,7 +39,7 @@ def requests_for_failure(trigger: str, record, instance=None) -> list[dg.RunRequ
 
     ev = _evaluation(record)
     # The evaluation event's time (the row's create_timestamp is when the check was planned).
-    evaluated_at = datetime.fromtimestamp(record.event.timestamp, tz=timezone.utc).isoformat()
+    evaluated_at = datetime.fromtimestamp(record.event.timestamp, tz=UTC).isoformat()
     meta = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
     check = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
     links = {"check": check, "dagster_run": record.run_id}

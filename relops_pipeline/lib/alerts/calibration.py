@@ -34,8 +34,9 @@ and marks the draft accepted, in one transaction. Nothing changes before accepta
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import duckdb
 
@@ -58,7 +59,7 @@ DAYS_PER_MONTH = 30.0
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _midnight(d: date) -> datetime:

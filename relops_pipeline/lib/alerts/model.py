@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from relops_pipeline.lib.timeutil import utc_naive
 
@@ -100,7 +101,7 @@ class Alert:
         if self.created_at is not None:
             object.__setattr__(self, "created_at", utc_naive(self.created_at))
 
-    def with_identity(self, alert_id: str, created_at: datetime) -> "Alert":
+    def with_identity(self, alert_id: str, created_at: datetime) -> Alert:
         return replace(self, alert_id=alert_id, created_at=created_at)
 
     def to_dict(self) -> dict[str, Any]:

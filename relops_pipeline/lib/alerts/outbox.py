@@ -40,9 +40,10 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import duckdb
 
@@ -195,7 +196,7 @@ def enqueue(
 
 
 def _alert_from_row(row: Sequence[Any]) -> tuple[Alert, str, str | None]:
-    d = dict(zip(_OUTBOX_COLS, row))
+    d = dict(zip(_OUTBOX_COLS, row, strict=False))
 
     def js(v: Any) -> dict:
         return json.loads(v) if isinstance(v, str) else (v or {})
@@ -218,7 +219,7 @@ def _deliveries(con: duckdb.DuckDBPyConnection, alert_ids: list[str]) -> dict[st
         [alert_ids],
     ).fetchall()
     for r in rows:
-        d = dict(zip(_DELIVERY_COLS, r))
+        d = dict(zip(_DELIVERY_COLS, r, strict=False))
         out[d.pop("alert_id")].append(Delivery(**d))
     return out
 

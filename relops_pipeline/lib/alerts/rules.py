@@ -47,16 +47,18 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import duckdb
 
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.alerts.model import AlertError, normalize_severity
+
 # NO_OWNER_AUTHOR is part of this module's interface (the author of a version seeded without an owner).
-from relops_pipeline.lib.versioned import NO_OWNER_AUTHOR, VersionedConfig
+from relops_pipeline.lib.versioned import VersionedConfig
 
 KIND_ALERT_RULES_VERSION = "alert_rules_version"
 SEED_REASON = "initial alert rules from the workflow configuration"
@@ -115,7 +117,7 @@ class AlertRule:
             return False
         return value > self.threshold if self.above is not None else value < self.threshold
 
-    def with_threshold(self, threshold: float) -> "AlertRule":
+    def with_threshold(self, threshold: float) -> AlertRule:
         """The same rule with another threshold."""
         key = self.direction
         return AlertRule(**{**asdict(self), key: float(threshold)})
@@ -537,7 +539,7 @@ def fire_rules(
     Returns one dict per firing: Firing.to_dict() plus rules_version, alert_id, new."""
     from relops_pipeline.lib.alerts.service import raise_alert
 
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     current = current_alert_rules(con, workflow)
     if current.version == 0:
         from relops_pipeline.lib.workflows import list_workflows, load_workflow

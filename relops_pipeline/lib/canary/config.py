@@ -48,8 +48,9 @@ baseline requests per 10-minute interval):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Kind = Literal["continuous", "proportion", "tail"]
 Direction = Literal["increase", "decrease", "either"]
@@ -168,7 +169,7 @@ class CanaryConfig:
                 return m
         raise KeyError(name)
 
-    def with_metrics(self, *names: str) -> "CanaryConfig":
+    def with_metrics(self, *names: str) -> CanaryConfig:
         """The same configuration restricted to the named metrics (in that order)."""
         return replace(self, metrics=tuple(self.metric(n) for n in names))
 
@@ -179,7 +180,7 @@ class CanaryConfig:
         return d
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any] | None) -> "CanaryConfig":
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> CanaryConfig:
         """A configuration from a mapping (e.g. a workflow file's `rollout: canary:` section).
         Missing keys take the defaults; `metrics`, when given, replaces the default list whole
         (each entry a mapping with CanaryMetric's fields). Unknown keys are refused."""

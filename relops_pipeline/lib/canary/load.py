@@ -9,12 +9,14 @@ changes hit both alike and only the release differs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from relops_pipeline.lib.timeutil import utc_naive
+
 from .config import DEFAULT_CONFIG, FEATURE_COLUMNS
 from .model import CanaryInterval
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from ..markdown import escape_md, html_page, safe_url
 from .judge import effect_text, tolerance_text

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from relops_pipeline.lib.timeutil import utc_naive
+
 from .config import CanaryConfig
 from .judge import judge_canary
 from .load import load_canary_intervals

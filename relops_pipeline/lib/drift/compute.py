@@ -36,8 +36,9 @@ import datetime as dt
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any
 
 from relops_pipeline.lib.drift.config import SCORE_PREFIX, DriftConfig, column_info
 from relops_pipeline.lib.drift.reference import SAMPLE_SEED, Reference, bottom_k_threshold, ensure_reference

@@ -25,8 +25,9 @@ Keys (all optional):
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # Column catalogue: name -> (type, role). type num|cat; role input (what users send),
 # behaviour (what the workflow did), feedback (how users and online evaluators judged it).
@@ -149,7 +150,7 @@ class DriftConfig:
     columns: tuple[str, ...] | None = None
 
     @classmethod
-    def from_workflow(cls, drift: Mapping[str, Any] | None) -> "DriftConfig":
+    def from_workflow(cls, drift: Mapping[str, Any] | None) -> DriftConfig:
         """Validate a workflow's `drift` section (defaults filled in); raise DriftConfigError
         naming the offending key."""
         drift = dict(drift or {})

@@ -247,7 +247,7 @@ def ensure_reference(
             con.execute(insert.format(bound=""), p)
             sampled = _one(con.execute("SELECT count(*) FROM drift_reference_rows WHERE reference_id = ?", [rid]).fetchall())[0]
         profile = {
-            "non_null": {c: int(n) for c, n in zip(COLUMNS, counts[1:])},
+            "non_null": {c: int(n) for c, n in zip(COLUMNS, counts[1:], strict=False)},
             "online_scores": {k: int(n) for k, n in scores},
         }
         con.execute(

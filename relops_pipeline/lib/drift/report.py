@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from relops_pipeline.lib.drift.compute import ColumnDrift
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from relops_pipeline.lib.drift.compute import ALL_RELEASES, DriftSummary, compute_drift, store_drift
 from relops_pipeline.lib.drift.config import DriftConfig, DriftConfigError

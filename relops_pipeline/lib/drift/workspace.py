@@ -13,8 +13,9 @@ Python sends nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # The environment `evidently ui` must run with: no telemetry.
 UI_ENV = {"DO_NOT_TRACK": "1"}

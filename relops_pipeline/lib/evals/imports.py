@@ -605,7 +605,7 @@ def _promptfoo(path: Path, variant: str | int | None) -> _Built:
     expected: dict[str, list[str]] = {}
     case_ids: list[str] = []
     no_asserts = 0
-    for (cid, (i, r, vars_, desc, tc)), k in zip(rows, sample_idx):
+    for (cid, (i, r, vars_, desc, tc)), k in zip(rows, sample_idx, strict=False):
         if cid not in must_pass:
             case_ids.append(cid)
         mp = tc["metadata"].get("must_pass") if isinstance(tc.get("metadata"), dict) else None
@@ -645,7 +645,7 @@ def _promptfoo(path: Path, variant: str | int | None) -> _Built:
             detail = "; ".join(x for x in (f"promptfoo score {agg:g}" if _is_num(agg) else None,
                                            _short(reason, 200) if reason else None) if x)
             sc.append(Score("pass", 1.0 if success else 0.0, success, detail or None))
-        for c, n in zip(comps, names):
+        for c, n in zip(comps, names, strict=False):
             s = c.get("score")
             p = c.get("pass")
             passed = bool(p) if isinstance(p, bool) else (_is_num(s) and s >= PASS_THRESHOLD)

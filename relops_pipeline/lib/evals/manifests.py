@@ -38,10 +38,10 @@ from .model import Case, Manifest
 from .suites import (
     Problem,
     YamlDoc,
-    suggest_next_version,
     describe_type,
     key_problem,
     read_yaml,
+    suggest_next_version,
     unknown_key_message,
 )
 

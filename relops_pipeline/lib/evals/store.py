@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 
-from relops_pipeline.lib.evals.model import EvalRunData, Manifest, Suite, SampleRequest, release_key
+from relops_pipeline.lib.evals.model import EvalRunData, Manifest, SampleRequest, Suite, release_key
 from relops_pipeline.lib.timeutil import utc_naive
 
 
@@ -71,7 +72,7 @@ def get_release(con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
         return None
     cols = ("release_key", "workflow", "version", "manifest_known", "manifest", "manifest_hash", "source_file",
             "baseline_version", "diff", "registered_by", "registered_at")
-    out = dict(zip(cols, row))
+    out = dict(zip(cols, row, strict=False))
     for k in ("manifest", "diff"):
         out[k] = json.loads(out[k]) if out[k] else None
     return out
@@ -266,7 +267,7 @@ def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
     ).fetchone()
     cols = ("eval_run_id", "release_key", "workflow", "version", "suite_version", "source", "samples_per_case",
             "cases", "samples", "errors", "error_rate", "valid", "invalid_reason", "dagster_run_id")
-    out = dict(zip(cols, row))
+    out = dict(zip(cols, row, strict=False))
     out["metrics"] = {
         m: {"mean": mean, "pass_rate": pr, "n": n}
         for m, mean, pr, n in con.execute(

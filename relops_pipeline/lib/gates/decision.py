@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd

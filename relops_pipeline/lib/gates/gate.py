@@ -7,9 +7,10 @@ on its own.
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from relops_pipeline.lib.evals.model import SampleRequest, release_key, split_release_key
 from relops_pipeline.lib.home import Home
@@ -135,7 +136,7 @@ def evaluate_gate(
         result.reasons.append(f"baseline {base_version} has no valid eval run on suite {suite}")
     # One set of report files per decision: a later gate of the same release never rewrites an earlier one.
     out_dir = home.reports_dir / "gates" / wf.name / version
-    paths = write_reports(result, out_dir, f"gate-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
+    paths = write_reports(result, out_dir, f"gate-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
     reports = {k: str(v) for k, v in paths.items()}
     with open_warehouse(warehouse_path) as con:
         recorded = record_decision(

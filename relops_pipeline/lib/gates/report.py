@@ -39,9 +39,10 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from ..evals.diff import diff_markdown
 from ..markdown import escape_md, fenced_block, html_page, safe_url

@@ -40,7 +40,7 @@ def latest_eval_run(
     if not row:
         return None
     cols = ("eval_run_id", "suite_version", "suite_hash", "source", "valid", "invalid_reason", "samples_per_case", "cases", "samples")
-    return dict(zip(cols, row[0]))
+    return dict(zip(cols, row[0], strict=False))
 
 
 def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:

@@ -48,8 +48,9 @@ of 1000 cases × 5 samples, 3 metrics, latency and cost, 10,000 resamples: about
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -319,7 +320,7 @@ def weighted_quantiles(values: np.ndarray, sample_case: np.ndarray, qs: Sequence
         if s == 0:
             return out
         total = _cdot(counts, per_case)
-        for j, (q, (lo, hi, below)) in enumerate(zip(qs_arr, windows)):
+        for j, (q, (lo, hi, below)) in enumerate(zip(qs_arr, windows, strict=False)):
             target = q * total
             base = _cdot(counts, below)
             cum = base[:, None] + np.cumsum(np.take(counts, sorted_case[lo:hi], axis=1), axis=1)
@@ -419,7 +420,7 @@ def run_statistics(run: RunTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
 
     out: dict[str, Any] = {"metrics": {}, "latency": {}, "cost_per_sample": BootEstimate(None, None, 0),
                            "cost_total": None}
-    for j, (m, est) in enumerate(zip(run.metrics, _nanmean_cols(means))):
+    for j, (m, est) in enumerate(zip(run.metrics, _nanmean_cols(means), strict=False)):
         n_m = int((run.metric_count[:, j] > 0).sum())
         out["metrics"][m] = BootEstimate(est, None if reps[0] is None else reps[0][:, j], n_m)
     k = 1
@@ -427,7 +428,7 @@ def run_statistics(run: RunTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
     if lat_keep.any():
         vals = run.latency_ms[lat_keep]
         n_lat = int(len(np.unique(run.sample_case[lat_keep])))
-        for j, (name, q) in enumerate(zip(names, quantiles)):
+        for j, (name, q) in enumerate(zip(names, quantiles, strict=False)):
             est = float(np.quantile(vals, q, method="inverted_cdf"))
             out["latency"][name] = BootEstimate(est, None if reps[k] is None else reps[k][:, j], n_lat)
         k += 1
@@ -461,7 +462,7 @@ def paired_differences(candidate: RunTable, baseline: RunTable, *, n_boot: int =
     if n >= 2 and n_boot > 0 and len(metrics):
         reps = bootstrap(n, n_boot, rng_for(seed, _STREAM_PAIRED), [weighted_means(d)])[0]
     out = {}
-    for j, (m, est) in enumerate(zip(metrics, _nanmean_cols(d))):
+    for j, (m, est) in enumerate(zip(metrics, _nanmean_cols(d), strict=False)):
         n_m = int((~np.isnan(d[:, j])).sum())
         out[m] = BootEstimate(est, None if reps is None else reps[:, j], n_m)
     return out
@@ -494,8 +495,8 @@ def case_outcomes(candidate: RunTable, baseline: RunTable | None) -> CaseOutcome
     rates = candidate.pass_rates()
     base_rates: dict[str, float] = {}
     if baseline is not None:
-        base_rates = dict(zip(baseline.case_ids.tolist(), baseline.pass_rates().tolist()))
-    pass_rates = dict(zip(candidate.case_ids.tolist(), rates.tolist()))
+        base_rates = dict(zip(baseline.case_ids.tolist(), baseline.pass_rates().tolist(), strict=False))
+    pass_rates = dict(zip(candidate.case_ids.tolist(), rates.tolist(), strict=False))
     flaky, newly_failing, newly_passing = [], [], []
     for cid, r in pass_rates.items():
         b = base_rates.get(cid)

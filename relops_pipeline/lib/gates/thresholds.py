@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, Mapping
+from typing import Any
 
 import duckdb
 
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.gates.model import DEFAULT_ALLOWED_REGRESSION, Thresholds
+
 # NO_OWNER_AUTHOR and config_hash are part of this module's interface (callers and tests use them).
-from relops_pipeline.lib.versioned import NO_OWNER_AUTHOR, VersionedConfig, config_hash
+from relops_pipeline.lib.versioned import VersionedConfig
 
 # The table threshold_versions is created by warehouse migration 3
 # (relops_pipeline/lib/warehouse.py); event_seq is the seq of the version's event.

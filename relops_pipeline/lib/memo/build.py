@@ -74,7 +74,7 @@ def _json(value: Any) -> Any:
 def _rows(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
     cur = con.execute(sql, params or [])
     cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return [dict(zip(cols, r, strict=False)) for r in cur.fetchall()]
 
 
 def change(cur: Any, prev: Any) -> dict[str, Any]:

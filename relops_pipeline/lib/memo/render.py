@@ -395,7 +395,7 @@ def render_html(memo: dict[str, Any]) -> str:
                 continue
             out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
                        + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{_cell_html(h, v)}</td>" for h, v in zip(headers, r))
+                       + "".join("<tr>" + "".join(f"<td>{_cell_html(h, v)}</td>" for h, v in zip(headers, r, strict=False))
                                  + "</tr>" for r in rows)
                        + "</tbody></table>")
         elif kind == "link":

@@ -77,6 +77,6 @@ def previous_memo(con, week: date) -> dict[str, Any] | None:
     ).fetchone()
     if row is None:
         return None
-    out = dict(zip(COLUMNS, row))
+    out = dict(zip(COLUMNS, row, strict=False))
     out["memo"] = json.loads(out["memo"]) if out["memo"] else None
     return out

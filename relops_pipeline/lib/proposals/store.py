@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 
@@ -45,7 +46,7 @@ class ProposalError(ValueError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _json(value: Any) -> str:
@@ -53,7 +54,7 @@ def _json(value: Any) -> str:
 
 
 def _row(values: tuple) -> dict[str, Any]:
-    row = dict(zip(COLUMNS, values))
+    row = dict(zip(COLUMNS, values, strict=False))
     for key in ("payload", "evidence"):
         row[key] = json.loads(row[key]) if row[key] else ({} if key == "evidence" else None)
     return row

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -72,7 +72,7 @@ _EPS = 1e-9
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _floor_to(x: float, step: float) -> float:
@@ -112,7 +112,7 @@ def _latest_decisions(con: duckdb.DuckDBPyConnection, workflow: str, now: dateti
             "baseline_eval_run_id", "suite_version", "thresholds_version", "result", "event_seq", "decided_at")
     out: dict[str, dict[str, Any]] = {}
     for values in rows:
-        row = dict(zip(cols, values))
+        row = dict(zip(cols, values, strict=False))
         result = json.loads(row.pop("result") or "{}")
         ev = result.get("evidence") or {}
         row["seed"] = ev.get("seed")

@@ -8,7 +8,8 @@ coalesce() expressions from the same table, so the two can never disagree.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from relops_pipeline.lib.readers.base import as_text, first_finish_reason
 

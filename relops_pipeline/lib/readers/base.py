@@ -12,10 +12,11 @@ not the format it was asked to read); a bad record is a reject, not an exception
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -61,7 +62,7 @@ class SourceSettings:
     default_workflow: str | None = None  # used when no key matches
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> "SourceSettings":
+    def from_mapping(cls, m: Mapping[str, Any] | None) -> SourceSettings:
         m = m or {}
         return cls(
             workflow_keys=tuple(m.get("workflow_keys") or DEFAULT_WORKFLOW_KEYS),
@@ -107,7 +108,7 @@ def to_utc_naive(value: Any) -> datetime | None:
         return None
     if isinstance(value, (list, tuple)) and len(value) == 2:
         secs, nanos = value
-        return datetime.fromtimestamp(int(secs) + int(nanos) / 1e9, tz=timezone.utc).replace(tzinfo=None)
+        return datetime.fromtimestamp(int(secs) + int(nanos) / 1e9, tz=UTC).replace(tzinfo=None)
     if isinstance(value, str):
         s = value.strip()
         if s.lstrip("-").isdigit():
@@ -126,7 +127,7 @@ def to_utc_naive(value: Any) -> datetime | None:
             v /= 1e6
         elif v > 1e11:
             v /= 1e3
-        return datetime.fromtimestamp(v, tz=timezone.utc).replace(tzinfo=None)
+        return datetime.fromtimestamp(v, tz=UTC).replace(tzinfo=None)
     return None
 
 

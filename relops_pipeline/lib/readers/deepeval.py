@@ -22,7 +22,8 @@ of the span's prompt, else of the trace's first prompted span).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from relops_pipeline.lib.readers.attributes import map_attributes
 from relops_pipeline.lib.readers.base import (

@@ -28,8 +28,9 @@ Mapping:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from relops_pipeline.lib.readers.attributes import map_attributes
 from relops_pipeline.lib.readers.base import (

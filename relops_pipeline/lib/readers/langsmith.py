@@ -23,7 +23,8 @@ payload and a partial span would duplicate it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from relops_pipeline.lib.readers.attributes import map_attributes
 from relops_pipeline.lib.readers.base import (

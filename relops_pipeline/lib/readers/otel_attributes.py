@@ -24,10 +24,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from datetime import datetime, timezone
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from relops_pipeline.lib.readers.attributes import FIELD_KEYS, map_attributes
 from relops_pipeline.lib.readers.base import (
@@ -636,7 +637,7 @@ def read(con, ctx: ReadContext) -> None:
         if row["finish_reason"] is None and fallback_out is not None:
             row["finish_reason"] = finish_reason_of(fallback_out)
         trace_id, span_id = synthetic_ids(content, index)
-        exported_at = datetime.fromtimestamp(ctx.path.stat().st_mtime, tz=timezone.utc).replace(tzinfo=None)
+        exported_at = datetime.fromtimestamp(ctx.path.stat().st_mtime, tz=UTC).replace(tzinfo=None)
         row.update(
             trace_id=trace_id,
             span_id=span_id,

@@ -19,7 +19,8 @@ from error.type, an `exception` event's exception.type, or the status message), 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from relops_pipeline.lib.readers.base import ReadContext, UnreadableInput, as_text, stage_rows, to_utc_naive
 from relops_pipeline.lib.readers.otel_attributes import (

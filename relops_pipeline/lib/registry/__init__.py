@@ -97,8 +97,8 @@ release that was rolled back from.
 
 from relops_pipeline.lib.registry.deployers import (
     SIGNATURE_HEADER,
-    DeployError,
     Deployer,
+    DeployError,
     PointerFileDeployer,
     WebhookDeployer,
     deployer_from_config,
@@ -112,8 +112,8 @@ from relops_pipeline.lib.registry.rollout import (
     RolloutRefused,
     TransitionResult,
     history,
-    list_rollbacks,
     link_rollback,
+    list_rollbacks,
     record_recommendation,
     rollback,
     sync_pointer,

@@ -26,8 +26,9 @@ import hmac
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from relops_pipeline.lib.registry.state import RegistryError, RegistryState, pointer_doc, write_pointer
 

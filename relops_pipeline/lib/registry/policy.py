@@ -36,8 +36,9 @@ recommended by the alert. A shadow serves no user, so it is never urgent.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from relops_pipeline.lib.registry.state import STAGES, RegistryError, RegistryState
 

@@ -9,8 +9,9 @@ incident, then the alert (written to the outbox, delivered by the alert delivery
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import duckdb
 

@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
 
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.evals.model import release_key, validate_key
 from relops_pipeline.lib.gates.service import release_state
-from relops_pipeline.lib.registry.deployers import DeployError, Deployer, deployer_from_config
+from relops_pipeline.lib.registry.deployers import Deployer, DeployError, deployer_from_config
 from relops_pipeline.lib.registry.policy import SKIPPABLE, parse_policy
 from relops_pipeline.lib.registry.state import (
     IN_FLIGHT,
@@ -451,7 +452,7 @@ def link_rollback(
                       [rollback_id]).fetchone()
     if row is None:
         raise RegistryError(f"no rollback {rollback_id!r}")
-    return dict(zip(ROLLBACK_COLUMNS, row))
+    return dict(zip(ROLLBACK_COLUMNS, row, strict=False))
 
 
 def record_recommendation(
@@ -555,7 +556,7 @@ def list_rollbacks(
     sql += " ORDER BY recorded_at DESC, rollback_id DESC"
     if limit is not None:
         sql += f" LIMIT {max(0, int(limit))}"
-    return [dict(zip(ROLLBACK_COLUMNS, r)) for r in con.execute(sql, params).fetchall()]
+    return [dict(zip(ROLLBACK_COLUMNS, r, strict=False)) for r in con.execute(sql, params).fetchall()]
 
 
 def history(con: duckdb.DuckDBPyConnection, workflow: str, *, limit: int | None = None) -> list[dict[str, Any]]:

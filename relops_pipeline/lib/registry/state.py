@@ -11,16 +11,17 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import duckdb
 
-from relops_pipeline.registry import POINTER_FORMAT, PointerError, parse_pointer, pointer_file
 # Re-exported: registry/rollout.py imports utc_naive from here.
 from relops_pipeline.lib.timeutil import utc_naive as utc_naive  # noqa: F401
+from relops_pipeline.registry import POINTER_FORMAT, PointerError, parse_pointer, pointer_file
 
 try:  # POSIX: serialise compare-and-replace of one pointer between processes
     import fcntl
@@ -94,7 +95,7 @@ class RegistryState:
         d["updated_at"] = self.updated_at.isoformat() if self.updated_at else None
         return d
 
-    def next(self, **changes: Any) -> "RegistryState":
+    def next(self, **changes: Any) -> RegistryState:
         return replace(self, seq=self.seq + 1, **changes)
 
 
@@ -105,13 +106,13 @@ def get_state(con: duckdb.DuckDBPyConnection, workflow: str) -> RegistryState:
     ).fetchone()
     if row is None:
         return RegistryState(workflow=workflow)
-    return RegistryState(**dict(zip(STATE_COLUMNS, row)))
+    return RegistryState(**dict(zip(STATE_COLUMNS, row, strict=False)))
 
 
 def list_states(con: duckdb.DuckDBPyConnection) -> list[RegistryState]:
     """Every workflow's state, by workflow name."""
     rows = con.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM registry_state ORDER BY workflow").fetchall()
-    return [RegistryState(**dict(zip(STATE_COLUMNS, r))) for r in rows]
+    return [RegistryState(**dict(zip(STATE_COLUMNS, r, strict=False))) for r in rows]
 
 
 def put_state(con: duckdb.DuckDBPyConnection, state: RegistryState) -> None:
@@ -140,7 +141,7 @@ def pointer_doc(state: RegistryState) -> dict[str, Any]:
         "shadow": state.shadow,
         "stage": state.stage,
         "last_known_good": state.last_known_good,
-        "updated_at": updated.replace(tzinfo=timezone.utc).isoformat() if updated else None,
+        "updated_at": updated.replace(tzinfo=UTC).isoformat() if updated else None,
         "updated_by": state.updated_by,
         "reason": state.reason,
         "event_seq": state.event_seq,
