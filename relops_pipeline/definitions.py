@@ -5,22 +5,15 @@ from __future__ import annotations
 import dagster as dg
 
 from relops_pipeline.defs import alerts, drift, evals, gates, ingest, maintenance, releases
-from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import HOME_ENV, Home
 
 
 def build_resources() -> dict:
-    return {
-        # RELOPS_HOME picks the home; unset, the default home (./data/home) is used.
-        "home": RelopsHomeResource(root=dg.EnvVar(HOME_ENV)) if _home_env_set() else RelopsHomeResource(root=str(Home.resolve().root)),
-        "warehouse": WarehouseResource(),
-    }
-
-
-def _home_env_set() -> bool:
+    """The home is $RELOPS_HOME when set (read when the code location loads), else ./data/home."""
     import os
 
-    return bool(os.environ.get(HOME_ENV))
+    return relops_resources(dg.EnvVar(HOME_ENV) if os.environ.get(HOME_ENV) else Home.resolve().root)
 
 
 defs = dg.Definitions(

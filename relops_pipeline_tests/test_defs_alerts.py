@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from relops_pipeline.defs.alerts.jobs import alert_delivery_sensor, deliver_alerts_job
-from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.alerts import Alert, list_alerts
 from relops_pipeline.lib.alerts.service import raise_alert
 from relops_pipeline.lib.home import Home
@@ -48,7 +48,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 def _run(home):
-    resources = {"home": RelopsHomeResource(root=str(home.root)), "warehouse": WarehouseResource(database=str(home.warehouse_path))}
+    resources = relops_resources(home.root)
     with dg.instance_for_test() as instance:
         job = dg.Definitions(jobs=[deliver_alerts_job], resources=resources).resolve_job_def("deliver_alerts_job")
         result = job.execute_in_process(instance=instance)

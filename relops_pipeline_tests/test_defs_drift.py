@@ -49,7 +49,7 @@ def test_rolling_drift_follows_every_day_whose_window_holds_new_signals():
 import pytest
 
 from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
-from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
 
@@ -72,7 +72,7 @@ def demo_home(tmp_path_factory):
 
 def _materialize(home, asset, key, monkeypatch):
     monkeypatch.setenv("RELOPS_HOME", str(home.root))
-    resources = {"home": RelopsHomeResource(root=str(home.root)), "warehouse": WarehouseResource(database=str(home.warehouse_path))}
+    resources = relops_resources(home.root)
     with dg.instance_for_test() as instance:
         result = dg.materialize([asset], partition_key=key, resources=resources, instance=instance)
     assert result.success

@@ -10,7 +10,7 @@ import pytest
 from relops_pipeline.defs.evals.assets import eval_run, eval_suites, release_manifest
 from relops_pipeline.defs.evals.partitions import releases_partitions
 from relops_pipeline.defs.evals.sensors import releases_sensor
-from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
 
@@ -25,7 +25,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def resources(home):
-    return {"home": RelopsHomeResource(root=str(home.root)), "warehouse": WarehouseResource(database=str(home.warehouse_path))}
+    return relops_resources(home.root)
 
 
 def test_releases_sensor_adds_partitions_and_requests_eval_runs_once(home):

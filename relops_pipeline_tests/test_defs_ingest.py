@@ -13,7 +13,7 @@ import pytest
 from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces, trace_features, trace_signals_job
 from relops_pipeline.defs.ingest.jobs import DAY_RANGES_TAG, ingest_traces_job
 from relops_pipeline.defs.ingest.sensors import ingested_days_sensor, landing_sensor
-from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
 from relops_pipeline_tests.conftest import FIXTURES
@@ -31,7 +31,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def resources(home):
-    return {"home": RelopsHomeResource(root=str(home.root)), "warehouse": WarehouseResource(database=str(home.warehouse_path))}
+    return relops_resources(home.root)
 
 
 def test_ingest_job_tags_days_and_reports_counts(home, resources):

@@ -14,7 +14,7 @@ from relops_pipeline.defs.evals.partitions import releases_partitions
 from relops_pipeline.defs.releases.assets import drill_fresh, rollback_drill, rollback_runbook
 from relops_pipeline.defs.releases.jobs import rollback_alert_job
 from relops_pipeline.defs.releases.sensors import canary_failure_sensor, drift_failure_sensor
-from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.alerts import list_alerts
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.registry.state import RegistryState, get_state, put_state, write_pointer
@@ -42,7 +42,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def resources(home):
-    return {"home": RelopsHomeResource(root=str(home.root)), "warehouse": WarehouseResource(database=str(home.warehouse_path))}
+    return relops_resources(home.root)
 
 
 def _fake(asset: str, check: str, *, partitioned: bool, metadata: dict):

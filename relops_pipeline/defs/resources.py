@@ -1,26 +1,35 @@
-"""Resources shared by every domain: the data home and the warehouse."""
+"""Resources shared by every domain: the data home, and the warehouse built on it.
+
+Everything in `defs/` reaches the home and the warehouse through these two resources, never
+through the environment: the Definitions configure them once (`relops_resources`), tests pass
+their own.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.settings import IngestSettings, load_settings
-from relops_pipeline.lib.warehouse import open_warehouse
+from relops_pipeline.lib.warehouse import connect, is_lock_error, open_warehouse
 
 # Every asset or op that opens the warehouse runs in this pool. The home's dagster.yaml sets
 # its limit to 1: DuckDB allows one read-write process per file, so runs queue for it.
 WAREHOUSE_POOL = "relops_warehouse"
 
 
+class WarehouseBusy(Exception):
+    """Another process holds the warehouse (DuckDB allows one writer and no reader beside it)."""
+
+
 class RelopsHomeResource(dg.ConfigurableResource):
-    """The data home (RELOPS_HOME): configuration, landing folder, reports, registry."""
+    """The data home: configuration, landing folder, reports, registry, warehouse file."""
 
     root: str = Field(description="Path of the relops home folder.")
 
@@ -32,20 +41,49 @@ class RelopsHomeResource(dg.ConfigurableResource):
         return load_settings(self.home.settings_file)
 
 
-class WarehouseResource(DuckDBResource):
-    """The DuckDB warehouse file, migrated to the latest schema on first use.
+class WarehouseResource(dg.ConfigurableResource):
+    """The home's DuckDB warehouse, migrated to the latest schema on first use."""
 
-    `database` empty means `<RELOPS_HOME>/warehouse/relops.duckdb`.
-    """
-
+    home: RelopsHomeResource
     database: str = Field(default="", description="Path of the DuckDB file; empty: the home's warehouse.")
     lock_timeout_s: float = Field(default=300.0, description="How long to wait for another process's lock.")
 
     @property
-    def path(self) -> str:
-        return self.database or str(Home.resolve().warehouse_path)
+    def path(self) -> Path:
+        return Path(self.database) if self.database else self.home.home.warehouse_path
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection (waits up to lock_timeout_s for another writer)."""
         with open_warehouse(self.path, timeout_s=self.lock_timeout_s) as con:
             yield con
+
+    @contextmanager
+    def read_only(self, *, requires: str | None = None, timeout_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only connection for sensors, or None when there is nothing to read yet (no
+        warehouse file, or no table `requires`). Raises WarehouseBusy while a run holds the
+        file: a sensor skips this tick and asks again on the next."""
+        if not self.path.exists():
+            yield None
+            return
+        try:
+            con = connect(self.path, read_only=True, timeout_s=timeout_s)
+        except Exception as exc:
+            if is_lock_error(exc):
+                raise WarehouseBusy(f"the warehouse {self.path} is busy") from exc
+            raise
+        try:
+            if requires is not None:
+                tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+                if requires not in tables:
+                    yield None
+                    return
+            yield con
+        finally:
+            con.close()
+
+
+def relops_resources(root: str | Path | dg.EnvVar) -> dict[str, dg.ConfigurableResource]:
+    """The resources of the Definitions for the home at `root` (tests pass a temporary folder)."""
+    home = RelopsHomeResource(root=root if isinstance(root, dg.EnvVar) else str(root))
+    return {"home": home, "warehouse": WarehouseResource(home=home)}
