@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     n = 5_000_000 if args.large else args.traces
 
-    from relops_pipeline.lib.demo_traces import write_bench_traces
+    from relops_pipeline.demo.traces import write_bench_traces
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
@@ -80,10 +80,12 @@ def main() -> None:
         size = write_bench_traces(data, n)
         print(f"generated {n:,} OTLP JSON traces ({size / 2**30:.2f} GiB) in {time.perf_counter() - t:.1f} s", flush=True)
         base = run_child(BASELINE, str(data), str(tmp / "baseline.duckdb"))
-        print(f"baseline read_ndjson : {base['seconds']:7.1f} s  {base['rows'] / base['seconds']:>12,.0f} rows/s  peak RSS {base['peak_rss_mb']:,.0f} MB", flush=True)
+        print(f"baseline read_ndjson : {base['seconds']:7.1f} s  {base['rows'] / base['seconds']:>12,.0f} rows/s"
+              f"  peak RSS {base['peak_rss_mb']:,.0f} MB", flush=True)
         rel = run_child(RELOPS, str(data), str(tmp / "relops.duckdb"))
         assert rel["read"] == rel["rows"] + rel["rejected"] + rel["duplicates"]
-        print(f"relops ingest_file   : {rel['seconds']:7.1f} s  {rel['rows'] / rel['seconds']:>12,.0f} rows/s  peak RSS {rel['peak_rss_mb']:,.0f} MB"
+        print(f"relops ingest_file   : {rel['seconds']:7.1f} s  {rel['rows'] / rel['seconds']:>12,.0f} rows/s"
+              f"  peak RSS {rel['peak_rss_mb']:,.0f} MB"
               f"  (accepted {rel['rows']:,}, rejected {rel['rejected']:,}, duplicates {rel['duplicates']:,})")
         ratio = (rel["rows"] / rel["seconds"]) / (base["rows"] / base["seconds"])
         print(f"ratio relops/baseline throughput: {ratio:.2f}  (target >= 0.6)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,7 @@ def cli_json(capsys, home, *argv):
 def world(tmp_path_factory):
     """The example home with doc-qa's last week of the demo world (v2.4.0's canary from day
     53) ingested, and its two last releases registered without evals."""
-    from relops_pipeline.lib.demo_traces import generate_demo_traces
+    from relops_pipeline.demo.traces import generate_demo_traces
 
     home = tmp_path_factory.mktemp("cadence") / "home"
     mp = pytest.MonkeyPatch()
@@ -152,11 +153,11 @@ def test_memo_names_the_blocked_release_and_the_rollback_with_the_warehouses_num
 def test_weekly_memo_review_sample_and_labels(world, capsys, tmp_path):
     home = world
     memo = cli_json(capsys, home, "memo", "--week", WEEK)
-    md = open(memo["md_path"], encoding="utf-8").read()
+    md = Path(memo["md_path"]).read_text(encoding="utf-8")
     with open_warehouse(home / "warehouse" / "relops.duckdb") as con:
         n = con.execute("SELECT count(*) FROM trace_features WHERE release = 'v2.4.0'").fetchall()[0][0]
     assert r"## Workflow doc\-qa" in md and f"| v2\\.4\\.0 | {n:,} |" in md  # markdown-escaped; its week's traces
-    html = open(memo["html_path"], encoding="utf-8").read()
+    html = Path(memo["html_path"]).read_text(encoding="utf-8")
     assert "<svg" in html and "<script" not in html and "gpt-5-mini" in html
 
     sample = cli_json(capsys, home, "review", "sample", "--week", WEEK)

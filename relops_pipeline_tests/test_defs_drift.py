@@ -6,10 +6,15 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pytest
 
+from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
 from relops_pipeline.defs.drift.sensors import affected_days
 from relops_pipeline.defs.maintenance.jobs import weekly_cadence_schedule
 from relops_pipeline.defs.partitions import daily_partitions
+from relops_pipeline.defs.resources import relops_resources
+from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.warehouse import open_warehouse
 
 UTC = dt.UTC
 
@@ -46,17 +51,10 @@ def test_rolling_drift_follows_every_day_whose_window_holds_new_signals():
 # The drift assets on a slice of the demo world: two reference weeks, a stationary week and the
 # first drift week of support-triage (scale 0.15: about 450 traces per workflow and week).
 
-import pytest
-
-from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
-from relops_pipeline.defs.resources import relops_resources
-from relops_pipeline.lib.home import Home
-from relops_pipeline.lib.warehouse import open_warehouse
-
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory):
-    from relops_pipeline.lib.demo_traces import generate_demo_traces
+    from relops_pipeline.demo.traces import generate_demo_traces
     from relops_pipeline.lib.drift.features import compute_trace_features
     from relops_pipeline.lib.ingest import ingest_paths
     from relops_pipeline.lib.settings import load_settings

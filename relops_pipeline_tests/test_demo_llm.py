@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from relops_pipeline.lib import demo_llm
-from relops_pipeline.lib.demo_llm import ABSTAIN_ANSWER, respond
-from relops_pipeline.lib.demo_traces import release_schedule
+from relops_pipeline.demo import llm as demo_llm
+from relops_pipeline.demo.llm import ABSTAIN_ANSWER, respond
+from relops_pipeline.demo.traces import release_schedule
 from relops_pipeline.lib.evals.manifests import RenderError, load_manifest, validate_manifest_file
 from relops_pipeline.lib.evals.model import Case, SampleResult
 from relops_pipeline.lib.evals.runners import build_runner
@@ -204,7 +204,7 @@ def test_a_missing_template_variable_raises_like_a_real_render():
 
 
 def test_python_runner_runs_the_demo_callable():
-    runner = build_runner({"type": "python", "callable": "relops_pipeline.lib.demo_llm:respond", "timeout_s": 30})
+    runner = build_runner({"type": "python", "callable": "relops_pipeline.demo.llm:respond", "timeout_s": 30})
     suite = _suite("doc-qa")
     manifest = _manifest("doc-qa", "v2.1.0")
     requests = plan_requests(suite, 2)

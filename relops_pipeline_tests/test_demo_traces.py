@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from relops_pipeline.lib.demo_traces import (
+from relops_pipeline.demo.traces import (
     DEFAULT_START,
     DRIFT_START_DAY,
     MALFORMED_LINES,
@@ -250,7 +250,7 @@ def test_releases_follow_the_schedule_and_overlap_in_canaries(world):
     for wf in ("support-triage", "doc-qa"):
         rels = [r for r in summary.releases if r.workflow == wf]
         assert len(rels) >= 3
-        for prev, new in zip(rels, rels[1:], strict=False):
+        for _prev, new in zip(rels, rels[1:], strict=False):
             times = by_release[new.release]
             assert min(times) >= new.canary_start
             end = new.full_start or new.rolled_back_at or period_end  # still in canary at the end

@@ -30,7 +30,7 @@ def _alerts(home: Home) -> int:
 
 @pytest.mark.timeout(900)
 def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path):
-    from relops_pipeline.lib.demo_traces import generate_demo_traces
+    from relops_pipeline.demo.traces import generate_demo_traces
 
     home = Home.resolve(tmp_path / "home")
     home.init()

@@ -56,7 +56,7 @@ def pg(tmp_path_factory):
 
 @pytest.mark.timeout(180)
 def test_cli_ingest_runs_on_a_postgres_backed_instance(pg, tmp_path, monkeypatch):
-    from relops_pipeline.lib.demo_traces import generate_demo_traces
+    from relops_pipeline.demo.traces import generate_demo_traces
 
     home = Home.resolve(tmp_path / "home")
     home.init()

@@ -1376,7 +1376,6 @@ def _bench_pool(seed: int) -> tuple[list[str], list[str], list[int]]:
             heads.append('{"resourceSpans":[{"resource":' + res + ',"scopeSpans":[{"scope":'
                          + _jsa(_GENAI_SCOPE) + ',"spans":[{"traceId":"')
     bodies, latencies = [], []
-    langs = list(_LANG_WEIGHTS)
     models = list(_BENCH_MODELS)
     for _ in range(_BENCH_POOL):
         model = _choice(rng, models)

@@ -13,7 +13,7 @@ plausible effect:
 
 - model: a profile per model (longest-prefix match, so dated snapshots work) with a base skill,
   speed (time to first token, prefill and per-token time), verbosity and price per token
-  (prices as in demo_traces.PRICES_PER_MTOK). Unknown models get a middling profile.
+  (prices as in demo/traces.py PRICES_PER_MTOK). Unknown models get a middling profile.
 - parameters.temperature (OpenAI default 1.0): sharpens or flattens each case's pass
   probability, so at 0.2 most cases give the same verdict in every sample and at 0.7 more cases
   are flaky; parameters.max_tokens truncates the output (a cut JSON document is invalid);
@@ -66,9 +66,9 @@ doc-qa (85 cases, 10 must-pass)
           latency ~+40 % and p95 ~+45 % (its slow first token: the gate reports it, doc-qa sets
           no latency budget), ~30 % cheaper per sample. reasoning_effort is not modelled (like
           any parameter it only changes the draws). What the suite cannot show: production
-          questions that paste a configuration, which it refuses (demo_traces: the canary).
+          questions that paste a configuration, which it refuses (demo/traces.py: the canary).
 Must-pass cases pass every sample on all releases except v1.5.0 (and v1.2.0's format failures).
-Unlike production (demo_traces), where gpt-4.1-mini answers ~15 % faster, the eval environment
+Unlike production (demo/traces.py), where gpt-4.1-mini answers ~15 % faster, the eval environment
 sees gpt-4.1-mini with a slower time to first token, so v1.4.0 is the "slower and costlier"
 release of the eval story.
 """
@@ -82,7 +82,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from relops_pipeline.lib.demo_traces import CONFIG_REFUSAL, PRICES_PER_MTOK, RESPONSE_MODELS
+from relops_pipeline.demo.traces import CONFIG_REFUSAL, PRICES_PER_MTOK, RESPONSE_MODELS
 from relops_pipeline.lib.evals.model import Case, Manifest
 
 __all__ = ["respond", "MODEL_PROFILES", "ABSTAIN_ANSWER"]
@@ -99,7 +99,7 @@ class ModelProfile:
     verbosity: float  # output length relative to the case's gold answer
     price_in: float
     price_out: float
-    # Share of questions with a pasted configuration the model refuses (demo_traces' doc-qa
+    # Share of questions with a pasted configuration the model refuses (demo/traces.py's doc-qa
     # v2.4.0 canary): no curated case pastes one, so only cases made from incidents show it.
     config_refusal: float = 0.0
 
