@@ -49,6 +49,7 @@ import pandas as pd
 
 from relops_pipeline.lib.gates import stats
 from relops_pipeline.lib.gates.model import (
+    Decision,
     GateResult,
     Interval,
     MetricEvidence,
@@ -124,8 +125,9 @@ def _must_pass(
             passing += 1
             continue
         j = bidx.get(cid)
-        n_b = int(base.samples[j]) if j is not None else None
-        f_b = int(base.failed[j]) if j is not None else None
+        # j is only ever set when there is a baseline (bidx is empty otherwise)
+        n_b = int(base.samples[j]) if base is not None and j is not None else None
+        f_b = int(base.failed[j]) if base is not None and j is not None else None
         mp = MustPassCase(cid, f_c, n_c, f_b, n_b, example_output=cand.fail_output.get(cid),
                           failed_metrics=list(cand.failed_metrics.get(cid, [])))
         out.append(mp)
@@ -214,14 +216,16 @@ def decide(
     conf = float(thresholds.confidence)
     tol = float(thresholds.tolerated_regression)
     st = stats.compute(candidate_df, baseline_df, n_boot=n_boot, seed=seed, metrics=thresholds.metrics)
-    cand, base = st.candidate, st.baseline
-    has_base = base is not None and base.n_cases > 0
+    cand = st.candidate
+    # the baseline, when there is one with cases (None otherwise)
+    base = st.baseline if st.baseline is not None and st.baseline.n_cases > 0 else None
+    has_base = base is not None
     cm = st.candidate_stats["metrics"]
     bm = st.baseline_stats["metrics"] if st.baseline_stats is not None else {}
 
     if thresholds.metrics is not None:
         gating = list(thresholds.metrics)
-    elif has_base:
+    elif base is not None:
         gating = sorted(set(cand.metrics) & set(base.metrics))
     else:
         gating = list(cand.metrics)
@@ -240,7 +244,7 @@ def decide(
     n_cases = cand.n_cases
     n_common = st.common_cases if has_base else None
     effective = min(n_cases, n_common) if n_common is not None else n_cases
-    counted = f"{effective} cases" + (" in common with the baseline" if has_base and n_common < n_cases else "")
+    counted = f"{effective} cases" + (" in common with the baseline" if n_common is not None and n_common < n_cases else "")
     if effective >= thresholds.min_cases:
         rules.append(RuleResult("evidence:min_cases", "pass", f"{counted} (minimum {thresholds.min_cases})",
                                 {"cases": n_cases, "common_cases": n_common, "min_cases": thresholds.min_cases}))
@@ -267,7 +271,7 @@ def decide(
         rules.append(RuleResult("run:valid", "review",
                                 f"the candidate's eval run is invalid ({invalid_reason or 'no reason recorded'}): "
                                 f"its figures cannot decide the release", {"invalid_reason": invalid_reason}))
-    if not has_base:
+    if base is None:
         rules.append(RuleResult("baseline:present", "review",
                                 "no baseline to compare with (the workflow has no live release and no --baseline "
                                 "was given): regressions cannot be measured, so the release needs a review"))
@@ -403,6 +407,7 @@ def decide(
                 r.details["would_block"] = True
                 r.message = f"would BLOCK with enough valid evidence: {r.message}"
     reasons: list[str]
+    decision: Decision
     blocks = [r for r in rules if r.outcome == "block"]
     reviews = [r for r in rules if r.outcome == "review" and r.details.get("skipped") is None]
     if blocks:
@@ -420,7 +425,8 @@ def decide(
             d = st.deltas.get(m)
             if d is not None and d.estimate is not None:
                 low = d.interval(conf).low
-                if worst is None or low < worst[1]:
+                # under SHIP every gating metric's lower bound exists (else its tolerance rule is REVIEW)
+                if low is not None and (worst is None or low < worst[1]):
                     worst = (m, low)
         per_case = sorted(set(cand.samples.tolist()))
         shape = f"{n_cases} cases × {per_case[0]} samples" if len(per_case) == 1 else \
@@ -462,8 +468,8 @@ def decide(
         "seed": int(seed), "n_boot": int(n_boot), "confidence": conf, "multiplicity": multiplicity,
         "block_tests": n_tests, "block_level_one_sided": alpha_block, "gating_metrics": gating,
         "cases": n_cases, "samples": cand.n_samples,
-        "baseline_cases": base.n_cases if has_base else None,
-        "baseline_samples": base.n_samples if has_base else None,
+        "baseline_cases": base.n_cases if base is not None else None,
+        "baseline_samples": base.n_samples if base is not None else None,
         "common_cases": n_common, "thresholds_version": thresholds.version,
     })
     return GateResult(

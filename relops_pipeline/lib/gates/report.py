@@ -31,6 +31,7 @@ for `render_junit(result, review_as="failure")`, which turns a review into
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -42,7 +43,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ..evals.diff import diff_markdown
 from ..markdown import escape_md, fenced_block, html_page, safe_url
@@ -228,7 +229,7 @@ def _render_html_body(blocks: list) -> str:
 # ---------------------------------------------------------------- formatting numbers
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -292,7 +293,8 @@ def _outcome_label(outcome: str) -> _Lit:
 
 def _thresholds_info(result: GateResult) -> dict[str, Any]:
     ev = result.evidence or {}
-    th = ev.get("thresholds") if isinstance(ev.get("thresholds"), dict) else {}
+    th_raw = ev.get("thresholds")
+    th: dict[str, Any] = th_raw if isinstance(th_raw, dict) else {}
     return {
         "version": ev.get("thresholds_version", th.get("version")),
         "author": th.get("author", ev.get("thresholds_author")),
@@ -718,7 +720,7 @@ def render_junit(result: GateResult, *, review_as: Literal["skipped", "failure"]
     if review_as not in ("skipped", "failure"):
         raise ValueError(f"review_as must be 'skipped' or 'failure', not {review_as!r}")
     classname = _xml_text(f"relops.gate.{result.workflow}")
-    rules = [(r.rule, r.outcome, r.message, r.details) for r in result.rules]
+    rules: list[tuple[str, str, str, dict[str, Any]]] = [(r.rule, r.outcome, r.message, r.details) for r in result.rules]
     if not rules:
         outcome = {"SHIP": "pass", "BLOCK": "block"}.get(result.decision, "review")
         rules = [("gate", outcome, "; ".join(result.reasons) or result.decision, {})]
@@ -769,10 +771,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return path
 

@@ -180,7 +180,7 @@ def prepare(df: pd.DataFrame | None) -> RunTable:
         return pd.to_numeric(df[col], errors="coerce").to_numpy(float)[first_row]
 
     metrics: list[str] = []
-    msum = np.zeros((n, 0))
+    msum: np.ndarray = np.zeros((n, 0))  # float sums (bincount with weights below)
     mcnt = np.zeros((n, 0), dtype=np.int64)
     failed_metrics: dict[str, list[str]] = {}
     if scored.any():
@@ -428,9 +428,10 @@ def run_statistics(run: RunTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
     if lat_keep.any():
         vals = run.latency_ms[lat_keep]
         n_lat = int(len(np.unique(run.sample_case[lat_keep])))
+        lat_reps = reps[k]
         for j, (name, q) in enumerate(zip(names, quantiles, strict=False)):
             est = float(np.quantile(vals, q, method="inverted_cdf"))
-            out["latency"][name] = BootEstimate(est, None if reps[k] is None else reps[k][:, j], n_lat)
+            out["latency"][name] = BootEstimate(est, None if lat_reps is None else lat_reps[:, j], n_lat)
         k += 1
     else:
         for name in names:
@@ -438,7 +439,8 @@ def run_statistics(run: RunTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
     if cost_keep.any():
         vals = run.cost_usd[cost_keep]
         n_cost = int(len(np.unique(run.sample_case[cost_keep])))
-        out["cost_per_sample"] = BootEstimate(float(vals.mean()), None if reps[k] is None else reps[k][:, 0], n_cost)
+        cost_reps = reps[k]
+        out["cost_per_sample"] = BootEstimate(float(vals.mean()), None if cost_reps is None else cost_reps[:, 0], n_cost)
         out["cost_total"] = float(vals.sum())
     return out
 
