@@ -46,12 +46,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from .config import DEFAULT_CONFIG, CanaryConfig, CanaryMetric
-from .model import CanaryInterval, CanaryResult, IntervalResult, MetricResult
+from .model import (
+    CanaryInterval,
+    CanaryResult,
+    CanaryVerdict,
+    Classification,
+    IntervalResult,
+    IntervalVerdict,
+    MetricResult,
+)
 from .stats import exceedance_counts, midp_exact, newcombe, shift_test, z_for
 
 __all__ = ["judge_interval", "judge_canary", "judge_metric", "effect_text", "tolerance_text"]
@@ -71,10 +79,7 @@ def _values(data: Any, column: str) -> np.ndarray | None:
     except (KeyError, IndexError, TypeError):
         return None
     arr = np.asarray(raw)
-    if arr.dtype == object:
-        arr = np.array([_to_float(v) for v in arr.ravel().tolist()], dtype=float)
-    else:
-        arr = arr.astype(float).ravel()
+    arr = np.array([_to_float(v) for v in arr.ravel().tolist()], dtype=float) if arr.dtype == object else arr.astype(float).ravel()
     return arr[np.isfinite(arr)]
 
 
@@ -88,7 +93,8 @@ def _rows(data: Any) -> int:
     return 0
 
 
-def _classify(m: CanaryMetric, effect: float, low: float, high: float, significant: bool) -> tuple[str, bool]:
+def _classify(m: CanaryMetric, effect: float, low: float, high: float, significant: bool) -> tuple[Classification, bool]:
+    cls: Classification
     if significant and low > 0 and effect > m.tolerance:
         cls = "High"
     elif significant and high < 0 and effect < -m.tolerance:
@@ -130,11 +136,23 @@ def tolerance_text(m: MetricResult) -> str:
     return f"{m.tolerance:g}"
 
 
+class _MetricIdentity(TypedDict):
+    """The fields of a MetricResult that come from its CanaryMetric."""
+
+    name: str
+    column: str
+    kind: str
+    direction: str
+    critical: bool
+    tolerance: float
+    effect_unit: str
+
+
 def judge_metric(m: CanaryMetric, canary: np.ndarray | None, baseline: np.ndarray | None, *,
                  min_points: int, alpha_per_test: float | None) -> MetricResult:
     """One metric's comparison. `alpha_per_test` None means NoData was already decided."""
-    base = dict(name=m.name, column=m.column, kind=m.kind, direction=m.direction, critical=m.critical,
-                tolerance=float(m.tolerance), effect_unit=m.effect_unit)
+    base = _MetricIdentity(name=m.name, column=m.column, kind=m.kind, direction=m.direction, critical=m.critical,
+                           tolerance=float(m.tolerance), effect_unit=m.effect_unit)
     nc = 0 if canary is None else len(canary)
     nb = 0 if baseline is None else len(baseline)
     if canary is None or baseline is None:
@@ -217,14 +235,16 @@ def judge_interval(canary_values: Mapping[str, Sequence] | Any, baseline_values:
     reasons: list[str] = []
     for r in results:
         if r.bad:
+            assert r.level is not None  # a bad metric was tested, so it has a level
             reasons.append(
                 f"{'critical ' if r.critical else ''}metric {r.name} {r.classification}: {r.effect_unit} "
                 f"{effect_text(r)}, tolerance {tolerance_text(r)}, p = {r.p_value:.3g} (level {1 - r.level:.3g})"
             )
+    verdict: IntervalVerdict
     if vetoed_by:
         verdict = "fail"
         reasons.insert(0, f"critical metric(s) {', '.join(vetoed_by)} regressed")
-    elif not with_data:
+    elif score is None:  # no metric with data
         verdict = "inconclusive"
         reasons.append(f"no metric had {cfg.min_points} values in both groups")
     elif missing_critical:
@@ -279,6 +299,8 @@ def judge_canary(intervals: Sequence[IntervalResult | CanaryInterval], cfg: Cana
             streak = 0
 
     reasons: list[str] = []
+    verdict: CanaryVerdict
+    decider: IntervalResult | None
     if failed_at is not None:
         verdict = "fail"
         decider = judged[failed_at]

@@ -167,8 +167,8 @@ def _blocks(result: CanaryResult, links: dict | None) -> list[tuple]:
         for name in names:
             row: list[Cell] = [name]
             for r in result.intervals:
-                m = next((x for x in r.metrics if x.name == name), None)
-                row.append(_Lit("—") if m is None else _Cls(m.classification, m.bad))
+                found = next((x for x in r.metrics if x.name == name), None)
+                row.append(_Lit("—") if found is None else _Cls(found.classification, found.bad))
             grid.append(row)
         blocks.append(("h", 3, _Lit("Classification per interval")))
         blocks.append(("p", _Lit("Bold marks a deviation in the metric's bad direction (the metric does not pass).")))
