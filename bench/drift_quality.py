@@ -8,7 +8,7 @@ fast a 10 %-point topic-share shift is caught.
 Each simulated world is a fresh in-memory warehouse whose `trace_features` rows come from
 bench/drift.py's vectorised generator (support-triage-like and doc-qa-like traffic), and each
 verdict is the real `compute_drift` (workflow scope, as the drift checks read it) with the
-example workflows' drift config (data/example/workflows/*.yaml: pinned two-week reference,
+example workflows' drift config (relops_pipeline/example/workflows/*.yaml: pinned two-week reference,
 critical [topic, input_chars] -> ERROR, drifted share > 0.5 -> WARN). An alert is a workflow
 summary with a severity.
 
@@ -59,8 +59,8 @@ DETECT_DAYS = 10
 
 
 def example_drift_config(workflow: str) -> dict:
-    """The `drift:` section of the example workflow (data/example/workflows/<name>.yaml)."""
-    doc = yaml.safe_load((ROOT / "data" / "example" / "workflows" / f"{workflow}.yaml").read_text())
+    """The `drift:` section of the example workflow (relops_pipeline/example/workflows/<name>.yaml)."""
+    doc = yaml.safe_load((ROOT / "relops_pipeline" / "example" / "workflows" / f"{workflow}.yaml").read_text())
     return doc.get("drift") or {}
 
 

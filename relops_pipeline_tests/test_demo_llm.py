@@ -1,4 +1,4 @@
-"""The demo world's simulated LLM, suites and release manifests (data/example)."""
+"""The demo world's simulated LLM, suites and release manifests (relops_pipeline/example)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from relops_pipeline.lib.evals.scorers import build_scorers, score_sample
 from relops_pipeline.lib.evals.store import plan_requests
 from relops_pipeline.lib.evals.suites import load_suite, validate_suite_file
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example"
+EXAMPLE = Path(__file__).resolve().parents[1] / "relops_pipeline" / "example"
 SAMPLES = 5
-# The scorer blocks the demo workflows use (data/example/workflows/*.yaml).
+# The scorer blocks the demo workflows use (relops_pipeline/example/workflows/*.yaml).
 SCORERS = {
     "support-triage": [{"type": "json"}, {"type": "contains"}],
     "doc-qa": [{"type": "similarity", "threshold": 0.8}, {"type": "contains"}],

@@ -41,7 +41,7 @@ with [n] citations and a source list), an abstention ("The documentation does no
 question.") or a wrong answer (a changed number or key, a partial or a vague answer);
 anything else -> the reference or a vague answer.
 
-The demo releases (data/example/releases) and what the demo suites measure (5 samples with the
+The demo releases (relops_pipeline/example/releases) and what the demo suites measure (5 samples with the
 seeds of store.plan_requests; relops_pipeline_tests/test_demo_llm.py checks the story), scored
 with json + contains (triage) or similarity 0.8 + contains (doc-qa); a case-sample passes when
 every metric passes:

@@ -15,14 +15,36 @@ The home is `--home DIR`, else $RELOPS_HOME, else ./data/home.
 from __future__ import annotations
 
 import os
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 HOME_ENV = "RELOPS_HOME"
 DEFAULT_HOME = Path("data") / "home"
-# Committed example configuration (the repository's data/example); copied by `relops init`.
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "data" / "example"
+# The example configuration `relops init` copies: package data (relops_pipeline/example/), so
+# an installed wheel has it too.
+EXAMPLE_PACKAGE, EXAMPLE_DIR = "relops_pipeline", "example"
+
+
+def example_config() -> Traversable:
+    """The example configuration's folder, wherever the package is installed (a source tree,
+    site-packages or a zip): read it through the Traversable, not as a filesystem path."""
+    return resources.files(EXAMPLE_PACKAGE) / EXAMPLE_DIR
+
+
+def example_files(root: Traversable | None = None) -> Iterator[tuple[tuple[str, ...], Traversable]]:
+    """Every file of the example configuration as (path parts relative to it, the file), sorted."""
+    def walk(node: Traversable, parts: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Traversable]]:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            if child.is_dir():
+                if child.name != "__pycache__":
+                    yield from walk(child, (*parts, child.name))
+            elif child.is_file():
+                yield (*parts, child.name), child
+
+    yield from walk(root if root is not None else example_config(), ())
 
 # Run storage on SQLite in the home; the warehouse writer pool serialises every asset that
 # writes DuckDB (one read-write process at a time is all DuckDB allows).
@@ -110,14 +132,12 @@ class Home:
         """
         written: list[Path] = []
         self._dirs()
-        for src in sorted(EXAMPLE_CONFIG.rglob("*")):
-            if src.is_dir():
-                continue
-            dst = self.root / src.relative_to(EXAMPLE_CONFIG)
+        for parts, src in example_files():
+            dst = self.root.joinpath(*parts)
             if dst.exists() and not overwrite_config:
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            dst.write_bytes(src.read_bytes())
             written.append(dst)
         written += self._dagster_yaml()
         return written
