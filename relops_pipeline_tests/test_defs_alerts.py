@@ -67,11 +67,11 @@ def test_sensor_waits_for_due_deliveries_and_the_job_delivers_through_a_recoveri
         monkeypatch.setenv("TEST_HOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
         monkeypatch.setenv("TEST_HOOK_SECRET", "s3cret")
         with dg.instance_for_test() as instance:
-            assert isinstance(alert_delivery_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+            assert isinstance(_tick(alert_delivery_sensor, instance, home), dg.SkipReason)
             with open_warehouse(home.warehouse_path) as con:
                 raise_alert(con, home, Alert(kind="drift.weekly", severity="error", title="topic drifted",
                                              workflow="support-triage", evidence={"topic_score": 0.21}))
-            request = alert_delivery_sensor(dg.build_sensor_context(instance=instance))
+            request = _tick(alert_delivery_sensor, instance, home)
             assert isinstance(request, dg.RunRequest) and request.tags["relops/due"] == "3"
         first = _run(home)  # the webhook answers 500: file and log delivered, the webhook retries
         assert sorted(a["outcome"] for a in first["attempts"]) == ["delivered", "delivered", "retry"]
@@ -83,3 +83,8 @@ def test_sensor_waits_for_due_deliveries_and_the_job_delivers_through_a_recoveri
         assert rec.status == "delivered" and {d.sink: d.attempts for d in rec.deliveries}["webhook"] == 2
     finally:
         server.shutdown()
+
+
+def _tick(sensor, instance, home, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=relops_resources(home.root)) as context:
+        return sensor(context)

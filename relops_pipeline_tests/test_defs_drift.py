@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
-from relops_pipeline.defs.drift.sensors import affected_days
 from relops_pipeline.defs.maintenance.jobs import weekly_cadence_schedule
 from relops_pipeline.defs.partitions import daily_partitions
 from relops_pipeline.defs.resources import relops_resources
@@ -39,12 +38,19 @@ def test_weekly_cadence_runs_monday_morning_on_the_last_complete_week():
 
 
 def test_rolling_drift_follows_every_day_whose_window_holds_new_signals():
-    keys = daily_partitions.get_partition_keys(current_time=dt.datetime(2026, 12, 31, tzinfo=UTC))
-    # New signals for Nov 2..3 change the trailing-7-day windows ending Nov 2 .. Nov 9.
-    assert affected_days("2026-11-02", "2026-11-03", keys) == ("2026-11-02", "2026-11-09")
-    # Clamped to the partitions that exist.
-    assert affected_days("2026-12-29", "2026-12-30", keys) == ("2026-12-29", keys[-1])
-    assert affected_days("2023-01-01", "2023-01-02", keys) is None
+    from relops_pipeline.defs.followups import after_features
+
+    d = dt.date
+    # New features for Nov 2..3 change the trailing-7-day windows ending Nov 2 .. Nov 9: one run.
+    [drift] = after_features([(d(2026, 11, 2), d(2026, 11, 3)), (d(2026, 11, 5), d(2026, 11, 5))], [], source="t")
+    assert drift.days == ("2026-11-02", "2026-11-11") and drift.assets == ("rolling_drift",)
+    # Clamped to the partitions that exist (the last one is today), and at most max_drift_days.
+    today = dt.datetime.now(UTC).date()
+    [drift] = after_features([(today - dt.timedelta(days=1), today)], [], source="t")
+    assert drift.days == ((today - dt.timedelta(days=1)).isoformat(), today.isoformat())
+    [drift] = after_features([(d(2026, 1, 1), d(2026, 6, 30))], [], source="t", max_drift_days=90)
+    assert drift.days == ("2026-04-08", "2026-07-06")
+    assert after_features([(d(2023, 1, 1), d(2023, 1, 2))], [], source="t") == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,20 +30,20 @@ def resources(home):
 
 def test_releases_sensor_adds_partitions_and_requests_eval_runs_once(home):
     with dg.instance_for_test() as instance:
-        result = releases_sensor(dg.build_sensor_context(instance=instance))
+        result = _tick(releases_sensor, instance, home)
         keys = sorted(r.partition_key for r in result.run_requests)
         assert "support-triage--v1.3.0" in keys and "doc-qa--v2.0.0" in keys and len(keys) == 10
         added = result.dynamic_partitions_requests[0]
         assert sorted(added.partition_keys) == keys
         # The daemon applies the partition requests; here we apply them as it would.
         instance.add_dynamic_partitions(releases_partitions.name, keys)
-        again = releases_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        again = _tick(releases_sensor, instance, home, result.cursor)
         assert isinstance(again, dg.SkipReason)
         # A new manifest file is picked up on the next tick, and only it.
         src = home.root / "releases" / "support-triage" / "v1.5.1.yaml"
         dst = src.with_name("v1.6.0.yaml")
         dst.write_text(src.read_text().replace("version: v1.5.1", "version: v1.6.0"))
-        third = releases_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        third = _tick(releases_sensor, instance, home, result.cursor)
         assert [r.partition_key for r in third.run_requests] == ["support-triage--v1.6.0"]
 
 
@@ -88,3 +88,8 @@ def test_release_gate_records_decision_and_checks(home, resources):
     with open_warehouse(home.warehouse_path) as con:
         assert con.execute("SELECT decision FROM gate_decisions").fetchall() == [("REVIEW",)]
         assert con.execute("SELECT count(*) FROM events WHERE kind = 'gate_decision'").fetchone()[0] == 1
+
+
+def _tick(sensor, instance, home, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=relops_resources(home.root)) as context:
+        return sensor(context)

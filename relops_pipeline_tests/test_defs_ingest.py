@@ -3,6 +3,7 @@ sensors evaluated with build_sensor_context."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import time
@@ -10,9 +11,10 @@ import time
 import dagster as dg
 import pytest
 
-from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces, trace_features, trace_signals_job
-from relops_pipeline.defs.ingest.jobs import DAY_RANGES_TAG, ingest_traces_job
-from relops_pipeline.defs.ingest.sensors import ingested_days_sensor, landing_sensor
+from relops_pipeline.defs.followups import INGESTED_METADATA_KEY, SIGNALS_ASSETS, after_ingestion
+from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces
+from relops_pipeline.defs.ingest.jobs import ingest_traces_job
+from relops_pipeline.defs.ingest.sensors import followups_sensor, landing_sensor
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
@@ -34,16 +36,28 @@ def resources(home):
     return relops_resources(home.root)
 
 
-def test_ingest_job_tags_days_and_reports_counts(home, resources):
+def _evaluate(sensor, instance, cursor, resources):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor(context)
+
+
+def _ingest(resources, instance, path=LATEST):
+    job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
+    result = job.execute_in_process(run_config={"ops": {"ingest_trace_files": {"config": {"paths": [str(path)]}}}},
+                                    instance=instance)
+    assert result.success
+    return result
+
+
+def test_ingest_job_reports_the_days_it_touched_as_raw_traces_materializations(home, resources):
     with dg.instance_for_test() as instance:
-        result = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job").execute_in_process(
-            run_config={"ops": {"ingest_trace_files": {"config": {"paths": [str(LATEST)]}}}}, instance=instance
-        )
-        assert result.success
+        result = _ingest(resources, instance)
         out = result.output_for_node("ingest_trace_files")
         assert out["totals"]["accepted"] == 72
-        tags = instance.get_run_by_id(result.run_id).tags
-        assert out["day_ranges"] and tags[DAY_RANGES_TAG].count("..") == len(out["day_ranges"])
+        mats = [m for m in result.asset_materializations_for_node("ingest_trace_files") if m.asset_key == dg.AssetKey("raw_traces")]
+        days = [[a, b] for a, b in out["day_ranges"]]
+        assert sorted(m.partition for m in mats) == sorted({d for r in days for d in r})
+        assert sum(m.metadata[INGESTED_METADATA_KEY].value for m in mats) == 72
 
 
 def test_raw_traces_checks_and_daily_signals_for_a_day(home, resources):
@@ -68,78 +82,89 @@ def test_raw_traces_checks_and_daily_signals_for_a_day(home, resources):
     assert n == r.spans_accepted
 
 
-def test_signals_job_runs_a_range_of_days_in_one_run(home, resources):
+def _definitions(resources):
+    from relops_pipeline.definitions import defs
+
+    return dg.Definitions(assets=list(defs.assets), resources=resources)
+
+
+def test_the_planned_signals_run_covers_a_range_of_days_in_one_run(home, resources):
     with open_warehouse(home.warehouse_path) as con:
         from relops_pipeline.lib.ingest import ingest_file
 
         ingest_file(con, LATEST)
-        days = [d.isoformat() for d in con.execute("SELECT DISTINCT start_time::DATE FROM spans ORDER BY 1").fetchall() for d in d]
+        days = [r[0] for r in con.execute("SELECT DISTINCT start_time::DATE FROM spans ORDER BY 1").fetchall()]
+    [followup] = after_ingestion(days, source="test")
+    assert followup.days == (days[0].isoformat(), days[-1].isoformat()) and followup.assets == SIGNALS_ASSETS
     with dg.instance_for_test() as instance:
-        from relops_pipeline.defs.alerts.assets import signal_rule_alerts
-
-        job = dg.Definitions(assets=[raw_traces, daily_signals, trace_features, signal_rule_alerts], jobs=[trace_signals_job],
-                             resources=resources).resolve_job_def("trace_signals_job")
-        result = job.execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
-        )
-        assert result.success
-        # One run materialized every day in the range twice over is idempotent.
-        job.execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
-        )
+        job = _definitions(resources).resolve_implicit_global_asset_job_def()
+        for _ in range(2):  # one run over every day in the range; twice over is idempotent
+            result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(a) for a in followup.assets],
+                                            tags=followup.run_tags)
+            assert result.success
+            assert len(result.asset_materializations_for_node("daily_signals")) == len(days)
     with open_warehouse(home.warehouse_path) as con:
         rows = con.execute("SELECT count(*), sum(spans) FROM daily_signals").fetchone()
         total = con.execute("SELECT count(*) FROM spans").fetchone()[0]
     assert rows[1] == total
 
 
-def test_landing_sensor_requests_new_settled_files_once(home, monkeypatch):
+def test_landing_sensor_requests_new_settled_files_once(home, resources, monkeypatch):
     monkeypatch.setenv("RELOPS_LANDING_SETTLE_S", "0")
     dst = home.landing_dir / "collector"
     dst.mkdir(parents=True)
     shutil.copy(LATEST, dst / "a.jsonl")
     (dst / "README.md").write_text("not a trace file")
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance)
-        result = landing_sensor(ctx)
+        result = _evaluate(landing_sensor, instance, None, resources)
         assert len(result.run_requests) == 1
         paths = result.run_requests[0].run_config["ops"]["ingest_trace_files"]["config"]["paths"]
         assert paths == [str(dst / "a.jsonl")]
-        ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor)
-        assert isinstance(landing_sensor(ctx2), dg.SkipReason)  # ticking again: nothing new
+        assert isinstance(_evaluate(landing_sensor, instance, result.cursor, resources), dg.SkipReason)  # ticking again: nothing new
         # A re-delivered (changed) file is picked up again; span dedup keeps that safe.
         with open(dst / "a.jsonl", "a") as fh:
             fh.write(LATEST.read_text().splitlines()[0] + "\n")
         os.utime(dst / "a.jsonl", (time.time() - 10, time.time() - 10))
-        result3 = landing_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        result3 = _evaluate(landing_sensor, instance, result.cursor, resources)
         assert len(result3.run_requests) == 1
 
 
-def test_landing_sensor_waits_for_files_to_settle(home, monkeypatch):
+def test_landing_sensor_waits_for_files_to_settle(home, resources, monkeypatch):
     monkeypatch.setenv("RELOPS_LANDING_SETTLE_S", "3600")
     shutil.copy(LATEST, home.landing_dir / "fresh.jsonl")
     with dg.instance_for_test() as instance:
-        assert isinstance(landing_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+        assert isinstance(_evaluate(landing_sensor, instance, None, resources), dg.SkipReason)
 
 
-def test_ingested_days_sensor_requests_the_touched_range(home):
+def test_followups_sensor_plans_signals_after_ingestion_then_drift_and_canaries_after_features(home, resources):
+    from relops_pipeline.lib.registry.state import RegistryState, put_state
+
+    def tick(instance, cursor):
+        result = _evaluate(followups_sensor, instance, cursor, resources)
+        return result.run_requests or [], result.cursor
+
     with dg.instance_for_test() as instance:
-        run = instance.create_run_for_job(
-            ingest_traces_job, run_config={"ops": {"ingest_trace_files": {"config": {"paths": []}}}},
-            tags={DAY_RANGES_TAG: "2026-10-01..2026-10-03,2026-10-09..2026-10-09"},
-        )
-        ctx = dg.build_run_status_sensor_context(
-            sensor_name="ingested_days_sensor", dagster_instance=instance, dagster_run=run,
-            dagster_event=_success_event(run),
-        )
-        reqs = ingested_days_sensor(ctx)
-        assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in reqs] == [
-            ("2026-10-01", "2026-10-03"), ("2026-10-09", "2026-10-09")]
-
-
-def _success_event(run):
-    return dg.DagsterEvent(
-        event_type_value=dg.DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name, message="ok"
-    )
+        requests, cursor = tick(instance, None)
+        assert requests == []  # the first tick only starts the cursor
+        out = _ingest(resources, instance).output_for_node("ingest_trace_files")
+        requests, cursor = tick(instance, cursor)
+        ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests]
+        assert ranges == [tuple(r) for r in out["day_ranges"]]
+        assert all(r.asset_selection == [dg.AssetKey(a) for a in SIGNALS_ASSETS] for r in requests)
+        assert tick(instance, cursor)[0] == []  # nothing new: nothing asked twice
+        with open_warehouse(home.warehouse_path) as con:
+            put_state(con, RegistryState("doc-qa", seq=2, live="v2.3.0", canary="v2.4.0", canary_percent=10.0,
+                                         stage="canary", updated_by="li.wei", reason="canary",
+                                         updated_at=dt.datetime(2026, 11, 20, 9, 0)))
+        job = _definitions(resources).resolve_implicit_global_asset_job_def()
+        for r in requests:
+            assert job.execute_in_process(instance=instance, asset_selection=r.asset_selection, tags=r.tags).success
+        requests, cursor = tick(instance, cursor)
+        # The validation's own raw_traces materializations are not new ingestions.
+        kinds = sorted((r.asset_selection[0].to_user_string(), r.partition_key) for r in requests)
+        assert kinds == [("canary_analysis", "doc-qa--v2.4.0"), ("rolling_drift", None)]
+        [drift] = [r for r in requests if r.partition_key is None]
+        last = max(b for _, b in out["day_ranges"])
+        assert drift.tags["dagster/asset_partition_range_start"] == min(a for a, _ in out["day_ranges"])
+        assert drift.tags["dagster/asset_partition_range_end"] >= last  # the days whose week holds the new ones
+        assert tick(instance, cursor)[0] == []

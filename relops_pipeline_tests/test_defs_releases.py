@@ -13,7 +13,7 @@ import pytest
 from relops_pipeline.defs.evals.partitions import releases_partitions
 from relops_pipeline.defs.releases.assets import drill_fresh, rollback_drill, rollback_runbook
 from relops_pipeline.defs.releases.jobs import rollback_alert_job
-from relops_pipeline.defs.releases.sensors import canary_failure_sensor, drift_failure_sensor
+from relops_pipeline.defs.releases.sensors import failed_checks_sensor
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.alerts import list_alerts
 from relops_pipeline.lib.home import Home
@@ -72,14 +72,14 @@ def _execute(request, resources, instance):
 
 def test_failed_canary_check_rolls_back_once_and_records_everything(home, resources):
     with dg.instance_for_test() as instance:
-        requests, cursor = _run_requests(canary_failure_sensor, instance, None)
+        requests, cursor = _run_requests(failed_checks_sensor, instance, None)
         assert requests == []  # the first tick only starts the cursor
         instance.add_dynamic_partitions(releases_partitions.name, ["doc-qa--v2.4.0"])
         fake = _fake("canary_analysis", "canary_healthy", partitioned=True, metadata={"p95_latency_ratio": 1.38})
         assert dg.materialize([fake], partition_key="doc-qa--v2.4.0", instance=instance, raise_on_error=False)
-        requests, cursor = _run_requests(canary_failure_sensor, instance, cursor)
+        requests, cursor = _run_requests(failed_checks_sensor, instance, cursor)
         assert len(requests) == 1
-        again, _ = _run_requests(canary_failure_sensor, instance, cursor)
+        again, _ = _run_requests(failed_checks_sensor, instance, cursor)
         assert again == []  # ticking again: no second run for the same failure
         out = _execute(requests[0], resources, instance)
     assert out["decision"] == "rollback" and out["time_to_rollback_s"] is not None and out["time_to_rollback_s"] >= 0
@@ -100,12 +100,12 @@ def test_drift_failure_where_policy_forbids_rollback_only_recommends(home, resou
     failing = [{"workflow": "support-triage", "release": "v1.4.0", "period_start": "2026-11-02", "severity": "ERROR",
                 "reason": "critical columns drifted: topic, input_chars"}]
     with dg.instance_for_test() as instance:
-        _, cursor = _run_requests(drift_failure_sensor, instance, None)
+        _, cursor = _run_requests(failed_checks_sensor, instance, None)
         fake = _fake("weekly_drift", "critical_columns_stable", partitioned=False,
                      metadata={"failing": dg.MetadataValue.json(failing)})
         dg.materialize([fake], instance=instance, raise_on_error=False)
-        requests, cursor = _run_requests(drift_failure_sensor, instance, cursor)
-        assert len(requests) == 1 and _run_requests(drift_failure_sensor, instance, cursor)[0] == []
+        requests, cursor = _run_requests(failed_checks_sensor, instance, cursor)
+        assert len(requests) == 1 and _run_requests(failed_checks_sensor, instance, cursor)[0] == []
         out = _execute(requests[0], resources, instance)
     assert out["decision"] == "alert_only" and "forbids automatic rollback" in out["why"]
     with open_warehouse(home.warehouse_path) as con:
@@ -134,15 +134,14 @@ def test_drill_check_fails_on_a_stale_drill_and_passes_after_a_drill(home, resou
 
 
 def test_failed_gate_check_fires_once_and_a_blocked_release_that_never_served_only_alerts(home, resources):
-    from relops_pipeline.defs.releases.sensors import gate_failure_sensor
 
     with dg.instance_for_test() as instance:
-        _, cursor = _run_requests(gate_failure_sensor, instance, None)
+        _, cursor = _run_requests(failed_checks_sensor, instance, None)
         instance.add_dynamic_partitions(releases_partitions.name, ["support-triage--v1.5.0"])
         fake = _fake("release_gate", "must_pass", partitioned=True, metadata={"decision": "BLOCK"})
         dg.materialize([fake], partition_key="support-triage--v1.5.0", instance=instance, raise_on_error=False)
-        requests, cursor = _run_requests(gate_failure_sensor, instance, cursor)
-        assert len(requests) == 1 and _run_requests(gate_failure_sensor, instance, cursor)[0] == []
+        requests, cursor = _run_requests(failed_checks_sensor, instance, cursor)
+        assert len(requests) == 1 and _run_requests(failed_checks_sensor, instance, cursor)[0] == []
         out = _execute(requests[0], resources, instance)
     assert out["decision"] == "not_serving" and out["incident_id"] is None
     with open_warehouse(home.warehouse_path) as con:

@@ -1,11 +1,14 @@
-"""Shared plumbing of the `relops` command: exit codes, CliError, Dagster runs on the home's
-instance (Dagster is imported lazily: it costs over a second to import), the warehouse and
-the workflows' configuration.
+"""Shared plumbing of the `relops` command: exit codes, CliError, CommandResult, the parser's
+registration (Commands), Dagster runs on the home's instance (Dagster is imported lazily: it
+costs over a second to import), the warehouse and the workflows' configuration.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from relops_pipeline.lib.home import HOME_ENV, Home
@@ -22,6 +25,83 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
         super().__init__(message)
         self.code = code
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command returns: `data` is what --json prints, `text` the human summary, and
+    `exit_code` what the process exits with."""
+
+    data: dict = field(default_factory=dict)
+    text: str = ""
+    exit_code: int = EXIT_OK
+
+
+Command = Callable[[argparse.Namespace], CommandResult]
+
+
+class RelopsParser(argparse.ArgumentParser):
+    """An ArgumentParser whose verbs (a command's subcommands, see Commands.group) may come
+    after the options, as in `relops audit --expect-head S:H verify`, and may have a default:
+    `relops eval W V` is `relops eval run W V`, `relops alerts` is `relops alerts list`."""
+
+    verb_group = False  # set on the parser of a command with verbs
+    default_verb: str | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        verbs = self._verbs() if self.verb_group else None
+        if verbs is not None and args is not None:
+            args = self._verb_first(list(args), verbs)
+        return super().parse_known_args(args, namespace)
+
+    def _verbs(self) -> argparse._SubParsersAction | None:
+        if self._subparsers is None:
+            return None
+        return next((a for a in self._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)), None)
+
+    def _verb_first(self, args: list[str], verbs: argparse._SubParsersAction) -> list[str]:
+        """The verb moved in front of the options before it; or the default verb put there when
+        the first positional argument is none of the verbs (help asked before it: unchanged)."""
+        takes_value = {opt for p in verbs.choices.values() for a in p._actions if a.nargs != 0 for opt in a.option_strings}
+        i = 0
+        while i < len(args):
+            tok = args[i]
+            if tok == "--":
+                break
+            if tok in ("-h", "--help"):
+                return args
+            if tok.startswith("-") and tok != "-":
+                i += 2 if tok in takes_value and "=" not in tok else 1
+                continue
+            if tok in verbs.choices:
+                return [tok, *args[:i], *args[i + 1:]]
+            break
+        return [self.default_verb, *args] if self.default_verb else args
+
+
+class Commands:
+    """Where a domain module registers its commands (its `register(commands)`):
+    `commands(name, fn, help)` adds a command; `commands.group(name, help)` a command with
+    verbs, each verb then added the same way on the group (its own arguments and help)."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction, home_help: str):
+        self._sub = subparsers
+        self._home_help = home_help
+
+    def __call__(self, name: str, fn: Command, help_: str) -> argparse.ArgumentParser:
+        p = self._sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--home", default=argparse.SUPPRESS, help=self._home_help)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(fn=fn)
+        return p
+
+    def group(self, name: str, help_: str, *, default: str | None = None) -> Commands:
+        """A command with verbs (`relops NAME VERB ...`); `default`: the verb when none is given."""
+        p = self._sub.add_parser(name, help=help_, description=help_)
+        assert isinstance(p, RelopsParser)
+        p.verb_group, p.default_verb = True, default
+        sub = p.add_subparsers(dest=f"{name}_verb", metavar="VERB", required=default is None)
+        return Commands(sub, self._home_help)
 
 
 def _activate(home: Home) -> None:
@@ -69,6 +149,50 @@ def run_job(home: Home, job_name: str, *, run_config: dict | None = None, tags: 
     return job.execute_in_process(
         run_config={**quiet, **(run_config or {})}, instance=instance, tags={"relops/trigger": "cli", **(tags or {})}, raise_on_error=False
     )
+
+
+def materialize(home: Home, assets, *, partition_key: str | None = None, days: tuple[str, str] | None = None,
+                tags: dict | None = None):
+    """Materialize a selection of assets in this process (one partition, or a range of days in
+    one run), recorded on the home's instance as the UI would launch it."""
+    import dagster as dg
+
+    from relops_pipeline.defs.followups import RANGE_END_TAG, RANGE_START_TAG
+
+    instance = dagster_instance(home)
+    job = dagster_defs().resolve_implicit_global_asset_job_def()
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "CRITICAL")}}}}
+    run_tags = {"relops/trigger": "cli", **(tags or {})}
+    if days is not None:
+        run_tags[RANGE_START_TAG], run_tags[RANGE_END_TAG] = days
+    return job.execute_in_process(
+        run_config=quiet, instance=instance, asset_selection=[dg.AssetKey(a) for a in assets],
+        partition_key=partition_key, tags=run_tags, raise_on_error=False,
+    )
+
+
+def run_followup(home: Home, followup):
+    """Run one planned follow-up (defs/followups.py) in this process: what a sensor would launch
+    when the daemon runs. A failed run is a CliError."""
+    if followup.job:
+        result = run_job(home, followup.job, run_config=dict(followup.run_config), tags=followup.run_tags)
+    else:
+        result = materialize(home, followup.assets, partition_key=followup.partition_key, days=followup.days,
+                             tags=dict(followup.tags))
+    if not result.success:
+        raise CliError(f"{followup.describe()} run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    return result
+
+
+def run_or_fail(home: Home, job_name: str, *, what: str, run_config: dict | None = None, tags: dict | None = None,
+                code: int = EXIT_RUN_FAILED):
+    """run_job, and the result when the run succeeded; a failed run is a CliError naming `what`,
+    the run id (and its partition, when tagged with one) and the innermost cause."""
+    result = run_job(home, job_name, run_config=run_config, tags=tags)
+    if not result.success:
+        key = (tags or {}).get("dagster/partition")
+        raise CliError(f"{what} run {result.run_id}{f' for {key}' if key else ''} failed: {run_failure(result)}", code)
+    return result
 
 
 def run_failure(result) -> str:
@@ -141,10 +265,7 @@ def release_partitions(home: Home, workflow: str) -> list[str]:
 
 def run_partition(home: Home, job: str, key: str, tags: dict) -> Any:
     """Run a job on one release partition; a failed run is a CliError."""
-    result = run_job(home, job, tags={"dagster/partition": key, **tags})
-    if not result.success:
-        raise CliError(f"{job} run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-    return result
+    return run_or_fail(home, job, what=job, tags={"dagster/partition": key, **tags})
 
 
 def plain_table(header: list[str], rows: list[list]) -> str:

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import sys
 
-from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, get_workflow, plain_table, read_warehouse, run_failure, run_job
+from relops_pipeline.cli.common import CliError, CommandResult, Commands, get_workflow, plain_table, read_warehouse, run_or_fail
 from relops_pipeline.cli.ingest import refresh_days
 from relops_pipeline.lib.home import Home
 
@@ -21,16 +21,14 @@ def _complete_weeks(con, keys: list[str]) -> list[str]:
     return [k for k in keys if lo <= k <= last.isoformat()]
 
 
-def _missing_feature_days(con) -> list:
-    from relops_pipeline.lib.ingest import day_ranges
-
-    days = [r[0] for r in con.execute(
+def _missing_feature_days(con) -> list[dt.date]:
+    """Days with spans but no per-request features yet."""
+    return [r[0] for r in con.execute(
         "SELECT DISTINCT start_time::DATE FROM spans WHERE start_time IS NOT NULL "
         "EXCEPT SELECT DISTINCT day FROM trace_features ORDER BY 1").fetchall()]
-    return [(a.isoformat(), b.isoformat()) for a, b in day_ranges(days)]
 
 
-def cmd_drift(args) -> dict:
+def cmd_drift(args) -> CommandResult:
     """Show weekly drift; compute (through Dagster) the weeks that have none yet, or --refresh."""
     from relops_pipeline.defs.partitions import weekly_partitions
 
@@ -47,7 +45,8 @@ def cmd_drift(args) -> dict:
     if args.workflow:
         get_workflow(home, args.workflow)
     todo, runs, weeks = compute_weekly_drift(home, [week] if args.week else None, refresh=args.refresh)
-    return {**drift_view(home, weeks, args.workflow, detail=bool(args.week)), "computed_weeks": todo, "run_ids": runs}
+    view = drift_view(home, weeks, args.workflow, detail=bool(args.week))
+    return CommandResult({**view.data, "computed_weeks": todo, "run_ids": runs}, view.text)
 
 
 def compute_weekly_drift(home: Home, weeks: list[str] | None, *, refresh: bool) -> tuple[list[str], list[str], list[str]]:
@@ -58,7 +57,7 @@ def compute_weekly_drift(home: Home, weeks: list[str] | None, *, refresh: bool) 
     with read_warehouse(home) as con:
         missing = _missing_feature_days(con)
     if missing:
-        print(f"computing per-request features for {len(missing)} range(s) of days first ...", file=sys.stderr)
+        print(f"computing per-request features for {len(missing)} day(s) first ...", file=sys.stderr)
         refresh_days(home, missing)
     with read_warehouse(home) as con:
         weeks = weeks if weeks is not None else _complete_weeks(con, weekly_partitions.get_partition_keys())
@@ -72,14 +71,12 @@ def compute_weekly_drift(home: Home, weeks: list[str] | None, *, refresh: bool) 
     runs = []
     for i, w in enumerate(todo, 1):
         print(f"      [{i}/{len(todo)}] weekly drift of the week of {w} ...", file=sys.stderr)
-        result = run_job(home, "weekly_drift_job", tags={"dagster/partition": w})
-        if not result.success:
-            raise CliError(f"weekly drift run {result.run_id} for {w} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+        result = run_or_fail(home, "weekly_drift_job", what="weekly drift", tags={"dagster/partition": w})
         runs.append(result.run_id)
     return todo, runs, weeks
 
 
-def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bool) -> dict:
+def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bool) -> CommandResult:
     """The stored weekly drift of these weeks (workflow scope, plus columns and releases in detail)."""
     where = "granularity = 'weekly' AND period_start IN (SELECT unnest(?::DATE[]))" + (" AND workflow = ?" if workflow else "")
     params: list = [weeks] + ([workflow] if workflow else [])
@@ -98,7 +95,8 @@ def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bo
                 "ORDER BY workflow, drifted DESC, score DESC NULLS LAST, column_name", params).fetchall()]
     for r in rows:
         r["period_start"] = str(r["period_start"])
-        r["critical_drifted"] = json.loads(r["critical_drifted"]) if isinstance(r["critical_drifted"], str) else (r["critical_drifted"] or [])
+        critical = r["critical_drifted"]
+        r["critical_drifted"] = json.loads(critical) if isinstance(critical, str) else (critical or [])
     for c in columns:
         c["period_start"] = str(c["period_start"])
 
@@ -114,8 +112,8 @@ def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bo
     if table:
         lines.append(plain_table(["week", "workflow", "status", "severity", "drifted", "share", "critical drifted", "traces"], table))
     if detail and rows:
-        rel = [[r["workflow"], r["release"], r["status"], f"{r['columns_drifted']}/{r['columns_tested']}", share(r["drifted_share"]), r["cur_rows"]]
-               for r in rows if r["release"] != "*"]
+        rel = [[r["workflow"], r["release"], r["status"], f"{r['columns_drifted']}/{r['columns_tested']}", share(r["drifted_share"]),
+                r["cur_rows"]] for r in rows if r["release"] != "*"]
         if rel:
             lines += ["", "per release:", plain_table(["workflow", "release", "status", "drifted", "share", "traces"], rel)]
         if columns:
@@ -128,10 +126,10 @@ def drift_view(home: Home, weeks: list[str], workflow: str | None, *, detail: bo
         reports = [r["report_path"] for r in rows if r["report_path"]]
         if reports:
             lines += ["", "Evidently reports:", *[f"  {p}" for p in reports]]
-    return {"weeks": weeks, "summaries": rows, "columns": columns, "_text": "\n".join(lines)}
+    return CommandResult({"weeks": weeks, "summaries": rows, "columns": columns}, "\n".join(lines))
 
 
-def register(add) -> None:
+def register(add: Commands) -> None:
     """Register drift on the `relops` parser."""
     p = add("drift", cmd_drift, "show weekly drift per workflow; computes complete weeks that have none yet through Dagster")
     p.add_argument("--workflow", default=None)

@@ -4,68 +4,50 @@ warehouse holds; and the daily signals recomputed after an ingestion."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, dagster_instance, read_warehouse, run_failure, run_job
+from relops_pipeline.cli.common import (
+    EXIT_RUN_FAILED,
+    CliError,
+    CommandResult,
+    Commands,
+    dagster_instance,
+    read_warehouse,
+    run_followup,
+    run_or_fail,
+)
 from relops_pipeline.cli.releases import workflow_status
 from relops_pipeline.lib.home import Home
 
 
-def refresh_days(home: Home, ranges: Sequence[Sequence[str]], *, drift_runs: list[str] | None = None) -> list[str]:
-    """Validate and recompute daily signals and features: one run per range of consecutive
-    days; then the rolling drift of the days whose trailing week they touch (what the drift
-    sensor does when the daemon runs), in one run."""
-    from relops_pipeline.defs.drift.sensors import affected_days
-    from relops_pipeline.defs.partitions import daily_partitions
+def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] | None = None) -> list[str]:
+    """Run here what follows new traces on these days, as planned by defs/followups.py (the
+    follow-ups sensor launches the same runs when the daemon runs): validation, signals and
+    features per range of days, then the rolling drift of the days whose week they touch. The
+    terminal waits, so the drift covers the latest 90 days (the sensor covers all) and canaries
+    are left to `relops canary` (the sensor judges them). Returns the signals runs' ids."""
+    from relops_pipeline.defs.followups import after_features, after_ingestion
 
-    keys = daily_partitions.get_partition_keys()
-    run_ids = []
-    drift_ranges: list[list[str]] = []
-    for first, last in ranges:
-        first, last = max(first, keys[0]), min(last, keys[-1])
-        if first > last:
-            continue
-        result = run_job(
-            home,
-            "trace_signals_job",
-            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-        )
-        if not result.success:
-            raise CliError(f"signals run {result.run_id} for {first}..{last} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-        run_ids.append(result.run_id)
-        lo, hi = affected_days(first, last, keys)
-        # One run over the hull: windows without traces cost one count query each.
-        drift_ranges = [[min(lo, drift_ranges[0][0]), max(hi, drift_ranges[0][1])]] if drift_ranges else [[lo, hi]]
-    for lo, hi in drift_ranges:
-        # The terminal waits for this run: only the latest 90 days (older history is for the
-        # drift sensor, which covers every affected day, or `relops drift`'s weekly view).
-        lo = max(lo, (dt.date.fromisoformat(hi) - dt.timedelta(days=89)).isoformat())
-        rid = refresh_rolling_drift(home, lo, hi)
+    signals = after_ingestion(days, source="cli", log=lambda msg: print(f"relops: {msg}", file=sys.stderr))
+    run_ids = [run_followup(home, f).run_id for f in signals]
+    ranges = [(dt.date.fromisoformat(f.days[0]), dt.date.fromisoformat(f.days[1])) for f in signals if f.days]
+    for f in after_features(ranges, [], source="cli", max_drift_days=90):
+        rid = run_followup(home, f).run_id
         if drift_runs is not None:
             drift_runs.append(rid)
     return run_ids
 
 
-def refresh_rolling_drift(home: Home, lo: str, hi: str) -> str:
-    """Recompute the trailing-7-day drift of the days lo..hi in one run."""
-    from relops_pipeline.defs.drift.sensors import RANGE_END_TAG, RANGE_START_TAG
-
-    result = run_job(home, "rolling_drift_job", tags={RANGE_START_TAG: lo, RANGE_END_TAG: hi})
-    if not result.success:
-        raise CliError(f"rolling drift run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-    return result.run_id
-
-
-def cmd_init(args) -> dict:
+def cmd_init(args) -> CommandResult:
     home = Home.resolve(args.home)
     written = home.init()
     dagster_instance(home)  # create the Dagster instance's storage now, once
-    return {
-        "home": str(home.root),
-        "written": [str(p) for p in written],
-        "_text": f"relops home ready at {home.root}" + (f" ({len(written)} files written)" if written else " (kept as it was)"),
-    }
+    return CommandResult(
+        {"home": str(home.root), "written": [str(p) for p in written]},
+        f"relops home ready at {home.root}" + (f" ({len(written)} files written)" if written else " (kept as it was)"),
+    )
 
 
 def _precheck(paths: Sequence[str], fmt: str | None, home_root: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -103,20 +85,21 @@ def _precheck(paths: Sequence[str], fmt: str | None, home_root: Path | None = No
 
 
 def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
-    """Ingest through Dagster (an ingestion run, then a signals run for the days touched)."""
+    """Ingest through Dagster (an ingestion run, then what follows the days it reported)."""
+    from relops_pipeline.defs.followups import ingested_days
+
     files, problems = _precheck(paths, fmt, home.root)
     if problems:
         raise CliError("\n".join(problems))
     config: dict = {"paths": [str(f.resolve()) for f in files]}
     if fmt:
         config["format"] = fmt
-    result = run_job(home, "ingest_traces_job", run_config={"ops": {"ingest_trace_files": {"config": config}}})
-    if not result.success:
-        raise CliError(f"ingestion run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    result = run_or_fail(home, "ingest_traces_job", what="ingestion", run_config={"ops": {"ingest_trace_files": {"config": config}}})
     summary = result.output_for_node("ingest_trace_files")
     summary["run_id"] = result.run_id
     summary["drift_run_ids"] = []
-    summary["signals_run_ids"] = refresh_days(home, summary["day_ranges"], drift_runs=summary["drift_run_ids"])
+    days = ingested_days(result.asset_materializations_for_node("ingest_trace_files"))
+    summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"])
     if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
         raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
     return summary
@@ -147,13 +130,13 @@ def _ranges_text(ranges) -> str:
     return text + (f" and {len(ranges) - 4} more ranges" if len(ranges) > 4 else "")
 
 
-def cmd_ingest(args) -> dict:
+def cmd_ingest(args) -> CommandResult:
     home = Home.resolve(args.home)
     summary = ingest(home, args.paths, args.format)
-    return {**summary, "_text": ingest_text(summary)}
+    return CommandResult(summary, ingest_text(summary))
 
 
-def cmd_status(args) -> dict:
+def cmd_status(args) -> CommandResult:
     home = Home.resolve(args.home)
     if getattr(args, "workflow", None):
         return workflow_status(home, args.workflow)
@@ -200,14 +183,15 @@ def cmd_status(args) -> dict:
         f"{'workflow':<24} {'release':<28} {'spans':>9} {'days':>5}  first .. last",
     ]
     for r in out["by_release"]:
-        lines.append(f"{r['workflow'][:24]:<24} {r['release'][:28]:<28} {r['spans']:>9} {r['days']:>5}  {r['first_day']} .. {r['last_day']}")
+        lines.append(f"{r['workflow'][:24]:<24} {r['release'][:28]:<28} {r['spans']:>9} {r['days']:>5}"
+                     f"  {r['first_day']} .. {r['last_day']}")
     if rejects:
         lines += ["", "rejects by reason:"] + [f"  {n:>7}  {r}" for r, n in rejects]
     lines.append("(per-day counts: relops status --json)")
-    return {**out, "_text": "\n".join(lines)}
+    return CommandResult(out, "\n".join(lines))
 
 
-def cmd_rejects(args) -> dict:
+def cmd_rejects(args) -> CommandResult:
     home = Home.resolve(args.home)
     with read_warehouse(home) as con:
         total = con.execute("SELECT count(*) FROM trace_rejects").fetchone()[0]
@@ -224,10 +208,10 @@ def cmd_rejects(args) -> dict:
     for i in items:
         raw = (i["raw"] or "").replace("\n", " ")
         lines.append(f"{i['source_file']}:{i['source_line']}: {i['reason']}: {raw[:100]}")
-    return {"total": total, "rejects": items, "_text": "\n".join(lines)}
+    return CommandResult({"total": total, "rejects": items}, "\n".join(lines))
 
 
-def register(add) -> None:
+def register(add: Commands) -> None:
     """Register init, ingest, status and rejects on the `relops` parser."""
     add("init", cmd_init, "create a home with example workflow configuration")
     p = add("ingest", cmd_ingest, "ingest trace files or folders into the warehouse")

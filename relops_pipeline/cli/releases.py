@@ -6,21 +6,27 @@ from __future__ import annotations
 import json
 
 from relops_pipeline.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
     EXIT_RUN_FAILED,
     CliError,
+    CommandResult,
+    Commands,
     add_release_partition,
     dagster_instance,
     default_actor,
     get_workflow,
     get_workflow_release,
+    materialize,
     read_warehouse,
     run_failure,
-    run_job,
+    run_followup,
+    run_or_fail,
 )
 from relops_pipeline.lib.home import Home
 
 
-def workflow_status(home: Home, workflow: str) -> dict:
+def workflow_status(home: Home, workflow: str) -> CommandResult:
     """A workflow's release state: live, canary, last known good, open incidents, last drill."""
     from relops_pipeline.lib.drills import drill_status
     from relops_pipeline.lib.incidents import list_incidents
@@ -51,47 +57,49 @@ def workflow_status(home: Home, workflow: str) -> dict:
           + (f"  time to rollback {r['time_to_rollback_s']:.1f} s" if r.get("time_to_rollback_s") is not None else "")
           for r in rollbacks],
     ]
-    return {"workflow": wf.name, "state": state.as_dict(), "pointer_seq_on_disk": on_disk, "incidents": incidents,
-            "drill": drill, "rollbacks": rollbacks, "_text": "\n".join(lines)}
+    return CommandResult({"workflow": wf.name, "state": state.as_dict(), "pointer_seq_on_disk": on_disk, "incidents": incidents,
+                          "drill": drill, "rollbacks": rollbacks}, "\n".join(lines))
 
 
-def cmd_rollout(args) -> dict:
+def cmd_rollout(args) -> CommandResult:
     wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
     by = args.by or default_actor()
-    result = run_job(home, "registry_change_job", run_config={"ops": {"change_registry": {"config": {
-        "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
-        "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
-    if not result.success:
-        raise CliError(f"rollout of {key} to {args.stage} refused or failed: {run_failure(result)}")
+    # A refusal (the gate does not allow it, a non-approver's override) fails the run: bad input, exit 3.
+    result = run_or_fail(home, "registry_change_job", what=f"rollout of {key} to {args.stage}", code=EXIT_BAD_INPUT,
+                         run_config={"ops": {"change_registry": {"config": {
+                             "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
+                             "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
     out = result.output_for_node("change_registry")
     after = out["after"]
-    return {**out, "_text": f"{key}: {args.stage}" + (f" at {after.get('canary_percent'):g} %" if args.stage in ("canary", "ramp") and after.get("canary_percent") is not None else "")
+    percent = after.get("canary_percent")
+    text = (f"{key}: {args.stage}" + (f" at {percent:g} %" if args.stage in ("canary", "ramp") and percent is not None else "")
             + f" (registry seq {after['seq']}; live {after.get('live') or '-'}, last known good {after.get('last_known_good') or '-'})"
-            + (f"; override waived: {', '.join(out['waived'])}" if out.get("waived") else "")}
+            + (f"; override waived: {', '.join(out['waived'])}" if out.get("waived") else ""))
+    return CommandResult(out, text)
 
 
-def cmd_rollback(args) -> dict:
+def cmd_rollback(args) -> CommandResult:
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow)
     by = args.by or default_actor()
-    result = run_job(home, "rollback_alert_job", run_config={"ops": {"rollback_or_alert": {"config": {
-        "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
-    if not result.success:
-        raise CliError(f"rollback of {wf.name} failed: {run_failure(result)}")
+    result = run_or_fail(home, "rollback_alert_job", what=f"rollback of {wf.name}", code=EXIT_BAD_INPUT,
+                         run_config={"ops": {"rollback_or_alert": {"config": {
+                             "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
     out = result.output_for_node("rollback_or_alert")
     if out["decision"] == "none":
-        return {**out, "_text": f"{wf.name}: nothing rolled back — {out['why']}"}
+        return CommandResult(out, f"{wf.name}: nothing rolled back — {out['why']}")
     rb = out["rollback"]
-    return {**out, "_text": f"{wf.name}: rolled back {rb.get('release') or '-'} -> {rb.get('to_release') or '-'}; "
-                            f"incident {out['incident_id']}, alert {out['alert_id']} ({out['alert_status']}); live now {out['live_after']}"}
+    return CommandResult(out, f"{wf.name}: rolled back {rb.get('release') or '-'} -> {rb.get('to_release') or '-'}; "
+                              f"incident {out['incident_id']}, alert {out['alert_id']} ({out['alert_status']}); "
+                              f"live now {out['live_after']}")
 
 
-def cmd_canary(args) -> dict:
-    """Judge a release's canary through Dagster; a failed check is acted on at once, the way
-    the canary failure sensor does when the daemon runs (a second response changes nothing)."""
+def cmd_canary(args) -> CommandResult:
+    """Judge a release's canary through Dagster; a failed check is acted on at once, with the
+    response defs/followups.py plans for the failed-checks sensor (a second response changes nothing)."""
     wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
     add_release_partition(home, key)
-    result = run_job(home, "canary_job", tags={"dagster/partition": key})
+    result = materialize(home, ["canary_analysis"], partition_key=key)
     if not result.success:
         raise CliError(f"canary run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
     [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == "canary_healthy"]
@@ -100,42 +108,32 @@ def cmd_canary(args) -> dict:
            "description": ev.description, "response": None}
     lines = [f"{key}: canary {meta['verdict'].upper()} — {ev.description}"]
     if not ev.passed:
-        import dagster as dg
-
-        from relops_pipeline.defs.releases.sensors import requests_for_failure
+        from relops_pipeline.defs.followups import after_failed_check, failed_checks_of_run
 
         instance = dagster_instance(home)
-        ck = dg.AssetCheckKey(dg.AssetKey("canary_analysis"), "canary_healthy")
-        records = [r for r in instance.event_log_storage.get_asset_check_execution_history(ck, limit=20)
-                   if r.run_id == result.run_id]
-        for req in (q for r in records for q in requests_for_failure("canary", r, instance)):
-            resp = run_job(home, "rollback_alert_job", run_config=req.run_config, tags=req.tags)
-            if not resp.success:
-                raise CliError(f"rollback-alert run {resp.run_id} failed: {run_failure(resp)}", EXIT_RUN_FAILED)
+        for followup in (f for failure in failed_checks_of_run(instance, result.run_id) for f in after_failed_check(failure)):
+            resp = run_followup(home, followup)
             out["response"] = resp.output_for_node("rollback_or_alert")
             r = out["response"]
             lines.append(f"  {r['decision']}: {r['why']}" + (f" (time to rollback {r['time_to_rollback_s']:.2f} s)" if r.get("time_to_rollback_s") is not None else ""))
             if r.get("incident_id"):
                 lines.append(f"  incident {r['incident_id']}, alert {r['alert_id']} ({r['alert_status']}); live now {r['live_after']}")
-        out["_exit"] = 1
-    return {**out, "_text": "\n".join(lines)}
+    return CommandResult(out, "\n".join(lines), EXIT_OK if ev.passed else 1)
 
 
-def cmd_sync(args) -> dict:
+def cmd_sync(args) -> CommandResult:
     from relops_pipeline.lib.registry import sync_pointer_at_home
 
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow)
     out = sync_pointer_at_home(home, wf.name)
-    return {**out, "_text": f"{wf.name}: pointer file rewritten from the registry ({json.dumps(out, default=str)[:200]})"}
+    return CommandResult(out, f"{wf.name}: pointer file rewritten from the registry ({json.dumps(out, default=str)[:200]})")
 
 
-def cmd_drill(args) -> dict:
+def cmd_drill(args) -> CommandResult:
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow) if args.workflow else None
-    result = run_job(home, "drill_job")
-    if not result.success:
-        raise CliError(f"drill run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    result = run_or_fail(home, "drill_job", what="drill")
     from relops_pipeline.lib.drills import drill_status, list_drills
 
     with read_warehouse(home) as con:
@@ -151,10 +149,8 @@ def cmd_drill(args) -> dict:
         took = f" in {d['duration_ms']:.1f} ms" if d.get("duration_ms") is not None else ""
         lines.append(f"{n}: drill {'PASSED' if d['passed'] else 'FAILED'}{took} — {statuses[n]['message']}")
     failed = [n for n in names if drills[n] is not None and not drills[n]["passed"]]
-    out = {"run_id": result.run_id, "drills": drills, "statuses": statuses, "_text": "\n".join(lines)}
-    if failed:
-        out["_exit"] = EXIT_RUN_FAILED
-    return out
+    return CommandResult({"run_id": result.run_id, "drills": drills, "statuses": statuses}, "\n".join(lines),
+                         EXIT_RUN_FAILED if failed else EXIT_OK)
 
 
 def _workflow_names(home: Home) -> list[str]:
@@ -163,7 +159,7 @@ def _workflow_names(home: Home) -> list[str]:
     return list_workflows(home.workflows_dir)
 
 
-def register(add) -> None:
+def register(add: Commands) -> None:
     """Register rollout, rollback, canary, sync and drill on the `relops` parser."""
     p = add("rollout", cmd_rollout, "move a release to a rollout stage: rollout W V --stage shadow|canary|ramp|full")
     p.add_argument("workflow")

@@ -375,15 +375,18 @@ def touched_days(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str]) -> li
     return [r[0] for r in rows]
 
 
-def day_ranges(days: Sequence[date]) -> list[tuple[date, date]]:
-    """Consecutive days grouped into (first, last) ranges: one refresh run per range."""
-    out: list[tuple[date, date]] = []
-    for d in sorted(set(days)):
-        if out and (d - out[-1][1]).days == 1:
-            out[-1] = (out[-1][0], d)
-        else:
-            out.append((d, d))
-    return out
+def spans_by_day(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str], days: Sequence[date]) -> dict[date, int]:
+    """How many spans these batches added on each of `days` (a day only completed by events counts 0)."""
+    ids = [b for b in batch_ids if b]
+    counts = dict.fromkeys(days, 0)
+    if ids and days:
+        rows = con.execute(
+            "SELECT start_time::DATE, count(*) FROM spans WHERE ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) "
+            "AND start_time IS NOT NULL GROUP BY 1",
+            [ids],
+        ).fetchall()
+        counts.update({d: int(n) for d, n in rows if d in counts})
+    return counts
 
 
 def _detect(path: Path) -> str:

@@ -4,7 +4,7 @@ from datetime import UTC
 
 import dagster as dg
 
-from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
+from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseBusy, WarehouseResource
 
 
 @dg.op(pool=WAREHOUSE_POOL)
@@ -30,29 +30,18 @@ def deliver_alerts_job():
     deliver_alerts()
 
 
-def alert_delivery_sensor(context: dg.SensorEvaluationContext):
+def alert_delivery_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     """Launch a delivery run when the outbox has deliveries due (checked every 30 s)."""
     from datetime import datetime
 
     from relops_pipeline.lib.alerts.service import due_count
-    from relops_pipeline.lib.home import Home
-    from relops_pipeline.lib.warehouse import connect, is_lock_error
 
-    home = Home.resolve()
-    if not home.warehouse_path.exists():
-        return dg.SkipReason("no warehouse yet")
     now = datetime.now(UTC).replace(tzinfo=None)
     try:
-        con = connect(home.warehouse_path, read_only=True, timeout_s=5)
-    except Exception as exc:  # noqa: BLE001 — a busy warehouse is retried on the next tick
-        if is_lock_error(exc):
-            return dg.SkipReason("the warehouse is busy; trying again on the next tick")
-        raise
-    try:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        due = due_count(con, now) if "alert_deliveries" in tables else 0
-    finally:
-        con.close()
+        with warehouse.read_only(requires="alert_deliveries") as con:
+            due = due_count(con, now) if con is not None else 0
+    except WarehouseBusy:
+        return dg.SkipReason("the warehouse is busy; trying again on the next tick")
     if not due:
         return dg.SkipReason("no alert delivery is due")
     # One run per minute at most: the key dedupes ticks while a run is queued.

@@ -1,14 +1,10 @@
-"""Drift domain: rolling (daily) and weekly drift against each workflow's reference window."""
+"""Drift domain: rolling (daily) and weekly drift against each workflow's reference window.
+Rolling drift follows new per-request features (defs/followups.py); the weekly drift runs in
+the weekly cadence (defs/maintenance)."""
 
-from relops_pipeline.defs.drift.assets import (
-    rolling_drift,
-    rolling_drift_job,
-    weekly_drift,
-    weekly_drift_job,
-)
-from relops_pipeline.defs.drift.sensors import drift_follows_signals_sensor
+from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
 
 assets = [rolling_drift, weekly_drift]
-jobs = [rolling_drift_job, weekly_drift_job]
-schedules: list = []  # the weekly drift runs in the weekly cadence (defs/maintenance)
-sensors = [drift_follows_signals_sensor]
+jobs: list = []
+schedules: list = []
+sensors: list = []

@@ -140,14 +140,5 @@ weekly_drift = dg.asset(
     check_specs=_check_specs("weekly_drift"),
 )(weekly_drift)
 
-rolling_drift_job = dg.define_asset_job(
-    "rolling_drift_job", selection=[rolling_drift],
-    description="Recompute the trailing-7-day drift of the given days.",
-)
-weekly_drift_job = dg.define_asset_job(
-    "weekly_drift_job", selection=[weekly_drift],
-    description="Compute one complete week's drift against each workflow's reference.",
-)
 
-
-__all__ = ["rolling_drift", "weekly_drift", "rolling_drift_job", "weekly_drift_job"]
+__all__ = ["rolling_drift", "weekly_drift"]

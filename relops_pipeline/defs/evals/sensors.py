@@ -10,7 +10,7 @@ import dagster as dg
 from relops_pipeline.defs.beta import expected_beta_warnings
 from relops_pipeline.defs.evals.assets import release_eval_job
 from relops_pipeline.defs.evals.partitions import releases_partitions
-from relops_pipeline.lib.home import Home
+from relops_pipeline.defs.resources import RelopsHomeResource
 
 
 def scan_manifests(root) -> dict[str, str]:
@@ -20,11 +20,11 @@ def scan_manifests(root) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob("*/*.yaml"))}
 
 
-def releases_sensor(context: dg.SensorEvaluationContext):
+def releases_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource):
     """Register new release manifests: add the release partition and run its eval."""
     from relops_pipeline.lib.evals.manifests import ManifestError, load_manifest
 
-    root = Home.resolve().root / "releases"
+    root = home.home.root / "releases"
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = scan_manifests(root)
     changed = [p for p, h in current.items() if seen.get(p) != h]

@@ -69,7 +69,7 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     tags = context.run.tags
     outcome = evaluate_gate(
         home=home.home,
-        warehouse_path=warehouse.path,
+        connection=warehouse.get_connection,
         key=key,
         baseline=tags.get(BASELINE_TAG),
         suite_version=tags.get(SUITE_VERSION_TAG),

@@ -171,11 +171,3 @@ with expected_beta_warnings():
         group_name="traces",
         kinds={"duckdb"},
     )(trace_features)
-
-trace_signals_job = dg.define_asset_job(
-    "trace_signals_job",
-    # signal_rule_alerts lives in defs/alerts (it imports this module), hence the key.
-    selection=dg.AssetSelection.assets(raw_traces, daily_signals, trace_features, "signal_rule_alerts"),
-    description="Validate the days touched by ingestion, recompute their daily signals and per-request features, "
-                "and run the signal alert rules on them.",
-)

@@ -3,23 +3,11 @@
 
 import dagster as dg
 
+from relops_pipeline.defs.followups import INGESTED_METADATA_KEY
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
-from relops_pipeline.lib.ingest import day_ranges, ingest_paths, touched_days
+from relops_pipeline.lib.days import day_ranges
+from relops_pipeline.lib.ingest import ingest_paths, spans_by_day, touched_days
 from relops_pipeline.lib.markdown import md_table
-
-# The run tag through which an ingestion run tells the signals sensor which days it touched:
-# consecutive days as ranges, "2026-10-01..2026-10-03,2026-10-09..2026-10-09".
-DAY_RANGES_TAG = "relops/day_ranges"
-
-
-def encode_ranges(ranges) -> str:
-    return ",".join(f"{a.isoformat()}..{b.isoformat()}" for a, b in ranges)
-
-
-def decode_ranges(value: str | None) -> list[tuple[str, str]]:
-    if not value:
-        return []
-    return [tuple(part.split("..", 1)) for part in value.split(",") if ".." in part]
 
 
 class IngestConfig(dg.Config):
@@ -60,10 +48,19 @@ def ingest_trace_files(
             run_id=context.run.run_id,
             progress=progress,
         )
-        days = touched_days(con, [f.batch_id for f in summary.files])
+        batch_ids = [f.batch_id for f in summary.files]
+        days = touched_days(con, batch_ids)
+        per_day = spans_by_day(con, batch_ids, days)
     ranges = day_ranges(days)
-    if ranges:
-        context.instance.add_run_tags(context.run.run_id, {DAY_RANGES_TAG: encode_ranges(ranges)})
+    # The days touched, reported as raw_traces materializations: what follows them (validation,
+    # signals, features, drift, canary) is planned from these (defs/followups.py).
+    for day in days:
+        context.log_event(dg.AssetMaterialization(
+            asset_key="raw_traces", partition=day.isoformat(),
+            description="spans ingested (validated by the follow-up signals run)",
+            metadata={INGESTED_METADATA_KEY: dg.MetadataValue.int(per_day[day]),
+                      "files": dg.MetadataValue.int(len(summary.files))},
+        ))
     totals = summary.totals
     result = summary.as_json()
     result["day_ranges"] = [[a.isoformat(), b.isoformat()] for a, b in ranges]
@@ -88,5 +85,6 @@ def ingest_trace_files(
 
 @dg.job(tags={"relops/domain": "ingest"})
 def ingest_traces_job():
-    """Ingest trace files into the warehouse (launched by the landing sensor and `relops ingest`)."""
+    """Ingest trace files into the warehouse (launched by the landing sensor and `relops ingest`); reports the
+    raw_traces days it touched."""
     ingest_trace_files()

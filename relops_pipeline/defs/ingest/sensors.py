@@ -1,5 +1,5 @@
-"""Sensors: new files in the landing folder launch ingestion; a finished ingestion refreshes
-the days it touched."""
+"""Sensors: new files in the landing folder launch ingestion; what follows new traces is
+launched by the follow-ups sensor (planned in defs/followups.py)."""
 
 
 import hashlib
@@ -11,15 +11,16 @@ from pathlib import Path
 import dagster as dg
 
 from relops_pipeline.defs.beta import expected_beta_warnings
-from relops_pipeline.defs.ingest.assets import trace_signals_job
-from relops_pipeline.defs.ingest.jobs import DAY_RANGES_TAG, decode_ranges, ingest_traces_job
-from relops_pipeline.lib.home import Home
+from relops_pipeline.defs.followups import CANARY_ASSETS, ROLLING_DRIFT_ASSETS, SIGNALS_ASSETS
+from relops_pipeline.defs.ingest.jobs import ingest_traces_job
+from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.ingest import expand_paths
 
 # A file still being written by a collector must not be ingested half-way: wait until it has
 # not changed for this many seconds.
 SETTLE_ENV = "RELOPS_LANDING_SETTLE_S"
 MAX_FILES_PER_RUN = 200
+FOLLOWUP_ASSETS = (*SIGNALS_ASSETS, *ROLLING_DRIFT_ASSETS, *CANARY_ASSETS)
 
 
 def landing_files(landing: Path, settle_s: float, now: float | None = None) -> dict[str, list[int]]:
@@ -36,9 +37,9 @@ def landing_files(landing: Path, settle_s: float, now: float | None = None) -> d
     return out
 
 
-def landing_sensor(context: dg.SensorEvaluationContext):
+def landing_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource):
     """Launch an ingestion run for trace files that are new or changed in the landing folder."""
-    landing = Home.resolve().landing_dir
+    landing = home.home.landing_dir
     settle = float(os.environ.get(SETTLE_ENV, "5"))
     seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
     current = landing_files(landing, settle)
@@ -60,42 +61,65 @@ def landing_sensor(context: dg.SensorEvaluationContext):
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))
 
 
-def ingested_days_sensor(context: dg.RunStatusSensorContext):
-    """After an ingestion run, validate and recompute the signals of the days it touched."""
-    from relops_pipeline.defs.partitions import daily_partitions
+def _new_materializations(instance, asset: str, after_id: int, limit: int = 1000) -> list:
+    """Materialization records of `asset` after the storage id `after_id`, oldest first."""
+    return list(instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after_id), limit=limit, ascending=True).records)
 
-    keys = daily_partitions.get_partition_keys()
-    ranges = []
-    for first, last in decode_ranges(context.dagster_run.tags.get(DAY_RANGES_TAG)):
-        clamped = (max(first, keys[0]), min(last, keys[-1]))
-        if clamped != (first, last):
-            context.log.warning(f"days {first}..{last} reach outside the daily partitions {keys[0]}..{keys[-1]}: refreshing {clamped}")
-        if clamped[0] <= clamped[1]:
-            ranges.append(clamped)
-    if not ranges:
-        return dg.SkipReason("the ingestion run added no spans within the daily partitions")
-    run_id = context.dagster_run.run_id
-    return [
-        dg.RunRequest(
-            run_key=f"days-{run_id}-{first}",
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-                "relops/trigger": f"ingest:{run_id}",
-            },
-        )
-        for first, last in ranges
-    ]
+
+def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    """Launch what follows new traces (defs/followups.py decides): the days an ingestion
+    reported are validated and their signals and features recomputed; new features are
+    followed by the rolling drift of the days whose week they touch and by the canary
+    judgement of every release in canary."""
+    from relops_pipeline.defs.followups import (
+        after_features,
+        after_ingestion,
+        ingested_days,
+        materialized_day_ranges,
+        releases_in_canary,
+    )
+    from relops_pipeline.defs.resources import WarehouseBusy
+
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    requests: list[dg.RunRequest] = []
+    first_tick = not cursor
+    raw = _new_materializations(context.instance, "raw_traces", cursor.get("raw_traces", 0))
+    features = _new_materializations(context.instance, "trace_features", cursor.get("trace_features", 0))
+    if first_tick:  # what happened before the sensor existed is history, not news
+        return dg.SensorResult(cursor=json.dumps({"raw_traces": max((r.storage_id for r in raw), default=0),
+                                                  "trace_features": max((r.storage_id for r in features), default=0)}))
+    if raw:
+        days = ingested_days(r.asset_materialization for r in raw)
+        source = f"m{raw[-1].storage_id}"
+        requests += [f.run_request() for f in after_ingestion(days, source=source, log=context.log.warning)]
+        cursor["raw_traces"] = raw[-1].storage_id
+    if features:
+        try:
+            with warehouse.read_only(requires="registry_state") as con:
+                canaries = releases_in_canary(con) if con is not None else []
+        except WarehouseBusy:
+            context.log.info("the warehouse is busy: the features' follow-ups wait for the next tick")
+        else:
+            ranges = materialized_day_ranges({r.partition_key for r in features if r.partition_key})
+            if canaries:
+                from relops_pipeline.defs.evals.partitions import releases_partitions
+
+                # A release rolled out without being registered here still gets its canary judged.
+                missing = [k for k in canaries if not context.instance.has_dynamic_partition(releases_partitions.name, k)]
+                if missing:
+                    context.instance.add_dynamic_partitions(releases_partitions.name, missing)
+            source = f"m{features[-1].storage_id}"
+            requests += [f.run_request() for f in after_features(ranges, canaries, source=source)]
+            cursor["trace_features"] = features[-1].storage_id
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
 
 with expected_beta_warnings():
     landing_sensor = dg.sensor(
         job=ingest_traces_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
     )(landing_sensor)
-    ingested_days_sensor = dg.run_status_sensor(
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[ingest_traces_job],
-        request_job=trace_signals_job,
+    followups_sensor = dg.sensor(
+        target=dg.AssetSelection.assets(*FOLLOWUP_ASSETS), minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
-    )(ingested_days_sensor)
+    )(followups_sensor)

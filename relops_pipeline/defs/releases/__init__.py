@@ -9,7 +9,6 @@ from relops_pipeline.defs.releases.assets import (
     rollout_plan,
 )
 from relops_pipeline.defs.releases.jobs import (
-    canary_job,
     daily_drill_freshness_schedule,
     drill_freshness_job,
     drill_job,
@@ -18,16 +17,10 @@ from relops_pipeline.defs.releases.jobs import (
     rollback_alert_job,
     runbook_job,
 )
-from relops_pipeline.defs.releases.sensors import (
-    canary_failure_sensor,
-    canary_traces_sensor,
-    drift_failure_sensor,
-    gate_failure_sensor,
-    runbook_inputs_sensor,
-)
+from relops_pipeline.defs.releases.sensors import failed_checks_sensor, runbook_inputs_sensor
 
 assets = [rollout_plan, canary_analysis, release_registry, rollback_runbook, rollback_drill]
 asset_checks = [drill_fresh]
-jobs = [canary_job, rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
+jobs = [rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
 schedules = [monthly_drill_schedule, daily_drill_freshness_schedule]
-sensors = [canary_traces_sensor, gate_failure_sensor, canary_failure_sensor, drift_failure_sensor, runbook_inputs_sensor]
+sensors = [failed_checks_sensor, runbook_inputs_sensor]

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from relops_pipeline.defs.releases.assets import (
-    canary_analysis,
     drill_fresh,
     report_registry_change,
     rollback_drill,
@@ -79,8 +78,6 @@ def rollback_alert_job():
     rollback_or_alert()
 
 
-canary_job = dg.define_asset_job("canary_job", selection=[canary_analysis],
-                                 description="Judge a release's canary against the live release over the same intervals.")
 runbook_job = dg.define_asset_job("runbook_job", selection=[rollback_runbook],
                                   description="Regenerate every workflow's rollback runbook.")
 drill_job = dg.define_asset_job("drill_job", selection=dg.AssetSelection.assets(rollback_drill, rollback_runbook),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from relops_pipeline.lib.evals.model import SampleRequest, release_key, split_release_key
 from relops_pipeline.lib.home import Home
-from relops_pipeline.lib.warehouse import open_warehouse
 
 
 def _thresholds_in_force(con, key: str, workflow: str):
@@ -62,7 +63,7 @@ def _resampler(home: Home, workflow, version: str, suite_version: str, start_sam
 def evaluate_gate(
     *,
     home: Home,
-    warehouse_path: str | Path,
+    connection: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
     key: str,
     baseline: str | None = None,
     suite_version: str | None = None,
@@ -70,6 +71,8 @@ def evaluate_gate(
     log: Callable[[str], None] = lambda msg: None,
     seed: int = 20260101,
 ) -> dict[str, Any]:
+    """Decide one release's gate. `connection` opens the warehouse (the caller's resource, with
+    its lock handling); it is opened twice, briefly: the decision's re-samples run with it closed."""
     from relops_pipeline.lib.evals.store import get_release
     from relops_pipeline.lib.gates.decision import decide
     from relops_pipeline.lib.gates.report import render_pr_comment, write_reports
@@ -79,7 +82,7 @@ def evaluate_gate(
 
     workflow_name, version = split_release_key(key)
     wf = load_workflow(home.workflows_dir, workflow_name)
-    with open_warehouse(warehouse_path) as con:
+    with connection() as con:
         thresholds = _thresholds_in_force(con, key, wf.name)
         candidate = latest_eval_run(con, key, suite_version)
         if candidate is None:
@@ -138,7 +141,7 @@ def evaluate_gate(
     out_dir = home.reports_dir / "gates" / wf.name / version
     paths = write_reports(result, out_dir, f"gate-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
     reports = {k: str(v) for k, v in paths.items()}
-    with open_warehouse(warehouse_path) as con:
+    with connection() as con:
         recorded = record_decision(
             con, result, reports=reports, candidate_run=candidate["eval_run_id"],
             baseline_run=base_run["eval_run_id"] if base_run else None, suite_version=suite,

@@ -1,0 +1,37 @@
+"""Ranges of days: which days a refresh covers, clamped once to the days that exist."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+DayRange = tuple[dt.date, dt.date]
+
+
+def day_ranges(days: Iterable[dt.date]) -> list[DayRange]:
+    """Consecutive days grouped into (first, last) ranges: one refresh run per range."""
+    out: list[DayRange] = []
+    for d in sorted(set(days)):
+        if out and (d - out[-1][1]).days == 1:
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+def clamp(rng: DayRange, first: dt.date, last: dt.date) -> DayRange | None:
+    """The part of `rng` within first..last, or None when they do not overlap."""
+    lo, hi = max(rng[0], first), min(rng[1], last)
+    return (lo, hi) if lo <= hi else None
+
+
+def trailing_window_days(rng: DayRange, window_days: int) -> DayRange:
+    """The days whose trailing window of `window_days` (the day itself included) holds a day of `rng`."""
+    return rng[0], rng[1] + dt.timedelta(days=window_days - 1)
+
+
+def hull(ranges: Sequence[DayRange]) -> DayRange | None:
+    """The smallest range that holds every range (one run over it instead of one per range)."""
+    if not ranges:
+        return None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
