@@ -16,28 +16,29 @@ import sys
 from collections.abc import Sequence
 
 from relops_pipeline.cli import alerts, cadence, demo, drift, evals, gates, ingest, releases
-from relops_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_NO_HOME, EXIT_OK, EXIT_RUN_FAILED, CliError
+from relops_pipeline.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_HOME,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    CliError,
+    CommandResult,
+    Commands,
+    RelopsParser,
+)
 from relops_pipeline.lib.home import HOME_ENV
 
-__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "EXIT_NO_HOME", "CliError", "build_parser", "main"]
+__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "EXIT_NO_HOME", "CliError", "CommandResult", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `relops` parser: each domain module registers its subcommands, in this order."""
+    """The `relops` parser: each domain module registers its commands (and their verbs), in this order."""
     home_help = f"the relops home folder (default: ${HOME_ENV}, else ./data/home)"
-    parser = argparse.ArgumentParser(prog="relops", description="Release operations for production LLM workflows.")
+    parser = RelopsParser(prog="relops", description="Release operations for production LLM workflows.")
     parser.add_argument("--home", default=None, help=home_help)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
-        p.add_argument("--json", action="store_true", help="print one JSON object")
-        p.set_defaults(fn=fn)
-        return p
-
+    commands = Commands(parser.add_subparsers(dest="command", required=True), home_help)
     for module in (ingest, evals, gates, drift, alerts, releases, cadence, demo):
-        module.register(add)
+        module.register(commands)
     return parser
 
 
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "json", False):
         _show_progress()
     try:
-        out = args.fn(args)
+        result: CommandResult = args.fn(args)
     except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one
         if not isinstance(exc, CliError):
             exc = CliError(f"{type(exc).__name__}: {exc}", EXIT_RUN_FAILED)
@@ -73,10 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in str(exc).splitlines():
                 print(f"relops: {line}", file=sys.stderr)
         return exc.code
-    text = out.pop("_text", "")
-    code = out.pop("_exit", EXIT_OK)
     if args.json:
-        print(json.dumps(out, default=str))
+        print(json.dumps(result.data, default=str))
     else:
-        print(text)
-    return code
+        print(result.text)
+    return result.exit_code

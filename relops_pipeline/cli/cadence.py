@@ -8,6 +8,7 @@ are recorded directly, each as an event with the actor.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -15,14 +16,14 @@ from pathlib import Path
 from relops_pipeline.cli.common import (
     EXIT_RUN_FAILED,
     CliError,
+    CommandResult,
+    Commands,
     default_actor,
     get_workflow,
     plain_table,
     read_warehouse,
-    run_failure,
-    run_job,
+    run_or_fail,
 )
-from relops_pipeline.cli.evals import backfill_evals
 from relops_pipeline.lib.home import Home
 
 
@@ -46,13 +47,6 @@ def _week_arg(value: str | None) -> dt.date:
     return monday
 
 
-def _run(home: Home, job: str, tags: dict | None = None):
-    result = run_job(home, job, tags=tags)
-    if not result.success:
-        raise CliError(f"{job} run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-    return result
-
-
 def require_approver(con, wf, by: str | None, request: str, asked: str | None = None) -> str:
     """`by` must be the workflow's owner or a delegate; a refusal is recorded as an event
     (with what was asked, when given)."""
@@ -68,13 +62,13 @@ def require_approver(con, wf, by: str | None, request: str, asked: str | None = 
     return by
 
 
-def cmd_memo(args) -> dict:
+def cmd_memo(args) -> CommandResult:
     """Write (through Dagster) and show the stability memo of a week."""
     home = Home.resolve(args.home)
     week = _week_arg(args.week)
     with read_warehouse(home):
         pass
-    result = _run(home, "memo_job", {"dagster/partition": week.isoformat()})
+    result = run_or_fail(home, "memo_job", what="memo", tags={"dagster/partition": week.isoformat()})
     with read_warehouse(home) as con:
         row = con.execute(
             "SELECT memo_id, md_path, html_path, report_md, ops_from, ops_to, memo FROM stability_memos "
@@ -91,8 +85,8 @@ def cmd_memo(args) -> dict:
         f"  HTML:     {html_path}",
         "  (--full prints the memo)",
     ])
-    return {"week": week.isoformat(), "memo_id": memo_id, "md_path": md_path, "html_path": html_path,
-            "summary": summary, "run_id": result.run_id, "_text": text}
+    return CommandResult({"week": week.isoformat(), "memo_id": memo_id, "md_path": md_path, "html_path": html_path,
+                          "summary": summary, "run_id": result.run_id}, text)
 
 
 def memo_summary_lines(s: dict) -> list[str]:
@@ -111,30 +105,31 @@ def memo_summary_lines(s: dict) -> list[str]:
     return lines
 
 
-def cmd_review(args) -> dict:
-    """review sample [--week D]: draw and write the week's review sheet (through Dagster);
-    review import FILE [--by NAME] [--open-incidents]: load the labels back (failures open
-    incidents, one per workflow and release, only when asked: the reviewer decides)."""
+def cmd_review_sample(args) -> CommandResult:
+    """review sample [--week D]: draw and write the week's review sheet (through Dagster)."""
     home = Home.resolve(args.home)
-    if args.action == "sample":
-        week = _week_arg(args.week)
-        with read_warehouse(home):
-            pass
-        result = _run(home, "review_sample_job", {"dagster/partition": week.isoformat()})
-        with read_warehouse(home) as con:
-            rows = con.execute("SELECT workflow, release, count(*), any_value(sheet) FROM review_samples WHERE week = ? "
-                               "GROUP BY ALL ORDER BY 1, 2", [week]).fetchall()
-        sheet = rows[0][3] if rows else None
-        lines = [f"review sample of the week of {week}: {sum(r[2] for r in rows)} traces (run {result.run_id})",
-                 *[f"  {w:<16} {r:<10} {n}" for w, r, n, _s in rows]]
-        if sheet:
-            lines.append(f"  sheet: {sheet} (fill label = pass | fail | unsure, then `relops review import FILE`)")
-        return {"week": week.isoformat(), "samples": [{"workflow": w, "release": r, "traces": n} for w, r, n, _ in rows],
-                "sheet": sheet, "run_id": result.run_id, "_text": "\n".join(lines)}
-    if not args.file:
-        raise CliError("usage: relops review import FILE [--by NAME] [--open-incidents]")
+    week = _week_arg(args.week)
+    with read_warehouse(home):
+        pass
+    result = run_or_fail(home, "review_sample_job", what="review sample", tags={"dagster/partition": week.isoformat()})
+    with read_warehouse(home) as con:
+        rows = con.execute("SELECT workflow, release, count(*), any_value(sheet) FROM review_samples WHERE week = ? "
+                           "GROUP BY ALL ORDER BY 1, 2", [week]).fetchall()
+    sheet = rows[0][3] if rows else None
+    lines = [f"review sample of the week of {week}: {sum(r[2] for r in rows)} traces (run {result.run_id})",
+             *[f"  {w:<16} {r:<10} {n}" for w, r, n, _s in rows]]
+    if sheet:
+        lines.append(f"  sheet: {sheet} (fill label = pass | fail | unsure, then `relops review import FILE`)")
+    return CommandResult({"week": week.isoformat(), "samples": [{"workflow": w, "release": r, "traces": n} for w, r, n, _ in rows],
+                          "sheet": sheet, "run_id": result.run_id}, "\n".join(lines))
+
+
+def cmd_review_import(args) -> CommandResult:
+    """review import FILE [--by NAME] [--open-incidents]: load the labels back (failures open
+    incidents, one per workflow and release, only when asked: the reviewer decides)."""
     from relops_pipeline.lib.review import ReviewImportError, import_review_labels
 
+    home = Home.resolve(args.home)
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"no such file: {path}")
@@ -147,49 +142,67 @@ def cmd_review(args) -> dict:
     lines = [f"imported {path}: {summary}"]
     for inc in out.get("incidents", []):
         lines.append(f"  incident {inc['incident_id']} ({inc['workflow']} {inc.get('release') or '-'}): {inc['title']}")
-    return {**out, "_text": "\n".join(lines)}
+    return CommandResult(out, "\n".join(lines))
 
 
-def cmd_incident(args) -> dict:
-    """incident open --workflow W [--release V] --title T [--trace ID ...] [--started-at TIME] |
-    list [--workflow W] [--all] | show ID | close ID --resolution TEXT"""
+def cmd_incident_open(args) -> CommandResult:
+    """incident open --workflow W [--release V] --title T [--trace ID ...] [--started-at TIME]"""
     from relops_pipeline.lib import incidents as inc
 
     home = Home.resolve(args.home)
+    with read_warehouse(home) as con, _incident_errors():
+        get_workflow(home, args.workflow)
+        started = _time_arg(args.started_at)
+        links = {"traces": list(args.trace)} if args.trace else {}
+        row = inc.open_incident(con, args.workflow, args.release, args.title, "manual", args.by or default_actor(), links,
+                                started_at=started)
+    verb = "opened" if row.get("created") else "already open as"
+    return CommandResult(row, f"{verb} {row['incident_id']}: {row['title']}")
+
+
+def cmd_incident_list(args) -> CommandResult:
+    """incident list [--workflow W] [--all]"""
+    from relops_pipeline.lib import incidents as inc
+
+    with read_warehouse(Home.resolve(args.home)) as con, _incident_errors():
+        rows = inc.list_incidents(con, args.workflow, status=None if args.all else "open", limit=args.limit)
+    table = plain_table(
+        ["incident", "status", "workflow", "release", "opened (UTC)", "source", "title"],
+        [[r["incident_id"], r["status"], r["workflow"], r["release"] or "-", f"{r['opened_at']:%Y-%m-%d %H:%M}",
+          r["source"], r["title"][:60]] for r in rows])
+    return CommandResult({"incidents": rows}, table if rows else "no incidents" + ("" if args.all else " open"))
+
+
+def cmd_incident_show(args) -> CommandResult:
+    """incident show ID"""
+    from relops_pipeline.lib import incidents as inc
+
+    with read_warehouse(Home.resolve(args.home)) as con, _incident_errors():
+        row = inc.show_incident(con, args.incident_id)
+    if row is None:
+        raise CliError(f"no incident {args.incident_id!r}")
+    return CommandResult(row, _incident_text(row))
+
+
+def cmd_incident_close(args) -> CommandResult:
+    """incident close ID --resolution TEXT [--by NAME]"""
+    from relops_pipeline.lib import incidents as inc
+
     by = args.by or default_actor()
-    with read_warehouse(home) as con:
-        try:
-            if args.action == "open":
-                if not args.workflow or not args.title:
-                    raise CliError("usage: relops incident open --workflow W [--release V] --title TEXT "
-                                   "[--trace TRACE_ID ...] [--started-at YYYY-MM-DDTHH:MM]")
-                get_workflow(home, args.workflow)
-                started = _time_arg(args.started_at)
-                links = {"traces": list(args.trace)} if args.trace else {}
-                row = inc.open_incident(con, args.workflow, args.release, args.title, "manual", by, links,
-                                        started_at=started)
-                verb = "opened" if row.get("created") else "already open as"
-                return {**row, "_text": f"{verb} {row['incident_id']}: {row['title']}"}
-            if args.action == "list":
-                rows = inc.list_incidents(con, args.workflow, status=None if args.all else "open", limit=args.limit)
-                table = plain_table(
-                    ["incident", "status", "workflow", "release", "opened (UTC)", "source", "title"],
-                    [[r["incident_id"], r["status"], r["workflow"], r["release"] or "-", f"{r['opened_at']:%Y-%m-%d %H:%M}",
-                      r["source"], r["title"][:60]] for r in rows])
-                return {"incidents": rows, "_text": table if rows else "no incidents" + ("" if args.all else " open")}
-            if not args.incident_id:
-                raise CliError(f"usage: relops incident {args.action} INCIDENT_ID")
-            if args.action == "show":
-                row = inc.show_incident(con, args.incident_id)
-                if row is None:
-                    raise CliError(f"no incident {args.incident_id!r}")
-                return {**row, "_text": _incident_text(row)}
-            if not args.resolution:
-                raise CliError("usage: relops incident close INCIDENT_ID --resolution TEXT [--by NAME]")
-            row = inc.close_incident(con, args.incident_id, closed_by=by, resolution=args.resolution)
-            return {**row, "_text": f"closed {row['incident_id']} ({by}): {row['resolution']}"}
-        except inc.IncidentError as exc:
-            raise CliError(str(exc)) from None
+    with read_warehouse(Home.resolve(args.home)) as con, _incident_errors():
+        row = inc.close_incident(con, args.incident_id, closed_by=by, resolution=args.resolution)
+    return CommandResult(row, f"closed {row['incident_id']} ({by}): {row['resolution']}")
+
+
+@contextlib.contextmanager
+def _incident_errors():
+    """An IncidentError as a one-line CliError."""
+    from relops_pipeline.lib.incidents import IncidentError
+
+    try:
+        yield
+    except IncidentError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _time_arg(value: str | None) -> dt.datetime | None:
@@ -228,32 +241,39 @@ def _incident_text(row: dict) -> str:
 KIND_JOBS = {"suite": "suite_proposals_job", "thresholds": "threshold_proposals_job", "alert_rules": "alert_calibration_job"}
 
 
-def cmd_propose(args) -> dict:
+def cmd_propose(args) -> CommandResult:
     """Make this month's proposals now (through Dagster): all kinds, or --kind K."""
     home = Home.resolve(args.home)
     with read_warehouse(home):
         pass
     jobs = [KIND_JOBS[args.kind]] if args.kind else ["monthly_cadence_job"]
-    runs = [_run(home, j).run_id for j in jobs]
-    out = cmd_proposals(args, status="draft")
-    return {**out, "run_ids": runs}
+    runs = [run_or_fail(home, j, what=j.removesuffix("_job").replace("_", " ")).run_id for j in jobs]
+    out = _proposals_list(home, kind=args.kind, workflow=args.workflow, status="draft")
+    return CommandResult({**out.data, "run_ids": runs}, out.text)
 
 
-def cmd_proposals(args, status: str | None = None) -> dict:
-    """proposals [--kind K] [--status S] [--workflow W] | proposals show ID"""
-    from relops_pipeline.lib.proposals.store import ProposalError, get_proposal, list_proposals
+def cmd_proposals_list(args) -> CommandResult:
+    """proposals [list] [--kind K] [--status S] [--workflow W]"""
+    return _proposals_list(Home.resolve(args.home), kind=args.kind, workflow=args.workflow, status=args.status)
 
-    home = Home.resolve(args.home)
+
+def cmd_proposals_show(args) -> CommandResult:
+    """proposals show ID"""
+    from relops_pipeline.lib.proposals.store import get_proposal
+
+    with read_warehouse(Home.resolve(args.home)) as con:
+        p = get_proposal(con, args.proposal_id)
+    if p is None:
+        raise CliError(f"no proposal {args.proposal_id!r}")
+    return CommandResult(p, p["report_md"] or p["title"])
+
+
+def _proposals_list(home: Home, *, kind: str | None, workflow: str | None, status: str | None) -> CommandResult:
+    from relops_pipeline.lib.proposals.store import ProposalError, list_proposals
+
     with read_warehouse(home) as con:
-        if getattr(args, "action", None) == "show":
-            if not args.proposal_id:
-                raise CliError("usage: relops proposals show PROPOSAL_ID")
-            p = get_proposal(con, args.proposal_id)
-            if p is None:
-                raise CliError(f"no proposal {args.proposal_id!r}")
-            return {**p, "_text": p["report_md"] or p["title"]}
         try:
-            rows = list_proposals(con, kind=args.kind, workflow=args.workflow, status=status or getattr(args, "status", None))
+            rows = list_proposals(con, kind=kind, workflow=workflow, status=status)
         except ProposalError as exc:
             raise CliError(str(exc)) from None
     accept = {"suite": "suite accept", "thresholds": "thresholds accept", "alert_rules": "alerts accept"}
@@ -264,11 +284,11 @@ def cmd_proposals(args, status: str | None = None) -> dict:
     for p in drafts:
         lines.append(f"  read: {p['report_path'] or 'relops proposals show ' + p['proposal_id']}")
         lines.append(f"  accept: relops {accept[p['kind']]} {p['proposal_id']} --by NAME")
-    return {"proposals": rows, "_text": "\n".join(lines)}
+    return CommandResult({"proposals": rows}, "\n".join(lines))
 
 
 def accept_or_reject(home: Home, kind: str, proposal_id: str, *, action: str, by: str | None,
-                     reason: str | None) -> dict:
+                     reason: str | None) -> CommandResult:
     """Accept (make the new version) or reject a draft as the workflow's owner or a delegate."""
     from relops_pipeline.lib.proposals.store import ProposalError, get_proposal, reject_proposal
 
@@ -284,28 +304,28 @@ def accept_or_reject(home: Home, kind: str, proposal_id: str, *, action: str, by
                     raise CliError("rejecting a proposal needs --reason TEXT")
                 row = reject_proposal(con, proposal_id, by=by, reason=reason, kind=kind)
                 note_decision(home, row)
-                return {"proposal": row, "_text": f"{by} rejected {proposal_id}: {reason}"}
+                return CommandResult({"proposal": row}, f"{by} rejected {proposal_id}: {reason}")
             if kind == "suite":
                 from relops_pipeline.lib.proposals.suites import accept_suite_proposal
 
                 out = accept_suite_proposal(con, home.root / "suites", proposal_id, by=by, reason=reason)
                 note_decision(home, get_proposal(con, proposal_id))
-                return {**out, "workflow": wf.name,
-                        "_text": f"{by} accepted {proposal_id}: suite {wf.suite_name} {out['version']} "
-                                 f"(+{out['cases_added']} cases) at {out['path']}"}
+                return CommandResult({**out, "workflow": wf.name},
+                                     f"{by} accepted {proposal_id}: suite {wf.suite_name} {out['version']} "
+                                     f"(+{out['cases_added']} cases) at {out['path']}")
             if kind == "thresholds":
                 from relops_pipeline.lib.proposals.thresholds import accept_threshold_proposal
 
                 th = accept_threshold_proposal(con, proposal_id, by=by, reason=reason)
                 note_decision(home, get_proposal(con, proposal_id))
-                return {"workflow": wf.name, "version": th.version,
-                        "_text": f"{by} accepted {proposal_id}: thresholds of {wf.name} are now version {th.version}"}
+                return CommandResult({"workflow": wf.name, "version": th.version},
+                                     f"{by} accepted {proposal_id}: thresholds of {wf.name} are now version {th.version}")
             from relops_pipeline.lib.alerts.calibration import accept_alert_calibration
 
             out = accept_alert_calibration(con, proposal_id, by=by, reason=reason)
             note_decision(home, get_proposal(con, proposal_id))
-            return {**out, "workflow": wf.name,
-                    "_text": f"{by} accepted {proposal_id}: alert rules of {wf.name} are now version {out['version']}"}
+            return CommandResult({**out, "workflow": wf.name},
+                                 f"{by} accepted {proposal_id}: alert rules of {wf.name} are now version {out['version']}")
         except (ProposalError, ValueError) as exc:
             raise CliError(str(exc)) from None
 
@@ -324,67 +344,69 @@ def note_decision(home: Home, proposal: dict) -> None:
                     + f" ({proposal['decision_reason']})\n")
 
 
-def suite_accept(args) -> dict:
-    """suite accept PROPOSAL --by NAME [--backfill daemon|in-process|none]: the new suite
-    version, then the eval backfill over every release of the workflow on it."""
-    home = Home.resolve(args.home)
-    out = accept_or_reject(home, "suite", args.target, action=args.action, by=args.by, reason=args.reason)
-    if args.action != "accept" or args.backfill == "none":
-        return out
-    back = backfill_evals(home, out["workflow"], suite_version=out["version"], in_process=args.backfill == "in-process")
-    return {**out, "backfill": {k: v for k, v in back.items() if k != "_text"}, "_text": out["_text"] + "\n" + back["_text"]}
-
-
-def cmd_readiness(args) -> dict:
+def cmd_readiness(args) -> CommandResult:
     """Review a workflow's readiness for release operations (through Dagster) and show the gaps."""
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow)
     with read_warehouse(home):
         pass
-    result = _run(home, "readiness_job")
+    result = run_or_fail(home, "readiness_job", what="readiness")
     with read_warehouse(home) as con:
         row = con.execute("SELECT status, result, report_md, report_path FROM readiness_reviews WHERE workflow = ? "
                           "AND dagster_run_id = ? ORDER BY reviewed_at DESC LIMIT 1", [wf.name, result.run_id]).fetchall()
     if not row:
         raise CliError(f"readiness run {result.run_id} recorded no review of {wf.name}", EXIT_RUN_FAILED)
     status, res, md, path = row[0]
-    return {"workflow": wf.name, "status": status, "result": json.loads(res), "report_path": path,
-            "run_id": result.run_id, "_text": md + f"\n(report: {path})"}
+    return CommandResult({"workflow": wf.name, "status": status, "result": json.loads(res), "report_path": path,
+                          "run_id": result.run_id}, md + f"\n(report: {path})")
 
 
-def register(add) -> None:
-    """Register the cadence commands on the `relops` parser."""
+def register(add: Commands) -> None:
+    """Register the cadence commands (and their verbs) on the `relops` parser."""
     p = add("memo", cmd_memo, "write and show the weekly stability memo of a complete week")
     p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
     p.add_argument("--full", action="store_true", help="print the whole memo (markdown)")
-    p = add("review", cmd_review, "review sample [--week D] | review import FILE [--by NAME] [--open-incidents]")
-    p.add_argument("action", choices=["sample", "import"])
-    p.add_argument("file", nargs="?", default=None)
-    p.add_argument("--week", default=None, metavar="YYYY-MM-DD")
-    p.add_argument("--by", default=None, help="import: the reviewer for rows that name none")
+
+    review = add.group("review", "the weekly review: review sample [--week D] | review import FILE [--by NAME] [--open-incidents]")
+    p = review("sample", cmd_review_sample, "draw and write the week's review sheet (through Dagster)")
+    p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
+    p = review("import", cmd_review_import, "load a filled-in review sheet's labels back")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--by", default=None, help="the reviewer for rows that name none")
     p.add_argument("--open-incidents", action="store_true",
-                   help="import: open an incident per workflow and release with failures, linked to their traces")
-    p = add("incident", cmd_incident, "incident open|list|show|close")
-    p.add_argument("action", choices=["open", "list", "show", "close"])
-    p.add_argument("incident_id", nargs="?", default=None)
-    p.add_argument("--workflow", default=None)
-    p.add_argument("--release", default=None, help="open: the release version")
-    p.add_argument("--title", default=None)
-    p.add_argument("--trace", action="append", default=[], metavar="TRACE_ID", help="open: link a trace (repeatable)")
-    p.add_argument("--started-at", default=None, help="open: when the problem began (UTC)")
-    p.add_argument("--resolution", default=None)
+                   help="open an incident per workflow and release with failures, linked to their traces")
+
+    incident = add.group("incident", "incidents: incident open | list | show | close")
+    p = incident("open", cmd_incident_open, "open an incident by hand")
+    p.add_argument("--workflow", required=True)
+    p.add_argument("--release", default=None, help="the release version")
+    p.add_argument("--title", required=True)
+    p.add_argument("--trace", action="append", default=[], metavar="TRACE_ID", help="link a trace (repeatable)")
+    p.add_argument("--started-at", default=None, metavar="YYYY-MM-DDTHH:MM", help="when the problem began (UTC)")
     p.add_argument("--by", default=None, help="who (default: $USER)")
-    p.add_argument("--all", action="store_true", help="list: closed ones too")
+    p = incident("list", cmd_incident_list, "list the open incidents (--all: closed ones too)")
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--all", action="store_true", help="closed ones too")
     p.add_argument("--limit", type=int, default=50)
+    p = incident("show", cmd_incident_show, "show an incident with its alerts, rollbacks, labels and traces")
+    p.add_argument("incident_id", metavar="INCIDENT_ID")
+    p = incident("close", cmd_incident_close, "close an incident with its resolution")
+    p.add_argument("incident_id", metavar="INCIDENT_ID")
+    p.add_argument("--resolution", required=True)
+    p.add_argument("--by", default=None, help="who (default: $USER)")
+
     p = add("propose", cmd_propose, "make this month's proposals now for every workflow: suite cases from incidents, "
                                     "threshold ratchets, alert calibration (drafts until accepted)")
     p.add_argument("--kind", default=None, choices=list(KIND_JOBS))
     p.add_argument("--workflow", default=None, help="list only this workflow's drafts afterwards")
-    p = add("proposals", cmd_proposals, "list proposals [--kind K] [--status S] [--workflow W] | proposals show ID")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    p.add_argument("proposal_id", nargs="?", default=None)
+
+    proposals = add.group("proposals", "proposals [list] [--kind K] [--status S] [--workflow W] | proposals show ID", default="list")
+    p = proposals("list", cmd_proposals_list, "list proposals (`relops proposals` alone does this)")
     p.add_argument("--kind", default=None, choices=list(KIND_JOBS))
     p.add_argument("--workflow", default=None)
     p.add_argument("--status", default=None, choices=["draft", "accepted", "rejected", "superseded"])
+    p = proposals("show", cmd_proposals_show, "show a proposal's report")
+    p.add_argument("proposal_id", metavar="PROPOSAL_ID")
+
     p = add("readiness", cmd_readiness, "review what release operations needs from a workflow, with a first month's plan")
     p.add_argument("workflow")

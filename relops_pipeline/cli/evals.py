@@ -6,8 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from relops_pipeline.cli.cadence import accept_or_reject
 from relops_pipeline.cli.common import (
     CliError,
+    CommandResult,
+    Commands,
     add_release_partition,
     dagster_defs,
     dagster_instance,
@@ -20,7 +23,7 @@ from relops_pipeline.cli.common import (
 from relops_pipeline.lib.home import Home
 
 
-def cmd_workflow_add(args) -> dict:
+def cmd_workflow_add(args) -> CommandResult:
     from relops_pipeline.lib.workflows import WorkflowError, add_workflow
 
     home = Home.resolve(args.home)
@@ -29,7 +32,8 @@ def cmd_workflow_add(args) -> dict:
         path = add_workflow(home.workflows_dir, args.name, owner=args.owner)
     except WorkflowError as exc:
         raise CliError(str(exc)) from None
-    return {"workflow": args.name, "path": str(path), "_text": f"workflow {args.name} written to {path} (edit its runner and scorers)"}
+    return CommandResult({"workflow": args.name, "path": str(path)},
+                         f"workflow {args.name} written to {path} (edit its runner and scorers)")
 
 
 def _eval_summary(home: Home, run_id: str) -> dict:
@@ -57,7 +61,7 @@ def _eval_text(e: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_release_register(args) -> dict:
+def cmd_release_register(args) -> CommandResult:
     import yaml
 
     from relops_pipeline.lib.evals.manifests import ManifestError, load_manifest
@@ -86,7 +90,7 @@ def cmd_release_register(args) -> dict:
     return register_release(home, manifest, by=args.by, run_eval=not args.no_eval)
 
 
-def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = True) -> dict:
+def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = True) -> CommandResult:
     """Add the release's partition and record it (and run its eval) through Dagster."""
     from relops_pipeline.lib.evals.store import get_release
     from relops_pipeline.lib.warehouse import open_warehouse
@@ -103,34 +107,40 @@ def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = T
     text += [f"  changed: {line}" for line in summary]
     if ev:
         text.append(_eval_text(ev))
-    return {"release_key": key, "manifest_hash": release["manifest_hash"], "diff": release["diff"], "eval": ev,
-            "run_id": result.run_id, "_text": "\n".join(text)}
+    return CommandResult({"release_key": key, "manifest_hash": release["manifest_hash"], "diff": release["diff"], "eval": ev,
+                          "run_id": result.run_id}, "\n".join(text))
 
 
-def cmd_suite(args) -> dict:
-    """suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason TEXT"""
-    if args.action in ("accept", "reject"):
-        from relops_pipeline.cli.cadence import suite_accept  # here: cadence imports this module
-
-        return suite_accept(args)
+def cmd_suite_validate(args) -> CommandResult:
+    """suite validate PATH: every problem of a suite file or folder."""
     from relops_pipeline.lib.evals.suites import validate_path
 
-    problems = validate_path(Path(args.target))
+    problems = validate_path(Path(args.path))
     if problems:
         raise CliError("\n".join(str(p) for p in problems))
-    return {"path": args.target, "problems": [], "_text": f"{args.target}: valid"}
+    return CommandResult({"path": args.path, "problems": []}, f"{args.path}: valid")
 
 
-def cmd_eval(args) -> dict:
-    positional = args.positional
-    if positional[0] == "import":
-        return _eval_import(args, positional[1:])
-    if positional[0] == "backfill":
-        return _eval_backfill(args)
-    if len(positional) != 2:
-        raise CliError("usage: relops eval WORKFLOW VERSION | eval import FILE --workflow W --version V | eval backfill --workflow W")
+def cmd_suite_accept(args) -> CommandResult:
+    """suite accept PROPOSAL --by NAME [--backfill daemon|in-process|none]: the new suite
+    version, then the eval backfill over every release of the workflow on it."""
     home = Home.resolve(args.home)
-    workflow, version = positional
+    out = accept_or_reject(home, "suite", args.proposal_id, action="accept", by=args.by, reason=args.reason)
+    if args.backfill == "none":
+        return out
+    back = backfill_evals(home, out.data["workflow"], suite_version=out.data["version"], in_process=args.backfill == "in-process")
+    return CommandResult({**out.data, "backfill": back.data}, out.text + "\n" + back.text)
+
+
+def cmd_suite_reject(args) -> CommandResult:
+    """suite reject PROPOSAL --by NAME --reason TEXT"""
+    return accept_or_reject(Home.resolve(args.home), "suite", args.proposal_id, action="reject", by=args.by, reason=args.reason)
+
+
+def cmd_eval_run(args) -> CommandResult:
+    """eval WORKFLOW VERSION: run a registered release's evals (through Dagster)."""
+    home = Home.resolve(args.home)
+    workflow, version = args.workflow, args.version
     _wf, key = get_workflow_release(home, workflow, version)
     if key not in release_partitions(home, workflow):
         raise CliError(f"release {key} is not registered: relops release register MANIFEST.yaml")
@@ -141,14 +151,13 @@ def cmd_eval(args) -> dict:
         tags["relops/suite_version"] = args.suite_version
     result = run_partition(home, "eval_run_job", key, tags)
     ev = _eval_summary(home, result.run_id)
-    return {**ev, "run_id": result.run_id, "_text": _eval_text(ev)}
+    return CommandResult({**ev, "run_id": result.run_id}, _eval_text(ev))
 
 
-def _eval_import(args, rest: list[str]) -> dict:
-    if len(rest) != 1 or not args.workflow or not args.version:
-        raise CliError("usage: relops eval import FILE --workflow W --version V [--format promptfoo|inspect|jsonl]")
+def cmd_eval_import(args) -> CommandResult:
+    """eval import FILE --workflow W --version V: a harness's results as the release's eval run."""
     home = Home.resolve(args.home)
-    path = Path(rest[0])
+    path = Path(args.file)
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     _wf, key = get_workflow_release(home, args.workflow, args.version)
@@ -166,7 +175,7 @@ def _eval_import(args, rest: list[str]) -> dict:
         tags["relops/import_variant"] = args.variant
     result = run_partition(home, "release_eval_job", key, tags)
     ev = _eval_summary(home, result.run_id)
-    return {**ev, "run_id": result.run_id, "_text": _eval_text(ev)}
+    return CommandResult({**ev, "run_id": result.run_id}, _eval_text(ev))
 
 
 def _daemon_running(instance) -> bool:
@@ -177,14 +186,12 @@ def _daemon_running(instance) -> bool:
     return beat is not None and _time.time() - beat.timestamp < 120
 
 
-def _eval_backfill(args) -> dict:
-    home = Home.resolve(args.home)
-    if not args.workflow:
-        raise CliError("usage: relops eval backfill --workflow W [--suite-version S] [--in-process]")
-    return backfill_evals(home, args.workflow, suite_version=args.suite_version, in_process=args.in_process)
+def cmd_eval_backfill(args) -> CommandResult:
+    """eval backfill --workflow W: evaluate every registered release of the workflow."""
+    return backfill_evals(Home.resolve(args.home), args.workflow, suite_version=args.suite_version, in_process=args.in_process)
 
 
-def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_process: bool) -> dict:
+def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_process: bool) -> CommandResult:
     """Evaluate every registered release of the workflow (on a suite version, default the
     latest): one Dagster backfill for the daemon, or every partition now in this process."""
     get_workflow(home, workflow)
@@ -199,16 +206,15 @@ def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_p
         for i, key in enumerate(keys, 1):
             print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
             runs.append({"release_key": key, **_eval_summary(home, run_partition(home, "eval_run_job", key, tags).run_id)})
-        text = "\n".join(_eval_text(r) for r in runs)
-        return {"mode": "in-process", "releases": keys, "runs": runs, "_text": text}
+        return CommandResult({"mode": "in-process", "releases": keys, "runs": runs}, "\n".join(_eval_text(r) for r in runs))
     backfill_id = submit_backfill(home, keys, tags)
     instance = dagster_instance(home)
     running = _daemon_running(instance)
     note = ("the Dagster daemon is running: follow it in the UI (Overview > Backfills)" if running else
             "no Dagster daemon is running: the backfill is queued and runs when `make ui` starts; "
             "or run it now with --in-process")
-    return {"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running,
-            "_text": f"backfill {backfill_id} submitted over {len(keys)} releases of {workflow}\n{note}"}
+    return CommandResult({"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running},
+                         f"backfill {backfill_id} submitted over {len(keys)} releases of {workflow}\n{note}")
 
 
 def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
@@ -241,30 +247,47 @@ def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
     return backfill.backfill_id
 
 
-def register(add) -> None:
-    """Register workflow, release, suite and eval on the `relops` parser."""
-    p = add("workflow", cmd_workflow_add, "add a workflow: relops workflow add NAME [--owner NAME]")
-    p.add_argument("action", choices=["add"])
+def register(add: Commands) -> None:
+    """Register workflow, release, suite and eval (and their verbs) on the `relops` parser."""
+    workflow = add.group("workflow", "workflows: relops workflow add NAME [--owner NAME]")
+    p = workflow("add", cmd_workflow_add, "add a workflow's configuration, defaults spelled out")
     p.add_argument("name")
     p.add_argument("--owner", default=None)
-    p = add("release", cmd_release_register, "register a release manifest: relops release register FILE")
-    p.add_argument("action", choices=["register"])
-    p.add_argument("file")
+
+    release = add.group("release", "releases: relops release register FILE")
+    p = release("register", cmd_release_register, "register a release manifest (and run its eval through Dagster)")
+    p.add_argument("file", metavar="FILE")
     p.add_argument("--by", default=None, help="who registers it (default: $USER)")
     p.add_argument("--no-eval", action="store_true", help="record the release without running its eval")
-    p = add("suite", cmd_suite, "suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason T")
-    p.add_argument("action", choices=["validate", "accept", "reject"])
-    p.add_argument("target", metavar="PATH_OR_PROPOSAL")
-    p.add_argument("--by", default=None, help="accept/reject: the workflow's owner or a delegate")
+
+    suite = add.group("suite", "suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason T")
+    p = suite("validate", cmd_suite_validate, "validate a suite file or folder: every problem, as file:case:field: message")
+    p.add_argument("path", metavar="PATH")
+    p = suite("accept", cmd_suite_accept, "accept a suite proposal (a new suite version), then evaluate every release on it")
+    p.add_argument("proposal_id", metavar="PROPOSAL")
+    p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
     p.add_argument("--reason", default=None)
     p.add_argument("--backfill", default="daemon", choices=["daemon", "in-process", "none"],
-                   help="accept: evaluate every release on the new version (default: a Dagster backfill)")
-    p = add("eval", cmd_eval, "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W")
-    p.add_argument("positional", nargs="+", metavar="ARG")
+                   help="evaluate every release on the new version (default: a Dagster backfill)")
+    p = suite("reject", cmd_suite_reject, "reject a suite proposal")
+    p.add_argument("proposal_id", metavar="PROPOSAL")
+    p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
+    p.add_argument("--reason", default=None, help="why (needed)")
+
+    evals = add.group("eval", "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W",
+                      default="run")
+    p = evals("run", cmd_eval_run, "run a registered release's evals (`relops eval W V` does this)")
+    p.add_argument("workflow")
+    p.add_argument("version")
     p.add_argument("--samples", type=int, default=None, help="samples per case (default: the workflow's)")
     p.add_argument("--suite-version", default=None)
-    p.add_argument("--workflow", default=None)
-    p.add_argument("--version", default=None)
+    p = evals("import", cmd_eval_import, "import a harness's results (promptfoo, Inspect, relops JSONL) as the release's eval run")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--workflow", required=True)
+    p.add_argument("--version", required=True)
     p.add_argument("--format", default=None, choices=["promptfoo", "inspect", "jsonl"])
-    p.add_argument("--variant", default=None, help="import: which provider/prompt of a multi-provider promptfoo file")
-    p.add_argument("--in-process", action="store_true", help="backfill: run every partition now, in this process")
+    p.add_argument("--variant", default=None, help="which provider/prompt of a multi-provider promptfoo file")
+    p = evals("backfill", cmd_eval_backfill, "evaluate every registered release of a workflow (a Dagster backfill)")
+    p.add_argument("--workflow", required=True)
+    p.add_argument("--suite-version", default=None)
+    p.add_argument("--in-process", action="store_true", help="run every partition now, in this process")

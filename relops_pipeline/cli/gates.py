@@ -10,8 +10,11 @@ from pathlib import Path
 
 from relops_pipeline.cli.cadence import accept_or_reject, require_approver
 from relops_pipeline.cli.common import (
+    EXIT_OK,
     EXIT_RUN_FAILED,
     CliError,
+    CommandResult,
+    Commands,
     get_workflow,
     get_workflow_release,
     read_warehouse,
@@ -31,7 +34,8 @@ def latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> dict
     from relops_pipeline.lib.warehouse import open_warehouse
 
     with open_warehouse(home.warehouse_path) as con:
-        sql = "SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions WHERE release_key = ?"
+        sql = ("SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions "
+               "WHERE release_key = ?")
         params = [key]
         if dagster_run_id:
             sql += " AND dagster_run_id = ?"
@@ -44,7 +48,7 @@ def latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> dict
             "report_html": html, "report_json": js, "dagster_run_id": run_id}
 
 
-def cmd_gate(args) -> dict:
+def cmd_gate(args) -> CommandResult:
     """CI mode: run what is missing (release record, eval, thresholds, gate) and exit by decision."""
     from relops_pipeline.lib.evals.manifests import load_manifest
 
@@ -98,9 +102,8 @@ def cmd_gate(args) -> dict:
     text.append(f"report: {gate['report_html']}")
     out = {"release_key": key, "decision": gate["decision"], "reasons": r["reasons"], "gate_id": gate["gate_id"],
            "baseline_version": r.get("baseline_version"), "reports": {"md": gate["report_md"], "html": gate["report_html"],
-           "json": gate["report_json"]}, "run_id": result.run_id, "_text": "\n".join(text)}
-    out["_exit"] = EXIT_BY_DECISION[gate["decision"]]
-    return out
+           "json": gate["report_json"]}, "run_id": result.run_id}
+    return CommandResult(out, "\n".join(text), EXIT_BY_DECISION[gate["decision"]])
 
 
 def _gate_result(d: dict):
@@ -113,7 +116,8 @@ def _gate_result(d: dict):
     return GateResult(
         workflow=d["workflow"], version=d["version"], baseline_version=d.get("baseline_version"), decision=d["decision"],
         reasons=d["reasons"], rules=[RuleResult(**r) for r in d["rules"]],
-        metrics=[MetricEvidence(**{**m, "candidate": iv(m["candidate"]), "baseline": iv(m.get("baseline")), "delta": iv(m.get("delta"))}) for m in d["metrics"]],
+        metrics=[MetricEvidence(**{**m, "candidate": iv(m["candidate"]), "baseline": iv(m.get("baseline")), "delta": iv(m.get("delta"))})
+                 for m in d["metrics"]],
         must_pass=[MustPassCase(**m) for m in d["must_pass"]], flaky_cases=[CaseChange(**c) for c in d["flaky_cases"]],
         newly_failing=[CaseChange(**c) for c in d["newly_failing"]], newly_passing=[CaseChange(**c) for c in d["newly_passing"]],
         latency_ms={k: iv(v) for k, v in d["latency_ms"].items()}, cost_usd={k: iv(v) for k, v in d["cost_usd"].items()},
@@ -121,7 +125,7 @@ def _gate_result(d: dict):
     )
 
 
-def cmd_approve(args) -> dict:
+def cmd_approve(args) -> CommandResult:
     from relops_pipeline.lib.gates.service import GateError, approve
     from relops_pipeline.lib.warehouse import open_warehouse
 
@@ -133,10 +137,20 @@ def cmd_approve(args) -> dict:
         except GateError as exc:
             raise CliError(str(exc)) from None
     word = "overrode the BLOCK of" if out["kind"] == "override" else "approved"
-    return {**out, "_text": f"{args.by} {word} {key} (event {out['event_seq']}): {args.reason}"}
+    return CommandResult(out, f"{args.by} {word} {key} (event {out['event_seq']}): {args.reason}")
 
 
-def cmd_audit(args) -> dict:
+def cmd_audit_head(args) -> CommandResult:
+    """audit head: the log's last event as SEQ:HASH (for a later --expect-head)."""
+    from relops_pipeline.lib import audit
+
+    with read_warehouse(Home.resolve(args.home)) as con:
+        seq, h = audit.head(con)
+    return CommandResult({"seq": seq, "hash": h}, f"{seq}:{h}")
+
+
+def cmd_audit_verify(args) -> CommandResult:
+    """audit verify [--expect-head SEQ:HASH]: the hash chain and the versioned tables; exit 6 when tampered with."""
     from relops_pipeline.lib import audit
     from relops_pipeline.lib.warehouse import open_warehouse
 
@@ -150,9 +164,6 @@ def cmd_audit(args) -> dict:
             raise CliError(f"--expect-head {args.expect_head!r}: expected SEQ:HASH as `relops audit head` prints it")
         expect = (int(seq), h)
     with open_warehouse(home.warehouse_path) as con:
-        if args.action == "head":
-            seq, h = audit.head(con)
-            return {"seq": seq, "hash": h, "_text": f"{seq}:{h}"}
         res = audit.verify_chain(con, expect_head=expect)
         # Versioned tables tie their rows to events: a row edited after it was recorded shows here.
         from relops_pipeline.lib.alerts.rules import verify_alert_rules
@@ -160,41 +171,57 @@ def cmd_audit(args) -> dict:
 
         versions = verify_thresholds(con) + verify_alert_rules(con)
     text = res.summary() + "".join(f"\nversion record: {v}" for v in versions)
-    out = {"ok": res.ok and not versions, "checked": res.checked, "problems": [p.__dict__ for p in res.problems],
-           "version_problems": versions, "_text": text}
-    if not out["ok"]:
-        out["_exit"] = EXIT_RUN_FAILED + 2  # 6: the log was tampered with
-    return out
+    ok = res.ok and not versions
+    data = {"ok": ok, "checked": res.checked, "problems": [p.__dict__ for p in res.problems], "version_problems": versions}
+    return CommandResult(data, text, EXIT_OK if ok else EXIT_RUN_FAILED + 2)  # 6: the log was tampered with
 
 
-def cmd_thresholds(args) -> dict:
+def cmd_thresholds_show(args) -> CommandResult:
+    """thresholds show WORKFLOW: the version in force (YAML) and the history (--json)."""
     import yaml
 
-    from relops_pipeline.lib.gates.thresholds import current_thresholds, record_thresholds, thresholds_history
+    from relops_pipeline.lib.gates.thresholds import current_thresholds, thresholds_history
     from relops_pipeline.lib.warehouse import open_warehouse
 
     home = Home.resolve(args.home)
-    if args.action in ("accept", "reject"):
-        return accept_or_reject(home, "thresholds", args.workflow, action=args.action, by=args.by, reason=args.reason)
     wf = get_workflow(home, args.workflow)
     with open_warehouse(home.warehouse_path) as con:
-        if args.action == "show":
-            th = current_thresholds(con, wf.name)
-            hist = thresholds_history(con, wf.name)
-            return {"current": th.as_dict(), "history": hist,
-                    "_text": yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False)}
-        if not args.file or not args.by or not args.reason:
-            raise CliError("usage: relops thresholds set WORKFLOW FILE --by NAME --reason TEXT")
+        th = current_thresholds(con, wf.name)
+        hist = thresholds_history(con, wf.name)
+    return CommandResult({"current": th.as_dict(), "history": hist},
+                         yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False))
+
+
+def cmd_thresholds_accept(args) -> CommandResult:
+    """thresholds accept PROPOSAL --by NAME: a ratchet proposal becomes the new version."""
+    return accept_or_reject(Home.resolve(args.home), "thresholds", args.proposal_id, action="accept", by=args.by, reason=args.reason)
+
+
+def cmd_thresholds_reject(args) -> CommandResult:
+    """thresholds reject PROPOSAL --by NAME --reason TEXT"""
+    return accept_or_reject(Home.resolve(args.home), "thresholds", args.proposal_id, action="reject", by=args.by, reason=args.reason)
+
+
+def cmd_thresholds_set(args) -> CommandResult:
+    """thresholds set WORKFLOW FILE --by NAME --reason TEXT: a new version, by an owner or delegate."""
+    import yaml
+
+    from relops_pipeline.lib.gates.thresholds import record_thresholds
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    home = Home.resolve(args.home)
+    wf = get_workflow(home, args.workflow)
+    with open_warehouse(home.warehouse_path) as con:
         require_approver(con, wf, args.by, "change the thresholds", asked=args.reason)
         try:
             mapping = yaml.safe_load(Path(args.file).read_text()) or {}
             th = record_thresholds(con, wf.name, mapping, author=args.by, reason=args.reason)
         except (ValueError, OSError) as exc:
             raise CliError(str(exc)) from None
-    return {"version": th.version, "_text": f"thresholds of {wf.name} are now version {th.version} (by {th.author}: {th.reason})"}
+    return CommandResult({"version": th.version}, f"thresholds of {wf.name} are now version {th.version} (by {th.author}: {th.reason})")
 
 
-def register(add) -> None:
+def register(add: Commands) -> None:
     """Register gate, approve, audit and thresholds on the `relops` parser."""
     p = add("gate", cmd_gate, "decide a release's gate (CI mode): exit 0 SHIP, 1 BLOCK, 2 REVIEW, 3+ errors")
     p.add_argument("workflow")
@@ -209,12 +236,22 @@ def register(add) -> None:
     p.add_argument("--by", required=True)
     p.add_argument("--reason", required=True)
     p.add_argument("--override", action="store_true", help="ship a BLOCKed release anyway (recorded as an override)")
-    p = add("audit", cmd_audit, "verify the hash-chained event log (or print its head)")
-    p.add_argument("action", choices=["verify", "head"])
+
+    audit = add.group("audit", "the hash-chained event log: audit verify [--expect-head SEQ:HASH] | audit head")
+    p = audit("verify", cmd_audit_verify, "verify the log's hash chain and the versioned tables; exit 6 when tampered with")
     p.add_argument("--expect-head", default=None, metavar="SEQ:HASH", help="a head recorded earlier: detects a truncated log")
-    p = add("thresholds", cmd_thresholds, "show W | set W FILE | accept PROPOSAL | reject PROPOSAL: versioned gate thresholds")
-    p.add_argument("action", choices=["show", "set", "accept", "reject"])
-    p.add_argument("workflow", metavar="WORKFLOW_OR_PROPOSAL")
-    p.add_argument("file", nargs="?")
-    p.add_argument("--by", default=None)
-    p.add_argument("--reason", default=None)
+    audit("head", cmd_audit_head, "print the log's head as SEQ:HASH")
+
+    thresholds = add.group("thresholds", "versioned gate thresholds: show W | set W FILE | accept PROPOSAL | reject PROPOSAL")
+    p = thresholds("show", cmd_thresholds_show, "show a workflow's thresholds in force (--json: with the history)")
+    p.add_argument("workflow")
+    p = thresholds("set", cmd_thresholds_set, "record a new version from a YAML file, as the workflow's owner or a delegate")
+    p.add_argument("workflow")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--by", required=True)
+    p.add_argument("--reason", required=True)
+    for verb, fn in (("accept", cmd_thresholds_accept), ("reject", cmd_thresholds_reject)):
+        p = thresholds(verb, fn, f"{verb} a threshold proposal as the workflow's owner or a delegate")
+        p.add_argument("proposal_id", metavar="PROPOSAL")
+        p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
+        p.add_argument("--reason", default=None, help="why (needed to reject)")

@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from relops_pipeline.cli.cadence import accept_or_reject, cmd_memo, cmd_review
-from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, get_workflow, read_warehouse, run_failure, run_job
+from relops_pipeline.cli.cadence import accept_or_reject, cmd_memo, cmd_review_import, cmd_review_sample
+from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, get_workflow, read_warehouse, run_failure, run_job, run_or_fail
 from relops_pipeline.cli.drift import compute_weekly_drift
 from relops_pipeline.cli.evals import backfill_evals, register_release
 from relops_pipeline.cli.gates import cmd_gate, latest_gate
@@ -150,13 +150,11 @@ def demo_releases(home: Home) -> list[dict]:
     from relops_pipeline.lib.evals.manifests import load_manifest
     from relops_pipeline.lib.evals.suites import version_sort_key
 
-    result = run_job(home, "suites_job")
-    if not result.success:
-        raise CliError(f"suites run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+    run_or_fail(home, "suites_job", what="suites")
     out = []
     for wf_dir in sorted((home.root / "releases").glob("*")):
         for path in sorted(wf_dir.glob("*.yaml"), key=lambda p: version_sort_key(p.stem)):
-            r = register_release(home, load_manifest(path), by="demo")
+            r = register_release(home, load_manifest(path), by="demo").data
             print(f"      {r['release_key']}: {_eval_line(r['eval'])}", file=sys.stderr)
             out.append(r)
     return out
@@ -224,22 +222,19 @@ def demo_rollout(home: Home) -> list[str]:
         if not fresh[workflow]:
             continue
         owner = get_workflow(home, workflow).owner
-        result = run_job(home, "registry_change_job", run_config={"ops": {"change_registry": {"config": {
-            "workflow": workflow, "release": version, "stage": stage, "actor": owner,
-            "reason": f"demo: {version} to {stage}"}}}})
-        if not result.success:
-            raise CliError(f"demo rollout of {workflow} {version} to {stage} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+        run_or_fail(home, "registry_change_job", what=f"demo rollout of {workflow} {version} to {stage}",
+                    run_config={"ops": {"change_registry": {"config": {
+                        "workflow": workflow, "release": version, "stage": stage, "actor": owner,
+                        "reason": f"demo: {version} to {stage}"}}}})
     lines = []
     with read_warehouse(home) as con:
         in_canary = get_state(con, "doc-qa").canary == "v2.4.0"
     if in_canary:
         canary = cmd_canary(argparse.Namespace(home=str(home.root), workflow="doc-qa", version="v2.4.0"))
-        lines += ["  " + line for line in canary["_text"].splitlines()]
-    drill = run_job(home, "drill_job")
-    if not drill.success:
-        raise CliError(f"demo drill run {drill.run_id} failed: {run_failure(drill)}", EXIT_RUN_FAILED)
+        lines += ["  " + line for line in canary.text.splitlines()]
+    run_or_fail(home, "drill_job", what="demo drill")
     for w in ("support-triage", "doc-qa"):
-        status = workflow_status(home, w)
+        status = workflow_status(home, w).data
         st = status["state"]
         drill = status["drill"]
         took = (drill.get("last_drill") or {}).get("duration_ms")
@@ -353,11 +348,11 @@ def demo_cadence(home: Home) -> list[str]:
         last_day = con.execute("SELECT max(day) FROM trace_features").fetchall()[0][0]
     week = last_day - dt.timedelta(days=last_day.weekday() + (0 if last_day.weekday() == 6 else 7))
     week_key = week.isoformat()
-    review = cmd_review(argparse.Namespace(home=str(home.root), action="sample", week=week_key, file=None))
+    review = cmd_review_sample(argparse.Namespace(home=str(home.root), week=week_key)).data
     labelled = demo_review_labels(home, week_key)
-    imported = cmd_review(argparse.Namespace(home=str(home.root), action="import", file=str(labelled),
-                                             by=DEMO_REVIEWER, open_incidents=False, week=None))
-    memo = cmd_memo(argparse.Namespace(home=str(home.root), week=week_key, full=False))
+    imported = cmd_review_import(argparse.Namespace(home=str(home.root), file=str(labelled),
+                                                    by=DEMO_REVIEWER, open_incidents=False)).data
+    memo = cmd_memo(argparse.Namespace(home=str(home.root), week=week_key, full=False)).data
     print("      the monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) ...",
           file=sys.stderr)
     run_job(home, "monthly_cadence_job")
@@ -389,14 +384,15 @@ def demo_cadence(home: Home) -> list[str]:
         owner = get_workflow(home, "doc-qa").owner
         print(f"      {owner} accepts {suite_draft['proposal_id']}; evaluating every doc-qa release on the new suite ...",
               file=sys.stderr)
-        out = accept_or_reject(home, "suite", suite_draft["proposal_id"], action="accept", by=owner,
-                               reason="cases from the v2.4.0 canary incident")
-        lines.append(f"  {out['_text']}")
-        back = backfill_evals(home, "doc-qa", suite_version=out["version"], in_process=True)
+        accepted_now = accept_or_reject(home, "suite", suite_draft["proposal_id"], action="accept", by=owner,
+                                        reason="cases from the v2.4.0 canary incident")
+        lines.append(f"  {accepted_now.text}")
+        out = accepted_now.data
+        back = backfill_evals(home, "doc-qa", suite_version=out["version"], in_process=True).data
         for r in back["runs"]:
             lines.append(f"    {r['release_key']:<26} {_eval_line(r)}")
         gate = cmd_gate(argparse.Namespace(home=str(home.root), workflow="doc-qa", version="v2.4.0", baseline=None,
-                                           suite_version=out["version"], junit=None, markdown=None))
+                                           suite_version=out["version"], junit=None, markdown=None)).data
         lines.append(f"  doc-qa v2.4.0 on suite {out['version']}: {gate['decision']}"
                      + (f" — {gate['reasons'][0]}" if gate.get("reasons") else ""))
     elif accepted:
