@@ -192,6 +192,7 @@ def _suite_checks(con, home: Home, wf: Workflow, th, review: _Review) -> dict[st
                    fix="Fix every problem listed by the validator (a used version is immutable: add a new one).",
                    commands=[f"relops suite validate {rel}"])
     else:
+        assert latest is not None  # every file validated, so each is a loaded suite
         review.add("suite.files", "suite", "Suite files", "ok",
                    f"{len(files)} suite version(s) validate; latest {latest.version} with {len(latest.cases)} cases",
                    evidence={"folder": rel, "files": len(files), "latest_version": latest.version})
@@ -230,6 +231,7 @@ def _suite_checks(con, home: Home, wf: Workflow, th, review: _Review) -> dict[st
                    commands=[f"$EDITOR {rel}/{nxt}.yaml  # must_pass: true on the critical cases",
                              f"relops suite validate {rel}/{nxt}.yaml"])
     else:
+        assert latest is not None  # must-pass cases are counted in the latest suite
         review.add("suite.must_pass", "suite", "Must-pass subset", "ok",
                    f"{must_pass} of {cases} cases in {latest.version} are must-pass", evidence=ev)
 
@@ -237,6 +239,7 @@ def _suite_checks(con, home: Home, wf: Workflow, th, review: _Review) -> dict[st
     from relops_pipeline.lib.registry.state import get_state
 
     state = get_state(con, wf.name)
+    which: str | None
     release, which = state.live, "live"
     if release is None:
         row = con.execute("SELECT version FROM releases WHERE workflow = ? ORDER BY registered_at DESC, version DESC "
@@ -259,6 +262,7 @@ def _suite_checks(con, home: Home, wf: Workflow, th, review: _Review) -> dict[st
             metrics.append(metric)
             means[metric] = float(mean)
         ev["metric_means"] = means
+        assert latest is not None  # an eval run is only looked up on the latest suite
         review.add("suite.live_eval", "suite", "Eval of the serving release on the latest suite", "ok",
                    f"{which} release {release} has a valid eval run on {latest.version} "
                    f"({live_run[2]} cases, {live_run[3]} samples, {live_run[1]:%Y-%m-%d})", evidence=ev)
@@ -353,6 +357,7 @@ def _rollout_checks(con, home: Home, wf: Workflow, state, now: datetime, review:
     from relops_pipeline.lib.registry.state import RegistryError, pointer_seq_on_disk
 
     cfg = f"workflows/{wf.name}.yaml"
+    error: str | None
     try:
         pol = parse_policy(wf.rollout)
     except RegistryError as exc:
@@ -373,6 +378,7 @@ def _rollout_checks(con, home: Home, wf: Workflow, state, now: datetime, review:
                    fix=f"Fix the rollout section of {cfg}; a canary cannot be judged or rolled back without it.",
                    commands=[f"$EDITOR {cfg}  # rollout: {{stages: [shadow, canary, ramp, full], auto_rollback: true}}"])
     else:
+        assert canary_cfg is not None  # no error: the canary configuration parsed
         ev = {"stages": list(pol.stages), "auto_rollback": pol.auto_rollback,
               "auto_rollback_on": None if pol.auto_rollback_on is None else list(pol.auto_rollback_on),
               "canary_percent": pol.canary_percent, "canary_interval_minutes": canary_cfg.interval_minutes,
@@ -542,7 +548,7 @@ def _alert_checks(con, home: Home, wf: Workflow, review: _Review) -> None:
     else:
         types = [s.type for s in sinks]
         oncall = [f"{s.name} ({s.type}, min {s.min_severity})" for s in sinks if s.type not in LOCAL_SINK_TYPES]
-        ev = {"sinks": [{"name": s.name, "type": s.type, "min_severity": s.min_severity} for s in sinks]}
+        ev: dict[str, Any] = {"sinks": [{"name": s.name, "type": s.type, "min_severity": s.min_severity} for s in sinks]}
         if oncall:
             review.add("alerts.sinks", "alerts", "On-call alert sink", "ok", "alerts reach " + ", ".join(oncall),
                        evidence=ev)

@@ -72,30 +72,30 @@ def render_runbook(
     relops = "relops" + (f" --home {shlex.quote(str(root))}" if root else "")
     wf = shlex.quote(str(name))
     generated = generated_at or datetime.now(UTC).replace(tzinfo=None)
-    has_state = state is not None and state.seq > 0
+    cur = state if state is not None and state.seq > 0 else None  # None: nothing rolled out yet
 
     out: list[str] = [f"# Rollback runbook: {escape_md(name)}", ""]
     description = _get(workflow_cfg, "description")
     if description:
         out += [escape_md(description), ""]
-    out += [f"_Generated {_fmt_time(generated)}" + (f" from registry seq {state.seq}._" if has_state else "._"), ""]
+    out += [f"_Generated {_fmt_time(generated)}" + (f" from registry seq {cur.seq}._" if cur is not None else "._"), ""]
 
     # ------------------------------------------------------------------ now
     out += ["## What serves now", ""]
-    if not has_state:
+    if cur is None:
         out += ["Nothing has been rolled out through relops yet: there is no pointer and nothing to roll back.", ""]
     else:
         canary = "-"
-        if state.canary:
-            canary = f"{state.canary} ({state.stage}, {state.canary_percent:g} % of requests)"
+        if cur.canary:
+            canary = f"{cur.canary} ({cur.stage}, {cur.canary_percent:g} % of requests)"
         rows = [
-            ["live", state.live or "-"],
+            ["live", cur.live or "-"],
             ["canary", canary],
-            ["shadow", state.shadow or "-"],
-            ["last known good", state.last_known_good or "none (a rollback of live needs --to VERSION)"],
-            ["stage", state.stage or "-"],
-            ["last change", f"seq {state.seq} by {state.updated_by or '-'} at {_fmt_time(state.updated_at)}: "
-                            f"{state.reason or '-'}"],
+            ["shadow", cur.shadow or "-"],
+            ["last known good", cur.last_known_good or "none (a rollback of live needs --to VERSION)"],
+            ["stage", cur.stage or "-"],
+            ["last change", f"seq {cur.seq} by {cur.updated_by or '-'} at {_fmt_time(cur.updated_at)}: "
+                            f"{cur.reason or '-'}"],
         ]
         out += [md_table(["", "release"], rows), ""]
         if root:
@@ -127,21 +127,21 @@ def render_runbook(
 
     # ------------------------------------------------------------------ manual rollback
     out += ["## Manual rollback", ""]
-    if has_state and state.candidate:
-        out += [f"{escape_md(state.candidate)} is in {escape_md(state.stage)}. Remove it; its traffic returns to "
-                f"the live release {escape_md(state.live)}:", ""]
+    if cur is not None and cur.candidate:
+        out += [f"{escape_md(cur.candidate)} is in {escape_md(cur.stage)}. Remove it; its traffic returns to "
+                f"the live release {escape_md(cur.live)}:", ""]
         out += fenced_block(f'{relops} rollback {wf} --reason "WHY (link the alert or incident)"', "sh")
         out += ["", "Then, if the live release itself must go as well, run the rollback again (it goes to the "
                 "last known good, or name a release with --to).", ""]
-    elif has_state and state.last_known_good:
-        out += [f"Roll the live release {escape_md(state.live)} back to the last known good "
-                f"{escape_md(state.last_known_good)}:", ""]
+    elif cur is not None and cur.last_known_good:
+        out += [f"Roll the live release {escape_md(cur.live)} back to the last known good "
+                f"{escape_md(cur.last_known_good)}:", ""]
         out += fenced_block(f'{relops} rollback {wf} --reason "WHY (link the alert or incident)"', "sh")
         out += ["", "Or to a named release that served before:", ""]
-        out += fenced_block(f'{relops} rollback {wf} --to {shlex.quote(state.last_known_good)} --reason "WHY"', "sh")
+        out += fenced_block(f'{relops} rollback {wf} --to {shlex.quote(cur.last_known_good)} --reason "WHY"', "sh")
         out.append("")
-    elif has_state:
-        out += [f"There is no last known good release behind {escape_md(state.live)}: name the release to go to "
+    elif cur is not None:
+        out += [f"There is no last known good release behind {escape_md(cur.live)}: name the release to go to "
                 "(one that served before):", ""]
         out += fenced_block(f'{relops} rollback {wf} --to VERSION --reason "WHY"', "sh")
         out.append("")
@@ -162,8 +162,8 @@ def render_runbook(
 
     # ------------------------------------------------------------------ verify
     expected = None
-    if has_state:
-        expected = state.live if state.candidate else state.last_known_good
+    if cur is not None:
+        expected = cur.live if cur.candidate else cur.last_known_good
     out += ["## Verify it worked", ""]
     out += ["1. The registry and pointer: `live` is the release rolled back to, the canary is gone, and seq went up "
             "by one.", ""]
@@ -189,9 +189,9 @@ def render_runbook(
             "open the file at a time).", ""]
     out += ["3. Close the incident once the traces confirm it, with what was done.", ""]
     if incidents:
-        rows = [[i.get("incident_id"), i.get("release") or "-", i.get("title"), i.get("source"),
-                 _fmt_time(i.get("opened_at"))] for i in incidents]
-        out += ["Open incidents:", "", md_table(["incident", "release", "title", "source", "opened"], rows), ""]
+        inc_rows = [[i.get("incident_id"), i.get("release") or "-", i.get("title"), i.get("source"),
+                     _fmt_time(i.get("opened_at"))] for i in incidents]
+        out += ["Open incidents:", "", md_table(["incident", "release", "title", "source", "opened"], inc_rows), ""]
 
     # ------------------------------------------------------------------ owner
     out += ["## Owner", ""]

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import duckdb
 
@@ -37,8 +37,17 @@ NO_OWNER_AUTHOR = "workflow configuration (no owner set)"
 # Columns of a versions table; event_seq is the seq of the version's event.
 ROW_COLUMNS = ("workflow", "version", "config", "config_hash", "author", "reason", "created_at", "event_seq")
 
+
+class Versioned(Protocol):
+    """What a versioned configuration's value carries: its version, author and reason."""
+
+    version: int
+    author: str | None
+    reason: str | None
+
+
 # The value a version reads as: any object with settable `version`, `author` and `reason`.
-T = TypeVar("T")
+T = TypeVar("T", bound=Versioned)
 
 
 def canonical_json(config: Mapping[str, Any]) -> str:

@@ -46,7 +46,9 @@ from relops_pipeline.lib import audit
 from relops_pipeline.lib.gates.model import DEFAULT_ALLOWED_REGRESSION, Thresholds
 
 # NO_OWNER_AUTHOR and config_hash are part of this module's interface (callers and tests use them).
+from relops_pipeline.lib.versioned import NO_OWNER_AUTHOR as NO_OWNER_AUTHOR
 from relops_pipeline.lib.versioned import VersionedConfig
+from relops_pipeline.lib.versioned import config_hash as config_hash
 
 # The table threshold_versions is created by warehouse migration 3
 # (relops_pipeline/lib/warehouse.py); event_seq is the seq of the version's event.

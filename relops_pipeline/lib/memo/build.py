@@ -117,7 +117,7 @@ def _signals_tf(con, workflow: str, start: date, end: date) -> dict[str | None, 
         traces = int(r["traces"])
         if not traces:  # the empty grouping set still yields a row
             continue
-        m = {
+        m: dict[str, Any] = {
             "traces": traces, "errors": int(r["errors"]),
             "error_rate": r["errors"] / traces if traces else None,
             "latency_p50_ms": _num(r["latency_p50_ms"]), "latency_p95_ms": _num(r["latency_p95_ms"]),
@@ -540,7 +540,7 @@ def build_memo(
     series_start = end - timedelta(days=7 * SERIES_WEEKS)
     from relops_pipeline.lib.drills import drill_status  # heavy import chain (registry); only here
 
-    workflows = []
+    workflows: list[dict[str, Any]] = []
     for wf in _workflows(con, prev, end, ops_from, ops_to):
         use_tf = _has_features(con, wf, prev, end) or not con.execute(
             "SELECT count(*) FROM daily_signals WHERE workflow = ? AND day >= ? AND day < ?", [wf, prev, end]
@@ -561,7 +561,7 @@ def build_memo(
         rollouts, rollbacks = _rollouts(con, wf, ops_from, ops_to)
         known = [r for r in cur if r not in (None, "unknown")]
         reg = con.execute("SELECT count(*) FROM registry_state WHERE workflow = ?", [wf]).fetchone()[0]
-        item = {
+        item: dict[str, Any] = {
             "workflow": wf,
             "traffic": None in cur,
             "traffic_previous": None in before,

@@ -189,7 +189,7 @@ def _workflow_blocks(w: dict[str, Any], memo: dict[str, Any]) -> list:
     b.append(("h", 3, "Incidents"))
     b.append(("p", f"{len(inc['opened'])} opened, {len(inc['closed'])} closed in the window; "
                    f"{len(inc['open'])} open at its end."))
-    rows = {}
+    rows: dict[Any, dict[str, Any]] = {}
     for kind in ("opened", "closed", "open"):
         for i in inc[kind]:
             rows.setdefault(i["incident_id"], i)
@@ -292,7 +292,8 @@ def render_markdown(memo: dict[str, Any]) -> str:
 _CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;max-width:1200px;margin:24px auto;padding:0 16px}
 h2{border-bottom:2px solid #d0d7de;padding-bottom:4px;margin-top:36px}h3{margin-top:22px}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #d0d7de;\
+padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}.sev{display:inline-block;color:#fff;border-radius:5px;padding:0 7px;font-weight:700;font-size:12px}
 .ev{color:#57606a;font-size:12px}.charts{display:flex;gap:18px;flex-wrap:wrap}.charts figure{margin:0}
 .charts figcaption{font-size:12px;color:#57606a}ol li{margin-bottom:6px}
