@@ -23,7 +23,7 @@ of the span's prompt, else of the trace's first prompted span).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from relops_pipeline.lib.readers.attributes import map_attributes
 from relops_pipeline.lib.readers.base import (
@@ -79,7 +79,7 @@ def sniff(head: bytes, path) -> bool:
     return peek.container == "object" and bool(keys & set(_TEST_RUN_KEYS))
 
 
-def _is_trace(obj: Any) -> bool:
+def _is_trace(obj: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(obj, dict) and any(g in obj for g in SPAN_GROUPS)
 
 

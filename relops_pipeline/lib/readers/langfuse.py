@@ -125,9 +125,9 @@ def _metadata(value: Any) -> tuple[dict, dict, dict, dict]:
         return {}, {}, {}, {}
     if not isinstance(md, dict):
         return {}, {}, {}, {"langfuse.metadata": md}
-    attrs = md.get("attributes") if isinstance(md.get("attributes"), dict) else {}
-    resource = md.get("resourceAttributes") if isinstance(md.get("resourceAttributes"), dict) else {}
-    scope = md.get("scope") if isinstance(md.get("scope"), dict) else {}
+    attrs = v if isinstance(v := md.get("attributes"), dict) else {}
+    resource = v if isinstance(v := md.get("resourceAttributes"), dict) else {}
+    scope = v if isinstance(v := md.get("scope"), dict) else {}
     other = {k: v for k, v in md.items() if k not in _METADATA_OTEL_KEYS or not isinstance(v, dict)}
     return attrs, resource, scope, other
 
@@ -169,7 +169,7 @@ def _usage(obs: Mapping[str, Any]) -> tuple[int | None, int | None, dict]:
     """(input, output, other usage keys) from usageDetails (or the older usage object)."""
     details = obs.get("usageDetails")
     if not isinstance(details, dict) or not details:
-        details = obs.get("usage") if isinstance(obs.get("usage"), dict) else None
+        details = v if isinstance(v := obs.get("usage"), dict) else None
     if details:
         inp = details.get("input", details.get("promptTokens", details.get("input_tokens")))
         out = details.get("output", details.get("completionTokens", details.get("output_tokens")))
@@ -186,7 +186,7 @@ def _usage(obs: Mapping[str, Any]) -> tuple[int | None, int | None, dict]:
 
 def _cost(obs: Mapping[str, Any]) -> float | None:
     """A positive reported cost; Langfuse writes 0 when it had no price, which is not a cost."""
-    details = obs.get("costDetails") if isinstance(obs.get("costDetails"), dict) else {}
+    details = v if isinstance(v := obs.get("costDetails"), dict) else {}
     for v in (details.get("total"), obs.get("totalCost"), obs.get("calculatedTotalCost")):
         f = as_float(v)
         if f is not None and f > 0:
@@ -222,10 +222,8 @@ def _observation_row(
     obs_type = str(obs.get("type") or "").upper()
     level = str(obs.get("level") or "").upper()
     name = obs.get("name") or None
-    if obs_type in _TYPE_KIND:
-        kind = _TYPE_KIND[obs_type]
-    else:  # SPAN or an unknown type: what the OTel attributes say, else the name
-        kind = mapped["kind"] if mapped["kind"] != "other" else kind_from_name(name)
+    # SPAN or an unknown type: what the OTel attributes say, else the name
+    kind = _TYPE_KIND[obs_type] if obs_type in _TYPE_KIND else mapped["kind"] if mapped["kind"] != "other" else kind_from_name(name)
     prompt = None
     if obs.get("promptName") and obs.get("promptVersion") is not None:
         prompt = f"{obs['promptName']}@{obs['promptVersion']}"
@@ -248,7 +246,7 @@ def _observation_row(
         "langfuse.tool_call_names": obs.get("toolCallNames") or None,
         **{f"langfuse.usage.{k}": v for k, v in usage_extra.items()},
     }
-    cost_details = obs.get("costDetails") if isinstance(obs.get("costDetails"), dict) else {}
+    cost_details = v if isinstance(v := obs.get("costDetails"), dict) else {}
     pseudo.update({f"langfuse.cost.{k}": v for k, v in cost_details.items()})
     attributes = compact_attributes({**{k: v for k, v in flat.items() if k not in text_keys}, **pseudo})
     resolve_on = {**flat, **pseudo}
@@ -351,6 +349,7 @@ def read(con, ctx: ReadContext) -> None:
             index += 1
             rejects.append({"source_line": index, "raw": entry, "reason": problem})
             continue
+        assert trace is not None and observations is not None  # _split gives both when there is no problem
         # The trace's metadata repeats its root span's OTel attributes: only its resource
         # attributes and user metadata apply to every observation.
         _, t_resource, _, t_other = _metadata(trace.get("metadata"))

@@ -127,7 +127,7 @@ def _merge(post: dict, patch: Mapping[str, Any]) -> dict:
 
 
 def _tokens(run: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    outputs = run.get("outputs") if isinstance(run.get("outputs"), dict) else {}
+    outputs = v if isinstance(v := run.get("outputs"), dict) else {}
     um = outputs.get("usage_metadata")
     if isinstance(um, dict):
         return as_int(um.get("input_tokens")), as_int(um.get("output_tokens"))
@@ -164,10 +164,10 @@ def _output_text(outputs: Any) -> str | None:
 
 
 def _run_row(run: Mapping[str, Any], index: int, ctx: ReadContext) -> dict[str, Any]:
-    extra = run.get("extra") if isinstance(run.get("extra"), dict) else {}
-    metadata = extra.get("metadata") if isinstance(extra.get("metadata"), dict) else {}
-    runtime = extra.get("runtime") if isinstance(extra.get("runtime"), dict) else {}
-    outputs = run.get("outputs") if isinstance(run.get("outputs"), dict) else {}
+    extra = v if isinstance(v := run.get("extra"), dict) else {}
+    metadata = v if isinstance(v := extra.get("metadata"), dict) else {}
+    runtime = v if isinstance(v := extra.get("runtime"), dict) else {}
+    outputs = v if isinstance(v := run.get("outputs"), dict) else {}
     inputs = run.get("inputs")
     start, end = to_utc_naive(run.get("start_time")), to_utc_naive(run.get("end_time"))
     genai = {

@@ -268,7 +268,8 @@ def _finish_reason(fr: str) -> str:
     or plain string)."""
     return (
         f"nullif(lower(CASE "
-        f"WHEN starts_with({fr}, {_CONTAINER}) THEN coalesce(TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].stringValue')), "
+        f"WHEN starts_with({fr}, {_CONTAINER}) THEN "
+        f"coalesce(TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].stringValue')), "
         f"TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].intValue'))) "
         f"WHEN starts_with(ltrim({fr}), '[') AND json_valid({fr}) THEN json_extract_string({fr}, '$[0]') "
         f"ELSE {fr} END), '')"
@@ -514,7 +515,8 @@ SELECT
              CASE WHEN {is_error} THEN nullif(sp.status.message, '') END) AS error_type,
     CASE WHEN d_state = 'blank' THEN NULL
          WHEN line_row THEN (CASE WHEN reject_reason IS NULL THEN line
-                                  WHEN line IS NULL THEN rtrim(coalesce(TRY(decode(raw[1:{RAW_REJECT_CAP}])), regexp_replace(CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR), '(\\\\x0D)?\\\\x0A$', '')), chr(13) || chr(10))
+                                  WHEN line IS NULL THEN rtrim(coalesce(TRY(decode(raw[1:{RAW_REJECT_CAP}])), \
+regexp_replace(CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR), '(\\\\x0D)?\\\\x0A$', '')), chr(13) || chr(10))
                                   ELSE left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP}) END)
          WHEN reject_reason IS NOT NULL
             THEN left(coalesce(CAST(json_extract(line, {span_path}) AS VARCHAR), line), {RAW_REJECT_CAP})
@@ -654,7 +656,8 @@ SELECT
     event_name,
     CASE WHEN reject_reason IS NULL THEN event_time END AS event_time,
     coalesce(CASE event_name {roles} END,
-             CASE WHEN body_is_object THEN coalesce(json_extract_string(body, '$.role'), json_extract_string(body, '$.message.role')) END) AS role,
+             CASE WHEN body_is_object THEN coalesce(json_extract_string(body, '$.role'), \
+json_extract_string(body, '$.message.role')) END) AS role,
     CASE WHEN json_type(body) = 'VARCHAR' THEN json_extract_string(body, '$')
          WHEN body_is_object AND json_exists(body, '$.content') THEN {member('$.content')}
          WHEN body_is_object AND json_exists(body, '$.message.content') THEN {member('$.message.content')}

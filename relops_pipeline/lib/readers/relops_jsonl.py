@@ -41,7 +41,7 @@ Example:
 Implementation: lines are split in Python (exact line numbers, CRLF and invalid UTF-8 handled),
 staged as text in DuckDB, and parsed, typed and classified in SQL, so large files load at
 DuckDB speed.
-"""
+"""  # noqa: E501 (a markdown table row and a JSON example line cannot wrap)
 
 from __future__ import annotations
 
@@ -211,6 +211,7 @@ def _line_batches(path) -> Iterator[pa.Table]:
             if first and data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
             first = False
+            bad: list[str | None] | None  # per line: why it is not valid UTF-8 (None: it is)
             try:
                 lines = data.decode("utf-8").split("\n")
                 bad = None

@@ -108,7 +108,7 @@ def _status(span: Mapping[str, Any]) -> tuple[str, str | None]:
 def _exception_type(span: Mapping[str, Any]) -> str | None:
     for ev in span.get("events") or []:
         if isinstance(ev, Mapping) and ev.get("name") == "exception":
-            attrs = ev.get("attributes") if isinstance(ev.get("attributes"), Mapping) else {}
+            attrs = v if isinstance(v := ev.get("attributes"), Mapping) else {}
             if attrs.get("exception.type"):
                 return str(attrs["exception.type"])
     return None
