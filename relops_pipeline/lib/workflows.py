@@ -127,7 +127,7 @@ def load_workflow(workflows_dir: Path, name: str) -> Workflow:
     if not isinstance(merged["runner"], dict) or "type" not in merged["runner"]:
         raise WorkflowError(f"{path}: runner: expected a mapping with a type")
     if isinstance(merged["alerts"], dict) and merged["alerts"].get("rules") is not None:
-        from relops_pipeline.lib.alerts.rules import parse_rules
+        from relops_pipeline.lib.alerts.rule_config import parse_rules
 
         try:
             parse_rules(merged["alerts"]["rules"], f"{path}: alerts.rules")
