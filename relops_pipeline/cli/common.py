@@ -174,11 +174,11 @@ def materialize(home: Home, assets, *, partition_key: str | None = None, days: t
 def run_followup(home: Home, followup):
     """Run one planned follow-up (defs/followups.py) in this process: what a sensor would launch
     when the daemon runs. A failed run is a CliError."""
-    if followup.job:
-        result = run_job(home, followup.job, run_config=dict(followup.run_config), tags=followup.run_tags)
-    else:
+    if followup.assets:
         result = materialize(home, followup.assets, partition_key=followup.partition_key, days=followup.days,
                              tags=dict(followup.tags))
+    else:
+        result = run_job(home, followup.job, run_config=dict(followup.run_config), tags=followup.run_tags)
     if not result.success:
         raise CliError(f"{followup.describe()} run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
     return result

@@ -41,6 +41,16 @@ ROLLING_DRIFT_ASSETS = ("rolling_drift",)
 CANARY_ASSETS = ("canary_analysis",)
 ROLLING_DRIFT_WINDOW_DAYS = 7
 
+# The jobs the sensors launch follow-ups in (a sensor's runs need a job, and one asset job
+# cannot mix daily and release partitions); the CLI materializes the same selections directly.
+traces_followup_job = dg.define_asset_job(
+    "traces_followup_job", selection=[*SIGNALS_ASSETS, *ROLLING_DRIFT_ASSETS],
+    description="What follows new traces on some days: validation, signals, features and signal alerts, "
+                "or the rolling drift of the days whose week they touch (each run selects its part).",
+)
+canary_job = dg.define_asset_job("canary_job", selection=list(CANARY_ASSETS),
+                                 description="Judge a release's canary against the live release over the same intervals.")
+
 # trigger -> the checks whose failure launches the rollback-alert job.
 FAILURE_CHECKS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "gate": (("release_gate", "must_pass"), ("release_gate", "no_regression")),
@@ -57,8 +67,8 @@ class FollowUp:
 
     kind: str  # signals | rolling_drift | canary | failure_response
     run_key: str
-    assets: tuple[str, ...] = ()
-    job: str | None = None
+    job: str  # what a sensor launches
+    assets: tuple[str, ...] = ()  # the part of the job's assets to materialize (none: an op job)
     partition_key: str | None = None
     days: tuple[str, str] | None = None  # first..last, both included
     run_config: Mapping[str, Any] = field(default_factory=dict)
@@ -79,7 +89,7 @@ class FollowUp:
         return dg.RunRequest(
             run_key=self.run_key,
             job_name=self.job,
-            asset_selection=[dg.AssetKey(a) for a in self.assets] if self.assets and not self.job else None,
+            asset_selection=[dg.AssetKey(a) for a in self.assets] if self.assets else None,
             partition_key=self.partition_key,
             run_config=dict(self.run_config),
             tags=self.run_tags,
@@ -109,7 +119,8 @@ def after_ingestion(days: Iterable[dt.date], *, source: str, log=None) -> list[F
         if clamped is None:
             continue
         lo, hi = _iso(clamped)
-        out.append(FollowUp("signals", run_key=f"signals-{source}-{lo}-{hi}", assets=SIGNALS_ASSETS, days=(lo, hi),
+        out.append(FollowUp("signals", run_key=f"signals-{source}-{lo}-{hi}", job=traces_followup_job.name,
+                            assets=SIGNALS_ASSETS, days=(lo, hi),
                             tags={TRIGGER_TAG: f"ingest:{source}"}))
     return out
 
@@ -127,10 +138,12 @@ def after_features(ranges: Sequence[DayRange], canary_release_keys: Sequence[str
         if max_drift_days is not None:
             span = (max(span[0], span[1] - dt.timedelta(days=max_drift_days - 1)), span[1])
         lo, hi = _iso(span)
-        out.append(FollowUp("rolling_drift", run_key=f"drift-{source}-{lo}-{hi}", assets=ROLLING_DRIFT_ASSETS,
+        out.append(FollowUp("rolling_drift", run_key=f"drift-{source}-{lo}-{hi}", job=traces_followup_job.name,
+                            assets=ROLLING_DRIFT_ASSETS,
                             days=(lo, hi), tags={TRIGGER_TAG: f"signals:{source}"}))
     for key in canary_release_keys:
-        out.append(FollowUp("canary", run_key=f"canary-{source}-{key}", assets=CANARY_ASSETS, partition_key=key,
+        out.append(FollowUp("canary", run_key=f"canary-{source}-{key}", job=canary_job.name, assets=CANARY_ASSETS,
+                            partition_key=key,
                             tags={TRIGGER_TAG: f"signals:{source}"}))
     return out
 
@@ -168,7 +181,7 @@ def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[Fail
     for rec in records:
         entry = rec.event_log_entry
         ev = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        if ev is None or getattr(ev, "passed", True):
+        if not isinstance(ev, dg.AssetCheckEvaluation) or ev.passed:
             continue
         check = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
         trigger = TRIGGER_OF_CHECK.get(check)

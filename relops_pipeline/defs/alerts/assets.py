@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from relops_pipeline.defs.beta import expected_beta_warnings
+from relops_pipeline.defs.beta import with_beta_parameters
 from relops_pipeline.defs.ingest.assets import SINGLE_RUN, _window, daily_signals, trace_features
 from relops_pipeline.defs.partitions import daily_partitions
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
@@ -16,6 +16,15 @@ from relops_pipeline.lib.markdown import md_table
 ALERT_MAX_AGE_DAYS = 2
 
 
+@with_beta_parameters(
+    dg.asset,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    pool=WAREHOUSE_POOL,
+    deps=[daily_signals, trace_features],
+    group_name="alerts",
+    kinds={"duckdb"},
+)
 def signal_rule_alerts(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """Which alert rules fired on each day's production signals, per workflow (error rate,
     p95 latency, feedback, refusals ... above or below their thresholds), and the alerts sent.
@@ -48,14 +57,3 @@ def signal_rule_alerts(context: dg.AssetExecutionContext, home: RelopsHomeResour
         "fired": dg.MetadataValue.md(md_table(["day", "workflow", "rule", "value", "threshold", "alert"], rows[-50:])
                                      if rows else "no rule fired"),
     })
-
-
-with expected_beta_warnings():
-    signal_rule_alerts = dg.asset(
-        partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
-        pool=WAREHOUSE_POOL,
-        deps=[daily_signals, trace_features],
-        group_name="alerts",
-        kinds={"duckdb"},
-    )(signal_rule_alerts)

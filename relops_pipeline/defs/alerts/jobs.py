@@ -30,6 +30,7 @@ def deliver_alerts_job():
     deliver_alerts()
 
 
+@dg.sensor(job=deliver_alerts_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def alert_delivery_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     """Launch a delivery run when the outbox has deliveries due (checked every 30 s)."""
     from datetime import datetime
@@ -46,8 +47,3 @@ def alert_delivery_sensor(context: dg.SensorEvaluationContext, warehouse: Wareho
         return dg.SkipReason("no alert delivery is due")
     # One run per minute at most: the key dedupes ticks while a run is queued.
     return dg.RunRequest(run_key=f"deliver-{now:%Y%m%dT%H%M}", tags={"relops/due": str(due)})
-
-
-alert_delivery_sensor = dg.sensor(
-    job=deliver_alerts_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
-)(alert_delivery_sensor)

@@ -3,7 +3,7 @@ reference window, with checks whose severities come from each workflow's drift c
 
 import dagster as dg
 
-from relops_pipeline.defs.beta import expected_beta_warnings
+from relops_pipeline.defs.beta import with_beta_parameters
 from relops_pipeline.defs.ingest.assets import SINGLE_RUN, _window, trace_features
 from relops_pipeline.defs.partitions import daily_partitions, weekly_partitions
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
@@ -81,6 +81,10 @@ def drift_outcome(summaries: list[dict], asset: str) -> tuple[dict, list[dg.Asse
                   check("drifted_share_within_limit", latest(share_fail))]
 
 
+def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=asset, description=desc) for name, desc in DRIFT_CHECKS]
+
+
 def _materialize(context, home, warehouse, granularity: str, asset: str, *, reports: bool, days: int | None):
     from relops_pipeline.lib.drift.run import run_drift_period
 
@@ -95,6 +99,16 @@ def _materialize(context, home, warehouse, granularity: str, asset: str, *, repo
     return dg.MaterializeResult(metadata=meta, check_results=checks)
 
 
+@with_beta_parameters(
+    dg.asset,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    pool=WAREHOUSE_POOL,
+    deps=[dg.AssetDep(trace_features, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-6))],
+    group_name="drift",
+    kinds={"duckdb", "evidently"},
+    check_specs=_check_specs("rolling_drift"),
+)
 def rolling_drift(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """Per workflow and release: the trailing 7 days of production requests against the
     workflow's reference window — per column the method, score, threshold and verdict.
@@ -106,6 +120,14 @@ def rolling_drift(context: dg.AssetExecutionContext, home: RelopsHomeResource, w
     return _materialize(context, home, warehouse, "rolling", "rolling_drift", reports=False, days=7)
 
 
+@dg.asset(
+    partitions_def=weekly_partitions,
+    pool=WAREHOUSE_POOL,
+    deps=[trace_features],
+    group_name="drift",
+    kinds={"duckdb", "evidently"},
+    check_specs=_check_specs("weekly_drift"),
+)
 def weekly_drift(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """Per workflow and release: one complete Monday-to-Sunday week of production requests
     against the workflow's reference window, with an Evidently HTML report per workflow.
@@ -114,31 +136,6 @@ def weekly_drift(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     reviewer read — which inputs and behaviours moved, by how much, on how many requests.
     """
     return _materialize(context, home, warehouse, "weekly", "weekly_drift", reports=True, days=None)
-
-
-def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, description=desc) for name, desc in DRIFT_CHECKS]
-
-
-with expected_beta_warnings():
-    rolling_drift = dg.asset(
-        partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
-        pool=WAREHOUSE_POOL,
-        deps=[dg.AssetDep(trace_features, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-6))],
-        group_name="drift",
-        kinds={"duckdb", "evidently"},
-        check_specs=_check_specs("rolling_drift"),
-    )(rolling_drift)
-
-weekly_drift = dg.asset(
-    partitions_def=weekly_partitions,
-    pool=WAREHOUSE_POOL,
-    deps=[trace_features],
-    group_name="drift",
-    kinds={"duckdb", "evidently"},
-    check_specs=_check_specs("weekly_drift"),
-)(weekly_drift)
 
 
 __all__ = ["rolling_drift", "weekly_drift"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from relops_pipeline.defs.beta import expected_beta_warnings
+from relops_pipeline.defs.beta import with_beta_parameters
 from relops_pipeline.defs.evals.assets import release_eval_job
 from relops_pipeline.defs.evals.partitions import releases_partitions
 from relops_pipeline.defs.resources import RelopsHomeResource
@@ -20,6 +20,12 @@ def scan_manifests(root) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob("*/*.yaml"))}
 
 
+@with_beta_parameters(
+    dg.sensor,
+    job=release_eval_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def releases_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource):
     """Register new release manifests: add the release partition and run its eval."""
     from relops_pipeline.lib.evals.manifests import ManifestError, load_manifest
@@ -53,9 +59,3 @@ def releases_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResourc
         dynamic_partitions_requests=[releases_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(seen),
     )
-
-
-with expected_beta_warnings():
-    releases_sensor = dg.sensor(
-        job=release_eval_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
-    )(releases_sensor)

@@ -55,6 +55,14 @@ def gate_thresholds(context: dg.AssetExecutionContext, home: RelopsHomeResource,
     )
 
 
+@dg.asset(
+    partitions_def=releases_partitions,
+    deps=[eval_run, gate_thresholds, release_manifest, eval_suites],
+    group_name="gates",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    check_specs=[dg.AssetCheckSpec(n, asset="release_gate", description=d, blocking=b) for n, _, b, d in GATE_CHECKS],
+)
 def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """The release decision — SHIP, BLOCK or REVIEW — with its evidence and report.
 
@@ -114,15 +122,6 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
         check_results=checks,
     )
 
-
-release_gate = dg.asset(
-    partitions_def=releases_partitions,
-    deps=[eval_run, gate_thresholds, release_manifest, eval_suites],
-    group_name="gates",
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb"},
-    check_specs=[dg.AssetCheckSpec(n, asset="release_gate", description=d, blocking=b) for n, _, b, d in GATE_CHECKS],
-)(release_gate)
 
 release_gate_job = dg.define_asset_job(
     "release_gate_job",

@@ -5,7 +5,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from relops_pipeline.defs.beta import expected_beta_warnings
+from relops_pipeline.defs.beta import with_beta_parameters
 from relops_pipeline.defs.partitions import daily_partitions
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, WarehouseResource
 from relops_pipeline.lib.markdown import md_table
@@ -30,6 +30,18 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     return tw.start.replace(tzinfo=None), tw.end.replace(tzinfo=None)
 
 
+@with_beta_parameters(
+    dg.asset,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    pool=WAREHOUSE_POOL,
+    group_name="traces",
+    kinds={"duckdb"},
+    check_specs=[
+            dg.AssetCheckSpec(name, asset="raw_traces", description=desc, blocking=sev == dg.AssetCheckSeverity.ERROR)
+            for name, sev, desc in SPAN_RULES
+        ],
+)
 def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Production LLM spans of the day, as ingested from every trace source, validated.
 
@@ -90,6 +102,15 @@ def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     )
 
 
+@with_beta_parameters(
+    dg.asset,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    pool=WAREHOUSE_POOL,
+    deps=[raw_traces],
+    group_name="traces",
+    kinds={"duckdb"},
+)
 def daily_signals(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Per workflow, release and day: volume, error and refusal rates, latency percentiles,
     tokens, cost, finish-reason mix, feedback and online scores.
@@ -118,6 +139,15 @@ def daily_signals(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     )
 
 
+@with_beta_parameters(
+    dg.asset,
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    pool=WAREHOUSE_POOL,
+    deps=[raw_traces],
+    group_name="traces",
+    kinds={"duckdb"},
+)
 def trace_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per production request (trace): latency, tokens, cost, input and output length,
     error, refusal, finish reason, model, topic, language, feedback and online scores.
@@ -141,33 +171,3 @@ def trace_features(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             "by_workflow": dg.MetadataValue.md(md_table(["workflow", "traces"], by_wf)),
         }
     )
-
-
-with expected_beta_warnings():
-    raw_traces = dg.asset(
-        partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
-        pool=WAREHOUSE_POOL,
-        group_name="traces",
-        kinds={"duckdb"},
-        check_specs=[
-            dg.AssetCheckSpec(name, asset="raw_traces", description=desc, blocking=sev == dg.AssetCheckSeverity.ERROR)
-            for name, sev, desc in SPAN_RULES
-        ],
-    )(raw_traces)
-    daily_signals = dg.asset(
-        partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
-        pool=WAREHOUSE_POOL,
-        deps=[raw_traces],
-        group_name="traces",
-        kinds={"duckdb"},
-    )(daily_signals)
-    trace_features = dg.asset(
-        partitions_def=daily_partitions,
-        backfill_policy=SINGLE_RUN,
-        pool=WAREHOUSE_POOL,
-        deps=[raw_traces],
-        group_name="traces",
-        kinds={"duckdb"},
-    )(trace_features)

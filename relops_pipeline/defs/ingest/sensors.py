@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from relops_pipeline.defs.beta import expected_beta_warnings
-from relops_pipeline.defs.followups import CANARY_ASSETS, ROLLING_DRIFT_ASSETS, SIGNALS_ASSETS
+from relops_pipeline.defs.beta import with_beta_parameters
+from relops_pipeline.defs.followups import canary_job, traces_followup_job
 from relops_pipeline.defs.ingest.jobs import ingest_traces_job
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.ingest import expand_paths
@@ -20,7 +20,6 @@ from relops_pipeline.lib.ingest import expand_paths
 # not changed for this many seconds.
 SETTLE_ENV = "RELOPS_LANDING_SETTLE_S"
 MAX_FILES_PER_RUN = 200
-FOLLOWUP_ASSETS = (*SIGNALS_ASSETS, *ROLLING_DRIFT_ASSETS, *CANARY_ASSETS)
 
 
 def landing_files(landing: Path, settle_s: float, now: float | None = None) -> dict[str, list[int]]:
@@ -37,6 +36,12 @@ def landing_files(landing: Path, settle_s: float, now: float | None = None) -> d
     return out
 
 
+@with_beta_parameters(
+    dg.sensor,
+    job=ingest_traces_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def landing_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource):
     """Launch an ingestion run for trace files that are new or changed in the landing folder."""
     landing = home.home.landing_dir
@@ -67,6 +72,12 @@ def _new_materializations(instance, asset: str, after_id: int, limit: int = 1000
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after_id), limit=limit, ascending=True).records)
 
 
+@with_beta_parameters(
+    dg.sensor,
+    jobs=[traces_followup_job, canary_job],
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     """Launch what follows new traces (defs/followups.py decides): the days an ingestion
     reported are validated and their signals and features recomputed; new features are
@@ -113,13 +124,3 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
             requests += [f.run_request() for f in after_features(ranges, canaries, source=source)]
             cursor["trace_features"] = features[-1].storage_id
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
-
-
-with expected_beta_warnings():
-    landing_sensor = dg.sensor(
-        job=ingest_traces_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
-    )(landing_sensor)
-    followups_sensor = dg.sensor(
-        target=dg.AssetSelection.assets(*FOLLOWUP_ASSETS), minimum_interval_seconds=15,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )(followups_sensor)

@@ -10,6 +10,7 @@ from relops_pipeline.defs.releases.jobs import rollback_alert_job, runbook_job
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseBusy, WarehouseResource
 
 
+@dg.sensor(job=rollback_alert_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
 def failed_checks_sensor(context: dg.SensorEvaluationContext):
     """A failed gate, canary or drift check launches the rollback-alert job, once per failure
     and workflow (defs/followups.py plans the response). Reads the check evaluations of runs
@@ -43,10 +44,8 @@ def failed_checks_sensor(context: dg.SensorEvaluationContext):
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 
-failed_checks_sensor = dg.sensor(job=rollback_alert_job, minimum_interval_seconds=5,
-                                 default_status=dg.DefaultSensorStatus.RUNNING)(failed_checks_sensor)
 
-
+@dg.sensor(job=runbook_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def runbook_inputs_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """Regenerate the runbooks when the registry, drills, thresholds or configuration change."""
     from relops_pipeline.lib.runbook import runbook_inputs
@@ -67,7 +66,3 @@ def runbook_inputs_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeR
     # No run key: the cursor dedupes, and inputs that return to an earlier state must still
     # regenerate the runbook.
     return dg.SensorResult(run_requests=[dg.RunRequest()], cursor=key)
-
-
-runbook_inputs_sensor = dg.sensor(job=runbook_job, minimum_interval_seconds=60,
-                                  default_status=dg.DefaultSensorStatus.RUNNING)(runbook_inputs_sensor)
