@@ -38,7 +38,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypedDict
 
 from relops_pipeline.lib.drift.config import SCORE_PREFIX, DriftConfig, column_info
 from relops_pipeline.lib.drift.reference import SAMPLE_SEED, Reference, bottom_k_threshold, ensure_reference
@@ -169,12 +169,22 @@ def clean_series(series, col_type: str):
     return out
 
 
+class _ColumnIdentity(TypedDict):
+    """The fields of a ColumnDrift known before any test runs."""
+
+    column: str
+    type: str
+    role: str
+    ref_rows: int
+    cur_rows: int
+
+
 def column_drift(column: str, reference, current, cfg: DriftConfig, *, reference_clean: bool = False) -> ColumnDrift:
     """Drift of one column between two pandas Series (NaN/None = missing)."""
     col_type, role = column_info(column)
     ref = reference if reference_clean else clean_series(reference, col_type)
     cur = clean_series(current, col_type)
-    base = dict(column=column, type=col_type, role=role, ref_rows=int(len(ref)), cur_rows=int(len(cur)))
+    base = _ColumnIdentity(column=column, type=col_type, role=role, ref_rows=int(len(ref)), cur_rows=int(len(cur)))
     if len(ref) < cfg.min_rows or len(cur) < cfg.min_rows:
         return ColumnDrift(**base, method=None, score=None, threshold=None, drifted=None, status="insufficient")
     import pandas as pd
@@ -233,6 +243,7 @@ def bonferroni(columns: list[ColumnDrift]) -> list[ColumnDrift]:
     out = []
     for c in columns:
         if c in tested:
+            assert c.threshold is not None and c.score is not None  # tested: a method ran and scored
             threshold = c.threshold / m
             drifted = c.score <= threshold if c.method == "ks" else c.score < threshold
             c = ColumnDrift(**{**asdict(c), "threshold": threshold, "drifted": drifted, "status": "drift" if drifted else "ok"})
@@ -304,7 +315,7 @@ def compute_drift(
 
     ref_df = None
     cols_sql = ", ".join(column_sql(c) for c in columns) if columns else "1 AS _none"
-    if enough_ref and columns and total >= cfg.min_rows:
+    if ref is not None and enough_ref and columns and total >= cfg.min_rows:
         ref_df = con.execute(
             f"SELECT {cols_sql} FROM drift_reference_rows WHERE reference_id = $rid", {"rid": ref.reference_id}
         ).df()

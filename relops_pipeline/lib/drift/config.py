@@ -128,6 +128,7 @@ class ReferenceSpec:
 
     def as_dict(self) -> dict[str, Any]:
         if self.kind == "pinned":
+            assert self.start is not None and self.end is not None  # a pinned spec has both (_reference)
             return {"start": self.start.isoformat(), "end": self.end.isoformat()}
         if self.kind == "release":
             return {"release": self.release, "days": self.days}

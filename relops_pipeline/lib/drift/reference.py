@@ -89,8 +89,10 @@ def resolve_reference(con, workflow: str, spec: ReferenceSpec) -> dict[str, Any]
     window has no traffic yet. Keys: kind, spec, start, end (exclusive), release, complete."""
     release = None
     if spec.kind == "pinned":
+        assert spec.start is not None and spec.end is not None  # a pinned spec has both (config.py)
         start, end = spec.start, spec.end + dt.timedelta(days=1)
     elif spec.kind == "release":
+        assert spec.release is not None and spec.days is not None  # a release spec has both (config.py)
         release = strip_release(workflow, spec.release)
         first = _one(con.execute(
             "SELECT min(day) FROM trace_features WHERE workflow = ? AND release = ?", [workflow, release]
@@ -260,5 +262,6 @@ def ensure_reference(
         con.execute("ROLLBACK")
         raise
     ref = load_reference(con, rid)
+    assert ref is not None  # committed just above
     ref.created = True
     return ref
