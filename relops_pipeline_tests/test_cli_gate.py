@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -94,9 +95,9 @@ def test_review_then_approve_then_ship_and_block(home, tmp_path, capsys):
     assert "case-000" in text or "must-pass" in text.lower()
     failures = [tc for tc in ET.parse(junit).getroot().iter("testcase") if tc.find("failure") is not None]
     assert any(tc.get("name") == "must_pass" for tc in failures)
-    html = open(doc["reports"]["html"]).read()
+    html = Path(doc["reports"]["html"]).read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
-    report_md = open(doc["reports"]["md"]).read()
+    report_md = Path(doc["reports"]["md"]).read_text()
     assert "<script>" not in report_md and "&lt;script&gt;" in report_md
     assert "<script>" not in md.read_text()
     assert "case\\-000" in report_md  # escaped for markdown

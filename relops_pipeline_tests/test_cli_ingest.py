@@ -131,7 +131,7 @@ def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path):
         for p in (a, b)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=False):
+    for p, (_out, err) in zip(procs, outs, strict=False):
         assert p.returncode == 0, err[-2000:]
     totals = [json.loads(out)["totals"] for out, _ in outs]
     assert all(t["read"] == t["accepted"] + t["rejected"] + t["duplicates"] for t in totals)
