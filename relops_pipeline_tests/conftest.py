@@ -1,4 +1,11 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, the `slow` marking and the timeout scale.
+
+- `make test-fast` runs `pytest -m "not slow"`: every test marked `e2e`, and every test in
+  SLOW_MODULES, is also marked `slow` here (other slow tests carry the mark in their own file).
+- $RELOPS_TEST_TIMEOUT_SCALE multiplies every subprocess and wait timeout in the tests
+  (`scaled`, from procs.py) and pytest-timeout's limits (the ini `timeout` and every
+  `@pytest.mark.timeout`): e.g. RELOPS_TEST_TIMEOUT_SCALE=3 on a loaded 2-core machine.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,89 @@ import duckdb
 import pytest
 
 from relops_pipeline.lib import warehouse
+from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.schema import create_stage_tables_sql
+from relops_pipeline_tests.procs import TIMEOUT_SCALE_ENV, popen, reap, scaled, spawned, timeout_scale
+
+__all__ = ["FIXTURES", "TIMEOUT_SCALE_ENV", "popen", "reap", "run_cli", "scaled", "spawned", "timeout_scale"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Slow as a whole (several seconds to minutes per test: the CLI driving real Dagster runs on a
+# home instance), marked here rather than in the file.
+SLOW_MODULES = {
+    "test_cli_ingest.py": "every trace fixture folder through the CLI and Dagster, twice; two concurrent CLI processes",
+    "test_cli_cadence.py": "a demo week ingested and evaluated through the CLI",
+    "test_cli_gate.py": "register, evaluate and gate releases through the CLI",
+    "test_cli_evals.py": "eval runs, imports and backfills through the CLI",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    scale = timeout_scale()
+    default_timeout = getattr(config, "_env_timeout", None)  # pytest-timeout's ini / --timeout / $PYTEST_TIMEOUT
+    for item in items:
+        if item.get_closest_marker("e2e") is not None or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if scale != 1.0:
+            _scale_timeout(item, scale, default_timeout)
+
+
+def _scale_timeout(item, scale: float, default_timeout: float | None) -> None:
+    """Put a scaled `timeout` marker in front of the item's own (pytest-timeout reads the closest)."""
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        if default_timeout:
+            item.add_marker(pytest.mark.timeout(default_timeout * scale), append=False)
+        return
+    args, kwargs = list(marker.args), dict(marker.kwargs)
+    for i, name in enumerate(("timeout", "method", "func_only")):
+        if i < len(args):
+            kwargs.setdefault(name, args[i])
+    if kwargs.get("timeout"):
+        kwargs["timeout"] = float(kwargs["timeout"]) * scale
+        item.add_marker(pytest.mark.timeout(**kwargs), append=False)
+
+
+@pytest.fixture
+def spawn():
+    """`spawn(argv, **popen_kwargs)` starts a child in its own process group (procs.popen); at
+    teardown, whether the test passed, failed or timed out, each child is ended with its whole
+    group (procs.reap: SIGTERM, SIGKILL after a grace period) and waited for."""
+    started = []
+
+    def start(argv, **kwargs):
+        proc = popen(argv, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        reap(proc)
+
+
+@pytest.fixture
+def home(tmp_path) -> Home:
+    """The example home of `relops init` (demo workflows, suites, manifests) under tmp_path.
+    Dagster code reaches it through `resources`, not through $RELOPS_HOME."""
+    h = Home.resolve(tmp_path / "home")
+    h.init()
+    return h
+
+
+@pytest.fixture
+def resources(home):
+    """The Definitions' resources (home, warehouse) configured for the `home` fixture."""
+    from relops_pipeline.defs.resources import relops_resources
+
+    return relops_resources(home.root)
+
+
+@pytest.fixture
+def wh(tmp_path):
+    """A read-write connection to a migrated, empty warehouse file under tmp_path."""
+    with warehouse.open_warehouse(tmp_path / "wh.duckdb") as con:
+        yield con
 
 
 @pytest.fixture

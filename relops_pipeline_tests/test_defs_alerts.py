@@ -14,18 +14,15 @@ from relops_pipeline.defs.alerts.jobs import alert_delivery_sensor, deliver_aler
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.alerts import Alert, list_alerts
 from relops_pipeline.lib.alerts.service import raise_alert
-from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = Home.resolve(tmp_path / "home")
-    h.init()
-    monkeypatch.setenv("RELOPS_HOME", str(h.root))
-    with open_warehouse(h.warehouse_path):
+def home(home):
+    """conftest's example home, with its warehouse created."""
+    with open_warehouse(home.warehouse_path):
         pass
-    return h
+    return home
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -10,7 +10,6 @@ import pytest
 
 from relops_pipeline.defs.drift.assets import rolling_drift, weekly_drift
 from relops_pipeline.defs.maintenance.jobs import weekly_cadence_schedule
-from relops_pipeline.defs.partitions import daily_partitions
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
@@ -74,8 +73,7 @@ def demo_home(tmp_path_factory):
     return home
 
 
-def _materialize(home, asset, key, monkeypatch):
-    monkeypatch.setenv("RELOPS_HOME", str(home.root))
+def _materialize(home, asset, key):
     resources = relops_resources(home.root)
     with dg.instance_for_test() as instance:
         result = dg.materialize([asset], partition_key=key, resources=resources, instance=instance)
@@ -84,12 +82,13 @@ def _materialize(home, asset, key, monkeypatch):
     return result.asset_materializations_for_node(asset.key.path[-1])[0].metadata, checks
 
 
-def test_weekly_drift_flags_the_drift_week_and_not_the_stationary_week(demo_home, monkeypatch):
-    meta, checks = _materialize(demo_home, weekly_drift, "2026-10-26", monkeypatch)
+@pytest.mark.slow  # the demo slice it runs on takes ~20 s to build
+def test_weekly_drift_flags_the_drift_week_and_not_the_stationary_week(demo_home):
+    meta, checks = _materialize(demo_home, weekly_drift, "2026-10-26")
     assert checks["critical_columns_stable"].passed and checks["drifted_share_within_limit"].passed
     assert "score/support-triage/topic" in meta  # a p-value at this size: ~450 traces per week
 
-    meta, checks = _materialize(demo_home, weekly_drift, "2026-11-02", monkeypatch)
+    meta, checks = _materialize(demo_home, weekly_drift, "2026-11-02")
     critical = checks["critical_columns_stable"]
     assert not critical.passed and critical.severity == dg.AssetCheckSeverity.ERROR
     failing = critical.metadata["failing"].value
@@ -108,9 +107,10 @@ def test_weekly_drift_flags_the_drift_week_and_not_the_stationary_week(demo_home
     assert stored == [("drift", "ERROR")]
 
 
-def test_rolling_drift_of_a_day_uses_its_trailing_week(demo_home, monkeypatch):
-    meta, checks = _materialize(demo_home, rolling_drift, "2026-11-08", monkeypatch)
+@pytest.mark.slow  # the demo slice it runs on takes ~20 s to build
+def test_rolling_drift_of_a_day_uses_its_trailing_week(demo_home):
+    meta, checks = _materialize(demo_home, rolling_drift, "2026-11-08")
     assert "2026-11-08 .. 2026-11-09" in meta["window"].value
     assert not checks["critical_columns_stable"].passed  # Nov 2..8 is all drift week
-    meta, checks = _materialize(demo_home, rolling_drift, "2026-10-30", monkeypatch)
+    meta, checks = _materialize(demo_home, rolling_drift, "2026-10-30")
     assert checks["critical_columns_stable"].passed

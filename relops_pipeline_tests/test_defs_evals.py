@@ -5,27 +5,12 @@ from __future__ import annotations
 import shutil
 
 import dagster as dg
-import pytest
 
 from relops_pipeline.defs.evals.assets import eval_run, eval_suites, release_manifest
 from relops_pipeline.defs.evals.partitions import releases_partitions
 from relops_pipeline.defs.evals.sensors import releases_sensor
 from relops_pipeline.defs.resources import relops_resources
-from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = Home.resolve(tmp_path / "home")
-    h.init()  # the example home: demo workflows, suites and manifests
-    monkeypatch.setenv("RELOPS_HOME", str(h.root))
-    return h
-
-
-@pytest.fixture
-def resources(home):
-    return relops_resources(home.root)
 
 
 def test_releases_sensor_adds_partitions_and_requests_eval_runs_once(home):

@@ -9,31 +9,15 @@ import shutil
 import time
 
 import dagster as dg
-import pytest
 
 from relops_pipeline.defs.followups import INGESTED_METADATA_KEY, SIGNALS_ASSETS, after_ingestion
 from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces
 from relops_pipeline.defs.ingest.jobs import ingest_traces_job
 from relops_pipeline.defs.ingest.sensors import followups_sensor, landing_sensor
-from relops_pipeline.defs.resources import relops_resources
-from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import open_warehouse
 from relops_pipeline_tests.conftest import FIXTURES
 
 LATEST = FIXTURES / "otel_genai_openai_v2" / "ALL.latest_experimental.traces.jsonl"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = Home.resolve(tmp_path / "home")
-    h.init()
-    monkeypatch.setenv("RELOPS_HOME", str(h.root))
-    return h
-
-
-@pytest.fixture
-def resources(home):
-    return relops_resources(home.root)
 
 
 def _evaluate(sensor, instance, cursor, resources):

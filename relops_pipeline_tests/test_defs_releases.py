@@ -14,19 +14,16 @@ from relops_pipeline.defs.evals.partitions import releases_partitions
 from relops_pipeline.defs.releases.assets import drill_fresh, rollback_drill, rollback_runbook
 from relops_pipeline.defs.releases.jobs import rollback_alert_job
 from relops_pipeline.defs.releases.sensors import failed_checks_sensor
-from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.alerts import list_alerts
-from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.registry.state import RegistryState, get_state, put_state, write_pointer
 from relops_pipeline.lib.warehouse import open_warehouse
 from relops_pipeline.registry import read_pointer
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = Home.resolve(tmp_path / "home")
-    h.init()
-    monkeypatch.setenv("RELOPS_HOME", str(h.root))
+def home(home):
+    """conftest's example home with doc-qa in canary and support-triage fully rolled out."""
+    h = home
     with open_warehouse(h.warehouse_path) as con:
         now = dt.datetime(2026, 11, 20, 9, 0)
         for state in (
@@ -38,11 +35,6 @@ def home(tmp_path, monkeypatch):
             put_state(con, state)
             write_pointer(h.registry_dir, state)
     return h
-
-
-@pytest.fixture
-def resources(home):
-    return relops_resources(home.root)
 
 
 def _fake(asset: str, check: str, *, partitioned: bool, metadata: dict):

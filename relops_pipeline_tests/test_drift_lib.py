@@ -22,17 +22,10 @@ from relops_pipeline.lib.drift.config import DriftConfig, DriftConfigError
 from relops_pipeline.lib.drift.features import compute_trace_features
 from relops_pipeline.lib.drift.reference import SAMPLE_SEED, ensure_reference
 from relops_pipeline.lib.schema import SPAN_COLUMNS
-from relops_pipeline.lib.warehouse import open_warehouse
 
 D0 = dt.date(2026, 3, 2)  # a Monday
 TOPICS = ["billing", "login", "refund", "shipping"]
 BASE_TOPIC_P = [0.4, 0.3, 0.2, 0.1]
-
-
-@pytest.fixture
-def wh(tmp_path):
-    with open_warehouse(tmp_path / "wh.duckdb") as con:
-        yield con
 
 
 # ---------------------------------------------------------------- synthetic traffic

@@ -62,12 +62,6 @@ def use_reader(monkeypatch):
 
 
 @pytest.fixture
-def wh(tmp_path):
-    with open_warehouse(tmp_path / "w.duckdb") as con:
-        yield con
-
-
-@pytest.fixture
 def afile(tmp_path):
     p = tmp_path / "batch.jsonl"
     p.write_text("placeholder: the fake reader does not read it\n")

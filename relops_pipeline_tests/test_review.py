@@ -291,15 +291,12 @@ def test_incident_started_at_trace_links_traces_and_show(wh_con):
     assert shown["links"]["ticket"] == "OPS-12"
 
 
-def test_canary_rollback_links_example_traces_of_the_canary_window(tmp_path):
-    from relops_pipeline.lib.home import Home
+def test_canary_rollback_links_example_traces_of_the_canary_window(home):
     from relops_pipeline.lib.registry.respond import respond_to_failure
     from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
     from relops_pipeline.lib.warehouse import open_warehouse
     from relops_pipeline.lib.workflows import load_workflow
 
-    home = Home.resolve(tmp_path / "home")
-    home.init()
     start = dt.datetime(2026, 11, 20, 10, 0)
     with open_warehouse(home.warehouse_path) as c:
         state = RegistryState("doc-qa", seq=2, live="v2.3.0", canary="v2.4.0", canary_percent=50.0, stage="canary",

@@ -10,7 +10,6 @@ import pytest
 
 from relops_pipeline.lib.schema import SPAN_COLUMNS
 from relops_pipeline.lib.signals import REFUSAL_PATTERNS, compute_daily_signals, days_touched
-from relops_pipeline.lib.warehouse import open_warehouse
 
 D1 = dt.date(2025, 3, 10)
 D2 = dt.date(2025, 3, 11)
@@ -117,10 +116,10 @@ def tiny_warehouse_rows() -> list[dict]:
 
 
 @pytest.fixture
-def wh(tmp_path):
-    with open_warehouse(tmp_path / "w.duckdb") as con:
-        insert_spans(con, tiny_warehouse_rows())
-        yield con
+def wh(wh):
+    """conftest's empty warehouse with the tiny rows."""
+    insert_spans(wh, tiny_warehouse_rows())
+    return wh
 
 
 def signals(con) -> dict[tuple, dict]:
