@@ -45,6 +45,8 @@ from typing import Any
 
 import duckdb
 
+from relops_pipeline.lib.warehouse import fetch_one
+
 GENESIS_HASH = "0" * 64
 
 # DDL for the warehouse migration that adds the event log (the lead adds it to warehouse.py).
@@ -155,8 +157,8 @@ def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
     DuckDB has no flag for it, and a nested BEGIN aborts the caller's transaction; but inside a
     transaction every statement sees the same transaction id, while in autocommit mode each
     statement gets a new one."""
-    first = con.execute("SELECT txid_current()").fetchone()[0]
-    second = con.execute("SELECT txid_current()").fetchone()[0]
+    first = fetch_one(con.execute("SELECT txid_current()"))[0]
+    second = fetch_one(con.execute("SELECT txid_current()"))[0]
     return first == second
 
 

@@ -40,6 +40,7 @@ from relops_pipeline.lib import audit, warehouse
 from relops_pipeline.lib.registry.deployers import PointerFileDeployer
 from relops_pipeline.lib.registry.rollout import rollback
 from relops_pipeline.lib.registry.state import get_state, put_state
+from relops_pipeline.lib.warehouse import fetch_one
 
 KIND_DRILL = "drill"
 DEFAULT_MAX_AGE_DAYS = 35
@@ -135,10 +136,10 @@ def run_drill(
                                   actor=actor, automatic=False, deployer=PointerFileDeployer())
                 pointer = app_registry.read_pointer(sb_registry, workflow)
                 duration_ms = (time.perf_counter() - t_flip) * 1000.0
-                recorded = sb_con.execute(
+                recorded = fetch_one(sb_con.execute(
                     "SELECT count(*) FROM rollbacks WHERE rollback_id = ? AND flipped_at IS NOT NULL",
                     [result.rollback_id],
-                ).fetchone()[0]
+                ))[0]
                 check("rollback_recorded", result.performed and recorded == 1,
                       f"rollback {result.rollback_id} recorded with its flip time" if recorded else "no rollbacks row")
                 check("pointer_flipped",

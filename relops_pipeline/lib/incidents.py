@@ -24,6 +24,7 @@ import duckdb
 
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.evals.model import release_key, validate_key
+from relops_pipeline.lib.warehouse import fetch_one
 
 KIND_INCIDENT_OPENED = "incident_opened"
 KIND_INCIDENT_CLOSED = "incident_closed"
@@ -107,6 +108,13 @@ def get_incident(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, 
     return _row(row) if row else None
 
 
+def _written_incident(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
+    """An incident this module has just written or checked (so it exists)."""
+    row = get_incident(con, incident_id)
+    assert row is not None, incident_id
+    return row
+
+
 def open_incident(
     con: duckdb.DuckDBPyConnection,
     workflow: str,
@@ -150,7 +158,7 @@ def open_incident(
                     con, kind=KIND_INCIDENT_LINKED, actor=opened_by, reason=f"joined the open incident: {title}",
                     workflow=workflow, release_key=release_key(workflow, release) if release else None,
                     payload={"incident_id": row["incident_id"], "links": new_links,
-                             "started_at": started_at.isoformat() if earlier else None})
+                             "started_at": started_at.isoformat() if earlier and started_at is not None else None})
             if merged != row["links"]:
                 con.execute("UPDATE incidents SET links = ? WHERE incident_id = ?",
                             [json.dumps(merged, sort_keys=True), row["incident_id"]])
@@ -172,7 +180,7 @@ def open_incident(
             [incident_id, workflow, release, title, "open", source, opened_by, now, None, None, None,
              json.dumps(new_links, sort_keys=True), started_at or now],
         )
-    return {**get_incident(con, incident_id), "created": True, "event_seq": event["seq"]}
+    return {**_written_incident(con, incident_id), "created": True, "event_seq": event["seq"]}
 
 
 def close_incident(
@@ -197,7 +205,7 @@ def close_incident(
             "UPDATE incidents SET status = 'closed', closed_by = ?, closed_at = ?, resolution = ? WHERE incident_id = ?",
             [closed_by, now, resolution, incident_id],
         )
-    return get_incident(con, incident_id)
+    return _written_incident(con, incident_id)
 
 
 def list_incidents(
@@ -253,7 +261,7 @@ def link_incident(
         )
         con.execute("UPDATE incidents SET links = ? WHERE incident_id = ?",
                     [json.dumps(merged, sort_keys=True), incident_id])
-    return get_incident(con, incident_id)
+    return _written_incident(con, incident_id)
 
 
 def trace_summaries(con: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -378,7 +386,7 @@ def show_incident(con: duckdb.DuckDBPyConnection, incident_id: str, *, trace_lim
         [incident_id]).fetchall()]
     linked = _trace_list(row["links"].get(TRACES_KEY))
     traces = incident_traces(con, incident_id, limit=trace_limit)
-    present = con.execute("SELECT count(DISTINCT trace_id) FROM spans WHERE list_contains(?::VARCHAR[], trace_id)",
-                          [linked]).fetchone()[0] if linked else 0
+    present = fetch_one(con.execute("SELECT count(DISTINCT trace_id) FROM spans WHERE list_contains(?::VARCHAR[], trace_id)",
+                                    [linked]))[0] if linked else 0
     return {**row, "alerts": alerts, "rollbacks": rollbacks, "labels": labels, "traces": traces,
             "traces_linked": len(linked), "traces_missing": len(linked) - present}

@@ -35,13 +35,14 @@ from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.incidents import open_incident, trace_summaries
 from relops_pipeline.lib.markdown import html_page
+from relops_pipeline.lib.warehouse import fetch_one
 
 LABEL_NAME = "human_review"
 KIND_LABELS_IMPORTED = "review_labels_imported"
@@ -94,8 +95,10 @@ def _rank(seed: int, week: date, *parts: Any) -> str:
     return hashlib.sha256("\x1f".join(map(str, (seed, week.isoformat(), *parts))).encode()).hexdigest()
 
 
-def _allocate(n: int, counts: Mapping[Hashable, int], floors: Mapping[Hashable, int],
-              order: Sequence[Hashable]) -> dict[Hashable, int]:
+K = TypeVar("K", bound=Hashable)
+
+
+def _allocate(n: int, counts: Mapping[K, int], floors: Mapping[K, int], order: Sequence[K]) -> dict[K, int]:
     """Split `n` picks over keys: each key first gets its floor (in `order`, while picks last),
     the rest in proportion to `counts` by largest remainder (ties in `order`); never more than
     a key's count."""
@@ -432,7 +435,7 @@ def import_review_labels(con: duckdb.DuckDBPyConnection, path: Path | str, *, re
     seen: dict[tuple[str, str], tuple[int, tuple]] = {}
     skipped = duplicates = 0
     for line, row in rows:
-        def cell(name: str) -> str:
+        def cell(name: str, row: list[str] = row) -> str:
             i = col.get(name)
             return unguard_cell(row[i]) if i is not None and i < len(row) else ""
 
@@ -533,8 +536,8 @@ def import_review_labels(con: duckdb.DuckDBPyConnection, path: Path | str, *, re
 def _open_review_incident(con: duckdb.DuckDBPyConnection, workflow: str, release: str,
                           group: list[dict[str, Any]], path: Path, now: datetime) -> dict[str, Any]:
     traces = list(dict.fromkeys(r["trace_id"] for r in group))
-    started = con.execute("SELECT min(start_time) FROM trace_features WHERE list_contains(?::VARCHAR[], trace_id)",
-                          [traces]).fetchone()[0]
+    started = fetch_one(con.execute("SELECT min(start_time) FROM trace_features WHERE list_contains(?::VARCHAR[], trace_id)",
+                                    [traces]))[0]
     rel = None if release == UNKNOWN_RELEASE else release
     title = f"human review: failing traces on {rel}" if rel else "human review: failing traces (release unknown)"
     reviewers = ", ".join(sorted({r["reviewer"] for r in group}))

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -585,6 +586,15 @@ def connect(
             time.sleep(pause)
             waited += pause
             delay = min(delay * 2, 1.0)
+
+
+def fetch_one(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """The row of a statement that always returns exactly one (an aggregate without GROUP BY,
+    txid_current()). DuckDB types fetchone() as Optional for the general case."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:

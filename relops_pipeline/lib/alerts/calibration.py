@@ -54,6 +54,7 @@ from relops_pipeline.lib.alerts.rules import (
 )
 from relops_pipeline.lib.markdown import escape_md, md_table
 from relops_pipeline.lib.proposals import store
+from relops_pipeline.lib.warehouse import fetch_one
 
 DAYS_PER_MONTH = 30.0
 
@@ -105,7 +106,9 @@ def _problems_of_day(day: date, problems: list[dict[str, Any]]) -> list[str]:
 
 
 def _count(fired: list[tuple[date, float, str | None]], problems: list[dict[str, Any]], days: int) -> dict[str, Any]:
-    useful, noise, caught = [], [], set()
+    useful: list[dict[str, Any]] = []
+    noise: list[dict[str, Any]] = []
+    caught: set[str] = set()
     for day, value, release in fired:
         hit = _problems_of_day(day, problems)
         (useful if hit else noise).append({"day": day.isoformat(), "value": value, "release": release,
@@ -133,9 +136,8 @@ def _nice(threshold: float, limit: float | None, above: bool) -> float:
         step = 10.0 ** (mag - digits + 1)
         r = (math.ceil(threshold / step - 1e-9) if above else math.floor(threshold / step + 1e-9)) * step
         r = round(r, max(0, -(mag - digits + 1)) + 2)
-        if limit is None or (r < limit if above else r > limit):
-            if (r >= threshold) if above else (r <= threshold):
-                return r
+        if (limit is None or (r < limit if above else r > limit)) and ((r >= threshold) if above else (r <= threshold)):
+            return r
     return threshold
 
 
@@ -337,7 +339,7 @@ def propose_alert_calibration(
     current = current_alert_rules(con, workflow)
     if not current.rules:
         return None
-    first, last = con.execute("SELECT min(day), max(day) FROM daily_signals WHERE workflow = ?", [workflow]).fetchone()
+    first, last = fetch_one(con.execute("SELECT min(day), max(day) FROM daily_signals WHERE workflow = ?", [workflow]))
     if first is None:
         return None
     end = min(now.date(), last) + timedelta(days=1)

@@ -58,6 +58,7 @@ from relops_pipeline.lib.alerts.model import (
     utc_naive,
 )
 from relops_pipeline.lib.alerts.sinks import DEFAULT_COOLDOWN_MINUTES, DeliveryError, Sink
+from relops_pipeline.lib.warehouse import fetch_one
 
 ALERT_STATUSES = ("pending", "delivered", "dead", "suppressed", "unrouted")
 DELIVERY_STATUSES = ("pending", "sending", "delivered", "dead")
@@ -90,7 +91,7 @@ def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
     current_transaction_id() differ outside a transaction and are equal inside one.
     """
     q = "SELECT current_transaction_id()"
-    return con.execute(q).fetchone()[0] == con.execute(q).fetchone()[0]
+    return fetch_one(con.execute(q))[0] == fetch_one(con.execute(q))[0]
 
 
 @contextlib.contextmanager
@@ -128,7 +129,8 @@ def _route(alert: Alert, sinks: Sequence[Sink]) -> list[Sink]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise AlertError(f"sinks: names must be unique, repeated: {', '.join(dupes)}")
-    return [s for s in sinks if severity_at_least(alert.severity, s.min_severity)]
+    # min_severity is set by Sink.__post_init__ (None there means the type's default)
+    return [s for s in sinks if severity_at_least(alert.severity, s.min_severity or s.DEFAULT_MIN_SEVERITY)]
 
 
 def _cooldown(value: timedelta | int | float | None) -> timedelta:
@@ -237,7 +239,8 @@ def list_alerts(
     for s in statuses or []:
         if s not in ALERT_STATUSES:
             raise AlertError(f"status {s!r}: expected one of {', '.join(ALERT_STATUSES)}")
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if statuses is not None:
         where.append("status IN (SELECT unnest(?::VARCHAR[]))")
         params.append(statuses)
@@ -403,7 +406,7 @@ def deliver_due(
             report.interrupted.append((alert_id, sink_name))
             if attempts >= policy.max_attempts + INTERRUPTED_ALLOWANCE:
                 t = clock()
-                msg = (f"attempt {attempts} was interrupted (the process ended before its outcome was recorded) "
+                msg: str | None = (f"attempt {attempts} was interrupted (the process ended before its outcome was recorded) "
                        f"and {attempts} attempts exceed the limit: the alert may or may not have reached {sink_name}")
                 with _transaction(con):
                     con.execute(

@@ -17,6 +17,7 @@ import duckdb
 
 from relops_pipeline.lib.evals.model import EvalRunData, Manifest, SampleRequest, Suite, release_key
 from relops_pipeline.lib.timeutil import utc_naive
+from relops_pipeline.lib.warehouse import fetch_one
 
 
 class ImmutableError(ValueError):
@@ -260,11 +261,11 @@ def write_eval_run(
 
 
 def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    row = con.execute(
+    row = fetch_one(con.execute(
         "SELECT eval_run_id, release_key, workflow, version, suite_version, source, samples_per_case, cases, samples, "
         "errors, error_rate, valid, invalid_reason, dagster_run_id FROM eval_runs WHERE eval_run_id = ?",
         [run_id],
-    ).fetchone()
+    ))
     cols = ("eval_run_id", "release_key", "workflow", "version", "suite_version", "source", "samples_per_case",
             "cases", "samples", "errors", "error_rate", "valid", "invalid_reason", "dagster_run_id")
     out = dict(zip(cols, row, strict=False))
@@ -276,17 +277,17 @@ def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
             [run_id],
         ).fetchall()
     }
-    mp = con.execute(
+    mp = fetch_one(con.execute(
         "SELECT count(DISTINCT case_id) FILTER (WHERE must_pass), "
         "count(DISTINCT s.case_id) FILTER (WHERE must_pass AND NOT passed) "
         "FROM eval_samples e LEFT JOIN eval_scores s USING (eval_run_id, case_id, sample) WHERE e.eval_run_id = ?",
         [run_id],
-    ).fetchone()
+    ))
     out["must_pass_cases"], out["must_pass_failing_cases"] = int(mp[0] or 0), int(mp[1] or 0)
-    lat = con.execute(
+    lat = fetch_one(con.execute(
         "SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95), sum(cost_usd) "
         "FROM eval_samples WHERE eval_run_id = ?",
         [run_id],
-    ).fetchone()
+    ))
     out["latency_p50_ms"], out["latency_p95_ms"], out["cost_usd"] = lat
     return out

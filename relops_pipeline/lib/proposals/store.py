@@ -66,6 +66,13 @@ def get_proposal(con: duckdb.DuckDBPyConnection, proposal_id: str) -> dict[str, 
     return _row(rows[0]) if rows else None
 
 
+def _written_proposal(con: duckdb.DuckDBPyConnection, proposal_id: str) -> dict[str, Any]:
+    """A proposal this module has just written or checked (so it exists)."""
+    row = get_proposal(con, proposal_id)
+    assert row is not None, proposal_id
+    return row
+
+
 def require_draft(con: duckdb.DuckDBPyConnection, proposal_id: str, kind: str | None = None) -> dict[str, Any]:
     """The proposal, which must exist, be of `kind` (when given) and still be a draft."""
     row = get_proposal(con, proposal_id)
@@ -137,7 +144,7 @@ def create_proposal(
             if row["status"] == "superseded":  # the evidence came back to it: it is the live draft again
                 _supersede_drafts(con, kind, workflow, by=row["proposal_id"])
                 _set_status(con, row, "draft", f"proposed again: {row['title']}")
-                row = get_proposal(con, row["proposal_id"])
+                row = _written_proposal(con, row["proposal_id"])
             return {**row, "created": False}
         proposal_id = f"{kind.replace('_', '-')}-{workflow}-{period}-{digest[:8]}"
         _supersede_drafts(con, kind, workflow, by=proposal_id)
@@ -147,7 +154,7 @@ def create_proposal(
              _json(evidence or {}), digest, report_md, report_path, dagster_run_id, _now(), None, None, None, None,
              None],
         )
-    return {**get_proposal(con, proposal_id), "created": True}
+    return {**_written_proposal(con, proposal_id), "created": True}
 
 
 def _set_status(con: duckdb.DuckDBPyConnection, row: dict[str, Any], status: str, reason: str) -> None:
@@ -181,7 +188,7 @@ def _decide(con, proposal_id: str, *, status: str, kind_event: str, by: str, rea
             "result_version = ?, event_seq = ? WHERE proposal_id = ?",
             [status, by.strip(), _now(), reason.strip(), result_version, event["seq"], proposal_id],
         )
-    return get_proposal(con, proposal_id)
+    return _written_proposal(con, proposal_id)
 
 
 def mark_accepted(

@@ -70,6 +70,7 @@ from relops_pipeline.lib.evals.suites import (
 from relops_pipeline.lib.markdown import escape_md, fenced_block, md_table
 from relops_pipeline.lib.proposals import store
 from relops_pipeline.lib.signals import REFUSAL_PATTERNS
+from relops_pipeline.lib.warehouse import fetch_one
 
 KIND = "suite"
 INCIDENT_WINDOW_DAYS = 45
@@ -157,7 +158,8 @@ def parse_messages(input_text: str | None) -> list[dict[str, str]] | None:
     for msg in doc:
         if not isinstance(msg, dict):
             continue
-        role = {"human": "user", "ai": "assistant"}.get(msg.get("role"), msg.get("role"))
+        aliases: dict[Any, Any] = {"human": "user", "ai": "assistant"}
+        role = aliases.get(msg.get("role"), msg.get("role"))
         text = _text_of_content(msg["parts"] if "parts" in msg else msg.get("content"))
         if role in MESSAGE_ROLES and text:
             out.append({"role": role, "content": text})
@@ -396,13 +398,13 @@ def _incidents(con: duckdb.DuckDBPyConnection, workflow: str, now: datetime, day
         "AND (status = 'open' OR closed_at >= ?) ORDER BY opened_at, incident_id",
         [workflow, now, since],
     ).fetchall()
-    return [incidents_mod.get_incident(con, r[0]) for r in rows]
+    return [inc for r in rows if (inc := incidents_mod.get_incident(con, r[0])) is not None]
 
 
 def _incident_trace_ids(con: duckdb.DuckDBPyConnection, incident: Mapping[str, Any]) -> list[str]:
     """Linked traces (incidents.incident_traces, else links["traces"]) plus the traces of failure
     labels tied to the incident; first MAX_TRACES_PER_INCIDENT, link order."""
-    ids: list[str] = []
+    ids: list[str | None] = []  # a linked trace object may lack its id: dropped below
     finder = getattr(incidents_mod, "incident_traces", None)
     if finder is not None:
         ids.extend(t["trace_id"] for t in finder(con, incident["incident_id"], limit=MAX_TRACES_PER_INCIDENT))
@@ -416,10 +418,10 @@ def _incident_trace_ids(con: duckdb.DuckDBPyConnection, incident: Mapping[str, A
 
 def _caused_rollback(con: duckdb.DuckDBPyConnection, incident: Mapping[str, Any]) -> bool:
     rollback_id = (incident.get("links") or {}).get("rollback_id")
-    row = con.execute(
+    row = fetch_one(con.execute(
         "SELECT count(*) FROM rollbacks WHERE performed AND (incident_id = ? OR rollback_id = ?)",
         [incident["incident_id"], rollback_id if isinstance(rollback_id, str) else None],
-    ).fetchone()
+    ))
     return bool(row[0])
 
 
@@ -522,7 +524,7 @@ def propose_suite_cases(
             if t not in traces:
                 skipped.append({"incident_id": iid, "trace_id": t, "reason": "trace not in the warehouse"})
         for tr in ordered:
-            def skip(reason: str) -> None:
+            def skip(reason: str, iid: str = iid, tr: _Trace = tr) -> None:
                 skipped.append({"incident_id": iid, "trace_id": tr.trace_id, "reason": reason})
 
             if tr.input_truncated:
@@ -733,8 +735,8 @@ def accept_suite_proposal(
     target = folder / f"{next_version}.yaml"
     if target.exists() or (folder / f"{next_version}.yml").exists():
         raise SuiteProposalError(f"{target} already exists: re-run the suite proposal")
-    if con.execute("SELECT count(*) FROM suite_versions WHERE workflow = ? AND version = ?",
-                   [suite_name, next_version]).fetchone()[0]:
+    if fetch_one(con.execute("SELECT count(*) FROM suite_versions WHERE workflow = ? AND version = ?",
+                             [suite_name, next_version]))[0]:
         raise SuiteProposalError(f"suite {suite_name} {next_version} is already recorded in the warehouse: "
                                  "re-run the suite proposal")
     base_file = next(p for p in (folder / f"{base_version}.yaml", folder / f"{base_version}.yml") if p.exists())

@@ -160,7 +160,7 @@ def select_evidence_releases(
         "ORDER BY registered_at DESC, release_key DESC", [workflow, now]).fetchall()
     chosen: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
-    for key, version, registered_at in rels:
+    for key, version, _registered_at in rels:
         if len(chosen) >= recent:
             break
         d = decisions.get(key)
@@ -183,6 +183,7 @@ def select_evidence_releases(
         if why is not None:
             excluded.append({"release": version, "why": why})
             continue
+        assert d is not None  # without a gate decision `why` is set
         chosen.append({
             "release": version, "release_key": key, "eval_run_id": run_id, "decision": d["decision"],
             "approved_by": d["approved_by"], "gate_id": d["gate_id"],
@@ -440,7 +441,7 @@ def render_threshold_report(analysis: dict[str, Any], backtest: dict[str, Any] |
     if analysis.get("nothing_because"):
         lines += [f"**Nothing to propose:** {escape_md(analysis['nothing_because'])}.", ""]
     lines += ["## Floors", ""]
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for m, info in analysis["metrics"].items():
         lows = ", ".join(f"{b['release']} {_fmt(b['low'])}" for b in info["bounds"])
         rows.append((m, _fmt(info["current_floor"]), _fmt(info["proposed"]), info["action"], lows, info["why"]))
@@ -516,7 +517,9 @@ def propose_threshold_ratchet(
         if draft["created"] or not draft.get("report_md"):
             report = render_threshold_report(analysis, backtest, draft["proposal_id"])
             con.execute("UPDATE proposals SET report_md = ? WHERE proposal_id = ?", [report, draft["proposal_id"]])
-            draft = {**store.get_proposal(con, draft["proposal_id"]), "created": draft["created"]}
+            stored = store.get_proposal(con, draft["proposal_id"])
+            assert stored is not None  # created or found just above
+            draft = {**stored, "created": draft["created"]}
     return draft
 
 

@@ -80,7 +80,7 @@ class WebhookDeployer:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,  # validated below: None or a non-http(s) value raises RegistryError
         *,
         secret_env: str = DEFAULT_SECRET_ENV,
         timeout_s: float = 5.0,

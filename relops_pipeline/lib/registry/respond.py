@@ -97,6 +97,7 @@ def respond_to_failure(
         if not res.performed:
             return {"decision": "none", "why": res.message, "workflow": wf.name, "release": release,
                     "rollback": res.as_dict()}
+        assert res.rollback_id is not None  # a performed rollback is recorded under an id
         rollback_id, done = res.rollback_id, res.as_dict()
         if trigger == "manual":
             release = res.release  # what was rolled back: the incident's and the alert's subject

@@ -49,6 +49,7 @@ from relops_pipeline.lib.registry.state import (
     put_state,
     utc_naive,
 )
+from relops_pipeline.lib.warehouse import fetch_one
 
 KIND_ROLLBACK_RECOMMENDED = "rollback_recommended"
 _TRIGGER_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -294,11 +295,11 @@ def _describe(state: RegistryState) -> str:
 
 
 def _was_live(con: duckdb.DuckDBPyConnection, workflow: str, version: str) -> bool:
-    row = con.execute(
+    row = fetch_one(con.execute(
         "SELECT count(*) FROM events WHERE workflow = ? AND kind IN (?, ?) "
         "AND json_extract_string(payload, '$.after.live') = ?",
         [workflow, audit.KIND_ROLLOUT, audit.KIND_ROLLBACK, version],
-    ).fetchone()
+    ))
     return bool(row[0])
 
 
@@ -312,6 +313,8 @@ def _rollback_plan(
     candidate = before.candidate
     if release is not None and before.stage_of(release) is None:
         return release, None, None  # already rolled back or replaced: a retried job must not roll back twice
+    source: str | None
+    target: str | None
     if candidate is not None and (release is None or release == candidate):
         source, target = candidate, (to or before.live)
         changes: dict[str, Any] = {"canary": None, "canary_percent": None, "shadow": None}
