@@ -126,16 +126,16 @@ def diff_manifests(
 
     old_tools = {t.get("name"): t for t in old.tools}
     new_tools = {t.get("name"): t for t in new.tools}
-    tools = {
+    tools: dict[str, list[Any]] = {
         "added": [n for n in new_tools if n not in old_tools],
         "removed": [n for n in old_tools if n not in new_tools],
         "changed": [],
     }
-    for name, tool in new_tools.items():
-        if name in old_tools and _canon(old_tools[name]) != _canon(tool):
-            before = old_tools[name]
-            fields = sorted(k for k in set(before) | set(tool) if _canon(before.get(k)) != _canon(tool.get(k)))
-            tools["changed"].append({"name": name, "fields": fields})
+    for tool_name, tool in new_tools.items():
+        if tool_name in old_tools and _canon(old_tools[tool_name]) != _canon(tool):
+            old_tool = old_tools[tool_name]
+            fields = sorted(k for k in set(old_tool) | set(tool) if _canon(old_tool.get(k)) != _canon(tool.get(k)))
+            tools["changed"].append({"name": tool_name, "fields": fields})
     summary += [f"tool {n} added" for n in tools["added"]]
     summary += [f"tool {n} removed" for n in tools["removed"]]
     summary += [f"tool {t['name']} changed ({', '.join(t['fields'])})" for t in tools["changed"]]

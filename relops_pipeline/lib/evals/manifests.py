@@ -150,9 +150,11 @@ def _load_tools(problems: list[Problem], file: str, value: Any, doc: YamlDoc) ->
         else:
             seen[name] = i
         if "description" in tool and not isinstance(tool["description"], str):
-            problems.append(Problem(file, None, field + ".description", f"must be a string, got {describe_type(tool['description'])}", line))
+            problems.append(Problem(file, None, field + ".description",
+                                    f"must be a string, got {describe_type(tool['description'])}", line))
         if "schema" in tool and not isinstance(tool["schema"], dict):
-            problems.append(Problem(file, None, field + ".schema", f"must be a mapping (JSON Schema), got {describe_type(tool['schema'])}", line))
+            problems.append(Problem(file, None, field + ".schema",
+                                    f"must be a mapping (JSON Schema), got {describe_type(tool['schema'])}", line))
     return value
 
 
@@ -181,7 +183,8 @@ def _parse_manifest(path: Path) -> tuple[Manifest | None, list[Problem]]:
             problems.append(Problem(file, None, kind, msg))
     if path.parent.parent.name == "releases":
         if isinstance(workflow, str) and workflow != path.parent.name:
-            problems.append(Problem(file, None, "workflow", f"is {workflow!r} but the file is in the folder of workflow {path.parent.name!r}"))
+            problems.append(Problem(file, None, "workflow",
+                                    f"is {workflow!r} but the file is in the folder of workflow {path.parent.name!r}"))
         if isinstance(version, str) and version != path.stem:
             problems.append(Problem(file, None, "version", f"is {version!r} but the file is named {path.name!r}: name it {version}.yaml"))
 
@@ -200,6 +203,8 @@ def _parse_manifest(path: Path) -> tuple[Manifest | None, list[Problem]]:
 
     if problems:
         return None, problems
+    # checked above: a problem was recorded otherwise
+    assert isinstance(workflow, str) and isinstance(version, str) and isinstance(model, str)
     manifest = Manifest(
         workflow=workflow, version=version, model=model, provider=provider, prompts=prompts,
         parameters=parameters, tools=tools, retrieval=retrieval, code_revision=code_revision,

@@ -62,7 +62,10 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 from relops_pipeline.lib.evals.model import Case, SampleResult, Score
 
@@ -529,11 +532,11 @@ class LlmJudge(Scorer):
         self.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
         env = config.get("api_key_env")
         if env:
-            key = os.environ.get(env)
-            if not key:
+            api_key = os.environ.get(env)
+            if not api_key:
                 raise ValueError(f"scorer llm_judge: environment variable {env} (api_key_env) is not set")
-            self.headers["Authorization"] = f"Bearer {key}"
-        self._client = None
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self._client: httpx.Client | None = None  # created on the first request
 
     def metrics(self, case: Case) -> list[str]:
         return [self.name] if self._rubric(case) else []

@@ -334,7 +334,8 @@ def _check_json_schema(ctx: _Ctx, cid, field, schema, line) -> None:
     from jsonschema.validators import validator_for
 
     # Without $schema jsonschema picks the latest draft; an unknown $schema only warns there.
-    cls = validator_for(schema, default=None) if "$schema" in schema else validator_for(schema)
+    # type: ignore: validator_for returns `default` as given for an unknown $schema; its annotation only allows a class
+    cls = validator_for(schema, default=None) if "$schema" in schema else validator_for(schema)  # type: ignore[arg-type]
     if cls is None:
         ctx.add(cid, field, f"unknown $schema {schema.get('$schema')!r}", line)
         return
@@ -388,6 +389,7 @@ def _check_case(ctx: _Ctx, i: int, raw: Any, line: int | None, seen: dict[str, i
                 f"must be curated, incident:<id> or imported:<source>, got {provenance!r}", line)
     if len(ctx.problems) > before:
         return None
+    assert isinstance(cid_raw, str)  # checked above: a problem was recorded otherwise
     return Case(id=cid_raw, input=raw["input"], expected=expected, tags=list(tags),
                 must_pass=must_pass, provenance=provenance)
 
@@ -503,6 +505,7 @@ def _parse_suite(path: Path) -> tuple[Suite | None, list[Problem]]:
 
     if ctx.problems:
         return None, ctx.problems
+    assert isinstance(workflow, str) and isinstance(version, str)  # checked above: a problem was recorded otherwise
     suite = Suite(workflow=workflow, version=version, cases=cases, changelog=changelog)
     suite.content_hash = suite.compute_hash()
     return suite, []

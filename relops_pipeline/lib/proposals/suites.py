@@ -472,7 +472,7 @@ def propose_suite_cases(
     now: datetime | None = None,
     suite: str | None = None,
     days: int = INCIDENT_WINDOW_DAYS,
-    scorer_types: Iterable[str] | None = None,
+    scorer_types: Iterable[str | None] | None = None,
     dagster_run_id: str | None = None,
 ) -> dict[str, Any] | None:
     """Record a draft suite version with cases from the workflow's incident traces (see the
@@ -604,7 +604,7 @@ def propose_suite_cases(
     return {**row, "skipped": skipped}
 
 
-def _scorer_warnings(cases: list[dict[str, Any]], scorer_types: Iterable[str] | None) -> list[str]:
+def _scorer_warnings(cases: list[dict[str, Any]], scorer_types: Iterable[str | None] | None) -> list[str]:
     if scorer_types is None:
         return []
     have = set(scorer_types)
