@@ -25,6 +25,7 @@ from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, Unread
 from relops_pipeline.lib.schema import UNKNOWN, create_stage_tables_sql
 from relops_pipeline.lib.settings import IngestSettings
 from relops_pipeline.lib.timeutil import utc_naive
+from relops_pipeline.lib.warehouse import fetch_one
 
 # Files in a folder that are documentation or metadata, not traces.
 SKIP_NAMES = ("LICENSE", "PROVENANCE", "README", "NOTICE")
@@ -222,7 +223,6 @@ def ingest_file(
               AND s.start_time IS NOT NULL
             """
         )
-        in_batch_dups = _count(con, "SELECT count(*) FROM batch_spans WHERE dup_rank > 1")
         before = _count(con, "SELECT count(*) FROM spans")
         con.execute(
             """
@@ -283,14 +283,14 @@ def ingest_file(
             raise AccountingError(
                 f"{path}: read {read} != accepted {accepted} + rejected {rejected} + duplicates {duplicates}"
             )
-        tmin, tmax = con.execute(
+        tmin, tmax = fetch_one(con.execute(
             "SELECT min(start_time), max(start_time) FROM spans WHERE ingest_batch_id = ?", [batch_id]
-        ).fetchone()
+        ))
         # Events carry no day of their own, but filling a span's text changes its day's data.
-        emin, emax = con.execute(
+        emin, emax = fetch_one(con.execute(
             "SELECT min(s.start_time), max(s.start_time) FROM spans s "
             "SEMI JOIN batch_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id"
-        ).fetchone()
+        ))
         tmin = min((t for t in (tmin, emin) if t is not None), default=None)
         tmax = max((t for t in (tmax, emax) if t is not None), default=None)
         finished = utc_naive()
