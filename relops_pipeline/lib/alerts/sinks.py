@@ -232,7 +232,8 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     runbook = alert.runbook or "none configured"
     runbook_text = f"<{runbook}|runbook>" if _is_url(runbook) else f"runbook: `{e(runbook)}`"
     blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": _cut(f"{runbook_text} · dedup key `{e(alert.dedup_key or '')}` · alert `{alert.alert_id or '-'}`", 3000)},
+        {"type": "mrkdwn",
+         "text": _cut(f"{runbook_text} · dedup key `{e(alert.dedup_key or '')}` · alert `{alert.alert_id or '-'}`", 3000)},
     ]})
     return {"text": _cut(format_alert_text(alert), 3000), "blocks": blocks}
 
@@ -265,7 +266,9 @@ def sign_body(secret: str, body: bytes) -> str:
 
 def verify_signature(secret: str, body: bytes, header_value: str | None) -> bool:
     """For receivers (and tests): constant-time check of an X-Relops-Signature header."""
-    return bool(header_value) and hmac.compare_digest(sign_body(secret, body), header_value)
+    if not header_value:
+        return False
+    return hmac.compare_digest(sign_body(secret, body), header_value)
 
 
 @dataclass(kw_only=True)
@@ -384,13 +387,13 @@ def _env_name(where: str, value: Any) -> str:
 
 
 def _retry(where: str, cfg: Mapping[str, Any], base: RetryPolicy) -> RetryPolicy:
-    values = {
-        "max_attempts": _number(f"{where}.max_attempts", cfg.get("max_attempts", base.max_attempts), minimum=1, integer=True),
-        "backoff_s": float(_number(f"{where}.backoff_s", cfg.get("backoff_s", base.backoff_s), minimum=0)),
-        "factor": float(_number(f"{where}.factor", cfg.get("factor", base.factor), minimum=1)),
-        "max_backoff_s": float(_number(f"{where}.max_backoff_s", cfg.get("max_backoff_s", base.max_backoff_s), minimum=0)),
-    }
-    return RetryPolicy(**values)
+    return RetryPolicy(
+        # integer=True: an int already (bools are refused)
+        max_attempts=int(_number(f"{where}.max_attempts", cfg.get("max_attempts", base.max_attempts), minimum=1, integer=True)),
+        backoff_s=float(_number(f"{where}.backoff_s", cfg.get("backoff_s", base.backoff_s), minimum=0)),
+        factor=float(_number(f"{where}.factor", cfg.get("factor", base.factor), minimum=1)),
+        max_backoff_s=float(_number(f"{where}.max_backoff_s", cfg.get("max_backoff_s", base.max_backoff_s), minimum=0)),
+    )
 
 
 def cooldown_from_config(alerts_cfg: Mapping[str, Any] | None) -> timedelta:
@@ -448,7 +451,7 @@ def build_sinks(alerts_cfg: Mapping[str, Any] | None, home_alerts_dir: Path | st
             min_sev = normalize_severity(spec.get("min_severity", cls.DEFAULT_MIN_SEVERITY))
         except AlertError:
             raise AlertError(f"{where}.min_severity: expected one of {', '.join(SEVERITIES)}, got {spec.get('min_severity')!r}") from None
-        common = {"name": name, "min_severity": min_sev, "retry": _retry(where, spec, base_retry)}
+        common: dict[str, Any] = {"name": name, "min_severity": min_sev, "retry": _retry(where, spec, base_retry)}
         kw: dict[str, Any] = {}
         if "timeout_s" in cls.KEYS and "timeout_s" in spec:
             kw["timeout_s"] = float(_number(f"{where}.timeout_s", spec["timeout_s"], minimum=0.001))
