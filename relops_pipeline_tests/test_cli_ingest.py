@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from relops_pipeline.cli import EXIT_BAD_INPUT, main
+from relops_pipeline_tests import procs
 from relops_pipeline_tests.conftest import FIXTURES
 
 TRACE_FOLDERS = ["otel_genai_openai_v2", "openinference", "langfuse", "langsmith", "deepeval"]
@@ -120,18 +122,23 @@ def test_malformed_lines_are_rejects_not_crashes_and_listed(home, capsys, tmp_pa
     assert all(r["reason"] for r in rejects["rejects"])
 
 
-def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path):
+def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path, spawn):
     env = {**os.environ, "RELOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     a = FIXTURES / "otel_genai_openai_v2" / "ALL.legacy_semconv.traces.jsonl"
     b = FIXTURES / "otel_genai_openai_v2" / "ALL.latest_experimental.traces.jsonl"
-    subprocess.run([sys.executable, "-m", "relops_pipeline.cli", "init"], env=env, check=True, capture_output=True)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "relops_pipeline.cli", "ingest", str(p), "--json"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.run([sys.executable, "-m", "relops_pipeline.cli", "init"], env=env, check=True, capture_output=True,
+              timeout=procs.scaled(120))
+    # spawn: own process groups, reaped with everything they started when the test ends, pass or fail.
+    children = [
+        spawn([sys.executable, "-m", "relops_pipeline.cli", "ingest", str(p), "--json"], env=env,
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for p in (a, b)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (_out, err) in zip(procs, outs, strict=False):
+    # Both pipes drained at once: a child blocked on a full stderr pipe while holding the
+    # warehouse would stall the other one until the timeout.
+    with ThreadPoolExecutor(len(children)) as pool:
+        outs = list(pool.map(lambda p: p.communicate(timeout=procs.scaled(300)), children))
+    for p, (_out, err) in zip(children, outs, strict=False):
         assert p.returncode == 0, err[-2000:]
     totals = [json.loads(out)["totals"] for out, _ in outs]
     assert all(t["read"] == t["accepted"] + t["rejected"] + t["duplicates"] for t in totals)
