@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from relops_pipeline.lib.evals.model import EvalRunData, SampleResult, Score
 
@@ -44,7 +44,7 @@ def _short(text: Any, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _is_num(v: Any) -> bool:
+def _is_num(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -81,7 +81,7 @@ def _text_of(content: Any) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        parts = [text for p in content if isinstance(p, dict) and isinstance(text := p.get("text"), str)]
         if parts:
             return "".join(parts)
     return json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -136,18 +136,18 @@ def finish(built: Built, path: Path, fmt: str, *, workflow: str, version: str,
     per_case: dict[str, list[str]] = {cid: list(ms) for cid, ms in built.expected_metrics.items()}
     for (cid, _), scores in built.scores.items():
         names = per_case.setdefault(cid, [])
-        for s in scores:
-            if s.metric not in names:
-                names.append(s.metric)
+        for score in scores:
+            if score.metric not in names:
+                names.append(score.metric)
     filled = 0
-    for s in built.samples:
-        if s.error is None:
+    for res in built.samples:
+        if res.error is None:
             continue
-        have = built.scores.setdefault((s.case_id, s.sample), [])
+        have = built.scores.setdefault((res.case_id, res.sample), [])
         present = {x.metric for x in have}
-        for m in per_case.get(s.case_id, []):
+        for m in per_case.get(res.case_id, []):
             if m not in present:
-                have.append(Score(m, 0.0, False, f"sample error: {_short(s.error, 300)}"))
+                have.append(Score(m, 0.0, False, f"sample error: {_short(res.error, 300)}"))
                 filled += 1
     if filled:
         built.notes.append(f"{filled} score(s) set to 0 for errored samples (metrics that apply to their case)")

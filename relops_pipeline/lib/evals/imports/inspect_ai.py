@@ -128,8 +128,9 @@ def _inspect_events(sample: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _inspect_solver_usage(events: list[dict[str, Any]]) -> tuple[dict[str, float] | None, float]:
     """Token usage of model calls outside scorers, and seconds spent inside scorers."""
-    parent: dict[str, str | None] = {}
-    kind: dict[str, str | None] = {}
+    # keyed by span id; looked up with the raw ids of events
+    parent: dict[Any, str | None] = {}
+    kind: dict[Any, str | None] = {}
     begin: dict[str, datetime | None] = {}
     scorer_s = 0.0
     step_depth = 0
@@ -228,7 +229,7 @@ def parse(path: Path) -> Built:
             case_ids.append(cid)
         mp = s["metadata"].get("must_pass") if isinstance(s.get("metadata"), dict) else None
         must_pass[cid] = must_pass.get(cid, False) or mp is True
-        out = s.get("output") if isinstance(s.get("output"), dict) else {}
+        out = got if isinstance(got := s.get("output"), dict) else {}
         text = out.get("completion") if isinstance(out.get("completion"), str) and out.get("completion") else None
         if text is None:
             choices = out.get("choices")
@@ -286,7 +287,7 @@ def parse(path: Path) -> Built:
         scores[(cid, k)] = sc
 
     epochs = sorted({k + 1 for (_, k), _ in rows})
-    ds = ev.get("dataset") if isinstance(ev.get("dataset"), dict) else {}
+    ds = got if isinstance(got := ev.get("dataset"), dict) else {}
     meta = [f"Inspect log (version {header.get('version')}, status {header.get('status')})",
             f"task {ev.get('task')}" + (f" v{ev.get('task_version')}" if ev.get("task_version") is not None else ""),
             f"model {model}"]

@@ -97,7 +97,7 @@ def _pf_layout(path: Path, doc: Any) -> _PfLayout:
         version = v if v in (2, 3) else (3 if isinstance(r.get("prompts"), list) else 2)
         return _PfLayout(version, r["results"], r, doc)
     if isinstance(r, list):
-        return _PfLayout(doc.get("version") if doc.get("version") in (1, 2) else 1, r, doc, doc)
+        return _PfLayout(int(doc["version"]) if doc.get("version") in (1, 2) else 1, r, doc, doc)
     raise ImportFormatError(path, "not a promptfoo output: no 'results' list (v1) or 'results.results' list (v2/v3)")
 
 
@@ -196,8 +196,8 @@ def _pf_pick(path: Path, variants: list[_PfVariant], variant: str | int | None) 
 
 
 def _pf_case(r: dict[str, Any]) -> tuple[str, dict[str, Any], str | None, dict[str, Any]]:
-    tc = r.get("testCase") if isinstance(r.get("testCase"), dict) else {}
-    vars_ = r.get("vars") if isinstance(r.get("vars"), dict) else tc.get("vars")
+    tc = got if isinstance(got := r.get("testCase"), dict) else {}
+    vars_ = got if isinstance(got := r.get("vars"), dict) else tc.get("vars")
     vars_ = vars_ if isinstance(vars_, dict) else {}
     desc = tc.get("description") if isinstance(tc.get("description"), str) else r.get("description")
     desc = desc if isinstance(desc, str) and desc else None
@@ -273,8 +273,8 @@ def parse(path: Path, variant: str | int | None) -> Built:
             case_ids.append(cid)
         mp = tc["metadata"].get("must_pass") if isinstance(tc.get("metadata"), dict) else None
         must_pass[cid] = must_pass.get(cid, False) or mp is True
-        resp = r.get("response") if isinstance(r.get("response"), dict) else {}
-        usage = resp.get("tokenUsage") if isinstance(resp.get("tokenUsage"), dict) else {}
+        resp = got if isinstance(got := r.get("response"), dict) else {}
+        usage = got if isinstance(got := resp.get("tokenUsage"), dict) else {}
         error = _pf_error(r)
         out = resp.get("output")
         samples.append(SampleResult(
@@ -288,9 +288,9 @@ def parse(path: Path, variant: str | int | None) -> Built:
             raw={"format": "promptfoo", "result_index": i, "id": r.get("id"), "testIdx": r.get("testIdx"),
                  "promptIdx": r.get("promptIdx"), "input": {"vars": vars_}, "description": desc},
         ))
-        gr = r.get("gradingResult") if isinstance(r.get("gradingResult"), dict) else None
+        gr = got if isinstance(got := r.get("gradingResult"), dict) else None
         comps = [c for c in (gr.get("componentResults") or []) if isinstance(c, dict)] if gr else []
-        asserts = tc.get("assert") if isinstance(tc.get("assert"), list) else []
+        asserts = got if isinstance(got := tc.get("assert"), list) else []
         names = _pf_metric_names([c.get("assertion") for c in comps] if comps else asserts)
         expected.setdefault(cid, ["pass"])
         for n in names:

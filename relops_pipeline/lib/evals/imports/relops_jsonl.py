@@ -137,14 +137,16 @@ def parse(path: Path) -> Built:
                 elif s:
                     sc.append(s)
         if not bad:
-            key = (cid, k)
-            if key in seen:
-                bad.append(f"case_id {cid!r} sample {k} already on line {seen[key]}")
+            sample_key = (cid, k)
+            if sample_key in seen:
+                bad.append(f"case_id {cid!r} sample {k} already on line {seen[sample_key]}")
             elif mp is not None and cid in must_pass and must_pass[cid][0] != mp:
                 bad.append(f"must_pass {mp} for case {cid!r} contradicts line {must_pass[cid][1]}")
         if bad:
             problems.extend(f"{where}: {b}" for b in bad)
             continue
+        # checked above (each failure adds to `bad`)
+        assert isinstance(cid, str) and isinstance(k, int)
         seen[(cid, k)] = n
         if cid not in known_cases:
             known_cases.add(cid)
