@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from relops_pipeline.lib.alerts.model import AlertError, normalize_severity
 
@@ -64,7 +64,10 @@ class AlertRule:
 
     @property
     def threshold(self) -> float:
-        return float(self.above if self.above is not None else self.below)
+        if self.above is not None:
+            return float(self.above)
+        assert self.below is not None  # a rule has exactly one of above / below (parse_rules)
+        return float(self.below)
 
     def breaches(self, value: float | None) -> bool:
         """True when `value` is on the wrong side of the threshold (strictly)."""
@@ -109,7 +112,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def known_signal(signal: Any) -> bool:
+def known_signal(signal: Any) -> TypeGuard[str]:
     """True for a name of SIGNALS or `online_scores.<name>`."""
     return isinstance(signal, str) and (signal in SIGNALS or (signal.startswith(ONLINE_PREFIX)
                                                               and len(signal) > len(ONLINE_PREFIX)))
@@ -163,6 +166,7 @@ def _parse_rule(errors: list[str], where: str, i: int, raw: Any) -> AlertRule | 
         errors.append(f"{at}: per_release: expected true or false, got {per_release!r}")
     if len(errors) > n_errors:
         return None
+    assert isinstance(name, str) and isinstance(signal, str)  # checked above: an error was recorded otherwise
     return AlertRule(name=name, signal=signal,
                      above=float(raw["above"]) if "above" in given else None,
                      below=float(raw["below"]) if "below" in given else None,
@@ -192,7 +196,7 @@ def parse_rules(mapping: Mapping[str, Any] | Sequence[Any] | None, where: str) -
         raise RulesError(f"{where}.rules: expected a list of rules, got {type(raw_rules).__name__}")
     errors: list[str] = []
     rules = [_parse_rule(errors, where, i, r) for i, r in enumerate(raw_rules)]
-    names = [r.get("name") for r in raw_rules if isinstance(r, Mapping) and isinstance(r.get("name"), str)]
+    names = [nm for r in raw_rules if isinstance(r, Mapping) and isinstance(nm := r.get("name"), str)]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         errors.append(f"{where}.rules: rule names must be unique; repeated: {', '.join(dupes)}")

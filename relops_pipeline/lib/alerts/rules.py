@@ -296,7 +296,8 @@ def firing_for(workflow: str, rule: AlertRule, day: date, signals: Mapping[str, 
     value, sig, release = rule_value(rule, signals)
     if value is None or not rule.breaches(value):
         return None
-    breaching = ()
+    assert sig is not None  # a value comes with the signals it was read from
+    breaching: tuple[dict[str, Any], ...] = ()
     if rule.per_release:
         breaching = tuple(
             {"release": rel, "value": s[rule.signal], "traces": s["traces"]}

@@ -14,6 +14,7 @@ from relops_pipeline.lib.alerts.model import Alert, AlertRecord
 from relops_pipeline.lib.alerts.outbox import DeliveryReport, deliver_due, enqueue
 from relops_pipeline.lib.alerts.sinks import Sink, build_sinks, cooldown_from_config
 from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.warehouse import fetch_one
 from relops_pipeline.lib.workflows import DEFAULTS, list_workflows, load_workflow
 
 
@@ -49,6 +50,6 @@ def deliver(con: duckdb.DuckDBPyConnection, home: Home, now: datetime | None = N
 
 def due_count(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     """How many deliveries are due now (pending and due, or sending past a lease)."""
-    return int(con.execute(
+    return int(fetch_one(con.execute(
         "SELECT count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending') "
-        "AND coalesce(next_attempt_at, TIMESTAMP '1970-01-01') <= ?", [now]).fetchone()[0])
+        "AND coalesce(next_attempt_at, TIMESTAMP '1970-01-01') <= ?", [now]))[0])
