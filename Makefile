@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export RELOPS_HOME ?= $(CURDIR)/data/home
 export DAGSTER_HOME := $(RELOPS_HOME)/dagster
 
-.PHONY: demo test ui evidently-ui install bench clean-home
+.PHONY: demo test test-fast ui evidently-ui install bench clean-home
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	@bash scripts/ensure-postgres.sh
 	$(BIN)/pytest -q --durations=12
+
+# Everything but the tests marked slow (dagster dev, PostgreSQL, the wheel, the CLI's end-to-end
+# flows, the benchmarks' smoke runs): under 2 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 ui: $(STAMP)
 	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null

@@ -5,6 +5,10 @@ PostgreSQL refuses to run as root. When the tests run as root (CI containers), i
 server run as an unprivileged system user (`postgres`, which Debian's package creates, else
 `nobody`) through runuser or setpriv, in a folder of its own under the system temp dir: pytest's
 tmp_path sits under a root-only 0700 folder the server user cannot enter.
+
+initdb and pg_ctl run in process groups of their own, reaped when they return or time out
+(procs.run); the postmaster, which pg_ctl detaches into a session of its own, is stopped by
+`stop()`. Every timeout is multiplied by $RELOPS_TEST_TIMEOUT_SCALE (procs.scaled).
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from relops_pipeline_tests.procs import run, scaled
 
 SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -110,8 +117,8 @@ class PostgresServer:
 
     def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         # cwd: the server user may not be able to enter the caller's working directory.
-        proc = subprocess.run(self._cmd(argv), cwd=self.base, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"})
+        proc = run(self._cmd(argv), cwd=self.base, capture_output=True, text=True, timeout=scaled(timeout),
+                   env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"})
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}\n{self.log_tail()}")
         return proc
@@ -142,20 +149,20 @@ class PostgresServer:
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={sockets} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
         self._started = True  # from here on stop() must run, even if start fails half-way
-        self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-                   "-o", options, "start"], timeout=90)
+        self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+                   "-t", str(round(scaled(60))), "-o", options, "start"], timeout=90)
         self._wait_ready(30)
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + scaled(timeout_s)
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL is not accepting connections on 127.0.0.1:{self.port}:\n{self.log_tail()}")
+                    raise RuntimeError(f"PostgreSQL is not accepting connections on 127.0.0.1:{self.port}:\n{self.log_tail()}") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -167,8 +174,8 @@ class PostgresServer:
             if self._started:
                 self._started = False
                 try:
-                    self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30", "stop"],
-                              timeout=45)
+                    self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
+                               "-t", str(round(scaled(30))), "stop"], timeout=45)
                 except (RuntimeError, subprocess.TimeoutExpired):
                     self._kill_postmaster()
         finally:
@@ -179,11 +186,16 @@ class PostgresServer:
                 self._own_base = None
 
     def _kill_postmaster(self) -> None:
+        """SIGKILL to the postmaster and its backends (its process group: pg_ctl starts it in a
+        session of its own), or to the postmaster alone if it leads no group."""
         pid_file = self.data_dir / "postmaster.pid"
         if pid_file.exists():
             pid = int(pid_file.read_text().splitlines()[0])
             try:
-                os.kill(pid, 9)
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -193,7 +205,7 @@ class PostgresServer:
         import psycopg2
 
         con = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=dbname,
-                               connect_timeout=10)
+                               connect_timeout=max(1, round(scaled(10))))
         con.autocommit = True
         return con
 

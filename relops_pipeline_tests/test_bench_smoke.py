@@ -19,6 +19,8 @@ from bench.drift import (
 from bench.drift_quality import CANDIDATES, Task, alerts, run_task, shifts
 from relops_pipeline.lib.warehouse import migrate
 
+pytestmark = pytest.mark.slow  # the benchmarks' smoke runs (Evidently, simulated worlds)
+
 FEATURES = ("day, release, start_time, spans, llm_calls, latency_ms, input_tokens, output_tokens, cost_usd, "
             "input_chars, input_words, output_chars, output_words, output_json_valid, is_error, is_refusal, "
             "finish_reason, model, topic, language, feedback, online_scores")

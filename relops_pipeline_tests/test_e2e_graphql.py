@@ -17,7 +17,7 @@ from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import connect
 from relops_pipeline_tests.dagster_dev import DagsterDev
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real dagster dev and a backfill
 
 WORKFLOW = "doc-qa"
 BASELINE, CANDIDATE = "v2.0.0", "v2.1.0"

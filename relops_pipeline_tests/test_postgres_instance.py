@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,13 +20,14 @@ import pytest
 
 from relops_pipeline.lib.home import Home
 from relops_pipeline_tests.pg import PostgresServer, find_server_bin
+from relops_pipeline_tests.procs import run, scaled
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_YAML = REPO / "docs" / "dagster.postgres.yaml"
 DB = "dagster"
 POOL = "relops_warehouse"
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a PostgreSQL server and a CLI run
 
 
 def _missing(what: str) -> None:
@@ -68,9 +68,9 @@ def test_cli_ingest_runs_on_a_postgres_backed_instance(pg, tmp_path, monkeypatch
 
     env = {**os.environ, **pg.dagster_env(DB), "RELOPS_HOME": str(home.root)}
     started = time.monotonic()
-    proc = subprocess.run(
+    proc = run(  # its own process group, reaped however it ends
         [str(Path(sys.executable).parent / "relops"), "ingest", "--home", str(home.root), str(tmp_path / "traces"), "--json"],
-        env=env, capture_output=True, text=True, timeout=150, cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=scaled(150), cwd=tmp_path,
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, f"relops ingest exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{pg.log_tail()}"

@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
@@ -48,6 +47,7 @@ from relops_pipeline.lib.registry import (
 from relops_pipeline.lib.registry import rollout as rollout_mod
 from relops_pipeline.lib.runbook import render_runbook
 from relops_pipeline.lib.warehouse import open_warehouse
+from relops_pipeline_tests.procs import run, scaled
 
 WF = "support-triage"
 
@@ -110,7 +110,7 @@ def test_importing_the_reader_loads_nothing_heavy():
         "heavy = ('duckdb', 'dagster', 'pandas', 'numpy', 'pyarrow', 'httpx', 'yaml')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=scaled(60))
     assert out.stdout.strip() == "[]"
 
 
