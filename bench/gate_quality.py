@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             b = run.decisions(sc, range(args.check_seeds), 10_000)
             check[sc.name] = (sum(x == y for x, y in zip(a, b, strict=False)), len(a), b)
         print("decisions with", args.n_boot, "vs 10,000 bootstrap resamples (same seeds):")
-        for name, (same, n, b) in check.items():
+        for name, (same, n, _b) in check.items():
             print(f"  {name:<40} {same}/{n} identical")
         print()
 

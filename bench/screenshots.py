@@ -101,7 +101,7 @@ class Chromium:
 
         self.port = free_port()
         self.log = workdir / "chromium.log"
-        self._log_file = open(self.log, "w")
+        self._log_file = open(self.log, "w")  # noqa: SIM115 - Chromium writes to it until close()
         self.proc = subprocess.Popen(
             [binary, *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'profile'}", f"--remote-debugging-port={self.port}",
              "about:blank"],
@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.home:
         ap.error("--home (or RELOPS_HOME) is required")
     home = Path(args.home).resolve()
-    binary = next((b for b in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")) if b and Path(b).exists()), None)
+    binary = next((b for b in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                   if b and Path(b).exists()), None)
     if binary is None:
         print("chromium not found: apt-get install -y --no-install-recommends chromium", file=sys.stderr)
         return 2

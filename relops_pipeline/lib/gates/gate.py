@@ -86,7 +86,8 @@ def evaluate_gate(
         thresholds = _thresholds_in_force(con, key, wf.name)
         candidate = latest_eval_run(con, key, suite_version)
         if candidate is None:
-            raise ValueError(f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: run `relops eval {workflow_name} {version}`")
+            raise ValueError(f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: "
+                             f"run `relops eval {workflow_name} {version}`")
         suite = candidate["suite_version"]
         live = _live_version(home, wf.name)
         if baseline and release_key(wf.name, baseline) == key:
@@ -95,7 +96,8 @@ def evaluate_gate(
         # An invalid baseline run (too many errored samples, scored 0) would flatter the candidate.
         base_run = latest_eval_run(con, release_key(wf.name, base_version), suite, valid_only=True) if base_version else None
         if base_version and base_run is None:
-            log(f"baseline {base_version} has no valid eval run on suite {suite}: the gate cannot compare (run `relops eval backfill --workflow {wf.name}`)")
+            log(f"baseline {base_version} has no valid eval run on suite {suite}: the gate cannot compare "
+                f"(run `relops eval backfill --workflow {wf.name}`)")
         candidate_df = run_frame(con, candidate["eval_run_id"])
         baseline_df = run_frame(con, base_run["eval_run_id"]) if base_run else None
         must_pass = set(candidate_df.loc[candidate_df["must_pass"].astype(bool), "case_id"].unique())
@@ -115,7 +117,8 @@ def evaluate_gate(
                 "cost_per_sample_budget_usd": thresholds.cost_per_sample_budget_usd,
             },
             "candidate_source": candidate["source"],
-            "baseline_chosen_by": "--baseline" if baseline else ("live release" if live and base_version == live else "last releasable release"),
+            "baseline_chosen_by": "--baseline" if baseline else (
+                "live release" if live and base_version == live else "last releasable release"),
             "dagster_run_id": dagster_run_id,
         }
     # The decision (with must-pass re-samples through the runner, which may be slow) runs with
