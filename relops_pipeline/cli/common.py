@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,17 +171,25 @@ def materialize(home: Home, assets, *, partition_key: str | None = None, days: t
     )
 
 
+def materialize_or_fail(home: Home, assets: Sequence[str], *, what: str, partition_key: str | None = None,
+                        days: tuple[str, str] | None = None, tags: dict | None = None, code: int = EXIT_RUN_FAILED):
+    """materialize, and the result when the run succeeded; a failed run is a CliError naming
+    `what`, the run id, the partition and the innermost cause."""
+    result = materialize(home, assets, partition_key=partition_key, days=days, tags=tags)
+    if not result.success:
+        where = partition_key or (f"{days[0]}..{days[1]}" if days else None)
+        raise CliError(f"{what} run {result.run_id}{f' for {where}' if where else ''} failed: {run_failure(result)}", code)
+    return result
+
+
 def run_followup(home: Home, followup):
     """Run one planned follow-up (defs/followups.py) in this process: what a sensor would launch
     when the daemon runs. A failed run is a CliError."""
     if followup.assets:
-        result = materialize(home, followup.assets, partition_key=followup.partition_key, days=followup.days,
-                             tags=dict(followup.tags))
-    else:
-        result = run_job(home, followup.job, run_config=dict(followup.run_config), tags=followup.run_tags)
-    if not result.success:
-        raise CliError(f"{followup.describe()} run {result.run_id} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-    return result
+        return materialize_or_fail(home, followup.assets, what=followup.kind.replace("_", " "),
+                                   partition_key=followup.partition_key, days=followup.days, tags=dict(followup.tags))
+    return run_or_fail(home, followup.job, what=followup.kind.replace("_", " "), run_config=dict(followup.run_config),
+                       tags=followup.run_tags)
 
 
 def run_or_fail(home: Home, job_name: str, *, what: str, run_config: dict | None = None, tags: dict | None = None,

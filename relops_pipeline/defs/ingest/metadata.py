@@ -1,0 +1,71 @@
+"""Typed results of the traces domain (lib/traces_day.py) as materialization metadata and
+check results."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from relops_pipeline.lib.markdown import md_table
+from relops_pipeline.lib.traces_day import DayValidation, FeaturesRefresh, SignalsRefresh
+
+# The day's validation rules that become asset checks, with their severity and meaning.
+SPAN_RULES = (
+    ("keys_not_null", dg.AssetCheckSeverity.ERROR, "trace id, span id, workflow, release and start time are never null"),
+    ("span_ids_unique", dg.AssetCheckSeverity.ERROR, "each (trace id, span id) appears once"),
+    ("times_ordered", dg.AssetCheckSeverity.ERROR, "no span ends before it starts"),
+    ("latency_not_negative", dg.AssetCheckSeverity.ERROR, "no negative latency"),
+    ("unknown_release_share", dg.AssetCheckSeverity.WARN, "few spans without a release identifier"),
+    ("latency_in_range", dg.AssetCheckSeverity.WARN, "latency within the plausible range"),
+)
+
+
+def window_text(start, end) -> str:
+    return f"{start:%Y-%m-%d} .. {end:%Y-%m-%d} (end exclusive)"
+
+
+def raw_traces_result(v: DayValidation) -> dg.MaterializeResult:
+    """The day's volume as metadata and each validation rule as a check result."""
+    severity = {name: sev for name, sev, _ in SPAN_RULES}
+    checks = [
+        dg.AssetCheckResult(
+            check_name=rule.name,
+            passed=bool(rule.passed),
+            severity=severity[rule.name],
+            description=rule.description,
+            metadata={
+                **{k: val for k, val in rule.observed.items() if isinstance(val, (int, float, str, bool))},
+                **({"examples": dg.MetadataValue.json(rule.unexpected_examples)} if rule.unexpected_examples else {}),
+                **({"evaluation_error": rule.error} if rule.error else {}),
+            },
+        )
+        for rule in v.validation.rules
+        if rule.name in severity
+    ]
+    table = md_table(["workflow", "release", "spans"], [[r.workflow, r.release, r.spans] for r in v.by_release])
+    return dg.MaterializeResult(
+        metadata={
+            "spans": dg.MetadataValue.int(v.spans),
+            "unknown_release_spans": dg.MetadataValue.int(v.unknown_release_spans),
+            "rejects_in_overlapping_batches": dg.MetadataValue.int(v.rejects_in_overlapping_batches),
+            "window": dg.MetadataValue.text(window_text(v.start, v.end)),
+            "by_release": dg.MetadataValue.md(table),
+        },
+        check_results=checks,
+    )
+
+
+def daily_signals_result(r: SignalsRefresh) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={
+        "rows": dg.MetadataValue.int(r.rows),
+        "spans": dg.MetadataValue.int(r.spans),
+        "errors": dg.MetadataValue.int(r.errors),
+        "cost_usd": dg.MetadataValue.float(r.cost_usd),
+        "max_latency_p95_ms": dg.MetadataValue.float(r.max_latency_p95_ms),
+    })
+
+
+def trace_features_result(r: FeaturesRefresh) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={
+        "traces": dg.MetadataValue.int(r.traces),
+        "by_workflow": dg.MetadataValue.md(md_table(["workflow", "traces"], [[w.workflow, w.traces] for w in r.by_workflow])),
+    })

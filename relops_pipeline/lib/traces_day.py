@@ -1,0 +1,115 @@
+"""The service entry points behind the daily traces assets: validate a window of days, refresh
+its daily signals, refresh its per-request features. Each returns a typed result that the
+Dagster layer turns into metadata (defs/ingest/metadata.py) and that round-trips through JSON
+(lib/results.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import duckdb
+
+from relops_pipeline.lib.validation import SpanValidation
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseVolume:
+    workflow: str
+    release: str
+    spans: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DayValidation:
+    """The spans of a window of days, validated."""
+
+    start: dt.datetime
+    end: dt.datetime  # exclusive
+    spans: int
+    unknown_release_spans: int
+    rejects_in_overlapping_batches: int
+    by_release: tuple[ReleaseVolume, ...]
+    validation: SpanValidation
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalsRefresh:
+    """Daily signals recomputed for a window of days."""
+
+    start: dt.date
+    end: dt.date  # exclusive
+    rows: int
+    spans: int
+    errors: int
+    cost_usd: float
+    max_latency_p95_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowTraces:
+    workflow: str
+    traces: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesRefresh:
+    """Per-request features recomputed for a window of days."""
+
+    start: dt.date
+    end: dt.date  # exclusive
+    traces: int
+    by_workflow: tuple[WorkflowTraces, ...]
+
+
+def validate_window(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.datetime) -> DayValidation:
+    """Validate the spans that start in [start, end) (Great Expectations rules) and count them."""
+    from relops_pipeline.lib.validation import validate_spans
+
+    df = con.execute(
+        "SELECT trace_id, span_id, workflow, release, release_known, start_time, end_time, latency_ms "
+        "FROM spans WHERE start_time >= ? AND start_time < ?",
+        [start, end],
+    ).df()
+    by_release = con.execute(
+        "SELECT workflow, release, count(*) AS spans FROM spans WHERE start_time >= ? AND start_time < ? "
+        "GROUP BY ALL ORDER BY workflow, release",
+        [start, end],
+    ).fetchall()
+    rejects = con.execute(
+        "SELECT count(*) FROM trace_rejects r JOIN ingest_batches b ON b.batch_id = r.ingest_batch_id "
+        "WHERE b.min_start_time < ? AND b.max_start_time >= ?",
+        [end, start],
+    ).fetchall()[0][0]
+    return DayValidation(
+        start=start, end=end, spans=len(df),
+        unknown_release_spans=int((~df["release_known"]).sum()) if len(df) else 0,
+        rejects_in_overlapping_batches=int(rejects),
+        by_release=tuple(ReleaseVolume(w, r, int(n)) for w, r, n in by_release),
+        validation=validate_spans(df),
+    )
+
+
+def refresh_signals(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> SignalsRefresh:
+    """Recompute the daily signals of [start, end) and total them."""
+    from relops_pipeline.lib.signals import compute_daily_signals
+
+    rows = compute_daily_signals(con, start, end)
+    spans, errors, cost, p95 = con.execute(
+        "SELECT coalesce(sum(spans), 0), coalesce(sum(errors), 0), coalesce(sum(cost_usd), 0), "
+        "max(latency_p95_ms) FROM daily_signals WHERE day >= ? AND day < ?",
+        [start, end],
+    ).fetchall()[0]
+    return SignalsRefresh(start, end, rows, int(spans), int(errors), float(cost), float(p95 or 0.0))
+
+
+def refresh_features(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> FeaturesRefresh:
+    """Recompute the per-request features of [start, end) and count them per workflow."""
+    from relops_pipeline.lib.drift.features import compute_trace_features
+
+    traces = compute_trace_features(con, start, end)
+    by_wf = con.execute(
+        "SELECT workflow, count(*) FROM trace_features WHERE day >= ? AND day < ? GROUP BY ALL ORDER BY ALL",
+        [start, end],
+    ).fetchall()
+    return FeaturesRefresh(start, end, int(traces), tuple(WorkflowTraces(w, int(n)) for w, n in by_wf))
