@@ -190,6 +190,7 @@ def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[Fail
         meta = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
         # Checks of a partitioned asset carry no partition (Dagster 1.13): the run's tag does.
         partition = ev.partition or meta.get("release_key") or (run.tags.get("dagster/partition") if run else None)
+        partition = str(partition) if partition else None
         out.append(FailedCheck(trigger, check, rec.storage_id, run_id,
                                dt.datetime.fromtimestamp(entry.timestamp, tz=dt.UTC), partition, ev.description, meta))
     return out

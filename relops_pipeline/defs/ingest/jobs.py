@@ -48,7 +48,7 @@ def ingest_trace_files(
             run_id=context.run.run_id,
             progress=progress,
         )
-        batch_ids = [f.batch_id for f in summary.files]
+        batch_ids = [f.batch_id for f in summary.files if f.batch_id]
         days = touched_days(con, batch_ids)
         per_day = spans_by_day(con, batch_ids, days)
     ranges = day_ranges(days)

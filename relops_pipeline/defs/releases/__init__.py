@@ -1,5 +1,7 @@
 """Releases domain: rollout plans, the registry, rollback on failed checks, runbooks and drills."""
 
+import dagster as dg
+
 from relops_pipeline.defs.releases.assets import (
     canary_analysis,
     drill_fresh,
@@ -19,8 +21,10 @@ from relops_pipeline.defs.releases.jobs import (
 )
 from relops_pipeline.defs.releases.sensors import failed_checks_sensor, runbook_inputs_sensor
 
-assets = [rollout_plan, canary_analysis, release_registry, rollback_runbook, rollback_drill]
+assets: list[dg.AssetsDefinition | dg.AssetSpec] = [rollout_plan, canary_analysis, release_registry, rollback_runbook,
+                                                   rollback_drill]
 asset_checks = [drill_fresh]
-jobs = [rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
+jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+    rollback_alert_job, registry_change_job, runbook_job, drill_job, drill_freshness_job]
 schedules = [monthly_drill_schedule, daily_drill_freshness_schedule]
 sensors = [failed_checks_sensor, runbook_inputs_sensor]
