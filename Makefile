@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export RELOPS_HOME ?= $(CURDIR)/data/home
 export DAGSTER_HOME := $(RELOPS_HOME)/dagster
 
-.PHONY: demo test test-fast ui evidently-ui install bench clean-home
+.PHONY: demo test test-fast lint ui evidently-ui install bench clean-home
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 # flows, the benchmarks' smoke runs): under 2 minutes on 2 cores.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
+
+# ruff over the tree; mypy over the domain logic, the Dagster wiring, the CLI and the demo.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy relops_pipeline
 
 ui: $(STAMP)
 	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null
