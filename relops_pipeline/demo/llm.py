@@ -448,8 +448,10 @@ def _triage(feat: _Features, case: Case, rng: random.Random) -> tuple[str, dict[
     fields = expected.get("fields") or {}
     ticket = _input_text(case, "ticket")
     lang = _lang(case, ticket)
-    truth = fields.get("category") if isinstance(fields.get("category"), str) else _classify(ticket)
-    truth_prio = fields.get("priority") if fields.get("priority") in _PRIORITIES else "normal"
+    category_field = fields.get("category")
+    truth: str = category_field if isinstance(category_field, str) else _classify(ticket)
+    priority_field = fields.get("priority")
+    truth_prio: str = priority_field if isinstance(priority_field, str) and priority_field in _PRIORITIES else "normal"
     contains = [str(s) for s in expected.get("contains") or []]
     banned = [str(s) for s in expected.get("not_contains") or []]
 
@@ -543,7 +545,8 @@ def _qa(feat: _Features, case: Case, rng: random.Random) -> tuple[str, dict[str,
     expected = case.expected or {}
     question = _input_text(case, "question")
     lang = _lang(case, question)
-    reference = expected.get("reference") if isinstance(expected.get("reference"), str) else ""
+    reference_field = expected.get("reference")
+    reference: str = reference_field if isinstance(reference_field, str) else ""
     contains = [str(s) for s in expected.get("contains") or []]
     banned = [str(s) for s in expected.get("not_contains") or []]
     policy_tags = [t for t in case.tags if t in _POLICIES]
@@ -655,8 +658,7 @@ def respond(manifest: Manifest, case: Case, sample: int, seed: int = 0) -> dict[
         output, info = _generic(feat, case, rng)
         retrieval_tokens = 0
 
-    prompt_chars = sum(len(m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content")))
-                       for m in messages)
+    prompt_chars = sum(len(c if isinstance(c := m.get("content"), str) else json.dumps(c)) for m in messages)
     input_tokens = prompt_chars // 4 + 7 * len(messages) + feat.tool_tokens + retrieval_tokens
     cpt = _CHARS_PER_TOKEN.get(_lang(case, output[:400]), 4.0)
     output_tokens = max(1, math.ceil(len(output) / cpt))

@@ -267,11 +267,12 @@ class _Router:
         defs = [r for r in _RELEASE_DEFS if r.workflow == workflow]
         self.full = [((r.full_day * 86400 + _DEPLOY_HOUR * 3600) if r.full_day is not None else -1, r)
                      for r in defs if r.full_day is not None or r.canary_day is None]
-        self.canary = []
+        self.canary: list[tuple[float, float, _ReleaseDef]] = []
         for r in defs:
             if r.canary_day is None:
                 continue
             lo = r.canary_day * 86400 + _DEPLOY_HOUR * 3600
+            hi: float
             if r.full_day is not None:
                 hi = r.full_day * 86400 + _DEPLOY_HOUR * 3600
             elif r.rollback_day is not None:
@@ -915,6 +916,7 @@ class _DayWriter:
             attrs.extend(extra)
             msg = _ERR_MESSAGES[error].format(model=model)
             return self._span(tid, self._sid(), parent, f"chat {model}", 3, t0, t1, attrs, (error, msg)), t1
+        assert output is not None  # no error: the call answered
         out_tok = output["tokens"]
         dur = self._llm_latency(model, in_tok, out_tok, load)
         t1 = t0 + int(dur * 1e6)
@@ -1142,11 +1144,11 @@ class _DayWriter:
             if beh.citations:
                 aparts[1:] = [f"{a} [{1 + int(rng.random() * beh.top_k)}]" for a in aparts[1:]]
             if beh.citations:
-                aparts.append("Sources: " + ", ".join(d["id"] for d in docs[:2]))
+                aparts.append("Sources: " + ", ".join(str(d["id"]) for d in docs[:2]))
             answer = " ".join(aparts)
             ground = rng.betavariate(beh.groundedness * 14, (1 - beh.groundedness) * 14)
             err = self._llm_error(load)
-            out = None
+            out: dict[str, Any] | None = None
             extra = list(tags)
             if not err:
                 r = rng.random()
