@@ -1,5 +1,7 @@
 """Ingestion domain: trace files -> warehouse -> raw_traces -> daily_signals, trace_features."""
 
+from __future__ import annotations
+
 import dagster as dg
 
 from relops_pipeline.defs.followups import canary_job, traces_followup_job

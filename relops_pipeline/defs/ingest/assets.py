@@ -26,6 +26,12 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     return tw.start.replace(tzinfo=None), tw.end.replace(tzinfo=None)
 
 
+def derived_from(upstream: dg.AssetsDefinition) -> dict:
+    """The definition of a daily asset computed from `upstream`'s days, one run over a range."""
+    return {"partitions_def": daily_partitions, "backfill_policy": SINGLE_RUN, "pool": WAREHOUSE_POOL,
+            "deps": [upstream], "group_name": "traces", "kinds": {"duckdb"}}
+
+
 @with_beta_parameters(
     dg.asset,
     partitions_def=daily_partitions,
@@ -57,15 +63,7 @@ def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     return raw_traces_result(validated)
 
 
-@with_beta_parameters(
-    dg.asset,
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    pool=WAREHOUSE_POOL,
-    deps=[raw_traces],
-    group_name="traces",
-    kinds={"duckdb"},
-)
+@with_beta_parameters(dg.asset, **derived_from(raw_traces))
 def daily_signals(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Per workflow, release and day: volume, error and refusal rates, latency percentiles,
     tokens, cost, finish-reason mix, feedback and online scores.
@@ -80,15 +78,7 @@ def daily_signals(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         return daily_signals_result(refresh_signals(con, start.date(), end.date()))
 
 
-@with_beta_parameters(
-    dg.asset,
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    pool=WAREHOUSE_POOL,
-    deps=[raw_traces],
-    group_name="traces",
-    kinds={"duckdb"},
-)
+@with_beta_parameters(dg.asset, **derived_from(raw_traces))
 def trace_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per production request (trace): latency, tokens, cost, input and output length,
     error, refusal, finish reason, model, topic, language, feedback and online scores.

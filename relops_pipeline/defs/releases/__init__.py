@@ -1,5 +1,7 @@
 """Releases domain: rollout plans, the registry, rollback on failed checks, runbooks and drills."""
 
+from __future__ import annotations
+
 import dagster as dg
 
 from relops_pipeline.defs.releases.assets import (
