@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from relops_pipeline.defs.beta import with_beta_parameters
 from relops_pipeline.defs.followups import canary_job, traces_followup_job
 from relops_pipeline.defs.ingest.jobs import ingest_traces_job
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
@@ -36,8 +35,7 @@ def landing_files(landing: Path, settle_s: float, now: float | None = None) -> d
     return out
 
 
-@with_beta_parameters(
-    dg.sensor,
+@dg.sensor(
     job=ingest_traces_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -72,8 +70,7 @@ def _new_materializations(instance, asset: str, after_id: int, limit: int = 1000
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after_id), limit=limit, ascending=True).records)
 
 
-@with_beta_parameters(
-    dg.sensor,
+@dg.sensor(
     jobs=[traces_followup_job, canary_job],
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
