@@ -8,7 +8,9 @@ Shared by the end-to-end tests and bench/screenshots.py:
 
 `dagster dev` maps SIGTERM to SIGINT, so it runs in its own session with SIGINT at its default
 (not the ignored disposition a background shell hands down) and is stopped by SIGINT to its
-process group, SIGKILL after a grace period. Every failure while waiting includes the tail of its log.
+process group (everything it started: daemon, code servers, run workers), SIGKILL after a grace
+period, even when dagster dev itself has already exited. Every failure while waiting includes the
+tail of its log. All timeouts are nominal seconds multiplied by $RELOPS_TEST_TIMEOUT_SCALE (procs.scaled).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from relops_pipeline_tests.procs import popen, reap, scaled
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -78,10 +82,9 @@ class DagsterDev:
         dagster = Path(sys.executable).parent / "dagster"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
+            self.proc = popen(  # a new session: its own process group
                 [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(self.workspace)],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_default_sigint,
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_default_sigint,
             )
         try:
             self.wait(self._server_ready, ready_timeout_s, "the webserver")
@@ -92,7 +95,7 @@ class DagsterDev:
         return self
 
     def _server_ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/server_info", timeout=2) as r:
+        with urllib.request.urlopen(f"{self.url}/server_info", timeout=scaled(2)) as r:
             return r.status == 200
 
     def _location_loaded(self) -> bool:
@@ -108,17 +111,10 @@ class DagsterDev:
         return bool(entries) and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries)
 
     def stop(self, grace_s: float = 60) -> None:
-        """SIGINT to the process group (webserver, daemon, code servers, runs); SIGKILL after grace_s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        """SIGINT to the process group (webserver, daemon, code servers, runs); SIGKILL to what is
+        left of it after scaled(grace_s). Safe to call twice."""
+        if self.proc is not None:
+            reap(self.proc, grace_s, sig=signal.SIGINT)
 
     def __enter__(self) -> DagsterDev:
         return self.start()
@@ -130,6 +126,7 @@ class DagsterDev:
         """Poll predicate() until it returns a truthy value (returned); exceptions count as
         'not yet' except DagsterDevError. Fails with the log's tail if the process exits or
         the time runs out."""
+        timeout_s = scaled(timeout_s)
         deadline = time.monotonic() + timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:
@@ -152,7 +149,7 @@ class DagsterDev:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         req = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            with urllib.request.urlopen(req, timeout=scaled(timeout_s)) as r:
                 doc = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             raise DagsterDevError(f"GraphQL HTTP {exc.code}: {exc.read()[:2000]!r}") from None

@@ -18,10 +18,13 @@ from relops_pipeline.lib.registry.state import RegistryState, put_state, write_p
 from relops_pipeline.lib.warehouse import connect, open_warehouse
 from relops_pipeline.registry import read_pointer
 from relops_pipeline_tests.dagster_dev import DagsterDev
+from relops_pipeline_tests.procs import scaled
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real dagster dev, minutes of sensor ticks
 
 
 def _alerts(home: Home) -> int:
-    con = connect(home.warehouse_path, read_only=True, timeout_s=10)
+    con = connect(home.warehouse_path, read_only=True, timeout_s=scaled(10))
     try:
         return con.execute("SELECT count(*) FROM alert_outbox WHERE workflow = 'doc-qa'").fetchall()[0][0]
     finally:
@@ -46,7 +49,7 @@ def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path
 
     with DagsterDev(home.root, tmp_path / "dagster-dev.log") as dev:
         # Let the sensors take their first ticks (cursors start), then the traces arrive.
-        time.sleep(20)
+        time.sleep(scaled(20))
         started = time.monotonic()
         generate_demo_traces(home.landing_dir / "demo", days=range(53, 56), workflows=["doc-qa"])
         pointer = dev.wait(lambda: (p := read_pointer(home.registry_dir, "doc-qa")).canary is None and p,

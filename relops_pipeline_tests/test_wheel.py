@@ -24,12 +24,15 @@ from pathlib import Path
 
 import pytest
 
+from relops_pipeline_tests import procs
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "relops_pipeline" / "example"
 
 
 def _run(cmd: list[str], *, timeout: float, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    # Its own process group, reaped however it ends; the timeout scales with RELOPS_TEST_TIMEOUT_SCALE.
+    proc = procs.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=procs.scaled(timeout))
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} -> exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
