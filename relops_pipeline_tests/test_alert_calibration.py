@@ -180,7 +180,7 @@ def test_per_release_rule_catches_a_small_canary_the_aggregate_misses(con):
     assert [f.rule for f in fired] == ["trunc-release"]
     f = fired[0]
     assert (f.release, f.value, f.traces) == ("v2", pytest.approx(0.1), 40)
-    assert [r["release"] for r in f.releases] == ["v2"]
+    assert [r.release for r in f.releases] == ["v2"]
     assert evaluate_rules(con, WF, rules, d + timedelta(days=1)) == []  # no signals: nothing fires
 
 
@@ -195,22 +195,22 @@ def test_fire_rules_seeds_records_once_and_raises_one_alert_per_firing(con, tmp_
     add_signals(con, d, error_rate=0.04, p95=3000)
     out = fire_rules(con, home, WF, d, dagster_run_id="run-1", now=NOW)
     assert current_alert_rules(con, WF).author == "ana.lopez"  # seeded from the file
-    assert sorted((f["rule"], f["new"], f["rules_version"]) for f in out) == [
+    assert sorted((f.rule, f.new, f.rules_version) for f in out) == [
         ("error-rate", True, 1), ("p95-latency", True, 1)]
     alerts = con.execute("SELECT kind, severity, dedup_key, release FROM alert_outbox ORDER BY kind").fetchall()
     assert alerts == [("signal.error-rate", "warning", f"signal.error-rate:{WF}:2026-11-10", "*"),
                       ("signal.p95-latency", "error", f"signal.p95-latency:{WF}:2026-11-10", "*")]
     again = fire_rules(con, home, WF, d, dagster_run_id="run-2", now=NOW)
-    assert [f["new"] for f in again] == [False, False]
-    assert {f["alert_id"] for f in again} == {f["alert_id"] for f in out}
+    assert [f.new for f in again] == [False, False]
+    assert {f.alert_id for f in again} == {f.alert_id for f in out}
     assert con.execute("SELECT count(*) FROM alert_outbox").fetchone()[0] == 2
     rows = con.execute("SELECT rule, value, threshold, traces, dagster_run_id FROM rule_firings ORDER BY rule").fetchall()
     assert rows == [("error-rate", 0.04, 0.03, 100, "run-1"), ("p95-latency", 3000.0, 2500.0, 100, "run-1")]
     # Recorded without an alert (an old day), the alert follows when a later run raises alerts.
     d2 = d + timedelta(days=1)
     add_signals(con, d2, error_rate=0.04)
-    assert fire_rules(con, home, WF, d2, now=NOW, raise_alerts=False)[0]["alert_id"] is None
-    assert fire_rules(con, home, WF, d2, now=NOW)[0]["alert_id"] is not None
+    assert fire_rules(con, home, WF, d2, now=NOW, raise_alerts=False)[0].alert_id is None
+    assert fire_rules(con, home, WF, d2, now=NOW)[0].alert_id is not None
     assert con.execute("SELECT count(*) FROM alert_outbox").fetchone()[0] == 3
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 from pathlib import Path
 
 from relops_pipeline.cli.common import (
@@ -20,11 +19,13 @@ from relops_pipeline.cli.common import (
     Commands,
     default_actor,
     get_workflow,
+    materialize_or_fail,
     plain_table,
     read_warehouse,
     run_or_fail,
 )
 from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.results import to_json
 
 
 def _today() -> dt.date:
@@ -68,15 +69,16 @@ def cmd_memo(args) -> CommandResult:
     week = _week_arg(args.week)
     with read_warehouse(home):
         pass
-    result = run_or_fail(home, "memo_job", what="memo", tags={"dagster/partition": week.isoformat()})
+    from relops_pipeline.lib.cadence import recorded_memo_of_run
+
+    result = materialize_or_fail(home, ["stability_memo"], what="memo", partition_key=week.isoformat())
     with read_warehouse(home) as con:
-        row = con.execute(
-            "SELECT memo_id, md_path, html_path, report_md, ops_from, ops_to, memo FROM stability_memos "
-            "WHERE dagster_run_id = ? ORDER BY generated_at DESC LIMIT 1", [result.run_id]).fetchall()
-    if not row:
+        row = recorded_memo_of_run(con, result.run_id)
+    if row is None:
         raise CliError(f"memo run {result.run_id} recorded no memo", EXIT_RUN_FAILED)
-    memo_id, md_path, html_path, md, ops_from, ops_to, memo = row[0]
-    summary = memo_summary_lines(json.loads(memo).get("summary") or {})
+    memo_id, md_path, html_path, md, ops_from, ops_to = (row[k] for k in ("memo_id", "md_path", "html_path",
+                                                                         "report_md", "ops_from", "ops_to"))
+    summary = memo_summary_lines(row["memo"].get("summary") or {})
     text = md if args.full else "\n".join([
         f"stability memo of the week of {week} ({memo_id}, run {result.run_id})",
         f"  release operations recorded {ops_from:%Y-%m-%d %H:%M} .. {ops_to:%Y-%m-%d %H:%M} UTC",
@@ -111,16 +113,16 @@ def cmd_review_sample(args) -> CommandResult:
     week = _week_arg(args.week)
     with read_warehouse(home):
         pass
-    result = run_or_fail(home, "review_sample_job", what="review sample", tags={"dagster/partition": week.isoformat()})
+    from relops_pipeline.lib.cadence import review_sample_counts
+
+    result = materialize_or_fail(home, ["review_sample"], what="review sample", partition_key=week.isoformat())
     with read_warehouse(home) as con:
-        rows = con.execute("SELECT workflow, release, count(*), any_value(sheet) FROM review_samples WHERE week = ? "
-                           "GROUP BY ALL ORDER BY 1, 2", [week]).fetchall()
-    sheet = rows[0][3] if rows else None
-    lines = [f"review sample of the week of {week}: {sum(r[2] for r in rows)} traces (run {result.run_id})",
-             *[f"  {w:<16} {r:<10} {n}" for w, r, n, _s in rows]]
+        strata, sheet = review_sample_counts(con, week)
+    lines = [f"review sample of the week of {week}: {sum(s.traces for s in strata)} traces (run {result.run_id})",
+             *[f"  {s.workflow:<16} {s.release:<10} {s.traces}" for s in strata]]
     if sheet:
         lines.append(f"  sheet: {sheet} (fill label = pass | fail | unsure, then `relops review import FILE`)")
-    return CommandResult({"week": week.isoformat(), "samples": [{"workflow": w, "release": r, "traces": n} for w, r, n, _ in rows],
+    return CommandResult({"week": week.isoformat(), "samples": [to_json(s) for s in strata],
                           "sheet": sheet, "run_id": result.run_id}, "\n".join(lines))
 
 
@@ -238,7 +240,8 @@ def _incident_text(row: dict) -> str:
     return "\n".join(lines)
 
 
-KIND_JOBS = {"suite": "suite_proposals_job", "thresholds": "threshold_proposals_job", "alert_rules": "alert_calibration_job"}
+# The cadence asset that makes each kind of proposal.
+KIND_ASSETS = {"suite": "suite_proposals", "thresholds": "threshold_proposals", "alert_rules": "alert_calibration"}
 
 
 def cmd_propose(args) -> CommandResult:
@@ -246,8 +249,11 @@ def cmd_propose(args) -> CommandResult:
     home = Home.resolve(args.home)
     with read_warehouse(home):
         pass
-    jobs = [KIND_JOBS[args.kind]] if args.kind else ["monthly_cadence_job"]
-    runs = [run_or_fail(home, j, what=j.removesuffix("_job").replace("_", " ")).run_id for j in jobs]
+    if args.kind:
+        asset = KIND_ASSETS[args.kind]
+        runs = [materialize_or_fail(home, [asset], what=asset.replace("_", " ")).run_id]
+    else:
+        runs = [run_or_fail(home, "monthly_cadence_job", what="monthly cadence").run_id]
     out = _proposals_list(home, kind=args.kind, workflow=args.workflow, status="draft")
     return CommandResult({**out.data, "run_ids": runs}, out.text)
 
@@ -350,14 +356,15 @@ def cmd_readiness(args) -> CommandResult:
     wf = get_workflow(home, args.workflow)
     with read_warehouse(home):
         pass
-    result = run_or_fail(home, "readiness_job", what="readiness")
+    from relops_pipeline.lib.cadence import recorded_readiness_of_run
+
+    result = materialize_or_fail(home, ["readiness_report"], what="readiness")
     with read_warehouse(home) as con:
-        row = con.execute("SELECT status, result, report_md, report_path FROM readiness_reviews WHERE workflow = ? "
-                          "AND dagster_run_id = ? ORDER BY reviewed_at DESC LIMIT 1", [wf.name, result.run_id]).fetchall()
-    if not row:
+        row = recorded_readiness_of_run(con, wf.name, result.run_id)
+    if row is None:
         raise CliError(f"readiness run {result.run_id} recorded no review of {wf.name}", EXIT_RUN_FAILED)
-    status, res, md, path = row[0]
-    return CommandResult({"workflow": wf.name, "status": status, "result": json.loads(res), "report_path": path,
+    status, res, md, path = row
+    return CommandResult({"workflow": wf.name, "status": status, "result": res, "report_path": path,
                           "run_id": result.run_id}, md + f"\n(report: {path})")
 
 
@@ -397,12 +404,12 @@ def register(add: Commands) -> None:
 
     p = add("propose", cmd_propose, "make this month's proposals now for every workflow: suite cases from incidents, "
                                     "threshold ratchets, alert calibration (drafts until accepted)")
-    p.add_argument("--kind", default=None, choices=list(KIND_JOBS))
+    p.add_argument("--kind", default=None, choices=list(KIND_ASSETS))
     p.add_argument("--workflow", default=None, help="list only this workflow's drafts afterwards")
 
     proposals = add.group("proposals", "proposals [list] [--kind K] [--status S] [--workflow W] | proposals show ID", default="list")
     p = proposals("list", cmd_proposals_list, "list proposals (`relops proposals` alone does this)")
-    p.add_argument("--kind", default=None, choices=list(KIND_JOBS))
+    p.add_argument("--kind", default=None, choices=list(KIND_ASSETS))
     p.add_argument("--workflow", default=None)
     p.add_argument("--status", default=None, choices=["draft", "accepted", "rejected", "superseded"])
     p = proposals("show", cmd_proposals_show, "show a proposal's report")

@@ -4,6 +4,7 @@ from datetime import UTC
 
 import dagster as dg
 
+from relops_pipeline.defs.alerts.metadata import delivery_metadata
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseBusy, WarehouseResource
 
 
@@ -18,11 +19,8 @@ def deliver_alerts(context: dg.OpExecutionContext, home: RelopsHomeResource, war
     for a in report.attempts:
         log = context.log.info if a.outcome == "delivered" else context.log.warning
         log(f"alert {a.alert_id} -> {a.sink}: {a.outcome}" + (f" ({a.error})" if a.error else ""))
-    out = report.to_dict()
-    context.add_output_metadata({
-        "delivered": len(report.delivered), "retrying": len(report.retrying), "dead": len(report.dead),
-    })
-    return out
+    context.add_output_metadata(delivery_metadata(report))
+    return report.to_dict()
 
 
 @dg.job(description="Deliver the alerts waiting in the outbox to their sinks (retries with backoff, dead-letters).")

@@ -10,20 +10,13 @@ from relops_pipeline.defs.maintenance.assets import (
     threshold_proposals,
 )
 from relops_pipeline.defs.maintenance.jobs import (
-    alert_calibration_job,
-    memo_job,
     monthly_cadence_job,
     monthly_cadence_schedule,
-    readiness_job,
-    review_sample_job,
-    suite_proposals_job,
-    threshold_proposals_job,
     weekly_cadence_job,
     weekly_cadence_schedule,
 )
 
 assets = [stability_memo, review_sample, suite_proposals, threshold_proposals, alert_calibration, readiness_report]
-jobs = [weekly_cadence_job, memo_job, review_sample_job, monthly_cadence_job, suite_proposals_job,
-        threshold_proposals_job, alert_calibration_job, readiness_job]
+jobs = [weekly_cadence_job, monthly_cadence_job]
 schedules = [weekly_cadence_schedule, monthly_cadence_schedule]
 sensors: list = []

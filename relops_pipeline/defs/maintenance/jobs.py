@@ -1,4 +1,6 @@
-"""The weekly and monthly cadence: jobs and their schedules."""
+"""The weekly and monthly cadence: jobs and their schedules. (The CLI materializes single
+cadence assets directly: `relops memo`, `relops review sample`, `relops propose --kind K`,
+`relops readiness`.)"""
 
 import dagster as dg
 
@@ -13,25 +15,20 @@ from relops_pipeline.defs.maintenance.assets import (
 )
 from relops_pipeline.defs.partitions import weekly_partitions
 
+WEEKLY_CADENCE: list[dg.AssetsDefinition] = [weekly_drift, stability_memo, review_sample]
+MONTHLY_CADENCE: list[dg.AssetsDefinition] = [suite_proposals, threshold_proposals, alert_calibration, readiness_report]
+
 weekly_cadence_job = dg.define_asset_job(
     "weekly_cadence_job",
-    selection=[weekly_drift, stability_memo, review_sample],
+    selection=WEEKLY_CADENCE,
     description="The week that just ended: its drift, then the stability memo, then the review sample.",
-)
-memo_job = dg.define_asset_job("memo_job", selection=[stability_memo], description="Write one week's stability memo.")
-review_sample_job = dg.define_asset_job(
-    "review_sample_job", selection=[review_sample], description="Draw one week's review sample and write its sheet."
 )
 monthly_cadence_job = dg.define_asset_job(
     "monthly_cadence_job",
-    selection=[suite_proposals, threshold_proposals, alert_calibration, readiness_report],
+    selection=MONTHLY_CADENCE,
     description="The monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) "
                 "and the readiness review. Proposals are drafts until someone accepts them.",
 )
-suite_proposals_job = dg.define_asset_job("suite_proposals_job", selection=[suite_proposals])
-threshold_proposals_job = dg.define_asset_job("threshold_proposals_job", selection=[threshold_proposals])
-alert_calibration_job = dg.define_asset_job("alert_calibration_job", selection=[alert_calibration])
-readiness_job = dg.define_asset_job("readiness_job", selection=[readiness_report])
 
 
 @dg.schedule(

@@ -244,6 +244,15 @@ def day_signals(con: duckdb.DuckDBPyConnection, workflow: str, start: date, end:
 
 
 @dataclass(frozen=True)
+class BreachingRelease:
+    """A release whose own day breached a per-release rule."""
+
+    release: str
+    value: float
+    traces: int
+
+
+@dataclass(frozen=True)
 class Firing:
     """A rule that fired on a day. `release` is the worst breaching release of a per-release
     rule (None for a workflow-wide rule); `releases` lists every breaching release."""
@@ -259,13 +268,58 @@ class Firing:
     feedback_n: int
     severity: str
     release: str | None = None
-    releases: tuple = ()
+    releases: tuple[BreachingRelease, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["day"] = self.day.isoformat()
-        d["releases"] = [dict(r) for r in self.releases]
+        d["releases"] = [asdict(r) for r in self.releases]
         return d
+
+
+@dataclass(frozen=True)
+class RuleFiring:
+    """A firing as `fire_rules` recorded it: under which rules version, the alert raised for it
+    (None: recorded without an alert) and whether this call recorded it (new)."""
+
+    firing: Firing
+    rules_version: int
+    alert_id: str | None
+    new: bool
+
+    @property
+    def workflow(self) -> str:
+        return self.firing.workflow
+
+    @property
+    def rule(self) -> str:
+        return self.firing.rule
+
+    @property
+    def day(self) -> date:
+        return self.firing.day
+
+    @property
+    def value(self) -> float:
+        return self.firing.value
+
+    @property
+    def threshold(self) -> float:
+        return self.firing.threshold
+
+
+@dataclass(frozen=True)
+class SignalRuleAlerts:
+    """The alert rules of every workflow evaluated on a range of days: the firings (in order of
+    workflow, then day) and the warnings of rules that differ from their workflow file."""
+
+    days: tuple[date, ...]
+    firings: tuple[RuleFiring, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def alerts_sent(self) -> int:
+        return sum(1 for f in self.firings if f.alert_id is not None)
 
 
 def _eligible(rule: AlertRule, sig: Mapping[str, Any]) -> bool:
@@ -297,10 +351,10 @@ def firing_for(workflow: str, rule: AlertRule, day: date, signals: Mapping[str, 
     if value is None or not rule.breaches(value):
         return None
     assert sig is not None  # a value comes with the signals it was read from
-    breaching: tuple[dict[str, Any], ...] = ()
+    breaching: tuple[BreachingRelease, ...] = ()
     if rule.per_release:
         breaching = tuple(
-            {"release": rel, "value": s[rule.signal], "traces": s["traces"]}
+            BreachingRelease(release=rel, value=s[rule.signal], traces=s["traces"])
             for rel, s in sorted(signals["releases"].items())
             if s.get(rule.signal) is not None and _eligible(rule, s) and rule.breaches(s[rule.signal]))
     return Firing(workflow=workflow, rule=rule.name, signal=rule.signal, day=day, value=float(value),
@@ -340,7 +394,7 @@ def _alert_for(f: Firing, version: int, dagster_run_id: str | None):
     if f.signal.startswith("feedback"):
         evidence["feedback_n"] = f.feedback_n
     if f.releases:
-        evidence["breaching_releases"] = [r["release"] for r in f.releases]
+        evidence["breaching_releases"] = [r.release for r in f.releases]
     return Alert(kind=f"signal.{f.rule}", severity=f.severity, title=title, workflow=f.workflow,
                  release=f.release or "*", summary=summary, evidence=evidence,
                  dedup_key=f"signal.{f.rule}:{f.workflow}:{f.day.isoformat()}", dagster_run_id=dagster_run_id)
@@ -355,7 +409,7 @@ def fire_rules(
     dagster_run_id: str | None = None,
     now: datetime | None = None,
     raise_alerts: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[RuleFiring]:
     """Evaluate the workflow's current rules on `day`, record each firing in rule_firings
     (once per workflow, rule, day and rules version) and, with raise_alerts, raise one alert
     per firing through lib/alerts/service.raise_alert. Re-running is idempotent: a recorded
@@ -364,7 +418,7 @@ def fire_rules(
 
     When no rules version is recorded yet, the workflow file's `alerts.rules` seed version 1
     (call seed_alert_rules yourself to get the warning when the file differs later).
-    Returns one dict per firing: Firing.to_dict() plus rules_version, alert_id, new."""
+    Returns the firings with their rules version, alert id and whether this call recorded them."""
     from relops_pipeline.lib.alerts.service import raise_alert
 
     now = now or datetime.now(UTC).replace(tzinfo=None)
@@ -378,7 +432,7 @@ def fire_rules(
             current = current_alert_rules(con, workflow)
     if not current.rules:
         return []
-    out = []
+    out: list[RuleFiring] = []
     for f in evaluate_rules(con, workflow, current, day):
         with audit.transaction(con):
             row = con.execute(
@@ -396,5 +450,38 @@ def fire_rules(
             elif row[0] is None and alert_id is not None:
                 con.execute("UPDATE rule_firings SET alert_id = ? WHERE workflow = ? AND rule = ? AND day = ? "
                             "AND rules_version = ?", [alert_id, workflow, f.rule, day, current.version])
-        out.append({**f.to_dict(), "rules_version": current.version, "alert_id": alert_id, "new": row is None})
+        out.append(RuleFiring(firing=f, rules_version=current.version, alert_id=alert_id, new=row is None))
     return out
+
+
+# Firings of older days are recorded (the history calibration replays) but not sent: an alert
+# about last month's traffic, raised because its traces arrived late, would only be noise.
+ALERT_MAX_AGE_DAYS = 2
+
+
+def fire_signal_rules(
+    con: duckdb.DuckDBPyConnection,
+    home,
+    days: list[date],
+    *,
+    now: datetime | None = None,
+    dagster_run_id: str | None = None,
+    max_age_days: int = ALERT_MAX_AGE_DAYS,
+) -> SignalRuleAlerts:
+    """Every workflow of the home through its alert rules on each of `days` (fire_rules): the
+    workflow file's rules seed version 1 (a file that differs from the recorded version is a
+    warning); alerts are raised only for days at most `max_age_days` old."""
+    from relops_pipeline.lib.workflows import list_workflows, load_workflow
+
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    firings: list[RuleFiring] = []
+    warnings: list[str] = []
+    for workflow in list_workflows(home.workflows_dir):
+        wf = load_workflow(home.workflows_dir, workflow)
+        warning = seed_alert_rules(con, wf.name, wf.alerts, wf.owner, where=f"{wf.path}: alerts")
+        if warning:
+            warnings.append(warning)
+        for day in days:
+            send = (now.date() - day).days <= max_age_days
+            firings += fire_rules(con, home, workflow, day, dagster_run_id=dagster_run_id, now=now, raise_alerts=send)
+    return SignalRuleAlerts(days=tuple(days), firings=tuple(firings), warnings=tuple(warnings))
