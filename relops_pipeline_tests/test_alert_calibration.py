@@ -247,22 +247,22 @@ def test_calibration_brings_a_noisy_rule_within_budget_and_keeps_the_incident(co
 def test_propose_changes_nothing_until_accepted_then_records_a_version(con):
     build_history(con)
     p = propose_alert_calibration(con, WF, period="2026-11", now=NOW)
-    assert p["created"] and p["kind"] == "alert_rules" and p["status"] == "draft" and p["base_version"] == "1"
-    assert p["payload"]["rules"][0]["above"] == 0.04 and p["payload"]["rules"][1]["above"] == 2500
-    assert "error-rate above 0.03 -> 0.04" in p["title"]
+    assert p.created and p.kind == "alert_rules" and p.status == "draft" and p.base_version == "1"
+    assert p.payload["rules"][0]["above"] == 0.04 and p.payload["rules"][1]["above"] == 2500
+    assert "error-rate above 0.03 -> 0.04" in p.title
     assert current_alert_rules(con, WF).by_name("error-rate").threshold == 0.03  # nothing changed yet
-    assert propose_alert_calibration(con, WF, period="2026-11", now=NOW)["proposal_id"] == p["proposal_id"]
-    out = accept_alert_calibration(con, p["proposal_id"], by="sam.okafor", reason="fewer pages")
+    assert propose_alert_calibration(con, WF, period="2026-11", now=NOW).proposal_id == p.proposal_id
+    out = accept_alert_calibration(con, p.proposal_id, by="sam.okafor", reason="fewer pages")
     assert out["version"] == 2
     now_rules = current_alert_rules(con, WF)
     assert (now_rules.version, now_rules.author) == (2, "sam.okafor")
     assert now_rules.by_name("error-rate").threshold == 0.04
-    row = store.get_proposal(con, p["proposal_id"])
+    row = store.get_proposal(con, p.proposal_id)
     assert (row["status"], row["decided_by"], row["result_version"]) == ("accepted", "sam.okafor", "2")
     [ev] = audit.list_events(con, workflow=WF, kind=store.KIND_PROPOSAL_ACCEPTED)
-    assert ev["actor"] == "sam.okafor" and ev["payload"]["proposal_id"] == p["proposal_id"]
+    assert ev["actor"] == "sam.okafor" and ev["payload"]["proposal_id"] == p.proposal_id
     with pytest.raises(store.ProposalError, match="is accepted"):
-        accept_alert_calibration(con, p["proposal_id"], by="sam.okafor")
+        accept_alert_calibration(con, p.proposal_id, by="sam.okafor")
     # Within budget now: nothing more to propose.
     assert propose_alert_calibration(con, WF, period="2026-12", now=NOW) is None
 
@@ -272,9 +272,9 @@ def test_accept_refuses_when_the_rules_moved_since_the_proposal(con):
     p = propose_alert_calibration(con, WF, period="2026-11", now=NOW)
     record_alert_rules(con, WF, RULES[1:], author="li.wei", reason="drop error-rate")
     with pytest.raises(store.ProposalError, match="re-run the calibration"):
-        accept_alert_calibration(con, p["proposal_id"], by="sam.okafor")
+        accept_alert_calibration(con, p.proposal_id, by="sam.okafor")
     assert current_alert_rules(con, WF).version == 2
-    assert store.get_proposal(con, p["proposal_id"])["status"] == "draft"
+    assert store.get_proposal(con, p.proposal_id)["status"] == "draft"
 
 
 def test_calibration_says_so_when_no_threshold_keeps_the_incident_quietly(con):

@@ -225,11 +225,11 @@ def test_threshold_and_alert_rule_proposals_need_an_approver_and_change_nothing_
         th = current_thresholds(con, "doc-qa")
         config = {**config_of(th), "floors": {"similarity": 0.9, "contains": 0.8}}
         ratchet = create_proposal(con, kind="thresholds", workflow="doc-qa", period="2026-11", title="ratchet doc-qa",
-                                  payload={"config": config}, base_version=str(th.version))["proposal_id"]
+                                  payload={"config": config}, base_version=str(th.version)).proposal_id
         rules = current_alert_rules(con, "doc-qa")
         quieter = [{**r.to_config(), "above": 0.06} if r.name == "refusals" else r.to_config() for r in rules.rules]
         calibration = create_proposal(con, kind="alert_rules", workflow="doc-qa", period="2026-11", title="quieter",
-                                      payload={"rules": quieter}, base_version=str(rules.version))["proposal_id"]
+                                      payload={"rules": quieter}, base_version=str(rules.version)).proposal_id
     # Nothing changed by proposing; a non-approver is refused (recorded with what was asked).
     code, _, err = cli(capsys, world, "thresholds", "accept", ratchet, "--by", "mallory")
     assert code == EXIT_BAD_INPUT and "mallory may not accept thresholds proposals" in err

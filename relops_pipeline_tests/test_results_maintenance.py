@@ -92,3 +92,20 @@ def test_metadata_keeps_the_assets_keys():
     assert (fired["firings"].value, fired["alerts_sent"].value) == (2, 1)
     assert "| al\\-1 |" in fired["fired"].value
     assert signal_rule_alerts_result(SignalRuleAlerts((), ())).metadata["fired"].value == "no rule fired"
+
+
+def test_a_proposal_round_trips_and_a_stored_row_still_loads(tmp_path):
+    from relops_pipeline.lib.proposals.store import Proposal, create_proposal, get_proposal
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        made = create_proposal(con, kind="thresholds", workflow="doc-qa", period="2026-11", title="ratchet doc-qa",
+                               payload={"config": {"floors": {"similarity": 0.9}}}, evidence={"releases": ["v1"]},
+                               base_version="1")
+        again = create_proposal(con, kind="thresholds", workflow="doc-qa", period="2026-11", title="ratchet doc-qa",
+                                payload={"config": {"floors": {"similarity": 0.9}}}, base_version="1")
+        row = get_proposal(con, made.proposal_id)
+    assert isinstance(made, Proposal) and made.created and not again.created
+    assert Proposal.from_row(row, created=True) == made and again.proposal_id == made.proposal_id
+    assert _round_trip(made) == made and isinstance(_round_trip(made).created_at, dt.datetime)
+    assert made.payload == {"config": {"floors": {"similarity": 0.9}}} and made.status == "draft"

@@ -131,9 +131,9 @@ def test_refusal_traces_become_draft_cases(world):
     p = _propose(world, scorer_types=["contains", "similarity"])
     iid = world["incident"]["incident_id"]
     short = iid.rsplit("-", 1)[1]
-    assert p["created"] is True and p["status"] == "draft" and p["kind"] == "suite"
-    assert p["base_version"] == "v1"
-    payload = p["payload"]
+    assert p.created is True and p.status == "draft" and p.kind == "suite"
+    assert p.base_version == "v1"
+    payload = p.payload
     assert payload["next_version"] == "v2"
     assert payload["changelog"] == f"v2: +3 cases from incident {iid}"
     cases = {c["id"]: c for c in payload["cases"]}
@@ -149,17 +149,17 @@ def test_refusal_traces_become_draft_cases(world):
     error_case = cases[f"inc-{short}-2"]
     assert error_case["input"] == {"vars": {"question": "How do I rotate the signing secret?"}}
     assert error_case["expected"] == {"regex": r"\S"}
-    ev = p["evidence"]["cases"]
+    ev = p.evidence["cases"]
     assert ev[first["id"]]["trace_id"] == "t1" and ev[first["id"]]["duplicates"] == ["t2"]
     assert ev[first["id"]]["bad_output"] == REFUSAL and ev[first["id"]]["release"] == "v2.4.0"
     assert "RateLimitError" in ev[error_case["id"]]["why"][0]
-    reasons = {s["trace_id"]: s["reason"] for s in p["evidence"]["skipped"]}
+    reasons = {s["trace_id"]: s["reason"] for s in p.evidence["skipped"]}
     assert set(reasons) == {"t3", "t5", "t-gone"}
     assert "as case timeout-001" in reasons["t3"]
     assert reasons["t5"].startswith("no failure visible")
     assert reasons["t-gone"] == "trace not in the warehouse"
-    assert any("regex scorer" in w for w in p["evidence"]["warnings"])
-    report = p["report_md"]
+    assert any("regex scorer" in w for w in p.evidence["warnings"])
+    report = p.report_md
     assert "<script>" not in report and "&lt;script&gt;" in report
     assert "<b>" not in report
     # nothing changes before acceptance
@@ -170,15 +170,15 @@ def test_refusal_traces_become_draft_cases(world):
 def test_rerun_gives_the_same_draft(world):
     first = _propose(world)
     again = _propose(world)
-    assert again["created"] is False
-    assert again["proposal_id"] == first["proposal_id"] and again["payload"] == first["payload"]
+    assert again.created is False
+    assert again.proposal_id == first.proposal_id and again.payload == first.payload
     assert len(store.list_proposals(world["con"], kind="suite")) == 1
 
 
 def test_accept_writes_valid_suite_version_and_records_it(world):
     con, suites = world["con"], world["suites"]
     p = _propose(world)
-    out = accept_suite_proposal(con, suites, p["proposal_id"], by="alice")
+    out = accept_suite_proposal(con, suites, p.proposal_id, by="alice")
     path = suites / "doc-qa" / "v2.yaml"
     assert out["version"] == "v2" and out["cases_added"] == 3 and Path(out["path"]) == path
     assert validate_suite_file(path) == []
@@ -186,15 +186,15 @@ def test_accept_writes_valid_suite_version_and_records_it(world):
     assert text.startswith("# a curated suite\n")
     suite = load_suite(path)
     assert [c.id for c in suite.cases] == ["install-001", "timeout-001", *out["case_ids"]]
-    assert suite.changelog == ["v1: 2 curated questions", p["payload"]["changelog"]]
+    assert suite.changelog == ["v1: 2 curated questions", p.payload["changelog"]]
     assert suite.case("timeout-001").must_pass is True
     base = load_suite(suites / "doc-qa" / "v1.yaml")
     assert [c.as_dict() for c in suite.cases[:2]] == [c.as_dict() for c in base.cases]
-    assert suite.case(out["case_ids"][0]).input == p["payload"]["cases"][0]["input"]
+    assert suite.case(out["case_ids"][0]).input == p.payload["cases"][0]["input"]
     row = con.execute("SELECT cases_count, must_pass_count, content_hash, source_file FROM suite_versions "
                       "WHERE workflow = 'doc-qa' AND version = 'v2'").fetchone()
     assert row == (5, 4, suite.content_hash, str(path))
-    accepted = store.get_proposal(con, p["proposal_id"])
+    accepted = store.get_proposal(con, p.proposal_id)
     assert accepted["status"] == "accepted" and accepted["decided_by"] == "alice"
     assert accepted["result_version"] == "v2"
     event = con.execute("SELECT kind, actor, payload FROM events WHERE seq = ?", [accepted["event_seq"]]).fetchone()
@@ -203,12 +203,12 @@ def test_accept_writes_valid_suite_version_and_records_it(world):
     sv = con.execute("SELECT actor, payload FROM events WHERE kind = 'suite_version'").fetchall()
     assert len(sv) == 1 and sv[0][0] == "alice" and json.loads(sv[0][1])["cases_added"] == 3
     with pytest.raises(store.ProposalError, match="accepted"):
-        accept_suite_proposal(con, suites, p["proposal_id"], by="alice")
+        accept_suite_proposal(con, suites, p.proposal_id, by="alice")
 
 
 def test_second_propose_skips_incidents_already_covered(world):
     con, suites = world["con"], world["suites"]
-    accept_suite_proposal(con, suites, _propose(world)["proposal_id"], by="alice")
+    accept_suite_proposal(con, suites, _propose(world).proposal_id, by="alice")
     assert _propose(world) is None
     _add_trace(con, "t9", workflow="doc-qa", release="v2.4.0", start=T0 + timedelta(days=3),
                user_text=_docqa_question("How are events ordered?"), output="",
@@ -216,12 +216,12 @@ def test_second_propose_skips_incidents_already_covered(world):
     later = incidents.open_incident(con, "doc-qa", "v2.4.0", "content filter", "manual", "bob",
                                     links={"traces": ["t9"]}, now=T0 + timedelta(days=4))
     p = _propose(world)
-    assert p["base_version"] == "v2" and p["payload"]["next_version"] == "v3"
-    assert p["payload"]["incidents"] == [later["incident_id"]]
-    (case,) = p["payload"]["cases"]
+    assert p.base_version == "v2" and p.payload["next_version"] == "v3"
+    assert p.payload["incidents"] == [later["incident_id"]]
+    (case,) = p.payload["cases"]
     assert case["must_pass"] is False and case["expected"] == {"regex": r"\S"}
     assert case["input"] == {"vars": {"question": "How are events ordered?"}}
-    out = accept_suite_proposal(con, suites, p["proposal_id"], by="bob", reason="new coverage")
+    out = accept_suite_proposal(con, suites, p.proposal_id, by="bob", reason="new coverage")
     assert out["version"] == "v3" and validate_suite_file(Path(out["path"])) == []
     assert len(load_suite(Path(out["path"])).changelog) == 3
 
@@ -233,10 +233,10 @@ def test_accept_refuses_when_base_moved_and_writes_nothing(world):
     _write_suite(suites, other)
     before = (suites / "doc-qa" / "v2.yaml").read_text()
     with pytest.raises(SuiteProposalError, match="latest version is now v2"):
-        accept_suite_proposal(con, suites, p["proposal_id"], by="alice")
+        accept_suite_proposal(con, suites, p.proposal_id, by="alice")
     assert (suites / "doc-qa" / "v2.yaml").read_text() == before
     assert not (suites / "doc-qa" / "v3.yaml").exists()
-    assert store.get_proposal(con, p["proposal_id"])["status"] == "draft"
+    assert store.get_proposal(con, p.proposal_id)["status"] == "draft"
     assert con.execute("SELECT count(*) FROM suite_versions").fetchone()[0] == 0
 
 
@@ -244,12 +244,12 @@ def test_accept_needs_an_actor_and_refuses_a_recorded_target(world):
     con, suites = world["con"], world["suites"]
     p = _propose(world)
     with pytest.raises(store.ProposalError, match="--by"):
-        accept_suite_proposal(con, suites, p["proposal_id"], by=" ")
+        accept_suite_proposal(con, suites, p.proposal_id, by=" ")
     con.execute("INSERT INTO suite_versions VALUES ('doc-qa', 'v2', 'x', 1, 0, '[]', '[]', NULL, ?)", [NOW])
     with pytest.raises(SuiteProposalError, match="already recorded"):
-        accept_suite_proposal(con, suites, p["proposal_id"], by="alice")
+        accept_suite_proposal(con, suites, p.proposal_id, by="alice")
     assert not (suites / "doc-qa" / "v2.yaml").exists()
-    assert store.get_proposal(con, p["proposal_id"])["status"] == "draft"
+    assert store.get_proposal(con, p.proposal_id)["status"] == "draft"
 
 
 def test_nothing_to_propose(tmp_path):
@@ -290,7 +290,7 @@ def test_json_workflow_truncation_and_review_label(tmp_path):
                     "'carol', 'sheet.csv', ?, ?)",
                     [inc["incident_id"], NOW - timedelta(days=1)])
         p = propose_suite_cases(con, suites, "support-triage", period="2026-11", now=NOW)
-        c1, c2 = p["payload"]["cases"]
+        c1, c2 = p.payload["cases"]
         schema = {"type": "object", "required": ["category", "priority"]}
         assert c1["input"] == {"vars": {"ticket": "Please delete my account and all my data."}}
         assert c1["expected"] == {"json_schema": schema}
@@ -299,8 +299,8 @@ def test_json_workflow_truncation_and_review_label(tmp_path):
         assert c2["input"] == {"vars": {"ticket": "My card was declined = help"}}
         assert "wrong category: should be billing" in c2["expected"]["judge_rubric"]
         assert c2["expected"]["json_schema"] == schema
-        assert "carol labelled the output fail" in p["evidence"]["cases"][c2["id"]]["why"][0]
-        out = accept_suite_proposal(con, suites, p["proposal_id"], by="carol")
+        assert "carol labelled the output fail" in p.evidence["cases"][c2["id"]]["why"][0]
+        out = accept_suite_proposal(con, suites, p.proposal_id, by="carol")
         assert validate_suite_file(Path(out["path"])) == []
 
 

@@ -169,15 +169,15 @@ def test_floor_is_the_lowest_recent_lower_bound_minus_the_margin(con):
 def test_propose_records_a_draft_with_backtest_and_changes_nothing(con):
     before = current_thresholds(con, WF)
     p = ratchet.propose_threshold_ratchet(con, WF, period="2025-03")
-    assert p["created"] is True and p["status"] == "draft" and p["kind"] == "thresholds"
-    assert p["base_version"] == "1"
-    assert p["payload"]["config"]["floors"] == {"fields_match": 0.86, "json_valid": 0.98}
-    assert p["title"] == "Ratchet triage thresholds: fields_match 0.7→0.86, json_valid —→0.98"
+    assert p.created is True and p.status == "draft" and p.kind == "thresholds"
+    assert p.base_version == "1"
+    assert p.payload["config"]["floors"] == {"fields_match": 0.86, "json_valid": 0.98}
+    assert p.title == "Ratchet triage thresholds: fields_match 0.7→0.86, json_valid —→0.98"
     # nothing changed before acceptance
     after = current_thresholds(con, WF)
     assert after == before and after.version == 1 and after.floors == {"fields_match": 0.7}
     assert len(thresholds_history(con, WF)) == 1
-    ev = p["evidence"]
+    ev = p.evidence
     assert ev["metrics"]["fields_match"]["current_floor"] == 0.7
     assert ev["metrics"]["fields_match"]["proposed"] == 0.86
     assert len(ev["metrics"]["fields_match"]["bounds"]) == 3
@@ -195,33 +195,33 @@ def test_propose_records_a_draft_with_backtest_and_changes_nothing(con):
     assert rows["v1.2.0"]["proposed"] == "BLOCK"
     assert ev["backtest"]["summary"]["stricter"] == ["v1.0.1"]
     assert ev["backtest"]["summary"]["newly_review"] == ["v1.0.1"] and ev["backtest"]["summary"]["looser"] == []
-    md = p["report_md"]
-    assert p["proposal_id"].replace("-", "\\-") in md and "## Backtest" in md
+    md = p.report_md
+    assert p.proposal_id.replace("-", "\\-") in md and "## Backtest" in md
     assert "| v1\\.0\\.1 | SHIP | SHIP | REVIEW | yes |" in md
     assert "Not used: v1\\.6\\.0 (REVIEW not approved); v1\\.5\\.0 (rolled back in production)" in md
     # the same evidence again is the same draft, not a new one
     again = ratchet.propose_threshold_ratchet(con, WF, period="2025-03")
-    assert again["proposal_id"] == p["proposal_id"] and again["created"] is False
+    assert again.proposal_id == p.proposal_id and again.created is False
     assert len(store.list_proposals(con, kind="thresholds")) == 1
 
 
 def test_accept_records_the_next_version_as_an_event_with_the_actor(con):
     p = ratchet.propose_threshold_ratchet(con, WF, period="2025-03")
-    new = ratchet.accept_threshold_proposal(con, p["proposal_id"], by="ana", reason="stable for 3 releases")
+    new = ratchet.accept_threshold_proposal(con, p.proposal_id, by="ana", reason="stable for 3 releases")
     assert new.version == 2 and new.author == "ana"
     assert new.floors == {"fields_match": 0.86, "json_valid": 0.98}
-    assert new.reason == f"ratchet {p['proposal_id']}: stable for 3 releases"
+    assert new.reason == f"ratchet {p.proposal_id}: stable for 3 releases"
     assert current_thresholds(con, WF).floors == {"fields_match": 0.86, "json_valid": 0.98}
-    row = store.get_proposal(con, p["proposal_id"])
+    row = store.get_proposal(con, p.proposal_id)
     assert (row["status"], row["decided_by"], row["result_version"]) == ("accepted", "ana", "2")
     events = con.execute("SELECT kind, actor, payload FROM events WHERE kind IN ('thresholds_version', "
                          "'proposal_accepted') ORDER BY seq").fetchall()
     assert [(k, a) for k, a, _ in events] == [("thresholds_version", "ana"), ("thresholds_version", "ana"),
                                               ("proposal_accepted", "ana")]
-    assert json.loads(events[-1][2])["proposal_id"] == p["proposal_id"]
+    assert json.loads(events[-1][2])["proposal_id"] == p.proposal_id
     assert audit.verify_chain(con).ok
     with pytest.raises(store.ProposalError, match="accepted by ana"):
-        ratchet.accept_threshold_proposal(con, p["proposal_id"], by="ana")
+        ratchet.accept_threshold_proposal(con, p.proposal_id, by="ana")
     # accepted: the next ratchet starts from version 2 and has nothing left to tighten
     assert ratchet.propose_threshold_ratchet(con, WF, period="2025-04") is None
 
@@ -230,12 +230,12 @@ def test_accept_refuses_when_the_thresholds_moved_since_the_proposal(con):
     p = ratchet.propose_threshold_ratchet(con, WF, period="2025-03")
     record_thresholds(con, WF, {"floors": {"fields_match": 0.75}}, author="sam", reason="hand edit")
     with pytest.raises(store.ProposalError, match="version 1 of triage, but version 2 \\(by sam\\)"):
-        ratchet.accept_threshold_proposal(con, p["proposal_id"], by="ana")
+        ratchet.accept_threshold_proposal(con, p.proposal_id, by="ana")
     assert current_thresholds(con, WF).floors == {"fields_match": 0.75}
-    assert store.get_proposal(con, p["proposal_id"])["status"] == "draft"
+    assert store.get_proposal(con, p.proposal_id)["status"] == "draft"
     assert con.execute("SELECT count(*) FROM events WHERE kind = 'proposal_accepted'").fetchone()[0] == 0
     with pytest.raises(store.ProposalError, match="needs who"):
-        ratchet.accept_threshold_proposal(con, p["proposal_id"], by=" ")
+        ratchet.accept_threshold_proposal(con, p.proposal_id, by=" ")
 
 
 def test_never_loosens_and_respects_the_minimum_step(con):
@@ -250,7 +250,7 @@ def test_never_loosens_and_respects_the_minimum_step(con):
     assert store.list_proposals(con) == []
     # with a smaller step the json_valid floor does move up, and the fields_match floor stays
     p = ratchet.propose_threshold_ratchet(con, WF, period="2025-03", min_step=0.005)
-    assert p["payload"]["config"]["floors"] == {"fields_match": 0.95, "json_valid": 0.98}
+    assert p.payload["config"]["floors"] == {"fields_match": 0.95, "json_valid": 0.98}
 
 
 def test_nothing_without_enough_shipped_releases(con):
@@ -277,5 +277,5 @@ def test_a_set_latency_budget_is_tightened_when_releases_are_confidently_under_i
         assert (lat["action"], lat["proposed"]) == ("tighten", 560.0)
         assert a["changes"]["latency_p95_budget_ms"] == [5000.0, 560.0]
         p = ratchet.propose_threshold_ratchet(c, WF, period="2025-03")
-        assert p["payload"]["config"]["latency_p95_budget_ms"] == 560.0 and p["base_version"] == "2"
-        assert "latency_p95_budget_ms 5000→560" in p["title"]
+        assert p.payload["config"]["latency_p95_budget_ms"] == 560.0 and p.base_version == "2"
+        assert "latency_p95_budget_ms 5000→560" in p.title

@@ -336,10 +336,13 @@ def accept_or_reject(home: Home, kind: str, proposal_id: str, *, action: str, by
             raise CliError(str(exc)) from None
 
 
-def note_decision(home: Home, proposal: dict) -> None:
+def note_decision(home: Home, proposal: dict | None) -> None:
     """Append the decision to the proposal's report file, so the file never reads as a draft
     after it was decided."""
     from relops_pipeline.lib.cadence import proposal_report_path
+
+    if proposal is None:
+        return
 
     path = proposal_report_path(home, proposal["proposal_id"])
     if path.exists():

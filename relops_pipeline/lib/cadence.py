@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 
 from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.proposals.store import Proposal
 
 PROPOSAL_KINDS = ("suite", "thresholds", "alert_rules")
 
@@ -222,26 +223,26 @@ def proposal_report_path(home: Home, proposal_id: str) -> Path:
     return home.reports_dir / "proposals" / f"{proposal_id}.md"
 
 
-def write_proposal_report(con: duckdb.DuckDBPyConnection, home: Home, proposal: dict[str, Any]) -> dict[str, Any]:
+def write_proposal_report(con: duckdb.DuckDBPyConnection, home: Home, proposal: Proposal) -> Proposal:
     """Write the proposal's markdown report under the home's reports (once) and record its path."""
-    if not proposal.get("report_md"):
+    if not proposal.report_md:
         return proposal
-    path = proposal_report_path(home, proposal["proposal_id"])
+    path = proposal_report_path(home, proposal.proposal_id)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(proposal["report_md"], encoding="utf-8")
+        tmp.write_text(proposal.report_md, encoding="utf-8")
         tmp.replace(path)
-    if proposal.get("report_path") != str(path):
-        con.execute("UPDATE proposals SET report_path = ? WHERE proposal_id = ?", [str(path), proposal["proposal_id"]])
-        proposal = {**proposal, "report_path": str(path)}
+    if proposal.report_path != str(path):
+        con.execute("UPDATE proposals SET report_path = ? WHERE proposal_id = ?", [str(path), proposal.proposal_id])
+        proposal = dataclasses.replace(proposal, report_path=str(path))
     return proposal
 
 
 def propose(
     con: duckdb.DuckDBPyConnection, home: Home, kind: str, workflow: str, *, now: datetime | None = None,
     dagster_run_id: str | None = None,
-) -> dict[str, Any] | None:
+) -> Proposal | None:
     """One workflow's draft of one kind (None: nothing to propose), its report written."""
     now = now or _now()
     period = f"{now:%Y-%m}"
@@ -264,16 +265,16 @@ def propose(
         raise ValueError(f"proposal kind {kind!r}: one of {', '.join(PROPOSAL_KINDS)}")
     if p is None:
         return None
-    if dagster_run_id and p.get("created") and not p.get("dagster_run_id"):
-        con.execute("UPDATE proposals SET dagster_run_id = ? WHERE proposal_id = ?", [dagster_run_id, p["proposal_id"]])
+    if dagster_run_id and p.created and not p.dagster_run_id:
+        con.execute("UPDATE proposals SET dagster_run_id = ? WHERE proposal_id = ?", [dagster_run_id, p.proposal_id])
     return write_proposal_report(con, home, p)
 
 
-def _outcome(workflow: str, p: dict[str, Any] | None) -> ProposalOutcome:
+def _outcome(workflow: str, p: Proposal | None) -> ProposalOutcome:
     if p is None:
         return ProposalOutcome(workflow)
-    return ProposalOutcome(workflow=workflow, proposal_id=p["proposal_id"], title=p["title"], status=p["status"],
-                           created=bool(p.get("created")), report_path=p.get("report_path"))
+    return ProposalOutcome(workflow=workflow, proposal_id=p.proposal_id, title=p.title, status=p.status,
+                           created=p.created, report_path=p.report_path)
 
 
 def make_proposals(

@@ -329,12 +329,12 @@ def propose_alert_calibration(
     lead_days: int = 3,
     incident_days: int = 3,
     dagster_run_id: str | None = None,
-) -> dict[str, Any] | None:
+) -> store.Proposal | None:
     """Calibrate the workflow's current rules over the last `days` days of signals up to
     `now` and record a draft (kind "alert_rules", base_version = the current rules version,
     payload {"rules": every rule after the change}, evidence = the calibration, a markdown
     report). None when no rules are recorded, there are no signals, or no rule needs a change.
-    Returns the proposal row (store.create_proposal) with `calibration` added."""
+    Returns the proposal (store.create_proposal); its evidence is the calibration."""
     now = now or _now()
     current = current_alert_rules(con, workflow)
     if not current.rules:
@@ -357,7 +357,7 @@ def propose_alert_calibration(
         con, kind="alert_rules", workflow=workflow, period=period, title=title,
         payload={"rules": cal["proposed_rules"]}, evidence=cal, base_version=str(current.version),
         report_md=render_calibration_markdown(cal), dagster_run_id=dagster_run_id)
-    return {**row, "calibration": cal}
+    return row
 
 
 def accept_alert_calibration(

@@ -17,6 +17,7 @@ becomes the draft again). Every status change is an event.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -43,6 +44,40 @@ COLUMNS = (
 
 class ProposalError(ValueError):
     """A proposal request is invalid: unknown id, not a draft any more, missing actor."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """A proposal as recorded (a `proposals` row, payload and evidence decoded) and, as made by
+    `create_proposal`, whether that call recorded it (`created`; False: the identical proposal
+    already existed). What the monthly proposers (suite cases, threshold ratchet, alert
+    calibration) return."""
+
+    proposal_id: str
+    kind: str
+    workflow: str
+    period: str
+    title: str
+    status: str
+    base_version: str | None
+    payload: dict[str, Any] | None
+    evidence: dict[str, Any]
+    content_hash: str
+    report_md: str | None
+    report_path: str | None
+    dagster_run_id: str | None
+    created_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    result_version: str | None = None
+    event_seq: int | None = None
+    created: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, created: bool = False) -> Proposal:
+        """The proposal of a get_proposal row."""
+        return cls(**{k: row[k] for k in COLUMNS}, created=created)
 
 
 def _now() -> datetime:
@@ -121,8 +156,8 @@ def create_proposal(
     report_md: str | None = None,
     report_path: str | None = None,
     dagster_run_id: str | None = None,
-) -> dict[str, Any]:
-    """Record a draft (or find the identical one). Returns the row plus `created`.
+) -> Proposal:
+    """Record a draft (or find the identical one); `created` says which.
 
     Identity is the content (kind, workflow, base version, payload): the same proposal made
     again — a re-run, a later month with the same evidence — is the existing row, whatever its
@@ -145,7 +180,7 @@ def create_proposal(
                 _supersede_drafts(con, kind, workflow, by=row["proposal_id"])
                 _set_status(con, row, "draft", f"proposed again: {row['title']}")
                 row = _written_proposal(con, row["proposal_id"])
-            return {**row, "created": False}
+            return Proposal.from_row(row, created=False)
         proposal_id = f"{kind.replace('_', '-')}-{workflow}-{period}-{digest[:8]}"
         _supersede_drafts(con, kind, workflow, by=proposal_id)
         con.execute(
@@ -154,7 +189,7 @@ def create_proposal(
              _json(evidence or {}), digest, report_md, report_path, dagster_run_id, _now(), None, None, None, None,
              None],
         )
-    return {**_written_proposal(con, proposal_id), "created": True}
+    return Proposal.from_row(_written_proposal(con, proposal_id), created=True)
 
 
 def _set_status(con: duckdb.DuckDBPyConnection, row: dict[str, Any], status: str, reason: str) -> None:

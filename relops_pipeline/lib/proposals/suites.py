@@ -474,14 +474,15 @@ def propose_suite_cases(
     days: int = INCIDENT_WINDOW_DAYS,
     scorer_types: Iterable[str | None] | None = None,
     dagster_run_id: str | None = None,
-) -> dict[str, Any] | None:
+) -> store.Proposal | None:
     """Record a draft suite version with cases from the workflow's incident traces (see the
     module docstring), or return None when there is nothing to propose.
 
     `suite`: the suite folder name (the workflow's `evals.suite`, default the workflow).
     `scorer_types`: the workflow's scorer types, when known: the report warns about suggested
-    expectations no configured scorer reads. Returns the proposal row (store.create_proposal:
-    `created` False when the same draft exists) plus `skipped` (incident/trace, reason)."""
+    expectations no configured scorer reads. Returns the proposal (store.create_proposal:
+    `created` False when the same draft exists); its evidence lists what was `skipped`
+    (incident/trace, reason)."""
     validate_key("workflow", workflow)
     suite = validate_key("workflow", suite or workflow)
     now = now or _now()
@@ -601,7 +602,7 @@ def propose_suite_cases(
         con, kind=KIND, workflow=workflow, period=period, title=title, payload=payload, evidence=evidence,
         base_version=base.version, report_md=report, dagster_run_id=dagster_run_id,
     )
-    return {**row, "skipped": skipped}
+    return row
 
 
 def _scorer_warnings(cases: list[dict[str, Any]], scorer_types: Iterable[str | None] | None) -> list[str]:

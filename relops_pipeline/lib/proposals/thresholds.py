@@ -42,6 +42,7 @@ under the current thresholds differs from the recorded decision say so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime
@@ -488,10 +489,10 @@ def propose_threshold_ratchet(
     n_boot: int | None = None,
     report_path: str | None = None,
     dagster_run_id: str | None = None,
-) -> dict[str, Any] | None:
+) -> store.Proposal | None:
     """Analyse, backtest and record a draft `thresholds` proposal; None when nothing can be
-    tightened. Returns the proposal row (store.get_proposal shape, plus `created`: False when
-    the identical draft already existed). The thresholds in force do not change."""
+    tightened. Returns the proposal (`created` False when the identical draft already
+    existed). The thresholds in force do not change."""
     analysis = analyze_threshold_ratchet(
         con, workflow, recent=recent, margin=margin, min_step=min_step, min_releases=min_releases,
         budget_margin=budget_margin, budget_min_step=budget_min_step, n_boot=n_boot, now=now)
@@ -514,12 +515,10 @@ def propose_threshold_ratchet(
             con, kind=KIND, workflow=workflow, period=period, title=title, payload={"config": analysis["config"]},
             evidence=evidence, base_version=base_version, report_md=None, report_path=report_path,
             dagster_run_id=dagster_run_id)
-        if draft["created"] or not draft.get("report_md"):
-            report = render_threshold_report(analysis, backtest, draft["proposal_id"])
-            con.execute("UPDATE proposals SET report_md = ? WHERE proposal_id = ?", [report, draft["proposal_id"]])
-            stored = store.get_proposal(con, draft["proposal_id"])
-            assert stored is not None  # created or found just above
-            draft = {**stored, "created": draft["created"]}
+        if draft.created or not draft.report_md:
+            report = render_threshold_report(analysis, backtest, draft.proposal_id)
+            con.execute("UPDATE proposals SET report_md = ? WHERE proposal_id = ?", [report, draft.proposal_id])
+            draft = dataclasses.replace(draft, report_md=report)
     return draft
 
 
