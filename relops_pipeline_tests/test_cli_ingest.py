@@ -64,7 +64,14 @@ def test_ingest_every_fixture_folder_counts_add_up_and_second_ingest_adds_nothin
 
     instance = DagsterInstance.get()
     assert instance.get_run_by_id(doc["run_id"]).job_name == "ingest_traces_job"
-    assert instance.get_run_by_id(doc["signals_run_ids"][0]).job_name == "trace_signals_job"
+    signals_run = instance.get_run_by_id(doc["signals_run_ids"][0])
+    import dagster as dg
+
+    from relops_pipeline.defs.followups import SIGNALS_ASSETS
+
+    # The follow-up the planner asked for: the signals assets over the touched days, in one run.
+    assert signals_run.asset_selection == {dg.AssetKey(a) for a in SIGNALS_ASSETS}
+    assert signals_run.tags["relops/trigger"] == "ingest:cli"
 
 
 def _events(doc) -> int:
