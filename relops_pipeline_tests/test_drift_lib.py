@@ -486,19 +486,20 @@ def test_run_drift_period_stores_weekly_and_rolling_with_reports(wh, tmp_path):
     logs = []
     out = run_drift_period(wh, home, granularity="weekly", start=WEEK2[0], end=WEEK2[1], run_id="run-1",
                            reports=True, log=logs.append)
-    assert [(o["workflow"], o["release"], o["status"], o["severity"]) for o in out] == [
+    assert [(o.workflow, o.release, o.status, o.severity) for o in out] == [
         ("wf", "*", "drift", "ERROR"), ("wf", "v1", "drift", "ERROR")]
     head = out[0]
-    assert head["critical_drifted"] == ["topic"] and head["period_start"] == WEEK2[0].isoformat()
-    assert head["report_path"] == str(report_path(home, "wf", WEEK2[0])) and out[1]["report_path"] is None
+    assert head.critical_drifted == ["topic"] and head.period_start == WEEK2[0]
+    assert head.report_path == str(report_path(home, "wf", WEEK2[0])) and out[1].report_path is None
+    assert all(o.samples is None for o in out)  # the frames are not returned: the summaries round-trip through JSON
     assert (workspace_dir(home) / "relops-snapshots.json").exists()
     assert any("drift report wf" in line for line in logs)
     stored = wh.execute("SELECT release, report_path, dagster_run_id FROM drift_summaries ORDER BY release").fetchall()
-    assert stored == [("*", head["report_path"], "run-1"), ("v1", None, "run-1")]
+    assert stored == [("*", head.report_path, "run-1"), ("v1", None, "run-1")]
 
     rolling = run_drift_period(wh, home, granularity="rolling", start=WEEK2[0], end=WEEK2[0] + dt.timedelta(days=2),
                                window_days=7)
-    windows = sorted({(o["period_start"], o["period_end"]) for o in rolling})
-    assert windows == [((WEEK2[0] - dt.timedelta(days=6)).isoformat(), (WEEK2[0] + dt.timedelta(days=1)).isoformat()),
-                       ((WEEK2[0] - dt.timedelta(days=5)).isoformat(), (WEEK2[0] + dt.timedelta(days=2)).isoformat())]
+    windows = sorted({(o.period_start, o.period_end) for o in rolling})
+    assert windows == [(WEEK2[0] - dt.timedelta(days=6), WEEK2[0] + dt.timedelta(days=1)),
+                       (WEEK2[0] - dt.timedelta(days=5), WEEK2[0] + dt.timedelta(days=2))]
     assert wh.execute("SELECT count(*) FROM drift_summaries WHERE granularity = 'rolling'").fetchone()[0] == 4

@@ -7,7 +7,15 @@ import datetime as dt
 import json
 import sys
 
-from relops_pipeline.cli.common import CliError, CommandResult, Commands, get_workflow, plain_table, read_warehouse, run_or_fail
+from relops_pipeline.cli.common import (
+    CliError,
+    CommandResult,
+    Commands,
+    get_workflow,
+    materialize_or_fail,
+    plain_table,
+    read_warehouse,
+)
 from relops_pipeline.cli.ingest import refresh_days
 from relops_pipeline.lib.home import Home
 
@@ -71,7 +79,7 @@ def compute_weekly_drift(home: Home, weeks: list[str] | None, *, refresh: bool) 
     runs = []
     for i, w in enumerate(todo, 1):
         print(f"      [{i}/{len(todo)}] weekly drift of the week of {w} ...", file=sys.stderr)
-        result = run_or_fail(home, "weekly_drift_job", what="weekly drift", tags={"dagster/partition": w})
+        result = materialize_or_fail(home, ["weekly_drift"], what="weekly drift", partition_key=w)
         runs.append(result.run_id)
     return todo, runs, weeks
 

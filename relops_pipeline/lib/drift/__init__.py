@@ -38,5 +38,6 @@ API (stable; callers: defs/drift, defs/ingest, bench/drift*.py):
     workspace.add_snapshots(workspace_dir, [(project_name, snapshot), ...]) -> list[str],
     workspace.ui_command(workspace_dir, port=8000) -> (argv, env).
 - run.run_drift_period(con, home, *, granularity, start, end, run_id=None, reports=False,
-      window_days=None, log=None) -> list[dict]   (what the Dagster assets call)
+      window_days=None, log=None) -> list[DriftSummary]   (what the Dagster assets call;
+      defs/drift/metadata.py turns them into metadata and checks)
 """

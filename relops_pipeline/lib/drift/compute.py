@@ -37,7 +37,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypedDict
 
 from relops_pipeline.lib.drift.config import SCORE_PREFIX, DriftConfig, column_info
@@ -52,7 +52,7 @@ ALL_RELEASES = "*"
 SEVERITY_RANK = {None: 0, "WARN": 1, "ERROR": 2}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ColumnDrift:
     """One column's drift test. ref_rows / cur_rows: the non-null values the statistic saw
     (after sampling). status: ok | drift | insufficient."""
@@ -69,10 +69,11 @@ class ColumnDrift:
     cur_rows: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class DriftSummary:
     """One scope's drift in one window. cur_rows / ref_rows: exact trace counts of the window
-    and of the reference window; sampled: a window was larger than sample_rows."""
+    and of the reference window; sampled: a window was larger than sample_rows. Frozen; it
+    round-trips through JSON (lib/results.py) once its samples are dropped (`without_samples`)."""
 
     granularity: str
     period_start: dt.date
@@ -99,6 +100,11 @@ class DriftSummary:
     # The frames the statistics ran on (current, reference), kept only with keep_samples=True
     # (for the HTML report); never stored.
     samples: Any = field(default=None, repr=False, compare=False)
+
+    def without_samples(self, report_path: str | None = None) -> DriftSummary:
+        """This summary without its sample frames (what is stored and returned), with the
+        report's path when one was written."""
+        return replace(self, samples=None, report_path=report_path if report_path is not None else self.report_path)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (dates as ISO strings), without the samples."""

@@ -91,9 +91,10 @@ def run_drift_period(
     reports: bool = False,
     window_days: int | None = None,
     log: Callable[[str], None] | None = None,
-) -> list[dict]:
+) -> list[DriftSummary]:
     """Compute and store the drift of every workflow for the partitions [start, end); return
-    the summaries as dicts (DriftSummary.as_dict), workflow scope first per workflow.
+    the summaries (without their samples: they round-trip through JSON), workflow scope
+    first per workflow.
 
     reports: write the Evidently HTML report of each weekly workflow-scope window that has a
     verdict (under <home>/reports/drift/<workflow>/) and add it to the local Evidently
@@ -115,13 +116,15 @@ def run_drift_period(
             if workflow not in active:
                 continue  # no traffic in this window: nothing to compare (no row, no verdict)
             sums = compute_drift(con, workflow, cfg, w_start, w_end, granularity=granularity, run_id=run_id, keep_samples=reports)
+            kept = []
             for s in sums:
+                report = None
                 if reports and s.release == ALL_RELEASES and s.samples is not None and s.columns_tested:
-                    s.report_path = str(_write_report(home, s, cfg, snapshots))
-                    log(f"drift report {workflow} {w_start}: {s.report_path}")
-                s.samples = None
-            period.extend(sums)
-            head = sums[0]
+                    report = str(_write_report(home, s, cfg, snapshots))
+                    log(f"drift report {workflow} {w_start}: {report}")
+                kept.append(s.without_samples(report))
+            period.extend(kept)
+            head = kept[0]
             log(f"drift {granularity} {w_start}..{w_end} {workflow}: {head.status} "
                 f"({head.columns_drifted}/{head.columns_tested} columns, {head.cur_rows} traces)")
         store_drift(con, period, run_id=run_id)
@@ -131,7 +134,7 @@ def run_drift_period(
 
         add_snapshots(workspace_dir(home), snapshots)
         log(f"added {len(snapshots)} snapshots to the Evidently workspace {workspace_dir(home)}")
-    return [s.as_dict() for s in out]
+    return out
 
 
 def _write_report(home: Home, s: DriftSummary, cfg: DriftConfig, snapshots: list) -> Path:
