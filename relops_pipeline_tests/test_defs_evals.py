@@ -7,7 +7,7 @@ import shutil
 import dagster as dg
 
 from relops_pipeline.defs.evals.assets import eval_run, eval_suites, release_manifest
-from relops_pipeline.defs.evals.partitions import releases_partitions
+from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS
 from relops_pipeline.defs.evals.sensors import releases_sensor
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.warehouse import open_warehouse
@@ -21,7 +21,7 @@ def test_releases_sensor_adds_partitions_and_requests_eval_runs_once(home):
         added = result.dynamic_partitions_requests[0]
         assert sorted(added.partition_keys) == keys
         # The daemon applies the partition requests; here we apply them as it would.
-        instance.add_dynamic_partitions(releases_partitions.name, keys)
+        instance.add_dynamic_partitions(RELEASES_PARTITIONS, keys)
         again = _tick(releases_sensor, instance, home, result.cursor)
         assert isinstance(again, dg.SkipReason)
         # A new manifest file is picked up on the next tick, and only it.
@@ -37,7 +37,7 @@ def test_release_assets_materialize_for_a_partition(home, resources):
         shutil.rmtree(home.root / "releases" / wf)
     key = "support-triage--v1.2.0"
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(releases_partitions.name, [key])
+        instance.add_dynamic_partitions(RELEASES_PARTITIONS, [key])
         assert dg.materialize([eval_suites], resources=resources, instance=instance).success
         result = dg.materialize(
             [release_manifest, eval_run], partition_key=key, resources=resources, instance=instance,
@@ -58,7 +58,7 @@ def test_release_gate_records_decision_and_checks(home, resources):
     shutil.rmtree(home.root / "releases" / "doc-qa")
     key = "support-triage--v1.2.0"
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(releases_partitions.name, [key])
+        instance.add_dynamic_partitions(RELEASES_PARTITIONS, [key])
         assets = [eval_suites, release_manifest, eval_run, gate_thresholds, release_gate]
         assert dg.materialize([eval_suites], resources=resources, instance=instance).success
         result = dg.materialize(assets[1:], partition_key=key, resources=resources, instance=instance,

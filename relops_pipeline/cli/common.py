@@ -9,7 +9,6 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from relops_pipeline.lib.home import HOME_ENV, Home
 
@@ -160,7 +159,10 @@ def materialize(home: Home, assets, *, partition_key: str | None = None, days: t
     from relops_pipeline.defs.followups import RANGE_END_TAG, RANGE_START_TAG
 
     instance = dagster_instance(home)
-    job = dagster_defs().resolve_implicit_global_asset_job_def()
+    from relops_pipeline.defs.beta import expected_beta_warnings
+
+    with expected_beta_warnings():  # Dagster warns on its own use of a beta parameter here
+        job = dagster_defs().resolve_implicit_global_asset_job_def()
     quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "CRITICAL")}}}}
     run_tags = {"relops/trigger": "cli", **(tags or {})}
     if days is not None:
@@ -256,24 +258,19 @@ def get_workflow_release(home: Home, workflow: str, version: str):
 
 def add_release_partition(home: Home, key: str) -> None:
     """Add the release's dynamic partition (once)."""
-    from relops_pipeline.defs.evals.partitions import releases_partitions
+    from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS
 
     instance = dagster_instance(home)
-    if not instance.has_dynamic_partition(releases_partitions.name, key):
-        instance.add_dynamic_partitions(releases_partitions.name, [key])
+    if not instance.has_dynamic_partition(RELEASES_PARTITIONS, key):
+        instance.add_dynamic_partitions(RELEASES_PARTITIONS, [key])
 
 
 def release_partitions(home: Home, workflow: str) -> list[str]:
     """The workflow's registered release keys (its dynamic partitions), sorted."""
-    from relops_pipeline.defs.evals.partitions import releases_partitions
+    from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS
 
     instance = dagster_instance(home)
-    return sorted(k for k in instance.get_dynamic_partitions(releases_partitions.name) if k.startswith(f"{workflow}--"))
-
-
-def run_partition(home: Home, job: str, key: str, tags: dict) -> Any:
-    """Run a job on one release partition; a failed run is a CliError."""
-    return run_or_fail(home, job, what=job, tags={"dagster/partition": key, **tags})
+    return sorted(k for k in instance.get_dynamic_partitions(RELEASES_PARTITIONS) if k.startswith(f"{workflow}--"))
 
 
 def plain_table(header: list[str], rows: list[list]) -> str:

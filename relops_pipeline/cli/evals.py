@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from relops_pipeline.cli.cadence import accept_or_reject
 from relops_pipeline.cli.common import (
@@ -17,10 +18,19 @@ from relops_pipeline.cli.common import (
     default_actor,
     get_workflow,
     get_workflow_release,
+    materialize_or_fail,
     release_partitions,
-    run_partition,
 )
 from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.results import to_json
+
+if TYPE_CHECKING:
+    from relops_pipeline.lib.evals.store import EvalRunSummary
+
+# What `relops` materializes on a release's partition.
+RELEASE_EVAL = ["release_manifest", "eval_run"]
+RELEASE_MANIFEST = ["release_manifest"]
+EVAL_RUN = ["eval_run"]
 
 
 def cmd_workflow_add(args) -> CommandResult:
@@ -36,28 +46,31 @@ def cmd_workflow_add(args) -> CommandResult:
                          f"workflow {args.name} written to {path} (edit its runner and scorers)")
 
 
-def _eval_summary(home: Home, run_id: str) -> dict:
-    from relops_pipeline.lib.evals.store import eval_run_summary
+def _eval_run(home: Home, run_id: str) -> EvalRunSummary | None:
+    """The eval run the Dagster run recorded, or None."""
+    from relops_pipeline.lib.evals.store import eval_run_of_dagster_run
     from relops_pipeline.lib.warehouse import open_warehouse
 
     with open_warehouse(home.warehouse_path) as con:
-        row = con.execute("SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1",
-                          [run_id]).fetchone()
-        return eval_run_summary(con, row[0]) if row else {}
+        return eval_run_of_dagster_run(con, run_id)
 
 
-def _eval_text(e: dict) -> str:
-    if not e:
+def _eval_json(e: EvalRunSummary | None) -> dict[str, Any]:
+    return to_json(e) if e is not None else {}
+
+
+def _eval_text(e: EvalRunSummary | None) -> str:
+    if e is None:
         return "no eval run recorded"
     lines = [
-        f"eval run {e['eval_run_id']} of {e['release_key']} on suite {e['suite_version']} ({e['source']}): "
-        f"{e['cases']} cases, {e['samples']} samples, {e['errors']} errors"
-        + ("" if e["valid"] else f" — INVALID: {e['invalid_reason']}"),
+        f"eval run {e.eval_run_id} of {e.release_key} on suite {e.suite_version} ({e.source}): "
+        f"{e.cases} cases, {e.samples} samples, {e.errors} errors"
+        + ("" if e.valid else f" — INVALID: {e.invalid_reason}"),
     ]
-    for m, v in e["metrics"].items():
-        lines.append(f"  {m:<16} mean {v['mean']:.3f}  pass rate {v['pass_rate']:.3f}  (n={v['n']})")
-    if e.get("must_pass_cases"):
-        lines.append(f"  must-pass cases failing in some sample: {e['must_pass_failing_cases']} of {e['must_pass_cases']}")
+    for m, v in e.metrics.items():
+        lines.append(f"  {m:<16} mean {v.mean:.3f}  pass rate {v.pass_rate:.3f}  (n={v.n})")
+    if e.must_pass_cases:
+        lines.append(f"  must-pass cases failing in some sample: {e.must_pass_failing_cases} of {e.must_pass_cases}")
     return "\n".join(lines)
 
 
@@ -98,16 +111,19 @@ def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = T
     key = manifest.release_key
     add_release_partition(home, key)
     tags = {"relops/registered_by": by or default_actor()}
-    result = run_partition(home, "release_eval_job" if run_eval else "release_manifest_job", key, tags)
+    result = materialize_or_fail(home, RELEASE_EVAL if run_eval else RELEASE_MANIFEST,
+                                 what="release eval" if run_eval else "release manifest", partition_key=key, tags=tags)
     with open_warehouse(home.warehouse_path) as con:
         release = get_release(con, key)
-    ev = _eval_summary(home, result.run_id) if run_eval else {}
-    summary = (release.get("diff") or {}).get("summary") or []
-    text = [f"registered {key} (manifest {release['manifest_hash'][:12]}), compared with {release['baseline_version'] or 'nothing'}"]
+    if release is None:
+        raise CliError(f"run {result.run_id} recorded no release {key}")
+    ev = _eval_run(home, result.run_id) if run_eval else None
+    summary = (release.diff or {}).get("summary") or []
+    text = [f"registered {key} (manifest {(release.manifest_hash or '')[:12]}), compared with {release.baseline_version or 'nothing'}"]
     text += [f"  changed: {line}" for line in summary]
-    if ev:
+    if ev is not None:
         text.append(_eval_text(ev))
-    return CommandResult({"release_key": key, "manifest_hash": release["manifest_hash"], "diff": release["diff"], "eval": ev,
+    return CommandResult({"release_key": key, "manifest_hash": release.manifest_hash, "diff": release.diff, "eval": _eval_json(ev),
                           "run_id": result.run_id}, "\n".join(text))
 
 
@@ -149,9 +165,9 @@ def cmd_eval_run(args) -> CommandResult:
         tags["relops/samples"] = str(args.samples)
     if args.suite_version:
         tags["relops/suite_version"] = args.suite_version
-    result = run_partition(home, "eval_run_job", key, tags)
-    ev = _eval_summary(home, result.run_id)
-    return CommandResult({**ev, "run_id": result.run_id}, _eval_text(ev))
+    result = materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags)
+    ev = _eval_run(home, result.run_id)
+    return CommandResult({**_eval_json(ev), "run_id": result.run_id}, _eval_text(ev))
 
 
 def cmd_eval_import(args) -> CommandResult:
@@ -173,9 +189,9 @@ def cmd_eval_import(args) -> CommandResult:
         tags["relops/import_format"] = args.format
     if args.variant:
         tags["relops/import_variant"] = args.variant
-    result = run_partition(home, "release_eval_job", key, tags)
-    ev = _eval_summary(home, result.run_id)
-    return CommandResult({**ev, "run_id": result.run_id}, _eval_text(ev))
+    result = materialize_or_fail(home, RELEASE_EVAL, what="eval import", partition_key=key, tags=tags)
+    ev = _eval_run(home, result.run_id)
+    return CommandResult({**_eval_json(ev), "run_id": result.run_id}, _eval_text(ev))
 
 
 def _daemon_running(instance) -> bool:
@@ -205,8 +221,10 @@ def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_p
         runs = []
         for i, key in enumerate(keys, 1):
             print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
-            runs.append({"release_key": key, **_eval_summary(home, run_partition(home, "eval_run_job", key, tags).run_id)})
-        return CommandResult({"mode": "in-process", "releases": keys, "runs": runs}, "\n".join(_eval_text(r) for r in runs))
+            runs.append(_eval_run(home, materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags).run_id))
+        return CommandResult({"mode": "in-process", "releases": keys,
+                              "runs": [{"release_key": key, **_eval_json(r)} for key, r in zip(keys, runs, strict=True)]},
+                             "\n".join(_eval_text(r) for r in runs))
     backfill_id = submit_backfill(home, keys, tags)
     instance = dagster_instance(home)
     running = _daemon_running(instance)

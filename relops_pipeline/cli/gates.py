@@ -3,10 +3,10 @@ hash-chained audit log and versioned gate thresholds."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from relops_pipeline.cli.cadence import accept_or_reject, require_approver
 from relops_pipeline.cli.common import (
@@ -17,35 +17,31 @@ from relops_pipeline.cli.common import (
     Commands,
     get_workflow,
     get_workflow_release,
+    materialize,
+    materialize_or_fail,
     read_warehouse,
     release_partitions,
     run_failure,
-    run_job,
-    run_partition,
 )
-from relops_pipeline.cli.evals import register_release
+from relops_pipeline.cli.evals import EVAL_RUN, register_release
 from relops_pipeline.lib.home import Home
+
+if TYPE_CHECKING:
+    from relops_pipeline.lib.gates.service import GateRecord
+
+# What `relops gate` materializes on the release's partition: the thresholds in force, then the decision.
+RELEASE_GATE = ["gate_thresholds", "release_gate"]
 
 EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2}
 
 
-def latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> dict | None:
+def latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> GateRecord | None:
     """The release's latest gate decision (of that Dagster run, when given), or None."""
+    from relops_pipeline.lib.gates.service import latest_gate_decision
     from relops_pipeline.lib.warehouse import open_warehouse
 
     with open_warehouse(home.warehouse_path) as con:
-        sql = ("SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions "
-               "WHERE release_key = ?")
-        params = [key]
-        if dagster_run_id:
-            sql += " AND dagster_run_id = ?"
-            params.append(dagster_run_id)
-        row = con.execute(sql + " ORDER BY decided_at DESC LIMIT 1", params).fetchall()
-    if not row:
-        return None
-    gate_id, decision, result, md, html, js, run_id = row[0]
-    return {"gate_id": gate_id, "decision": decision, "result": json.loads(result), "report_md": md,
-            "report_html": html, "report_json": js, "dagster_run_id": run_id}
+        return latest_gate_decision(con, key, dagster_run_id)
 
 
 def cmd_gate(args) -> CommandResult:
@@ -68,7 +64,7 @@ def cmd_gate(args) -> CommandResult:
             raise CliError(str(exc)) from None
         register_release(home, manifest, by=os.environ.get("USER"), run_eval=not args.suite_version)
         if args.suite_version:
-            run_partition(home, "eval_run_job", key, {"relops/suite_version": args.suite_version})
+            materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags={"relops/suite_version": args.suite_version})
     else:
         from relops_pipeline.lib.gates.service import latest_eval_run
         from relops_pipeline.lib.warehouse import open_warehouse
@@ -78,51 +74,31 @@ def cmd_gate(args) -> CommandResult:
         if not have_eval:
             print(f"running the eval of {key} ...", file=sys.stderr)
             tags = {"relops/suite_version": args.suite_version} if args.suite_version else {}
-            run_partition(home, "eval_run_job", key, tags)
+            materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags)
     tags = {}
     if args.baseline:
         tags["relops/baseline"] = args.baseline
     if args.suite_version:
         tags["relops/suite_version"] = args.suite_version
     # A BLOCK fails the run's blocking checks: the run "fails" but the decision is recorded.
-    result = run_job(home, "release_gate_job", tags={"dagster/partition": key, **tags})
+    result = materialize(home, RELEASE_GATE, partition_key=key, tags=tags)
     gate = latest_gate(home, key, result.run_id)
     if gate is None:
         raise CliError(f"gate run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
     from relops_pipeline.lib.gates.report import render_junit, render_pr_comment, write_text_atomic
 
-    gr = _gate_result(gate["result"])
+    gr = gate.result
     if args.junit:
         write_text_atomic(Path(args.junit), render_junit(gr))
     if args.markdown:
-        write_text_atomic(Path(args.markdown), render_pr_comment(gr, links={"full report": gate["report_html"]}))
-    r = gate["result"]
-    text = [f"{gate['decision']}: {key} vs {r.get('baseline_version') or 'no baseline'}"]
-    text += [f"  - {reason}" for reason in r["reasons"]]
-    text.append(f"report: {gate['report_html']}")
-    out = {"release_key": key, "decision": gate["decision"], "reasons": r["reasons"], "gate_id": gate["gate_id"],
-           "baseline_version": r.get("baseline_version"), "reports": {"md": gate["report_md"], "html": gate["report_html"],
-           "json": gate["report_json"]}, "run_id": result.run_id}
-    return CommandResult(out, "\n".join(text), EXIT_BY_DECISION[gate["decision"]])
-
-
-def _gate_result(d: dict):
-    """Rebuild a GateResult from its stored JSON (for the CI renderers)."""
-    from relops_pipeline.lib.gates.model import CaseChange, GateResult, Interval, MetricEvidence, MustPassCase, RuleResult
-
-    def iv(x):
-        return Interval(**x) if x else None
-
-    return GateResult(
-        workflow=d["workflow"], version=d["version"], baseline_version=d.get("baseline_version"), decision=d["decision"],
-        reasons=d["reasons"], rules=[RuleResult(**r) for r in d["rules"]],
-        metrics=[MetricEvidence(**{**m, "candidate": iv(m["candidate"]), "baseline": iv(m.get("baseline")), "delta": iv(m.get("delta"))})
-                 for m in d["metrics"]],
-        must_pass=[MustPassCase(**m) for m in d["must_pass"]], flaky_cases=[CaseChange(**c) for c in d["flaky_cases"]],
-        newly_failing=[CaseChange(**c) for c in d["newly_failing"]], newly_passing=[CaseChange(**c) for c in d["newly_passing"]],
-        latency_ms={k: iv(v) for k, v in d["latency_ms"].items()}, cost_usd={k: iv(v) for k, v in d["cost_usd"].items()},
-        evidence=d["evidence"], diff=d.get("diff"),
-    )
+        write_text_atomic(Path(args.markdown), render_pr_comment(gr, links={"full report": gate.report_html}))
+    text = [f"{gate.decision}: {key} vs {gr.baseline_version or 'no baseline'}"]
+    text += [f"  - {reason}" for reason in gr.reasons]
+    text.append(f"report: {gate.report_html}")
+    out = {"release_key": key, "decision": gate.decision, "reasons": gr.reasons, "gate_id": gate.gate_id,
+           "baseline_version": gr.baseline_version, "reports": {"md": gate.report_md, "html": gate.report_html,
+           "json": gate.report_json}, "run_id": result.run_id}
+    return CommandResult(out, "\n".join(text), EXIT_BY_DECISION[gate.decision])
 
 
 def cmd_approve(args) -> CommandResult:

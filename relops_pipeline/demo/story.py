@@ -14,10 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relops_pipeline.cli.cadence import accept_or_reject, cmd_memo, cmd_review_import, cmd_review_sample
-from relops_pipeline.cli.common import EXIT_RUN_FAILED, CliError, get_workflow, read_warehouse, run_failure, run_job, run_or_fail
+from relops_pipeline.cli.common import (
+    EXIT_RUN_FAILED,
+    CliError,
+    get_workflow,
+    materialize,
+    materialize_or_fail,
+    read_warehouse,
+    run_failure,
+    run_job,
+    run_or_fail,
+)
 from relops_pipeline.cli.drift import compute_weekly_drift
 from relops_pipeline.cli.evals import backfill_evals, register_release
-from relops_pipeline.cli.gates import cmd_gate, latest_gate
+from relops_pipeline.cli.gates import RELEASE_GATE, cmd_gate, latest_gate
 from relops_pipeline.cli.ingest import ingest, ingest_text
 from relops_pipeline.cli.releases import cmd_canary, workflow_status
 from relops_pipeline.demo.traces import generate_demo_traces, release_schedule
@@ -150,7 +160,7 @@ def demo_releases(home: Home) -> list[dict]:
     from relops_pipeline.lib.evals.manifests import load_manifest
     from relops_pipeline.lib.evals.suites import version_sort_key
 
-    run_or_fail(home, "suites_job", what="suites")
+    materialize_or_fail(home, ["eval_suites"], what="suites")
     out = []
     for wf_dir in sorted((home.root / "releases").glob("*")):
         for path in sorted(wf_dir.glob("*.yaml"), key=lambda p: version_sort_key(p.stem)):
@@ -173,18 +183,18 @@ def demo_gates(home: Home, releases: list[dict]) -> list[dict]:
         workflow, version = split_release_key(key)
         gate = latest_gate(home, key)
         if gate is not None:  # a second demo keeps the decisions made the first time
-            out.append({"release_key": key, "decision": gate["decision"],
-                        "baseline": gate["result"].get("baseline_version"), "reasons": gate["result"]["reasons"],
-                        "report": gate["report_html"], "approved_by": None})
-            print(f"      {key}: {gate['decision']} (decided earlier)", file=sys.stderr)
+            out.append({"release_key": key, "decision": gate.decision,
+                        "baseline": gate.result.baseline_version, "reasons": gate.result.reasons,
+                        "report": gate.report_html, "approved_by": None})
+            print(f"      {key}: {gate.decision} (decided earlier)", file=sys.stderr)
             continue
-        result = run_job(home, "release_gate_job", tags={"dagster/partition": key})
+        result = materialize(home, RELEASE_GATE, partition_key=key)
         gate = latest_gate(home, key, result.run_id)
         if gate is None:
             raise CliError(f"gate run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-        row = {"release_key": key, "decision": gate["decision"], "baseline": gate["result"].get("baseline_version"),
-               "reasons": gate["result"]["reasons"], "report": gate["report_html"], "approved_by": None}
-        if gate["decision"] == "REVIEW" and not row["baseline"]:
+        row = {"release_key": key, "decision": gate.decision, "baseline": gate.result.baseline_version,
+               "reasons": gate.result.reasons, "report": gate.report_html, "approved_by": None}
+        if gate.decision == "REVIEW" and not row["baseline"]:
             wf = get_workflow(home, workflow)
             with open_warehouse(home.warehouse_path) as con:
                 approve(con, key, approvers=wf.approvers, by=wf.owner,

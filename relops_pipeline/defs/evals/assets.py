@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from relops_pipeline.defs.evals.metadata import eval_run_result, eval_suites_result, release_manifest_result
 from relops_pipeline.defs.evals.partitions import (
     IMPORT_FILE_TAG,
     IMPORT_FORMAT_TAG,
@@ -15,7 +16,6 @@ from relops_pipeline.defs.evals.partitions import (
     releases_partitions,
 )
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
-from relops_pipeline.lib.markdown import md_table
 
 
 def suites_root(home: RelopsHomeResource) -> Path:
@@ -34,28 +34,16 @@ def eval_suites(context: dg.AssetExecutionContext, home: RelopsHomeResource, war
     recorded (content-hashed); a change is a new version with a changelog line, and eval runs
     name the version they ran.
     """
-    from relops_pipeline.lib.evals.store import record_suite_version
-    from relops_pipeline.lib.evals.suites import load_suite, validate_path
+    from relops_pipeline.lib.evals.store import InvalidSuitesError, record_suites, suite_files
 
-    root = suites_root(home)
-    files = sorted(root.glob("*/*.yaml")) if root.is_dir() else []
-    problems = [str(p) for f in files for p in validate_path(f)]
-    if problems:
-        raise dg.Failure(description="invalid suite files:\n" + "\n".join(problems[:50]))
-    rows = []
+    try:
+        files = suite_files(suites_root(home))
+    except InvalidSuitesError as exc:
+        raise dg.Failure(description=str(exc)) from None
     with warehouse.get_connection() as con:
-        for f in files:
-            suite = load_suite(f)
-            status = record_suite_version(con, suite, str(f))
-            rows.append([suite.workflow, suite.version, len(suite.cases), sum(c.must_pass for c in suite.cases),
-                         suite.content_hash[:12], status])
-    context.log.info(f"{len(rows)} suite versions ({sum(r[5] == 'new' for r in rows)} new)")
-    return dg.MaterializeResult(
-        metadata={
-            "suite_versions": dg.MetadataValue.int(len(rows)),
-            "versions": dg.MetadataValue.md(md_table(["workflow", "version", "cases", "must_pass", "hash", "status"], rows)),
-        }
-    )
+        recorded = record_suites(con, files)
+    context.log.info(f"{len(recorded.versions)} suite versions ({recorded.new} new)")
+    return eval_suites_result(recorded)
 
 
 @dg.asset(partitions_def=releases_partitions, group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"})
@@ -66,47 +54,20 @@ def release_manifest(context: dg.AssetExecutionContext, home: RelopsHomeResource
     The business meaning: exactly what is being shipped. Immutable once registered; a release
     imported from eval results without a manifest is recorded with "what changed: unknown".
     """
-    from relops_pipeline.lib.evals.diff import diff_manifests, diff_markdown
-    from relops_pipeline.lib.evals.manifests import load_manifest, manifest_from_content
     from relops_pipeline.lib.evals.model import split_release_key
-    from relops_pipeline.lib.evals.store import ImmutableError, get_release, previous_release, record_release
+    from relops_pipeline.lib.evals.store import ImmutableError, MissingManifestError, register_release_manifest
 
     key = context.partition_key
     workflow, version = split_release_key(key)
-    path = releases_root(home) / workflow / f"{version}.yaml"
-    registered_by = context.run.tags.get(REGISTERED_BY_TAG)
     with warehouse.get_connection() as con:
-        manifest = load_manifest(path) if path.exists() else None
-        if manifest is None and get_release(con, key) is None and not context.run.tags.get(IMPORT_FILE_TAG):
-            raise dg.Failure(description=f"no manifest for release {key}: expected {path}")
-        base = previous_release(con, workflow, key)
-        diff = None
-        if manifest is not None:
-            base_manifest = manifest_from_content(base["manifest"]) if base and base["manifest"] else None
-            diff = diff_manifests(base_manifest, manifest)
         try:
-            status = record_release(
-                con, manifest, workflow=workflow, version=version, source_file=str(path) if manifest else None,
-                diff=diff, baseline_version=base["version"] if base else None, registered_by=registered_by,
+            registered = register_release_manifest(
+                con, key, releases_root(home) / workflow / f"{version}.yaml",
+                registered_by=context.run.tags.get(REGISTERED_BY_TAG), imported=bool(context.run.tags.get(IMPORT_FILE_TAG)),
             )
-        except ImmutableError as exc:
+        except (ImmutableError, MissingManifestError) as exc:
             raise dg.Failure(description=str(exc)) from None
-        release = get_release(con, key)
-    known = bool(release["manifest_known"])
-    diff = release["diff"]
-    md = diff_markdown(diff) if diff else "_What changed is unknown: this release was registered without a manifest._"
-    return dg.MaterializeResult(
-        metadata={
-            "workflow": workflow,
-            "version": version,
-            "manifest_known": known,
-            "manifest_hash": release["manifest_hash"] or "unknown",
-            "model": (release["manifest"] or {}).get("model", "unknown"),
-            "compared_with": release["baseline_version"] or "none",
-            "status": status,
-            "what_changed": dg.MetadataValue.md(md),
-        }
-    )
+    return release_manifest_result(registered)
 
 
 @dg.asset(
@@ -146,30 +107,10 @@ def eval_run(context: dg.AssetExecutionContext, home: RelopsHomeResource, wareho
             dagster_run_id=context.run.run_id,
         )
     context.log.info(
-        f"eval run {summary['eval_run_id']}: {summary['cases']} cases, {summary['samples']} samples, "
-        f"{summary['errors']} errors, valid={summary['valid']} in {time.time() - started:.1f} s"
+        f"eval run {summary.eval_run_id}: {summary.cases} cases, {summary.samples} samples, "
+        f"{summary.errors} errors, valid={summary.valid} in {time.time() - started:.1f} s"
     )
-    metrics = summary["metrics"]
-    return dg.MaterializeResult(
-        metadata={
-            "eval_run_id": summary["eval_run_id"],
-            "suite_version": summary["suite_version"],
-            "source": summary["source"],
-            "cases": dg.MetadataValue.int(summary["cases"]),
-            "samples": dg.MetadataValue.int(summary["samples"]),
-            "errors": dg.MetadataValue.int(summary["errors"]),
-            "error_rate": dg.MetadataValue.float(float(summary["error_rate"] or 0.0)),
-            "valid": summary["valid"],
-            "invalid_reason": summary["invalid_reason"] or "",
-            "must_pass_failing_cases": dg.MetadataValue.int(summary["must_pass_failing_cases"]),
-            **{f"pass_rate/{m}": dg.MetadataValue.float(float(v["pass_rate"])) for m, v in metrics.items()},
-            "latency_p50_ms": dg.MetadataValue.float(float(summary["latency_p50_ms"] or 0.0)),
-            "cost_usd": dg.MetadataValue.float(float(summary["cost_usd"] or 0.0)),
-            "metrics": dg.MetadataValue.md(
-                md_table(["metric", "mean", "pass rate", "n"], [[m, v["mean"], v["pass_rate"], v["n"]] for m, v in metrics.items()])
-            ),
-        }
-    )
+    return eval_run_result(summary)
 
 
 def _imported(path: str, fmt: str | None, variant: str | None, workflow: str, version: str):
@@ -240,11 +181,3 @@ release_eval_job = dg.define_asset_job(
     selection=[release_manifest, eval_run],
     description="Record a release's manifest and run its eval suite (or import results).",
 )
-release_manifest_job = dg.define_asset_job(
-    "release_manifest_job", selection=[release_manifest], description="Record a release's manifest and what changed."
-)
-eval_run_job = dg.define_asset_job(
-    "eval_run_job", selection=[eval_run], description="Run a registered release's eval suite (or import results)."
-)
-suites_job = dg.define_asset_job("suites_job", selection=[eval_suites], description="Validate and record suite versions.")
-

@@ -2,7 +2,10 @@
 
 import dagster as dg
 
-releases_partitions = dg.DynamicPartitionsDefinition(name="releases")
+# The partitions' name, for the instance's dynamic-partition calls (the definition's `.name` is
+# Optional for type checkers).
+RELEASES_PARTITIONS = "releases"
+releases_partitions = dg.DynamicPartitionsDefinition(name=RELEASES_PARTITIONS)
 
 # Run tags that steer an eval run; tags (not run config) so backfills can carry them too.
 SUITE_VERSION_TAG = "relops/suite_version"

@@ -9,7 +9,7 @@ import dagster as dg
 
 from relops_pipeline.defs.beta import with_beta_parameters
 from relops_pipeline.defs.evals.assets import release_eval_job
-from relops_pipeline.defs.evals.partitions import releases_partitions
+from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS, releases_partitions
 from relops_pipeline.defs.resources import RelopsHomeResource
 
 
@@ -36,7 +36,7 @@ def releases_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResourc
     changed = [p for p, h in current.items() if seen.get(p) != h]
     if not changed:
         return dg.SkipReason(f"no new manifests in {root}")
-    known = set(context.instance.get_dynamic_partitions(releases_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(RELEASES_PARTITIONS))
     new_keys, requests = [], []
     for path in changed:
         try:

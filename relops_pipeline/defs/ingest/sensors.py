@@ -111,12 +111,12 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
         else:
             ranges = materialized_day_ranges({r.partition_key for r in features if r.partition_key})
             if canaries:
-                from relops_pipeline.defs.evals.partitions import releases_partitions
+                from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS
 
                 # A release rolled out without being registered here still gets its canary judged.
-                missing = [k for k in canaries if not context.instance.has_dynamic_partition(releases_partitions.name, k)]
+                missing = [k for k in canaries if not context.instance.has_dynamic_partition(RELEASES_PARTITIONS, k)]
                 if missing:
-                    context.instance.add_dynamic_partitions(releases_partitions.name, missing)
+                    context.instance.add_dynamic_partitions(RELEASES_PARTITIONS, missing)
             source = f"m{features[-1].storage_id}"
             requests += [f.run_request() for f in after_features(ranges, canaries, source=source)]
             cursor["trace_features"] = features[-1].storage_id

@@ -7,10 +7,12 @@ the latest valid one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -22,6 +24,99 @@ from relops_pipeline.lib.warehouse import fetch_one
 
 class ImmutableError(ValueError):
     """A registered manifest or a used suite version was changed in place."""
+
+
+class MissingManifestError(ValueError):
+    """A release to record has no manifest file and was neither registered nor imported before."""
+
+
+class InvalidSuitesError(ValueError):
+    """Suite files that do not validate; `problems` lists each one as file:case:field: message."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid suite files:\n" + "\n".join(problems[:50]))
+        self.problems = problems
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteVersionRecord:
+    """One suite version as recorded: 'new' or 'unchanged'."""
+
+    workflow: str
+    version: str
+    cases: int
+    must_pass: int
+    content_hash: str
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SuitesRecorded:
+    """Every suite version found under the suites folder, recorded."""
+
+    versions: tuple[SuiteVersionRecord, ...]
+
+    @property
+    def new(self) -> int:
+        return sum(v.status == "new" for v in self.versions)
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A registered release as the warehouse keeps it (`manifest` and `diff` decoded)."""
+
+    release_key: str
+    workflow: str
+    version: str
+    manifest_known: bool
+    manifest: dict[str, Any] | None
+    manifest_hash: str | None
+    source_file: str | None
+    baseline_version: str | None
+    diff: dict[str, Any] | None
+    registered_by: str | None
+    registered_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseRegistration:
+    """A release recorded: 'new', 'unchanged' or 'upgraded', and the release as now registered."""
+
+    status: str
+    release: Release
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSummary:
+    mean: float
+    pass_rate: float
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRunSummary:
+    """One eval run's totals, per-metric means and pass rates, must-pass failures, latency and cost."""
+
+    eval_run_id: str
+    release_key: str
+    workflow: str
+    version: str
+    suite_version: str
+    source: str
+    samples_per_case: int | None
+    cases: int
+    samples: int
+    errors: int
+    error_rate: float | None
+    valid: bool
+    invalid_reason: str | None
+    dagster_run_id: str | None
+    metrics: dict[str, MetricSummary]
+    must_pass_cases: int
+    must_pass_failing_cases: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    cost_usd: float | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,11 +154,36 @@ def record_suite_version(con: duckdb.DuckDBPyConnection, suite: Suite, source_fi
     return "new"
 
 
+def suite_files(root: Path) -> list[Path]:
+    """The suite files under the suites folder (<root>/<suite>/<version>.yaml), validated;
+    InvalidSuitesError lists every problem."""
+    from relops_pipeline.lib.evals.suites import validate_path
+
+    files = sorted(root.glob("*/*.yaml")) if root.is_dir() else []
+    problems = [str(p) for f in files for p in validate_path(f)]
+    if problems:
+        raise InvalidSuitesError(problems)
+    return files
+
+
+def record_suites(con: duckdb.DuckDBPyConnection, files: list[Path]) -> SuitesRecorded:
+    """Record every suite file's version (ImmutableError when a recorded version changed)."""
+    from relops_pipeline.lib.evals.suites import load_suite
+
+    out = []
+    for f in files:
+        suite = load_suite(f)
+        status = record_suite_version(con, suite, str(f))
+        out.append(SuiteVersionRecord(suite.workflow, suite.version, len(suite.cases), sum(c.must_pass for c in suite.cases),
+                                      suite.content_hash, status))
+    return SuitesRecorded(tuple(out))
+
+
 # ---------------------------------------------------------------------------------------------
 # Releases
 
 
-def get_release(con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
+def get_release(con: duckdb.DuckDBPyConnection, key: str) -> Release | None:
     row = con.execute(
         "SELECT release_key, workflow, version, manifest_known, manifest, manifest_hash, source_file, "
         "baseline_version, diff, registered_by, registered_at FROM releases WHERE release_key = ?",
@@ -71,15 +191,15 @@ def get_release(con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
     ).fetchone()
     if row is None:
         return None
-    cols = ("release_key", "workflow", "version", "manifest_known", "manifest", "manifest_hash", "source_file",
-            "baseline_version", "diff", "registered_by", "registered_at")
-    out = dict(zip(cols, row, strict=False))
-    for k in ("manifest", "diff"):
-        out[k] = json.loads(out[k]) if out[k] else None
-    return out
+    key_, workflow, version, known, manifest, manifest_hash, source_file, baseline, diff, by, at = row
+    return Release(
+        release_key=key_, workflow=workflow, version=version, manifest_known=bool(known),
+        manifest=json.loads(manifest) if manifest else None, manifest_hash=manifest_hash, source_file=source_file,
+        baseline_version=baseline, diff=json.loads(diff) if diff else None, registered_by=by, registered_at=at,
+    )
 
 
-def previous_release(con: duckdb.DuckDBPyConnection, workflow: str, before_key: str) -> dict | None:
+def previous_release(con: duckdb.DuckDBPyConnection, workflow: str, before_key: str) -> Release | None:
     """The release registered before this one with a known manifest (the default diff base)."""
     row = con.execute(
         "SELECT release_key FROM releases WHERE workflow = ? AND release_key <> ? AND manifest_known "
@@ -107,12 +227,12 @@ def record_release(
     existing = get_release(con, key)
     h = manifest.content_hash if manifest else None
     if existing is not None:
-        if existing["manifest_known"] and manifest is not None and existing["manifest_hash"] != h:
+        if existing.manifest_known and manifest is not None and existing.manifest_hash != h:
             raise ImmutableError(
-                f"release {key} is registered with a different manifest (hash {existing['manifest_hash'][:12]}): "
+                f"release {key} is registered with a different manifest (hash {(existing.manifest_hash or '')[:12]}): "
                 f"a registered manifest is immutable; give the change a new version"
             )
-        if existing["manifest_known"] or manifest is None:
+        if existing.manifest_known or manifest is None:
             return "unchanged"
         con.execute(
             "UPDATE releases SET manifest_known = true, manifest = ?, manifest_hash = ?, source_file = ?, "
@@ -137,6 +257,40 @@ def record_release(
         ],
     )
     return "new"
+
+
+def register_release_manifest(
+    con: duckdb.DuckDBPyConnection,
+    key: str,
+    manifest_path: Path,
+    *,
+    registered_by: str | None,
+    imported: bool = False,
+) -> ReleaseRegistration:
+    """Record the release from its manifest file, with what changed against the previous
+    release. Without a manifest file the release must already be registered or come with an
+    imported eval run (`imported`), else MissingManifestError; ImmutableError when a registered
+    manifest changed."""
+    from relops_pipeline.lib.evals.diff import diff_manifests
+    from relops_pipeline.lib.evals.manifests import load_manifest, manifest_from_content
+    from relops_pipeline.lib.evals.model import split_release_key
+
+    workflow, version = split_release_key(key)
+    manifest = load_manifest(manifest_path) if manifest_path.exists() else None
+    if manifest is None and get_release(con, key) is None and not imported:
+        raise MissingManifestError(f"no manifest for release {key}: expected {manifest_path}")
+    base = previous_release(con, workflow, key)
+    diff = None
+    if manifest is not None:
+        base_manifest = manifest_from_content(base.manifest) if base and base.manifest else None
+        diff = diff_manifests(base_manifest, manifest)
+    status = record_release(
+        con, manifest, workflow=workflow, version=version, source_file=str(manifest_path) if manifest else None,
+        diff=diff, baseline_version=base.version if base else None, registered_by=registered_by,
+    )
+    release = get_release(con, key)
+    assert release is not None  # recorded just above
+    return ReleaseRegistration(status, release)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +348,7 @@ def write_eval_run(
     suite_hash: str | None,
     dagster_run_id: str | None,
     started_at: datetime | None = None,
-) -> dict[str, Any]:
+) -> EvalRunSummary:
     """Store an eval run with its samples and scores in one transaction; return its summary."""
     import pyarrow as pa
 
@@ -260,7 +414,14 @@ def write_eval_run(
     return eval_run_summary(con, run_id)
 
 
-def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+def eval_run_of_dagster_run(con: duckdb.DuckDBPyConnection, dagster_run_id: str) -> EvalRunSummary | None:
+    """The eval run a Dagster run recorded (its latest), or None."""
+    row = con.execute("SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1",
+                      [dagster_run_id]).fetchone()
+    return eval_run_summary(con, row[0]) if row else None
+
+
+def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> EvalRunSummary:
     row = fetch_one(con.execute(
         "SELECT eval_run_id, release_key, workflow, version, suite_version, source, samples_per_case, cases, samples, "
         "errors, error_rate, valid, invalid_reason, dagster_run_id FROM eval_runs WHERE eval_run_id = ?",
@@ -268,9 +429,9 @@ def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
     ))
     cols = ("eval_run_id", "release_key", "workflow", "version", "suite_version", "source", "samples_per_case",
             "cases", "samples", "errors", "error_rate", "valid", "invalid_reason", "dagster_run_id")
-    out = dict(zip(cols, row, strict=False))
+    out: dict[str, Any] = dict(zip(cols, row, strict=True))
     out["metrics"] = {
-        m: {"mean": mean, "pass_rate": pr, "n": n}
+        m: MetricSummary(mean, pr, n)
         for m, mean, pr, n in con.execute(
             "SELECT metric, avg(score), avg(passed::INT), count(*) FROM eval_scores WHERE eval_run_id = ? "
             "GROUP BY metric ORDER BY metric",
@@ -290,4 +451,4 @@ def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
         [run_id],
     ))
     out["latency_p50_ms"], out["latency_p95_ms"], out["cost_usd"] = lat
-    return out
+    return EvalRunSummary(**out)

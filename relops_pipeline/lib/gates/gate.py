@@ -6,25 +6,41 @@ on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
 
 import duckdb
 
 from relops_pipeline.lib.evals.model import SampleRequest, release_key, split_release_key
+from relops_pipeline.lib.gates.model import GateResult
 from relops_pipeline.lib.home import Home
 
 
-def _thresholds_in_force(con, key: str, workflow: str):
-    from relops_pipeline.lib.gates.thresholds import current_thresholds, thresholds_at
+@dataclasses.dataclass(frozen=True)
+class GateReports:
+    """The report files of one decision."""
 
-    row = con.execute(
-        "SELECT thresholds_version FROM release_thresholds WHERE release_key = ? ORDER BY recorded_at DESC LIMIT 1", [key]
-    ).fetchall()
-    return thresholds_at(con, workflow, row[0][0]) if row else current_thresholds(con, workflow)
+    md: str
+    html: str
+    json: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GateOutcome:
+    """One release's gate evaluated and recorded: the decision with its evidence, the report
+    files and pull-request comment, and what was compared under which thresholds."""
+
+    result: GateResult
+    reports: GateReports
+    pr_comment: str
+    gate_id: str
+    candidate_run: str
+    baseline_run: str | None
+    suite_version: str
+    thresholds_version: int
 
 
 def _resampler(home: Home, workflow, version: str, suite_version: str, start_sample: int) -> Callable[[str, int], list[bool]] | None:
@@ -70,25 +86,25 @@ def evaluate_gate(
     dagster_run_id: str | None = None,
     log: Callable[[str], None] = lambda msg: None,
     seed: int = 20260101,
-) -> dict[str, Any]:
+) -> GateOutcome:
     """Decide one release's gate. `connection` opens the warehouse (the caller's resource, with
     its lock handling); it is opened twice, briefly: the decision's re-samples run with it closed."""
     from relops_pipeline.lib.evals.store import get_release
     from relops_pipeline.lib.gates.decision import decide
     from relops_pipeline.lib.gates.report import render_pr_comment, write_reports
-    from relops_pipeline.lib.gates.service import default_baseline, latest_eval_run, record_decision
+    from relops_pipeline.lib.gates.service import default_baseline, latest_eval_run, record_decision, thresholds_in_force
     from relops_pipeline.lib.gates.stats import run_frame
     from relops_pipeline.lib.workflows import load_workflow
 
     workflow_name, version = split_release_key(key)
     wf = load_workflow(home.workflows_dir, workflow_name)
     with connection() as con:
-        thresholds = _thresholds_in_force(con, key, wf.name)
+        thresholds = thresholds_in_force(con, key, wf.name)
         candidate = latest_eval_run(con, key, suite_version)
         if candidate is None:
             raise ValueError(f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: "
                              f"run `relops eval {workflow_name} {version}`")
-        suite = candidate["suite_version"]
+        suite = candidate.suite_version
         live = _live_version(home, wf.name)
         if baseline and release_key(wf.name, baseline) == key:
             raise ValueError(f"--baseline {baseline} is the release being gated: a release cannot be its own baseline")
@@ -98,17 +114,17 @@ def evaluate_gate(
         if base_version and base_run is None:
             log(f"baseline {base_version} has no valid eval run on suite {suite}: the gate cannot compare "
                 f"(run `relops eval backfill --workflow {wf.name}`)")
-        candidate_df = run_frame(con, candidate["eval_run_id"])
-        baseline_df = run_frame(con, base_run["eval_run_id"]) if base_run else None
+        candidate_df = run_frame(con, candidate.eval_run_id)
+        baseline_df = run_frame(con, base_run.eval_run_id) if base_run else None
         must_pass = set(candidate_df.loc[candidate_df["must_pass"].astype(bool), "case_id"].unique())
         resample = None
-        if str(candidate["source"]).startswith("runner:"):
-            resample = _resampler(home, wf, version, suite, int(candidate["samples_per_case"] or 1))
-        release = get_release(con, key) or {}
-        diff = release.get("diff") if release.get("manifest_known") else None
+        if str(candidate.source).startswith("runner:"):
+            resample = _resampler(home, wf, version, suite, int(candidate.samples_per_case or 1))
+        release = get_release(con, key)
+        diff = release.diff if release is not None and release.manifest_known else None
         evidence = {
-            "candidate_eval_run_id": candidate["eval_run_id"],
-            "baseline_eval_run_id": base_run["eval_run_id"] if base_run else None,
+            "candidate_eval_run_id": candidate.eval_run_id,
+            "baseline_eval_run_id": base_run.eval_run_id if base_run else None,
             "suite_version": suite,
             "thresholds_version": thresholds.version,
             "thresholds": {
@@ -116,7 +132,7 @@ def evaluate_gate(
                 "confidence": thresholds.confidence, "latency_p95_budget_ms": thresholds.latency_p95_budget_ms,
                 "cost_per_sample_budget_usd": thresholds.cost_per_sample_budget_usd,
             },
-            "candidate_source": candidate["source"],
+            "candidate_source": candidate.source,
             "baseline_chosen_by": "--baseline" if baseline else (
                 "live release" if live and base_version == live else "last releasable release"),
             "dagster_run_id": dagster_run_id,
@@ -129,8 +145,8 @@ def evaluate_gate(
         thresholds,
         must_pass_cases=must_pass,
         resample=resample,
-        run_valid=bool(candidate["valid"]),
-        invalid_reason=candidate["invalid_reason"],
+        run_valid=bool(candidate.valid),
+        invalid_reason=candidate.invalid_reason,
         workflow=wf.name,
         version=version,
         baseline_version=base_version if base_run else None,
@@ -146,21 +162,21 @@ def evaluate_gate(
     reports = {k: str(v) for k, v in paths.items()}
     with connection() as con:
         recorded = record_decision(
-            con, result, reports=reports, candidate_run=candidate["eval_run_id"],
-            baseline_run=base_run["eval_run_id"] if base_run else None, suite_version=suite,
+            con, result, reports=reports, candidate_run=candidate.eval_run_id,
+            baseline_run=base_run.eval_run_id if base_run else None, suite_version=suite,
             thresholds_version=thresholds.version, dagster_run_id=dagster_run_id,
         )
     log(f"gate {key}: {result.decision} vs {result.baseline_version or 'no baseline'} — " + "; ".join(result.reasons[:3]))
-    return {
-        "result": result,
-        "reports": reports,
-        "pr_comment": render_pr_comment(result),
-        "gate_id": recorded["gate_id"],
-        "candidate_run": candidate["eval_run_id"],
-        "baseline_run": base_run["eval_run_id"] if base_run else None,
-        "suite_version": suite,
-        "thresholds_version": thresholds.version,
-    }
+    return GateOutcome(
+        result=result,
+        reports=GateReports(md=reports["md"], html=reports["html"], json=reports["json"]),
+        pr_comment=render_pr_comment(result),
+        gate_id=recorded["gate_id"],
+        candidate_run=candidate.eval_run_id,
+        baseline_run=base_run.eval_run_id if base_run else None,
+        suite_version=suite,
+        thresholds_version=thresholds.version,
+    )
 
 
 def _live_version(home: Home, workflow: str) -> str | None:

@@ -6,25 +6,110 @@ Every decision, approval, override and refused attempt is an event in the hash-c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from relops_pipeline.lib import audit
 from relops_pipeline.lib.evals.model import release_key, split_release_key
-from relops_pipeline.lib.gates.model import GateResult
+from relops_pipeline.lib.gates.model import GateResult, Thresholds
 from relops_pipeline.lib.timeutil import utc_naive
+
+if TYPE_CHECKING:
+    from relops_pipeline.lib.workflows import Workflow
 
 
 class GateError(ValueError):
     """The gate cannot be evaluated or the request is refused; the message says why."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ThresholdsInForce:
+    """The thresholds version a release is held to, as recorded for it (with the warning when
+    the workflow file's `thresholds:` block differs from the recorded version)."""
+
+    release_key: str
+    workflow: str
+    thresholds: Thresholds
+    warning: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRunRef:
+    """An eval run as the gate picks it: which suite version, source, validity and size."""
+
+    eval_run_id: str
+    suite_version: str
+    suite_hash: str | None
+    source: str
+    valid: bool
+    invalid_reason: str | None
+    samples_per_case: int | None
+    cases: int
+    samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GateRecord:
+    """A recorded gate decision: its result (rebuilt from the stored JSON) and report files."""
+
+    gate_id: str
+    decision: str
+    result: GateResult
+    report_md: str | None
+    report_html: str | None
+    report_json: str | None
+    dagster_run_id: str | None
+
+
+def record_thresholds_in_force(
+    con: duckdb.DuckDBPyConnection, key: str, wf: Workflow, *, dagster_run_id: str | None
+) -> ThresholdsInForce:
+    """Seed the workflow file's thresholds (once) and record the version in force for the release."""
+    from relops_pipeline.lib.gates.thresholds import current_thresholds, seed_from_workflow_config
+
+    warning = seed_from_workflow_config(con, wf.name, wf.thresholds, wf.owner, where=f"{wf.path}: thresholds")
+    th = current_thresholds(con, wf.name)
+    con.execute(
+        "INSERT INTO release_thresholds VALUES (?, ?, ?, ?, ?)",
+        [key, wf.name, th.version, dagster_run_id, utc_naive()],
+    )
+    return ThresholdsInForce(key, wf.name, th, warning)
+
+
+def thresholds_in_force(con: duckdb.DuckDBPyConnection, key: str, workflow: str) -> Thresholds:
+    """The version last recorded for the release; the workflow's current one when none was."""
+    from relops_pipeline.lib.gates.thresholds import current_thresholds, thresholds_at
+
+    row = con.execute(
+        "SELECT thresholds_version FROM release_thresholds WHERE release_key = ? ORDER BY recorded_at DESC LIMIT 1", [key]
+    ).fetchall()
+    return thresholds_at(con, workflow, row[0][0]) if row else current_thresholds(con, workflow)
+
+
+def latest_gate_decision(con: duckdb.DuckDBPyConnection, key: str, dagster_run_id: str | None = None) -> GateRecord | None:
+    """The release's latest gate decision (of that Dagster run, when given), or None."""
+    from relops_pipeline.lib.results import from_json
+
+    sql = ("SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions "
+           "WHERE release_key = ?")
+    params = [key]
+    if dagster_run_id:
+        sql += " AND dagster_run_id = ?"
+        params.append(dagster_run_id)
+    row = con.execute(sql + " ORDER BY decided_at DESC LIMIT 1", params).fetchall()
+    if not row:
+        return None
+    gate_id, decision, result, md, html, js, run_id = row[0]
+    return GateRecord(gate_id, decision, from_json(GateResult, json.loads(result)), md, html, js, run_id)
+
+
 def latest_eval_run(
     con: duckdb.DuckDBPyConnection, key: str, suite_version: str | None = None, *, valid_only: bool = False
-) -> dict | None:
+) -> EvalRunRef | None:
     """The newest eval run of a release (on a suite version, when given; valid ones only, when asked)."""
     sql = (
         "SELECT eval_run_id, suite_version, suite_hash, source, valid, invalid_reason, samples_per_case, cases, samples "
@@ -39,8 +124,7 @@ def latest_eval_run(
     row = con.execute(sql + " ORDER BY finished_at DESC LIMIT 1", params).fetchall()
     if not row:
         return None
-    cols = ("eval_run_id", "suite_version", "suite_hash", "source", "valid", "invalid_reason", "samples_per_case", "cases", "samples")
-    return dict(zip(cols, row[0], strict=False))
+    return EvalRunRef(*row[0])
 
 
 def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:
@@ -104,6 +188,8 @@ def record_decision(
     actor: str = "relops-gate",
 ) -> dict[str, Any]:
     """Append the decision to the event log and keep its evidence, in one transaction."""
+    from relops_pipeline.lib.results import to_json
+
     key = release_key(result.workflow, result.version)
     gate_id = f"gate-{utc_naive():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     with audit.transaction(con):
@@ -129,7 +215,7 @@ def record_decision(
             [
                 gate_id, key, result.workflow, result.version, result.decision, result.baseline_version, candidate_run,
                 baseline_run, suite_version, thresholds_version, json.dumps(result.reasons),
-                json.dumps(result.as_dict(), default=str), reports.get("md"), reports.get("html"), reports.get("json"),
+                json.dumps(to_json(result), default=str), reports.get("md"), reports.get("html"), reports.get("json"),
                 event["seq"], dagster_run_id, utc_naive(),
             ],
         )
