@@ -265,7 +265,7 @@ def test_override_is_recorded_and_only_for_approvers(con, reg):
         go(con, reg, "canary", "v2", override=True, actor="mallory", policy=wf_cfg)
     assert get_state(con, WF).canary is None
     r = go(con, reg, "canary", "v2", override=True, actor="sam.okafor", reason="hotfix for outage", policy=wf_cfg)
-    assert r.override and r.waived == [f"gate: {WF}--v2 is BLOCK"]
+    assert r.override and r.waived == (f"gate: {WF}--v2 is BLOCK",)
     event = audit.list_events(con, workflow=WF, kind=audit.KIND_ROLLOUT)[-1]
     assert event["actor"] == "sam.okafor" and event["payload"]["override"] is True
     assert event["payload"]["waived"] == [f"gate: {WF}--v2 is BLOCK"]
@@ -307,11 +307,11 @@ def test_stage_order_and_invalid_requests(con, reg):
     # A skipped canary can be overridden, and the waiver is recorded.
     go(con, reg, "full", "v2")
     r = go(con, reg, "full", "v3", override=True, reason="emergency fix")
-    assert r.waived == ["stage order: v3 has not been through canary before full"]
+    assert r.waived == ("stage order: v3 has not been through canary before full",)
     assert get_state(con, WF).live == "v3"
     # A workflow without a canary stage promotes directly.
     gate(con, "v4")
-    assert go(con, reg, "full", "v4", policy={"stages": ["full"]}).waived == []
+    assert go(con, reg, "full", "v4", policy={"stages": ["full"]}).waived == ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,12 +430,12 @@ def test_recommendation_records_without_touching_the_registry(con, reg):
     pointer_before = (reg / f"{WF}.json").read_bytes()
     out = record_recommendation(con, WF, release="v2", trigger="drift", reason="topic drift", actor="relops-sensor",
                                 check_evaluated_at=utcnow(), alert_id="al-7")
-    assert (out["serving_as"], out["would_roll_back_to"]) == ("live", "v1")
+    assert (out.serving_as, out.would_roll_back_to) == ("live", "v1")
     [row] = list_rollbacks(con, WF)
     assert (row["performed"], row["from_release"], row["to_release"], row["flipped_at"]) == (False, "v2", "v1", None)
     assert get_state(con, WF).seq == 3 and (reg / f"{WF}.json").read_bytes() == pointer_before
     assert audit.list_events(con, workflow=WF)[-1]["kind"] == "rollback_recommended"
-    linked = link_rollback(con, out["rollback_id"], incident_id="inc-3")
+    linked = link_rollback(con, out.rollback_id, incident_id="inc-3")
     assert (linked["alert_id"], linked["incident_id"]) == ("al-7", "inc-3")
     assert [e["kind"] for e in history(con, WF)] == ["rollout"] * 3 + ["rollback_recommended"]
 
@@ -636,7 +636,7 @@ def test_drill_rehearses_in_a_sandbox_and_records_the_result(con, reg, tmp_path)
     assert res.passed, res.checks
     assert (res.from_release, res.to_release) == ("v2", "v1")
     assert res.duration_ms is not None and 0 < res.duration_ms < 5000
-    assert [c["name"] for c in res.checks] == [
+    assert [c.name for c in res.checks] == [
         "state_recorded", "pointer_in_sync", "rollback_target", "rollback_recorded", "pointer_flipped",
         "traffic_moved", "production_untouched"]
     # Production untouched, sandbox gone, nothing written to production's rollbacks.

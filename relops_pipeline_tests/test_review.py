@@ -316,8 +316,8 @@ def test_canary_rollback_links_example_traces_of_the_canary_window(home):
             "error", "refusal", "slow", "error", "refusal"]
         out = respond_to_failure(c, home, load_workflow(home.workflows_dir, "doc-qa"), release="v2.4.0", trigger="canary",
                                  reason="canary failed: latency")
-        assert out["decision"] == "rollback"
-        inc = get_incident(c, out["incident_id"])
+        assert out.decision == "rollback"
+        inc = get_incident(c, out.incident_id)
     traces = inc["links"]["traces"]
     assert len(traces) == 20 and inc["started_at"] == start
     assert traces[:3] == ["cn-00", "cn-08", "cn-29"]  # first error, first refusal, slowest ok trace

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Sequence
 
 from relops_pipeline.cli.common import (
     CliError,
@@ -20,7 +21,7 @@ from relops_pipeline.cli.ingest import refresh_days
 from relops_pipeline.lib.home import Home
 
 
-def _complete_weeks(con, keys: list[str]) -> list[str]:
+def _complete_weeks(con, keys: Sequence[str]) -> list[str]:
     """The complete weeks (partition keys) that contain traces."""
     first, last = con.execute("SELECT min(day), max(day) FROM trace_features").fetchone()
     if first is None:

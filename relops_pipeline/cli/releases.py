@@ -62,6 +62,9 @@ def workflow_status(home: Home, workflow: str) -> CommandResult:
 
 
 def cmd_rollout(args) -> CommandResult:
+    from relops_pipeline.lib.registry.rollout import TransitionResult
+    from relops_pipeline.lib.results import from_json
+
     wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
     by = args.by or default_actor()
     # A refusal (the gate does not allow it, a non-approver's override) fails the run: bad input, exit 3.
@@ -70,15 +73,18 @@ def cmd_rollout(args) -> CommandResult:
                              "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
                              "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
     out = result.output_for_node("change_registry")
-    after = out["after"]
-    percent = after.get("canary_percent")
+    res = from_json(TransitionResult, out)
+    after, percent = res.after, res.after.canary_percent
     text = (f"{key}: {args.stage}" + (f" at {percent:g} %" if args.stage in ("canary", "ramp") and percent is not None else "")
-            + f" (registry seq {after['seq']}; live {after.get('live') or '-'}, last known good {after.get('last_known_good') or '-'})"
-            + (f"; override waived: {', '.join(out['waived'])}" if out.get("waived") else ""))
+            + f" (registry seq {after.seq}; live {after.live or '-'}, last known good {after.last_known_good or '-'})"
+            + (f"; override waived: {', '.join(res.waived)}" if res.waived else ""))
     return CommandResult(out, text)
 
 
 def cmd_rollback(args) -> CommandResult:
+    from relops_pipeline.lib.registry.respond import FailureResponse
+    from relops_pipeline.lib.results import from_json
+
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow)
     by = args.by or default_actor()
@@ -86,17 +92,21 @@ def cmd_rollback(args) -> CommandResult:
                          run_config={"ops": {"rollback_or_alert": {"config": {
                              "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
     out = result.output_for_node("rollback_or_alert")
-    if out["decision"] == "none":
-        return CommandResult(out, f"{wf.name}: nothing rolled back — {out['why']}")
-    rb = out["rollback"]
-    return CommandResult(out, f"{wf.name}: rolled back {rb.get('release') or '-'} -> {rb.get('to_release') or '-'}; "
-                              f"incident {out['incident_id']}, alert {out['alert_id']} ({out['alert_status']}); "
-                              f"live now {out['live_after']}")
+    r = from_json(FailureResponse, out)
+    if r.decision == "none":
+        return CommandResult(out, f"{wf.name}: nothing rolled back — {r.why}")
+    rb = r.rollback
+    return CommandResult(out, f"{wf.name}: rolled back {(rb.release if rb else None) or '-'} -> "
+                              f"{(rb.to_release if rb else None) or '-'}; "
+                              f"incident {r.incident_id}, alert {r.alert_id} ({r.alert_status}); live now {r.live_after}")
 
 
 def cmd_canary(args) -> CommandResult:
     """Judge a release's canary through Dagster; a failed check is acted on at once, with the
     response defs/followups.py plans for the failed-checks sensor (a second response changes nothing)."""
+    from relops_pipeline.lib.registry.respond import FailureResponse
+    from relops_pipeline.lib.results import from_json
+
     wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
     add_release_partition(home, key)
     result = materialize(home, ["canary_analysis"], partition_key=key)
@@ -114,10 +124,11 @@ def cmd_canary(args) -> CommandResult:
         for followup in (f for failure in failed_checks_of_run(instance, result.run_id) for f in after_failed_check(failure)):
             resp = run_followup(home, followup)
             out["response"] = resp.output_for_node("rollback_or_alert")
-            r = out["response"]
-            lines.append(f"  {r['decision']}: {r['why']}" + (f" (time to rollback {r['time_to_rollback_s']:.2f} s)" if r.get("time_to_rollback_s") is not None else ""))
-            if r.get("incident_id"):
-                lines.append(f"  incident {r['incident_id']}, alert {r['alert_id']} ({r['alert_status']}); live now {r['live_after']}")
+            r = from_json(FailureResponse, out["response"])
+            lines.append(f"  {r.decision}: {r.why}"
+                         + (f" (time to rollback {r.time_to_rollback_s:.2f} s)" if r.time_to_rollback_s is not None else ""))
+            if r.incident_id:
+                lines.append(f"  incident {r.incident_id}, alert {r.alert_id} ({r.alert_status}); live now {r.live_after}")
     return CommandResult(out, "\n".join(lines), EXIT_OK if ev.passed else 1)
 
 
@@ -138,7 +149,7 @@ def cmd_drill(args) -> CommandResult:
 
     with read_warehouse(home) as con:
         names = [wf.name] if wf else _workflow_names(home)
-        drills = {n: (list_drills(con, n, limit=1) or [None])[0] for n in names}
+        drills = {n: next(iter(list_drills(con, n, limit=1)), None) for n in names}
         statuses = {n: drill_status(con, n) for n in names}
     lines = []
     for n in names:
@@ -148,7 +159,7 @@ def cmd_drill(args) -> CommandResult:
             continue
         took = f" in {d['duration_ms']:.1f} ms" if d.get("duration_ms") is not None else ""
         lines.append(f"{n}: drill {'PASSED' if d['passed'] else 'FAILED'}{took} — {statuses[n]['message']}")
-    failed = [n for n in names if drills[n] is not None and not drills[n]["passed"]]
+    failed = [n for n, d in drills.items() if d is not None and not d["passed"]]
     return CommandResult({"run_id": result.run_id, "drills": drills, "statuses": statuses}, "\n".join(lines),
                          EXIT_RUN_FAILED if failed else EXIT_OK)
 

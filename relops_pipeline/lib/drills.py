@@ -28,7 +28,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from relops_pipeline.lib import audit, warehouse
 from relops_pipeline.lib.registry.deployers import PointerFileDeployer
 from relops_pipeline.lib.registry.rollout import rollback
 from relops_pipeline.lib.registry.state import get_state, put_state
+from relops_pipeline.lib.results import to_json
 from relops_pipeline.lib.warehouse import fetch_one
 
 KIND_DRILL = "drill"
@@ -52,8 +54,17 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-@dataclass
+@dataclass(frozen=True)
+class DrillCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class DrillResult:
+    """One drill of a workflow's rollback. Round-trips through JSON (lib/results.py)."""
+
     drill_id: str
     workflow: str
     passed: bool
@@ -63,18 +74,21 @@ class DrillResult:
     total_ms: float
     from_release: str | None
     to_release: str | None
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: tuple[DrillCheck, ...] = ()
     error: str | None = None
 
     @property
     def failed_checks(self) -> list[str]:
-        return [c["name"] for c in self.checks if not c["ok"]]
+        return [c.name for c in self.checks if not c.ok]
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["started_at"] = self.started_at.isoformat()
-        d["finished_at"] = self.finished_at.isoformat()
-        return d
+
+@dataclass(frozen=True)
+class WorkflowDrill:
+    """A workflow's part of a drill round: its drill, or None when it was never rolled out
+    (no registry to roll back: nothing to drill)."""
+
+    workflow: str
+    drill: DrillResult | None
 
 
 def run_drill(
@@ -92,10 +106,10 @@ def run_drill(
     started = _now()
     t_start = time.perf_counter()
     drill_id = f"drill-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    checks: list[dict[str, Any]] = []
+    checks: list[DrillCheck] = []
 
     def check(name: str, ok: bool, detail: str) -> bool:
-        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+        checks.append(DrillCheck(name, bool(ok), detail))
         return bool(ok)
 
     registry_dir = Path(registry_dir)
@@ -163,11 +177,11 @@ def run_drill(
 
     finished = _now()
     res = DrillResult(
-        drill_id=drill_id, workflow=workflow, passed=all(c["ok"] for c in checks), started_at=started,
+        drill_id=drill_id, workflow=workflow, passed=all(c.ok for c in checks), started_at=started,
         finished_at=finished, duration_ms=duration_ms, total_ms=(time.perf_counter() - t_start) * 1000.0,
-        from_release=source, to_release=target, checks=checks, error=error,
+        from_release=source, to_release=target, checks=tuple(checks), error=error,
     )
-    detail = {"checks": checks, "from": source, "to": target, "seq": state.seq, "total_ms": res.total_ms,
+    detail = {"checks": to_json(res.checks), "from": source, "to": target, "seq": state.seq, "total_ms": res.total_ms,
               "error": error}
     with audit.transaction(con):
         audit.append_event(
@@ -181,6 +195,18 @@ def run_drill(
             [drill_id, workflow, started, finished, res.passed, duration_ms, json.dumps(detail, default=str), run_id],
         )
     return res
+
+
+def drill_workflows(
+    con: duckdb.DuckDBPyConnection, registry_dir: str | Path, workflows: Sequence[str], *, actor: str,
+    run_id: str | None = None,
+) -> tuple[WorkflowDrill, ...]:
+    """A drill round: run_drill for each workflow that was ever rolled out."""
+    return tuple(
+        WorkflowDrill(name, run_drill(con, registry_dir, name, actor=actor, run_id=run_id)
+                      if get_state(con, name).seq > 0 else None)
+        for name in workflows
+    )
 
 
 def _drill_row(values: tuple) -> dict[str, Any]:
@@ -243,3 +269,9 @@ def drill_status(
             message = f"{workflow}: the last drill passed {age:.1f} days ago{took}"
     out.update(status=status, ok=status == "ok", message=message)
     return out
+
+
+def rolled_out_drill_statuses(con: duckdb.DuckDBPyConnection, workflows: Sequence[str]) -> list[dict[str, Any]]:
+    """drill_status of each workflow that was ever rolled out (one never rolled out has no
+    registry to roll back: nothing to drill yet)."""
+    return [drill_status(con, name) for name in workflows if get_state(con, name).seq > 0]

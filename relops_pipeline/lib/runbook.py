@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,20 @@ def runbook_inputs(con, home, wf) -> dict[str, Any]:
             "inputs_hash": hashlib.sha256(key.encode()).hexdigest()[:16]}
 
 
-def write_runbook(con, home, wf) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunbookWritten:
+    """A workflow's runbook, rendered: where, from which inputs (their hash), and the live and
+    last known good releases and the drill status it shows."""
+
+    workflow: str
+    path: str
+    inputs_hash: str
+    live: str | None
+    last_known_good: str | None
+    drill: str  # ok | stale | failed | never
+
+
+def write_runbook(con, home, wf) -> RunbookWritten:
     """Render the workflow's runbook to <home>/reports/runbooks/<workflow>.md (atomically)."""
     import os
 
@@ -260,5 +274,5 @@ def write_runbook(con, home, wf) -> dict[str, Any]:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-    return {"path": str(path), "inputs_hash": inputs["inputs_hash"], "live": inputs["state"].live,
-            "last_known_good": inputs["state"].last_known_good, "drill": inputs["drill"]["status"]}
+    return RunbookWritten(workflow=wf.name, path=str(path), inputs_hash=inputs["inputs_hash"], live=inputs["state"].live,
+                          last_known_good=inputs["state"].last_known_good, drill=inputs["drill"]["status"])

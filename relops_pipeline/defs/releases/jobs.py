@@ -8,7 +8,14 @@ from relops_pipeline.defs.releases.assets import (
     rollback_drill,
     rollback_runbook,
 )
+from relops_pipeline.defs.releases.metadata import (
+    failure_output_metadata,
+    rollback_registry_change,
+    transition_output_metadata,
+    transition_registry_change,
+)
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
+from relops_pipeline.lib.results import to_json
 
 
 class FailureConfig(dg.Config):
@@ -30,46 +37,28 @@ def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, hom
                       warehouse: WarehouseResource) -> dict:
     """Decide by the workflow's policy: roll back a release in canary or ramp automatically
     where allowed, otherwise recommend it; open an incident, write the alert to the outbox,
-    deliver it, and refresh the runbook. Records time to rollback."""
+    deliver it, and refresh the runbook. Records time to rollback. The output is the
+    FailureResponse's JSON (lib/results.py: from_json(FailureResponse, output))."""
     import json
     from datetime import datetime
 
-    from relops_pipeline.lib.alerts.service import deliver
-    from relops_pipeline.lib.registry.respond import respond_to_failure
-    from relops_pipeline.lib.runbook import write_runbook
+    from relops_pipeline.lib.registry.respond import handle_failure
     from relops_pipeline.lib.workflows import load_workflow
 
     wf = load_workflow(home.home.workflows_dir, config.workflow)
     evaluated = datetime.fromisoformat(config.check_evaluated_at) if config.check_evaluated_at else None
     with warehouse.get_connection() as con:
-        out = respond_to_failure(
+        handled = handle_failure(
             con, home.home, wf, release=config.release, trigger=config.trigger, reason=config.reason,
             check_evaluated_at=evaluated, evidence=json.loads(config.evidence_json), links=json.loads(config.links_json),
             run_id=context.run.run_id, actor=config.actor, manual_to=config.to_release,
         )
-        write_runbook(con, home.home, wf)
-        report = deliver(con, home.home)
-        if out.get("alert_id"):
-            from relops_pipeline.lib.alerts import get_alert
-
-            stored = get_alert(con, out["alert_id"])
-            out["alert_status"] = stored.status if stored else out.get("alert_status")
-    context.log.info(f"{config.workflow}: {out['decision']} — {out['why']}")
-    if out["decision"] == "rollback":
-        rb = out.get("rollback") or {}
-        report_registry_change(context, wf.name, out.get("release"), {
-            "action": "rollback", "trigger": config.trigger, "to": rb.get("to_release") or out.get("live_after") or "-",
-            "live": out.get("live_after") or "-", "incident_id": out.get("incident_id") or "-",
-            **({"time_to_rollback_s": float(out["time_to_rollback_s"])} if out.get("time_to_rollback_s") is not None else {}),
-        })
-    meta = {"decision": out["decision"], "workflow": wf.name, "release": config.release or "-", "trigger": config.trigger,
-            "alerts_delivered": len(report.delivered), "alerts_retrying": len(report.retrying)}
-    if out.get("time_to_rollback_s") is not None:
-        meta["time_to_rollback_s"] = float(out["time_to_rollback_s"])
-    if out.get("incident_id"):
-        meta["incident_id"] = out["incident_id"]
-    context.add_output_metadata(meta)
-    return out
+    out = handled.response
+    context.log.info(f"{config.workflow}: {out.decision} — {out.why}")
+    if out.decision == "rollback":
+        report_registry_change(context, wf.name, out.release, rollback_registry_change(out))
+    context.add_output_metadata(failure_output_metadata(handled, release=config.release))
+    return to_json(out)
 
 
 @dg.job(description="Act on a failed gate, canary or drift check (or a manual rollback): roll back by policy or "
@@ -111,7 +100,8 @@ class RegistryChangeConfig(dg.Config):
 def change_registry(context: dg.OpExecutionContext, config: RegistryChangeConfig, home: RelopsHomeResource,
                     warehouse: WarehouseResource) -> dict:
     """Move a release to a rollout stage: refused unless its gate allows it (or an owner
-    overrides, recorded); then the registry, its event and the pointer file, and the runbook."""
+    overrides, recorded); then the registry, its event and the pointer file, and the runbook.
+    The output is the TransitionResult's JSON (lib/results.py: from_json(TransitionResult, output))."""
     from relops_pipeline.lib.registry import transition
     from relops_pipeline.lib.runbook import write_runbook
     from relops_pipeline.lib.workflows import load_workflow
@@ -122,16 +112,11 @@ def change_registry(context: dg.OpExecutionContext, config: RegistryChangeConfig
                          percent=config.percent, actor=config.actor, reason=config.reason, override=config.override,
                          policy=wf)
         write_runbook(con, home.home, wf)
-    after = res.after
     if res.performed:
-        report_registry_change(context, wf.name, config.release, {
-            "action": config.stage, "live": after.live or "-", "canary": after.canary or "-",
-            "last_known_good": after.last_known_good or "-", "seq": after.seq, "by": config.actor,
-            "override": bool(config.override)})
-    context.add_output_metadata({"workflow": wf.name, "release": config.release, "stage": config.stage,
-                                 "live": after.live or "-", "canary": after.canary or "-",
-                                 "last_known_good": after.last_known_good or "-", "seq": after.seq})
-    return res.as_dict()
+        report_registry_change(context, wf.name, config.release,
+                               transition_registry_change(res, stage=config.stage, actor=config.actor))
+    context.add_output_metadata(transition_output_metadata(res, release=config.release, stage=config.stage))
+    return to_json(res)
 
 
 @dg.job(description="Move a release to a rollout stage (shadow, canary, ramp, full) in the registry.")

@@ -1,19 +1,48 @@
 """A canary analysis for a home: window, baseline and configuration from the registry and the
-workflow file; the result stored in `canary_analyses` with its reports."""
+workflow file; the result stored in `canary_analyses` with its reports, and returned as a
+CanaryOutcome (which round-trips through JSON, lib/results.py)."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+import duckdb
+
+from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.timeutil import utc_naive
+from relops_pipeline.lib.workflows import Workflow
 
 from .config import CanaryConfig
 from .judge import judge_canary
 from .load import load_canary_intervals
+from .model import CanaryResult
 from .report import render_html, render_json, render_markdown
+
+
+@dataclass(frozen=True)
+class CanaryOutcome:
+    """One stored canary analysis: the judgement, its reports and what it compared.
+    `baseline` None: the canary was judged against every other release of the workflow."""
+
+    analysis_id: str
+    workflow: str
+    canary: str
+    baseline: str | None
+    window: tuple[datetime, datetime]
+    intervals: int
+    result: CanaryResult
+    report_md: str
+    report_html: str
+
+    @property
+    def failing_metrics(self) -> list[str]:
+        """The metrics classified High in any interval of a failed canary, sorted."""
+        if self.result.verdict != "fail":
+            return []
+        return sorted({m.name for iv in self.result.intervals for m in iv.metrics if m.classification == "High"})
 
 
 def canary_window(con, workflow: str, version: str) -> tuple[datetime, datetime] | None:
@@ -25,8 +54,8 @@ def canary_window(con, workflow: str, version: str) -> tuple[datetime, datetime]
     return row[0], row[1] + timedelta(microseconds=1)
 
 
-def analyse_canary(con, home, wf, version: str, *, baseline: str | None, run_id: str | None = None,
-                   start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
+def analyse_canary(con: duckdb.DuckDBPyConnection, home: Home, wf: Workflow, version: str, *, baseline: str | None,
+                   run_id: str | None = None, start: datetime | None = None, end: datetime | None = None) -> CanaryOutcome:
     """Judge `version`'s production requests against `baseline`'s (or every other release of
     the workflow) interval by interval over the window, store and report the result."""
     cfg = CanaryConfig.from_dict((wf.rollout or {}).get("canary"))
@@ -47,5 +76,28 @@ def analyse_canary(con, home, wf, version: str, *, baseline: str | None, run_id:
         [analysis_id, f"{wf.name}--{version}", wf.name, version, baseline or "*", window[0], window[1], result.verdict,
          result.score, result.consecutive_failures, render_json(result), str(md), str(html), run_id, now],
     )
-    return {"analysis_id": analysis_id, "result": result, "report_md": str(md), "report_html": str(html),
-            "window": window, "intervals": len(intervals)}
+    return CanaryOutcome(analysis_id=analysis_id, workflow=wf.name, canary=version, baseline=baseline, window=window,
+                         intervals=len(intervals), result=result, report_md=str(md), report_html=str(html))
+
+
+def refresh_release_features(con: duckdb.DuckDBPyConnection, workflow: str, version: str) -> None:
+    """Recompute the per-request features of the release's last day of traffic (today's
+    requests too: features are computed per whole day)."""
+    from relops_pipeline.lib.drift.features import compute_trace_features
+
+    first, last = con.execute("SELECT min(start_time)::DATE, max(start_time)::DATE FROM spans "
+                              "WHERE workflow = ? AND release = ?", [workflow, version]).fetchall()[0]
+    if first is not None:
+        compute_trace_features(con, last, last + timedelta(days=1))
+
+
+def judge_release_canary(con: duckdb.DuckDBPyConnection, home: Home, wf: Workflow, version: str, *,
+                         run_id: str | None = None) -> CanaryOutcome:
+    """The canary analysis of `version` against the live release (every other release when it
+    is itself live or nothing is), on freshly computed features: what the canary asset runs."""
+    from relops_pipeline.lib.registry.state import get_state
+
+    state = get_state(con, wf.name)
+    baseline = state.live if state.live and state.live != version else None
+    refresh_release_features(con, wf.name, version)
+    return analyse_canary(con, home, wf, version, baseline=baseline, run_id=run_id)

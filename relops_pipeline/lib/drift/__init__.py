@@ -29,7 +29,8 @@ API (stable; callers: defs/drift, defs/ingest, bench/drift*.py):
     (ok|drift|insufficient), severity (None|WARN|ERROR), columns_tested, columns_drifted,
     drifted_share, critical_drifted, cur_rows, ref_rows, reference_id, columns
     (list[ColumnDrift]), critical_columns, critical_severity, share_severity,
-    drifted_share_warn, dominant_release, sampled, report_path; .as_dict().
+    drifted_share_warn, dominant_release, sampled, report_path (frozen; to_json/from_json in
+    lib/results.py once without_samples()).
     ColumnDrift: column, type, role, method, score, threshold, drifted, status, ref_rows, cur_rows.
 - report.write_drift_report(path, current_df, reference_df, *, columns=None, drift_share=0.5,
       name=None, timestamp=None, tags=(), metadata=None, workspace_dir=None,

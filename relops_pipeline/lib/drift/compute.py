@@ -37,7 +37,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypedDict
 
 from relops_pipeline.lib.drift.config import SCORE_PREFIX, DriftConfig, column_info
@@ -105,16 +105,6 @@ class DriftSummary:
         """This summary without its sample frames (what is stored and returned), with the
         report's path when one was written."""
         return replace(self, samples=None, report_path=report_path if report_path is not None else self.report_path)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (dates as ISO strings), without the samples."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "samples"}
-        d["columns"] = [asdict(c) for c in self.columns]
-        d["critical_drifted"] = list(self.critical_drifted)
-        d["critical_columns"] = list(self.critical_columns)
-        d["period_start"] = self.period_start.isoformat()
-        d["period_end"] = self.period_end.isoformat()
-        return d
 
 
 def choose_method(col_type: str, ref_n: int, cur_n: int, n_unique: int) -> str:

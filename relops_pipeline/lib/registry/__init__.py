@@ -40,6 +40,7 @@ Changes (rollout.py) — all record first, then deploy; call them outside a tran
         time_to_rollback_s = flipped_at - check_evaluated_at.
     record_recommendation(con, workflow, *, release, trigger, reason, actor, automatic=True,
                           check_evaluated_at=None, alert_id=None, incident_id=None, run_id=None)
+        -> RollbackRecommendation
         decide() said alert_only: a rollbacks row with performed false; registry untouched.
     link_rollback(con, rollback_id, *, alert_id=None, incident_id=None) -> row
     sync_pointer(con, registry_dir, workflow, *, deployer=None, policy=None) -> dict
@@ -109,6 +110,7 @@ from relops_pipeline.lib.registry.ops import sync_pointer_at_home
 from relops_pipeline.lib.registry.policy import TRIGGERS, RolloutPolicy, decide, parse_policy, rollout_plan
 from relops_pipeline.lib.registry.rollout import (
     KIND_ROLLBACK_RECOMMENDED,
+    RollbackRecommendation,
     RolloutRefused,
     TransitionResult,
     history,
@@ -135,7 +137,7 @@ from relops_pipeline.lib.registry.state import (
 __all__ = [
     "IN_FLIGHT", "KIND_ROLLBACK_RECOMMENDED", "ROLLED_BACK", "SIGNATURE_HEADER", "STAGES", "TRIGGERS",
     "DeployError", "Deployer", "PointerFileDeployer", "RegistryError", "RegistryState", "RolloutPolicy",
-    "RolloutRefused", "StalePointerError", "TransitionResult", "WebhookDeployer",
+    "RollbackRecommendation", "RolloutRefused", "StalePointerError", "TransitionResult", "WebhookDeployer",
     "decide", "deployer_from_config", "get_state", "history", "link_rollback", "list_rollbacks", "list_states", "parse_policy",
     "pointer_doc", "record_recommendation", "rollback", "rollout_plan", "sign", "sync_pointer",
     "sync_pointer_at_home", "transition", "webhook_body", "write_pointer",

@@ -10,6 +10,7 @@ incident, then the alert (written to the outbox, delivered by the alert delivery
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,13 @@ from relops_pipeline.lib.alerts.service import raise_alert
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.incidents import example_traces, open_incident
 from relops_pipeline.lib.registry.policy import decide
-from relops_pipeline.lib.registry.rollout import link_rollback, record_recommendation, rollback
+from relops_pipeline.lib.registry.rollout import (
+    RollbackRecommendation,
+    TransitionResult,
+    link_rollback,
+    record_recommendation,
+    rollback,
+)
 from relops_pipeline.lib.registry.state import get_state
 from relops_pipeline.lib.workflows import Workflow
 
@@ -33,6 +40,41 @@ SEVERITY = {("rollback", "gate"): "error", ("rollback", "canary"): "error", ("ro
 
 # How many example traces of a failing canary the incident links (they become test cases).
 CANARY_EXAMPLE_TRACES = 20
+
+
+@dataclass(frozen=True)
+class FailureResponse:
+    """What relops did about a failed check (or a manual rollback). Round-trips through JSON
+    (lib/results.py); the rollback-alert job's output is its JSON.
+
+    decision: rollback | alert_only | not_serving (a failed release that never served: alert
+    only) | none (the rollback found nothing to do, see `why`). `rollback`: the registry
+    change (or the attempt that found nothing to do); `recommendation`: the rollback recorded
+    as recommended when the policy forbids it."""
+
+    decision: str
+    why: str
+    workflow: str
+    release: str | None
+    trigger: str
+    rollback_id: str | None = None
+    rollback: TransitionResult | None = None
+    recommendation: RollbackRecommendation | None = None
+    incident_id: str | None = None
+    alert_id: str | None = None
+    alert_status: str | None = None
+    time_to_rollback_s: float | None = None
+    live_after: str | None = None
+
+
+@dataclass(frozen=True)
+class FailureHandled:
+    """respond_to_failure, then the runbook refreshed and the alert outbox delivered:
+    `response.alert_status` is the alert's status after delivery."""
+
+    response: FailureResponse
+    alerts_delivered: int
+    alerts_retrying: int
 
 
 def runbook_path(home: Home, workflow: str):
@@ -68,7 +110,7 @@ def respond_to_failure(
     run_id: str | None = None,
     actor: str = "relops",
     manual_to: str | None = None,
-) -> dict[str, Any]:
+) -> FailureResponse:
     """Decide by policy and act. `trigger`: gate | canary | drift | manual (manual always rolls
     back, to `manual_to` or the last known good). Returns what was done."""
     state = get_state(con, wf.name)
@@ -85,20 +127,22 @@ def respond_to_failure(
             links=dict(links or {}), runbook=str(runbook_path(home, wf.name)),
             dedup_key=f"{trigger}:{wf.name}:{release}", dagster_run_id=run_id,
         ))
-        return {"decision": "not_serving", "why": f"{release} is not in the registry: nothing to roll back",
-                "workflow": wf.name, "release": release, "trigger": trigger, "alert_id": record.alert_id,
-                "alert_status": record.status, "incident_id": None, "time_to_rollback_s": None, "live_after": state.live}
+        return FailureResponse(decision="not_serving", why=f"{release} is not in the registry: nothing to roll back",
+                               workflow=wf.name, release=release, trigger=trigger, alert_id=record.alert_id,
+                               alert_status=record.status, live_after=state.live)
     else:
         decision, why = decide(wf, state, trigger, release)
+    done: TransitionResult | None = None
+    rec: RollbackRecommendation | None = None
     if decision == "rollback":
         res = rollback(con, home.registry_dir, wf.name, to=manual_to, trigger=trigger, reason=reason, actor=actor,
                        automatic=trigger != "manual", check_evaluated_at=check_evaluated_at, run_id=run_id,
                        release=release if trigger != "manual" else None, policy=wf)
         if not res.performed:
-            return {"decision": "none", "why": res.message, "workflow": wf.name, "release": release,
-                    "rollback": res.as_dict()}
+            return FailureResponse(decision="none", why=res.message, workflow=wf.name, release=release, trigger=trigger,
+                                   rollback=res, live_after=state.live)
         assert res.rollback_id is not None  # a performed rollback is recorded under an id
-        rollback_id, done = res.rollback_id, res.as_dict()
+        rollback_id, done = res.rollback_id, res
         if trigger == "manual":
             release = res.release  # what was rolled back: the incident's and the alert's subject
         headline = (f"{wf.name}: rolled back {res.release} -> {res.to_release}" if trigger == "manual" else
@@ -106,7 +150,7 @@ def respond_to_failure(
     else:
         rec = record_recommendation(con, wf.name, release=release, trigger=trigger, reason=f"{reason} ({why})",
                                     actor=actor, check_evaluated_at=check_evaluated_at, run_id=run_id)
-        rollback_id, done = rec["rollback_id"], rec
+        rollback_id = rec.rollback_id
         headline = f"{wf.name}: rollback of {release or 'the live release'} recommended after a failed {trigger} check"
     all_links = {**(links or {}), "runbook": str(runbook_path(home, wf.name))}
     if run_id:
@@ -121,8 +165,8 @@ def respond_to_failure(
             incident_links["traces"] = traces
     incident = open_incident(con, wf.name, release, title, trigger, actor, links=incident_links, started_at=started_at)
     numbers = {k: v for k, v in (evidence or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
-    if decision == "rollback" and done.get("time_to_rollback_s") is not None:
-        numbers["time_to_rollback_s"] = round(float(done["time_to_rollback_s"]), 3)
+    if done is not None and done.time_to_rollback_s is not None:
+        numbers["time_to_rollback_s"] = round(float(done.time_to_rollback_s), 3)
     record = raise_alert(con, home, Alert(
         kind=f"{trigger}.{'rollback' if decision == 'rollback' else 'recommend_rollback'}",
         severity=SEVERITY.get((decision, trigger), "error"),
@@ -137,10 +181,26 @@ def respond_to_failure(
         dagster_run_id=run_id,
     ))
     link_rollback(con, rollback_id, alert_id=record.alert_id, incident_id=incident["incident_id"])
-    return {
-        "decision": decision, "why": why, "workflow": wf.name, "release": release, "trigger": trigger,
-        "rollback_id": rollback_id, "rollback": done, "incident_id": incident["incident_id"],
-        "alert_id": record.alert_id, "alert_status": record.status,
-        "time_to_rollback_s": done.get("time_to_rollback_s") if decision == "rollback" else None,
-        "live_after": get_state(con, wf.name).live,
-    }
+    return FailureResponse(
+        decision=decision, why=why, workflow=wf.name, release=release, trigger=trigger, rollback_id=rollback_id,
+        rollback=done, recommendation=rec, incident_id=incident["incident_id"], alert_id=record.alert_id,
+        alert_status=record.status, time_to_rollback_s=done.time_to_rollback_s if done is not None else None,
+        live_after=get_state(con, wf.name).live,
+    )
+
+
+def handle_failure(con: duckdb.DuckDBPyConnection, home: Home, wf: Workflow, **respond: Any) -> FailureHandled:
+    """What the rollback-alert job does: respond_to_failure (`respond`: its keyword arguments),
+    refresh the workflow's runbook, deliver the alert outbox, and report the alert's status
+    after delivery."""
+    from relops_pipeline.lib.alerts import get_alert
+    from relops_pipeline.lib.alerts.service import deliver
+    from relops_pipeline.lib.runbook import write_runbook
+
+    out = respond_to_failure(con, home, wf, **respond)
+    write_runbook(con, home, wf)
+    report = deliver(con, home)
+    if out.alert_id:
+        stored = get_alert(con, out.alert_id)
+        out = replace(out, alert_status=stored.status if stored else out.alert_status)
+    return FailureHandled(out, alerts_delivered=len(report.delivered), alerts_retrying=len(report.retrying))

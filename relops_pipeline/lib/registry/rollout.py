@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,10 @@ class RolloutRefused(RegistryError):
     """The rollout is not allowed (and the refusal is in the event log)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransitionResult:
-    """What a transition or rollback did. `performed` False: nothing changed (see `message`)."""
+    """What a transition or rollback did. `performed` False: nothing changed (see `message`).
+    Round-trips through JSON (lib/results.py)."""
 
     workflow: str
     action: str  # shadow | canary | ramp | full | rollback
@@ -77,7 +78,7 @@ class TransitionResult:
     event_seq: int | None
     performed: bool = True
     override: bool = False
-    waived: list[str] = field(default_factory=list)
+    waived: tuple[str, ...] = ()
     receipt: dict[str, Any] | None = None
     to_release: str | None = None
     rollback_id: str | None = None
@@ -85,15 +86,18 @@ class TransitionResult:
     time_to_rollback_s: float | None = None
     message: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "workflow": self.workflow, "action": self.action, "release": self.release, "to_release": self.to_release,
-            "performed": self.performed, "before": self.before.as_dict(), "after": self.after.as_dict(),
-            "event_seq": self.event_seq, "override": self.override, "waived": list(self.waived),
-            "receipt": self.receipt, "rollback_id": self.rollback_id,
-            "flipped_at": self.flipped_at.isoformat() if self.flipped_at else None,
-            "time_to_rollback_s": self.time_to_rollback_s, "message": self.message,
-        }
+
+@dataclass(frozen=True)
+class RollbackRecommendation:
+    """A rollback recommended but not performed: where the release serves and what a rollback
+    would go back to."""
+
+    rollback_id: str
+    workflow: str
+    release: str | None
+    serving_as: str | None  # shadow | canary | ramp | live | None
+    would_roll_back_to: str | None
+    event_seq: int
 
 
 def _key(kind: str, value: Any) -> str:
@@ -273,11 +277,10 @@ def transition(
         )
         after = before.next(**changes, event_seq=event["seq"])
         put_state(con, after)
-    result = TransitionResult(workflow=workflow, action=action, release=release, before=before, after=after,
-                              event_seq=event["seq"], override=bool(override), waived=waived)
-    result.receipt = _deploy(deployer, Path(registry_dir), after)
-    result.message = _describe(after)
-    return result
+    receipt = _deploy(deployer, Path(registry_dir), after)
+    return TransitionResult(workflow=workflow, action=action, release=release, before=before, after=after,
+                            event_seq=event["seq"], override=bool(override), waived=tuple(waived), receipt=receipt,
+                            message=_describe(after))
 
 
 def _describe(state: RegistryState) -> str:
@@ -414,12 +417,11 @@ def rollback(
             "recorded_at": now,
         }
         _insert_rollback(con, row)
-    result = TransitionResult(workflow=workflow, action="rollback", release=source, to_release=target, before=before,
-                              after=after, event_seq=event["seq"], rollback_id=rollback_id)
-    result.receipt = _deploy(deployer, Path(registry_dir), after)
-    result.flipped_at, result.time_to_rollback_s = _mark_flipped(con, rollback_id, checked_at)
-    result.message = _describe(after)
-    return result
+    receipt = _deploy(deployer, Path(registry_dir), after)
+    flipped_at, time_to_rollback_s = _mark_flipped(con, rollback_id, checked_at)
+    return TransitionResult(workflow=workflow, action="rollback", release=source, to_release=target, before=before,
+                            after=after, event_seq=event["seq"], rollback_id=rollback_id, receipt=receipt,
+                            flipped_at=flipped_at, time_to_rollback_s=time_to_rollback_s, message=_describe(after))
 
 
 def _insert_rollback(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
@@ -471,7 +473,7 @@ def record_recommendation(
     alert_id: str | None = None,
     incident_id: str | None = None,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> RollbackRecommendation:
     """Record that a rollback was recommended but not performed (decide() said alert_only):
     a `rollbacks` row with performed false and the target a rollback would take, plus a
     `rollback_recommended` event. The registry and the pointer are not touched."""
@@ -500,8 +502,8 @@ def record_recommendation(
             "incident_id": incident_id, "actor": actor, "event_seq": event["seq"], "dagster_run_id": run_id,
             "recorded_at": now,
         })
-    return {"rollback_id": rollback_id, "workflow": workflow, "release": release, "serving_as": where,
-            "would_roll_back_to": target, "event_seq": event["seq"]}
+    return RollbackRecommendation(rollback_id=rollback_id, workflow=workflow, release=release, serving_as=where,
+                                  would_roll_back_to=target, event_seq=event["seq"])
 
 
 # ---------------------------------------------------------------------------------------------
