@@ -46,7 +46,8 @@ def add_traffic(con, *, workflow="wf", release="v1", day0=D0, days=7, per_day=10
         "workflow": workflow,
         "release": release,
         "trace_id": [f"{workflow}-{release}-{seed}-{i}" for i in idx],
-        "start_time": [dt.datetime.combine(d, dt.time()) + dt.timedelta(seconds=int(i % per_day) * 60) for d, i in zip(day, idx, strict=False)],
+        "start_time": [dt.datetime.combine(d, dt.time()) + dt.timedelta(seconds=int(i % per_day) * 60)
+                       for d, i in zip(day, idx, strict=False)],
         "spans": 3,
         "llm_calls": rng.choice([1, 2], n, p=[0.8, 0.2]),
         "latency_ms": rng.lognormal(7, 0.5, n),
@@ -290,7 +291,8 @@ def test_reference_is_built_once_reused_and_versioned(wh):
     add_traffic(wh, days=14, per_day=100)
     rebuilt = ensure_reference(wh, "wf", cfg)
     assert rebuilt.reference_id == ref.reference_id
-    assert {r[0] for r in wh.execute("SELECT trace_id FROM drift_reference_rows WHERE reference_id = ?", [ref.reference_id]).fetchall()} == sample
+    rows = wh.execute("SELECT trace_id FROM drift_reference_rows WHERE reference_id = ?", [ref.reference_id]).fetchall()
+    assert {r[0] for r in rows} == sample
 
 
 def test_window_sample_is_the_bottom_k_by_hash(wh):

@@ -218,7 +218,8 @@ def test_legacy_logs_roles_and_content_checked_by_hand(stage_con):
     body = json.loads(line6[3]["attributes"])["log.body"]
     assert (body["index"], body["finish_reason"], body["message"]["role"]) == (1, "stop", "assistant")
     # a choice with tool calls only: the body as JSON, nested values decoded
-    (tool_choice,) = _rows(stage_con, "SELECT content FROM stage_events WHERE span_id = 'd45312d616babde7' AND event_name = 'gen_ai.choice'")
+    (tool_choice,) = _rows(
+        stage_con, "SELECT content FROM stage_events WHERE span_id = 'd45312d616babde7' AND event_name = 'gen_ai.choice'")
     content = json.loads(tool_choice["content"])
     assert content["finish_reason"] == "tool_calls"
     assert [c["function"]["name"] for c in content["message"]["tool_calls"]] == ["get_current_weather"] * 2

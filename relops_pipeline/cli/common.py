@@ -47,7 +47,7 @@ class RelopsParser(argparse.ArgumentParser):
     verb_group = False  # set on the parser of a command with verbs
     default_verb: str | None = None
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         verbs = self._verbs() if self.verb_group else None
         if verbs is not None and args is not None:
             args = self._verb_first(list(args), verbs)
