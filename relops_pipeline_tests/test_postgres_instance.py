@@ -105,15 +105,22 @@ def test_cli_ingest_runs_on_a_postgres_backed_instance(pg, tmp_path, monkeypatch
         assert instance.run_monitoring_enabled
         runs = {r.run_id: r for r in instance.get_runs()}
         assert set(runs) == run_ids
-        assert {r.job_name for r in runs.values()} == {"ingest_traces_job", "trace_signals_job", "rolling_drift_job"}
+        assert runs[summary["run_id"]].job_name == "ingest_traces_job"
+        # The follow-ups the planner asked for, materialized as asset selections.
+        assert runs[summary["signals_run_ids"][0]].asset_selection == {
+            dg.AssetKey(k) for k in ("raw_traces", "daily_signals", "trace_features", "signal_rule_alerts")}
+        assert runs[summary["drift_run_ids"][0]].asset_selection == {dg.AssetKey("rolling_drift")}
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs.values())
         days = {"2026-09-28", "2026-09-29", "2026-09-30"}
         for key in ("raw_traces", "daily_signals", "trace_features"):
             assert instance.get_materialized_partitions(dg.AssetKey(key)) == days, key
         mats = instance.fetch_materializations(dg.AssetKey("raw_traces"), limit=10).records
-        assert sorted(m.partition_key for m in mats) == sorted(days)
-        assert all(m.run_id == summary["signals_run_ids"][0] and m.asset_materialization.metadata["spans"].value > 0
-                   for m in mats)
+        # Each day twice: reported by the ingestion (spans it added), then validated by the signals run.
+        reported = [m for m in mats if m.run_id == summary["run_id"]]
+        validated = [m for m in mats if m.run_id == summary["signals_run_ids"][0]]
+        assert sorted(m.partition_key for m in reported) == sorted(m.partition_key for m in validated) == sorted(days)
+        assert sum(m.asset_materialization.metadata["ingested_spans"].value for m in reported) == expected["accepted_spans"]
+        assert all(m.asset_materialization.metadata["spans"].value > 0 for m in validated)
         # The warehouse pool came from `concurrency: pools: default_limit: 1`, stored in Postgres.
         info = instance.event_log_storage.get_concurrency_info(POOL)
         assert info.slot_count == 1 and info.active_slot_count == 0
@@ -127,7 +134,7 @@ def test_cli_ingest_runs_on_a_postgres_backed_instance(pg, tmp_path, monkeypatch
         cur.execute("SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
                     "AND run_id = ANY(%s) GROUP BY 1", [sorted(run_ids)])
         counts = dict(cur.fetchall())
-        assert counts['["raw_traces"]'] == 3 and counts['["daily_signals"]'] == 3 and counts['["trace_features"]'] == 3
+        assert counts['["raw_traces"]'] == 6 and counts['["daily_signals"]'] == 3 and counts['["trace_features"]'] == 3
         cur.execute("SELECT concurrency_key, \"limit\" FROM concurrency_limits")
         assert cur.fetchall() == [(POOL, 1)]
     finally:
