@@ -10,10 +10,12 @@ from relops_pipeline.lib.home import HOME_ENV, Home
 
 
 def build_resources() -> dict:
-    """The home is $RELOPS_HOME when set (read when the code location loads), else ./data/home."""
+    """The home is $RELOPS_HOME, read when a run starts (the CLI points it at --home); unset when
+    the code location loads, it is the default home (./data/home) from then on."""
     import os
 
-    return relops_resources(dg.EnvVar(HOME_ENV) if os.environ.get(HOME_ENV) else Home.resolve().root)
+    os.environ.setdefault(HOME_ENV, str(Home.resolve().root))
+    return relops_resources(dg.EnvVar(HOME_ENV))
 
 
 defs = dg.Definitions(
