@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from relops_pipeline.defs import alerts, drift, evals, gates, ingest, maintenance, releases
+from relops_pipeline.defs.recovery import stuck_runs_sensor
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import HOME_ENV, Home
 
@@ -25,6 +26,6 @@ defs = dg.Definitions(
     jobs=[*ingest.jobs, *evals.jobs, *gates.jobs, *drift.jobs, *alerts.jobs, *releases.jobs,
           *maintenance.jobs],
     schedules=[*drift.schedules, *releases.schedules, *maintenance.schedules],
-    sensors=[*ingest.sensors, *evals.sensors, *gates.sensors, *drift.sensors, *alerts.sensors, *releases.sensors],
+    sensors=[stuck_runs_sensor, *ingest.sensors, *evals.sensors, *gates.sensors, *drift.sensors, *alerts.sensors, *releases.sensors],
     resources=build_resources(),
 )

@@ -2,9 +2,11 @@
 
 Commands that compute or change state run through Dagster on the home's instance, so the UI
 shows the same history. Each prints a short human summary, or one JSON object with --json.
-Exit codes: 0 success; 3 bad input (unreadable path, unknown format, bad configuration);
-4 a Dagster run failed; 5 no such home or warehouse yet. One module per domain registers its
-commands (common: the plumbing they share).
+Exit codes: 0 success; 1 and 2 are decisions (BLOCK, REVIEW; a failing canary); 3 bad input
+(unreadable path, unknown format, bad configuration); 4 a Dagster run failed; 5 no such home or
+warehouse yet; 6 the warehouse stayed held by a live run (retry); 7 `relops doctor` found
+problems; 130 interrupted. One module per domain registers its commands (common: the plumbing
+they share).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from relops_pipeline.cli import alerts, cadence, demo, drift, evals, gates, ingest, releases
+from relops_pipeline.cli import alerts, cadence, demo, doctor, drift, evals, gates, ingest, releases
 from relops_pipeline.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_HOME,
@@ -26,6 +29,7 @@ from relops_pipeline.cli.common import (
     Commands,
     RelopsParser,
 )
+from relops_pipeline.cli.runs import EXIT_INTERRUPTED
 from relops_pipeline.lib.home import HOME_ENV
 
 __all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "EXIT_NO_HOME", "CliError", "CommandResult", "build_parser", "main"]
@@ -37,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = RelopsParser(prog="relops", description="Release operations for production LLM workflows.")
     parser.add_argument("--home", default=None, help=home_help)
     commands = Commands(parser.add_subparsers(dest="command", required=True), home_help)
-    for module in (ingest, evals, gates, drift, alerts, releases, cadence, demo):
+    for module in (ingest, evals, gates, drift, alerts, releases, doctor, cadence, demo):
         module.register(commands)
     return parser
 
@@ -65,17 +69,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show_progress()
     try:
         result: CommandResult = args.fn(args)
+    except KeyboardInterrupt:
+        print("relops: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one
         if not isinstance(exc, CliError):
             exc = CliError(f"{type(exc).__name__}: {exc}", EXIT_RUN_FAILED)
         if getattr(args, "json", False):
-            print(json.dumps({"error": str(exc), "exit_code": exc.code}))
+            _print(json.dumps({"error": str(exc), "exit_code": exc.code}))
         else:
             for line in str(exc).splitlines():
                 print(f"relops: {line}", file=sys.stderr)
         return exc.code
-    if args.json:
-        print(json.dumps(result.data, default=str))
-    else:
-        print(result.text)
+    _print(json.dumps(result.data, default=str) if args.json else result.text)
     return result.exit_code
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that went away (`relops ... | head -1`) is no error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the failed flush again at exit: point stdout at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

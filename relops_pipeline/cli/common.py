@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 3
 EXIT_RUN_FAILED = 4
 EXIT_NO_HOME = 5
+EXIT_BUSY = 6  # the warehouse stayed held by a live run: retry
 
 
 class CliError(Exception):
@@ -141,13 +142,7 @@ def run_job(home: Home, job_name: str, *, run_config: dict | None = None, tags: 
 
     with expected_beta_warnings():  # Dagster warns on its own use of a beta parameter here
         job = dagster_defs().resolve_job_def(job_name)
-    # The run's own log goes to the instance (the UI shows it); the terminal gets the summary
-    # (a BLOCKed gate fails its run by design: no stack trace on the terminal for that).
-    # RELOPS_LOG_LEVEL=INFO shows the run's log here too.
-    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "CRITICAL")}}}}
-    return job.execute_in_process(
-        run_config={**quiet, **(run_config or {})}, instance=instance, tags={"relops/trigger": "cli", **(tags or {})}, raise_on_error=False
-    )
+    return _execute(instance, job, what=job_name, run_config=run_config, tags=tags)
 
 
 def materialize(home: Home, assets, *, partition_key: str | None = None, days: tuple[str, str] | None = None,
@@ -163,14 +158,26 @@ def materialize(home: Home, assets, *, partition_key: str | None = None, days: t
 
     with expected_beta_warnings():  # Dagster warns on its own use of a beta parameter here
         job = dagster_defs().resolve_implicit_global_asset_job_def()
-    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "CRITICAL")}}}}
-    run_tags = {"relops/trigger": "cli", **(tags or {})}
+    run_tags = dict(tags or {})
     if days is not None:
         run_tags[RANGE_START_TAG], run_tags[RANGE_END_TAG] = days
-    return job.execute_in_process(
-        run_config=quiet, instance=instance, asset_selection=[dg.AssetKey(a) for a in assets],
-        partition_key=partition_key, tags=run_tags, raise_on_error=False,
-    )
+    return _execute(instance, job, what=", ".join(assets), tags=run_tags, partition_key=partition_key,
+                    asset_selection=[dg.AssetKey(a) for a in assets])
+
+
+def _execute(instance, job, *, what: str, run_config: dict | None = None, tags: dict | None = None, **kwargs):
+    """Execute in this process once no live run holds the warehouse (cli/runs.py). The run's own
+    log goes to the instance (the UI shows it); the terminal gets the summary (a BLOCKed gate
+    fails its run by design: no stack trace on the terminal for that). RELOPS_LOG_LEVEL=INFO
+    shows the run's log here too."""
+    from relops_pipeline.cli.runs import WarehouseBusyError, execute
+
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("RELOPS_LOG_LEVEL", "CRITICAL")}}}}
+    try:
+        return execute(instance, job.execute_in_process, what=what, tags={"relops/trigger": "cli", **(tags or {})},
+                       run_config={**quiet, **(run_config or {})}, raise_on_error=False, **kwargs)
+    except WarehouseBusyError as exc:
+        raise CliError(str(exc), EXIT_BUSY) from None
 
 
 def materialize_or_fail(home: Home, assets: Sequence[str], *, what: str, partition_key: str | None = None,

@@ -55,6 +55,14 @@ concurrency:
     default_limit: 1
   runs:
     max_concurrent_runs: 4
+# Runs that never start, or never finish cancelling, are failed. A run whose process died is
+# released by relops' stuck_runs_sensor (the default launcher cannot check its workers).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
 telemetry:
   enabled: false
 """

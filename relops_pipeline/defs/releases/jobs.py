@@ -17,6 +17,10 @@ from relops_pipeline.defs.releases.metadata import (
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.results import to_json
 
+# Registry changes (rollbacks above all) take the next free warehouse slot before any other
+# waiting step.
+REGISTRY_FIRST = {"dagster/priority": "10"}
+
 
 class FailureConfig(dg.Config):
     """What failed: the sensors fill this from the failed check's evaluation."""
@@ -32,7 +36,7 @@ class FailureConfig(dg.Config):
     to_release: str | None = None  # manual rollback only
 
 
-@dg.op(pool=WAREHOUSE_POOL)
+@dg.op(pool=WAREHOUSE_POOL, tags=REGISTRY_FIRST)
 def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, home: RelopsHomeResource,
                       warehouse: WarehouseResource) -> dict:
     """Decide by the workflow's policy: roll back a release in canary or ramp automatically
@@ -96,7 +100,7 @@ class RegistryChangeConfig(dg.Config):
     override: bool = False
 
 
-@dg.op(pool=WAREHOUSE_POOL)
+@dg.op(pool=WAREHOUSE_POOL, tags=REGISTRY_FIRST)
 def change_registry(context: dg.OpExecutionContext, config: RegistryChangeConfig, home: RelopsHomeResource,
                     warehouse: WarehouseResource) -> dict:
     """Move a release to a rollout stage: refused unless its gate allows it (or an owner

@@ -1,0 +1,193 @@
+"""Crash recovery: a run whose process is gone never holds the warehouse.
+
+On an instance: a STARTED run holding the warehouse slot whose process died is found, marked
+failed and its slot freed; a live holder is left alone. Through the CLI: a SIGKILLed ingestion
+leaves the warehouse held and days without signals, and afterwards `relops rollback` still goes
+through in seconds, `relops doctor` names what was left and `--fix` repairs it; a command waiting
+for a live holder gives up with the holder's name after its bound, and SIGTERM ends it at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from relops_pipeline.cli.runs import EXIT_INTERRUPTED, _Watchdog
+from relops_pipeline.defs.recovery import PID_TAG, inspect_runs, release_stuck, stuck, warehouse_holders
+from relops_pipeline.defs.resources import WAREHOUSE_POOL
+from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
+from relops_pipeline.lib.warehouse import open_warehouse
+from relops_pipeline_tests.procs import popen, reap, scaled
+
+RELOPS = str(Path(sys.executable).parent / "relops")
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def _hold():
+    return None
+
+
+@dg.job
+def _holder_job():
+    _hold()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _started_run_holding_the_warehouse(instance: dg.DagsterInstance, pid: int) -> dg.DagsterRun:
+    """What a killed run leaves: STARTED, a pid that ran it, the pool's one slot claimed."""
+    run = instance.create_run_for_job(_holder_job, tags={PID_TAG: str(pid)})
+    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name),
+                                  run_id=run.run_id)
+    instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
+    claim = instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, run.run_id, "_hold")
+    assert claim.is_claimed
+    return run
+
+
+def test_a_run_whose_process_is_gone_is_released_and_a_live_one_is_not():
+    with dg.instance_for_test() as instance:
+        dead = _started_run_holding_the_warehouse(instance, _dead_pid())
+        [found] = inspect_runs(instance)
+        assert found.run_id == dead.run_id and not found.alive and found.holds_warehouse
+        assert "is gone" in found.why and warehouse_holders(instance) == []
+        assert [r.run_id for r in release_stuck(instance)] == [dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots == []
+        assert inspect_runs(instance) == []
+
+        live = _started_run_holding_the_warehouse(instance, os.getpid())
+        assert release_stuck(instance) == []
+        [holder] = warehouse_holders(instance)
+        assert holder.run_id == live.run_id and holder.alive and holder.why == "running"
+
+
+def test_an_interrupt_while_waiting_for_a_slot_ends_the_command_and_withdraws_its_claim(monkeypatch):
+    from dagster._utils import interrupts
+
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(_holder_job)
+        exits: list[int] = []
+        monkeypatch.setattr(os, "_exit", exits.append)
+        monkeypatch.setitem(interrupts._received_interrupt, "received", True)
+        watchdog = _Watchdog(instance, run.run_id)
+        watchdog.start()
+        watchdog.join(timeout=scaled(10))
+        assert exits == [EXIT_INTERRUPTED]
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the CLI, with real processes and real kills.
+
+
+def _cli(home, *args, env=None, timeout=120.0):
+    proc = subprocess.run([RELOPS, "--home", str(home.root), *args], capture_output=True, text=True,
+                          timeout=scaled(timeout), env={**os.environ, **(env or {})})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def canary_home(home):
+    with open_warehouse(home.warehouse_path) as con:
+        state = RegistryState("doc-qa", seq=1, live="v2.3.0", canary="v2.4.0", canary_percent=50.0, stage="canary",
+                              last_known_good="v2.1.0", updated_by="li.wei", reason="canary",
+                              updated_at=dt.datetime(2026, 11, 20, 10, 0))
+        put_state(con, state)
+    write_pointer(home.registry_dir, state)
+    return home
+
+
+def _files_committed(instance: dg.DagsterInstance) -> int:
+    runs = instance.get_runs(dg.RunsFilter(job_name="ingest_traces_job", statuses=[dg.DagsterRunStatus.STARTED]))
+    return sum(1 for run in runs for e in instance.all_logs(run.run_id) if "]: read " in (e.user_message or ""))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_after_a_killed_ingestion_rollback_goes_through_and_doctor_repairs(canary_home, tmp_path):
+    from relops_pipeline.demo.traces import generate_demo_traces
+
+    home = canary_home
+    generate_demo_traces(tmp_path / "traces", scale=0.5, days=range(0, 10), workflows=["doc-qa"])
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:  # its storage exists before the CLI runs
+        ingest = popen([RELOPS, "--home", str(home.root), "ingest", str(tmp_path / "traces")],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            # Kill it once it has committed two files (its run's log says so per file).
+            deadline = time.monotonic() + scaled(120)
+            while time.monotonic() < deadline and ingest.poll() is None and _files_committed(instance) < 2:
+                time.sleep(0.2)
+            assert ingest.poll() is None, f"the ingestion ended before it could be killed: {ingest.stderr.read()}"
+            os.killpg(ingest.pid, signal.SIGKILL)
+        finally:
+            reap(ingest)
+
+    started = time.monotonic()
+    code, out, err = _cli(home, "rollback", "doc-qa", "--reason", "after a killed ingestion", "--json",
+                          env={"RELOPS_WAREHOUSE_WAIT_S": "30"})
+    took = time.monotonic() - started
+    assert code == 0, err
+    assert json.loads(out)["live_after"] == "v2.3.0"
+    assert "released stuck run" in err and "is gone" in err
+    print(f"\nrollback after a SIGKILLed ingestion: {took:.1f} s")
+    assert took < scaled(30)
+
+    code, out, _ = _cli(home, "doctor", "--json")
+    found = json.loads(out)
+    assert code == 7 and found["stale_days"] and not found["pointers_behind"]
+    code, out, _ = _cli(home, "doctor", "--fix", "--json", timeout=300)
+    fixed = json.loads(out)
+    assert code == 0 and fixed["healthy"] and fixed["stale_days"] == [] and fixed["fixed"]
+    with open_warehouse(home.warehouse_path, read_only=True) as con:
+        signals = con.execute("SELECT sum(spans) FROM daily_signals").fetchall()[0][0]
+        spans = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+    assert signals == spans  # the repaired signals count every committed span
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(canary_home):
+    home = canary_home
+    instance_env = {"DAGSTER_HOME": str(home.dagster_home)}
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        holder = _started_run_holding_the_warehouse(instance, os.getpid())  # this test process: alive
+        code, _, err = _cli(home, "rollback", "doc-qa", "--reason", "r", env={"RELOPS_WAREHOUSE_WAIT_S": "2", **instance_env})
+        assert code == 6
+        assert f"the warehouse is held by run {holder.run_id[:8]} (_holder_job" in err and "relops doctor" in err
+
+        waiting = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env={**os.environ, "RELOPS_WAREHOUSE_WAIT_S": "600"})
+        try:
+            deadline = time.monotonic() + scaled(60)
+            line = ""
+            while time.monotonic() < deadline and "waiting for the warehouse" not in line:
+                line = waiting.stderr.readline()
+            assert "waiting for the warehouse" in line
+            sent = time.monotonic()
+            waiting.send_signal(signal.SIGTERM)
+            waiting.wait(timeout=scaled(10))
+            print(f"\nSIGTERM to a waiting rollback: ended in {time.monotonic() - sent:.2f} s")
+            assert waiting.returncode == -signal.SIGTERM
+        finally:
+            reap(waiting)
+        # Nothing changed, and once the holder is gone the rollback goes through.
+        instance.report_run_failed(instance.get_run_by_id(holder.run_id))
+        instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+    assert stuck([]) == []
+    code, out, err = _cli(home, "rollback", "doc-qa", "--reason", "r", "--json")
+    assert code == 0, err
