@@ -72,7 +72,10 @@ def render(defs: dg.Definitions) -> dict[str, Any]:
             "automation_condition": _automation(node.automation_condition),
             "pool": sorted(node.pools) if node.pools else None,
         }
-    repo = defs.get_repository_def()
+    from relops_pipeline.defs.beta import expected_beta_warnings
+
+    with expected_beta_warnings():  # Dagster's own use of a beta sensor parameter, at repository build
+        repo = defs.get_repository_def()
     return {
         "assets": dict(sorted(assets.items())),
         # Dagster's implicit asset jobs (__ASSET_JOB...) are its own, not ours.
