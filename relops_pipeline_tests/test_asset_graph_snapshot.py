@@ -56,7 +56,11 @@ def _automation(condition: dg.AutomationCondition | None) -> str | None:
 
 def render(defs: dg.Definitions) -> dict[str, Any]:
     """The snapshot's content: plain JSON values, every collection sorted."""
-    graph = defs.resolve_asset_graph()
+    from relops_pipeline.defs.beta import expected_beta_warnings
+
+    with expected_beta_warnings():  # Dagster's own use of a beta sensor parameter, at repository build
+        graph = defs.resolve_asset_graph()
+        repo = defs.get_repository_def()
     checks: dict[dg.AssetKey, list[dict[str, Any]]] = {}
     for check_key in graph.asset_check_keys:
         node = graph.get(check_key)
@@ -72,10 +76,6 @@ def render(defs: dg.Definitions) -> dict[str, Any]:
             "automation_condition": _automation(node.automation_condition),
             "pool": sorted(node.pools) if node.pools else None,
         }
-    from relops_pipeline.defs.beta import expected_beta_warnings
-
-    with expected_beta_warnings():  # Dagster's own use of a beta sensor parameter, at repository build
-        repo = defs.get_repository_def()
     return {
         "assets": dict(sorted(assets.items())),
         # Dagster's implicit asset jobs (__ASSET_JOB...) are its own, not ours.
