@@ -4,6 +4,7 @@ sensors evaluated with build_sensor_context."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -152,3 +153,29 @@ def test_followups_sensor_plans_signals_after_ingestion_then_drift_and_canaries_
         assert drift.tags["dagster/asset_partition_range_start"] == min(a for a, _ in out["day_ranges"])
         assert drift.tags["dagster/asset_partition_range_end"] >= last  # the days whose week holds the new ones
         assert tick(instance, cursor)[0] == []
+
+
+def test_followups_sensor_heals_days_a_crash_left_without_signals(home, resources, monkeypatch):
+    """Spans committed, then the process died before the follow-ups: the sensor finds the days
+    from the data and asks for their signals once."""
+    import importlib
+
+    from relops_pipeline.lib.ingest import ingest_file
+
+    # (the package's `sensors` attribute is its list of sensors: the module, by its name)
+    monkeypatch.setattr(importlib.import_module("relops_pipeline.defs.ingest.sensors"), "HEAL_AFTER_S", 0)
+    with open_warehouse(home.warehouse_path) as con:
+        ingest_file(con, LATEST)  # committed; no follow-up ran
+        days = sorted({r[0].isoformat() for r in con.execute("SELECT DISTINCT start_time::DATE FROM spans").fetchall()})
+    with dg.instance_for_test() as instance:
+        cursor = _evaluate(followups_sensor, instance, None, resources).cursor
+        result = _evaluate(followups_sensor, instance, cursor, resources)
+        [heal] = result.run_requests
+        assert (heal.tags["dagster/asset_partition_range_start"], heal.tags["dagster/asset_partition_range_end"]) == (
+            days[0], days[-1])
+        assert heal.run_key.startswith("signals-heal-")
+        # Not asked again before HEAL_EVERY_S; then the same stale state gives the same run key.
+        assert _evaluate(followups_sensor, instance, result.cursor, resources).run_requests == []
+        again = json.loads(result.cursor) | {"healed_at": 0}
+        assert [r.run_key for r in _evaluate(followups_sensor, instance, json.dumps(again), resources).run_requests] == [
+            heal.run_key]

@@ -182,7 +182,7 @@ def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(can
             waiting.send_signal(signal.SIGTERM)
             waiting.wait(timeout=scaled(10))
             print(f"\nSIGTERM to a waiting rollback: ended in {time.monotonic() - sent:.2f} s")
-            assert waiting.returncode == -signal.SIGTERM
+            assert waiting.returncode == EXIT_INTERRUPTED and "interrupted" in waiting.stderr.read()
         finally:
             reap(waiting)
         # Nothing changed, and once the holder is gone the rollback goes through.
@@ -191,3 +191,40 @@ def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(can
     assert stuck([]) == []
     code, out, err = _cli(home, "rollback", "doc-qa", "--reason", "r", "--json")
     assert code == 0, err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_after_the_commit_reports_the_ingestion_and_the_next_one_heals_the_days(home, tmp_path):
+    from relops_pipeline.demo.traces import generate_demo_traces
+
+    generate_demo_traces(tmp_path / "traces", scale=0.3, days=range(0, 6), workflows=["doc-qa"])
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        ingest = popen([RELOPS, "--home", str(home.root), "ingest", str(tmp_path / "traces"), "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + scaled(180)
+            while time.monotonic() < deadline and ingest.poll() is None and not _followup_started(instance):
+                time.sleep(0.2)
+            assert ingest.poll() is None, "the command ended before its follow-ups started"
+            ingest.send_signal(signal.SIGTERM)
+            out, err = ingest.communicate(timeout=scaled(60))
+        finally:
+            reap(ingest)
+    assert ingest.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["followups"] == "pending (interrupted)" and summary["totals"]["accepted"] > 0
+
+    code, out, _ = _cli(home, "doctor", "--json")
+    assert code == 7 and json.loads(out)["stale_days"]
+    # The next ingestion (here: the same files again, all duplicates) redoes what was left.
+    code, out, err = _cli(home, "ingest", str(tmp_path / "traces"), "--json", timeout=300)
+    again = json.loads(out)
+    assert code == 0 and again["totals"]["accepted"] == 0 and again["healed_days"], err
+    code, out, _ = _cli(home, "doctor", "--json")
+    assert code == 0 and json.loads(out)["stale_days"] == []
+
+
+def _followup_started(instance: dg.DagsterInstance) -> bool:
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    return any(r.tags.get("relops/trigger") == "ingest:cli" for r in runs)

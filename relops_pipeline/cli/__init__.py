@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -67,10 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not getattr(args, "json", False):
         _show_progress()
+    # SIGTERM stops a command the way Ctrl-C does (Dagster maps both onto its own handler while a
+    # run executes, and restores this one after).
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         result: CommandResult = args.fn(args)
-    except KeyboardInterrupt:
-        print("relops: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"relops: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one
         if not isinstance(exc, CliError):
@@ -83,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     _print(json.dumps(result.data, default=str) if args.json else result.text)
     return result.exit_code
+
+
+def _terminate(signo, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _print(text: str) -> None:

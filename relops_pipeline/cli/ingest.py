@@ -87,6 +87,7 @@ def _precheck(paths: Sequence[str], fmt: str | None, home_root: Path | None = No
 def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     """Ingest through Dagster (an ingestion run, then what follows the days it reported)."""
     from relops_pipeline.defs.followups import ingested_days
+    from relops_pipeline.lib.health import stale_days
 
     files, problems = _precheck(paths, fmt, home.root)
     if problems:
@@ -99,7 +100,27 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     summary["run_id"] = result.run_id
     summary["drift_run_ids"] = []
     days = ingested_days(result.asset_materializations_for_node("ingest_trace_files"))
-    summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"])
+    # Days an earlier crash left without (current) signals are healed along with these.
+    with read_warehouse(home) as con:
+        healed = sorted({d.day for d in stale_days(con)} - set(days))
+    summary["healed_days"] = [d.isoformat() for d in healed]
+    summary["followups"] = "done"
+    try:
+        summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"])
+        if healed:
+            try:
+                summary["signals_run_ids"] += refresh_days(home, healed, drift_runs=summary["drift_run_ids"])
+            except CliError as exc:  # an old day's trouble is reported, not this ingestion's failure
+                summary["healing_failed"] = str(exc)
+    except KeyboardInterrupt:
+        # The ingestion is committed: it stands; what follows it is redone by the next
+        # ingestion, the follow-ups sensor, or `relops doctor --fix`.
+        summary["followups"] = "pending (interrupted)"
+        summary.setdefault("signals_run_ids", [])
+    except CliError as exc:
+        raise CliError(f"ingested {len(summary['files'])} files (committed, run {result.run_id}), but a follow-up failed: "
+                       f"{exc}\nthe follow-ups are pending: `relops doctor` shows them, `relops doctor --fix` redoes them",
+                       exc.code) from None
     if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
         raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
     return summary
@@ -122,6 +143,14 @@ def ingest_text(summary: dict) -> str:
         lines.append(f"skipped {len(summary['skipped'])} documentation/metadata files")
     n = len(summary.get("signals_run_ids") or [])
     lines.append(f"dagster run: {summary['run_id']}" + (f"; signals runs: {n} (days {_ranges_text(summary['day_ranges'])})" if n else ""))
+    if summary.get("healed_days") and not summary.get("healing_failed"):
+        lines.append(f"also recomputed {len(summary['healed_days'])} day(s) an earlier crash left stale")
+    if summary.get("healing_failed"):
+        lines.append(f"could not recompute {len(summary['healed_days'])} stale day(s) an earlier crash left: "
+                     f"{summary['healing_failed']} (see `relops doctor`)")
+    if summary.get("followups", "done") != "done":
+        lines.append(f"follow-ups {summary['followups']}: the ingestion is committed; the next ingestion, the "
+                     "follow-ups sensor or `relops doctor --fix` redoes them")
     return "\n".join(lines)
 
 

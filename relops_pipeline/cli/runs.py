@@ -26,6 +26,24 @@ class WarehouseBusyError(Exception):
     """A live run held the warehouse for longer than this command may wait."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM (Dagster ends the step and fails the run)."""
+
+
+INTERRUPT_ERRORS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+
+
+def was_interrupted(result: Any) -> bool:
+    """Whether a failed in-process run failed because it was interrupted."""
+    for event in getattr(result, "all_events", []):
+        err = getattr(event.event_specific_data, "error", None) if event.is_failure and event.event_specific_data else None
+        while err is not None:
+            if err.cls_name in INTERRUPT_ERRORS:
+                return True
+            err = err.cause
+    return False
+
+
 def _say(message: str) -> None:
     print(f"relops: {message}", file=sys.stderr, flush=True)
 
@@ -96,6 +114,9 @@ def execute(instance, run: Callable[..., Any], *, what: str, tags: dict[str, str
     watchdog = _Watchdog(instance, run_id)
     watchdog.start()
     try:
-        return run(instance=instance, run_id=run_id, tags={**tags, **run_tags()}, **kwargs)
+        result = run(instance=instance, run_id=run_id, tags={**tags, **run_tags()}, **kwargs)
     finally:
         watchdog.done.set()
+    if not result.success and was_interrupted(result):
+        raise RunInterrupted(f"{what} run {run_id} was interrupted")
+    return result

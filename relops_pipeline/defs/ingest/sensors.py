@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +20,10 @@ from relops_pipeline.lib.ingest import expand_paths
 # not changed for this many seconds.
 SETTLE_ENV = "RELOPS_LANDING_SETTLE_S"
 MAX_FILES_PER_RUN = 200
+# Stale derived days (a crash between an ingestion's commit and its follow-ups) are looked for
+# this often, among spans committed at least HEAL_AFTER_S ago.
+HEAL_EVERY_S = 600
+HEAL_AFTER_S = 900
 
 
 def landing_files(landing: Path, settle_s: float, now: float | None = None) -> dict[str, list[int]]:
@@ -120,4 +125,29 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
             source = f"m{features[-1].storage_id}"
             requests += [f.run_request() for f in after_features(ranges, canaries, source=source)]
             cursor["trace_features"] = features[-1].storage_id
+    if not requests and time.time() - cursor.get("healed_at", 0) >= HEAL_EVERY_S:
+        requests += _heal(context, warehouse)
+        cursor["healed_at"] = time.time()
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+def _heal(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> list[dg.RunRequest]:
+    """Signals runs for days a crash left stale: spans committed long enough ago that their own
+    follow-ups should have finished, with derived data missing or older than them. The run keys
+    name the days and their last ingestion, so the same stale state is asked for once."""
+    from relops_pipeline.defs.followups import after_ingestion
+    from relops_pipeline.defs.resources import WarehouseBusy
+    from relops_pipeline.lib.health import stale_days
+
+    try:
+        with warehouse.read_only(requires="daily_signals") as con:
+            stale = stale_days(con) if con is not None else []
+    except WarehouseBusy:
+        return []
+    settled = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=HEAL_AFTER_S)
+    days = [d for d in stale if d.last_ingested < settled]
+    if not days:
+        return []
+    context.log.warning(f"{len(days)} day(s) with stale derived data: {', '.join(str(d.day) for d in days[:10])}")
+    source = "heal-" + max(d.last_ingested for d in days).strftime("%Y%m%dT%H%M%S%f")
+    return [f.run_request() for f in after_ingestion([d.day for d in days], source=source, log=context.log.warning)]
