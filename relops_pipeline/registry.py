@@ -40,7 +40,7 @@ REGISTRY_DIRNAME = "registry"
 
 # The same rule as relops_pipeline.lib.evals.model.validate_key (repeated here to stay light):
 # names reach file paths, so nothing but these characters.
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 
 
 class PointerError(ValueError):

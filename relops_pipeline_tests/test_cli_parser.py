@@ -97,7 +97,7 @@ def test_a_verb_group_lists_its_verbs_and_refuses_others(capsys):
     assert "verify" in _help(["audit", "--help"]) and "head" in _help(["audit", "--help"])
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["incident", "reopen", "X"])
-    assert exit_.value.code == 2 and "invalid choice: 'reopen'" in capsys.readouterr().err
+    assert exit_.value.code == 3 and "invalid choice: 'reopen'" in capsys.readouterr().err
 
 
 def test_commands_return_a_command_result(tmp_path, capsys):

@@ -77,8 +77,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Free-text arguments, checked before any command runs (lib/limits.py).
+TEXT_ARGUMENTS = ("reason", "note", "by", "title", "summary", "message")
+
+
+def _check_text_arguments(args) -> None:
+    from relops_pipeline.lib.limits import InputTooLarge, require_text
+
+    for name, value in vars(args).items():
+        if isinstance(value, str) and (name in TEXT_ARGUMENTS or "\x00" in value):
+            try:
+                require_text(value, f"--{name.replace('_', '-')}")
+            except InputTooLarge as exc:
+                raise CliError(str(exc), EXIT_BAD_INPUT) from None
+
+
 def _run(args) -> int:
     try:
+        _check_text_arguments(args)
         result: CommandResult = args.fn(args)
     except KeyboardInterrupt as exc:
         print(f"relops: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)

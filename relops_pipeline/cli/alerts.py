@@ -13,6 +13,7 @@ from relops_pipeline.cli.common import (
     Commands,
     get_workflow,
     plain_table,
+    positive_int,
     read_warehouse,
     run_or_fail,
 )
@@ -102,7 +103,7 @@ def register(add: Commands) -> None:
     def outbox_options(p) -> None:
         p.add_argument("--status", default=None, help="pending, delivered, dead, suppressed or unrouted")
         p.add_argument("--workflow", default=None)
-        p.add_argument("--limit", type=int, default=50)
+        p.add_argument("--limit", type=positive_int, default=50)
 
     outbox_options(alerts("list", cmd_alerts_list, "list the outbox (`relops alerts` alone does this)"))
     outbox_options(alerts("deliver", cmd_alerts_deliver, "deliver what is due now, through Dagster"))
@@ -112,7 +113,7 @@ def register(add: Commands) -> None:
     p.add_argument("--workflow", required=True)
     p.add_argument("--severity", default="info", help="the test alert's severity (routing by min_severity)")
     p.add_argument("--status", default=None, help="the outbox listed afterwards: pending, delivered, dead, suppressed or unrouted")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50)
     for verb, fn in (("accept", cmd_alerts_accept), ("reject", cmd_alerts_reject)):
         p = alerts(verb, fn, f"{verb} an alert-rule calibration proposal as the workflow's owner or a delegate")
         p.add_argument("proposal_id", metavar="PROPOSAL")

@@ -21,6 +21,7 @@ from relops_pipeline.cli.common import (
     get_workflow,
     materialize_or_fail,
     plain_table,
+    positive_int,
     read_warehouse,
     run_or_fail,
 )
@@ -255,7 +256,11 @@ def cmd_propose(args) -> CommandResult:
     else:
         runs = [run_or_fail(home, "monthly_cadence_job", what="monthly cadence").run_id]
     out = _proposals_list(home, kind=args.kind, workflow=args.workflow, status="draft")
-    return CommandResult({**out.data, "run_ids": runs}, out.text)
+    from relops_pipeline.lib.workflows import load_all
+
+    broken = load_all(home.workflows_dir)  # skipped by the proposals: named, never hidden
+    return CommandResult({**out.data, "run_ids": runs, "skipped": [{"workflow": n, "error": e} for n, e in broken.broken]},
+                         "\n".join([*broken.warnings(), out.text]))
 
 
 def cmd_proposals_list(args) -> CommandResult:
@@ -397,7 +402,7 @@ def register(add: Commands) -> None:
     p = incident("list", cmd_incident_list, "list the open incidents (--all: closed ones too)")
     p.add_argument("--workflow", default=None)
     p.add_argument("--all", action="store_true", help="closed ones too")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50)
     p = incident("show", cmd_incident_show, "show an incident with its alerts, rollbacks, labels and traces")
     p.add_argument("incident_id", metavar="INCIDENT_ID")
     p = incident("close", cmd_incident_close, "close an incident with its resolution")

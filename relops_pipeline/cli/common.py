@@ -9,6 +9,7 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from relops_pipeline.lib.home import HOME_ENV, Home
 
@@ -40,6 +41,41 @@ class CommandResult:
 Command = Callable[[argparse.Namespace], CommandResult]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def percent(text: str) -> float:
+    """An argparse type: a traffic share in percent, above 0 and at most 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a share above 0 and at most 100, got {value:g}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
+
+
 class RelopsParser(argparse.ArgumentParser):
     """An ArgumentParser whose verbs (a command's subcommands, see Commands.group) may come
     after the options, as in `relops audit --expect-head S:H verify`, and may have a default:
@@ -53,6 +89,18 @@ class RelopsParser(argparse.ArgumentParser):
         if verbs is not None and args is not None:
             args = self._verb_first(list(args), verbs)
         return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error exits 3 (bad input), never 2 (REVIEW); with --json it is one JSON object."""
+        import json
+        import sys
+
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"error": f"{self.prog}: {message}", "exit_code": EXIT_BAD_INPUT}))
+        else:
+            self.print_usage(sys.stderr)
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
 
     def _verbs(self) -> argparse._SubParsersAction | None:
         if self._subparsers is None:

@@ -3,7 +3,7 @@ is relops_pipeline/demo/story.py)."""
 
 from __future__ import annotations
 
-from relops_pipeline.cli.common import CommandResult, Commands
+from relops_pipeline.cli.common import CommandResult, Commands, positive_float
 
 
 def cmd_demo(args) -> CommandResult:
@@ -16,5 +16,5 @@ def cmd_demo(args) -> CommandResult:
 def register(add: Commands) -> None:
     """Register demo on the `relops` parser."""
     p = add("demo", cmd_demo, "generate the demo world and run the story through Dagster")
-    p.add_argument("--scale", type=float, default=1.0, help="volume multiplier (10 = millions of spans)")
+    p.add_argument("--scale", type=positive_float, default=1.0, help="volume multiplier (10 = millions of spans)")
     p.add_argument("--seed", type=int, default=7)

@@ -19,6 +19,7 @@ from relops_pipeline.cli.common import (
     get_workflow,
     get_workflow_release,
     materialize_or_fail,
+    positive_int,
     release_partitions,
 )
 from relops_pipeline.lib.home import Home
@@ -297,7 +298,7 @@ def register(add: Commands) -> None:
     p = evals("run", cmd_eval_run, "run a registered release's evals (`relops eval W V` does this)")
     p.add_argument("workflow")
     p.add_argument("version")
-    p.add_argument("--samples", type=int, default=None, help="samples per case (default: the workflow's)")
+    p.add_argument("--samples", type=positive_int, default=None, help="samples per case (default: the workflow's)")
     p.add_argument("--suite-version", default=None)
     p = evals("import", cmd_eval_import, "import a harness's results (promptfoo, Inspect, relops JSONL) as the release's eval run")
     p.add_argument("file", metavar="FILE")

@@ -14,6 +14,7 @@ from relops_pipeline.cli.common import (
     CommandResult,
     Commands,
     dagster_instance,
+    positive_int,
     read_warehouse,
     run_followup,
     run_or_fail,
@@ -249,4 +250,4 @@ def register(add: Commands) -> None:
     p = add("status", cmd_status, "summarise the warehouse; with a WORKFLOW: live, canary, last known good, incidents, last drill")
     p.add_argument("workflow", nargs="?", default=None)
     p = add("rejects", cmd_rejects, "list quarantined records with their reasons")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50)

@@ -18,6 +18,7 @@ from relops_pipeline.cli.common import (
     get_workflow,
     get_workflow_release,
     materialize,
+    percent,
     read_warehouse,
     run_failure,
     run_followup,
@@ -146,12 +147,14 @@ def cmd_drill(args) -> CommandResult:
     wf = get_workflow(home, args.workflow) if args.workflow else None
     result = run_or_fail(home, "drill_job", what="drill")
     from relops_pipeline.lib.drills import drill_status, list_drills
+    from relops_pipeline.lib.workflows import load_all
 
+    loaded = load_all(home.workflows_dir)
     with read_warehouse(home) as con:
-        names = [wf.name] if wf else _workflow_names(home)
+        names = [wf.name] if wf else [w.name for w in loaded.workflows]
         drills = {n: next(iter(list_drills(con, n, limit=1)), None) for n in names}
         statuses = {n: drill_status(con, n) for n in names}
-    lines = []
+    lines = [] if wf else loaded.warnings()
     for n in names:
         d = drills[n]
         if d is None:
@@ -160,14 +163,10 @@ def cmd_drill(args) -> CommandResult:
         took = f" in {d['duration_ms']:.1f} ms" if d.get("duration_ms") is not None else ""
         lines.append(f"{n}: drill {'PASSED' if d['passed'] else 'FAILED'}{took} — {statuses[n]['message']}")
     failed = [n for n, d in drills.items() if d is not None and not d["passed"]]
-    return CommandResult({"run_id": result.run_id, "drills": drills, "statuses": statuses}, "\n".join(lines),
+    return CommandResult({"run_id": result.run_id, "drills": drills, "statuses": statuses,
+                          "skipped": [{"workflow": n, "error": e} for n, e in ([] if wf else loaded.broken)]},
+                         "\n".join(lines),
                          EXIT_RUN_FAILED if failed else EXIT_OK)
-
-
-def _workflow_names(home: Home) -> list[str]:
-    from relops_pipeline.lib.workflows import list_workflows
-
-    return list_workflows(home.workflows_dir)
 
 
 def register(add: Commands) -> None:
@@ -176,7 +175,7 @@ def register(add: Commands) -> None:
     p.add_argument("workflow")
     p.add_argument("version")
     p.add_argument("--stage", required=True, choices=["shadow", "canary", "ramp", "full"])
-    p.add_argument("--percent", type=float, default=None, help="traffic share of canary or ramp (default: the policy's)")
+    p.add_argument("--percent", type=percent, default=None, help="traffic share of canary or ramp (default: the policy's)")
     p.add_argument("--by", default=None, help="who (default: $USER); --override needs an owner or delegate")
     p.add_argument("--reason", default="rollout")
     p.add_argument("--override", action="store_true", help="roll out although the gate does not allow it (recorded)")

@@ -67,7 +67,7 @@ KIND_SUITE_VERSION = "suite_version"
 KIND_ROLLOUT = "rollout"
 KIND_ROLLBACK = "rollback"
 
-_KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,62}\Z")
 
 
 class AuditError(ValueError):

@@ -141,9 +141,11 @@ def _now() -> datetime:
 
 
 def _workflow_names(home: Home) -> list[str]:
-    from relops_pipeline.lib.workflows import list_workflows
+    """The workflows whose file loads: a broken one is skipped (`relops doctor`/the CLI name it),
+    never the others."""
+    from relops_pipeline.lib.workflows import load_all
 
-    return list_workflows(home.workflows_dir)
+    return [wf.name for wf in load_all(home.workflows_dir).workflows]
 
 
 def ops_window(con: duckdb.DuckDBPyConnection, week: date, now: datetime) -> tuple[datetime, datetime]:

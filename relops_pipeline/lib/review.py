@@ -418,10 +418,19 @@ def import_review_labels(con: duckdb.DuckDBPyConnection, path: Path | str, *, re
     row (the latest wins). New fail labels open — or join, while open — one incident per
     workflow and release (source 'review', the failing traces linked) when `open_incidents`,
     and the label rows point at it. Returns counts and the incidents."""
+    from relops_pipeline.lib.limits import MAX_REVIEW_ROWS, MAX_REVIEW_SHEET_BYTES, InputTooLarge, require_file_size
+
     path = Path(path)
     if not path.is_file():
         raise ReviewError(f"{path}: no such file")
+    try:
+        require_file_size(path, MAX_REVIEW_SHEET_BYTES, "a review sheet")
+    except InputTooLarge as exc:
+        raise ReviewImportError(path, [str(exc)]) from None
     rows, header, encoding = _read_table(path)
+    if len(rows) > MAX_REVIEW_ROWS:
+        raise ReviewImportError(path, [f"{len(rows):,} rows is over the limit of {MAX_REVIEW_ROWS:,} rows for a review "
+                                       "sheet (import it in parts)"])
     missing = [c for c in ("sample_id", "label") if c not in header]
     if missing:
         raise ReviewImportError(path, [f"line 1: the header has no {', '.join(missing)} column (found: "

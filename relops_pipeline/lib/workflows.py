@@ -140,6 +140,28 @@ def list_workflows(workflows_dir: Path) -> list[str]:
     return sorted(p.stem for p in workflows_dir.glob("*.yaml")) if workflows_dir.is_dir() else []
 
 
+@dataclass(frozen=True)
+class LoadedWorkflows:
+    """Every workflow file of a folder: the ones that load, and what is wrong with the others —
+    one broken file affects only its own workflow."""
+
+    workflows: tuple[Workflow, ...]
+    broken: tuple[tuple[str, str], ...]  # (name, error)
+
+    def warnings(self) -> list[str]:
+        return [f"workflow {name} skipped: {error}" for name, error in self.broken]
+
+
+def load_all(workflows_dir: Path) -> LoadedWorkflows:
+    loaded, broken = [], []
+    for name in list_workflows(workflows_dir):
+        try:
+            loaded.append(load_workflow(workflows_dir, name))
+        except WorkflowError as exc:
+            broken.append((name, str(exc)))
+    return LoadedWorkflows(tuple(loaded), tuple(broken))
+
+
 def add_workflow(workflows_dir: Path, name: str, *, owner: str | None = None) -> Path:
     """Write a workflow file with the defaults spelled out; refuse to overwrite one."""
     try:

@@ -68,10 +68,15 @@ def report_registry_change(context: dg.OpExecutionContext, workflow: str, releas
     context.log_event(dg.AssetMaterialization(asset_key="release_registry", partition=key, metadata=metadata))
 
 
-def _workflows(home: Home) -> list[Workflow]:
-    from relops_pipeline.lib.workflows import list_workflows, load_workflow
+def _workflows(home: Home, context: dg.AssetExecutionContext | None = None) -> list[Workflow]:
+    """Every workflow that loads; a broken workflow file is logged and skipped, never the others."""
+    from relops_pipeline.lib.workflows import load_all
 
-    return [load_workflow(home.workflows_dir, n) for n in list_workflows(home.workflows_dir)]
+    loaded = load_all(home.workflows_dir)
+    if context is not None:
+        for warning in loaded.warnings():
+            context.log.warning(warning)
+    return list(loaded.workflows)
 
 
 @dg.asset(group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=["rollback_drill"])
@@ -87,7 +92,7 @@ def rollback_runbook(context: dg.AssetExecutionContext, home: RelopsHomeResource
     from relops_pipeline.lib.runbook import write_runbook
 
     with warehouse.get_connection() as con:
-        written = [write_runbook(con, home.home, wf) for wf in _workflows(home.home)]
+        written = [write_runbook(con, home.home, wf) for wf in _workflows(home.home, context)]
     return runbooks_result(written)
 
 
@@ -103,7 +108,7 @@ def rollback_drill(context: dg.AssetExecutionContext, home: RelopsHomeResource,
     from relops_pipeline.lib.drills import drill_workflows
 
     with warehouse.get_connection() as con:
-        drilled = drill_workflows(con, home.home.registry_dir, [wf.name for wf in _workflows(home.home)], actor="relops",
+        drilled = drill_workflows(con, home.home.registry_dir, [wf.name for wf in _workflows(home.home, context)], actor="relops",
                                   run_id=context.run.run_id)
     failed = [d.workflow for d in drilled if d.drill is not None and not d.drill.passed]
     if failed:

@@ -49,15 +49,17 @@ FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 def runbook_inputs_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """Regenerate the runbooks when the registry, drills, thresholds or configuration change."""
     from relops_pipeline.lib.runbook import runbook_inputs
-    from relops_pipeline.lib.workflows import list_workflows, load_workflow
+    from relops_pipeline.lib.workflows import load_all
 
     h = home.home
+    loaded = load_all(h.workflows_dir)
+    for warning in loaded.warnings():
+        context.log.warning(warning)
     try:
         with warehouse.read_only(requires="registry_state") as con:
             if con is None:
                 return dg.SkipReason("the warehouse has no registry yet")
-            hashes = {n: runbook_inputs(con, h, load_workflow(h.workflows_dir, n))["inputs_hash"]
-                      for n in list_workflows(h.workflows_dir)}
+            hashes = {wf.name: runbook_inputs(con, h, wf)["inputs_hash"] for wf in loaded.workflows}
     except WarehouseBusy:
         return dg.SkipReason("the warehouse is busy; trying again on the next tick")
     key = "-".join(f"{n}:{h}" for n, h in sorted(hashes.items()))

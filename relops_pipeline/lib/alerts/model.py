@@ -25,7 +25,7 @@ SEVERITIES: tuple[str, ...] = ("info", "warning", "error", "critical")
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 _SEVERITY_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical"}
 
-_KIND_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,62}$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,62}\Z")
 
 
 class AlertError(ValueError):

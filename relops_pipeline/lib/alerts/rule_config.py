@@ -38,7 +38,7 @@ RULE_KEYS = ("name", "signal", "above", "below", "min_traces", "min_feedback", "
 DEFAULT_MIN_TRACES = 30
 DEFAULT_MIN_FEEDBACK = 0
 DEFAULT_SEVERITY = "warning"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,47}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,47}\Z")
 
 
 class RulesError(ValueError):

@@ -471,13 +471,14 @@ def fire_signal_rules(
     """Every workflow of the home through its alert rules on each of `days` (fire_rules): the
     workflow file's rules seed version 1 (a file that differs from the recorded version is a
     warning); alerts are raised only for days at most `max_age_days` old."""
-    from relops_pipeline.lib.workflows import list_workflows, load_workflow
+    from relops_pipeline.lib.workflows import load_all
 
     now = now or datetime.now(UTC).replace(tzinfo=None)
     firings: list[RuleFiring] = []
-    warnings: list[str] = []
-    for workflow in list_workflows(home.workflows_dir):
-        wf = load_workflow(home.workflows_dir, workflow)
+    loaded = load_all(home.workflows_dir)
+    warnings: list[str] = loaded.warnings()  # a broken workflow file is skipped, never the others
+    for wf in loaded.workflows:
+        workflow = wf.name
         warning = seed_alert_rules(con, wf.name, wf.alerts, wf.owner, where=f"{wf.path}: alerts")
         if warning:
             warnings.append(warning)

@@ -56,8 +56,8 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SIGNATURE_HEADER = "X-Relops-Signature"
 USER_AGENT = "relops-alerts/1"
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SINK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_SINK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}\Z")
 # HTTP answers a retry may change; every other 4xx is permanent.
 _RETRYABLE_4XX = {408, 409, 425, 429}
 
@@ -95,6 +95,21 @@ def _env(environ: Mapping[str, str] | None, name: str, what: str) -> str:
     return value
 
 
+_URL_SECRETS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@?#]*@)?(?P<rest>[^\s?#'\"<>]*)"
+                          r"(?P<query>\?[^\s#'\"<>]*)?(?P<fragment>#[^\s'\"<>]*)?")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the parts of every URL in it that commonly carry secrets masked: the user
+    info (`user:token@`), the query string and the fragment (`?token=...`)."""
+
+    def mask(m: re.Match[str]) -> str:
+        return (m["scheme"] + ("***@" if m["userinfo"] else "") + m["rest"] + ("?***" if m["query"] else "")
+                + ("#***" if m["fragment"] else ""))
+
+    return _URL_SECRETS.sub(mask, text)
+
+
 def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, *, url_label: str) -> None:
     """POST and return on 2xx; DeliveryError otherwise. Messages never contain the URL (it may
     be a secret, e.g. a Slack webhook); `url_label` says where it came from instead."""
@@ -106,11 +121,11 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, *, u
     except httpx.TimeoutException:
         raise DeliveryError(f"no answer from {url_label} within {timeout_s:g} s") from None
     except (httpx.HTTPError, OSError) as exc:
-        text = str(exc).replace(url, url_label) or type(exc).__name__
+        text = redact_url(str(exc).replace(url, url_label)) or type(exc).__name__
         raise DeliveryError(f"cannot reach {url_label}: {type(exc).__name__}: {text}") from None
     if 200 <= resp.status_code < 300:
         return
-    snippet = resp.text[:200].replace(url, url_label).strip()
+    snippet = redact_url(resp.text[:200].replace(url, url_label)).strip()
     permanent = 300 <= resp.status_code < 500 and resp.status_code not in _RETRYABLE_4XX
     raise DeliveryError(
         f"{url_label} answered HTTP {resp.status_code}" + (f": {snippet}" if snippet else ""), permanent=permanent
@@ -296,11 +311,11 @@ class WebhookSink(Sink):
             "X-Relops-Alert-Id": alert.alert_id or "",
             "X-Relops-Dedup-Key": alert.dedup_key or "",
         }
-        label = f"webhook {self.url}" if self.url else f"webhook (${self.url_env})"
+        label = f"webhook {redact_url(self.url)}" if self.url else f"webhook (${self.url_env})"
         _post(url, body, headers, self.timeout_s, url_label=label)
 
     def describe(self) -> str:
-        return f"webhook {self.url}" if self.url else f"webhook ${self.url_env}"
+        return f"webhook {redact_url(self.url)}" if self.url else f"webhook ${self.url_env}"
 
 
 def pagerduty_event(alert: Alert, routing_key: str, source: str | None = None) -> dict[str, Any]:
@@ -356,10 +371,10 @@ class PagerDutySink(Sink):
     def send(self, alert: Alert) -> None:
         key = _env(self.environ, self.routing_key_env, "PagerDuty routing key")
         body = _canonical_body(pagerduty_event(alert, key, self.source))
-        _post(self.url, body, {"Content-Type": "application/json"}, self.timeout_s, url_label=f"PagerDuty {self.url}")
+        _post(self.url, body, {"Content-Type": "application/json"}, self.timeout_s, url_label=f"PagerDuty {redact_url(self.url)}")
 
     def describe(self) -> str:
-        return f"pagerduty {self.url}"
+        return f"pagerduty {redact_url(self.url)}"
 
 
 SINK_TYPES: dict[str, type[Sink]] = {c.type: c for c in (FileSink, LogSink, SlackSink, WebhookSink, PagerDutySink)}

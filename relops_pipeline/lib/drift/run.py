@@ -60,13 +60,17 @@ def windows(granularity: str, start: dt.date, end: dt.date, window_days: int | N
     return out
 
 
-def drift_configs(con, home: Home, start: dt.date, end: dt.date) -> dict[str, DriftConfig]:
+def drift_configs(con, home: Home, start: dt.date, end: dt.date,
+                  log: Callable[[str], None] = lambda _msg: None) -> dict[str, DriftConfig]:
     """Drift configuration per workflow to monitor (configured ones, then any with traffic)."""
-    from relops_pipeline.lib.workflows import list_workflows, load_workflow
+    from relops_pipeline.lib.workflows import load_all
 
     configs: dict[str, DriftConfig] = {}
-    for name in list_workflows(home.workflows_dir):
-        wf = load_workflow(home.workflows_dir, name)
+    loaded = load_all(home.workflows_dir)
+    for warning in loaded.warnings():
+        log(warning)
+    for wf in loaded.workflows:
+        name = wf.name
         try:
             configs[name] = DriftConfig.from_workflow(wf.drift)
         except DriftConfigError as exc:
@@ -75,8 +79,10 @@ def drift_configs(con, home: Home, start: dt.date, end: dt.date) -> dict[str, Dr
         "SELECT DISTINCT workflow FROM trace_features WHERE day >= ? AND day < ? AND workflow <> ? ORDER BY 1",
         [start, end, UNKNOWN],
     ).fetchall()
+    broken = {name for name, _ in loaded.broken}
     for (name,) in seen:
-        configs.setdefault(name, DriftConfig())
+        if name not in broken:  # its own configuration is unreadable: not judged on the defaults
+            configs.setdefault(name, DriftConfig())
     return configs
 
 
@@ -105,7 +111,7 @@ def run_drift_period(
     spans = windows(granularity, start, end, window_days)
     if not spans:
         return []
-    configs = drift_configs(con, home, min(s for s, _ in spans), max(e for _, e in spans))
+    configs = drift_configs(con, home, min(s for s, _ in spans), max(e for _, e in spans), log=log)
     out: list[DriftSummary] = []
     snapshots: list[tuple[str, object]] = []
     for w_start, w_end in spans:

@@ -50,7 +50,7 @@ MANIFEST_KEYS = (
     "code_revision", "notes",
 )
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class ManifestError(ValueError):

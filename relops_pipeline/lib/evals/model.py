@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 KEY_SEPARATOR = "--"
 
 

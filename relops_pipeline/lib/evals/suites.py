@@ -46,10 +46,10 @@ EXPECTED_KEYS = (
     "tolerance", "judge_rubric",
 )
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
-CASE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+CASE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 # Template variables must be usable as `{{ name }}` placeholders (manifests.PLACEHOLDER_RE).
-VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-PROVENANCE_RE = re.compile(r"^(curated|incident:\S+|imported:\S+)$")
+VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+PROVENANCE_RE = re.compile(r"^(curated|incident:\S+|imported:\S+)\Z")
 YAML_SUFFIXES = (".yaml", ".yml")
 
 

@@ -52,7 +52,7 @@ from relops_pipeline.lib.registry.state import (
 from relops_pipeline.lib.warehouse import fetch_one
 
 KIND_ROLLBACK_RECOMMENDED = "rollback_recommended"
-_TRIGGER_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_TRIGGER_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 
 ROLLBACK_COLUMNS = (
     "rollback_id", "workflow", "from_release", "to_release", "trigger", "reason", "automatic", "performed",

@@ -17,8 +17,8 @@ from relops_pipeline.lib.evals.model import EvalRunData, SampleResult, Score
 FORMATS = ("promptfoo", "inspect", "jsonl")
 _ALIASES = {"inspect_ai": "inspect", "inspect-ai": "inspect", "relops": "jsonl", "relops-jsonl": "jsonl"}
 PASS_THRESHOLD = 0.5  # a bare number from a harness counts as passed at or above this
-CASE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-METRIC_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+CASE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+METRIC_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 _MAX_LISTED = 50
 
 

@@ -75,9 +75,15 @@ def import_results(
     defaults to `imported-<hash of the case ids>`. Raises ImportFormatError (a ValueError) naming
     the file and every problem; nothing is imported then.
     """
+    from relops_pipeline.lib.limits import MAX_EVAL_IMPORT_BYTES, InputTooLarge, require_file_size
+
     path = Path(path)
     if not path.is_file():
         raise ImportFormatError(path, "no such file")
+    try:
+        require_file_size(path, MAX_EVAL_IMPORT_BYTES, "an eval results file")
+    except InputTooLarge as exc:
+        raise ImportFormatError(path, str(exc)) from None
     f = _norm_format(fmt, path)
     if variant is not None and f != "promptfoo":
         raise ImportFormatError(path, f"variant= applies to promptfoo outputs only, not {f}")
