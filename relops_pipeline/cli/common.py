@@ -41,39 +41,31 @@ class CommandResult:
 Command = Callable[[argparse.Namespace], CommandResult]
 
 
+def _number(text: str, convert: Callable[[str], float], ok: Callable[[float], bool], expected: str) -> float:
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+    return int(_number(text, int, lambda v: v >= 1, "a whole number >= 1"))
 
 
 def percent(text: str) -> float:
     """An argparse type: a traffic share in percent, above 0 and at most 100."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a share above 0 and at most 100, got {value:g}")
-    return value
+    return _number(text, float, lambda v: 0 < v <= 100, "a share above 0 and at most 100")
 
 
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above 0."""
     import math
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
-    return value
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a number above 0")
 
 
 class RelopsParser(argparse.ArgumentParser):
