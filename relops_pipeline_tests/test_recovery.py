@@ -228,3 +228,60 @@ def test_sigterm_after_the_commit_reports_the_ingestion_and_the_next_one_heals_t
 def _followup_started(instance: dg.DagsterInstance) -> bool:
     runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     return any(r.tags.get("relops/trigger") == "ingest:cli" for r in runs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_hanging_alert_sink_never_holds_up_a_rollback(canary_home):
+    """Alert delivery is outside the warehouse pool: with a delivery run stuck on a sink that
+    accepts connections and never answers, a rollback still flips the pointer in seconds."""
+    import socket
+    import threading
+
+    from relops_pipeline.lib.alerts.model import Alert
+    from relops_pipeline.lib.alerts.service import raise_alert
+    from relops_pipeline.registry import read_pointer
+
+    home = canary_home
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(16)], daemon=True).start()
+    port = server.getsockname()[1]
+    wf_file = home.workflows_dir / "doc-qa.yaml"
+    wf_file.write_text(wf_file.read_text().replace(
+        "    - {type: file}                 # <home>/alerts/alerts.jsonl\n",
+        f"    - {{type: webhook, url: 'http://127.0.0.1:{port}/hook', secret_env: HOOK_SECRET, timeout_s: 60}}\n"))
+    env = {"HOOK_SECRET": "s"}
+    with open_warehouse(home.warehouse_path) as con:
+        for i in range(3):
+            raise_alert(con, home, Alert(kind="test", severity="error", title=f"t{i}", workflow="doc-qa",
+                                         dedup_key=f"test:{i}"))
+    try:
+        delivering = popen([RELOPS, "--home", str(home.root), "alerts", "deliver"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env={**os.environ, **env})
+        try:
+            deadline = time.monotonic() + scaled(60)
+            while time.monotonic() < deadline and not held:
+                time.sleep(0.1)
+            assert held, "the delivery never reached the sink"
+            started = time.monotonic()
+            rollback = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
+            try:
+                while time.monotonic() - started < scaled(60) and read_pointer(home.registry_dir, "doc-qa").canary:
+                    time.sleep(0.05)
+                flipped = time.monotonic() - started
+            finally:
+                reap(rollback)
+            assert delivering.poll() is None  # still stuck on the sink all along
+        finally:
+            reap(delivering)
+    finally:
+        server.close()
+        for s in held:
+            s.close()
+    print(f"\nrollback with a delivery hanging on a sink: pointer flipped {flipped:.1f} s after the command started")
+    assert read_pointer(home.registry_dir, "doc-qa").live == "v2.3.0"
+    assert flipped < scaled(20)

@@ -100,7 +100,7 @@ def test_results_round_trip_through_json():
         FailureResponse(decision="not_serving", why="v1.5.0 is not in the registry: nothing to roll back",
                         workflow="support-triage", release="v1.5.0", trigger="gate", alert_id="al-3",
                         alert_status="delivered", live_after="v1.4.0"),
-        FailureHandled(RESPONSE, alerts_delivered=1, alerts_retrying=0),
+        FailureHandled(RESPONSE),
         RunbookWritten("doc-qa", "/h/reports/runbooks/doc-qa.md", "abc123", "v2.3.0", None, "never"),
         DRILL, WorkflowDrill("doc-qa", DRILL), WorkflowDrill("support-triage", None),
     ]
@@ -183,9 +183,9 @@ def test_release_metadata(tmp_path):
     assert _values(rollback_registry_change(RESPONSE)) == {
         "action": "rollback", "trigger": "canary", "to": "v2.3.0", "live": "v2.3.0", "incident_id": "inc-1",
         "time_to_rollback_s": 4.2}
-    assert _values(failure_output_metadata(FailureHandled(RESPONSE, 1, 0), release="v2.4.0")) == {
-        "decision": "rollback", "workflow": "doc-qa", "release": "v2.4.0", "trigger": "canary", "alerts_delivered": 1,
-        "alerts_retrying": 0, "time_to_rollback_s": 4.2, "incident_id": "inc-1"}
+    assert _values(failure_output_metadata(FailureHandled(RESPONSE), release="v2.4.0")) == {
+        "decision": "rollback", "workflow": "doc-qa", "release": "v2.4.0", "trigger": "canary",
+        "time_to_rollback_s": 4.2, "incident_id": "inc-1"}
     assert _values(transition_registry_change(ROLLOUT, stage="canary", actor="li.wei")) == {
         "action": "canary", "live": "v2.3.0", "canary": "v2.4.0", "last_known_good": "v2.1.0", "seq": 2, "by": "li.wei",
         "override": True}

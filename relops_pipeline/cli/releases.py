@@ -92,7 +92,7 @@ def cmd_rollback(args) -> CommandResult:
     result = run_or_fail(home, "rollback_alert_job", what=f"rollback of {wf.name}", code=EXIT_BAD_INPUT,
                          run_config={"ops": {"rollback_or_alert": {"config": {
                              "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
-    out = result.output_for_node("rollback_or_alert")
+    out = _with_alert_status(home, result.output_for_node("rollback_or_alert"))
     r = from_json(FailureResponse, out)
     if r.decision == "none":
         return CommandResult(out, f"{wf.name}: nothing rolled back — {r.why}")
@@ -100,6 +100,17 @@ def cmd_rollback(args) -> CommandResult:
     return CommandResult(out, f"{wf.name}: rolled back {(rb.release if rb else None) or '-'} -> "
                               f"{(rb.to_release if rb else None) or '-'}; "
                               f"incident {r.incident_id}, alert {r.alert_id} ({r.alert_status}); live now {r.live_after}")
+
+
+def _with_alert_status(home: Home, response: dict) -> dict:
+    """The response with its alert's status as it is now (the job delivers after responding)."""
+    from relops_pipeline.lib.alerts import get_alert
+
+    if not response.get("alert_id"):
+        return response
+    with read_warehouse(home) as con:
+        stored = get_alert(con, response["alert_id"])
+    return {**response, "alert_status": stored.status if stored else response.get("alert_status")}
 
 
 def cmd_canary(args) -> CommandResult:
@@ -124,7 +135,7 @@ def cmd_canary(args) -> CommandResult:
         instance = dagster_instance(home)
         for followup in (f for failure in failed_checks_of_run(instance, result.run_id) for f in after_failed_check(failure)):
             resp = run_followup(home, followup)
-            out["response"] = resp.output_for_node("rollback_or_alert")
+            out["response"] = _with_alert_status(home, resp.output_for_node("rollback_or_alert"))
             r = from_json(FailureResponse, out["response"])
             lines.append(f"  {r.decision}: {r.why}"
                          + (f" (time to rollback {r.time_to_rollback_s:.2f} s)" if r.time_to_rollback_s is not None else ""))

@@ -5,17 +5,18 @@ from datetime import UTC
 import dagster as dg
 
 from relops_pipeline.defs.alerts.metadata import delivery_metadata
-from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseBusy, WarehouseResource
+from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseBusy, WarehouseResource
 
 
-@dg.op(pool=WAREHOUSE_POOL)
+# Not in the warehouse pool: delivery talks to the network, and a sink that hangs must not keep
+# a rollback (or anything) waiting. It opens the warehouse only for its short reads and records.
+@dg.op(ins={"after": dg.In(dg.Nothing, description="runs after this op (the rollback's response)")})
 def deliver_alerts(context: dg.OpExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource) -> dict:
     """Send every due alert delivery to its sink; failures are retried later with backoff and
     dead-lettered after the last attempt (nothing leaves the outbox)."""
     from relops_pipeline.lib.alerts.service import deliver
 
-    with warehouse.get_connection() as con:
-        report = deliver(con, home.home)
+    report = deliver(warehouse.get_connection, home.home)
     for a in report.attempts:
         log = context.log.info if a.outcome == "delivered" else context.log.warning
         log(f"alert {a.alert_id} -> {a.sink}: {a.outcome}" + (f" ({a.error})" if a.error else ""))

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from relops_pipeline.defs.alerts.jobs import deliver_alerts
 from relops_pipeline.defs.releases.assets import (
     drill_fresh,
     report_registry_change,
@@ -40,8 +41,8 @@ class FailureConfig(dg.Config):
 def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, home: RelopsHomeResource,
                       warehouse: WarehouseResource) -> dict:
     """Decide by the workflow's policy: roll back a release in canary or ramp automatically
-    where allowed, otherwise recommend it; open an incident, write the alert to the outbox,
-    deliver it, and refresh the runbook. Records time to rollback. The output is the
+    where allowed, otherwise recommend it; open an incident, write the alert to the outbox
+    (delivered by the next op, outside the warehouse pool), and refresh the runbook. Records time to rollback. The output is the
     FailureResponse's JSON (lib/results.py: from_json(FailureResponse, output))."""
     import json
     from datetime import datetime
@@ -68,7 +69,7 @@ def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, hom
 @dg.job(description="Act on a failed gate, canary or drift check (or a manual rollback): roll back by policy or "
                     "recommend it, open an incident, alert with the evidence and the runbook.")
 def rollback_alert_job():
-    rollback_or_alert()
+    deliver_alerts(after=rollback_or_alert())
 
 
 runbook_job = dg.define_asset_job("runbook_job", selection=[rollback_runbook],

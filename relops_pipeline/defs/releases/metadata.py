@@ -115,8 +115,6 @@ def failure_output_metadata(handled: FailureHandled, *, release: str | None) -> 
         "workflow": dg.MetadataValue.text(r.workflow),
         "release": dg.MetadataValue.text(release or "-"),
         "trigger": dg.MetadataValue.text(r.trigger),
-        "alerts_delivered": dg.MetadataValue.int(handled.alerts_delivered),
-        "alerts_retrying": dg.MetadataValue.int(handled.alerts_retrying),
     }
     if r.time_to_rollback_s is not None:
         metadata["time_to_rollback_s"] = dg.MetadataValue.float(float(r.time_to_rollback_s))

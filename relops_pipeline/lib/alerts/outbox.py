@@ -77,6 +77,16 @@ _DELIVERY_COLS = (
 )
 
 SinksArg = Sequence[Sink] | Mapping[str | None, Sequence[Sink]]
+# A connection, or a factory of short-lived ones (`with connect() as con:`): given a factory,
+# delivery holds the warehouse only while it reads or records, never during a send.
+Connector = duckdb.DuckDBPyConnection | Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+def connector(con: Connector) -> Callable[[], contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]]:
+    """A factory of connections: the factory itself, or one that lends the given connection."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return lambda: contextlib.nullcontext(con)
+    return con
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +366,7 @@ def _sink_lookup(sinks: SinksArg) -> Callable[[str | None, str], Sink | None | b
 
 
 def deliver_due(
-    con: duckdb.DuckDBPyConnection,
+    con: Connector,
     sinks: SinksArg,
     now: datetime | None = None,
     *,
@@ -371,9 +381,13 @@ def deliver_due(
     from the mapping are not touched). `workflow`: only alerts of this workflow. `now`: an
     injected clock for tests (fixed for the whole call); default the real UTC clock, read at
     each step. A failing or slow sink does not stop the others: every due delivery is tried,
-    each bounded by its sink's timeout. Refuses to run inside an open transaction.
+    each bounded by its sink's timeout. Refuses to run inside an open transaction. `con` may be a
+    factory of connections (`Connector`): each read and each record then opens its own, and no
+    connection is open while a sink is called.
     """
-    _require_no_transaction(con, "deliver_due")
+    connect = connector(con)
+    with connect() as c:
+        _require_no_transaction(c, "deliver_due")
     clock: Callable[[], datetime] = (lambda: utc_naive(now)) if now is not None else utc_naive
     lookup = _sink_lookup(sinks)
     report = DeliveryReport()
@@ -390,7 +404,8 @@ def deliver_due(
     sql += " ORDER BY o.created_at, d.alert_id, d.sink"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    due = con.execute(sql, params).fetchall()
+    with connect() as c:
+        due = c.execute(sql, params).fetchall()
     alerts: dict[str, Alert] = {}
 
     for alert_id, sink_name, sink_type, status, attempts, wf in due:
@@ -408,31 +423,32 @@ def deliver_due(
                 t = clock()
                 msg: str | None = (f"attempt {attempts} was interrupted (the process ended before its outcome was recorded) "
                        f"and {attempts} attempts exceed the limit: the alert may or may not have reached {sink_name}")
-                with _transaction(con):
-                    con.execute(
+                with connect() as c, _transaction(c):
+                    c.execute(
                         "UPDATE alert_deliveries SET status = 'dead', next_attempt_at = NULL, last_error = ?, updated_at = ? "
                         "WHERE alert_id = ? AND sink = ? AND status = 'sending'",
                         [msg, t, alert_id, sink_name],
                     )
-                    _refresh_alert_status(con, alert_id)
+                    _refresh_alert_status(c, alert_id)
                 report.attempts.append(DeliveryAttempt(alert_id, sink_name, sink_type, attempts, "dead", msg))
                 continue
 
         # Claim: its own committed transaction, so no transaction is open during the send.
         t = clock()
-        with _transaction(con):
-            claimed = con.execute(
-                "UPDATE alert_deliveries SET status = 'sending', attempts = attempts + 1, next_attempt_at = ?, updated_at = ? "
-                "WHERE alert_id = ? AND sink = ? AND status = ? AND attempts = ? RETURNING attempts",
-                [t + LEASE, t, alert_id, sink_name, status, attempts],
-            ).fetchone()
-        if claimed is None:
-            continue  # another worker claimed it since we listed it
-        attempt = int(claimed[0])
-        if alert_id not in alerts:
-            rec = get_alert(con, alert_id)
-            assert rec is not None
-            alerts[alert_id] = rec.alert
+        with connect() as c:
+            with _transaction(c):
+                claimed = c.execute(
+                    "UPDATE alert_deliveries SET status = 'sending', attempts = attempts + 1, next_attempt_at = ?, updated_at = ? "
+                    "WHERE alert_id = ? AND sink = ? AND status = ? AND attempts = ? RETURNING attempts",
+                    [t + LEASE, t, alert_id, sink_name, status, attempts],
+                ).fetchall()
+            if not claimed:
+                continue  # another worker claimed it since we listed it
+            attempt = int(claimed[0][0])
+            if alert_id not in alerts:
+                rec = get_alert(c, alert_id)
+                assert rec is not None
+                alerts[alert_id] = rec.alert
 
         error: str | None = None
         permanent = False
@@ -444,9 +460,9 @@ def deliver_due(
             error = f"{type(exc).__name__}: {exc}"
 
         t = clock()
-        with _transaction(con):
+        with connect() as c, _transaction(c):
             if error is None:
-                con.execute(
+                c.execute(
                     "UPDATE alert_deliveries SET status = 'delivered', next_attempt_at = NULL, delivered_at = ?, updated_at = ? "
                     "WHERE alert_id = ? AND sink = ?",
                     [t, t, alert_id, sink_name],
@@ -458,12 +474,12 @@ def deliver_due(
                 msg = f"attempt {attempt}/{policy.max_attempts}: {error}" + (f" ({why})" if why else "")
                 next_at = None if last else t + policy.delay_after(attempt)
                 outcome = "dead" if last else "retry"
-                con.execute(
+                c.execute(
                     "UPDATE alert_deliveries SET status = ?, next_attempt_at = ?, last_error = ?, updated_at = ? "
                     "WHERE alert_id = ? AND sink = ?",
                     ["dead" if last else "pending", next_at, msg, t, alert_id, sink_name],
                 )
-            _refresh_alert_status(con, alert_id)
+            _refresh_alert_status(c, alert_id)
         report.attempts.append(DeliveryAttempt(alert_id, sink_name, sink_type, attempt, outcome, msg, next_at))
     return report
 

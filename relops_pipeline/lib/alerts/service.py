@@ -11,7 +11,7 @@ from datetime import datetime
 import duckdb
 
 from relops_pipeline.lib.alerts.model import Alert, AlertRecord
-from relops_pipeline.lib.alerts.outbox import DeliveryReport, deliver_due, enqueue
+from relops_pipeline.lib.alerts.outbox import Connector, DeliveryReport, connector, deliver_due, enqueue
 from relops_pipeline.lib.alerts.sinks import Sink, build_sinks, cooldown_from_config
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.warehouse import fetch_one
@@ -40,11 +40,14 @@ def raise_alert(con: duckdb.DuckDBPyConnection, home: Home, alert: Alert, now: d
     return enqueue(con, alert, build_sinks(cfg, home.alerts_dir), now=now, cooldown=cooldown_from_config(cfg))
 
 
-def deliver(con: duckdb.DuckDBPyConnection, home: Home, now: datetime | None = None) -> DeliveryReport:
-    """Try every due delivery of every workflow with the sinks its file configures now."""
-    waiting = [r[0] for r in con.execute(
-        "SELECT DISTINCT o.workflow FROM alert_deliveries d JOIN alert_outbox o USING (alert_id) "
-        "WHERE d.status IN ('pending', 'sending')").fetchall()]
+def deliver(con: Connector, home: Home, now: datetime | None = None) -> DeliveryReport:
+    """Try every due delivery of every workflow with the sinks its file configures now. Given a
+    factory of connections (Connector), the warehouse is open only to read and record, never
+    while a sink is called."""
+    with connector(con)() as c:
+        waiting = [r[0] for r in c.execute(
+            "SELECT DISTINCT o.workflow FROM alert_deliveries d JOIN alert_outbox o USING (alert_id) "
+            "WHERE d.status IN ('pending', 'sending')").fetchall()]
     return deliver_due(con, sinks_by_workflow(home, waiting), now=now)
 
 

@@ -10,7 +10,7 @@ incident, then the alert (written to the outbox, delivered by the alert delivery
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -69,12 +69,10 @@ class FailureResponse:
 
 @dataclass(frozen=True)
 class FailureHandled:
-    """respond_to_failure, then the runbook refreshed and the alert outbox delivered:
-    `response.alert_status` is the alert's status after delivery."""
+    """respond_to_failure, then the runbook refreshed. The alert is in the outbox; it is delivered
+    after, outside the warehouse (defs/alerts deliver_alerts), so no sink holds up a rollback."""
 
     response: FailureResponse
-    alerts_delivered: int
-    alerts_retrying: int
 
 
 def runbook_path(home: Home, workflow: str):
@@ -190,17 +188,10 @@ def respond_to_failure(
 
 
 def handle_failure(con: duckdb.DuckDBPyConnection, home: Home, wf: Workflow, **respond: Any) -> FailureHandled:
-    """What the rollback-alert job does: respond_to_failure (`respond`: its keyword arguments),
-    refresh the workflow's runbook, deliver the alert outbox, and report the alert's status
-    after delivery."""
-    from relops_pipeline.lib.alerts import get_alert
-    from relops_pipeline.lib.alerts.service import deliver
+    """What the rollback-alert job does under the warehouse lock: respond_to_failure
+    (`respond`: its keyword arguments) and refresh the workflow's runbook. No network call."""
     from relops_pipeline.lib.runbook import write_runbook
 
     out = respond_to_failure(con, home, wf, **respond)
     write_runbook(con, home, wf)
-    report = deliver(con, home)
-    if out.alert_id:
-        stored = get_alert(con, out.alert_id)
-        out = replace(out, alert_status=stored.status if stored else out.alert_status)
-    return FailureHandled(out, alerts_delivered=len(report.delivered), alerts_retrying=len(report.retrying))
+    return FailureHandled(out)
