@@ -28,7 +28,7 @@ def _evaluate(sensor, instance, cursor, resources):
 
 def _ingest(resources, instance, path=LATEST):
     job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
-    result = job.execute_in_process(run_config={"ops": {"ingest_trace_files": {"config": {"paths": [str(path)]}}}},
+    result = job.execute_in_process(run_config={"ops": {"plan_ingest_chunks": {"config": {"paths": [str(path)]}}}},
                                     instance=instance)
     assert result.success
     return result
@@ -37,9 +37,9 @@ def _ingest(resources, instance, path=LATEST):
 def test_ingest_job_reports_the_days_it_touched_as_raw_traces_materializations(home, resources):
     with dg.instance_for_test() as instance:
         result = _ingest(resources, instance)
-        out = result.output_for_node("ingest_trace_files")
+        out = result.output_for_node("report_ingestion")
         assert out["totals"]["accepted"] == 72
-        mats = [m for m in result.asset_materializations_for_node("ingest_trace_files") if m.asset_key == dg.AssetKey("raw_traces")]
+        mats = [m for m in result.asset_materializations_for_node("report_ingestion") if m.asset_key == dg.AssetKey("raw_traces")]
         days = [[a, b] for a, b in out["day_ranges"]]
         assert sorted(m.partition for m in mats) == sorted({d for r in days for d in r})
         assert sum(m.metadata[INGESTED_METADATA_KEY].value for m in mats) == 72
@@ -103,7 +103,7 @@ def test_landing_sensor_requests_new_settled_files_once(home, resources, monkeyp
     with dg.instance_for_test() as instance:
         result = _evaluate(landing_sensor, instance, None, resources)
         assert len(result.run_requests) == 1
-        paths = result.run_requests[0].run_config["ops"]["ingest_trace_files"]["config"]["paths"]
+        paths = result.run_requests[0].run_config["ops"]["plan_ingest_chunks"]["config"]["paths"]
         assert paths == [str(dst / "a.jsonl")]
         assert isinstance(_evaluate(landing_sensor, instance, result.cursor, resources), dg.SkipReason)  # ticking again: nothing new
         # A re-delivered (changed) file is picked up again; span dedup keeps that safe.
@@ -131,7 +131,7 @@ def test_followups_sensor_plans_signals_after_ingestion_then_drift_and_canaries_
     with dg.instance_for_test() as instance:
         requests, cursor = tick(instance, None)
         assert requests == []  # the first tick only starts the cursor
-        out = _ingest(resources, instance).output_for_node("ingest_trace_files")
+        out = _ingest(resources, instance).output_for_node("report_ingestion")
         requests, cursor = tick(instance, cursor)
         ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests]
         assert ranges == [tuple(r) for r in out["day_ranges"]]
@@ -179,3 +179,30 @@ def test_followups_sensor_heals_days_a_crash_left_without_signals(home, resource
         again = json.loads(result.cursor) | {"healed_at": 0}
         assert [r.run_key for r in _evaluate(followups_sensor, instance, json.dumps(again), resources).run_requests] == [
             heal.run_key]
+
+
+def test_ingestion_takes_the_warehouse_chunk_by_chunk_with_exact_totals(home, resources, tmp_path):
+    from relops_pipeline.lib.ingest import chunk_files
+
+    files = []
+    for i, src in enumerate(sorted((FIXTURES / "otel_genai_openai_v2").glob("*.jsonl"))[:3]):
+        dst = tmp_path / f"f{i}.jsonl"
+        dst.write_bytes(src.read_bytes())
+        files.append(dst)
+    sizes = [f.stat().st_size for f in files]
+    assert len(chunk_files(files, max(sizes))) >= 2
+    assert chunk_files(files, sum(sizes)) == [files] and chunk_files([], 10) == []
+    with dg.instance_for_test() as instance:
+        job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
+        result = job.execute_in_process(instance=instance, run_config={"ops": {"plan_ingest_chunks": {"config": {
+            "paths": [str(tmp_path)], "chunk_mb": max(sizes) / (1024 * 1024)}}}})
+        assert result.success
+        steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+        assert len([s for s in steps if s.startswith("ingest_chunk[")]) >= 2  # one step (one pool claim) per chunk
+        out = result.output_for_node("report_ingestion")
+    with open_warehouse(home.warehouse_path) as con:
+        spans = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        events = con.execute("SELECT count(*) FROM genai_events").fetchall()[0][0]
+    t = out["totals"]
+    assert len(out["files"]) == 3 and t["read"] == t["accepted"] + t["rejected"] + t["duplicates"]
+    assert t["accepted"] == spans + events

@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from relops_pipeline.cli.runs import EXIT_INTERRUPTED, _Watchdog
+from relops_pipeline.cli.runs import EXIT_BUSY, EXIT_INTERRUPTED, _Watchdog
 from relops_pipeline.defs.recovery import PID_TAG, inspect_runs, release_stuck, stuck, warehouse_holders
 from relops_pipeline.defs.resources import WAREHOUSE_POOL
 from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
@@ -75,19 +75,44 @@ def test_a_run_whose_process_is_gone_is_released_and_a_live_one_is_not():
         assert holder.run_id == live.run_id and holder.alive and holder.why == "running"
 
 
+def _waiting_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    """A run whose step waits for the warehouse slot a live run holds."""
+    _started_run_holding_the_warehouse(instance, os.getpid())
+    run = instance.create_run_for_job(_holder_job)
+    assert not instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, run.run_id, "_hold").is_claimed
+    return run
+
+
+def _watch(instance: dg.DagsterInstance, run: dg.DagsterRun, limit_s: float, monkeypatch) -> list[int]:
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    watchdog = _Watchdog(instance, run.run_id, limit_s)
+    watchdog.start()
+    watchdog.join(timeout=scaled(20))
+    watchdog.done.set()
+    return exits
+
+
+def _pending(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list:
+    return [p for p in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).pending_steps
+            if p.run_id == run.run_id]
+
+
 def test_an_interrupt_while_waiting_for_a_slot_ends_the_command_and_withdraws_its_claim(monkeypatch):
     from dagster._utils import interrupts
 
     with dg.instance_for_test() as instance:
-        run = instance.create_run_for_job(_holder_job)
-        exits: list[int] = []
-        monkeypatch.setattr(os, "_exit", exits.append)
+        run = _waiting_run(instance)
         monkeypatch.setitem(interrupts._received_interrupt, "received", True)
-        watchdog = _Watchdog(instance, run.run_id)
-        watchdog.start()
-        watchdog.join(timeout=scaled(10))
-        assert exits == [EXIT_INTERRUPTED]
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert _watch(instance, run, 300, monkeypatch) == [EXIT_INTERRUPTED]
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE and _pending(instance, run) == []
+
+
+def test_a_wait_past_its_bound_ends_the_command_naming_the_holder(monkeypatch, capsys):
+    with dg.instance_for_test() as instance:
+        run = _waiting_run(instance)
+        assert _watch(instance, run, 0.5, monkeypatch) == [EXIT_BUSY]
+        assert "the warehouse is held by run" in capsys.readouterr().err and _pending(instance, run) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +147,7 @@ def test_after_a_killed_ingestion_rollback_goes_through_and_doctor_repairs(canar
     from relops_pipeline.demo.traces import generate_demo_traces
 
     home = canary_home
-    generate_demo_traces(tmp_path / "traces", scale=0.5, days=range(0, 10), workflows=["doc-qa"])
+    generate_demo_traces(tmp_path / "traces", scale=0.3, days=range(0, 8), workflows=["doc-qa"])
     with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:  # its storage exists before the CLI runs
         ingest = popen([RELOPS, "--home", str(home.root), "ingest", str(tmp_path / "traces")],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -198,7 +223,7 @@ def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(can
 def test_sigterm_after_the_commit_reports_the_ingestion_and_the_next_one_heals_the_days(home, tmp_path):
     from relops_pipeline.demo.traces import generate_demo_traces
 
-    generate_demo_traces(tmp_path / "traces", scale=0.3, days=range(0, 6), workflows=["doc-qa"])
+    generate_demo_traces(tmp_path / "traces", scale=0.2, days=range(0, 4), workflows=["doc-qa"])
     with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
         ingest = popen([RELOPS, "--home", str(home.root), "ingest", str(tmp_path / "traces"), "--json"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -285,3 +310,46 @@ def test_a_hanging_alert_sink_never_holds_up_a_rollback(canary_home):
     print(f"\nrollback with a delivery hanging on a sink: pointer flipped {flipped:.1f} s after the command started")
     assert read_pointer(home.registry_dir, "doc-qa").live == "v2.3.0"
     assert flipped < scaled(20)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_rollback_goes_in_between_the_chunks_of_a_large_ingestion(canary_home, tmp_path):
+    """Ingestion takes the warehouse chunk by chunk and a rollback is first in the pool's queue:
+    the pointer flips while the ingestion is still running, within seconds."""
+    from relops_pipeline.demo.traces import generate_demo_traces
+    from relops_pipeline.registry import read_pointer
+
+    home = canary_home
+    generate_demo_traces(tmp_path / "traces", scale=0.3, days=range(0, 14))
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        ingest = popen([RELOPS, "--home", str(home.root), "ingest", str(tmp_path / "traces")],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={**os.environ, "RELOPS_INGEST_CHUNK_MB": "1"})  # many small chunks
+        try:
+            deadline = time.monotonic() + scaled(120)
+            while time.monotonic() < deadline and ingest.poll() is None and _files_committed(instance) < 2:
+                time.sleep(0.2)
+            assert ingest.poll() is None, "the ingestion ended before the rollback could start"
+            started = time.monotonic()
+            rollback = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while time.monotonic() - started < scaled(120) and read_pointer(home.registry_dir, "doc-qa").canary:
+                    time.sleep(0.05)
+                flipped = time.monotonic() - started
+                ingesting = ingest.poll() is None
+                rollback.wait(timeout=scaled(120))
+            finally:
+                reap(rollback)
+            ingest.wait(timeout=scaled(300))
+        finally:
+            reap(ingest)
+    print(f"\nrollback during a {_files_committed_total(tmp_path)}-file ingestion: pointer flipped after {flipped:.1f} s "
+          f"({'the ingestion still running' if ingesting else 'after the ingestion'})")
+    assert rollback.returncode == 0 and ingest.returncode == 0
+    assert ingesting and flipped < scaled(10)
+
+
+def _files_committed_total(folder: Path) -> int:
+    return sum(1 for _ in folder.rglob("*.jsonl"))

@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from relops_pipeline.cli.runs import EXIT_BUSY
 from relops_pipeline.lib.home import HOME_ENV, Home
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 3
 EXIT_RUN_FAILED = 4
 EXIT_NO_HOME = 5
-EXIT_BUSY = 6  # the warehouse stayed held by a live run: retry
 
 
 class CliError(Exception):

@@ -4,6 +4,7 @@ warehouse holds; and the daily signals recomputed after an ingestion."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ from relops_pipeline.cli.common import (
 )
 from relops_pipeline.cli.releases import workflow_status
 from relops_pipeline.lib.home import Home
+
+# How much of the files one ingestion step takes at a time (default 32 MiB, defs/ingest/jobs.py).
+CHUNK_ENV = "RELOPS_INGEST_CHUNK_MB"
 
 
 def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] | None = None) -> list[str]:
@@ -96,11 +100,16 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     config: dict = {"paths": [str(f.resolve()) for f in files]}
     if fmt:
         config["format"] = fmt
-    result = run_or_fail(home, "ingest_traces_job", what="ingestion", run_config={"ops": {"ingest_trace_files": {"config": config}}})
-    summary = result.output_for_node("ingest_trace_files")
+    if chunk_mb := os.environ.get(CHUNK_ENV):
+        try:
+            config["chunk_mb"] = float(chunk_mb)
+        except ValueError:
+            raise CliError(f"{CHUNK_ENV}={chunk_mb!r}: expected a number of MiB") from None
+    result = run_or_fail(home, "ingest_traces_job", what="ingestion", run_config={"ops": {"plan_ingest_chunks": {"config": config}}})
+    summary = result.output_for_node("report_ingestion")
     summary["run_id"] = result.run_id
     summary["drift_run_ids"] = []
-    days = ingested_days(result.asset_materializations_for_node("ingest_trace_files"))
+    days = ingested_days(result.asset_materializations_for_node("report_ingestion"))
     # Days an earlier crash left without (current) signals are healed along with these.
     with read_warehouse(home) as con:
         healed = sorted({d.day for d in stale_days(con)} - set(days))

@@ -1,10 +1,14 @@
 """Executing a Dagster run in the CLI's own process, safely.
 
-Before a run: runs whose process is gone are released (defs/recovery.py), and while a live run
-holds the warehouse the command waits — interruptibly, and at most RELOPS_WAREHOUSE_WAIT_S
-seconds (default 300), then fails naming the holder. During a run, Dagster defers SIGINT and
-SIGTERM to its own checkpoints, and it has none while a step waits for a pool slot: a watchdog
-thread ends such a waiting command cleanly (its claim withdrawn, its run marked failed).
+Before a run: runs whose process is gone are released (defs/recovery.py). The run's steps then
+queue for the warehouse pool's slot in Dagster's order (registry changes first, then the oldest),
+and a watchdog thread guards the wait:
+- a step that waits for the slot longer than RELOPS_WAREHOUSE_WAIT_S seconds (default 300)
+  ends the command with exit 6, naming the run that holds the warehouse;
+- Dagster defers SIGINT and SIGTERM to its own checkpoints and has none while a step waits
+  for a slot: an interrupt then ends the command at once (exit 130);
+- a holder whose process dies meanwhile is released, so the wait goes on to the slot.
+In every case the waiting step's claim is withdrawn and its run marked failed: nothing changed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 WAIT_ENV = "RELOPS_WAREHOUSE_WAIT_S"
 DEFAULT_WAIT_S = 300.0
+EXIT_BUSY = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -57,61 +62,76 @@ def wait_s() -> float:
 
 
 def prepare(instance, *, what: str) -> None:
-    """Release stuck runs, then wait (bounded) until no live run holds the warehouse."""
+    """Release stuck runs; say who holds the warehouse, when someone does."""
     from relops_pipeline.defs.recovery import release_stuck, warehouse_holders
 
     for run in release_stuck(instance):
         _say(f"released stuck {run.describe()}: {run.why}")
-    deadline = time.monotonic() + wait_s()
-    told = False
-    while holders := warehouse_holders(instance):
-        held_by = ", ".join(h.describe() for h in holders)
-        if time.monotonic() >= deadline:
-            raise WarehouseBusyError(f"the warehouse is held by {held_by} — retry when it is done, or see `relops doctor`")
-        if not told:
-            _say(f"{what}: waiting for the warehouse, held by {held_by} (at most {wait_s():.0f} s; Ctrl-C stops)")
-            told = True
-        time.sleep(1.0)
-        for run in release_stuck(instance):
-            _say(f"released stuck {run.describe()}: {run.why}")
+    if holders := warehouse_holders(instance):
+        _say(f"{what}: waiting for the warehouse, held by {', '.join(h.describe() for h in holders)} "
+             f"(at most {wait_s():.0f} s; Ctrl-C stops)")
 
 
 class _Watchdog(threading.Thread):
-    """Ends the process when an interrupt arrives while the run still waits for a pool slot."""
+    """Guards a run while its steps wait for the warehouse pool (see the module's docstring)."""
 
-    def __init__(self, instance, run_id: str):
-        super().__init__(daemon=True, name="relops-interrupt-watchdog")
-        self.instance, self.run_id = instance, run_id
+    def __init__(self, instance, run_id: str, limit_s: float):
+        super().__init__(daemon=True, name="relops-warehouse-watchdog")
+        self.instance, self.run_id, self.limit_s = instance, run_id, limit_s
         self.done = threading.Event()
+
+    def _waiting_since(self) -> float | None:
+        """When this run's step started waiting for the slot (None: not waiting)."""
+        from relops_pipeline.defs.resources import WAREHOUSE_POOL
+
+        info = self.instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
+        if any(s.run_id == self.run_id for s in info.claimed_slots):
+            return None
+        waits = [p.enqueued_timestamp.timestamp() for p in info.pending_steps
+                 if p.run_id == self.run_id and p.assigned_timestamp is None]
+        return min(waits) if waits else None
+
+    def _give_up(self, message: str, code: int) -> None:
+        self.instance.event_log_storage.free_concurrency_slots_for_run(self.run_id)
+        run = self.instance.get_run_by_id(self.run_id)
+        if run is not None and not run.is_finished:
+            self.instance.report_run_failed(run, f"relops: {message}")
+        _say(message)
+        os._exit(code)
 
     def run(self) -> None:
         from dagster._utils.interrupts import check_captured_interrupt
 
-        from relops_pipeline.defs.resources import WAREHOUSE_POOL
+        from relops_pipeline.defs.recovery import release_stuck, warehouse_holders
 
+        last_release = time.monotonic()
         while not self.done.wait(0.5):
-            if not check_captured_interrupt():
-                continue
-            info = self.instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
-            if any(s.run_id == self.run_id for s in info.claimed_slots):
-                return  # it runs: Dagster interrupts the step itself at its next checkpoint
-            self.instance.event_log_storage.free_concurrency_slots_for_run(self.run_id)
-            run = self.instance.get_run_by_id(self.run_id)
-            if run is not None and not run.is_finished:
-                self.instance.report_run_failed(run, "relops: interrupted while waiting for the warehouse")
-            _say("interrupted while waiting for the warehouse; nothing was changed")
-            os._exit(EXIT_INTERRUPTED)
-            return  # (only reached where os._exit is replaced, in tests)
+            since = self._waiting_since()
+            if since is None:
+                continue  # running (Dagster interrupts a running step itself), or not in the pool
+            if check_captured_interrupt():
+                self._give_up("interrupted while waiting for the warehouse; nothing was changed", EXIT_INTERRUPTED)
+                return  # (only reached where os._exit is replaced, in tests)
+            if time.monotonic() - last_release > 5:
+                last_release = time.monotonic()
+                for run in release_stuck(self.instance):
+                    _say(f"released stuck {run.describe()}: {run.why}")
+            if time.time() - since > self.limit_s:
+                held_by = ", ".join(h.describe() for h in warehouse_holders(self.instance)) or "another run"
+                self._give_up(f"the warehouse is held by {held_by} — waited {self.limit_s:.0f} s; retry when it is done, "
+                              "or see `relops doctor`", EXIT_BUSY)
+                return
 
 
 def execute(instance, run: Callable[..., Any], *, what: str, tags: dict[str, str], **kwargs: Any) -> Any:
     """`run(instance=..., run_id=..., tags=..., **kwargs)` (a job's execute_in_process) after
-    `prepare`, with the watchdog; the run carries this process's pid and host."""
+    `prepare`, guarded by the watchdog; the run carries this process's pid and host."""
     from relops_pipeline.defs.recovery import run_tags
 
+    limit = wait_s()
     prepare(instance, what=what)
     run_id = str(uuid.uuid4())
-    watchdog = _Watchdog(instance, run_id)
+    watchdog = _Watchdog(instance, run_id, limit)
     watchdog.start()
     try:
         result = run(instance=instance, run_id=run_id, tags={**tags, **run_tags()}, **kwargs)

@@ -112,6 +112,22 @@ def expand_paths(paths: Iterable[Path | str]) -> tuple[list[Path], list[str], li
     return files, skipped, errors
 
 
+def chunk_files(files: Sequence[Path], max_bytes: int) -> list[list[Path]]:
+    """Files in order, grouped into chunks of at most `max_bytes` (a larger file is a chunk of
+    its own): ingestion takes the warehouse one chunk at a time, so a rollback waits for one
+    chunk at most, never for a whole ingestion."""
+    chunks: list[list[Path]] = []
+    size = 0
+    for f in files:
+        n = f.stat().st_size if f.exists() else 0
+        if not chunks or size + n > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(f)
+        size += n
+    return chunks
+
+
 def file_fingerprint(path: Path) -> str:
     """sha256 over size, the first and the last MiB: cheap on multi-GB files, and enough to tell
     a re-delivered file from an appended one (span-level dedup makes either safe)."""

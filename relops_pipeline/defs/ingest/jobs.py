@@ -1,29 +1,47 @@
-"""Ingestion: trace files from the landing folder (or the CLI) into the warehouse."""
+"""Ingestion: trace files from the landing folder (or the CLI) into the warehouse.
 
+The files are ingested chunk by chunk (CHUNK_MB each), one step per chunk: each step takes the
+warehouse pool's slot, so a waiting rollback (first in the pool's queue) goes in between two
+chunks instead of behind a whole large ingestion.
+"""
+
+from typing import Any
 
 import dagster as dg
 
 from relops_pipeline.defs.followups import INGESTED_METADATA_KEY
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.days import day_ranges
-from relops_pipeline.lib.ingest import ingest_paths, spans_by_day, touched_days
+from relops_pipeline.lib.ingest import chunk_files, expand_paths, ingest_paths, spans_by_day, touched_days
 from relops_pipeline.lib.markdown import md_table
+
+CHUNK_MB = 32.0
 
 
 class IngestConfig(dg.Config):
     paths: list[str]
     format: str | None = None
+    chunk_mb: float = CHUNK_MB
+
+
+@dg.op(out={"chunks": dg.DynamicOut(dict), "expanded": dg.Out(dict)}, tags={"relops/domain": "ingest"})
+def plan_ingest_chunks(context: dg.OpExecutionContext, config: IngestConfig):
+    """The files under the given paths, in chunks of about `chunk_mb` (folders walked; what is
+    skipped or missing is reported by the last step)."""
+    files, skipped, errors = expand_paths(config.paths)
+    chunks = chunk_files(files, int(config.chunk_mb * 1024 * 1024)) or [[]]
+    context.log.info(f"{len(files)} files in {len(chunks)} chunk(s) of up to {config.chunk_mb:g} MiB")
+    for i, chunk in enumerate(chunks):
+        yield dg.DynamicOutput({"paths": [str(f) for f in chunk], "format": config.format}, mapping_key=f"chunk_{i}",
+                               output_name="chunks")
+    yield dg.Output({"skipped": skipped, "errors": errors}, output_name="expanded")
 
 
 @dg.op(pool=WAREHOUSE_POOL, tags={"relops/domain": "ingest"})
-def ingest_trace_files(
-    context: dg.OpExecutionContext,
-    config: IngestConfig,
-    home: RelopsHomeResource,
-    warehouse: WarehouseResource,
-) -> dg.Output[dict]:
-    """Ingest trace files atomically, one transaction per file; every record accepted,
-    rejected with a reason, or counted as a duplicate."""
+def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource,
+                 warehouse: WarehouseResource) -> dict:
+    """Ingest one chunk of trace files atomically, one transaction per file; every record
+    accepted, rejected with a reason, or counted as a duplicate."""
     from relops_pipeline.lib.progress import Throttle
 
     settings = home.settings()
@@ -39,52 +57,58 @@ def ingest_trace_files(
         shown.maybe(f"ingested {done['files']} files, {done['read']:,} records ...")
 
     with warehouse.get_connection() as con:
-        summary = ingest_paths(
-            con,
-            config.paths,
-            settings=settings,
-            fmt=config.format,
-            landing_dir=home.home.landing_dir,
-            run_id=context.run.run_id,
-            progress=progress,
-        )
+        summary = ingest_paths(con, chunk["paths"], settings=settings, fmt=chunk["format"],
+                               landing_dir=home.home.landing_dir, run_id=context.run.run_id, progress=progress)
         batch_ids = [f.batch_id for f in summary.files if f.batch_id]
         days = touched_days(con, batch_ids)
         per_day = spans_by_day(con, batch_ids, days)
-    ranges = day_ranges(days)
-    # The days touched, reported as raw_traces materializations: what follows them (validation,
-    # signals, features, drift, canary) is planned from these (defs/followups.py).
-    for day in days:
+    return {**summary.as_json(), "spans_by_day": {d.isoformat(): n for d, n in per_day.items()}}
+
+
+@dg.op(tags={"relops/domain": "ingest"})
+def report_ingestion(context: dg.OpExecutionContext, chunks: list[dict], expanded: dict) -> dg.Output[dict]:
+    """The ingestion's totals, and the days it touched reported as raw_traces materializations:
+    what follows them (validation, signals, features, drift, canary) is planned from these
+    (defs/followups.py)."""
+    import datetime as dt
+
+    files = [f for c in chunks for f in c["files"]]
+    errors = [*expanded["errors"], *(e for c in chunks for e in c["errors"])]
+    per_day: dict[str, int] = {}
+    for c in chunks:
+        for day, n in c["spans_by_day"].items():
+            per_day[day] = per_day.get(day, 0) + n
+    for day in sorted(per_day):
         context.log_event(dg.AssetMaterialization(
-            asset_key="raw_traces", partition=day.isoformat(),
-            description="spans ingested (validated by the follow-up signals run)",
-            metadata={INGESTED_METADATA_KEY: dg.MetadataValue.int(per_day[day]),
-                      "files": dg.MetadataValue.int(len(summary.files))},
+            asset_key="raw_traces", partition=day, description="spans ingested (validated by the follow-up signals run)",
+            metadata={INGESTED_METADATA_KEY: dg.MetadataValue.int(per_day[day]), "files": dg.MetadataValue.int(len(files))},
         ))
-    totals = summary.totals
-    result = summary.as_json()
-    result["day_ranges"] = [[a.isoformat(), b.isoformat()] for a, b in ranges]
-    for e in summary.errors:
+    keys = ("read", "accepted", "rejected", "duplicates", "unknown_release")
+    totals = {k: sum(int(f[k]) for f in files) for k in keys}
+    ranges = day_ranges(dt.date.fromisoformat(d) for d in per_day)
+    result: dict[str, Any] = {"files": files, "totals": totals, "errors": errors,
+                              "skipped": [*expanded["skipped"], *(s for c in chunks for s in c["skipped"])],
+                              "day_ranges": [[a.isoformat(), b.isoformat()] for a, b in ranges]}
+    for e in errors:
         # The files that were read are committed and their days still get refreshed; the
         # unreadable ones are listed on the run and in its output, loudly.
         context.log.error(f"not ingested: {e['path']}: {e['error']}")
     cols = ("path", "format", "read", "accepted", "rejected", "duplicates", "unknown_release")
-    rows = [[f[k] for k in cols] for f in result["files"]]
-    return dg.Output(
-        result,
-        metadata={
-            **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
-            "files": dg.MetadataValue.int(len(summary.files)),
-            "unreadable_files": dg.MetadataValue.int(len(summary.errors)),
-            **({"errors": dg.MetadataValue.json(summary.errors)} if summary.errors else {}),
-            "days_touched": dg.MetadataValue.text(f"{days[0]} .. {days[-1]}" if days else "none"),
-            "per_file": dg.MetadataValue.md(md_table(cols, rows)),
-        },
-    )
+    days = sorted(per_day)
+    return dg.Output(result, metadata={
+        **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
+        "files": dg.MetadataValue.int(len(files)),
+        "chunks": dg.MetadataValue.int(len(chunks)),
+        "unreadable_files": dg.MetadataValue.int(len(errors)),
+        **({"errors": dg.MetadataValue.json(errors)} if errors else {}),
+        "days_touched": dg.MetadataValue.text(f"{days[0]} .. {days[-1]}" if days else "none"),
+        "per_file": dg.MetadataValue.md(md_table(cols, [[f[k] for k in cols] for f in files])),
+    })
 
 
 @dg.job(tags={"relops/domain": "ingest"})
 def ingest_traces_job():
-    """Ingest trace files into the warehouse (launched by the landing sensor and `relops ingest`); reports the
-    raw_traces days it touched."""
-    ingest_trace_files()
+    """Ingest trace files into the warehouse (launched by the landing sensor and `relops ingest`), chunk by
+    chunk; reports the raw_traces days it touched."""
+    chunks, expanded = plan_ingest_chunks()
+    report_ingestion(chunks.map(ingest_chunk).collect(), expanded)

@@ -61,7 +61,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource
         requests.append(
             dg.RunRequest(
                 run_key=f"landing-{key}",
-                run_config={"ops": {"ingest_trace_files": {"config": {"paths": chunk}}}},
+                run_config={"ops": {"plan_ingest_chunks": {"config": {"paths": chunk}}}},
                 tags={"relops/trigger": "landing_sensor", "relops/files": str(len(chunk))},
             )
         )
