@@ -25,7 +25,7 @@ def test_names_with_a_trailing_newline_are_refused():
     with pytest.raises(ValueError):
         release_key("doc-qa", "v9.9.9\n")
     with pytest.raises(ValueError):
-        workflow_path(Path("/tmp/wf"), "doc-qa\n")
+        workflow_path(Path("workflows"), "doc-qa\n")
     assert release_key("doc-qa", "v9.9.9") == "doc-qa--v9.9.9"
 
 

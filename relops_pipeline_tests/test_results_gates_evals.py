@@ -82,7 +82,7 @@ def test_eval_results_round_trip_through_json():
     suites = SuitesRecorded((SuiteVersionRecord("support-triage", "v1", 105, 12, "0123456789abcdef", "new"),
                              SuiteVersionRecord("support-triage", "v2", 106, 12, "fedcba9876543210", "unchanged")))
     release = Release("support-triage--v1.5.0", "support-triage", "v1.5.0", True, {"model": "gpt-4.1-mini"}, "h",
-                      "/home/releases/support-triage/v1.5.0.yaml", "v1.4.0", {"known": True, "summary": []}, "ana",
+                      "releases/support-triage/v1.5.0.yaml", "v1.4.0", {"known": True, "summary": []}, "ana",
                       dt.datetime(2026, 11, 2, 9, 30, 1))
     unknown = Release("doc-qa--v2.0.0", "doc-qa", "v2.0.0", False, None, None, None, None, None, None,
                       dt.datetime(2026, 11, 2))
