@@ -56,7 +56,8 @@ def _kill(proc: subprocess.Popen) -> bool:
 def _put_canary(home: Path) -> None:
     """doc-qa with v2.4.0 in canary (what a rollback then undoes), pointer file written."""
     from relops_pipeline.lib.home import Home
-    from relops_pipeline.lib.registry.state import RegistryState, get_state, put_state, write_pointer
+    from relops_pipeline.lib.registry.rollout import adopt_state
+    from relops_pipeline.lib.registry.state import RegistryState, get_state, write_pointer
     from relops_pipeline.lib.warehouse import open_warehouse
 
     h = Home.resolve(home)
@@ -65,7 +66,7 @@ def _put_canary(home: Path) -> None:
         state = RegistryState("doc-qa", seq=seq + 1, live="v2.3.0", canary="v2.4.0", canary_percent=50.0, stage="canary",
                               last_known_good="v2.1.0", updated_by="bench", reason="fault injection",
                               updated_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
-        put_state(con, state)
+        state = adopt_state(con, state, actor="bench", reason="fault injection: a canary to roll back")
     write_pointer(h.registry_dir, state)
 
 
@@ -220,13 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     ingest = _spawn(home, "ingest", str(traces), env={**env, "RELOPS_INGEST_CHUNK_MB": "2"})
     time.sleep(8.0)
     started = time.monotonic()
-    rollback = _spawn(home, "rollback", "doc-qa", "--reason", "after the faults", env=env)
+    rollback = subprocess.Popen([RELOPS, "--home", str(home), "rollback", "doc-qa", "--reason", "after the faults"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **env}, start_new_session=True)
     from relops_pipeline.registry import read_pointer
 
-    while time.monotonic() - started < 120 and read_pointer(home / "registry", "doc-qa").canary:
+    while (time.monotonic() - started < 120 and rollback.poll() in (None, 0)
+           and read_pointer(home / "registry", "doc-qa").canary):
         time.sleep(0.05)
     flip = time.monotonic() - started
-    rollback.wait(timeout=300)
+    _, rollback_err = rollback.communicate(timeout=300)
+    if rollback.returncode != 0:
+        print(f"the rollback failed (exit {rollback.returncode}): {rollback_err.strip()[-2000:]}")
+        flip = float("inf")
     ingest.wait(timeout=600)
 
     print(f"\nkills: {sum(done.values())} ({', '.join(f'{k} {n}' for k, n in done.items())}); "

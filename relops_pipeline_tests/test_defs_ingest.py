@@ -122,7 +122,8 @@ def test_landing_sensor_waits_for_files_to_settle(home, resources, monkeypatch):
 
 
 def test_followups_sensor_plans_signals_after_ingestion_then_drift_and_canaries_after_features(home, resources):
-    from relops_pipeline.lib.registry.state import RegistryState, put_state
+    from relops_pipeline.lib.registry.rollout import adopt_state
+    from relops_pipeline.lib.registry.state import RegistryState
 
     def tick(instance, cursor):
         result = _evaluate(followups_sensor, instance, cursor, resources)
@@ -138,9 +139,10 @@ def test_followups_sensor_plans_signals_after_ingestion_then_drift_and_canaries_
         assert all(r.asset_selection == [dg.AssetKey(a) for a in SIGNALS_ASSETS] for r in requests)
         assert tick(instance, cursor)[0] == []  # nothing new: nothing asked twice
         with open_warehouse(home.warehouse_path) as con:
-            put_state(con, RegistryState("doc-qa", seq=2, live="v2.3.0", canary="v2.4.0", canary_percent=10.0,
-                                         stage="canary", updated_by="li.wei", reason="canary",
-                                         updated_at=dt.datetime(2026, 11, 20, 9, 0)))
+            canary = RegistryState("doc-qa", seq=2, live="v2.3.0", canary="v2.4.0", canary_percent=10.0,
+                                   stage="canary", updated_by="li.wei", reason="canary",
+                                   updated_at=dt.datetime(2026, 11, 20, 9, 0))
+            adopt_state(con, canary, actor="relops-tests", reason="starting point")
         job = _definitions(resources).resolve_implicit_global_asset_job_def()
         for r in requests:
             assert job.execute_in_process(instance=instance, asset_selection=r.asset_selection, tags=r.tags).success

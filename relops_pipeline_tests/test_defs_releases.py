@@ -15,7 +15,8 @@ from relops_pipeline.defs.releases.assets import drill_fresh, rollback_drill, ro
 from relops_pipeline.defs.releases.jobs import rollback_alert_job
 from relops_pipeline.defs.releases.sensors import failed_checks_sensor
 from relops_pipeline.lib.alerts import list_alerts
-from relops_pipeline.lib.registry.state import RegistryState, get_state, put_state, write_pointer
+from relops_pipeline.lib.registry.rollout import adopt_state
+from relops_pipeline.lib.registry.state import RegistryState, get_state, write_pointer
 from relops_pipeline.lib.warehouse import open_warehouse
 from relops_pipeline.registry import read_pointer
 
@@ -32,7 +33,7 @@ def home(home):
             RegistryState("support-triage", seq=1, live="v1.4.0", stage="full", last_known_good="v1.3.0",
                           updated_by="ana.lopez", reason="rollout", updated_at=now),
         ):
-            put_state(con, state)
+            state = adopt_state(con, state, actor="relops-tests", reason="starting point")
             write_pointer(h.registry_dir, state)
     return h
 

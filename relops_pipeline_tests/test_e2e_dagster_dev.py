@@ -14,7 +14,8 @@ import time
 import pytest
 
 from relops_pipeline.lib.home import Home
-from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
+from relops_pipeline.lib.registry.rollout import adopt_state
+from relops_pipeline.lib.registry.state import RegistryState, write_pointer
 from relops_pipeline.lib.warehouse import connect, open_warehouse
 from relops_pipeline.registry import read_pointer
 from relops_pipeline_tests.dagster_dev import DagsterDev
@@ -44,7 +45,7 @@ def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path
         state = RegistryState("doc-qa", seq=1, live="v2.3.0", canary="v2.4.0", canary_percent=50.0, stage="canary",
                               last_known_good="v2.1.0", updated_by="li.wei", reason="e2e canary",
                               updated_at=dt.datetime(2026, 11, 20, 10, 0))
-        put_state(con, state)
+        state = adopt_state(con, state, actor="relops-tests", reason="starting point")
     write_pointer(home.registry_dir, state)
 
     with DagsterDev(home.root, tmp_path / "dagster-dev.log") as dev:

@@ -18,7 +18,8 @@ from relops_pipeline.lib.readiness import (
     review_readiness,
     write_readiness,
 )
-from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
+from relops_pipeline.lib.registry.rollout import adopt_state
+from relops_pipeline.lib.registry.state import RegistryState, write_pointer
 from relops_pipeline.lib.workflows import WorkflowError
 
 NOW = datetime(2026, 11, 27, 12, 0)
@@ -83,7 +84,7 @@ def _good_world(con, home: Home, *, floors: bool = True) -> None:
                       author="ana", reason="initial")
     state = RegistryState(workflow=GOOD, seq=2, live="v2", stage="full", last_known_good="v1", updated_by="ana",
                           updated_at=NOW - timedelta(days=5))
-    put_state(con, state)
+    state = adopt_state(con, state, actor="relops-tests", reason="starting point")
     write_pointer(home.registry_dir, state)
     _drill(con, GOOD, NOW - timedelta(days=3))
     _eval_run(con, GOOD, "v2", {"contains": 0.9})

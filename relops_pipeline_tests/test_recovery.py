@@ -24,7 +24,8 @@ import pytest
 from relops_pipeline.cli.runs import EXIT_BUSY, EXIT_INTERRUPTED, _Watchdog
 from relops_pipeline.defs.recovery import PID_TAG, inspect_runs, release_stuck, stuck, warehouse_holders
 from relops_pipeline.defs.resources import WAREHOUSE_POOL
-from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
+from relops_pipeline.lib.registry.rollout import adopt_state
+from relops_pipeline.lib.registry.state import RegistryState, write_pointer
 from relops_pipeline.lib.warehouse import open_warehouse
 from relops_pipeline_tests.procs import popen, reap, scaled
 
@@ -131,7 +132,7 @@ def canary_home(home):
         state = RegistryState("doc-qa", seq=1, live="v2.3.0", canary="v2.4.0", canary_percent=50.0, stage="canary",
                               last_known_good="v2.1.0", updated_by="li.wei", reason="canary",
                               updated_at=dt.datetime(2026, 11, 20, 10, 0))
-        put_state(con, state)
+        state = adopt_state(con, state, actor="relops-tests", reason="starting point")
     write_pointer(home.registry_dir, state)
     return home
 

@@ -72,12 +72,13 @@ def reg(tmp_path):
 def gate(con, version, decision="SHIP", workflow=WF):
     """A gate decision as the gate records it (the row release_state reads)."""
     key = f"{workflow}--{version}"
+    gate_id = f"gate-{version}-{audit.head(con)[0] + 1}"
     seq = audit.append_event(con, kind=audit.KIND_GATE_DECISION, actor="relops-gate", reason=decision,
-                             workflow=workflow, release_key=key, payload={"decision": decision})["seq"]
+                             workflow=workflow, release_key=key, payload={"decision": decision, "gate_id": gate_id})["seq"]
     con.execute(
         "INSERT INTO gate_decisions (gate_id, release_key, workflow, version, decision, result, event_seq, decided_at) "
         "VALUES (?, ?, ?, ?, ?, '{}', ?, ?)",
-        [f"gate-{version}-{seq}", key, workflow, version, decision, seq, utcnow()],
+        [gate_id, key, workflow, version, decision, seq, utcnow()],
     )
 
 
@@ -637,8 +638,8 @@ def test_drill_rehearses_in_a_sandbox_and_records_the_result(con, reg, tmp_path)
     assert (res.from_release, res.to_release) == ("v2", "v1")
     assert res.duration_ms is not None and 0 < res.duration_ms < 5000
     assert [c.name for c in res.checks] == [
-        "state_recorded", "pointer_in_sync", "rollback_target", "rollback_recorded", "pointer_flipped",
-        "traffic_moved", "production_untouched"]
+        "state_recorded", "pointer_in_sync", "registry_backed_by_log", "rollback_target", "rollback_recorded",
+        "pointer_flipped", "traffic_moved", "production_untouched"]
     # Production untouched, sandbox gone, nothing written to production's rollbacks.
     assert (reg / f"{WF}.json").read_bytes() == pointer_before
     assert get_state(con, WF).seq == 3 and list_rollbacks(con, WF) == []

@@ -294,7 +294,8 @@ def test_incident_started_at_trace_links_traces_and_show(wh_con):
 
 def test_canary_rollback_links_example_traces_of_the_canary_window(home):
     from relops_pipeline.lib.registry.respond import respond_to_failure
-    from relops_pipeline.lib.registry.state import RegistryState, put_state, write_pointer
+    from relops_pipeline.lib.registry.rollout import adopt_state
+    from relops_pipeline.lib.registry.state import RegistryState, write_pointer
     from relops_pipeline.lib.warehouse import open_warehouse
     from relops_pipeline.lib.workflows import load_workflow
 
@@ -302,7 +303,7 @@ def test_canary_rollback_links_example_traces_of_the_canary_window(home):
     with open_warehouse(home.warehouse_path) as c:
         state = RegistryState("doc-qa", seq=2, live="v2.3.0", canary="v2.4.0", canary_percent=50.0, stage="canary",
                               last_known_good="v2.3.0", updated_by="li.wei", reason="canary", updated_at=start)
-        put_state(c, state)
+        state = adopt_state(c, state, actor="relops-tests", reason="starting point")
         write_pointer(home.registry_dir, state)
         for i in range(30):  # 8 errors, 8 refusals, 14 ok of which the slowest are picked
             add_trace(c, f"cn-{i:02d}", "doc-qa", "v2.4.0", start + dt.timedelta(minutes=i), error=i < 8,

@@ -110,6 +110,7 @@ def template(tmp_path_factory):
 def con(template, tmp_path):
     path = tmp_path / "w.duckdb"
     shutil.copy(template, path)
+    shutil.copytree(template.parent / "audit", tmp_path / "audit")  # the warehouse's audit key and anchor
     with open_warehouse(path) as c:
         yield c
 

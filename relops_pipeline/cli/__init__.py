@@ -25,6 +25,7 @@ from relops_pipeline.cli.common import (
     EXIT_NO_HOME,
     EXIT_OK,
     EXIT_RUN_FAILED,
+    EXIT_TAMPERED,
     CliError,
     CommandResult,
     Commands,
@@ -100,7 +101,11 @@ def _run(args) -> int:
         print(f"relops: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 — exit 1 and 2 are gate decisions: never let a crash look like one
-        if not isinstance(exc, CliError):
+        from relops_pipeline.lib.audit import TamperedError
+
+        if isinstance(exc, TamperedError):
+            exc = CliError(f"refused: {exc}", EXIT_TAMPERED)
+        elif not isinstance(exc, CliError):
             exc = CliError(f"{type(exc).__name__}: {exc}", EXIT_RUN_FAILED)
         if getattr(args, "json", False):
             _print(json.dumps({"error": str(exc), "exit_code": exc.code}))

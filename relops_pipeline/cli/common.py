@@ -18,6 +18,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 3
 EXIT_RUN_FAILED = 4
 EXIT_NO_HOME = 5
+EXIT_TAMPERED = 8  # the event log, or a table it backs, was tampered with: nothing was changed
 
 
 class CliError(Exception):
@@ -244,27 +245,38 @@ def run_followup(home: Home, followup):
 def run_or_fail(home: Home, job_name: str, *, what: str, run_config: dict | None = None, tags: dict | None = None,
                 code: int = EXIT_RUN_FAILED):
     """run_job, and the result when the run succeeded; a failed run is a CliError naming `what`,
-    the run id (and its partition, when tagged with one) and the innermost cause."""
+    the run id (and its partition, when tagged with one) and the innermost cause (exit 8 when
+    the cause is tampering: the run refused to act on what the event log does not back)."""
     result = run_job(home, job_name, run_config=run_config, tags=tags)
     if not result.success:
         key = (tags or {}).get("dagster/partition")
+        err = _innermost_error(result)
+        if err is not None and err.cls_name == "TamperedError":
+            code = EXIT_TAMPERED
         raise CliError(f"{what} run {result.run_id}{f' for {key}' if key else ''} failed: {run_failure(result)}", code)
     return result
 
 
-def run_failure(result) -> str:
-    """The innermost error message of a failed run: the user-facing cause, not Dagster's wrapper."""
+def _innermost_error(result):
     for event in result.all_events:
         if event.is_failure and event.event_specific_data is not None:
             err = getattr(event.event_specific_data, "error", None)
             while err is not None and getattr(err, "cause", None) is not None:
                 err = err.cause
             if err is not None:
-                import re
+                return err
+    return None
 
-                line = err.message.strip().splitlines()[-1]
-                return re.sub(r"^relops_pipeline\.[\w.]+\.(\w+(Error|Refused)): ", "", line)
-    return "the run failed (see the Dagster UI)"
+
+def run_failure(result) -> str:
+    """The innermost error message of a failed run: the user-facing cause, not Dagster's wrapper."""
+    import re
+
+    err = _innermost_error(result)
+    if err is None:
+        return "the run failed (see the Dagster UI)"
+    line = err.message.strip().splitlines()[-1]
+    return re.sub(r"^relops_pipeline\.[\w.]+\.(\w+(Error|Refused)): ", "", line)
 
 
 def read_warehouse(home: Home):

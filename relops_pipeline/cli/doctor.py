@@ -3,7 +3,9 @@
 - runs in progress whose process is gone, and runs that hold a warehouse slot they no longer use
   (every later warehouse run, a rollback included, would wait for them);
 - days whose daily signals or per-request features are missing or older than their spans;
-- pointer files behind the registry's state.
+- pointer files behind the registry's state;
+- the event log and the tables it backs (tampering is reported, never "fixed": see `relops
+  audit verify`).
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ EXIT_UNHEALTHY = 7
 
 def _findings(home: Home) -> dict[str, Any]:
     from relops_pipeline.defs.recovery import inspect_runs
+    from relops_pipeline.lib import audit, ledger
     from relops_pipeline.lib.health import pointers_behind, stale_days
 
     runs = inspect_runs(dagster_instance(home))
+    tampering: list[str] = []
     if home.warehouse_path.exists():
         with read_warehouse(home) as con:
             days, pointers = stale_days(con), pointers_behind(con, home.registry_dir)
+            tampering = [f"event {p.seq}: {p.message}" for p in audit.verify_chain(con).problems]
+            tampering += [d.line() for d in ledger.disagreements(con)]
     else:
         days, pointers = [], []
-    return {"runs": runs, "stale_days": days, "pointers_behind": pointers}
+    return {"runs": runs, "stale_days": days, "pointers_behind": pointers, "tampering": tampering}
 
 
 def _fix(home: Home, found: dict[str, Any]) -> list[str]:
@@ -65,6 +71,9 @@ def _fix(home: Home, found: dict[str, Any]) -> list[str]:
             policy: Any = load_workflow(home.workflows_dir, p.workflow)
         except WorkflowError:
             policy = None
+        if any(line.startswith(f"registry_state {p.workflow}:") for line in found["tampering"]):
+            done.append(f"left {p.workflow}'s pointer file alone: its registry row disagrees with the event log")
+            continue
         with read_warehouse(home) as con:
             sync_pointer(con, home.registry_dir, p.workflow, policy=policy)
         done.append(f"rewrote {p.workflow}'s pointer file from the registry (seq {p.registry_seq})")
@@ -87,13 +96,17 @@ def _lines(found: dict[str, Any]) -> list[str]:
     lines.append(f"pointer files: {len(ptrs)} behind the registry")
     lines += [f"  {p.workflow}: registry seq {p.registry_seq}, pointer file "
               f"{'missing' if p.pointer_seq is None else f'seq {p.pointer_seq}'}" for p in ptrs]
+    bad = found["tampering"]
+    lines.append(f"event log: {len(bad)} problem{'s' if len(bad) != 1 else ''}"
+                 + (" (not repaired by --fix: see `relops audit verify`)" if bad else ""))
+    lines += [f"  {line}" for line in bad[:20]] + ([f"  ... and {len(bad) - 20} more"] if len(bad) > 20 else [])
     return lines
 
 
 def _healthy(found: dict[str, Any]) -> bool:
     from relops_pipeline.defs.recovery import stuck
 
-    return not (stuck(found["runs"]) or found["stale_days"] or found["pointers_behind"])
+    return not (stuck(found["runs"]) or found["stale_days"] or found["pointers_behind"] or found["tampering"])
 
 
 def cmd_doctor(args) -> CommandResult:

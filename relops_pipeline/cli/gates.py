@@ -12,6 +12,7 @@ from relops_pipeline.cli.cadence import accept_or_reject, require_approver
 from relops_pipeline.cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
+    EXIT_TAMPERED,
     CliError,
     CommandResult,
     Commands,
@@ -117,7 +118,8 @@ def cmd_approve(args) -> CommandResult:
 
 
 def cmd_audit_head(args) -> CommandResult:
-    """audit head: the log's last event as SEQ:HASH (for a later --expect-head)."""
+    """audit head: the log's last event as SEQ:HASH, to keep outside the warehouse (for a later
+    `audit verify --expect-head`)."""
     from relops_pipeline.lib import audit
 
     with read_warehouse(Home.resolve(args.home)) as con:
@@ -125,31 +127,55 @@ def cmd_audit_head(args) -> CommandResult:
     return CommandResult({"seq": seq, "hash": h}, f"{seq}:{h}")
 
 
+def _expected_head(text: str | None) -> tuple[int, str] | None:
+    """--expect-head: SEQ:HASH as `relops audit head` prints it, or a file holding that (or the
+    JSON of `relops audit head --json`)."""
+    import json
+
+    if not text:
+        return None
+    value = text
+    if ":" not in text or Path(text).is_file():
+        try:
+            value = Path(text).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"--expect-head {text!r}: not SEQ:HASH and not a readable file ({exc.strerror})") from None
+        if value.startswith("{"):
+            try:
+                doc = json.loads(value)
+                value = f"{doc['seq']}:{doc['hash']}"
+            except (ValueError, KeyError, TypeError):
+                raise CliError(f"--expect-head {text}: not the JSON of `relops audit head --json`") from None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise CliError(f"--expect-head {text!r}: expected SEQ:HASH as `relops audit head` prints it")
+    return int(seq), digest
+
+
 def cmd_audit_verify(args) -> CommandResult:
-    """audit verify [--expect-head SEQ:HASH]: the hash chain and the versioned tables; exit 6 when tampered with."""
-    from relops_pipeline.lib import audit
-    from relops_pipeline.lib.warehouse import open_warehouse
+    """audit verify [--expect-head SEQ:HASH|FILE]: replay the keyed event log — every hash, link
+    and MAC, the anchor — and check every table that commands act on against it; exit 8 when
+    anything disagrees."""
+    from relops_pipeline.lib import audit, ledger
+    from relops_pipeline.lib.alerts.rules import verify_alert_rules
+    from relops_pipeline.lib.gates.thresholds import verify_thresholds
 
-    home = Home.resolve(args.home)
-    with read_warehouse(home):
-        pass
-    expect = None
-    if args.expect_head:
-        seq, _, h = args.expect_head.partition(":")
-        if not seq.isdigit() or len(h) != 64:
-            raise CliError(f"--expect-head {args.expect_head!r}: expected SEQ:HASH as `relops audit head` prints it")
-        expect = (int(seq), h)
-    with open_warehouse(home.warehouse_path) as con:
+    expect = _expected_head(args.expect_head)
+    with read_warehouse(Home.resolve(args.home)) as con:
         res = audit.verify_chain(con, expect_head=expect)
+        rows = ledger.disagreements(con)
         # Versioned tables tie their rows to events: a row edited after it was recorded shows here.
-        from relops_pipeline.lib.alerts.rules import verify_alert_rules
-        from relops_pipeline.lib.gates.thresholds import verify_thresholds
-
         versions = verify_thresholds(con) + verify_alert_rules(con)
-    text = res.summary() + "".join(f"\nversion record: {v}" for v in versions)
-    ok = res.ok and not versions
-    data = {"ok": ok, "checked": res.checked, "problems": [p.__dict__ for p in res.problems], "version_problems": versions}
-    return CommandResult(data, text, EXIT_OK if ok else EXIT_RUN_FAILED + 2)  # 6: the log was tampered with
+    text = res.summary()
+    text += "".join(f"\ntable row: {d.line()}" for d in rows)
+    text += "".join(f"\nversion record: {v}" for v in versions)
+    ok = res.ok and not rows and not versions
+    if not ok:
+        text += "\nrefused until resolved: rollouts, rollbacks and approvals that rely on these rows"
+    data = {"ok": ok, "checked": res.checked, "head": {"seq": res.head[0], "hash": res.head[1]},
+            "head_checked": res.head_checked, "problems": [p.__dict__ for p in res.problems],
+            "table_rows": [d.as_dict() for d in rows], "version_problems": versions, "notes": res.notes}
+    return CommandResult(data, text, EXIT_OK if ok else EXIT_TAMPERED)
 
 
 def cmd_thresholds_show(args) -> CommandResult:
@@ -213,8 +239,9 @@ def register(add: Commands) -> None:
     p.add_argument("--reason", required=True)
     p.add_argument("--override", action="store_true", help="ship a BLOCKed release anyway (recorded as an override)")
 
-    audit = add.group("audit", "the hash-chained event log: audit verify [--expect-head SEQ:HASH] | audit head")
-    p = audit("verify", cmd_audit_verify, "verify the log's hash chain and the versioned tables; exit 6 when tampered with")
+    audit = add.group("audit", "the keyed, hash-chained event log: audit verify [--expect-head SEQ:HASH] | audit head")
+    p = audit("verify", cmd_audit_verify, "replay the event log (hashes, MACs, anchor) and check the tables commands act "
+              "on against it; exit 8 when anything disagrees")
     p.add_argument("--expect-head", default=None, metavar="SEQ:HASH", help="a head recorded earlier: detects a truncated log")
     audit("head", cmd_audit_head, "print the log's head as SEQ:HASH")
 

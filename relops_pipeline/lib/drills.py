@@ -37,10 +37,10 @@ from typing import Any
 import duckdb
 
 from relops_pipeline import registry as app_registry
-from relops_pipeline.lib import audit, warehouse
+from relops_pipeline.lib import audit, ledger, warehouse
 from relops_pipeline.lib.registry.deployers import PointerFileDeployer
-from relops_pipeline.lib.registry.rollout import rollback
-from relops_pipeline.lib.registry.state import get_state, put_state
+from relops_pipeline.lib.registry.rollout import adopt_state, rollback
+from relops_pipeline.lib.registry.state import get_state
 from relops_pipeline.lib.results import to_json
 from relops_pipeline.lib.warehouse import fetch_one
 
@@ -131,6 +131,9 @@ def run_drill(
                 f"pointer seq {on_disk.seq} live {on_disk.live}, warehouse seq {state.seq} live {state.live}")
         check("pointer_in_sync", on_disk is not None and on_disk.seq == state.seq and on_disk.live == state.live,
               why)
+        tampered = audit.anchor_problem(con) or ledger.registry_problem(con, workflow, state)
+        check("registry_backed_by_log", tampered is None,
+              tampered or f"registry seq {state.seq} agrees with event {state.event_seq} of the keyed log")
         candidate = state.candidate
         source = candidate or state.live
         target = state.live if candidate else state.last_known_good
@@ -140,7 +143,7 @@ def run_drill(
             sb_con = duckdb.connect()
             try:
                 warehouse.migrate(sb_con)
-                put_state(sb_con, state)
+                adopt_state(sb_con, state, actor=actor, reason=f"sandbox copy for rollback drill {drill_id}")
                 sb_registry = sandbox / "registry"
                 sb_registry.mkdir()
                 if real_bytes is not None:

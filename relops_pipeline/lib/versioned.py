@@ -116,9 +116,26 @@ class VersionedConfig(Generic[T]):
                     f"{self.label} {workflow} v{row['version']} does not match its config_hash: the row was "
                     f"edited after it was recorded; run `relops audit verify`"
                 )
+            problem = self.event_problem(con, row)
+            if problem:
+                raise audit.TamperedError(f"{self.label} {workflow} v{row['version']}: {problem}; "
+                                          "run `relops audit verify`")
             row["config"] = stored
             out.append(row)
         return out
+
+    def event_problem(self, con: duckdb.DuckDBPyConnection, row: Mapping[str, Any]) -> str | None:
+        """Why a row is not backed by the keyed event log (its event fails verification, or
+        records another workflow, version or config_hash), or None."""
+        event, why = audit.check_event(con, row["event_seq"])
+        if why:
+            return why
+        assert event is not None
+        payload = event.get("payload") or {}
+        if (event["kind"] != self.event_kind or event["workflow"] != row["workflow"]
+                or payload.get("version") != row["version"] or payload.get("config_hash") != row["config_hash"]):
+            return f"does not match its event at seq {row['event_seq']} (edited after it was recorded)"
+        return None
 
     def load(self, row: dict[str, Any]) -> T:
         """The value of a row from `rows`, with its version, author and reason."""
@@ -225,14 +242,14 @@ class VersionedConfig(Generic[T]):
 
     def verify(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """Cross-check every recorded version against the event log: its config must match its
-        config_hash, and the event it names must be an `event_kind` event for the same workflow
-        and version carrying the same config_hash. Returns the problems (empty: consistent)."""
+        config_hash, and the event it names must verify (hash and MAC) and be an `event_kind`
+        event for the same workflow and version carrying the same config_hash. Returns the problems (empty: consistent)."""
         problems: list[str] = []
         rows = con.execute(
-            "SELECT t.workflow, t.version, t.config, t.config_hash, t.event_seq, e.kind, e.workflow, e.payload "
+            "SELECT t.workflow, t.version, t.config, t.config_hash, t.event_seq, e.kind "
             f"FROM {self.table} t LEFT JOIN events e ON e.seq = t.event_seq ORDER BY t.workflow, t.version"
         ).fetchall()
-        for workflow, version, config, digest, event_seq, e_kind, e_workflow, e_payload in rows:
+        for workflow, version, config, digest, event_seq, e_kind in rows:
             name = f"{self.label} {workflow} v{version}"
             try:
                 stored_hash = config_hash(json.loads(config))
@@ -243,8 +260,8 @@ class VersionedConfig(Generic[T]):
             if event_seq is None or e_kind is None:
                 problems.append(f"{name}: its event (seq {event_seq}) is missing from the event log")
                 continue
-            payload = json.loads(e_payload) if e_payload else {}
-            if (e_kind != self.event_kind or e_workflow != workflow
-                    or payload.get("version") != version or payload.get("config_hash") != digest):
-                problems.append(f"{name}: does not match its event at seq {event_seq} (edited after it was recorded)")
+            problem = self.event_problem(
+                con, {"workflow": workflow, "version": version, "config_hash": digest, "event_seq": event_seq})
+            if problem:
+                problems.append(f"{name}: {problem}")
         return problems

@@ -550,6 +550,17 @@ CREATE TABLE readiness_reviews (
     )
 )
 
+MIGRATIONS.append(
+    (
+        8,
+        "keyed events: each event's HMAC under the audit key held outside the warehouse",
+        """
+ALTER TABLE events ADD COLUMN key_id VARCHAR;
+ALTER TABLE events ADD COLUMN mac VARCHAR;
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")

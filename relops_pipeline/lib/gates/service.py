@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from relops_pipeline.lib import audit
+from relops_pipeline.lib import audit, ledger
 from relops_pipeline.lib.evals.model import release_key, split_release_key
 from relops_pipeline.lib.gates.model import GateResult, Thresholds
 from relops_pipeline.lib.timeutil import utc_naive
@@ -129,18 +129,32 @@ def latest_eval_run(
 
 def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:
     """The latest gate decision of a release and whether it was approved or overridden since."""
-    row = con.execute(
-        "SELECT gate_id, decision, decided_at, event_seq FROM gate_decisions WHERE release_key = ? "
-        "ORDER BY decided_at DESC LIMIT 1",
+    cols = ("gate_id", *ledger.GATE_FIELDS, "event_seq", "decided_at")
+    rows = con.execute(
+        f"SELECT {', '.join(cols)} FROM gate_decisions WHERE release_key = ? ORDER BY decided_at DESC LIMIT 1",
         [key],
     ).fetchall()
-    if not row:
-        return {"release_key": key, "decision": None, "approved": False, "overridden": False, "gate_id": None}
-    gate_id, decision, decided_at, seq = row[0]
+    newest_event = con.execute(
+        "SELECT max(seq) FROM events WHERE release_key = ? AND kind = ?", [key, audit.KIND_GATE_DECISION]
+    ).fetchone()
+    newest = newest_event[0] if newest_event else None
+    if not rows:
+        tampered = (f"gate decision event {newest} of {key} has no row: it was deleted" if newest is not None
+                    else None)
+        return {"release_key": key, "decision": None, "approved": False, "overridden": False, "gate_id": None,
+                "releasable": False, "tampered": tampered}
+    row = dict(zip(cols, rows[0], strict=True))
+    gate_id, decision, decided_at, seq = row["gate_id"], row["decision"], row["decided_at"], row["event_seq"]
     approvals = con.execute(
-        "SELECT kind, actor, reason, ts FROM events WHERE release_key = ? AND kind IN (?, ?) AND seq > ? ORDER BY seq",
+        "SELECT kind, actor, reason, ts, seq FROM events WHERE release_key = ? AND kind IN (?, ?) AND seq > ? "
+        "ORDER BY seq",
         [key, audit.KIND_APPROVAL, audit.KIND_OVERRIDE, seq or 0],
     ).fetchall()
+    # What ships is decided from this row and these events: believe them only when the keyed
+    # log backs them (an edited decision, a forged approval, a newer decision's row deleted).
+    tampered = (ledger.gate_problem(con, row) or ledger.approval_problem(con, [a[4] for a in approvals])
+                or (f"the newest gate decision event of {key} is {newest}, but its row names event {seq}: "
+                    "a newer decision's row was deleted" if newest is not None and newest != seq else None))
     approved = any(k == audit.KIND_APPROVAL for k, *_ in approvals)
     overridden = any(k == audit.KIND_OVERRIDE for k, *_ in approvals)
     last = approvals[-1] if approvals else None
@@ -153,8 +167,10 @@ def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:
         "overridden": overridden,
         "approved_by": last[1] if last else None,
         "approval_reason": last[2] if last else None,
-        # may it go out? SHIP, an approved REVIEW, or an overridden BLOCK
-        "releasable": decision == "SHIP" or (decision == "REVIEW" and approved) or (decision == "BLOCK" and overridden),
+        # may it go out? SHIP, an approved REVIEW, or an overridden BLOCK — backed by the log
+        "releasable": tampered is None and (
+            decision == "SHIP" or (decision == "REVIEW" and approved) or (decision == "BLOCK" and overridden)),
+        "tampered": tampered,
     }
 
 
@@ -240,6 +256,8 @@ def approve(
     if not by or not reason or not reason.strip():
         raise GateError("an approval needs --by NAME and --reason TEXT")
     state = release_state(con, key)
+    if state["tampered"]:
+        raise audit.TamperedError(f"{key}: {state['tampered']}; nothing was recorded (see `relops audit verify`)")
 
     def refuse(why: str) -> None:
         audit.append_event(

@@ -26,14 +26,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from relops_pipeline.lib import audit
+from relops_pipeline.lib import audit, ledger
 from relops_pipeline.lib.evals.model import release_key, validate_key
 from relops_pipeline.lib.gates.service import release_state
 from relops_pipeline.lib.registry.deployers import Deployer, DeployError, deployer_from_config
@@ -121,6 +121,37 @@ def _outside_transaction(con: duckdb.DuckDBPyConnection) -> None:
 
 def _resolve_deployer(deployer: Deployer | None, policy: Any) -> Deployer:
     return deployer if deployer is not None else deployer_from_config(parse_policy(policy).deployer)
+
+
+def verified_state(con: duckdb.DuckDBPyConnection, workflow: str) -> RegistryState:
+    """The workflow's registry state, believed only when the keyed event log backs it (see
+    lib/ledger.py): raises audit.TamperedError, changing nothing, when the row was edited,
+    deleted or forged, or the log was truncated."""
+    state = get_state(con, workflow)
+    problem = audit.anchor_problem(con) or ledger.registry_problem(con, workflow, state)
+    if problem:
+        raise audit.TamperedError(f"{workflow}: {problem}; nothing was changed (see `relops audit verify`)")
+    return state
+
+
+def adopt_state(con: duckdb.DuckDBPyConnection, state: RegistryState, *, actor: str, reason: str) -> RegistryState:
+    """Record `state` as the workflow's registry state as it stands — a registry brought in from
+    elsewhere, a drill's sandbox copy, a test's starting point — with a `registry_adopted` event
+    carrying its seq and routing, so that it is backed by the log like any rollout. The seq must
+    be above the recorded one. Returns the state as stored (with its event_seq)."""
+    actor, reason = _text("actor", actor), _text("reason", reason)
+    with audit.transaction(con):
+        current = get_state(con, state.workflow)
+        if state.seq <= current.seq:
+            raise RegistryError(f"{state.workflow}: cannot adopt seq {state.seq}: the registry is at seq {current.seq}")
+        event = audit.append_event(
+            con, kind=ledger.KIND_REGISTRY_ADOPTED, actor=actor, reason=reason, workflow=state.workflow,
+            payload={"seq": state.seq, "before": current.releases(), "after": state.releases()},
+        )
+        adopted = replace(state, event_seq=event["seq"], updated_by=state.updated_by or actor,
+                          updated_at=state.updated_at or utc_naive())
+        put_state(con, adopted)
+    return adopted
 
 
 def _reread(con: duckdb.DuckDBPyConnection, before: RegistryState) -> None:
@@ -237,9 +268,11 @@ def transition(
     deployer = _resolve_deployer(deployer, pol)
     key = release_key(workflow, release)
 
-    before = get_state(con, workflow)
-    percent, waived = _check_rollout(before, pol, action, release, percent)
+    before = verified_state(con, workflow)
     gate = release_state(con, key)
+    if gate.get("tampered"):
+        raise audit.TamperedError(f"{key}: {gate['tampered']}; nothing was changed (see `relops audit verify`)")
+    percent, waived = _check_rollout(before, pol, action, release, percent)
     problem = _gate_problem(gate)
     if problem:
         waived.insert(0, problem)
@@ -387,7 +420,7 @@ def rollback(
     deployer = _resolve_deployer(deployer, policy)
     checked_at = utc_naive(check_evaluated_at) if check_evaluated_at is not None else None
 
-    before = get_state(con, workflow)
+    before = verified_state(con, workflow)
     source, target, changes = _rollback_plan(con, before, to, release)
     if changes is None:
         return TransitionResult(workflow=workflow, action="rollback", release=source, before=before, after=before,
@@ -481,7 +514,7 @@ def record_recommendation(
     trigger = _trigger(trigger)
     actor, reason = _text("actor", actor), _text("reason", reason)
     release = None if release is None else _key("version", release)
-    state = get_state(con, workflow)
+    state = verified_state(con, workflow)
     where = state.stage_of(release) if release else None
     target = state.live if where in IN_FLIGHT else (state.last_known_good if where == "live" else None)
     now = utc_naive()
@@ -526,7 +559,7 @@ def sync_pointer(
     workflow = _key("workflow", workflow)
     _outside_transaction(con)
     deployer = _resolve_deployer(deployer, policy)
-    state = get_state(con, workflow)
+    state = verified_state(con, workflow)
     on_disk = pointer_seq_on_disk(registry_dir, workflow)
     out: dict[str, Any] = {"workflow": workflow, "seq": state.seq, "pointer_seq_before": on_disk,
                            "behind": state.seq > 0 and (on_disk is None or on_disk < state.seq),
