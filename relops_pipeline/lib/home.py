@@ -145,7 +145,12 @@ class Home:
             if dst.exists() and not overwrite_config:
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(src.read_bytes())
+            data = src.read_bytes()
+            if parts == ("relops.yaml",):  # its identities name the OS user who runs init
+                from relops_pipeline.lib.identity import init_user_settings
+
+                data = init_user_settings(data.decode("utf-8")).encode("utf-8")
+            dst.write_bytes(data)
             written.append(dst)
         written += self._dagster_yaml()
         return written

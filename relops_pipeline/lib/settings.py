@@ -1,4 +1,5 @@
-"""Home settings (`<home>/relops.yaml`): trace sources, the price table and ingest limits."""
+"""Home settings (`<home>/relops.yaml`): trace sources, the price table and ingest limits;
+identities (who may act as which label), the OIDC provider and API keys (lib/identity.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from relops_pipeline.lib.identity import IdentitySettings, LabelGrant, OidcSettings
 from relops_pipeline.lib.readers.base import SourceSettings
 
 DEFAULT_TEXT_CAP = 8192
@@ -76,16 +78,24 @@ def _num(value: Any, where: str) -> float:
         raise SettingsError(f"{where}: expected a number, got {value!r}") from None
 
 
-def load_settings(path: Path) -> IngestSettings:
-    """Read relops.yaml; a missing file gives the defaults."""
+def _document(path: Path) -> dict[str, Any]:
+    """relops.yaml as a mapping; a missing file is an empty one."""
     if not path.exists():
-        return IngestSettings()
+        return {}
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):
         raise SettingsError(f"{path}: expected a mapping at the top level")
+    return doc
+
+
+def load_settings(path: Path) -> IngestSettings:
+    """Read relops.yaml; a missing file gives the defaults."""
+    doc = _document(path)
+    if not doc:
+        return IngestSettings()
     ingest = doc.get("ingest") or {}
     text_cap = int(_num(ingest.get("text_cap_chars", DEFAULT_TEXT_CAP), f"{path}: ingest.text_cap_chars"))
     memory_limit = str(ingest.get("memory_limit", DEFAULT_MEMORY_LIMIT))
@@ -103,3 +113,44 @@ def load_settings(path: Path) -> IngestSettings:
             raise SettingsError(f"{path}: sources[{i}]: expected a mapping with a `match` glob")
         sources.append(SourceRule(str(s["match"]), s.get("format"), SourceSettings.from_mapping(s)))
     return IngestSettings(text_cap=text_cap, memory_limit=memory_limit, prices=prices, sources=sources)
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise SettingsError(f"{where}: expected a list of names, got {value!r}")
+    return tuple(value)
+
+
+def load_identity_settings(path: Path) -> IdentitySettings:
+    """The identities, OIDC provider and API keys of relops.yaml (lib/identity.py); a missing
+    file or section: none. `oidc.jwks_file` is relative to the folder of relops.yaml."""
+    doc = _document(path)
+    identities = {}
+    section = doc.get("identities") or {}
+    if not isinstance(section, dict):
+        raise SettingsError(f"{path}: identities: expected a mapping of label -> {{os_users, ci_subjects, api_keys}}")
+    for label, grant in section.items():
+        where = f"{path}: identities.{label}"
+        if not isinstance(grant, dict) or set(grant) - {"os_users", "ci_subjects", "api_keys"}:
+            raise SettingsError(f"{where}: expected a mapping with os_users, ci_subjects and/or api_keys")
+        identities[str(label)] = LabelGrant(_names(grant.get("os_users"), f"{where}.os_users"),
+                                            _names(grant.get("ci_subjects"), f"{where}.ci_subjects"),
+                                            _names(grant.get("api_keys"), f"{where}.api_keys"))
+    oidc = None
+    if doc.get("oidc") is not None:
+        o = doc["oidc"]
+        if not isinstance(o, dict) or not all(isinstance(o.get(k), str) and o[k] for k in ("issuer", "audience", "jwks_file")):
+            raise SettingsError(f"{path}: oidc: expected {{issuer: URL, audience: TEXT, jwks_file: PATH}}")
+        oidc = OidcSettings(o["issuer"], o["audience"], (path.parent / o["jwks_file"]).resolve(),
+                            _num(o.get("leeway_s", 60), f"{path}: oidc.leeway_s"))
+    api_keys = {}
+    if not isinstance(doc.get("api_keys") or {}, dict):
+        raise SettingsError(f"{path}: api_keys: expected a mapping of key name -> {{sha256: HEX}}")
+    for name, entry in (doc.get("api_keys") or {}).items():
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise SettingsError(f"{path}: api_keys.{name}: expected {{sha256: the key's SHA-256 in hex}}")
+        api_keys[str(name)] = digest.lower()
+    return IdentitySettings(identities, oidc, api_keys)
