@@ -20,7 +20,8 @@ from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.schema import create_stage_tables_sql
 from relops_pipeline_tests.procs import TIMEOUT_SCALE_ENV, popen, reap, scaled, spawned, timeout_scale
 
-__all__ = ["FIXTURES", "TIMEOUT_SCALE_ENV", "popen", "reap", "run_cli", "scaled", "spawned", "timeout_scale"]
+__all__ = ["FIXTURES", "TIMEOUT_SCALE_ENV", "let_os_user_act_as", "popen", "reap", "run_cli", "scaled", "spawned",
+           "timeout_scale"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -128,12 +129,32 @@ def run_cli(capsys, home: Path, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def let_os_user_act_as(home: Path, *labels: str) -> None:
+    """Let the operating-system user running the tests act as these labels (`identities` in the
+    home's relops.yaml, lib/identity.py): tests play several people from one account."""
+    import yaml
+
+    from relops_pipeline.lib.identity import os_principal
+
+    settings = home / "relops.yaml"
+    doc = yaml.safe_load(settings.read_text()) or {}
+    identities = doc.setdefault("identities", {}) or {}
+    for label in labels:
+        users = identities.setdefault(label, {}).setdefault("os_users", [])
+        if os_principal().subject not in users:
+            users.append(os_principal().subject)
+    doc["identities"] = identities
+    settings.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 @pytest.fixture
 def make_cli_home(tmp_path, monkeypatch):
     """A factory for a `relops init` home under tmp_path with only the support-triage workflow
     (`workflow_yaml`) and its suite v1 (`suite_v1_yaml`): the example home's demo suites and
-    releases are removed. RELOPS_HOME and DAGSTER_HOME point at it."""
+    releases are removed; the OS user may act as the workflow's owner, delegates and on-call.
+    RELOPS_HOME and DAGSTER_HOME point at it."""
     from relops_pipeline.cli import main
+    from relops_pipeline.lib.workflows import Roles
 
     def make(workflow_yaml: str, suite_v1_yaml: str) -> Path:
         h = tmp_path / "home"
@@ -143,6 +164,7 @@ def make_cli_home(tmp_path, monkeypatch):
         for d in ("suites", "releases"):
             shutil.rmtree(h / d, ignore_errors=True)
         (h / "workflows" / "support-triage.yaml").write_text(workflow_yaml)
+        let_os_user_act_as(h, *(Roles.of_text(workflow_yaml) or Roles()).operators)
         (h / "suites" / "support-triage").mkdir(parents=True)
         (h / "suites" / "support-triage" / "v1.yaml").write_text(suite_v1_yaml)
         return h

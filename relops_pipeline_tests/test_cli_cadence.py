@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from relops_pipeline.cli import EXIT_BAD_INPUT, main
+from relops_pipeline.lib.identity import os_principal
 from relops_pipeline.lib.warehouse import open_warehouse
 
 WEEK = "2026-11-16"
+ME = os_principal().name  # who runs the tests: the actor of refusals
 
 
 def cli(capsys, home, *argv):
@@ -100,8 +102,9 @@ def test_incident_traces_become_a_suite_version_the_backfill_evaluates(world, ca
     assert not (home / "suites" / "doc-qa" / "v2.yaml").exists()  # nothing changes before acceptance
 
     # Only the workflow's owner or a delegate may accept; a refusal is recorded.
+    # --by is only a label: the OS user running the tests may not act as mallory.
     code, _, err = cli(capsys, home, "suite", "accept", draft["proposal_id"], "--by", "mallory")
-    assert code == EXIT_BAD_INPUT and "mallory may not accept suite proposals for doc-qa" in err
+    assert code == EXIT_BAD_INPUT and f"{ME} may not accept suite proposals for doc-qa as mallory" in err
     out = cli_json(capsys, home, "suite", "accept", draft["proposal_id"], "--by", "li.wei",
                    "--reason", "cases from the incidents", "--backfill", "in-process")
     assert out["version"] == "v2" and out["cases_added"] == len(cases)
@@ -114,7 +117,7 @@ def test_incident_traces_become_a_suite_version_the_backfill_evaluates(world, ca
                              [draft["proposal_id"]]).fetchall()
     v1_cases = 85
     assert runs == [("doc-qa--v2.3.0", "v2", v1_cases + len(cases)), ("doc-qa--v2.4.0", "v2", v1_cases + len(cases))]
-    assert events == [("refused", "mallory"), ("proposal_accepted", "li.wei")]
+    assert events == [("refused", ME), ("proposal_accepted", "li.wei")]  # the refusal names the real principal
     assert status == [("accepted", "li.wei", "v2")]
     code, out, err = cli(capsys, home, "gate", "doc-qa", "v2.4.0", "--baseline", "v2.3.0", "--suite-version", "v2")
     # No longer SHIP: must-pass cases made from its own canary incident fail (BLOCK when they fail
@@ -232,7 +235,7 @@ def test_threshold_and_alert_rule_proposals_need_an_approver_and_change_nothing_
                                       payload={"rules": quieter}, base_version=str(rules.version)).proposal_id
     # Nothing changed by proposing; a non-approver is refused (recorded with what was asked).
     code, _, err = cli(capsys, world, "thresholds", "accept", ratchet, "--by", "mallory")
-    assert code == EXIT_BAD_INPUT and "mallory may not accept thresholds proposals" in err
+    assert code == EXIT_BAD_INPUT and f"{ME} may not accept thresholds proposals for doc-qa as mallory" in err
     out = cli_json(capsys, world, "thresholds", "accept", ratchet, "--by", "ana.lopez", "--reason", "stable for a month")
     assert out["version"] == th.version + 1
     code, _, err = cli(capsys, world, "thresholds", "accept", ratchet, "--by", "li.wei")
@@ -248,6 +251,6 @@ def test_threshold_and_alert_rule_proposals_need_an_approver_and_change_nothing_
             "SELECT kind, actor, reason FROM events WHERE kind IN ('refused', 'thresholds_version', 'proposal_accepted', "
             "'proposal_rejected') AND seq > (SELECT max(seq) FROM events WHERE kind = 'alert_rules_version') "
             "ORDER BY seq").fetchall()
-    assert [(k, a) for k, a, _r in events][-4:] == [("refused", "mallory"), ("thresholds_version", "ana.lopez"),
+    assert [(k, a) for k, a, _r in events][-4:] == [("refused", ME), ("thresholds_version", "ana.lopez"),
                                                     ("proposal_accepted", "ana.lopez"), ("proposal_rejected", "li.wei")]
     assert ratchet in events[-4][2]  # the refusal names what was asked

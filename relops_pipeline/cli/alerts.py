@@ -11,6 +11,7 @@ from relops_pipeline.cli.common import (
     CliError,
     CommandResult,
     Commands,
+    add_by,
     get_workflow,
     plain_table,
     positive_int,
@@ -117,5 +118,5 @@ def register(add: Commands) -> None:
     for verb, fn in (("accept", cmd_alerts_accept), ("reject", cmd_alerts_reject)):
         p = alerts(verb, fn, f"{verb} an alert-rule calibration proposal as the workflow's owner or a delegate")
         p.add_argument("proposal_id", metavar="PROPOSAL")
-        p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
+        add_by(p, "the owner or a delegate")
         p.add_argument("--reason", default=None, help="why (needed to reject)")

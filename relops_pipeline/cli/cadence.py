@@ -17,7 +17,9 @@ from relops_pipeline.cli.common import (
     CliError,
     CommandResult,
     Commands,
-    default_actor,
+    act_as,
+    add_by,
+    authorized_actor,
     get_workflow,
     materialize_or_fail,
     plain_table,
@@ -49,19 +51,11 @@ def _week_arg(value: str | None) -> dt.date:
     return monday
 
 
-def require_approver(con, wf, by: str | None, request: str, asked: str | None = None) -> str:
-    """`by` must be the workflow's owner or a delegate; a refusal is recorded as an event
-    (with what was asked, when given)."""
-    from relops_pipeline.lib import audit
-
-    if not by:
-        raise CliError(f"{request} needs --by NAME (the workflow's owner or a delegate)")
-    if by not in wf.approvers:
-        why = f"{by} may not {request} for {wf.name}: approvers are {', '.join(wf.approvers) or 'nobody (set an owner)'}"
-        audit.append_event(con, kind=audit.KIND_REFUSED, actor=by, reason=why + (f" (asked: {asked})" if asked else ""),
-                           workflow=wf.name, payload={"request": request})
-        raise CliError(why)
-    return by
+def require_approver(con, home: Home, wf, by: str | None, request: str, asked: str | None = None,
+                     action: str = "proposals") -> str:
+    """The label of the workflow's owner or delegate (in force) the principal acts as (--by, or
+    the first it may use); a refusal is recorded, with the real principal and what was asked."""
+    return authorized_actor(con, home, wf, action, request=f"{request} for {wf.name}", by=by, asked=asked)
 
 
 def cmd_memo(args) -> CommandResult:
@@ -128,7 +122,7 @@ def cmd_review_sample(args) -> CommandResult:
 
 
 def cmd_review_import(args) -> CommandResult:
-    """review import FILE [--by NAME] [--open-incidents]: load the labels back (failures open
+    """review import FILE [--by LABEL] [--open-incidents]: load the labels back (failures open
     incidents, one per workflow and release, only when asked: the reviewer decides)."""
     from relops_pipeline.lib.review import ReviewImportError, import_review_labels
 
@@ -137,8 +131,9 @@ def cmd_review_import(args) -> CommandResult:
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     with read_warehouse(home) as con:
+        reviewer = act_as(home, args.by, request=f"import review labels from {path.name}", con=con) if args.by else None
         try:
-            out = import_review_labels(con, path, reviewer_default=args.by, open_incidents=args.open_incidents)
+            out = import_review_labels(con, path, reviewer_default=reviewer, open_incidents=args.open_incidents)
         except ReviewImportError as exc:
             raise CliError(str(exc)) from None
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in out.items() if isinstance(v, int))
@@ -157,8 +152,9 @@ def cmd_incident_open(args) -> CommandResult:
         get_workflow(home, args.workflow)
         started = _time_arg(args.started_at)
         links = {"traces": list(args.trace)} if args.trace else {}
-        row = inc.open_incident(con, args.workflow, args.release, args.title, "manual", args.by or default_actor(), links,
-                                started_at=started)
+        by = act_as(home, args.by, request=f"open an incident of {args.workflow}", con=con, workflow=args.workflow,
+                    asked=args.title)
+        row = inc.open_incident(con, args.workflow, args.release, args.title, "manual", by, links, started_at=started)
     verb = "opened" if row.get("created") else "already open as"
     return CommandResult(row, f"{verb} {row['incident_id']}: {row['title']}")
 
@@ -188,11 +184,12 @@ def cmd_incident_show(args) -> CommandResult:
 
 
 def cmd_incident_close(args) -> CommandResult:
-    """incident close ID --resolution TEXT [--by NAME]"""
+    """incident close ID --resolution TEXT [--by LABEL]"""
     from relops_pipeline.lib import incidents as inc
 
-    by = args.by or default_actor()
-    with read_warehouse(Home.resolve(args.home)) as con, _incident_errors():
+    home = Home.resolve(args.home)
+    with read_warehouse(home) as con, _incident_errors():
+        by = act_as(home, args.by, request=f"close incident {args.incident_id}", con=con, asked=args.resolution)
         row = inc.close_incident(con, args.incident_id, closed_by=by, resolution=args.resolution)
     return CommandResult(row, f"closed {row['incident_id']} ({by}): {row['resolution']}")
 
@@ -294,7 +291,7 @@ def _proposals_list(home: Home, *, kind: str | None, workflow: str | None, statu
     drafts = [p for p in rows if p["status"] == "draft"]
     for p in drafts:
         lines.append(f"  read: {p['report_path'] or 'relops proposals show ' + p['proposal_id']}")
-        lines.append(f"  accept: relops {accept[p['kind']]} {p['proposal_id']} --by NAME")
+        lines.append(f"  accept: relops {accept[p['kind']]} {p['proposal_id']} [--by LABEL]")
     return CommandResult({"proposals": rows}, "\n".join(lines))
 
 
@@ -308,7 +305,7 @@ def accept_or_reject(home: Home, kind: str, proposal_id: str, *, action: str, by
         if p is None or p["kind"] != kind:
             raise CliError(f"no {kind} proposal {proposal_id!r}: `relops proposals --kind {kind}` lists them")
         wf = get_workflow(home, p["workflow"])
-        by = require_approver(con, wf, by, f"{action} {kind} proposals", asked=proposal_id)
+        by = require_approver(con, home, wf, by, f"{action} {kind} proposals", asked=proposal_id)
         try:
             if action == "reject":
                 if not reason:
@@ -382,12 +379,12 @@ def register(add: Commands) -> None:
     p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
     p.add_argument("--full", action="store_true", help="print the whole memo (markdown)")
 
-    review = add.group("review", "the weekly review: review sample [--week D] | review import FILE [--by NAME] [--open-incidents]")
+    review = add.group("review", "the weekly review: review sample [--week D] | review import FILE [--by LABEL] [--open-incidents]")
     p = review("sample", cmd_review_sample, "draw and write the week's review sheet (through Dagster)")
     p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
     p = review("import", cmd_review_import, "load a filled-in review sheet's labels back")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--by", default=None, help="the reviewer for rows that name none")
+    add_by(p, "the reviewer of rows that name none")
     p.add_argument("--open-incidents", action="store_true",
                    help="open an incident per workflow and release with failures, linked to their traces")
 
@@ -398,7 +395,7 @@ def register(add: Commands) -> None:
     p.add_argument("--title", required=True)
     p.add_argument("--trace", action="append", default=[], metavar="TRACE_ID", help="link a trace (repeatable)")
     p.add_argument("--started-at", default=None, metavar="YYYY-MM-DDTHH:MM", help="when the problem began (UTC)")
-    p.add_argument("--by", default=None, help="who (default: $USER)")
+    add_by(p)
     p = incident("list", cmd_incident_list, "list the open incidents (--all: closed ones too)")
     p.add_argument("--workflow", default=None)
     p.add_argument("--all", action="store_true", help="closed ones too")
@@ -408,7 +405,7 @@ def register(add: Commands) -> None:
     p = incident("close", cmd_incident_close, "close an incident with its resolution")
     p.add_argument("incident_id", metavar="INCIDENT_ID")
     p.add_argument("--resolution", required=True)
-    p.add_argument("--by", default=None, help="who (default: $USER)")
+    add_by(p)
 
     p = add("propose", cmd_propose, "make this month's proposals now for every workflow: suite cases from incidents, "
                                     "threshold ratchets, alert calibration (drafts until accepted)")

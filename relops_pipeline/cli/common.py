@@ -289,9 +289,71 @@ def read_warehouse(home: Home):
     return open_warehouse(home.warehouse_path)
 
 
-def default_actor() -> str:
-    """Who runs the command when --by names nobody: $USER."""
-    return os.environ.get("USER") or "unknown"
+def add_by(p: argparse.ArgumentParser, who_may: str | None = None) -> None:
+    """--by LABEL: only a label, accepted when relops.yaml's identities let the principal use it
+    (lib/identity.py); `who_may`: which roles the command needs."""
+    p.add_argument("--by", default=None, metavar="LABEL",
+                   help="act as this label, one relops.yaml's identities let you use (default: your own)"
+                        + (f"; {who_may}" if who_may else ""))
+
+
+def record_workflow_changes(con, home: Home) -> None:
+    """Record every workflow file that changed since its last recorded version (an event with
+    its diff; lib/workflows.py), as the principal running this command."""
+    from relops_pipeline.lib.workflows import record_workflow_configs
+
+    principal, _ = who(home)
+    record_workflow_configs(con, home.workflows_dir, actor=principal.name)
+
+
+def who(home: Home):
+    """(the principal running this command, the home's identity settings): the OS user, or the
+    CI identity of $RELOPS_OIDC_TOKEN (lib/identity.py); a token that does not verify or bad
+    settings are a CliError (exit 3), never a fallback."""
+    from relops_pipeline.lib.identity import IdentityError, current_principal
+    from relops_pipeline.lib.settings import SettingsError, load_identity_settings
+
+    try:
+        settings = load_identity_settings(home.settings_file)
+        return current_principal(settings), settings
+    except (IdentityError, SettingsError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def act_as(home: Home, by: str | None, *, request: str, con=None, workflow: str | None = None,
+           asked: str | None = None) -> str:
+    """The label a state-changing command acts as: --by when the principal may act as it, else
+    the principal's own label. A refusal is recorded (actor: the real principal) in the
+    warehouse (`con`, else opened here) and raised as a CliError (exit 3)."""
+    from relops_pipeline.lib.identity import AuthorizationRefused, actor_label, record_refusal
+
+    principal, settings = who(home)
+    try:
+        return actor_label(principal, settings, by, request=request)
+    except AuthorizationRefused as exc:
+        if con is not None:
+            record_refusal(con, principal, exc, request=request, by=by, workflow=workflow, asked=asked)
+        else:
+            from relops_pipeline.lib.warehouse import open_warehouse
+
+            with open_warehouse(home.warehouse_path) as own:
+                record_refusal(own, principal, exc, request=request, by=by, workflow=workflow, asked=asked)
+        raise CliError(str(exc)) from None
+
+
+def authorized_actor(con, home: Home, wf, action: str, *, request: str, by: str | None, asked: str | None = None,
+                     release_key: str | None = None) -> str:
+    """The label the principal takes `action` on the workflow as (lib/identity.authorize_request:
+    changed workflow files are recorded first, the roles in force decide); a refusal is recorded
+    and raised as a CliError (exit 3)."""
+    from relops_pipeline.lib.identity import AuthorizationRefused, authorize_request
+
+    principal, settings = who(home)
+    try:
+        return authorize_request(con, home.workflows_dir, wf, principal, settings, action, request=request, by=by,
+                                 asked=asked, release_key=release_key)
+    except AuthorizationRefused as exc:
+        raise CliError(str(exc)) from None
 
 
 def get_workflow(home: Home, name: str):

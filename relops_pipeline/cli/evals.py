@@ -12,14 +12,18 @@ from relops_pipeline.cli.common import (
     CliError,
     CommandResult,
     Commands,
+    act_as,
+    add_by,
     add_release_partition,
+    authorized_actor,
     dagster_defs,
     dagster_instance,
-    default_actor,
     get_workflow,
     get_workflow_release,
     materialize_or_fail,
     positive_int,
+    read_warehouse,
+    record_workflow_changes,
     release_partitions,
 )
 from relops_pipeline.lib.home import Home
@@ -45,6 +49,63 @@ def cmd_workflow_add(args) -> CommandResult:
         raise CliError(str(exc)) from None
     return CommandResult({"workflow": args.name, "path": str(path)},
                          f"workflow {args.name} written to {path} (edit its runner and scorers)")
+
+
+def _roles_text(roles) -> str:
+    return (f"owner {roles.owner or '-'}, delegates {', '.join(roles.delegates) or '-'}, "
+            f"on call {', '.join(roles.on_call) or '-'}")
+
+
+def cmd_workflow_show(args) -> CommandResult:
+    """workflow show NAME: the roles in the file, the roles in force, and a change of roles that
+    waits for acceptance (with the diff of its file), once the file is recorded."""
+    from relops_pipeline.lib.workflows import recorded_configs, roles_in_force
+
+    home = Home.resolve(args.home)
+    wf = get_workflow(home, args.name)
+    with read_warehouse(home) as con:
+        record_workflow_changes(con, home)
+        recorded = recorded_configs(con, wf.name).get(wf.name)
+        in_force = roles_in_force(con, wf)
+        history = [{k: e[k] for k in ("seq", "ts", "kind", "actor", "reason")} | {"hash": (e["payload"] or {}).get("hash")}
+                   for e in workflow_config_events(con, wf.name)]
+    pending = recorded is not None and recorded.pending
+    lines = [f"{wf.name} ({wf.path})", f"  in the file  {_roles_text(wf.roles)}", f"  in force     {_roles_text(in_force)}"]
+    if pending:
+        lines.append(f"  pending: a change of roles waits for an approver: relops workflow accept {wf.name} --reason TEXT")
+    lines += [f"  {e['seq']:>6}  {e['ts']:%Y-%m-%d %H:%M}  {e['kind']:<25} {e['actor']}: {e['reason']}" for e in history[-10:]]
+    return CommandResult({"workflow": wf.name, "roles": wf.roles.as_dict(), "in_force": in_force.as_dict(),
+                          "pending": pending, "history": history}, "\n".join(lines))
+
+
+def workflow_config_events(con, name: str) -> list[dict[str, Any]]:
+    """The workflow's recorded versions and acceptances, oldest first."""
+    from relops_pipeline.lib import audit
+    from relops_pipeline.lib.workflows import CONFIG_KINDS
+
+    return sorted((e for kind in CONFIG_KINDS for e in audit.list_events(con, workflow=name, kind=kind)),
+                  key=lambda e: e["seq"])
+
+
+def cmd_workflow_accept(args) -> CommandResult:
+    """workflow accept NAME --reason TEXT [--by LABEL]: put the roles of the workflow file in
+    force, as an approver under the roles in force now."""
+    from relops_pipeline.lib.workflows import accept_workflow_config, recorded_configs
+
+    home = Home.resolve(args.home)
+    wf = get_workflow(home, args.name)
+    with read_warehouse(home) as con:
+        by = authorized_actor(con, home, wf, "accept_config", request=f"accept the roles of {wf.name}'s file",
+                              by=args.by, asked=args.reason)
+        recorded = recorded_configs(con, wf.name).get(wf.name)
+        event = accept_workflow_config(con, wf.name, actor=by, reason=args.reason)
+    if event is None or recorded is None:
+        return CommandResult({"workflow": wf.name, "accepted": False}, f"{wf.name}: no change of roles waits for acceptance")
+    diff = (event["payload"] or {}).get("roles_diff", {})
+    return CommandResult({"workflow": wf.name, "accepted": True, "event_seq": event["seq"], "roles_diff": diff,
+                          "in_force": wf.roles.as_dict()},
+                         f"{by} accepted the roles of {wf.name} (event {event['seq']}): {_roles_text(wf.roles)}\n"
+                         f"  was: {_roles_text(recorded.in_force)}")
 
 
 def _eval_run(home: Home, run_id: str) -> EvalRunSummary | None:
@@ -101,17 +162,18 @@ def cmd_release_register(args) -> CommandResult:
         tmp = dest.with_suffix(".yaml.tmp")
         tmp.write_text(f"# registered from {Path(args.file).resolve()}\n" + yaml.safe_dump(manifest.content(), sort_keys=False))
         tmp.replace(dest)
-    return register_release(home, manifest, by=args.by, run_eval=not args.no_eval)
+    by = act_as(home, args.by, request=f"register {manifest.release_key}", workflow=manifest.workflow)
+    return register_release(home, manifest, by=by, run_eval=not args.no_eval)
 
 
-def register_release(home: Home, manifest, *, by: str | None, run_eval: bool = True) -> CommandResult:
+def register_release(home: Home, manifest, *, by: str, run_eval: bool = True) -> CommandResult:
     """Add the release's partition and record it (and run its eval) through Dagster."""
     from relops_pipeline.lib.evals.store import get_release
     from relops_pipeline.lib.warehouse import open_warehouse
 
     key = manifest.release_key
     add_release_partition(home, key)
-    tags = {"relops/registered_by": by or default_actor()}
+    tags = {"relops/registered_by": by}
     result = materialize_or_fail(home, RELEASE_EVAL if run_eval else RELEASE_MANIFEST,
                                  what="release eval" if run_eval else "release manifest", partition_key=key, tags=tags)
     with open_warehouse(home.warehouse_path) as con:
@@ -139,7 +201,7 @@ def cmd_suite_validate(args) -> CommandResult:
 
 
 def cmd_suite_accept(args) -> CommandResult:
-    """suite accept PROPOSAL --by NAME [--backfill daemon|in-process|none]: the new suite
+    """suite accept PROPOSAL [--by LABEL] [--backfill daemon|in-process|none]: the new suite
     version, then the eval backfill over every release of the workflow on it."""
     home = Home.resolve(args.home)
     out = accept_or_reject(home, "suite", args.proposal_id, action="accept", by=args.by, reason=args.reason)
@@ -150,7 +212,7 @@ def cmd_suite_accept(args) -> CommandResult:
 
 
 def cmd_suite_reject(args) -> CommandResult:
-    """suite reject PROPOSAL --by NAME --reason TEXT"""
+    """suite reject PROPOSAL [--by LABEL] --reason TEXT"""
     return accept_or_reject(Home.resolve(args.home), "suite", args.proposal_id, action="reject", by=args.by, reason=args.reason)
 
 
@@ -268,29 +330,37 @@ def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
 
 def register(add: Commands) -> None:
     """Register workflow, release, suite and eval (and their verbs) on the `relops` parser."""
-    workflow = add.group("workflow", "workflows: relops workflow add NAME [--owner NAME]")
+    workflow = add.group("workflow", "workflows: relops workflow add NAME [--owner LABEL] | show NAME | "
+                                     "accept NAME --reason TEXT")
     p = workflow("add", cmd_workflow_add, "add a workflow's configuration, defaults spelled out")
     p.add_argument("name")
     p.add_argument("--owner", default=None)
+    p = workflow("show", cmd_workflow_show, "show a workflow's roles: in its file, in force, and a change waiting for acceptance")
+    p.add_argument("name")
+    p = workflow("accept", cmd_workflow_accept, "put a change of the workflow file's roles (owner, delegates, on_call) "
+                                                "in force, as an approver under the roles in force now")
+    p.add_argument("name")
+    p.add_argument("--reason", required=True)
+    add_by(p, "the owner or a delegate in force now")
 
     release = add.group("release", "releases: relops release register FILE")
     p = release("register", cmd_release_register, "register a release manifest (and run its eval through Dagster)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--by", default=None, help="who registers it (default: $USER)")
+    add_by(p)
     p.add_argument("--no-eval", action="store_true", help="record the release without running its eval")
 
-    suite = add.group("suite", "suite validate PATH | suite accept PROPOSAL --by NAME | suite reject PROPOSAL --by NAME --reason T")
+    suite = add.group("suite", "suite validate PATH | suite accept PROPOSAL [--by LABEL] | suite reject PROPOSAL [--by LABEL] --reason T")
     p = suite("validate", cmd_suite_validate, "validate a suite file or folder: every problem, as file:case:field: message")
     p.add_argument("path", metavar="PATH")
     p = suite("accept", cmd_suite_accept, "accept a suite proposal (a new suite version), then evaluate every release on it")
     p.add_argument("proposal_id", metavar="PROPOSAL")
-    p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
+    add_by(p, "the owner or a delegate")
     p.add_argument("--reason", default=None)
     p.add_argument("--backfill", default="daemon", choices=["daemon", "in-process", "none"],
                    help="evaluate every release on the new version (default: a Dagster backfill)")
     p = suite("reject", cmd_suite_reject, "reject a suite proposal")
     p.add_argument("proposal_id", metavar="PROPOSAL")
-    p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
+    add_by(p, "the owner or a delegate")
     p.add_argument("--reason", default=None, help="why (needed)")
 
     evals = add.group("eval", "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W",

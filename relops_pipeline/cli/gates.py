@@ -3,7 +3,6 @@ hash-chained audit log and versioned gate thresholds."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,9 @@ from relops_pipeline.cli.common import (
     CliError,
     CommandResult,
     Commands,
+    act_as,
+    add_by,
+    authorized_actor,
     get_workflow,
     get_workflow_release,
     materialize,
@@ -63,7 +65,7 @@ def cmd_gate(args) -> CommandResult:
             manifest = load_manifest(path)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        register_release(home, manifest, by=os.environ.get("USER"), run_eval=not args.suite_version)
+        register_release(home, manifest, by=act_as(home, None, request=f"register {key}"), run_eval=not args.suite_version)
         if args.suite_version:
             materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags={"relops/suite_version": args.suite_version})
     else:
@@ -105,16 +107,20 @@ def cmd_gate(args) -> CommandResult:
 def cmd_approve(args) -> CommandResult:
     from relops_pipeline.lib.gates.service import GateError, approve
     from relops_pipeline.lib.warehouse import open_warehouse
+    from relops_pipeline.lib.workflows import roles_in_force
 
     home = Home.resolve(args.home)
     wf, key = get_workflow_release(home, args.workflow, args.version)
     with open_warehouse(home.warehouse_path) as con:
+        action, request = ("override", f"override the BLOCK of {key}") if args.override else ("approve", f"approve {key}")
+        by = authorized_actor(con, home, wf, action, request=request, by=args.by, asked=args.reason, release_key=key)
         try:
-            out = approve(con, key, approvers=wf.approvers, by=args.by, reason=args.reason, override=args.override)
+            out = approve(con, key, approvers=list(roles_in_force(con, wf).approvers), by=by, reason=args.reason,
+                          override=args.override)
         except GateError as exc:
             raise CliError(str(exc)) from None
     word = "overrode the BLOCK of" if out["kind"] == "override" else "approved"
-    return CommandResult(out, f"{args.by} {word} {key} (event {out['event_seq']}): {args.reason}")
+    return CommandResult(out, f"{by} {word} {key} (event {out['event_seq']}): {args.reason}")
 
 
 def cmd_audit_head(args) -> CommandResult:
@@ -195,17 +201,17 @@ def cmd_thresholds_show(args) -> CommandResult:
 
 
 def cmd_thresholds_accept(args) -> CommandResult:
-    """thresholds accept PROPOSAL --by NAME: a ratchet proposal becomes the new version."""
+    """thresholds accept PROPOSAL [--by LABEL]: a ratchet proposal becomes the new version."""
     return accept_or_reject(Home.resolve(args.home), "thresholds", args.proposal_id, action="accept", by=args.by, reason=args.reason)
 
 
 def cmd_thresholds_reject(args) -> CommandResult:
-    """thresholds reject PROPOSAL --by NAME --reason TEXT"""
+    """thresholds reject PROPOSAL [--by LABEL] --reason TEXT"""
     return accept_or_reject(Home.resolve(args.home), "thresholds", args.proposal_id, action="reject", by=args.by, reason=args.reason)
 
 
 def cmd_thresholds_set(args) -> CommandResult:
-    """thresholds set WORKFLOW FILE --by NAME --reason TEXT: a new version, by an owner or delegate."""
+    """thresholds set WORKFLOW FILE [--by LABEL] --reason TEXT: a new version, by an owner or delegate."""
     import yaml
 
     from relops_pipeline.lib.gates.thresholds import record_thresholds
@@ -214,10 +220,10 @@ def cmd_thresholds_set(args) -> CommandResult:
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow)
     with open_warehouse(home.warehouse_path) as con:
-        require_approver(con, wf, args.by, "change the thresholds", asked=args.reason)
+        by = require_approver(con, home, wf, args.by, "change the thresholds", asked=args.reason, action="thresholds")
         try:
             mapping = yaml.safe_load(Path(args.file).read_text()) or {}
-            th = record_thresholds(con, wf.name, mapping, author=args.by, reason=args.reason)
+            th = record_thresholds(con, wf.name, mapping, author=by, reason=args.reason)
         except (ValueError, OSError) as exc:
             raise CliError(str(exc)) from None
     return CommandResult({"version": th.version}, f"thresholds of {wf.name} are now version {th.version} (by {th.author}: {th.reason})")
@@ -235,7 +241,7 @@ def register(add: Commands) -> None:
     p = add("approve", cmd_approve, "approve a REVIEW (or --override a BLOCK) as an owner or delegate")
     p.add_argument("workflow")
     p.add_argument("version")
-    p.add_argument("--by", required=True)
+    add_by(p, "the owner or a delegate")
     p.add_argument("--reason", required=True)
     p.add_argument("--override", action="store_true", help="ship a BLOCKed release anyway (recorded as an override)")
 
@@ -251,10 +257,10 @@ def register(add: Commands) -> None:
     p = thresholds("set", cmd_thresholds_set, "record a new version from a YAML file, as the workflow's owner or a delegate")
     p.add_argument("workflow")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--by", required=True)
+    add_by(p, "the owner or a delegate")
     p.add_argument("--reason", required=True)
     for verb, fn in (("accept", cmd_thresholds_accept), ("reject", cmd_thresholds_reject)):
         p = thresholds(verb, fn, f"{verb} a threshold proposal as the workflow's owner or a delegate")
         p.add_argument("proposal_id", metavar="PROPOSAL")
-        p.add_argument("--by", default=None, help="the workflow's owner or a delegate")
+        add_by(p, "the owner or a delegate")
         p.add_argument("--reason", default=None, help="why (needed to reject)")

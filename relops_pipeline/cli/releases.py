@@ -12,9 +12,9 @@ from relops_pipeline.cli.common import (
     CliError,
     CommandResult,
     Commands,
+    add_by,
     add_release_partition,
     dagster_instance,
-    default_actor,
     get_workflow,
     get_workflow_release,
     materialize,
@@ -23,6 +23,7 @@ from relops_pipeline.cli.common import (
     run_failure,
     run_followup,
     run_or_fail,
+    who,
 )
 from relops_pipeline.lib.home import Home
 
@@ -67,12 +68,14 @@ def cmd_rollout(args) -> CommandResult:
     from relops_pipeline.lib.results import from_json
 
     wf, key = get_workflow_release(home := Home.resolve(args.home), args.workflow, args.version)
-    by = args.by or default_actor()
-    # A refusal (the gate does not allow it, a non-approver's override) fails the run: bad input, exit 3.
+    principal, _ = who(home)
+    # A refusal (the gate does not allow it; someone who may not roll out, or override, or act
+    # as --by: authorized in the run, against the roles in force) fails the run: exit 3.
     result = run_or_fail(home, "registry_change_job", what=f"rollout of {key} to {args.stage}", code=EXIT_BAD_INPUT,
                          run_config={"ops": {"change_registry": {"config": {
                              "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
-                             "actor": by, "reason": args.reason, "override": bool(args.override)}}}})
+                             "actor": args.by or principal.name, "reason": args.reason, "override": bool(args.override),
+                             "principal_json": principal.to_json(), "by": args.by}}}})
     out = result.output_for_node("change_registry")
     res = from_json(TransitionResult, out)
     after, percent = res.after, res.after.canary_percent
@@ -88,10 +91,12 @@ def cmd_rollback(args) -> CommandResult:
 
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow)
-    by = args.by or default_actor()
+    principal, _ = who(home)
+    # Authorized in the run (owner, delegates, on-call; --by only as a label the principal may use).
     result = run_or_fail(home, "rollback_alert_job", what=f"rollback of {wf.name}", code=EXIT_BAD_INPUT,
                          run_config={"ops": {"rollback_or_alert": {"config": {
-                             "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": by, "to_release": args.to}}}})
+                             "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": args.by or principal.name,
+                             "to_release": args.to, "principal_json": principal.to_json(), "by": args.by}}}})
     out = _with_alert_status(home, result.output_for_node("rollback_or_alert"))
     r = from_json(FailureResponse, out)
     if r.decision == "none":
@@ -187,14 +192,14 @@ def register(add: Commands) -> None:
     p.add_argument("version")
     p.add_argument("--stage", required=True, choices=["shadow", "canary", "ramp", "full"])
     p.add_argument("--percent", type=percent, default=None, help="traffic share of canary or ramp (default: the policy's)")
-    p.add_argument("--by", default=None, help="who (default: $USER); --override needs an owner or delegate")
+    add_by(p, "needs the owner, a delegate or on-call (--override: the owner or a delegate)")
     p.add_argument("--reason", default="rollout")
     p.add_argument("--override", action="store_true", help="roll out although the gate does not allow it (recorded)")
     p = add("rollback", cmd_rollback, "roll a workflow back to its last known good release (or --to V)")
     p.add_argument("workflow")
     p.add_argument("--to", default=None)
     p.add_argument("--reason", required=True)
-    p.add_argument("--by", default=None)
+    add_by(p, "needs the owner, a delegate or on-call")
     p = add("canary", cmd_canary, "judge a release's canary against the live release; exit 1 when it fails (and act on it)")
     p.add_argument("workflow")
     p.add_argument("version")

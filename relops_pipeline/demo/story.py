@@ -33,6 +33,33 @@ from relops_pipeline.cli.releases import cmd_canary, workflow_status
 from relops_pipeline.demo.traces import generate_demo_traces, release_schedule
 from relops_pipeline.lib.home import Home
 
+# Who the story acts as: the example workflows' owners, delegates and on-call, and the reviewer.
+DEMO_WORKFLOWS = ("doc-qa", "support-triage")
+
+
+def let_the_story_play_its_people(home: Home) -> None:
+    """The story approves, accepts and reviews as the example's people, run by one OS user
+    (lib/identity.py). `relops init` maps them to that user; a home whose relops.yaml predates
+    identities gets the same entries appended (and says so); a home whose identities leave one
+    of them out is refused before any work, naming who is missing."""
+    import yaml
+
+    from relops_pipeline.lib.identity import may_act_as, os_principal
+    from relops_pipeline.lib.settings import load_identity_settings
+
+    me = os_principal()
+    people = sorted({p for w in DEMO_WORKFLOWS for p in get_workflow(home, w).roles.operators} | {DEMO_REVIEWER})
+    missing = [p for p in people if not may_act_as(me, p, load_identity_settings(home.settings_file))]
+    if not missing:
+        return
+    if "identities" in (yaml.safe_load(home.settings_file.read_text()) or {}):
+        raise CliError(f"the demo acts as {', '.join(missing)}, whom {home.settings_file}'s identities do not let "
+                       f"{me.name} act as: add them there, or run the demo in a new home")
+    with open(home.settings_file, "a", encoding="utf-8") as f:
+        f.write("\n# Added by `relops demo`: the story plays the example's people as the OS user who runs it.\n"
+                "identities:\n" + "".join(f"  {p}: {{os_users: [{json.dumps(me.subject)}]}}\n" for p in people))
+    print(f"      {home.settings_file}: {me.name} may act as {', '.join(people)} (identities added)", file=sys.stderr)
+
 
 @dataclass
 class StoryResult:
@@ -49,6 +76,7 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
     home = Home.resolve(home_arg)
     home.ensure()
     print(f"relops demo: home {home.root}", file=sys.stderr)
+    let_the_story_play_its_people(home)
     print("[1/7] generating the demo world's production traces ...", file=sys.stderr)
     # Outside landing/: the landing sensor of a later `make ui` must not ingest the world again.
     world = home.root / "demo-world"

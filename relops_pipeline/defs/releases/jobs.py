@@ -16,6 +16,7 @@ from relops_pipeline.defs.releases.metadata import (
     transition_registry_change,
 )
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
+from relops_pipeline.lib.identity import SERVICE_ACTOR
 from relops_pipeline.lib.results import to_json
 
 # Registry changes (rollbacks above all) take the next free warehouse slot before any other
@@ -33,8 +34,12 @@ class FailureConfig(dg.Config):
     check_evaluated_at: str | None = None  # ISO 8601 UTC: when the failing check was evaluated
     evidence_json: str = "{}"
     links_json: str = "{}"
-    actor: str = "relops"
+    actor: str = SERVICE_ACTOR  # automatic responses are relops' own (lib/identity.py)
     to_release: str | None = None  # manual rollback only
+    # A person's rollback (relops rollback): who asked (Principal.to_json) and as which label
+    # (--by); authorized here, against the workflow's roles in force, before anything changes.
+    principal_json: str | None = None
+    by: str | None = None
 
 
 @dg.op(pool=WAREHOUSE_POOL, tags=REGISTRY_FIRST)
@@ -53,10 +58,12 @@ def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, hom
     wf = load_workflow(home.home.workflows_dir, config.workflow)
     evaluated = datetime.fromisoformat(config.check_evaluated_at) if config.check_evaluated_at else None
     with warehouse.get_connection() as con:
+        actor = _authorized(con, home, wf, config.principal_json, "rollback", request=f"roll back {wf.name}",
+                            by=config.by, asked=config.reason) or config.actor
         handled = handle_failure(
             con, home.home, wf, release=config.release, trigger=config.trigger, reason=config.reason,
             check_evaluated_at=evaluated, evidence=json.loads(config.evidence_json), links=json.loads(config.links_json),
-            run_id=context.run.run_id, actor=config.actor, manual_to=config.to_release,
+            run_id=context.run.run_id, actor=actor, manual_to=config.to_release,
         )
     out = handled.response
     context.log.info(f"{config.workflow}: {out.decision} — {out.why}")
@@ -64,6 +71,21 @@ def rollback_or_alert(context: dg.OpExecutionContext, config: FailureConfig, hom
         report_registry_change(context, wf.name, out.release, rollback_registry_change(out))
     context.add_output_metadata(failure_output_metadata(handled, release=config.release))
     return to_json(out)
+
+
+def _authorized(con, home: RelopsHomeResource, wf, principal_json: str | None, action: str, *, request: str,
+                by: str | None, asked: str, release_key: str | None = None) -> str | None:
+    """The label a person's request acts as, once authorized (lib/identity.authorize_request:
+    a refusal is recorded, then raised and fails the run); None for a run that carries no
+    principal (relops' own automatic responses, the demo's story, a launch from the UI)."""
+    if not principal_json:
+        return None
+    from relops_pipeline.lib.identity import Principal, authorize_request
+    from relops_pipeline.lib.settings import load_identity_settings
+
+    return authorize_request(con, home.home.workflows_dir, wf, Principal.from_json(principal_json),
+                             load_identity_settings(home.home.settings_file), action, request=request, by=by,
+                             asked=asked, release_key=release_key)
 
 
 @dg.job(description="Act on a failed gate, canary or drift check (or a manual rollback): roll back by policy or "
@@ -99,6 +121,9 @@ class RegistryChangeConfig(dg.Config):
     actor: str
     reason: str
     override: bool = False
+    # A person's request (relops rollout): who asked and as which label; authorized here.
+    principal_json: str | None = None
+    by: str | None = None
 
 
 @dg.op(pool=WAREHOUSE_POOL, tags=REGISTRY_FIRST)
@@ -107,19 +132,25 @@ def change_registry(context: dg.OpExecutionContext, config: RegistryChangeConfig
     """Move a release to a rollout stage: refused unless its gate allows it (or an owner
     overrides, recorded); then the registry, its event and the pointer file, and the runbook.
     The output is the TransitionResult's JSON (lib/results.py: from_json(TransitionResult, output))."""
+    from relops_pipeline.lib.evals.model import release_key
     from relops_pipeline.lib.registry import transition
     from relops_pipeline.lib.runbook import write_runbook
     from relops_pipeline.lib.workflows import load_workflow
 
     wf = load_workflow(home.home.workflows_dir, config.workflow)
     with warehouse.get_connection() as con:
+        key = release_key(wf.name, config.release)
+        action, request = (("override", f"override the gate to roll out {key}") if config.override
+                           else ("rollout", f"roll out {key} to {config.stage}"))
+        actor = _authorized(con, home, wf, config.principal_json, action, request=request, by=config.by,
+                            asked=config.reason, release_key=key) or config.actor
         res = transition(con, home.home.registry_dir, wf.name, action=config.stage, release=config.release,
-                         percent=config.percent, actor=config.actor, reason=config.reason, override=config.override,
+                         percent=config.percent, actor=actor, reason=config.reason, override=config.override,
                          policy=wf)
         write_runbook(con, home.home, wf)
     if res.performed:
         report_registry_change(context, wf.name, config.release,
-                               transition_registry_change(res, stage=config.stage, actor=config.actor))
+                               transition_registry_change(res, stage=config.stage, actor=actor))
     context.add_output_metadata(transition_output_metadata(res, release=config.release, stage=config.stage))
     return to_json(res)
 
