@@ -1,18 +1,23 @@
 """The `relops` parser alone (no home, no Dagster run): the command lines of the README parse
-to the command they name, verbs are subcommands with their own arguments and help, and every
-command returns a CommandResult."""
+to the command they name, verbs are subcommands with their own arguments and help, every
+command returns a CommandResult, and a usage error anywhere exits 64 with one line (one JSON
+object under --json)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import json
 import shlex
+import subprocess
+import sys
 
 import pytest
 
-from relops_pipeline.cli import CommandResult, build_parser, main
-from relops_pipeline.cli.common import EXIT_BAD_INPUT
+from relops_pipeline.cli import EXIT_CODES, CommandResult, build_parser, main
+from relops_pipeline.cli.common import EXIT_BAD_INPUT, EXIT_USAGE, RelopsParser
+from relops_pipeline_tests.procs import scaled
 
 # (command line, the command function it runs, some of the parsed arguments)
 LINES = [
@@ -60,6 +65,8 @@ LINES = [
     ("proposals show ID", "cmd_proposals_show", {"proposal_id": "ID"}),
     ("readiness W", "cmd_readiness", {"workflow": "W"}),
     ("demo --scale 2", "cmd_demo", {"scale": 2.0}),
+    ("--json gate W V", "cmd_gate", {"workflow": "W", "json": True}),
+    ("--home H --json eval W V", "cmd_eval_run", {"home": "H", "json": True}),
 ]
 
 
@@ -97,7 +104,7 @@ def test_a_verb_group_lists_its_verbs_and_refuses_others(capsys):
     assert "verify" in _help(["audit", "--help"]) and "head" in _help(["audit", "--help"])
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["incident", "reopen", "X"])
-    assert exit_.value.code == 3 and "invalid choice: 'reopen'" in capsys.readouterr().err
+    assert exit_.value.code == EXIT_USAGE and "invalid choice: 'reopen'" in capsys.readouterr().err
 
 
 def test_commands_return_a_command_result(tmp_path, capsys):
@@ -114,3 +121,94 @@ def test_commands_return_a_command_result(tmp_path, capsys):
 
     result = cmd_workflow_add(argparse.Namespace(home=str(home), name="wf-c", owner=None))
     assert isinstance(result, CommandResult) and result.exit_code == 0 and result.data["workflow"] == "wf-c"
+
+
+# (command line, the parser that reports it, a fragment of its message): usage errors.
+USAGE_ERRORS = [
+    ("", "relops", "the following arguments are required: COMMAND"),
+    ("statuss W", "relops", "invalid choice: 'statuss'; did you mean 'status'?"),
+    ("gate W V --bogus", "relops gate", "unrecognized arguments: --bogus"),
+    ("gate W", "relops gate", "the following arguments are required: version"),
+    ("rollout W V", "relops rollout", "the following arguments are required: --stage"),
+    ("rollout W V --stage canry", "relops rollout", "invalid choice: 'canry' (choose from"),
+    ("rollout W V --stage canary --percent 250", "relops rollout", "expected a share above 0 and at most 100, got 250"),
+    ("eval run W V --samples zero", "relops eval run", "expected a whole number >= 1, got 'zero'"),
+    ("thresholds accept", "relops thresholds accept", "the following arguments are required: PROPOSAL"),
+    ("audit verify --nope", "relops audit verify", "unrecognized arguments: --nope"),
+    ("incident reopen X", "relops incident", "invalid choice: 'reopen'"),
+]
+
+
+def _usage_error(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("line,prog,fragment", USAGE_ERRORS, ids=[line or "(no command)" for line, _p, _f in USAGE_ERRORS])
+def test_a_usage_error_exits_64_with_one_line(line, prog, fragment, capsys):
+    code, out, err = _usage_error(shlex.split(line), capsys)
+    assert code == EXIT_USAGE and out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"{prog}: error: ") and fragment in err
+    assert err.rstrip("\n").endswith(f"(see `{prog} --help`)")
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+@pytest.mark.parametrize("line,prog,fragment", USAGE_ERRORS, ids=[line or "(no command)" for line, _p, _f in USAGE_ERRORS])
+def test_a_usage_error_under_json_is_one_json_object(line, prog, fragment, where, capsys):
+    argv = [*shlex.split(line), "--json"] if where == "after" else ["--json", *shlex.split(line)]
+    code, out, err = _usage_error(argv, capsys)
+    assert code == EXIT_USAGE and err == ""
+    assert out.count("\n") == 1, out
+    doc = json.loads(out)
+    assert doc["exit_code"] == EXIT_USAGE and doc["error"].startswith(f"{prog}: ") and fragment in doc["error"]
+
+
+def test_every_command_and_verb_is_a_relops_parser_and_refuses_an_unknown_option_with_64(capsys):
+    parsers = {(name,): p for name, p in _subcommands(build_parser()).items()}
+    parsers |= {(name, verb): v for (name,), p in list(parsers.items()) for verb, v in _subcommands(p).items()}
+    assert len(parsers) >= 45
+    for words, parser in parsers.items():
+        assert isinstance(parser, RelopsParser), words
+        if _subcommands(parser):
+            continue  # a command with verbs: its verbs are checked
+        code, out, err = _usage_error([*words, "--no-such-option"], capsys)
+        assert code == EXIT_USAGE and out == "" and err.count("\n") == 1, (words, err)
+        assert err.startswith(f"relops {' '.join(words)}: error: "), err
+
+
+def test_help_shows_the_exit_codes_and_exits_0():
+    text = _help(["--help"])
+    table = text[text.index("exit codes:") :]
+    for code, meaning in EXIT_CODES:
+        assert f"  {code:<4} {meaning.split()[0]}" in table
+    assert "64   usage error" in table and "3    bad input" in table
+    assert [c for c, _m in EXIT_CODES] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 64, 130]
+    assert _help(["thresholds", "accept", "--help"]).startswith("usage: relops thresholds accept")
+
+
+def test_usage_errors_exit_64_from_a_real_process():
+    cmd = [sys.executable, "-m", "relops_pipeline.cli"]
+    proc = subprocess.run([*cmd, "statuss"], capture_output=True, text=True, timeout=scaled(60))
+    assert proc.returncode == EXIT_USAGE and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "relops: error: argument COMMAND: invalid choice: 'statuss'; did you mean 'status'? (see `relops --help`)"
+    ]
+    proc = subprocess.run([*cmd, "--json", "audit", "verify", "--nope"], capture_output=True, text=True, timeout=scaled(60))
+    assert proc.returncode == EXIT_USAGE and proc.stderr == ""
+    assert json.loads(proc.stdout) == {
+        "error": "relops audit verify: unrecognized arguments: --nope",
+        "exit_code": EXIT_USAGE,
+        "help": "relops audit verify --help",
+    }
+    proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=scaled(60))
+    assert proc.returncode == 0 and "64   usage error" in proc.stdout
+
+
+def test_bad_input_found_by_a_command_stays_exit_3(tmp_path, capsys):
+    """The command line is fine; what it names is not: exit 3, not 64."""
+    code = main(["--home", str(tmp_path / "home"), "suite", "validate", str(tmp_path / "missing.yaml"), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == EXIT_BAD_INPUT and doc["exit_code"] == EXIT_BAD_INPUT

@@ -2,10 +2,8 @@
 
 Commands that compute or change state run through Dagster on the home's instance, so the UI
 shows the same history. Each prints a short human summary, or one JSON object with --json.
-Exit codes: 0 success; 1 and 2 are decisions (BLOCK, REVIEW; a failing canary); 3 bad input
-(unreadable path, unknown format, bad configuration); 4 a Dagster run failed; 5 no such home or
-warehouse yet; 6 the warehouse stayed held by a live run (retry); 7 `relops doctor` found
-problems; 130 interrupted. One module per domain registers its commands (common: the plumbing
+Exit codes: EXIT_CODES below, which `relops --help` shows (1 and 2 are decisions; a usage error
+is 64, never 0, 1 or 2). One module per domain registers its commands (common: the plumbing
 they share).
 """
 
@@ -26,23 +24,63 @@ from relops_pipeline.cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_TAMPERED,
+    EXIT_USAGE,
     CliError,
     CommandResult,
     Commands,
     RelopsParser,
 )
-from relops_pipeline.cli.runs import EXIT_INTERRUPTED
+from relops_pipeline.cli.doctor import EXIT_UNHEALTHY
+from relops_pipeline.cli.runs import EXIT_BUSY, EXIT_INTERRUPTED
 from relops_pipeline.lib.home import HOME_ENV
 
-__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "EXIT_NO_HOME", "CliError", "CommandResult", "build_parser", "main"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_BAD_INPUT",
+    "EXIT_RUN_FAILED",
+    "EXIT_NO_HOME",
+    "EXIT_USAGE",
+    "EXIT_CODES",
+    "CliError",
+    "CommandResult",
+    "build_parser",
+    "main",
+]
+
+# What `relops` exits with; `relops --help` shows it (README: the same table).
+EXIT_CODES = (
+    (EXIT_OK, "success (SHIP, a passing canary)"),
+    (1, "BLOCK, or a failing canary"),
+    (2, "REVIEW, or an inconclusive canary"),
+    (EXIT_BAD_INPUT, "bad input: an unreadable or invalid file, bad configuration, a refused --by, over a limit"),
+    (EXIT_RUN_FAILED, "a Dagster run failed"),
+    (EXIT_NO_HOME, "no such home or warehouse yet"),
+    (EXIT_BUSY, "the warehouse stayed held by a live run (retry, or relops doctor)"),
+    (EXIT_UNHEALTHY, "relops doctor found problems"),
+    (EXIT_TAMPERED, "refused: the event log, or a table it backs, was tampered with"),
+    (EXIT_USAGE, "usage error: unknown command or option, missing or invalid argument (EX_USAGE)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)"),
+)
+
+
+def _exit_codes_epilog() -> str:
+    import textwrap
+
+    rows = "\n".join(textwrap.fill(meaning, 79, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7) for code, meaning in EXIT_CODES)
+    return f"exit codes:\n{rows}\n\n`relops COMMAND --help`: a command's arguments (--json: one JSON object)."
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `relops` parser: each domain module registers its commands (and their verbs), in this order."""
     home_help = f"the relops home folder (default: ${HOME_ENV}, else ./data/home)"
-    parser = RelopsParser(prog="relops", description="Release operations for production LLM workflows.")
+    parser = RelopsParser(
+        prog="relops",
+        description="Release operations for production LLM workflows.",
+        epilog=_exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--home", default=None, help=home_help)
-    commands = Commands(parser.add_subparsers(dest="command", required=True), home_help)
+    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), home_help)
     for module in (ingest, evals, gates, drift, alerts, releases, doctor, cadence, demo):
         module.register(commands)
     return parser

@@ -6,6 +6,7 @@ costs over a second to import), the warehouse and the workflows' configuration.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ EXIT_BAD_INPUT = 3
 EXIT_RUN_FAILED = 4
 EXIT_NO_HOME = 5
 EXIT_TAMPERED = 8  # the event log, or a table it backs, was tampered with: nothing was changed
+EXIT_USAGE = 64  # EX_USAGE (sysexits.h): a bad command line; never 0, 1 or 2, the codes of decisions
 
 
 class CliError(Exception):
@@ -69,31 +71,98 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a number above 0")
 
 
+@dataclass
+class _CommandLine:
+    """The command line RelopsParser.parse_args is parsing: whether it asks for --json, and the
+    innermost command parser that parsed its part (it names the command in a usage error)."""
+
+    json: bool
+    innermost: str | None = None
+
+
+_COMMAND_LINE: contextvars.ContextVar[_CommandLine | None] = contextvars.ContextVar("relops_command_line", default=None)
+
+
 class RelopsParser(argparse.ArgumentParser):
     """An ArgumentParser whose verbs (a command's subcommands, see Commands.group) may come
     after the options, as in `relops audit --expect-head S:H verify`, and may have a default:
-    `relops eval W V` is `relops eval run W V`, `relops alerts` is `relops alerts list`."""
+    `relops eval W V` is `relops eval run W V`, `relops alerts` is `relops alerts list`.
+
+    A usage error (an unknown command, verb or option, a missing or invalid argument, a bad
+    choice, a value its type refuses), in any command or verb, exits 64 (EXIT_USAGE) with one
+    line on stderr, or one JSON object on stdout when the command line asks for --json."""
 
     verb_group = False  # set on the parser of a command with verbs
     default_verb: str | None = None
+
+    def parse_args(self, args=None, namespace=None):
+        import sys
+
+        argv = list(sys.argv[1:] if args is None else args)
+        before_dashes = argv[: argv.index("--")] if "--" in argv else argv
+        token = _COMMAND_LINE.set(_CommandLine(json="--json" in before_dashes))
+        try:
+            return super().parse_args(self._json_after_command(argv), namespace)
+        finally:
+            _COMMAND_LINE.reset(token)
 
     def parse_known_args(self, args=None, namespace=None):
         verbs = self._verbs() if self.verb_group else None
         if verbs is not None and args is not None:
             args = self._verb_first(list(args), verbs)
-        return super().parse_known_args(args, namespace)
+        parsed = super().parse_known_args(args, namespace)
+        line = _COMMAND_LINE.get()
+        if line is not None and line.innermost is None:  # the innermost parser returns first
+            line.innermost = self.prog
+        return parsed
 
     def error(self, message: str) -> NoReturn:
-        """A usage error exits 3 (bad input), never 2 (REVIEW); with --json it is one JSON object."""
+        """A usage error exits 64 (EX_USAGE), never 1 or 2 (BLOCK, REVIEW) nor 3 (bad input):
+        one line `PROG: error: MESSAGE (see `PROG --help`)` on stderr, or with --json one
+        JSON object on stdout."""
         import json
         import sys
 
-        if "--json" in sys.argv[1:]:
-            print(json.dumps({"error": f"{self.prog}: {message}", "exit_code": EXIT_BAD_INPUT}))
+        line = _COMMAND_LINE.get()
+        prog = self.prog
+        if message.startswith("unrecognized arguments") and line is not None and line.innermost:
+            prog = line.innermost  # reported by the top parser: name the command that refused them
+        message = " ".join(message.split())  # one line
+        wants_json = line.json if line is not None else "--json" in sys.argv[1:]
+        if wants_json:
+            print(json.dumps({"error": f"{prog}: {message}", "exit_code": EXIT_USAGE, "help": f"{prog} --help"}))
         else:
-            self.print_usage(sys.stderr)
-            print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
+            print(f"{prog}: error: {message} (see `{prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    def _check_value(self, action, value):
+        """An invalid choice names the closest choice; a long list of choices is left to --help."""
+        import difflib
+
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(c) for c in action.choices]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        listed = f" (choose from {', '.join(repr(c) for c in choices)})" if len(choices) <= 8 else ""
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r}{listed}{hint}")
+
+    def _json_after_command(self, argv: list[str]) -> list[str]:
+        """`relops --json CMD ...` is `relops CMD ... --json`: --json is an option of every command."""
+        commands = self._verbs()
+        if commands is None or "--json" not in argv:
+            return argv
+        takes_value = {opt for a in self._actions if a.nargs != 0 for opt in a.option_strings}
+        i = 0
+        while i < len(argv) and argv[i] not in commands.choices:
+            if argv[i] == "--":
+                return argv
+            i += 2 if argv[i] in takes_value else 1
+        if i >= len(argv) or "--json" not in argv[:i]:
+            return argv
+        before, after = [t for t in argv[:i] if t != "--json"], argv[i:]
+        cut = after.index("--") if "--" in after else len(after)
+        return [*before, *after[:cut], "--json", *after[cut:]]
 
     def _verbs(self) -> argparse._SubParsersAction | None:
         if self._subparsers is None:
@@ -115,7 +184,7 @@ class RelopsParser(argparse.ArgumentParser):
                 i += 2 if tok in takes_value and "=" not in tok else 1
                 continue
             if tok in verbs.choices:
-                return [tok, *args[:i], *args[i + 1:]]
+                return [tok, *args[:i], *args[i + 1 :]]
             break
         return [self.default_verb, *args] if self.default_verb else args
 
