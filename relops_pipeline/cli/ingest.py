@@ -128,9 +128,11 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
         summary["followups"] = "pending (interrupted)"
         summary.setdefault("signals_run_ids", [])
     except CliError as exc:
-        raise CliError(f"ingested {len(summary['files'])} files (committed, run {result.run_id}), but a follow-up failed: "
-                       f"{exc}\nthe follow-ups are pending: `relops doctor` shows them, `relops doctor --fix` redoes them",
-                       exc.code) from None
+        raise CliError(
+            f"ingested {len(summary['files'])} files (committed, run {result.run_id}), but a follow-up failed: "
+            f"{exc}\nthe follow-ups are pending: `relops doctor` shows them, `relops doctor --fix` redoes them",
+            exc.code,
+        ) from None
     if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
         raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
     return summary
@@ -142,13 +144,20 @@ def ingest_text(summary: dict) -> str:
     for f in summary["files"]:
         lines.append(
             f"{f['path']} [{f['format']}]: read {f['read']} = accepted {f['accepted']} + rejected {f['rejected']}"
-            f" + duplicates {f['duplicates']}" + (f" (no release: {f['unknown_release']})" if f["unknown_release"] else "")
+            f" + duplicates {f['duplicates']}"
+            + (f" (no release: {f['unknown_release']})" if f["unknown_release"] else "")
+            + (f" (kept with an anomaly, latency NULL: {f['anomalies']})" if f.get("anomalies") else "")
         )
     t = summary["totals"]
     lines.append(
         f"total: {len(summary['files'])} files, read {t['read']} = accepted {t['accepted']} + rejected {t['rejected']}"
         f" + duplicates {t['duplicates']}; spans without release: {t['unknown_release']}"
     )
+    if t.get("anomalies"):
+        lines.append(
+            f"{t['anomalies']} spans end before they start (clock skew) or report a negative latency: kept with "
+            "latency NULL and flagged (relops rejects --anomalies)"
+        )
     if summary.get("skipped"):
         lines.append(f"skipped {len(summary['skipped'])} documentation/metadata files")
     n = len(summary.get("signals_run_ids") or [])
@@ -156,11 +165,15 @@ def ingest_text(summary: dict) -> str:
     if summary.get("healed_days") and not summary.get("healing_failed"):
         lines.append(f"also recomputed {len(summary['healed_days'])} day(s) an earlier crash left stale")
     if summary.get("healing_failed"):
-        lines.append(f"could not recompute {len(summary['healed_days'])} stale day(s) an earlier crash left: "
-                     f"{summary['healing_failed']} (see `relops doctor`)")
+        lines.append(
+            f"could not recompute {len(summary['healed_days'])} stale day(s) an earlier crash left: "
+            f"{summary['healing_failed']} (see `relops doctor`)"
+        )
     if summary.get("followups", "done") != "done":
-        lines.append(f"follow-ups {summary['followups']}: the ingestion is committed; the next ingestion, the "
-                     "follow-ups sensor or `relops doctor --fix` redoes them")
+        lines.append(
+            f"follow-ups {summary['followups']}: the ingestion is committed; the next ingestion, the "
+            "follow-ups sensor or `relops doctor --fix` redoes them"
+        )
     return "\n".join(lines)
 
 
@@ -182,16 +195,14 @@ def cmd_status(args) -> CommandResult:
     with read_warehouse(home) as con:
         totals = con.execute(
             "SELECT count(*), count(DISTINCT trace_id), count(*) FILTER (WHERE NOT release_known), "
-            "min(start_time), max(start_time) FROM spans"
+            "min(start_time), max(start_time), count(*) FILTER (WHERE anomalies IS NOT NULL) FROM spans"
         ).fetchone()
         by_release = con.execute(
             "SELECT workflow, release, count(*) AS spans, count(DISTINCT start_time::DATE) AS days, "
             "min(start_time)::DATE AS first_day, max(start_time)::DATE AS last_day "
             "FROM spans GROUP BY ALL ORDER BY workflow, release"
         ).fetchall()
-        by_day = con.execute(
-            "SELECT start_time::DATE AS day, workflow, release, count(*) FROM spans GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
+        by_day = con.execute("SELECT start_time::DATE AS day, workflow, release, count(*) FROM spans GROUP BY ALL ORDER BY ALL").fetchall()
         rejects = con.execute("SELECT reason, count(*) FROM trace_rejects GROUP BY ALL ORDER BY 2 DESC, 1").fetchall()
         batches = con.execute(
             "SELECT count(*), coalesce(sum(records_read), 0), coalesce(sum(accepted), 0), coalesce(sum(rejected), 0), "
@@ -202,11 +213,11 @@ def cmd_status(args) -> CommandResult:
         "spans": totals[0],
         "traces": totals[1],
         "unknown_release_spans": totals[2],
+        "anomalous_spans": totals[5],
         "first_span": totals[3].isoformat() if totals[3] else None,
         "last_span": totals[4].isoformat() if totals[4] else None,
         "by_release": [
-            {"workflow": w, "release": r, "spans": n, "days": d, "first_day": str(a), "last_day": str(b)}
-            for w, r, n, d, a, b in by_release
+            {"workflow": w, "release": r, "spans": n, "days": d, "first_day": str(a), "last_day": str(b)} for w, r, n, d, a, b in by_release
         ],
         "by_day": [{"day": str(d), "workflow": w, "release": r, "spans": n} for d, w, r, n in by_day],
         "rejects_by_reason": [{"reason": r, "count": n} for r, n in rejects],
@@ -215,23 +226,70 @@ def cmd_status(args) -> CommandResult:
     lines = [
         f"warehouse {home.warehouse_path}",
         f"spans {out['spans']} in {out['traces']} traces, {out['first_span']} .. {out['last_span']};"
-        f" without release: {out['unknown_release_spans']}",
+        f" without release: {out['unknown_release_spans']}"
+        + (f"; kept with an anomaly: {out['anomalous_spans']} (relops rejects --anomalies)" if out["anomalous_spans"] else ""),
         f"ingested {out['ingest']['batches']} files: read {out['ingest']['read']} = accepted {out['ingest']['accepted']}"
         f" + rejected {out['ingest']['rejected']} + duplicates {out['ingest']['duplicates']}",
         "",
         f"{'workflow':<24} {'release':<28} {'spans':>9} {'days':>5}  first .. last",
     ]
     for r in out["by_release"]:
-        lines.append(f"{r['workflow'][:24]:<24} {r['release'][:28]:<28} {r['spans']:>9} {r['days']:>5}"
-                     f"  {r['first_day']} .. {r['last_day']}")
+        lines.append(
+            f"{r['workflow'][:24]:<24} {r['release'][:28]:<28} {r['spans']:>9} {r['days']:>5}  {r['first_day']} .. {r['last_day']}"
+        )
     if rejects:
         lines += ["", "rejects by reason:"] + [f"  {n:>7}  {r}" for r, n in rejects]
     lines.append("(per-day counts: relops status --json)")
     return CommandResult(out, "\n".join(lines))
 
 
+def _anomalies(home: Home, limit: int) -> CommandResult:
+    """The spans kept with an anomaly (latency NULL): file, line, trace and span, what is wrong."""
+    with read_warehouse(home) as con:
+        total = con.execute("SELECT count(*) FROM spans WHERE anomalies IS NOT NULL").fetchall()[0][0]
+        rows = con.execute(
+            "SELECT source_file, source_line, trace_id, span_id, workflow, release, anomalies, start_time, end_time, "
+            "date_diff('microsecond', end_time, start_time) / 1000.0, ingest_batch_id FROM spans "
+            "WHERE anomalies IS NOT NULL ORDER BY start_time, source_file, source_line, trace_id, span_id LIMIT ?",
+            [limit],
+        ).fetchall()
+    items = [
+        {
+            "source_file": f,
+            "source_line": ln,
+            "trace_id": t,
+            "span_id": sp,
+            "workflow": w,
+            "release": r,
+            "anomalies": list(a),
+            "start_time": st.isoformat(),
+            "end_time": en.isoformat() if en else None,
+            "ends_before_start_ms": skew if skew is not None and skew > 0 else None,
+            "batch_id": b,
+        }
+        for f, ln, t, sp, w, r, a, st, en, skew, b in rows
+    ]
+    lines = [
+        f"{total} spans kept with an anomaly (latency NULL, still counted as requests)"
+        + (f" (showing {len(items)})" if len(items) < total else "")
+    ]
+    for i in items:
+        what = ", ".join(
+            f"ends {i['ends_before_start_ms']:g} ms before it starts"
+            if a == "end_before_start" and i["ends_before_start_ms"]
+            else a.replace("_", " ")
+            for a in i["anomalies"]
+        )
+        lines.append(
+            f"{i['source_file']}:{i['source_line']}: trace {i['trace_id']} span {i['span_id']} ({i['workflow']}@{i['release']}): {what}"
+        )
+    return CommandResult({"total": total, "anomalies": items}, "\n".join(lines))
+
+
 def cmd_rejects(args) -> CommandResult:
     home = Home.resolve(args.home)
+    if getattr(args, "anomalies", False):
+        return _anomalies(home, args.limit)
     with read_warehouse(home) as con:
         total = con.execute("SELECT count(*) FROM trace_rejects").fetchone()[0]
         rows = con.execute(
@@ -258,5 +316,11 @@ def register(add: Commands) -> None:
     p.add_argument("--format", default=None, help="force a format instead of detecting it")
     p = add("status", cmd_status, "summarise the warehouse; with a WORKFLOW: live, canary, last known good, incidents, last drill")
     p.add_argument("workflow", nargs="?", default=None)
-    p = add("rejects", cmd_rejects, "list quarantined records with their reasons")
+    p = add("rejects", cmd_rejects, "list quarantined records with their reasons (--anomalies: spans kept with a flag)")
     p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument(
+        "--anomalies",
+        action="store_true",
+        help="list instead the spans that were kept but flagged (a span ending before it starts, a negative "
+        "latency): kept with latency NULL, counted as requests, left out of latency statistics",
+    )

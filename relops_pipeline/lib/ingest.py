@@ -5,6 +5,12 @@ Every input record ends as exactly one of: accepted (a new span or GenAI event),
 warehouse, or repeated within the file). `read = accepted + rejected + duplicates` holds for
 every file and is checked before commit. A file is ingested in one transaction: all of it or
 none of it. Ingesting the same file or span again adds nothing.
+
+A span whose times are wrong but whose identity is whole (it ends before it starts: clock skew
+between the hosts that stamped it; or its source reports a negative latency) is accepted, not
+rejected: it is kept with latency_ms NULL and its `anomalies` flagged (schema.span_anomalies_sql),
+counted per file (`anomalies`) and listed by `relops rejects --anomalies`. It still counts as a
+request everywhere; it only leaves the latency statistics.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import duckdb
 
 from relops_pipeline.lib.readers import detect_format, reader_for
 from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, UnreadableInput
-from relops_pipeline.lib.schema import UNKNOWN, create_stage_tables_sql
+from relops_pipeline.lib.schema import UNKNOWN, create_stage_tables_sql, span_anomalies_sql, span_latency_sql
 from relops_pipeline.lib.settings import IngestSettings
 from relops_pipeline.lib.timeutil import utc_naive
 from relops_pipeline.lib.warehouse import fetch_one
@@ -49,6 +55,8 @@ class FileResult:
     rejected: int = 0
     duplicates: int = 0
     unknown_release: int = 0
+    # accepted spans kept with a flag (ends before it starts, negative latency): latency NULL
+    anomalies: int = 0
     spans_accepted: int = 0
     events_accepted: int = 0
     batch_id: str | None = None
@@ -76,7 +84,7 @@ class IngestSummary:
 
     @property
     def totals(self) -> dict[str, int]:
-        keys = ("read", "accepted", "rejected", "duplicates", "unknown_release")
+        keys = ("read", "accepted", "rejected", "duplicates", "unknown_release", "anomalies")
         return {k: sum(getattr(f, k) for f in self.files) for k in keys}
 
     def days(self) -> list[date]:
@@ -193,6 +201,7 @@ def ingest_file(
         raise IngestError(str(exc)) from None
     _stage_prices(con, settings)
     cap = int(settings.text_cap)
+    latency = "coalesce(s.latency_ms, date_diff('microsecond', s.start_time, s.end_time) / 1000.0)"
     fingerprint = file_fingerprint(path)
 
     con.execute("BEGIN TRANSACTION")
@@ -224,7 +233,10 @@ def ingest_file(
                 coalesce(nullif(CASE WHEN starts_with(s.release, s.workflow || '@')
                                      THEN substr(s.release, length(s.workflow) + 2) ELSE s.release END, ''),
                          '{UNKNOWN}') <> '{UNKNOWN}' AS release_known,
-                coalesce(s.latency_ms, date_diff('microsecond', s.start_time, s.end_time) / 1000.0) AS latency_ms,
+                -- A span that ends before it starts (clock skew) or reports a negative latency
+                -- is kept, flagged, with latency NULL: one bad span must not blind its day.
+                {span_latency_sql("s.start_time", "s.end_time", latency)} AS latency_ms,
+                {span_anomalies_sql("s.start_time", "s.end_time", latency)} AS anomalies,
                 coalesce(s.cost_usd, p.input_per_mtok * s.input_tokens / 1e6 + p.output_per_mtok * s.output_tokens / 1e6) AS cost_usd,
                 CASE WHEN s.cost_usd IS NOT NULL THEN 'reported'
                      WHEN p.model IS NOT NULL AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL) THEN 'computed'
@@ -251,8 +263,12 @@ def ingest_file(
             [source_file, batch_id, started],
         )
         spans_accepted = _count(con, "SELECT count(*) FROM spans") - before
-        unknown_release = _count(
-            con, "SELECT count(*) FROM spans WHERE ingest_batch_id = ? AND NOT release_known", [batch_id]
+        unknown_release, anomalies = fetch_one(
+            con.execute(
+                "SELECT count(*) FILTER (WHERE NOT release_known), count(*) FILTER (WHERE anomalies IS NOT NULL) "
+                "FROM spans WHERE ingest_batch_id = ?",
+                [batch_id],
+            )
         )
         missing_ids = _count(con, "SELECT count(*) FROM stage_rejects") - staged_rejects
         span_dups = staged - missing_ids - spans_accepted
@@ -296,25 +312,37 @@ def ingest_file(
         accepted = spans_accepted + events_accepted
         duplicates = span_dups + event_dups + reject_dups
         if read != accepted + rejected + duplicates or min(span_dups, event_dups) < 0:
-            raise AccountingError(
-                f"{path}: read {read} != accepted {accepted} + rejected {rejected} + duplicates {duplicates}"
-            )
-        tmin, tmax = fetch_one(con.execute(
-            "SELECT min(start_time), max(start_time) FROM spans WHERE ingest_batch_id = ?", [batch_id]
-        ))
+            raise AccountingError(f"{path}: read {read} != accepted {accepted} + rejected {rejected} + duplicates {duplicates}")
+        tmin, tmax = fetch_one(con.execute("SELECT min(start_time), max(start_time) FROM spans WHERE ingest_batch_id = ?", [batch_id]))
         # Events carry no day of their own, but filling a span's text changes its day's data.
-        emin, emax = fetch_one(con.execute(
-            "SELECT min(s.start_time), max(s.start_time) FROM spans s "
-            "SEMI JOIN batch_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id"
-        ))
+        emin, emax = fetch_one(
+            con.execute(
+                "SELECT min(s.start_time), max(s.start_time) FROM spans s "
+                "SEMI JOIN batch_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id"
+            )
+        )
         tmin = min((t for t in (tmin, emin) if t is not None), default=None)
         tmax = max((t for t in (tmax, emax) if t is not None), default=None)
         finished = utc_naive()
         con.execute(
             "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                batch_id, source_file, fmt, fingerprint, path.stat().st_size, read, accepted, rejected,
-                duplicates, unknown_release, events_accepted, tmin, tmax, run_id, started, finished,
+                batch_id,
+                source_file,
+                fmt,
+                fingerprint,
+                path.stat().st_size,
+                read,
+                accepted,
+                rejected,
+                duplicates,
+                unknown_release,
+                events_accepted,
+                tmin,
+                tmax,
+                run_id,
+                started,
+                finished,
             ],
         )
         con.execute("COMMIT")
@@ -331,7 +359,8 @@ def ingest_file(
         accepted=accepted,
         rejected=rejected,
         duplicates=duplicates,
-        unknown_release=unknown_release,
+        unknown_release=int(unknown_release),
+        anomalies=int(anomalies),
         spans_accepted=spans_accepted,
         events_accepted=events_accepted,
         batch_id=batch_id,

@@ -47,7 +47,36 @@ SPAN_COLUMNS: list[tuple[str, str]] = [
     ("source_line", "BIGINT"),
     ("ingest_batch_id", "VARCHAR"),
     ("ingested_at", "TIMESTAMP"),
+    # Added by migration 9 (an ALTER, so it comes last). What is wrong with a span that is kept
+    # anyway: ANOMALY_END_BEFORE_START, ANOMALY_NEGATIVE_LATENCY; NULL when nothing is.
+    ("anomalies", "VARCHAR[]"),
 ]
+
+# SPAN_COLUMNS that later migrations added with ALTER TABLE (migration 1 must not create them).
+SPAN_COLUMNS_ADDED = ("anomalies",)
+
+# A span that ends before it starts (clock skew between the hosts that stamped its start and
+# end): kept, with latency_ms NULL, and listed by `relops rejects --anomalies`.
+ANOMALY_END_BEFORE_START = "end_before_start"
+# A span whose source reported a negative latency: kept, with latency_ms NULL.
+ANOMALY_NEGATIVE_LATENCY = "negative_latency"
+
+
+def span_anomalies_sql(start: str, end: str, latency: str) -> str:
+    """SQL: the `anomalies` of a span (NULL when none) from the SQL expressions of its start and
+    end time and of its latency (reported, else end - start)."""
+    skewed = f"coalesce({end} < {start}, false)"
+    found = (
+        f"list_filter([CASE WHEN {skewed} THEN '{ANOMALY_END_BEFORE_START}' END, "
+        f"CASE WHEN {latency} < 0 AND NOT {skewed} THEN '{ANOMALY_NEGATIVE_LATENCY}' END], lambda a: a IS NOT NULL)"
+    )
+    return f"(CASE WHEN {skewed} OR coalesce({latency} < 0, false) THEN {found} END)"
+
+
+def span_latency_sql(start: str, end: str, latency: str) -> str:
+    """SQL: the latency a span keeps: NULL for an anomalous one (see span_anomalies_sql)."""
+    return f"(CASE WHEN coalesce({end} < {start}, false) OR coalesce({latency} < 0, false) THEN NULL ELSE {latency} END)"
+
 
 REJECT_COLUMNS: list[tuple[str, str]] = [
     ("source_line", "BIGINT"),  # 1-based line or record index; NULL when the whole file is bad

@@ -11,7 +11,9 @@ UTC) falls on that day. Definitions:
 - latency_p50/p95/p99_ms: exact quantiles (quantile_cont) of request latency, one sample per
   ROOT span (parent_span_id NULL). A trace with no root span in the group (its root started
   on another day, or the export was partial) contributes the latencies of its llm spans
-  instead, so a day never loses its slow partial traces.
+  instead, so a day never loses its slow partial traces. A span kept with latency NULL (it
+  ends before it starts: clock skew, flagged in `anomalies`) counts in spans, traces, errors
+  and everything else, but gives no latency sample.
 - input_tokens, output_tokens, cost_usd: sums over llm spans only, ignoring NULLs (NULL when
   there is nothing to sum). Agent/chain spans often repeat their children's totals; summing
   them too would double count.

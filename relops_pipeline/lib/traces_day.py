@@ -31,6 +31,8 @@ class DayValidation:
     rejects_in_overlapping_batches: int
     by_release: tuple[ReleaseVolume, ...]
     validation: SpanValidation
+    # spans kept with a flag (ends before it starts, negative latency; latency NULL)
+    anomalous_spans: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +64,21 @@ class FeaturesRefresh:
     by_workflow: tuple[WorkflowTraces, ...]
 
 
-def validate_window(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.datetime) -> DayValidation:
-    """Validate the spans that start in [start, end) (Great Expectations rules) and count them."""
-    from relops_pipeline.lib.validation import validate_spans
+def validate_window(
+    con: duckdb.DuckDBPyConnection,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    max_violating_share: float | None = None,
+) -> DayValidation:
+    """Validate the spans that start in [start, end) (Great Expectations rules) and count them.
+    `max_violating_share`: the share of spans a proportionate rule tolerates as a WARN
+    (lib/validation.py; None: DEFAULT_MAX_VIOLATING_SHARE)."""
+    from relops_pipeline.lib.validation import DEFAULT_MAX_VIOLATING_SHARE, validate_spans
 
     df = con.execute(
-        "SELECT trace_id, span_id, workflow, release, release_known, start_time, end_time, latency_ms "
-        "FROM spans WHERE start_time >= ? AND start_time < ?",
+        "SELECT trace_id, span_id, workflow, release, release_known, start_time, end_time, latency_ms, "
+        "anomalies IS NOT NULL AS anomalous FROM spans WHERE start_time >= ? AND start_time < ?",
         [start, end],
     ).df()
     by_release = con.execute(
@@ -82,11 +92,17 @@ def validate_window(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.
         [end, start],
     ).fetchall()[0][0]
     return DayValidation(
-        start=start, end=end, spans=len(df),
+        start=start,
+        end=end,
+        spans=len(df),
         unknown_release_spans=int((~df["release_known"]).sum()) if len(df) else 0,
         rejects_in_overlapping_batches=int(rejects),
         by_release=tuple(ReleaseVolume(w, r, int(n)) for w, r, n in by_release),
-        validation=validate_spans(df),
+        validation=validate_spans(
+            df.drop(columns=["anomalous"]),
+            max_violating_share=DEFAULT_MAX_VIOLATING_SHARE if max_violating_share is None else max_violating_share,
+        ),
+        anomalous_spans=int(df["anomalous"].sum()) if len(df) else 0,
     )
 
 

@@ -9,14 +9,25 @@ Rules (name, severity):
 - keys_not_null (ERROR): trace_id, span_id, workflow, release, start_time are never null.
 - span_ids_unique (ERROR): (trace_id, span_id) is unique. Rows with a null key are left to
   keys_not_null. GX counts every row of a duplicated pair: 2 duplicated pairs = 4 rows.
-- times_ordered (ERROR): end_time >= start_time. Rows missing either time are skipped (a null
-  start_time is a keys_not_null failure; a null end_time is allowed).
-- latency_not_negative (ERROR): latency_ms >= 0 (null latencies are skipped).
+- times_ordered (ERROR, proportionate): end_time >= start_time. Rows missing either time are
+  skipped (a null start_time is a keys_not_null failure; a null end_time is allowed).
+- latency_not_negative (ERROR, proportionate): latency_ms >= 0 (null latencies are skipped).
 - unknown_release_share (WARN): the share of spans with release_known false is at most
   `unknown_release_max_share` (GX `expect_column_values_to_be_in_set([True], mostly=1-share)`;
   null release_known values are not counted, as GX ignores missing values).
 - latency_in_range (WARN): at least LATENCY_RANGE_MOSTLY of latencies lie in
   [0, latency_max_ms].
+
+Proportionate rules judge a share, not a single row: clock skew between hosts makes a few spans
+end before they start on any busy day, and the loader keeps those spans (latency NULL, flagged
+in `anomalies`), so one of them must not block the day. GX evaluates them with
+`mostly = 1 - max_violating_share` (default DEFAULT_MAX_VIOLATING_SHARE, 1 %; `data_quality:
+max_violating_share` in relops.yaml): more than that share of the checked spans violating fails
+the rule as an ERROR (the day is genuinely broken and blocks); some violating spans within the
+share fail it as a WARN, which does not block, with the count in `observed` (unexpected_count,
+violating_share, max_violating_share, tolerated). The identity rules (keys_not_null,
+span_ids_unique) stay strict: the loader rejects spans without identity and deduplicates, so a
+violation there means the warehouse itself is wrong.
 
 Any exception GX reports inside a result (`exception_info`), a missing result, or an
 exception raised by GX itself turns the affected rules into failures carrying the message.
@@ -30,6 +41,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -49,6 +61,10 @@ VALIDATION_COLUMNS = (
     "workflow",
 )
 LATENCY_RANGE_MOSTLY = 0.999
+# The share of a day's spans a proportionate rule tolerates (as a WARN) before it is an ERROR.
+DEFAULT_MAX_VIOLATING_SHARE = 0.01
+# The rules judged by share (see the module docstring).
+PROPORTIONATE_RULES = ("times_ordered", "latency_not_negative")
 EXAMPLES_MAX = 5
 
 _RULE_META_KEY = "relops_rule"
@@ -58,6 +74,8 @@ _RULE_META_KEY = "relops_rule"
 class RuleResult:
     """The outcome of one rule.
 
+    `severity` is the outcome's: a proportionate rule whose violations stay within the tolerated
+    share fails as WARN (`observed["tolerated"]` True) although the rule is an ERROR rule.
     `observed` holds flat numbers (element_count, unexpected_count, unexpected_percent, and
     rule-specific values such as `null_count.<column>` or `unknown_share`); `empty_batch` is
     set when there were no rows. `error` carries the GX exception message when the rule could
@@ -107,6 +125,22 @@ class SpanValidation:
         }
 
 
+def load_max_violating_share(settings_file: Path) -> float:
+    """`data_quality.max_violating_share` of a home's relops.yaml (a share in [0, 1]; default
+    DEFAULT_MAX_VIOLATING_SHARE when the file or the key is absent). A bad value is a
+    SettingsError naming the file and the key, never a silent default."""
+    from relops_pipeline.lib.settings import SettingsError, _document
+
+    section = _document(settings_file).get("data_quality") or {}
+    where = f"{settings_file}: data_quality.max_violating_share"
+    if not isinstance(section, dict):
+        raise SettingsError(f"{settings_file}: data_quality: expected a mapping")
+    value = section.get("max_violating_share", DEFAULT_MAX_VIOLATING_SHARE)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise SettingsError(f"{where}: expected a share between 0 and 1 (0.01 = 1 %), got {value!r}")
+    return float(value)
+
+
 def spans_frame(con, *, batch_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """The columns the rules need, from warehouse `spans`, for the given ingest batches
     (all spans when `batch_ids` is None)."""
@@ -139,22 +173,27 @@ def _context():
     return _CONTEXT
 
 
-def _rule_specs(latency_max_ms: float, unknown_release_max_share: float):
+def _mostly(max_share: float) -> float:
+    # GX compares (n - bad) / n >= mostly in floats: 1 - 0.059 is above 941/1000, so a share
+    # exactly at the limit would fail without the slack.
+    return max(0.0, 1.0 - max_share - 1e-9)
+
+
+def _rule_specs(latency_max_ms: float, unknown_release_max_share: float, max_violating_share: float):
     """(name, severity, description, [expectation, ...]) for every rule, in report order."""
     import great_expectations.expectations as gxe
 
     def tag(name, **extra):
         return {_RULE_META_KEY: name, **extra}
 
+    share = f"ERROR above {max_violating_share:.4g} of spans, else WARN with the count"
+
     return [
         (
             "keys_not_null",
             ERROR,
             "trace_id, span_id, workflow, release and start_time are never null",
-            [
-                gxe.ExpectColumnValuesToNotBeNull(column=c, meta=tag("keys_not_null", column=c))
-                for c in KEY_COLUMNS
-            ],
+            [gxe.ExpectColumnValuesToNotBeNull(column=c, meta=tag("keys_not_null", column=c)) for c in KEY_COLUMNS],
         ),
         (
             "span_ids_unique",
@@ -171,13 +210,14 @@ def _rule_specs(latency_max_ms: float, unknown_release_max_share: float):
         (
             "times_ordered",
             ERROR,
-            "end_time >= start_time (rows missing either time are skipped)",
+            f"end_time >= start_time (rows missing either time are skipped; {share})",
             [
                 gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                     column_A="end_time",
                     column_B="start_time",
                     or_equal=True,
                     ignore_row_if="either_value_is_missing",
+                    mostly=_mostly(max_violating_share),
                     meta=tag("times_ordered"),
                 )
             ],
@@ -185,8 +225,15 @@ def _rule_specs(latency_max_ms: float, unknown_release_max_share: float):
         (
             "latency_not_negative",
             ERROR,
-            "latency_ms >= 0 (null latencies are skipped)",
-            [gxe.ExpectColumnValuesToBeBetween(column="latency_ms", min_value=0, meta=tag("latency_not_negative"))],
+            f"latency_ms >= 0 (null latencies are skipped; {share})",
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="latency_ms",
+                    min_value=0,
+                    mostly=_mostly(max_violating_share),
+                    meta=tag("latency_not_negative"),
+                )
+            ],
         ),
         (
             "unknown_release_share",
@@ -196,9 +243,7 @@ def _rule_specs(latency_max_ms: float, unknown_release_max_share: float):
                 gxe.ExpectColumnValuesToBeInSet(
                     column="release_known",
                     value_set=[True],
-                    # GX compares (n - bad) / n >= mostly in floats: 1 - 0.059 is above
-                    # 941/1000, so a share exactly at the limit would fail without the slack.
-                    mostly=max(0.0, 1.0 - unknown_release_max_share - 1e-9),
+                    mostly=_mostly(unknown_release_max_share),
                     meta=tag("unknown_release_share"),
                 )
             ],
@@ -254,7 +299,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _combine(name: str, severity: str, description: str, results: list[dict], expected: int) -> RuleResult:
+def _combine(name: str, severity: str, description: str, results: list[dict], expected: int, max_violating_share: float) -> RuleResult:
     """Fold the GX results of one rule's expectations into a RuleResult."""
     errors = []
     if len(results) != expected:
@@ -305,6 +350,21 @@ def _combine(name: str, severity: str, description: str, results: list[dict], ex
     if error:
         passed = False
         description = f"{description} — NOT EVALUATED: {error}"
+    elif name in PROPORTIONATE_RULES and element_count is not None:
+        share = percent_max / 100.0
+        observed["violating_share"] = share
+        observed["max_violating_share"] = max_violating_share
+        if passed and unexpected_total:
+            # Within the tolerated share: counted and shown, but it does not block the day.
+            passed, severity = False, WARN
+            observed["tolerated"] = True
+            description = (
+                f"{description} — {unexpected_total} spans violate ({share:.3%}), within the tolerated {max_violating_share:.3%}: WARN"
+            )
+        elif not passed:
+            description = (
+                f"{description} — {unexpected_total} spans violate ({share:.3%}), more than the tolerated {max_violating_share:.3%}: ERROR"
+            )
     return RuleResult(
         name=name,
         severity=severity,
@@ -321,6 +381,7 @@ def validate_spans(
     *,
     latency_max_ms: float = 600_000,
     unknown_release_max_share: float = 0.05,
+    max_violating_share: float = DEFAULT_MAX_VIOLATING_SHARE,
 ) -> SpanValidation:
     """Validate a batch of spans (a DataFrame with VALIDATION_COLUMNS) with Great Expectations.
 
@@ -330,12 +391,14 @@ def validate_spans(
     """
     if not 0.0 <= unknown_release_max_share <= 1.0:
         raise ValueError(f"unknown_release_max_share must be in [0, 1], got {unknown_release_max_share}")
+    if not 0.0 <= max_violating_share <= 1.0:
+        raise ValueError(f"max_violating_share must be in [0, 1], got {max_violating_share}")
     if latency_max_ms < 0:
         raise ValueError(f"latency_max_ms must be >= 0, got {latency_max_ms}")
     started = time.perf_counter()
     import great_expectations as gx
 
-    specs = _rule_specs(latency_max_ms, unknown_release_max_share)
+    specs = _rule_specs(latency_max_ms, unknown_release_max_share, max_violating_share)
     by_rule: dict[str, list[dict]] = {name: [] for name, *_ in specs}
     failure: str | None = None
     source_name = "relops_spans_frame"
@@ -367,10 +430,11 @@ def validate_spans(
 
     rules = []
     for name, severity, description, expectations in specs:
-        r = _combine(name, severity, description, by_rule[name], len(expectations))
+        r = _combine(name, severity, description, by_rule[name], len(expectations), max_violating_share)
         if failure:
             r = dataclasses.replace(
                 r,
+                severity=severity,
                 passed=False,
                 error=failure,
                 description=f"{description} — NOT EVALUATED: {failure}",

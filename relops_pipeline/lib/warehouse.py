@@ -17,7 +17,12 @@ from typing import Any
 
 import duckdb
 
-from relops_pipeline.lib.schema import EVENT_COLUMNS, SPAN_COLUMNS
+from relops_pipeline.lib.schema import (
+    EVENT_COLUMNS,
+    SPAN_COLUMNS,
+    SPAN_COLUMNS_ADDED,
+    span_anomalies_sql,
+)
 
 
 def _cols(columns: list[tuple[str, str]]) -> str:
@@ -26,10 +31,8 @@ def _cols(columns: list[tuple[str, str]]) -> str:
 
 # Each migration: (version, description, SQL). SPAN_COLUMNS is frozen into migration 1 as it was
 # when it shipped; later column changes must be ALTERs in new migrations.
-_SPANS_V1 = _cols(SPAN_COLUMNS)
-_EVENTS_V1 = _cols(
-    [*EVENT_COLUMNS, ("event_key", "VARCHAR"), ("ingest_batch_id", "VARCHAR"), ("source_file", "VARCHAR")]
-)
+_SPANS_V1 = _cols([c for c in SPAN_COLUMNS if c[0] not in SPAN_COLUMNS_ADDED])
+_EVENTS_V1 = _cols([*EVENT_COLUMNS, ("event_key", "VARCHAR"), ("ingest_batch_id", "VARCHAR"), ("source_file", "VARCHAR")])
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -561,6 +564,18 @@ ALTER TABLE events ADD COLUMN mac VARCHAR;
     )
 )
 
+MIGRATIONS.append(
+    (
+        9,
+        "spans.anomalies: a span that ends before it starts is kept with latency NULL and flagged",
+        f"""
+ALTER TABLE spans ADD COLUMN anomalies VARCHAR[];
+UPDATE spans SET anomalies = {span_anomalies_sql("start_time", "end_time", "latency_ms")}, latency_ms = NULL
+WHERE end_time < start_time OR latency_ms < 0;
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
@@ -628,9 +643,7 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations=None) -> list[int]:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(sql)
-            con.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [version, description]
-            )
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [version, description])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")

@@ -1,6 +1,5 @@
 """Production traces by day: the validated raw spans and the daily signals derived from them."""
 
-
 from datetime import datetime
 
 import dagster as dg
@@ -28,8 +27,14 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
 
 def derived_from(upstream: dg.AssetsDefinition) -> dict:
     """The definition of a daily asset computed from `upstream`'s days, one run over a range."""
-    return {"partitions_def": daily_partitions, "backfill_policy": SINGLE_RUN, "pool": WAREHOUSE_POOL,
-            "deps": [upstream], "group_name": "traces", "kinds": {"duckdb"}}
+    return {
+        "partitions_def": daily_partitions,
+        "backfill_policy": SINGLE_RUN,
+        "pool": WAREHOUSE_POOL,
+        "deps": [upstream],
+        "group_name": "traces",
+        "kinds": {"duckdb"},
+    }
 
 
 @with_beta_parameters(
@@ -40,9 +45,9 @@ def derived_from(upstream: dg.AssetsDefinition) -> dict:
     group_name="traces",
     kinds={"duckdb"},
     check_specs=[
-            dg.AssetCheckSpec(name, asset="raw_traces", description=desc, blocking=sev == dg.AssetCheckSeverity.ERROR)
-            for name, sev, desc in SPAN_RULES
-        ],
+        dg.AssetCheckSpec(name, asset="raw_traces", description=desc, blocking=sev == dg.AssetCheckSeverity.ERROR)
+        for name, sev, desc in SPAN_RULES
+    ],
 )
 def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Production LLM spans of the day, as ingested from every trace source, validated.
@@ -51,15 +56,22 @@ def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     evidence every signal, drift verdict and canary judgement is computed from. Spans live in
     the warehouse's `spans` table (written by ingestion, atomically per file); materializing a
     day validates it with Great Expectations and records its volume, so re-running is
-    idempotent.
+    idempotent. Span-level rules judge shares: a few spans ending before they start WARN with
+    their count; more than `data_quality.max_violating_share` (1 %) of the day is an ERROR
+    that blocks what follows.
     """
     from relops_pipeline.lib.traces_day import validate_window
+    from relops_pipeline.lib.validation import load_max_violating_share
 
     start, end = _window(context)
+    share = load_max_violating_share(warehouse.home.home.settings_file)
     with warehouse.get_connection() as con:
-        validated = validate_window(con, start, end)
-    context.log.info(f"raw_traces {window_text(start, end)}: {validated.spans} spans, "
-                     f"{validated.unknown_release_spans} without release")
+        validated = validate_window(con, start, end, max_violating_share=share)
+    context.log.info(
+        f"raw_traces {window_text(start, end)}: {validated.spans} spans, "
+        f"{validated.unknown_release_spans} without release, "
+        f"{validated.anomalous_spans} kept with an anomaly (latency NULL)"
+    )
     return raw_traces_result(validated)
 
 

@@ -32,14 +32,12 @@ def plan_ingest_chunks(context: dg.OpExecutionContext, config: IngestConfig):
     chunks = chunk_files(files, int(config.chunk_mb * 1024 * 1024)) or [[]]
     context.log.info(f"{len(files)} files in {len(chunks)} chunk(s) of up to {config.chunk_mb:g} MiB")
     for i, chunk in enumerate(chunks):
-        yield dg.DynamicOutput({"paths": [str(f) for f in chunk], "format": config.format}, mapping_key=f"chunk_{i}",
-                               output_name="chunks")
+        yield dg.DynamicOutput({"paths": [str(f) for f in chunk], "format": config.format}, mapping_key=f"chunk_{i}", output_name="chunks")
     yield dg.Output({"skipped": skipped, "errors": errors}, output_name="expanded")
 
 
 @dg.op(pool=WAREHOUSE_POOL, tags={"relops/domain": "ingest"})
-def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource,
-                 warehouse: WarehouseResource) -> dict:
+def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource, warehouse: WarehouseResource) -> dict:
     """Ingest one chunk of trace files atomically, one transaction per file; every record
     accepted, rejected with a reason, or counted as a duplicate."""
     from relops_pipeline.lib.progress import Throttle
@@ -50,15 +48,22 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
     def progress(r):
         context.log.info(
             f"{r.path} [{r.format}]: read {r.read} = accepted {r.accepted} + rejected {r.rejected}"
-            f" + duplicates {r.duplicates} (unknown release: {r.unknown_release})"
+            f" + duplicates {r.duplicates} (unknown release: {r.unknown_release}; kept with an anomaly: {r.anomalies})"
         )
         done["files"] += 1
         done["read"] += r.read
         shown.maybe(f"ingested {done['files']} files, {done['read']:,} records ...")
 
     with warehouse.get_connection() as con:
-        summary = ingest_paths(con, chunk["paths"], settings=settings, fmt=chunk["format"],
-                               landing_dir=home.home.landing_dir, run_id=context.run.run_id, progress=progress)
+        summary = ingest_paths(
+            con,
+            chunk["paths"],
+            settings=settings,
+            fmt=chunk["format"],
+            landing_dir=home.home.landing_dir,
+            run_id=context.run.run_id,
+            progress=progress,
+        )
         batch_ids = [f.batch_id for f in summary.files if f.batch_id]
         days = touched_days(con, batch_ids)
         per_day = spans_by_day(con, batch_ids, days)
@@ -79,31 +84,42 @@ def report_ingestion(context: dg.OpExecutionContext, chunks: list[dict], expande
         for day, n in c["spans_by_day"].items():
             per_day[day] = per_day.get(day, 0) + n
     for day in sorted(per_day):
-        context.log_event(dg.AssetMaterialization(
-            asset_key="raw_traces", partition=day, description="spans ingested (validated by the follow-up signals run)",
-            metadata={INGESTED_METADATA_KEY: dg.MetadataValue.int(per_day[day]), "files": dg.MetadataValue.int(len(files))},
-        ))
-    keys = ("read", "accepted", "rejected", "duplicates", "unknown_release")
-    totals = {k: sum(int(f[k]) for f in files) for k in keys}
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="raw_traces",
+                partition=day,
+                description="spans ingested (validated by the follow-up signals run)",
+                metadata={INGESTED_METADATA_KEY: dg.MetadataValue.int(per_day[day]), "files": dg.MetadataValue.int(len(files))},
+            )
+        )
+    keys = ("read", "accepted", "rejected", "duplicates", "unknown_release", "anomalies")
+    totals = {k: sum(int(f.get(k, 0)) for f in files) for k in keys}
     ranges = day_ranges(dt.date.fromisoformat(d) for d in per_day)
-    result: dict[str, Any] = {"files": files, "totals": totals, "errors": errors,
-                              "skipped": [*expanded["skipped"], *(s for c in chunks for s in c["skipped"])],
-                              "day_ranges": [[a.isoformat(), b.isoformat()] for a, b in ranges]}
+    result: dict[str, Any] = {
+        "files": files,
+        "totals": totals,
+        "errors": errors,
+        "skipped": [*expanded["skipped"], *(s for c in chunks for s in c["skipped"])],
+        "day_ranges": [[a.isoformat(), b.isoformat()] for a, b in ranges],
+    }
     for e in errors:
         # The files that were read are committed and their days still get refreshed; the
         # unreadable ones are listed on the run and in its output, loudly.
         context.log.error(f"not ingested: {e['path']}: {e['error']}")
-    cols = ("path", "format", "read", "accepted", "rejected", "duplicates", "unknown_release")
+    cols = ("path", "format", "read", "accepted", "rejected", "duplicates", "unknown_release", "anomalies")
     days = sorted(per_day)
-    return dg.Output(result, metadata={
-        **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
-        "files": dg.MetadataValue.int(len(files)),
-        "chunks": dg.MetadataValue.int(len(chunks)),
-        "unreadable_files": dg.MetadataValue.int(len(errors)),
-        **({"errors": dg.MetadataValue.json(errors)} if errors else {}),
-        "days_touched": dg.MetadataValue.text(f"{days[0]} .. {days[-1]}" if days else "none"),
-        "per_file": dg.MetadataValue.md(md_table(cols, [[f[k] for k in cols] for f in files])),
-    })
+    return dg.Output(
+        result,
+        metadata={
+            **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
+            "files": dg.MetadataValue.int(len(files)),
+            "chunks": dg.MetadataValue.int(len(chunks)),
+            "unreadable_files": dg.MetadataValue.int(len(errors)),
+            **({"errors": dg.MetadataValue.json(errors)} if errors else {}),
+            "days_touched": dg.MetadataValue.text(f"{days[0]} .. {days[-1]}" if days else "none"),
+            "per_file": dg.MetadataValue.md(md_table(cols, [[f[k] for k in cols] for f in files])),
+        },
+    )
 
 
 @dg.job(tags={"relops/domain": "ingest"})

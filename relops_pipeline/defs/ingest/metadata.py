@@ -7,13 +7,22 @@ import dagster as dg
 
 from relops_pipeline.lib.markdown import md_table
 from relops_pipeline.lib.traces_day import DayValidation, FeaturesRefresh, SignalsRefresh
+from relops_pipeline.lib.validation import WARN
 
 # The day's validation rules that become asset checks, with their severity and meaning.
 SPAN_RULES = (
     ("keys_not_null", dg.AssetCheckSeverity.ERROR, "trace id, span id, workflow, release and start time are never null"),
     ("span_ids_unique", dg.AssetCheckSeverity.ERROR, "each (trace id, span id) appears once"),
-    ("times_ordered", dg.AssetCheckSeverity.ERROR, "no span ends before it starts"),
-    ("latency_not_negative", dg.AssetCheckSeverity.ERROR, "no negative latency"),
+    (
+        "times_ordered",
+        dg.AssetCheckSeverity.ERROR,
+        "spans end after they start: ERROR above the tolerated share (1 % by default), a WARN with the count below it",
+    ),
+    (
+        "latency_not_negative",
+        dg.AssetCheckSeverity.ERROR,
+        "no negative latency: ERROR above the tolerated share (1 % by default), a WARN with the count below it",
+    ),
     ("unknown_release_share", dg.AssetCheckSeverity.WARN, "few spans without a release identifier"),
     ("latency_in_range", dg.AssetCheckSeverity.WARN, "latency within the plausible range"),
 )
@@ -24,13 +33,15 @@ def window_text(start, end) -> str:
 
 
 def raw_traces_result(v: DayValidation) -> dg.MaterializeResult:
-    """The day's volume as metadata and each validation rule as a check result."""
-    severity = {name: sev for name, sev, _ in SPAN_RULES}
+    """The day's volume as metadata and each validation rule as a check result. A rule's
+    result carries the outcome's severity: a proportionate rule within its tolerated share
+    fails as a WARN, which does not block (lib/validation.py)."""
+    known = {name for name, _, _ in SPAN_RULES}
     checks = [
         dg.AssetCheckResult(
             check_name=rule.name,
             passed=bool(rule.passed),
-            severity=severity[rule.name],
+            severity=dg.AssetCheckSeverity.WARN if rule.severity == WARN else dg.AssetCheckSeverity.ERROR,
             description=rule.description,
             metadata={
                 **{k: val for k, val in rule.observed.items() if isinstance(val, (int, float, str, bool))},
@@ -39,13 +50,14 @@ def raw_traces_result(v: DayValidation) -> dg.MaterializeResult:
             },
         )
         for rule in v.validation.rules
-        if rule.name in severity
+        if rule.name in known
     ]
     table = md_table(["workflow", "release", "spans"], [[r.workflow, r.release, r.spans] for r in v.by_release])
     return dg.MaterializeResult(
         metadata={
             "spans": dg.MetadataValue.int(v.spans),
             "unknown_release_spans": dg.MetadataValue.int(v.unknown_release_spans),
+            "anomalous_spans": dg.MetadataValue.int(v.anomalous_spans),
             "rejects_in_overlapping_batches": dg.MetadataValue.int(v.rejects_in_overlapping_batches),
             "window": dg.MetadataValue.text(window_text(v.start, v.end)),
             "by_release": dg.MetadataValue.md(table),
@@ -55,17 +67,21 @@ def raw_traces_result(v: DayValidation) -> dg.MaterializeResult:
 
 
 def daily_signals_result(r: SignalsRefresh) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={
-        "rows": dg.MetadataValue.int(r.rows),
-        "spans": dg.MetadataValue.int(r.spans),
-        "errors": dg.MetadataValue.int(r.errors),
-        "cost_usd": dg.MetadataValue.float(r.cost_usd),
-        "max_latency_p95_ms": dg.MetadataValue.float(r.max_latency_p95_ms),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(r.rows),
+            "spans": dg.MetadataValue.int(r.spans),
+            "errors": dg.MetadataValue.int(r.errors),
+            "cost_usd": dg.MetadataValue.float(r.cost_usd),
+            "max_latency_p95_ms": dg.MetadataValue.float(r.max_latency_p95_ms),
+        }
+    )
 
 
 def trace_features_result(r: FeaturesRefresh) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={
-        "traces": dg.MetadataValue.int(r.traces),
-        "by_workflow": dg.MetadataValue.md(md_table(["workflow", "traces"], [[w.workflow, w.traces] for w in r.by_workflow])),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "traces": dg.MetadataValue.int(r.traces),
+            "by_workflow": dg.MetadataValue.md(md_table(["workflow", "traces"], [[w.workflow, w.traces] for w in r.by_workflow])),
+        }
+    )

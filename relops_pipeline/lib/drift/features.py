@@ -10,7 +10,10 @@ Column meanings:
 - release: the root span's release (else the first span's).
 - spans / llm_calls: all spans / spans with kind 'llm'.
 - latency_ms: the root span's latency (parent_span_id NULL; the earliest root when there are
-  several); without a root, max(end_time) - min(start_time).
+  several); without a root, max(end_time) - min(start_time) (the end times of spans flagged in
+  `anomalies` left out). NULL when the root is flagged (it ends before it starts: clock skew)
+  or every span is: the request still counts, it only leaves the latency statistics (drift and
+  canary drop NULL values).
 - input_tokens, output_tokens, cost_usd: sums over llm spans (NULL when nothing to sum).
 - input_chars / input_words: the user's input, taken from the first of: the root span's
   input_text; else the earliest span among llm and retrieval spans that carries an input (an
@@ -84,10 +87,7 @@ def _json_path(key: str) -> str:
 def _first_attr_sql(keys: Sequence[str], attrs: str = "attributes") -> str:
     """SQL: the first non-empty value among `keys` of a flat JSON attribute object."""
     paths = ", ".join("'" + _json_path(k).replace("'", "''") + "'" for k in keys)
-    return (
-        f"list_filter(json_extract_string({attrs}, [{paths}]), "
-        "lambda x: x IS NOT NULL AND trim(x) <> '')[1]"
-    )
+    return f"list_filter(json_extract_string({attrs}, [{paths}]), lambda x: x IS NOT NULL AND trim(x) <> '')[1]"
 
 
 def _message_text_sql(m: str) -> str:
@@ -112,7 +112,7 @@ def _user_text_sql(t: str) -> str:
     def msgs(j: str) -> str:
         return f"""nullif(array_to_string(list_filter(list_transform(
             list_filter(json_extract({j}, '$[*]'), lambda m: coalesce(m->>'role', m->>'type', 'user') IN ('user', 'human')),
-            lambda m: nullif({_message_text_sql('m')}, '')), lambda x: x IS NOT NULL), '\n'), '')"""
+            lambda m: nullif({_message_text_sql("m")}, '')), lambda x: x IS NOT NULL), '\n'), '')"""
 
     return f"""(CASE
         WHEN {t} IS NULL THEN NULL
@@ -131,9 +131,7 @@ def _words_sql(x: str) -> str:
 
 
 def _features_sql(dimension_keys: Mapping[str, Sequence[str]]) -> str:
-    dims = ",\n        ".join(
-        f"{_first_attr_sql(dimension_keys[d])} AS dim_{d}" for d in ("topic", "intent", "language")
-    )
+    dims = ",\n        ".join(f"{_first_attr_sql(dimension_keys[d])} AS dim_{d}" for d in ("topic", "intent", "language"))
     query_attr = _first_attr_sql(RETRIEVAL_QUERY_KEYS)
     # Sort key preferring the root span, then the earliest span.
     root_first = "{'r': parent_span_id IS NOT NULL, 't': start_time}"
@@ -142,6 +140,7 @@ WITH s AS (
     SELECT
         coalesce(workflow, 'unknown') AS workflow, coalesce(release, 'unknown') AS release,
         trace_id, parent_span_id, kind, status, start_time, end_time, latency_ms,
+        anomalies IS NOT NULL AS anomalous,
         input_tokens, output_tokens, cost_usd, finish_reason, model, feedback_score, online_scores,
         input_text, output_text,
         CASE WHEN kind = 'retrieval' THEN coalesce(input_text, {query_attr})
@@ -158,10 +157,12 @@ t AS (
         arg_min(release, {root_first}) AS release,
         count(*) AS spans,
         count(*) FILTER (WHERE kind = 'llm') AS llm_calls,
-        coalesce(
+        CASE WHEN arg_min_null(anomalous, start_time) FILTER (WHERE parent_span_id IS NULL) THEN NULL
+        ELSE coalesce(
             arg_min(latency_ms, start_time) FILTER (WHERE parent_span_id IS NULL),
-            date_diff('microsecond', min(start_time), max(coalesce(end_time, start_time))) / 1000.0
-        ) AS latency_ms,
+            date_diff('microsecond', min(start_time),
+                      max(coalesce(end_time, start_time)) FILTER (WHERE NOT anomalous)) / 1000.0
+        ) END AS latency_ms,
         sum(input_tokens) FILTER (WHERE kind = 'llm') AS input_tokens,
         sum(output_tokens) FILTER (WHERE kind = 'llm') AS output_tokens,
         sum(cost_usd) FILTER (WHERE kind = 'llm') AS cost_usd,
@@ -197,7 +198,7 @@ scores AS (
     ) GROUP BY workflow, trace_id
 ),
 f AS (
-    SELECT t.*, {_user_text_sql('t.user_input_raw')} AS user_input, scores.j AS online_scores
+    SELECT t.*, {_user_text_sql("t.user_input_raw")} AS user_input, scores.j AS online_scores
     FROM t LEFT JOIN scores USING (workflow, trace_id)
 )
 INSERT INTO trace_features (
@@ -209,8 +210,8 @@ INSERT INTO trace_features (
 SELECT
     CAST(start_time AS DATE), workflow, release, trace_id, start_time, spans, llm_calls,
     latency_ms, input_tokens, output_tokens, cost_usd,
-    length(user_input), {_words_sql('user_input')},
-    length(final_output), {_words_sql('final_output')},
+    length(user_input), {_words_sql("user_input")},
+    length(final_output), {_words_sql("final_output")},
     CASE WHEN final_output IS NULL THEN NULL
          WHEN json_valid(final_output) THEN json_type(final_output) IN ('OBJECT', 'ARRAY')
          ELSE false END,
