@@ -173,6 +173,11 @@ def _context():
     return _CONTEXT
 
 
+def _percent(share: float) -> str:
+    """0.01 -> "1 %", 0.0014977 -> "0.15 %"."""
+    return f"{share * 100:.3g} %"
+
+
 def _mostly(max_share: float) -> float:
     # GX compares (n - bad) / n >= mostly in floats: 1 - 0.059 is above 941/1000, so a share
     # exactly at the limit would fail without the slack.
@@ -186,7 +191,7 @@ def _rule_specs(latency_max_ms: float, unknown_release_max_share: float, max_vio
     def tag(name, **extra):
         return {_RULE_META_KEY: name, **extra}
 
-    share = f"ERROR above {max_violating_share:.4g} of spans, else WARN with the count"
+    share = f"ERROR above {_percent(max_violating_share)} of spans, else WARN with the count"
 
     return [
         (
@@ -354,17 +359,14 @@ def _combine(name: str, severity: str, description: str, results: list[dict], ex
         share = percent_max / 100.0
         observed["violating_share"] = share
         observed["max_violating_share"] = max_violating_share
+        found = f"{unexpected_total} spans violate ({_percent(share)})"
         if passed and unexpected_total:
             # Within the tolerated share: counted and shown, but it does not block the day.
             passed, severity = False, WARN
             observed["tolerated"] = True
-            description = (
-                f"{description} — {unexpected_total} spans violate ({share:.3%}), within the tolerated {max_violating_share:.3%}: WARN"
-            )
+            description = f"{description} — {found}, within the tolerated {_percent(max_violating_share)}: WARN"
         elif not passed:
-            description = (
-                f"{description} — {unexpected_total} spans violate ({share:.3%}), more than the tolerated {max_violating_share:.3%}: ERROR"
-            )
+            description = f"{description} — {found}, more than the tolerated {_percent(max_violating_share)}: ERROR"
     return RuleResult(
         name=name,
         severity=severity,
