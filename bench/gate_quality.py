@@ -21,7 +21,8 @@ Each simulated release pair runs the real `decide()` on simulated eval runs:
     * concentrated: randomly chosen regular cases break (probability → 0) until the mean has
       dropped by exactly the effect (a regression that hits a few cases hard);
 - the re-sampling function (the runner's extra samples for a failing must-pass case) draws
-  from the candidate's latent probabilities.
+  from the candidate's latent probabilities; the "imported (no runner)" scenarios have none,
+  so a must-pass failure is confirmed by the run's own samples (all k fail).
 
 Default thresholds (95% confidence, allowed regression 2 points, tolerated 5, 30 cases
 minimum, 5 re-samples). The bench uses 2,000 bootstrap resamples per interval instead of the
@@ -58,6 +59,16 @@ BETA_A, BETA_B = 4.25, 0.75  # mean 0.85
 MUST_PASS = 10
 MUST_PASS_P = 0.999
 BENCH_N_BOOT = 2_000
+# decide()'s arguments that every simulated release pair shares
+DECIDE_ARGS: dict = {
+    "run_valid": True,
+    "invalid_reason": None,
+    "workflow": "bench",
+    "version": "cand",
+    "baseline_version": "base",
+    "evidence": {},
+    "diff": None,
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Scenario:
     metrics: int = 1
     broken_must_pass: int = 0  # must-pass cases whose pass probability drops to 0
     multiplicity: str = "bonferroni"
+    runner: bool = True  # False: an imported run, nothing to re-sample (the samples are the re-samples)
 
 
 def _shift(p: np.ndarray, reg: np.ndarray, effect: float, shape: str, rng: np.random.Generator) -> np.ndarray:
@@ -104,8 +116,7 @@ def _frame(case_ids: np.ndarray, p: np.ndarray, k: int, metrics: list[str], rng:
     parts = []
     for j, m in enumerate(metrics):
         ok = rng.random(n * k) < np.repeat(p[:, j], k)
-        parts.append(pd.DataFrame({"case_id": cid, "sample": smp, "metric": m,
-                                   "score": ok.astype(float), "passed": ok}))
+        parts.append(pd.DataFrame({"case_id": cid, "sample": smp, "metric": m, "score": ok.astype(float), "passed": ok}))
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
@@ -135,10 +146,15 @@ def simulate(sc: Scenario, seed: int, n_boot: int) -> str:
         return (rs_rng.random((k, sc.metrics)) < cand[row[case_id]]).all(axis=1).tolist()
 
     res = decide(
-        candidate_df, baseline_df, Thresholds(),
-        must_pass_cases=set(ids[:n_mp].tolist()), resample=resample, run_valid=True, invalid_reason=None,
-        workflow="bench", version="cand", baseline_version="base", evidence={}, diff=None, seed=seed,
-        n_boot=n_boot, multiplicity=sc.multiplicity,
+        candidate_df,
+        baseline_df,
+        Thresholds(),
+        must_pass_cases=set(ids[:n_mp].tolist()),
+        resample=resample if sc.runner else None,
+        seed=seed,
+        n_boot=n_boot,
+        multiplicity=sc.multiplicity,
+        **DECIDE_ARGS,
     )
     return res.decision
 
@@ -199,13 +215,23 @@ def timing(repeats: int = 5) -> None:
         df["cost_usd"] = np.tile(cost, len(metrics))
         runs.append(df)
     for label, fn in (
-        ("stats.compute (3 metrics: candidate + baseline means, paired deltas, p50/p95, cost)",
-         lambda: stats.compute(runs[0], runs[1], n_boot=10_000, seed=1)),
-        ("decide() end to end (the same plus rules and report objects)",
-         lambda: decide(runs[0], runs[1], Thresholds(latency_p95_budget_ms=2000.0),
-                        must_pass_cases=set(), resample=None, run_valid=True, invalid_reason=None,
-                        workflow="bench", version="cand", baseline_version="base", evidence={}, diff=None,
-                        seed=1, n_boot=10_000)),
+        (
+            "stats.compute (3 metrics: candidate + baseline means, paired deltas, p50/p95, cost)",
+            lambda: stats.compute(runs[0], runs[1], n_boot=10_000, seed=1),
+        ),
+        (
+            "decide() end to end (the same plus rules and report objects)",
+            lambda: decide(
+                runs[0],
+                runs[1],
+                Thresholds(latency_p95_budget_ms=2000.0),
+                must_pass_cases=set(),
+                resample=None,
+                seed=1,
+                n_boot=10_000,
+                **DECIDE_ARGS,
+            ),
+        ),
     ):
         walls = []
         for _ in range(repeats):
@@ -225,11 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing-only", action="store_true", help="only the 1000 × 5 × 10,000 timing")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-boot", type=int, default=BENCH_N_BOOT)
-    ap.add_argument("--check-seeds", type=int, default=200,
-                    help="seeds per scenario rerun with 10,000 resamples to check the decisions agree")
+    ap.add_argument(
+        "--check-seeds", type=int, default=200, help="seeds per scenario rerun with 10,000 resamples to check the decisions agree"
+    )
     ap.add_argument("--search-seeds", type=int, default=500, help="seeds per probe of the case-count search")
-    ap.add_argument("--search-grid", type=lambda v: [int(x) for x in v.split(",")], default=[150, 225, 400, 500],
-                    help="suite sizes probed for the power curve (300 comes from the main table)")
+    ap.add_argument(
+        "--search-grid",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[150, 225, 400, 500],
+        help="suite sizes probed for the power curve (300 comes from the main table)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     print("bootstrap timing, 1000 cases × 5 samples × 10,000 resamples, two runs:")
@@ -238,10 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run = Runner(args.workers, args.n_boot)
     S = args.seeds
-    print(f"gate decision quality: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{args.workers} worker(s), {S} seeds per scenario, {args.n_boot} bootstrap resamples")
-    print(f"cases: Beta({BETA_A}, {BETA_B}) latent pass probability (mean 0.85); {MUST_PASS} must-pass cases "
-          f"at {MUST_PASS_P}; default thresholds {Thresholds().as_dict()}\n")
+    print(
+        f"gate decision quality: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{args.workers} worker(s), {S} seeds per scenario, {args.n_boot} bootstrap resamples"
+    )
+    print(
+        f"cases: Beta({BETA_A}, {BETA_B}) latent pass probability (mean 0.85); {MUST_PASS} must-pass cases "
+        f"at {MUST_PASS_P}; default thresholds {Thresholds().as_dict()}\n"
+    )
 
     aa = Scenario("A/A (no change)", 300, 3)
     reg = Scenario("5-point regression, logit shift", 300, 3, -0.05)
@@ -254,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     aa3 = Scenario("A/A, 3 metrics, Bonferroni", 300, 3, metrics=3)
     aa3n = Scenario("A/A, 3 metrics, no correction", 300, 3, metrics=3, multiplicity="none")
     reg3 = Scenario("5-pt regression on all 3 metrics, Bonferroni", 300, 3, -0.05, metrics=3)
+    aa_imp = Scenario("A/A, imported (no runner)", 300, 3, runner=False)
+    mp_imp = Scenario("1 must-pass case broken, imported (no runner)", 300, 3, broken_must_pass=1, runner=False)
+    mp_imp20 = Scenario("1 must-pass case broken, imported, 20 cases", 20, 3, broken_must_pass=1, runner=False)
 
     # 1. Do 2,000 resamples decide like 10,000?
     check = {}
@@ -281,8 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         aa3.name: [("BLOCK", "<=", 0.05, "false BLOCK")],
         aa3n.name: [],
         reg3.name: [("BLOCK", ">=", 0.80, "power to BLOCK")],
+        aa_imp.name: [("BLOCK", "<=", 0.05, "false BLOCK")],
+        # a must-pass case failing every sample is confirmed by its samples, whatever the suite size
+        mp_imp.name: [("BLOCK", ">=", 0.95, "BLOCK")],
+        mp_imp20.name: [("BLOCK", ">=", 0.95, "BLOCK")],
     }
-    for sc in (aa, reg, conc, better, mp, aa20, reg20, better20, aa3, aa3n, reg3):
+    for sc in (aa, reg, conc, better, mp, aa20, reg20, better20, aa3, aa3n, reg3, aa_imp, mp_imp, mp_imp20):
         ts = time.perf_counter()
         r = run.rates(sc, S)
         rows.append((sc, r, time.perf_counter() - ts))
@@ -293,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     probes: dict[int, tuple[float, int]] = {300: (next(r for sc, r, _ in rows if sc is reg)["BLOCK"], S)}
     for n_c in args.search_grid:
         if n_c not in probes:
-            probes[n_c] = (run.rates(Scenario("search", n_c, 3, -0.05), args.search_seeds)["BLOCK"],
-                           args.search_seeds)
+            probes[n_c] = (run.rates(Scenario("search", n_c, 3, -0.05), args.search_seeds)["BLOCK"], args.search_seeds)
     n90 = _cases_for_power(probes, 0.90)
     confirm = run.rates(Scenario("search", n90, 3, -0.05), S)["BLOCK"]
 
@@ -304,13 +345,14 @@ def main(argv: list[str] | None = None) -> int:
         for d, op, v, label in targets.get(sc.name, []):
             ok = r[d] <= v + 1e-12 if op == "<=" else r[d] >= v - 1e-12
             tgt.append(f"{label} {op} {v:.0%}: {'met' if ok else 'MISSED'}")
-        print(f"{sc.name:<46} {f'{sc.cases}×{sc.samples}':>8} {_pm(r['SHIP'], S):>13} {_pm(r['REVIEW'], S):>13} "
-              f"{_pm(r['BLOCK'], S):>13}   {'; '.join(tgt)}")
+        print(
+            f"{sc.name:<46} {f'{sc.cases}×{sc.samples}':>8} {_pm(r['SHIP'], S):>13} {_pm(r['REVIEW'], S):>13} "
+            f"{_pm(r['BLOCK'], S):>13}   {'; '.join(tgt)}"
+        )
     print()
     print("cases needed for 90% power to BLOCK a 5-point regression (logit shift, 3 samples per case):")
     print("  power by suite size: " + ", ".join(f"{n}: {p:.1%} ({k} seeds)" for n, (p, k) in sorted(probes.items())))
-    print(f"  probit fit Φ(a + b·√n) => 90% power at about {n90} cases; simulated there with {S} seeds: "
-          f"{_pm(confirm, S).strip()}")
+    print(f"  probit fit Φ(a + b·√n) => 90% power at about {n90} cases; simulated there with {S} seeds: {_pm(confirm, S).strip()}")
     print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
     if run.pool is not None:
         run.pool.shutdown()

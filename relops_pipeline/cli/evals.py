@@ -47,13 +47,13 @@ def cmd_workflow_add(args) -> CommandResult:
         path = add_workflow(home.workflows_dir, args.name, owner=args.owner)
     except WorkflowError as exc:
         raise CliError(str(exc)) from None
-    return CommandResult({"workflow": args.name, "path": str(path)},
-                         f"workflow {args.name} written to {path} (edit its runner and scorers)")
+    return CommandResult(
+        {"workflow": args.name, "path": str(path)}, f"workflow {args.name} written to {path} (edit its runner and scorers)"
+    )
 
 
 def _roles_text(roles) -> str:
-    return (f"owner {roles.owner or '-'}, delegates {', '.join(roles.delegates) or '-'}, "
-            f"on call {', '.join(roles.on_call) or '-'}")
+    return f"owner {roles.owner or '-'}, delegates {', '.join(roles.delegates) or '-'}, on call {', '.join(roles.on_call) or '-'}"
 
 
 def cmd_workflow_show(args) -> CommandResult:
@@ -67,15 +67,19 @@ def cmd_workflow_show(args) -> CommandResult:
         record_workflow_changes(con, home)
         recorded = recorded_configs(con, wf.name).get(wf.name)
         in_force = roles_in_force(con, wf)
-        history = [{k: e[k] for k in ("seq", "ts", "kind", "actor", "reason")} | {"hash": (e["payload"] or {}).get("hash")}
-                   for e in workflow_config_events(con, wf.name)]
+        history = [
+            {k: e[k] for k in ("seq", "ts", "kind", "actor", "reason")} | {"hash": (e["payload"] or {}).get("hash")}
+            for e in workflow_config_events(con, wf.name)
+        ]
     pending = recorded is not None and recorded.pending
     lines = [f"{wf.name} ({wf.path})", f"  in the file  {_roles_text(wf.roles)}", f"  in force     {_roles_text(in_force)}"]
     if pending:
         lines.append(f"  pending: a change of roles waits for an approver: relops workflow accept {wf.name} --reason TEXT")
     lines += [f"  {e['seq']:>6}  {e['ts']:%Y-%m-%d %H:%M}  {e['kind']:<25} {e['actor']}: {e['reason']}" for e in history[-10:]]
-    return CommandResult({"workflow": wf.name, "roles": wf.roles.as_dict(), "in_force": in_force.as_dict(),
-                          "pending": pending, "history": history}, "\n".join(lines))
+    return CommandResult(
+        {"workflow": wf.name, "roles": wf.roles.as_dict(), "in_force": in_force.as_dict(), "pending": pending, "history": history},
+        "\n".join(lines),
+    )
 
 
 def workflow_config_events(con, name: str) -> list[dict[str, Any]]:
@@ -83,8 +87,7 @@ def workflow_config_events(con, name: str) -> list[dict[str, Any]]:
     from relops_pipeline.lib import audit
     from relops_pipeline.lib.workflows import CONFIG_KINDS
 
-    return sorted((e for kind in CONFIG_KINDS for e in audit.list_events(con, workflow=name, kind=kind)),
-                  key=lambda e: e["seq"])
+    return sorted((e for kind in CONFIG_KINDS for e in audit.list_events(con, workflow=name, kind=kind)), key=lambda e: e["seq"])
 
 
 def cmd_workflow_accept(args) -> CommandResult:
@@ -95,17 +98,18 @@ def cmd_workflow_accept(args) -> CommandResult:
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.name)
     with read_warehouse(home) as con:
-        by = authorized_actor(con, home, wf, "accept_config", request=f"accept the roles of {wf.name}'s file",
-                              by=args.by, asked=args.reason)
+        by = authorized_actor(
+            con, home, wf, "accept_config", request=f"accept the roles of {wf.name}'s file", by=args.by, asked=args.reason
+        )
         recorded = recorded_configs(con, wf.name).get(wf.name)
         event = accept_workflow_config(con, wf.name, actor=by, reason=args.reason)
     if event is None or recorded is None:
         return CommandResult({"workflow": wf.name, "accepted": False}, f"{wf.name}: no change of roles waits for acceptance")
     diff = (event["payload"] or {}).get("roles_diff", {})
-    return CommandResult({"workflow": wf.name, "accepted": True, "event_seq": event["seq"], "roles_diff": diff,
-                          "in_force": wf.roles.as_dict()},
-                         f"{by} accepted the roles of {wf.name} (event {event['seq']}): {_roles_text(wf.roles)}\n"
-                         f"  was: {_roles_text(recorded.in_force)}")
+    return CommandResult(
+        {"workflow": wf.name, "accepted": True, "event_seq": event["seq"], "roles_diff": diff, "in_force": wf.roles.as_dict()},
+        f"{by} accepted the roles of {wf.name} (event {event['seq']}): {_roles_text(wf.roles)}\n  was: {_roles_text(recorded.in_force)}",
+    )
 
 
 def _eval_run(home: Home, run_id: str) -> EvalRunSummary | None:
@@ -127,10 +131,16 @@ def _eval_text(e: EvalRunSummary | None) -> str:
     lines = [
         f"eval run {e.eval_run_id} of {e.release_key} on suite {e.suite_version} ({e.source}): "
         f"{e.cases} cases, {e.samples} samples, {e.errors} errors"
-        + ("" if e.valid else f" — INVALID: {e.invalid_reason}"),
+        + ("" if e.valid else f" — INVALID: {e.invalid_reason}; no gate can decide on it, re-run the evals"),
     ]
+    if e.error_causes:
+        lines.append(f"  errors: {e.errors_text()}")
+    if e.metrics:
+        # The gate judges the mean score (of case means); the pass rate is the share of scored
+        # samples that passed the metric, shown for reference.
+        lines.append(f"  {'metric':<16} {'mean score':>10}  {'pass rate':>9}  scored samples")
     for m, v in e.metrics.items():
-        lines.append(f"  {m:<16} mean {v.mean:.3f}  pass rate {v.pass_rate:.3f}  (n={v.n})")
+        lines.append(f"  {m:<16} {v.mean:>10.3f}  {v.pass_rate:>9.1%}  {v.n}")
     if e.must_pass_cases:
         lines.append(f"  must-pass cases failing in some sample: {e.must_pass_failing_cases} of {e.must_pass_cases}")
     return "\n".join(lines)
@@ -174,8 +184,13 @@ def register_release(home: Home, manifest, *, by: str, run_eval: bool = True) ->
     key = manifest.release_key
     add_release_partition(home, key)
     tags = {"relops/registered_by": by}
-    result = materialize_or_fail(home, RELEASE_EVAL if run_eval else RELEASE_MANIFEST,
-                                 what="release eval" if run_eval else "release manifest", partition_key=key, tags=tags)
+    result = materialize_or_fail(
+        home,
+        RELEASE_EVAL if run_eval else RELEASE_MANIFEST,
+        what="release eval" if run_eval else "release manifest",
+        partition_key=key,
+        tags=tags,
+    )
     with open_warehouse(home.warehouse_path) as con:
         release = get_release(con, key)
     if release is None:
@@ -186,8 +201,10 @@ def register_release(home: Home, manifest, *, by: str, run_eval: bool = True) ->
     text += [f"  changed: {line}" for line in summary]
     if ev is not None:
         text.append(_eval_text(ev))
-    return CommandResult({"release_key": key, "manifest_hash": release.manifest_hash, "diff": release.diff, "eval": _eval_json(ev),
-                          "run_id": result.run_id}, "\n".join(text))
+    return CommandResult(
+        {"release_key": key, "manifest_hash": release.manifest_hash, "diff": release.diff, "eval": _eval_json(ev), "run_id": result.run_id},
+        "\n".join(text),
+    )
 
 
 def cmd_suite_validate(args) -> CommandResult:
@@ -285,17 +302,26 @@ def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_p
         for i, key in enumerate(keys, 1):
             print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
             runs.append(_eval_run(home, materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags).run_id))
-        return CommandResult({"mode": "in-process", "releases": keys,
-                              "runs": [{"release_key": key, **_eval_json(r)} for key, r in zip(keys, runs, strict=True)]},
-                             "\n".join(_eval_text(r) for r in runs))
+        return CommandResult(
+            {
+                "mode": "in-process",
+                "releases": keys,
+                "runs": [{"release_key": key, **_eval_json(r)} for key, r in zip(keys, runs, strict=True)],
+            },
+            "\n".join(_eval_text(r) for r in runs),
+        )
     backfill_id = submit_backfill(home, keys, tags)
     instance = dagster_instance(home)
     running = _daemon_running(instance)
-    note = ("the Dagster daemon is running: follow it in the UI (Overview > Backfills)" if running else
-            "no Dagster daemon is running: the backfill is queued and runs when `make ui` starts; "
-            "or run it now with --in-process")
-    return CommandResult({"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running},
-                         f"backfill {backfill_id} submitted over {len(keys)} releases of {workflow}\n{note}")
+    note = (
+        "the Dagster daemon is running: follow it in the UI (Overview > Backfills)"
+        if running
+        else "no Dagster daemon is running: the backfill is queued and runs when `make ui` starts; or run it now with --in-process"
+    )
+    return CommandResult(
+        {"mode": "daemon", "backfill_id": backfill_id, "releases": keys, "daemon_running": running},
+        f"backfill {backfill_id} submitted over {len(keys)} releases of {workflow}\n{note}",
+    )
 
 
 def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
@@ -330,15 +356,17 @@ def submit_backfill(home: Home, keys: list[str], tags: dict) -> str:
 
 def register(add: Commands) -> None:
     """Register workflow, release, suite and eval (and their verbs) on the `relops` parser."""
-    workflow = add.group("workflow", "workflows: relops workflow add NAME [--owner LABEL] | show NAME | "
-                                     "accept NAME --reason TEXT")
+    workflow = add.group("workflow", "workflows: relops workflow add NAME [--owner LABEL] | show NAME | accept NAME --reason TEXT")
     p = workflow("add", cmd_workflow_add, "add a workflow's configuration, defaults spelled out")
     p.add_argument("name")
     p.add_argument("--owner", default=None)
     p = workflow("show", cmd_workflow_show, "show a workflow's roles: in its file, in force, and a change waiting for acceptance")
     p.add_argument("name")
-    p = workflow("accept", cmd_workflow_accept, "put a change of the workflow file's roles (owner, delegates, on_call) "
-                                                "in force, as an approver under the roles in force now")
+    p = workflow(
+        "accept",
+        cmd_workflow_accept,
+        "put a change of the workflow file's roles (owner, delegates, on_call) in force, as an approver under the roles in force now",
+    )
     p.add_argument("name")
     p.add_argument("--reason", required=True)
     add_by(p, "the owner or a delegate in force now")
@@ -356,15 +384,20 @@ def register(add: Commands) -> None:
     p.add_argument("proposal_id", metavar="PROPOSAL")
     add_by(p, "the owner or a delegate")
     p.add_argument("--reason", default=None)
-    p.add_argument("--backfill", default="daemon", choices=["daemon", "in-process", "none"],
-                   help="evaluate every release on the new version (default: a Dagster backfill)")
+    p.add_argument(
+        "--backfill",
+        default="daemon",
+        choices=["daemon", "in-process", "none"],
+        help="evaluate every release on the new version (default: a Dagster backfill)",
+    )
     p = suite("reject", cmd_suite_reject, "reject a suite proposal")
     p.add_argument("proposal_id", metavar="PROPOSAL")
     add_by(p, "the owner or a delegate")
     p.add_argument("--reason", default=None, help="why (needed)")
 
-    evals = add.group("eval", "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W",
-                      default="run")
+    evals = add.group(
+        "eval", "run a release's evals: eval W V | eval import FILE --workflow W --version V | eval backfill --workflow W", default="run"
+    )
     p = evals("run", cmd_eval_run, "run a registered release's evals (`relops eval W V` does this)")
     p.add_argument("workflow")
     p.add_argument("version")

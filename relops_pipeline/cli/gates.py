@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from relops_pipeline.cli.cadence import accept_or_reject, require_approver
 from relops_pipeline.cli.common import (
+    EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_TAMPERED,
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 # What `relops gate` materializes on the release's partition: the thresholds in force, then the decision.
 RELEASE_GATE = ["gate_thresholds", "release_gate"]
 
-EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2}
+# INVALID is not a decision: the evidence is broken (an invalid eval run), an error like bad input.
+EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2, "INVALID": EXIT_BAD_INPUT}
 
 
 def latest_gate(home: Home, key: str, dagster_run_id: str | None = None) -> GateRecord | None:
@@ -95,12 +97,32 @@ def cmd_gate(args) -> CommandResult:
         write_text_atomic(Path(args.junit), render_junit(gr))
     if args.markdown:
         write_text_atomic(Path(args.markdown), render_pr_comment(gr, links={"full report": gate.report_html}))
-    text = [f"{gate.decision}: {key} vs {gr.baseline_version or 'no baseline'}"]
-    text += [f"  - {reason}" for reason in gr.reasons]
+    out = {
+        "release_key": key,
+        "decision": gate.decision,
+        "reasons": gr.reasons,
+        "gate_id": gate.gate_id,
+        "baseline_version": gr.baseline_version,
+        "reports": {"md": gate.report_md, "html": gate.report_html, "json": gate.report_json},
+        "run_id": result.run_id,
+    }
+    errors = gr.evidence.get("candidate_errors") or {}
+    if gate.decision == "INVALID":
+        # an error, not a decision: exit 3 with the causes, never 0, 1 or 2
+        causes = errors.get("top_causes") or []
+        out["error"] = (
+            f"{key}: the evidence is invalid ({errors.get('invalid_reason') or 'invalid eval run'}): "
+            "no decision was made; fix the cause, re-run the evals and the gate"
+        )
+        out["exit_code"] = EXIT_BAD_INPUT
+        text = [f"INVALID evidence: {key} — no decision: {errors.get('invalid_reason') or 'the eval run is invalid'}"]
+        text += [f"  - {c['count']} of {c['samples']} samples: {c['cause']}" for c in causes]
+        text.append(f"  fix the cause, then re-run: relops eval {wf.name} {args.version} && relops gate {wf.name} {args.version}")
+    else:
+        text = [f"{gate.decision}: {key} vs {gr.baseline_version or 'no baseline'}"]
+        text += [f"  - {reason}" for reason in gr.reasons]
+    out["errors"] = errors
     text.append(f"report: {gate.report_html}")
-    out = {"release_key": key, "decision": gate.decision, "reasons": gr.reasons, "gate_id": gate.gate_id,
-           "baseline_version": gr.baseline_version, "reports": {"md": gate.report_md, "html": gate.report_html,
-           "json": gate.report_json}, "run_id": result.run_id}
     return CommandResult(out, "\n".join(text), EXIT_BY_DECISION[gate.decision])
 
 
@@ -115,8 +137,7 @@ def cmd_approve(args) -> CommandResult:
         action, request = ("override", f"override the BLOCK of {key}") if args.override else ("approve", f"approve {key}")
         by = authorized_actor(con, home, wf, action, request=request, by=args.by, asked=args.reason, release_key=key)
         try:
-            out = approve(con, key, approvers=list(roles_in_force(con, wf).approvers), by=by, reason=args.reason,
-                          override=args.override)
+            out = approve(con, key, approvers=list(roles_in_force(con, wf).approvers), by=by, reason=args.reason, override=args.override)
         except GateError as exc:
             raise CliError(str(exc)) from None
     word = "overrode the BLOCK of" if out["kind"] == "override" else "approved"
@@ -178,9 +199,16 @@ def cmd_audit_verify(args) -> CommandResult:
     ok = res.ok and not rows and not versions
     if not ok:
         text += "\nrefused until resolved: rollouts, rollbacks and approvals that rely on these rows"
-    data = {"ok": ok, "checked": res.checked, "head": {"seq": res.head[0], "hash": res.head[1]},
-            "head_checked": res.head_checked, "problems": [p.__dict__ for p in res.problems],
-            "table_rows": [d.as_dict() for d in rows], "version_problems": versions, "notes": res.notes}
+    data = {
+        "ok": ok,
+        "checked": res.checked,
+        "head": {"seq": res.head[0], "hash": res.head[1]},
+        "head_checked": res.head_checked,
+        "problems": [p.__dict__ for p in res.problems],
+        "table_rows": [d.as_dict() for d in rows],
+        "version_problems": versions,
+        "notes": res.notes,
+    }
     return CommandResult(data, text, EXIT_OK if ok else EXIT_TAMPERED)
 
 
@@ -196,8 +224,9 @@ def cmd_thresholds_show(args) -> CommandResult:
     with open_warehouse(home.warehouse_path) as con:
         th = current_thresholds(con, wf.name)
         hist = thresholds_history(con, wf.name)
-    return CommandResult({"current": th.as_dict(), "history": hist},
-                         yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False))
+    return CommandResult(
+        {"current": th.as_dict(), "history": hist}, yaml.safe_dump({"version": th.version, **th.as_dict()}, sort_keys=False)
+    )
 
 
 def cmd_thresholds_accept(args) -> CommandResult:
@@ -231,14 +260,22 @@ def cmd_thresholds_set(args) -> CommandResult:
 
 def register(add: Commands) -> None:
     """Register gate, approve, audit and thresholds on the `relops` parser."""
-    p = add("gate", cmd_gate, "decide a release's gate (CI mode): exit 0 SHIP, 1 BLOCK, 2 REVIEW, 3+ errors")
+    p = add(
+        "gate",
+        cmd_gate,
+        "decide a release's gate (CI mode): exit 0 SHIP, 1 BLOCK, 2 REVIEW, 3 invalid evidence or bad input, 4+ other errors",
+    )
     p.add_argument("workflow")
     p.add_argument("version")
     p.add_argument("--baseline", default=None, help="compare with this version (default: the live release)")
     p.add_argument("--suite-version", default=None)
     p.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML, one test per rule")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write a pull-request comment")
-    p = add("approve", cmd_approve, "approve a REVIEW (or --override a BLOCK) as an owner or delegate")
+    p = add(
+        "approve",
+        cmd_approve,
+        "approve a REVIEW (or --override a BLOCK) as an owner or delegate; invalid evidence is never approved (exit 3): re-run the evals",
+    )
     p.add_argument("workflow")
     p.add_argument("version")
     add_by(p, "the owner or a delegate")
@@ -246,8 +283,11 @@ def register(add: Commands) -> None:
     p.add_argument("--override", action="store_true", help="ship a BLOCKed release anyway (recorded as an override)")
 
     audit = add.group("audit", "the keyed, hash-chained event log: audit verify [--expect-head SEQ:HASH] | audit head")
-    p = audit("verify", cmd_audit_verify, "replay the event log (hashes, MACs, anchor) and check the tables commands act "
-              "on against it; exit 8 when anything disagrees")
+    p = audit(
+        "verify",
+        cmd_audit_verify,
+        "replay the event log (hashes, MACs, anchor) and check the tables commands act on against it; exit 8 when anything disagrees",
+    )
     p.add_argument("--expect-head", default=None, metavar="SEQ:HASH", help="a head recorded earlier: detects a truncated log")
     audit("head", cmd_audit_head, "print the log's head as SEQ:HASH")
 

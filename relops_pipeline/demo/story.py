@@ -53,11 +53,15 @@ def let_the_story_play_its_people(home: Home) -> None:
     if not missing:
         return
     if "identities" in (yaml.safe_load(home.settings_file.read_text()) or {}):
-        raise CliError(f"the demo acts as {', '.join(missing)}, whom {home.settings_file}'s identities do not let "
-                       f"{me.name} act as: add them there, or run the demo in a new home")
+        raise CliError(
+            f"the demo acts as {', '.join(missing)}, whom {home.settings_file}'s identities do not let "
+            f"{me.name} act as: add them there, or run the demo in a new home"
+        )
     with open(home.settings_file, "a", encoding="utf-8") as f:
-        f.write("\n# Added by `relops demo`: the story plays the example's people as the OS user who runs it.\n"
-                "identities:\n" + "".join(f"  {p}: {{os_users: [{json.dumps(me.subject)}]}}\n" for p in people))
+        f.write(
+            "\n# Added by `relops demo`: the story plays the example's people as the OS user who runs it.\n"
+            "identities:\n" + "".join(f"  {p}: {{os_users: [{json.dumps(me.subject)}]}}\n" for p in people)
+        )
     print(f"      {home.settings_file}: {me.name} may act as {', '.join(people)} (identities added)", file=sys.stderr)
 
 
@@ -93,13 +97,15 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
     drift = demo_drift_lines(home)
     print("[6/7] rollouts, doc-qa v2.4.0's canary judged on production traces, a rollback drill ...", file=sys.stderr)
     rollout = demo_rollout(home)
-    print("[7/7] the cadence: a past incident, the week's review sample and memo, the monthly proposals ...",
-          file=sys.stderr)
+    print("[7/7] the cadence: a past incident, the week's review sample and memo, the monthly proposals ...", file=sys.stderr)
     cadence = demo_cadence(home)
     t = summary["totals"]
     expected = gen.expected_ingest()
     first_time = (t["accepted"], t["rejected"], t["unknown_release"]) == (
-        expected["accepted_spans"], expected["rejected_lines"], expected["unknown_release_spans"])
+        expected["accepted_spans"],
+        expected["rejected_lines"],
+        expected["unknown_release_spans"],
+    )
     again = t["accepted"] == t["rejected"] == 0 and t["duplicates"] == expected["accepted_spans"] + expected["rejected_lines"]
     matches = first_time or again
     lines = [
@@ -108,10 +114,12 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
         f" without release {expected['unknown_release_spans']}"
         + (" — matches" if first_time else " — already ingested: every record a duplicate" if again else " — MISMATCH"),
         "",
-        "releases, their evals and gate decisions:",
-        *[f"  {r['release_key']:<26} {g['decision']:<6} vs {g['baseline'] or '-':<8} {_eval_line(r['eval'])}"
-          + (f"  [approved by {g['approved_by']}]" if g["approved_by"] else "")
-          for r, g in zip(releases, gates, strict=False)],
+        "releases, their evals (per metric: the mean score the gate judges, and the pass rate of samples) and gate decisions:",
+        *[
+            f"  {r['release_key']:<26} {g['decision']:<6} vs {g['baseline'] or '-':<8} {_eval_line(r['eval'])}"
+            + (f"  [approved by {g['approved_by']}]" if g["approved_by"] else "")
+            for r, g in zip(releases, gates, strict=False)
+        ],
         *[f"  {g['release_key']} BLOCK: {g['reasons'][0]}" for g in gates if g["decision"] == "BLOCK"],
         "",
         "weekly drift against each workflow's reference window:",
@@ -127,16 +135,19 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
     ]
     if not matches:
         raise CliError("\n".join(lines[:2]) + "\nthe demo's counts do not match what was generated", EXIT_RUN_FAILED)
-    return StoryResult(data={
-        "home": str(home.root),
-        "generated": gen.expected_ingest(),
-        "matches_generator": matches,
-        "releases": [{"release_key": r["release_key"], "eval": r["eval"], "gate": g} for r, g in zip(releases, gates, strict=False)],
-        "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
-        "drift": drift,
-        "rollout": rollout,
-        "cadence": cadence,
-    }, text="\n".join(lines))
+    return StoryResult(
+        data={
+            "home": str(home.root),
+            "generated": gen.expected_ingest(),
+            "matches_generator": matches,
+            "releases": [{"release_key": r["release_key"], "eval": r["eval"], "gate": g} for r, g in zip(releases, gates, strict=False)],
+            "ingest": {"totals": t, "run_id": summary["run_id"], "signals_run_ids": summary["signals_run_ids"]},
+            "drift": drift,
+            "rollout": rollout,
+            "cadence": cadence,
+        },
+        text="\n".join(lines),
+    )
 
 
 def demo_summary_table(home: Home) -> list[str]:
@@ -145,39 +156,58 @@ def demo_summary_table(home: Home) -> list[str]:
     from relops_pipeline.cli.common import plain_table
 
     with read_warehouse(home) as con:
+
         def one(sql: str, params=()):
             return con.execute(sql, list(params)).fetchall()[0]
 
         spans, rejects = one("SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM trace_rejects)")
-        decisions = dict(con.execute(
-            "SELECT decision, count(*) FROM (SELECT release_key, arg_max(decision, decided_at) AS decision "
-            "FROM gate_decisions GROUP BY release_key) GROUP BY decision").fetchall())
+        decisions = dict(
+            con.execute(
+                "SELECT decision, count(*) FROM (SELECT release_key, arg_max(decision, decided_at) AS decision "
+                "FROM gate_decisions GROUP BY release_key) GROUP BY decision"
+            ).fetchall()
+        )
         approved = one("SELECT count(DISTINCT release_key) FROM events WHERE kind = 'approval'")[0]
-        drift = con.execute("SELECT workflow, min(period_start) FROM drift_summaries WHERE granularity = 'weekly' "
-                            "AND release = '*' AND status = 'drift' GROUP BY workflow ORDER BY workflow").fetchall()
-        rollbacks = con.execute("SELECT workflow, from_release, to_release, time_to_rollback_s FROM rollbacks "
-                                "WHERE performed AND automatic ORDER BY recorded_at").fetchall()
+        drift = con.execute(
+            "SELECT workflow, min(period_start) FROM drift_summaries WHERE granularity = 'weekly' "
+            "AND release = '*' AND status = 'drift' GROUP BY workflow ORDER BY workflow"
+        ).fetchall()
+        rollbacks = con.execute(
+            "SELECT workflow, from_release, to_release, time_to_rollback_s FROM rollbacks "
+            "WHERE performed AND automatic ORDER BY recorded_at"
+        ).fetchall()
         drills = one("SELECT count(*) FILTER (WHERE passed), count(*), max(duration_ms) FROM drills")
         memo = con.execute("SELECT week, html_path FROM stability_memos ORDER BY generated_at DESC LIMIT 1").fetchall()
         proposals = dict(con.execute("SELECT status, count(*) FROM proposals GROUP BY status").fetchall())
         incidents = one("SELECT count(*) FILTER (WHERE status = 'open'), count(*) FROM incidents")
     reports = home.reports_dir
     rows = [
-        ["traces", f"{spans:,} spans ingested, {rejects} malformed records quarantined with reasons",
-         "relops status · relops rejects"],
-        ["gates", f"{sum(decisions.values())} releases: " + ", ".join(
-            f"{decisions.get(d, 0)} {d}" for d in ("SHIP", "BLOCK", "REVIEW")) + f" ({approved} approved)",
-         f"{reports / 'gates'}/"],
-        ["drift", "; ".join(f"{w} drifts from the week of {d}" for w, d in drift) or "no drift",
-         f"{reports / 'drift'}/ · relops drift"],
-        ["rollback", "; ".join(f"{w} {a} -> {b} automatically in {t:.2f} s" for w, a, b, t in rollbacks) or "none",
-         f"{home.registry_dir}/ (pointer files)"],
+        ["traces", f"{spans:,} spans ingested, {rejects} malformed records quarantined with reasons", "relops status · relops rejects"],
+        [
+            "gates",
+            f"{sum(decisions.values())} releases: "
+            + ", ".join(f"{decisions.get(d, 0)} {d}" for d in ("SHIP", "BLOCK", "REVIEW"))
+            + f" ({approved} approved)",
+            f"{reports / 'gates'}/",
+        ],
+        ["drift", "; ".join(f"{w} drifts from the week of {d}" for w, d in drift) or "no drift", f"{reports / 'drift'}/ · relops drift"],
+        [
+            "rollback",
+            "; ".join(f"{w} {a} -> {b} automatically in {t:.2f} s" for w, a, b, t in rollbacks) or "none",
+            f"{home.registry_dir}/ (pointer files)",
+        ],
         ["incidents", f"{incidents[1]} recorded, {incidents[0]} open", "relops incident list --all"],
-        ["drills", f"{drills[0]} of {drills[1]} passed" + (f" (slowest {drills[2]:.0f} ms)" if drills[2] else ""),
-         f"{reports / 'runbooks'}/"],
+        [
+            "drills",
+            f"{drills[0]} of {drills[1]} passed" + (f" (slowest {drills[2]:.0f} ms)" if drills[2] else ""),
+            f"{reports / 'runbooks'}/",
+        ],
         ["memo", f"week of {memo[0][0]}" if memo else "none", memo[0][1] if memo else "relops memo"],
-        ["proposals", ", ".join(f"{n} {k}" for k, n in sorted(proposals.items())) or "none",
-         f"relops proposals · {reports / 'proposals'}/"],
+        [
+            "proposals",
+            ", ".join(f"{n} {k}" for k, n in sorted(proposals.items())) or "none",
+            f"relops proposals · {reports / 'proposals'}/",
+        ],
         ["UI", "the lineage of every release decision, runs, checks", "make ui -> http://127.0.0.1:3000"],
     ]
     return ["what happened, and where to look:", plain_table(["", "what happened", "where to look"], rows)]
@@ -211,42 +241,65 @@ def demo_gates(home: Home, releases: list[dict]) -> list[dict]:
         workflow, version = split_release_key(key)
         gate = latest_gate(home, key)
         if gate is not None:  # a second demo keeps the decisions made the first time
-            out.append({"release_key": key, "decision": gate.decision,
-                        "baseline": gate.result.baseline_version, "reasons": gate.result.reasons,
-                        "report": gate.report_html, "approved_by": None})
+            out.append(_gate_row(key, gate))
             print(f"      {key}: {gate.decision} (decided earlier)", file=sys.stderr)
             continue
         result = materialize(home, RELEASE_GATE, partition_key=key)
         gate = latest_gate(home, key, result.run_id)
         if gate is None:
             raise CliError(f"gate run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
-        row = {"release_key": key, "decision": gate.decision, "baseline": gate.result.baseline_version,
-               "reasons": gate.result.reasons, "report": gate.report_html, "approved_by": None}
+        row = _gate_row(key, gate)
         if gate.decision == "REVIEW" and not row["baseline"]:
             wf = get_workflow(home, workflow)
             with open_warehouse(home.warehouse_path) as con:
-                approve(con, key, approvers=wf.approvers, by=wf.owner,
-                        reason="first release of the workflow: reviewed by hand as the baseline")
+                approve(
+                    con, key, approvers=wf.approvers, by=wf.owner, reason="first release of the workflow: reviewed by hand as the baseline"
+                )
             row["approved_by"] = wf.owner
-        print(f"      {key}: {row['decision']}" + (f" (approved by {row['approved_by']})" if row["approved_by"] else "")
-              + f" vs {row['baseline'] or 'no baseline'}", file=sys.stderr)
+        print(
+            f"      {key}: {row['decision']}"
+            + (f" (approved by {row['approved_by']})" if row["approved_by"] else "")
+            + f" vs {row['baseline'] or 'no baseline'}",
+            file=sys.stderr,
+        )
         out.append(row)
     return out
+
+
+def _gate_row(key: str, gate) -> dict:
+    """A release's gate decision as the demo reports it."""
+    return {
+        "release_key": key,
+        "decision": gate.decision,
+        "baseline": gate.result.baseline_version,
+        "reasons": gate.result.reasons,
+        "report": gate.report_html,
+        "approved_by": None,
+    }
 
 
 def _eval_line(e: dict) -> str:
     if not e:
         return "no eval"
-    rates = ", ".join(f"{m} {v['pass_rate']:.2f}" for m, v in e["metrics"].items())
-    return f"{e['cases']} cases x {e['samples'] // max(e['cases'], 1)} samples: {rates}" + (
-        f"; must-pass failing {e['must_pass_failing_cases']}" if e.get("must_pass_failing_cases") else "")
+    # The gate judges the mean score of each metric; the pass rate (share of samples passing) is
+    # shown beside it, labelled, so the two are not taken for each other.
+    means = ", ".join(f"{m} mean {v['mean']:.3f} (pass rate {v['pass_rate']:.0%})" for m, v in e["metrics"].items())
+    return f"{e['cases']} cases x {e['samples'] // max(e['cases'], 1)} samples: {means}" + (
+        f"; must-pass failing {e['must_pass_failing_cases']}" if e.get("must_pass_failing_cases") else ""
+    )
 
 
 # The demo's rollout story: what each workflow serves, in order (a first release goes straight
 # to full; later ones go through canary). doc-qa v2.4.0 stays in canary to be judged.
-DEMO_ROLLOUTS = (("support-triage", "v1.4.0", "full"), ("support-triage", "v1.5.1", "canary"),
-                 ("support-triage", "v1.5.1", "full"), ("doc-qa", "v2.1.0", "full"), ("doc-qa", "v2.3.0", "canary"),
-                 ("doc-qa", "v2.3.0", "full"), ("doc-qa", "v2.4.0", "canary"))
+DEMO_ROLLOUTS = (
+    ("support-triage", "v1.4.0", "full"),
+    ("support-triage", "v1.5.1", "canary"),
+    ("support-triage", "v1.5.1", "full"),
+    ("doc-qa", "v2.1.0", "full"),
+    ("doc-qa", "v2.3.0", "canary"),
+    ("doc-qa", "v2.3.0", "full"),
+    ("doc-qa", "v2.4.0", "canary"),
+)
 
 
 def demo_rollout(home: Home) -> list[str]:
@@ -260,10 +313,24 @@ def demo_rollout(home: Home) -> list[str]:
         if not fresh[workflow]:
             continue
         owner = get_workflow(home, workflow).owner
-        run_or_fail(home, "registry_change_job", what=f"demo rollout of {workflow} {version} to {stage}",
-                    run_config={"ops": {"change_registry": {"config": {
-                        "workflow": workflow, "release": version, "stage": stage, "actor": owner,
-                        "reason": f"demo: {version} to {stage}"}}}})
+        run_or_fail(
+            home,
+            "registry_change_job",
+            what=f"demo rollout of {workflow} {version} to {stage}",
+            run_config={
+                "ops": {
+                    "change_registry": {
+                        "config": {
+                            "workflow": workflow,
+                            "release": version,
+                            "stage": stage,
+                            "actor": owner,
+                            "reason": f"demo: {version} to {stage}",
+                        }
+                    }
+                }
+            },
+        )
     lines = []
     with read_warehouse(home) as con:
         in_canary = get_state(con, "doc-qa").canary == "v2.4.0"
@@ -276,17 +343,22 @@ def demo_rollout(home: Home) -> list[str]:
         st = status["state"]
         drill = status["drill"]
         took = (drill.get("last_drill") or {}).get("duration_ms")
-        lines.append(f"  {w:<16} live {st['live'] or '-'}, canary {st['canary'] or '-'}, last known good "
-                     f"{st['last_known_good'] or '-'}; open incidents {len(status['incidents'])}; drill {drill['status']}"
-                     + (f" ({took:.0f} ms)" if took is not None else ""))
+        lines.append(
+            f"  {w:<16} live {st['live'] or '-'}, canary {st['canary'] or '-'}, last known good "
+            f"{st['last_known_good'] or '-'}; open incidents {len(status['incidents'])}; drill {drill['status']}"
+            + (f" ({took:.0f} ms)" if took is not None else "")
+        )
     return lines
 
 
 # The demo world's incident before relops watched it: support-triage v1.5.0's canary truncated
 # replies until it was rolled back by hand (demo/traces.py: canary day 43, rolled back day 45).
-DEMO_PAST_INCIDENT = ("support-triage", "v1.5.0",
-                      "v1.5.0 truncated replies (max_tokens 256): invalid JSON and more thumbs-down",
-                      "rolled back to v1.4.0 by hand; fixed in v1.5.1 (max_tokens 400 again)")
+DEMO_PAST_INCIDENT = (
+    "support-triage",
+    "v1.5.0",
+    "v1.5.0 truncated replies (max_tokens 256): invalid JSON and more thumbs-down",
+    "rolled back to v1.4.0 by hand; fixed in v1.5.1 (max_tokens 400 again)",
+)
 
 
 DEMO_REVIEWER = "sam.okafor"
@@ -304,9 +376,14 @@ def demo_past_incident(home: Home) -> dict:
         known = con.execute("SELECT incident_id FROM incidents WHERE workflow = ? AND title = ?", [workflow, title]).fetchall()
         if known:
             return {"incident_id": known[0][0], "created": False}
-        traces = [r[0] for r in con.execute(
-            "SELECT trace_id FROM trace_features WHERE workflow = ? AND release = ? AND finish_reason = 'length' "
-            "ORDER BY start_time LIMIT 20", [workflow, version]).fetchall()]
+        traces = [
+            r[0]
+            for r in con.execute(
+                "SELECT trace_id FROM trace_features WHERE workflow = ? AND release = ? AND finish_reason = 'length' "
+                "ORDER BY start_time LIMIT 20",
+                [workflow, version],
+            ).fetchall()
+        ]
         owner = get_workflow(home, workflow).owner
         row = open_incident(con, workflow, version, title, "manual", owner, {"traces": traces}, started_at=rel.canary_start)
         close_incident(con, row["incident_id"], closed_by=owner, resolution=resolution)
@@ -323,15 +400,24 @@ def demo_review_labels(home: Home, week: str) -> Path:
     with open(sheet, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
     with read_warehouse(home) as con:
-        flags = {r[0]: r[1:] for r in con.execute(
-            "SELECT trace_id, is_error, is_refusal, finish_reason FROM trace_features WHERE trace_id IN "
-            "(SELECT trace_id FROM review_samples WHERE week = ?)", [week]).fetchall()}
+        flags = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT trace_id, is_error, is_refusal, finish_reason FROM trace_features WHERE trace_id IN "
+                "(SELECT trace_id FROM review_samples WHERE week = ?)",
+                [week],
+            ).fetchall()
+        }
     for r in rows:
         is_error, is_refusal, finish = flags.get(r["trace_id"], (False, False, None))
         why = "refusal" if is_refusal else "truncated" if finish == "length" else None
         label = "fail" if why else "unsure" if is_error else "pass"
-        r.update(label=label, failure_type=why or "", reviewer=DEMO_REVIEWER,
-                 note="provider error, no answer to judge" if label == "unsure" else "")
+        r.update(
+            label=label,
+            failure_type=why or "",
+            reviewer=DEMO_REVIEWER,
+            note="provider error, no answer to judge" if label == "unsure" else "",
+        )
     out = sheet.with_name(f"{week}.labelled.csv")
     with open(out, "w", encoding="utf-8-sig", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), quoting=csv.QUOTE_ALL)
@@ -347,22 +433,25 @@ def _proposal_evidence_lines(p: dict) -> list[str]:
     if p["kind"] == "thresholds":
         b = (ev.get("backtest") or {}).get("summary") or {}
         changed = [*b.get("newly_blocked", []), *b.get("newly_review", [])]
-        return [f"backtest over {b.get('replayed', 0)} past releases: "
-                + (f"would have changed {', '.join(changed)}" if changed else "no past decision would change")]
+        return [
+            f"backtest over {b.get('replayed', 0)} past releases: "
+            + (f"would have changed {', '.join(changed)}" if changed else "no past decision would change")
+        ]
     if p["kind"] == "alert_rules":
         out = []
         for r in ev.get("rules", []):
             if r.get("status") != "proposed":
                 continue
             before, after = r["before"], r["after"]
-            out.append(f"{r['name']}: {before['firings']} alerts ({before['noise']} without an incident, "
-                       f"{before['noise_per_month']:g}/month) -> {after['firings']} ({after['noise']}, "
-                       f"{after['noise_per_month']:g}/month) over {ev.get('days')} days; still catches "
-                       f"{len(after['caught'])} of {len(before['caught'])} incidents it caught")
+            out.append(
+                f"{r['name']}: {before['firings']} alerts ({before['noise']} without an incident, "
+                f"{before['noise_per_month']:g}/month) -> {after['firings']} ({after['noise']}, "
+                f"{after['noise_per_month']:g}/month) over {ev.get('days')} days; still catches "
+                f"{len(after['caught'])} of {len(before['caught'])} incidents it caught"
+            )
         return out
     if p["kind"] == "suite":
-        return [f"{len(i['cases'])} cases from {i['incident_id']} ({i['title']})"
-                for i in ev.get("incidents", []) if i.get("cases")]
+        return [f"{len(i['cases'])} cases from {i['incident_id']} ({i['title']})" for i in ev.get("incidents", []) if i.get("cases")]
     return []
 
 
@@ -371,7 +460,8 @@ def _label_counts(home: Home, week: str) -> str:
         rows = con.execute(
             "SELECT label, count(*) FROM (SELECT l.sample_id, arg_max(l.label, l.imported_at) AS label FROM trace_labels l "
             "JOIN review_samples s USING (sample_id) WHERE s.week = ? GROUP BY l.sample_id) GROUP BY label ORDER BY 2 DESC",
-            [week]).fetchall()
+            [week],
+        ).fetchall()
     return ", ".join(f"{n} {label}" for label, n in rows) or "no labels"
 
 
@@ -388,11 +478,9 @@ def demo_cadence(home: Home) -> list[str]:
     week_key = week.isoformat()
     review = cmd_review_sample(argparse.Namespace(home=str(home.root), week=week_key)).data
     labelled = demo_review_labels(home, week_key)
-    imported = cmd_review_import(argparse.Namespace(home=str(home.root), file=str(labelled),
-                                                    by=DEMO_REVIEWER, open_incidents=False)).data
+    imported = cmd_review_import(argparse.Namespace(home=str(home.root), file=str(labelled), by=DEMO_REVIEWER, open_incidents=False)).data
     memo = cmd_memo(argparse.Namespace(home=str(home.root), week=week_key, full=False)).data
-    print("      the monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) ...",
-          file=sys.stderr)
+    print("      the monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) ...", file=sys.stderr)
     run_job(home, "monthly_cadence_job")
     with read_warehouse(home) as con:
         drafts = list_proposals(con, status="draft")
@@ -412,30 +500,44 @@ def demo_cadence(home: Home) -> list[str]:
         lines.append(f"    {p['title']}")
         lines += [f"    {line}" for line in _proposal_evidence_lines(p)]
     with read_warehouse(home) as con:
-        ready = con.execute("SELECT workflow, arg_max(status, reviewed_at), arg_max(result, reviewed_at) "
-                            "FROM readiness_reviews GROUP BY workflow ORDER BY workflow").fetchall()
+        ready = con.execute(
+            "SELECT workflow, arg_max(status, reviewed_at), arg_max(result, reviewed_at) "
+            "FROM readiness_reviews GROUP BY workflow ORDER BY workflow"
+        ).fetchall()
     for workflow, status, result in ready:
         plan = json.loads(result).get("plan") or []
         lines.append(f"  readiness of {workflow}: {status}" + (f"; first step: {plan[0]['title']}" if plan else ""))
     suite_draft = next((p for p in drafts if p["kind"] == "suite" and p["workflow"] == "doc-qa"), None)
     if suite_draft and not accepted:
         owner = get_workflow(home, "doc-qa").owner
-        print(f"      {owner} accepts {suite_draft['proposal_id']}; evaluating every doc-qa release on the new suite ...",
-              file=sys.stderr)
-        accepted_now = accept_or_reject(home, "suite", suite_draft["proposal_id"], action="accept", by=owner,
-                                        reason="cases from the v2.4.0 canary incident")
+        print(f"      {owner} accepts {suite_draft['proposal_id']}; evaluating every doc-qa release on the new suite ...", file=sys.stderr)
+        accepted_now = accept_or_reject(
+            home, "suite", suite_draft["proposal_id"], action="accept", by=owner, reason="cases from the v2.4.0 canary incident"
+        )
         lines.append(f"  {accepted_now.text}")
         out = accepted_now.data
         back = backfill_evals(home, "doc-qa", suite_version=out["version"], in_process=True).data
         for r in back["runs"]:
             lines.append(f"    {r['release_key']:<26} {_eval_line(r)}")
-        gate = cmd_gate(argparse.Namespace(home=str(home.root), workflow="doc-qa", version="v2.4.0", baseline=None,
-                                           suite_version=out["version"], junit=None, markdown=None)).data
-        lines.append(f"  doc-qa v2.4.0 on suite {out['version']}: {gate['decision']}"
-                     + (f" — {gate['reasons'][0]}" if gate.get("reasons") else ""))
+        gate = cmd_gate(
+            argparse.Namespace(
+                home=str(home.root),
+                workflow="doc-qa",
+                version="v2.4.0",
+                baseline=None,
+                suite_version=out["version"],
+                junit=None,
+                markdown=None,
+            )
+        ).data
+        lines.append(
+            f"  doc-qa v2.4.0 on suite {out['version']}: {gate['decision']}" + (f" — {gate['reasons'][0]}" if gate.get("reasons") else "")
+        )
     elif accepted:
-        lines.append(f"  suite proposal {accepted[0]['proposal_id']} accepted earlier by {accepted[0]['decided_by']}"
-                     f" (suite {accepted[0]['result_version']})")
+        lines.append(
+            f"  suite proposal {accepted[0]['proposal_id']} accepted earlier by {accepted[0]['decided_by']}"
+            f" (suite {accepted[0]['result_version']})"
+        )
     return lines
 
 
@@ -444,7 +546,8 @@ def demo_drift_lines(home: Home) -> list[str]:
     with read_warehouse(home) as con:
         rows = con.execute(
             "SELECT workflow, period_start, status, severity, critical_drifted, drifted_share FROM drift_summaries "
-            "WHERE granularity = 'weekly' AND release = '*' ORDER BY workflow, period_start").fetchall()
+            "WHERE granularity = 'weekly' AND release = '*' ORDER BY workflow, period_start"
+        ).fetchall()
     by_wf: dict[str, list] = {}
     for wf, week, status, severity, critical, share in rows:
         by_wf.setdefault(wf, []).append((str(week), status, severity, json.loads(critical) if critical else [], share))

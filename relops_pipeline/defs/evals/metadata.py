@@ -51,12 +51,23 @@ def eval_run_result(s: EvalRunSummary) -> dg.MaterializeResult:
             "error_rate": dg.MetadataValue.float(float(s.error_rate or 0.0)),
             "valid": s.valid,
             "invalid_reason": s.invalid_reason or "",
+            # endpoint error messages are not ours: escaped in the markdown
+            "error_causes": dg.MetadataValue.md(
+                md_table(["samples", "of", "error"], [[c.count, c.samples, c.cause] for c in s.error_causes])
+                if s.error_causes
+                else "_no errors_"
+            ),
             "must_pass_failing_cases": dg.MetadataValue.int(s.must_pass_failing_cases),
+            # the gate judges means of scores; the pass rate (share of samples passing) is for reference
+            **{f"mean/{m}": dg.MetadataValue.float(float(v.mean)) for m, v in metrics.items()},
             **{f"pass_rate/{m}": dg.MetadataValue.float(float(v.pass_rate)) for m, v in metrics.items()},
             "latency_p50_ms": dg.MetadataValue.float(float(s.latency_p50_ms or 0.0)),
             "cost_usd": dg.MetadataValue.float(float(s.cost_usd or 0.0)),
             "metrics": dg.MetadataValue.md(
-                md_table(["metric", "mean", "pass rate", "n"], [[m, v.mean, v.pass_rate, v.n] for m, v in metrics.items()])
+                md_table(
+                    ["metric", "mean score (gated)", "pass rate (of samples)", "scored samples"],
+                    [[m, v.mean, v.pass_rate, v.n] for m, v in metrics.items()],
+                )
             ),
         }
     )

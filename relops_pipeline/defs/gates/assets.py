@@ -46,8 +46,12 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     The business meaning: whether this release may go to production. It compares the
     release's eval run with the baseline's on the same suite version under the thresholds in
     force, with intervals, must-pass re-samples and the manifest diff; the decision is an
-    append-only record, and a BLOCK fails the blocking checks (and so the run).
+    append-only record, and a BLOCK fails the blocking checks (and so the run). An invalid eval
+    run (e.g. the endpoint was down) is an error, not a decision: it is recorded as INVALID
+    (which nobody can approve or override) with its report, and the step fails naming the top
+    error causes, so the partition shows as failed rather than as a REVIEW.
     """
+    from relops_pipeline.defs.gates.metadata import invalid_evidence_failure
     from relops_pipeline.lib.gates.gate import evaluate_gate
 
     key = context.partition_key
@@ -61,6 +65,8 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
         dagster_run_id=context.run.run_id,
         log=context.log.info,
     )
+    if outcome.result.decision == "INVALID":
+        raise invalid_evidence_failure(outcome)
     return release_gate_result(outcome)
 
 

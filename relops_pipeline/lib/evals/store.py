@@ -94,6 +94,62 @@ class MetricSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class ErrorCause:
+    """One error message shared by some of a run's errored samples (first line, spaces
+    collapsed): how many samples of the run gave it."""
+
+    cause: str
+    count: int
+    samples: int
+
+    def text(self) -> str:
+        return f"{self.count} of {self.samples} samples: {self.cause}"
+
+
+MAX_CAUSE_CHARS = 200
+TOP_CAUSES = 3
+
+
+def _cause(error: str) -> str:
+    first = " ".join(str(error).strip().splitlines()[0].split()) if str(error).strip() else "(empty error)"
+    return first if len(first) <= MAX_CAUSE_CHARS else first[: MAX_CAUSE_CHARS - 1] + "\u2026"
+
+
+def summarize_errors(counts: list[tuple[str, int]], samples: int, top: int = TOP_CAUSES) -> list[ErrorCause]:
+    """(error message, count) pairs to the `top` most frequent causes, messages that differ
+    only after their first line or in spacing counted as one."""
+    merged: dict[str, int] = {}
+    for error, n in counts:
+        if error is None or not str(error).strip():
+            continue
+        c = _cause(error)
+        merged[c] = merged.get(c, 0) + int(n)
+    ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [ErrorCause(c, n, samples) for c, n in ranked[:top]]
+
+
+def error_causes_text(causes: list[ErrorCause], errors: int, samples: int) -> str:
+    """ "118 of 120 samples: ConnectError: ..." per cause, "; "-joined, and how many errored
+    samples are left out; "" when there are none."""
+    if not causes:
+        return ""
+    shown = sum(c.count for c in causes)
+    rest = errors - shown
+    return "; ".join(c.text() for c in causes) + (
+        f"; and {rest} more errored sample{'s' if rest != 1 else ''} with other causes" if rest > 0 else ""
+    )
+
+
+def error_causes(con: duckdb.DuckDBPyConnection, run_id: str, samples: int, top: int = TOP_CAUSES) -> list[ErrorCause]:
+    """The `top` most frequent error causes of an eval run's samples."""
+    rows = con.execute(
+        "SELECT error, count(*) FROM eval_samples WHERE eval_run_id = ? AND error IS NOT NULL AND error <> '' GROUP BY error",
+        [run_id],
+    ).fetchall()
+    return summarize_errors([(e, int(n)) for e, n in rows], samples, top)
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalRunSummary:
     """One eval run's totals, per-metric means and pass rates, must-pass failures, latency and cost."""
 
@@ -117,6 +173,12 @@ class EvalRunSummary:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     cost_usd: float | None
+    # the most frequent error messages of the run's samples (text from an endpoint: escape it)
+    error_causes: list[ErrorCause] = dataclasses.field(default_factory=list)
+
+    def errors_text(self) -> str:
+        """The top error causes with their counts, or "" when no sample errored."""
+        return error_causes_text(self.error_causes, self.errors, self.samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +236,11 @@ def record_suites(con: duckdb.DuckDBPyConnection, files: list[Path]) -> SuitesRe
     for f in files:
         suite = load_suite(f)
         status = record_suite_version(con, suite, str(f))
-        out.append(SuiteVersionRecord(suite.workflow, suite.version, len(suite.cases), sum(c.must_pass for c in suite.cases),
-                                      suite.content_hash, status))
+        out.append(
+            SuiteVersionRecord(
+                suite.workflow, suite.version, len(suite.cases), sum(c.must_pass for c in suite.cases), suite.content_hash, status
+            )
+        )
     return SuitesRecorded(tuple(out))
 
 
@@ -193,9 +258,17 @@ def get_release(con: duckdb.DuckDBPyConnection, key: str) -> Release | None:
         return None
     key_, workflow, version, known, manifest, manifest_hash, source_file, baseline, diff, by, at = row
     return Release(
-        release_key=key_, workflow=workflow, version=version, manifest_known=bool(known),
-        manifest=json.loads(manifest) if manifest else None, manifest_hash=manifest_hash, source_file=source_file,
-        baseline_version=baseline, diff=json.loads(diff) if diff else None, registered_by=by, registered_at=at,
+        release_key=key_,
+        workflow=workflow,
+        version=version,
+        manifest_known=bool(known),
+        manifest=json.loads(manifest) if manifest else None,
+        manifest_hash=manifest_hash,
+        source_file=source_file,
+        baseline_version=baseline,
+        diff=json.loads(diff) if diff else None,
+        registered_by=by,
+        registered_at=at,
     )
 
 
@@ -285,8 +358,14 @@ def register_release_manifest(
         base_manifest = manifest_from_content(base.manifest) if base and base.manifest else None
         diff = diff_manifests(base_manifest, manifest)
     status = record_release(
-        con, manifest, workflow=workflow, version=version, source_file=str(manifest_path) if manifest else None,
-        diff=diff, baseline_version=base.version if base else None, registered_by=registered_by,
+        con,
+        manifest,
+        workflow=workflow,
+        version=version,
+        source_file=str(manifest_path) if manifest else None,
+        diff=diff,
+        baseline_version=base.version if base else None,
+        registered_by=registered_by,
     )
     release = get_release(con, key)
     assert release is not None  # recorded just above
@@ -399,9 +478,24 @@ def write_eval_run(
         con.execute(
             "INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                run_id, release_key(data.workflow, data.version), data.workflow, data.version, data.suite_version,
-                suite_hash, data.source, samples_per_case, cases, n, errors, error_rate, invalid_reason is None,
-                invalid_reason, json.dumps(data.notes), dagster_run_id, started_at or utc_naive(), utc_naive(),
+                run_id,
+                release_key(data.workflow, data.version),
+                data.workflow,
+                data.version,
+                data.suite_version,
+                suite_hash,
+                data.source,
+                samples_per_case,
+                cases,
+                n,
+                errors,
+                error_rate,
+                invalid_reason is None,
+                invalid_reason,
+                json.dumps(data.notes),
+                dagster_run_id,
+                started_at or utc_naive(),
+                utc_naive(),
             ],
         )
         con.execute("COMMIT")
@@ -416,39 +510,59 @@ def write_eval_run(
 
 def eval_run_of_dagster_run(con: duckdb.DuckDBPyConnection, dagster_run_id: str) -> EvalRunSummary | None:
     """The eval run a Dagster run recorded (its latest), or None."""
-    row = con.execute("SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1",
-                      [dagster_run_id]).fetchone()
+    row = con.execute(
+        "SELECT eval_run_id FROM eval_runs WHERE dagster_run_id = ? ORDER BY finished_at DESC LIMIT 1", [dagster_run_id]
+    ).fetchone()
     return eval_run_summary(con, row[0]) if row else None
 
 
 def eval_run_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> EvalRunSummary:
-    row = fetch_one(con.execute(
-        "SELECT eval_run_id, release_key, workflow, version, suite_version, source, samples_per_case, cases, samples, "
-        "errors, error_rate, valid, invalid_reason, dagster_run_id FROM eval_runs WHERE eval_run_id = ?",
-        [run_id],
-    ))
-    cols = ("eval_run_id", "release_key", "workflow", "version", "suite_version", "source", "samples_per_case",
-            "cases", "samples", "errors", "error_rate", "valid", "invalid_reason", "dagster_run_id")
+    row = fetch_one(
+        con.execute(
+            "SELECT eval_run_id, release_key, workflow, version, suite_version, source, samples_per_case, cases, samples, "
+            "errors, error_rate, valid, invalid_reason, dagster_run_id FROM eval_runs WHERE eval_run_id = ?",
+            [run_id],
+        )
+    )
+    cols = (
+        "eval_run_id",
+        "release_key",
+        "workflow",
+        "version",
+        "suite_version",
+        "source",
+        "samples_per_case",
+        "cases",
+        "samples",
+        "errors",
+        "error_rate",
+        "valid",
+        "invalid_reason",
+        "dagster_run_id",
+    )
     out: dict[str, Any] = dict(zip(cols, row, strict=True))
     out["metrics"] = {
         m: MetricSummary(mean, pr, n)
         for m, mean, pr, n in con.execute(
-            "SELECT metric, avg(score), avg(passed::INT), count(*) FROM eval_scores WHERE eval_run_id = ? "
-            "GROUP BY metric ORDER BY metric",
+            "SELECT metric, avg(score), avg(passed::INT), count(*) FROM eval_scores WHERE eval_run_id = ? GROUP BY metric ORDER BY metric",
             [run_id],
         ).fetchall()
     }
-    mp = fetch_one(con.execute(
-        "SELECT count(DISTINCT case_id) FILTER (WHERE must_pass), "
-        "count(DISTINCT s.case_id) FILTER (WHERE must_pass AND NOT passed) "
-        "FROM eval_samples e LEFT JOIN eval_scores s USING (eval_run_id, case_id, sample) WHERE e.eval_run_id = ?",
-        [run_id],
-    ))
+    mp = fetch_one(
+        con.execute(
+            "SELECT count(DISTINCT case_id) FILTER (WHERE must_pass), "
+            "count(DISTINCT s.case_id) FILTER (WHERE must_pass AND NOT passed) "
+            "FROM eval_samples e LEFT JOIN eval_scores s USING (eval_run_id, case_id, sample) WHERE e.eval_run_id = ?",
+            [run_id],
+        )
+    )
     out["must_pass_cases"], out["must_pass_failing_cases"] = int(mp[0] or 0), int(mp[1] or 0)
-    lat = fetch_one(con.execute(
-        "SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95), sum(cost_usd) "
-        "FROM eval_samples WHERE eval_run_id = ?",
-        [run_id],
-    ))
+    lat = fetch_one(
+        con.execute(
+            "SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95), sum(cost_usd) FROM eval_samples WHERE eval_run_id = ?",
+            [run_id],
+        )
+    )
     out["latency_p50_ms"], out["latency_p95_ms"], out["cost_usd"] = lat
+    out["error_causes"] = error_causes(con, run_id, int(out["samples"] or 0)) if out["errors"] else []
     return EvalRunSummary(**out)

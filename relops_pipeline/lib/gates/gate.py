@@ -89,7 +89,7 @@ def evaluate_gate(
 ) -> GateOutcome:
     """Decide one release's gate. `connection` opens the warehouse (the caller's resource, with
     its lock handling); it is opened twice, briefly: the decision's re-samples run with it closed."""
-    from relops_pipeline.lib.evals.store import get_release
+    from relops_pipeline.lib.evals.store import error_causes, get_release
     from relops_pipeline.lib.gates.decision import decide
     from relops_pipeline.lib.gates.report import render_pr_comment, write_reports
     from relops_pipeline.lib.gates.service import default_baseline, latest_eval_run, record_decision, thresholds_in_force
@@ -102,8 +102,9 @@ def evaluate_gate(
         thresholds = thresholds_in_force(con, key, wf.name)
         candidate = latest_eval_run(con, key, suite_version)
         if candidate is None:
-            raise ValueError(f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: "
-                             f"run `relops eval {workflow_name} {version}`")
+            raise ValueError(
+                f"{key} has no eval run{' on suite ' + suite_version if suite_version else ''}: run `relops eval {workflow_name} {version}`"
+            )
         suite = candidate.suite_version
         live = _live_version(home, wf.name)
         if baseline and release_key(wf.name, baseline) == key:
@@ -112,8 +113,10 @@ def evaluate_gate(
         # An invalid baseline run (too many errored samples, scored 0) would flatter the candidate.
         base_run = latest_eval_run(con, release_key(wf.name, base_version), suite, valid_only=True) if base_version else None
         if base_version and base_run is None:
-            log(f"baseline {base_version} has no valid eval run on suite {suite}: the gate cannot compare "
-                f"(run `relops eval backfill --workflow {wf.name}`)")
+            log(
+                f"baseline {base_version} has no valid eval run on suite {suite}: the gate cannot compare "
+                f"(run `relops eval backfill --workflow {wf.name}`)"
+            )
         candidate_df = run_frame(con, candidate.eval_run_id)
         baseline_df = run_frame(con, base_run.eval_run_id) if base_run else None
         must_pass = set(candidate_df.loc[candidate_df["must_pass"].astype(bool), "case_id"].unique())
@@ -122,19 +125,32 @@ def evaluate_gate(
             resample = _resampler(home, wf, version, suite, int(candidate.samples_per_case or 1))
         release = get_release(con, key)
         diff = release.diff if release is not None and release.manifest_known else None
+        # The top error causes of the candidate run: an invalid run's reasons name them.
+        causes = error_causes(con, candidate.eval_run_id, candidate.samples) if candidate.errors else []
         evidence = {
             "candidate_eval_run_id": candidate.eval_run_id,
             "baseline_eval_run_id": base_run.eval_run_id if base_run else None,
             "suite_version": suite,
             "thresholds_version": thresholds.version,
             "thresholds": {
-                "version": thresholds.version, "author": thresholds.author, "reason": thresholds.reason,
-                "confidence": thresholds.confidence, "latency_p95_budget_ms": thresholds.latency_p95_budget_ms,
+                "version": thresholds.version,
+                "author": thresholds.author,
+                "reason": thresholds.reason,
+                "confidence": thresholds.confidence,
+                "latency_p95_budget_ms": thresholds.latency_p95_budget_ms,
                 "cost_per_sample_budget_usd": thresholds.cost_per_sample_budget_usd,
             },
             "candidate_source": candidate.source,
-            "baseline_chosen_by": "--baseline" if baseline else (
-                "live release" if live and base_version == live else "last releasable release"),
+            "candidate_errors": {
+                "valid": bool(candidate.valid),
+                "invalid_reason": candidate.invalid_reason,
+                "samples": candidate.samples,
+                "errors": candidate.errors,
+                "top_causes": [{"cause": c.cause, "count": c.count, "samples": c.samples} for c in causes],
+            },
+            "baseline_chosen_by": "--baseline"
+            if baseline
+            else ("live release" if live and base_version == live else "last releasable release"),
             "dagster_run_id": dagster_run_id,
         }
     # The decision (with must-pass re-samples through the runner, which may be slow) runs with
@@ -147,6 +163,7 @@ def evaluate_gate(
         resample=resample,
         run_valid=bool(candidate.valid),
         invalid_reason=candidate.invalid_reason,
+        error_causes=[c.text() for c in causes],
         workflow=wf.name,
         version=version,
         baseline_version=base_version if base_run else None,
@@ -162,9 +179,14 @@ def evaluate_gate(
     reports = {k: str(v) for k, v in paths.items()}
     with connection() as con:
         recorded = record_decision(
-            con, result, reports=reports, candidate_run=candidate.eval_run_id,
-            baseline_run=base_run.eval_run_id if base_run else None, suite_version=suite,
-            thresholds_version=thresholds.version, dagster_run_id=dagster_run_id,
+            con,
+            result,
+            reports=reports,
+            candidate_run=candidate.eval_run_id,
+            baseline_run=base_run.eval_run_id if base_run else None,
+            suite_version=suite,
+            thresholds_version=thresholds.version,
+            dagster_run_id=dagster_run_id,
         )
     log(f"gate {key}: {result.decision} vs {result.baseline_version or 'no baseline'} — " + "; ".join(result.reasons[:3]))
     return GateOutcome(

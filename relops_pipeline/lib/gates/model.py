@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Decision = Literal["SHIP", "BLOCK", "REVIEW"]
-Outcome = Literal["pass", "block", "review"]
+# INVALID is not a decision: the candidate's eval run is invalid (e.g. most samples errored), so
+# nothing can be decided; it is recorded so that nobody approves or overrides it.
+Decision = Literal["SHIP", "BLOCK", "REVIEW", "INVALID"]
+Outcome = Literal["pass", "block", "review", "error"]  # error: only run:valid, on an invalid run
 
 DEFAULT_ALLOWED_REGRESSION = 0.02
 DEFAULT_TOLERATED_REGRESSION = 0.05
@@ -85,7 +87,7 @@ class MustPassCase:
     baseline_failed: int | None  # None: the baseline did not run this case
     baseline_samples: int | None
     resamples: list[bool] = field(default_factory=list)  # pass/fail of the extra samples
-    verdict: str = ""  # confirmed | flaky_in_candidate | flaky_in_baseline | new_case | not_resampled
+    verdict: str = ""  # confirmed | flaky_in_candidate | flaky_in_baseline | failing_in_baseline | not_resampled
     example_output: str | None = None  # a failing output (from a model: escape it)
     failed_metrics: list[str] = field(default_factory=list)
 

@@ -26,7 +26,8 @@ JUnit choice: one `<testcase>` per rule. A `pass` rule is a plain testcase, a `b
 nor a defect, CI dashboards show it as "not passed" without painting the suite red, and the
 exit code (2) and the suite property `decision=REVIEW` carry the outcome. Strict CI can ask
 for `render_junit(result, review_as="failure")`, which turns a review into
-`<failure type="review">`.
+`<failure type="review">`. An invalid eval run (decision INVALID, rule run:valid with outcome
+"error") is an `<error type="invalid_evidence">`: broken evidence, not a judgement.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ PR_MAX_METRICS = 12
 PR_MAX_IDS = 15
 PR_MAX_LINKS = 5
 
-_BADGE_COLOURS = {"SHIP": "#1a7f37", "BLOCK": "#cf222e", "REVIEW": "#9a6700"}
+_BADGE_COLOURS = {"SHIP": "#1a7f37", "BLOCK": "#cf222e", "REVIEW": "#9a6700", "INVALID": "#8250df"}
 _XML_INVALID = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -265,6 +266,7 @@ def _resample_string(resamples: Sequence[bool]) -> str:
 def _compact(value: Any, limit: int = 300) -> str:
     """One line of plain text for a value: a flat dict as "k: v, ...", a flat list as "a, b",
     anything nested as JSON."""
+
     def flat(v: Any) -> bool:
         return v is None or isinstance(v, (str, int, float, bool))
 
@@ -285,7 +287,7 @@ def _one_line(text: Any, limit: int = MAX_INLINE_OUTPUT) -> str:
 
 
 def _outcome_label(outcome: str) -> _Lit:
-    return _Lit({"pass": "PASS", "block": "BLOCK", "review": "REVIEW"}.get(outcome, "?"))
+    return _Lit({"pass": "PASS", "block": "BLOCK", "review": "REVIEW", "error": "ERROR"}.get(outcome, "?"))
 
 
 # ---------------------------------------------------------------- pieces of the report
@@ -306,7 +308,29 @@ def _thresholds_info(result: GateResult) -> dict[str, Any]:
 
 
 def _title(result: GateResult) -> Inline:
+    if result.decision == "INVALID":
+        return [_Bold(_Lit("INVALID evidence")), _Lit(" — no decision: release gate for "), result.workflow, _Lit(" "), result.version]
     return [_Bold(_Lit(result.decision)), _Lit(" — release gate for "), result.workflow, _Lit(" "), result.version]
+
+
+def _error_blocks(result: GateResult, *, heading: int = 3) -> list:
+    """The candidate run's top error causes (endpoint messages: untrusted text, escaped)."""
+    errors = (result.evidence or {}).get("candidate_errors")
+    if not isinstance(errors, dict) or not errors.get("top_causes"):
+        return []
+
+    def count(x: Any) -> str:
+        return str(int(x)) if isinstance(x, (int, float)) and _finite(x) else "n/a"
+
+    title = f"Errors in the candidate's eval run: {count(errors.get('errors'))} of {count(errors.get('samples'))} samples"
+    if errors.get("valid") is False:
+        title += " (the run is invalid: no decision can be made on it)"
+    rows = [
+        [_Lit(count(c.get("count"))), _Lit(count(c.get("samples"))), str(c.get("cause", ""))]
+        for c in errors["top_causes"]
+        if isinstance(c, dict)
+    ]
+    return [("h", heading, _Lit(title)), ("table", [_Lit("samples"), _Lit("of"), _Lit("error")], rows)]
 
 
 def _baseline_line(result: GateResult) -> Inline:
@@ -351,8 +375,10 @@ def _versions_table(result: GateResult) -> tuple:
         [_Lit("candidate version"), result.version],
         [_Lit("baseline version"), result.baseline_version if result.baseline_version else _Lit("none")],
         [_Lit("suite version"), ev["suite_version"] if ev.get("suite_version") is not None else _Lit("unknown")],
-        [_Lit("thresholds version"),
-         _Lit("0 (built-in defaults)") if version == 0 else (_compact(version) if version is not None else _Lit("unknown"))],
+        [
+            _Lit("thresholds version"),
+            _Lit("0 (built-in defaults)") if version == 0 else (_compact(version) if version is not None else _Lit("unknown")),
+        ],
     ]
     if th["author"]:
         rows.append([_Lit("thresholds author"), str(th["author"])])
@@ -363,8 +389,7 @@ def _versions_table(result: GateResult) -> tuple:
     return ("table", [_Lit("item"), _Lit("value")], rows)
 
 
-METRIC_HEADERS = ["metric", "baseline", "candidate (CI)", "delta (CI)", "allowed regression",
-                  "tolerated regression", "floor", "verdict"]
+METRIC_HEADERS = ["metric", "baseline", "candidate (CI)", "delta (CI)", "allowed regression", "tolerated regression", "floor", "verdict"]
 
 
 def _metric_row(m: MetricEvidence) -> list[Inline]:
@@ -412,8 +437,14 @@ def _must_pass_blocks(result: GateResult) -> list:
     blocks: list = [("h", 3, [_Lit(f"Must-pass failures ({len(failing)})")])]
     if not failing:
         n = len(result.must_pass)
-        blocks.append(("p", _Lit("None: every must-pass case passed in every sample."
-                                 if n == 0 else f"None ({n} must-pass cases listed, none failing).")))
+        blocks.append(
+            (
+                "p",
+                _Lit(
+                    "None: every must-pass case passed in every sample." if n == 0 else f"None ({n} must-pass cases listed, none failing)."
+                ),
+            )
+        )
         return blocks
     for c in failing:
         facts: list[Inline] = [
@@ -424,8 +455,12 @@ def _must_pass_blocks(result: GateResult) -> list:
         else:
             facts.append(_Lit(f"baseline: failed {_g(c.baseline_failed)} of {c.baseline_samples} samples"))
         if c.resamples:
-            facts.append(_Lit(f"re-sampled {len(c.resamples)}x: {_resample_string(c.resamples)} "
-                              f"({sum(1 for r in c.resamples if not r)} failed; P = pass, F = fail)"))
+            facts.append(
+                _Lit(
+                    f"re-sampled {len(c.resamples)}x: {_resample_string(c.resamples)} "
+                    f"({sum(1 for r in c.resamples if not r)} failed; P = pass, F = fail)"
+                )
+            )
         else:
             facts.append(_Lit("not re-sampled"))
         if c.failed_metrics:
@@ -448,8 +483,11 @@ def _case_blocks(title: str, cases: list[CaseChange], *, with_output: bool, empt
         headers.append(_Lit("example output"))
     rows = []
     for c in cases[:MAX_CASES]:
-        row = [c.case_id, _rate(c.baseline_pass_rate) if c.baseline_pass_rate is not None else _Lit("not run"),
-               _rate(c.candidate_pass_rate)]
+        row = [
+            c.case_id,
+            _rate(c.baseline_pass_rate) if c.baseline_pass_rate is not None else _Lit("not run"),
+            _rate(c.candidate_pass_rate),
+        ]
         if with_output:
             row.append(_one_line(c.example_output) if c.example_output is not None else _Lit(""))
         rows.append(row)
@@ -465,12 +503,19 @@ def _latency_cost_blocks(result: GateResult) -> list:
     rows = []
     for key, iv in (result.latency_ms or {}).items():
         budget = th["latency_p95_budget_ms"] if key == "p95" else None
-        rows.append([[_Lit("latency "), key, _Lit(" (ms)")], _interval(iv, _g), _Lit(str(iv.n)),
-                     _Lit(_g(budget)) if budget is not None else _Lit("")])
+        rows.append(
+            [
+                [_Lit("latency "), key, _Lit(" (ms)")],
+                _interval(iv, _g),
+                _Lit(str(iv.n)),
+                _Lit(_g(budget)) if budget is not None else _Lit(""),
+            ]
+        )
     for key, iv in (result.cost_usd or {}).items():
         budget = th["cost_per_sample_budget_usd"] if key == "mean_per_sample" else None
-        rows.append([[_Lit("cost "), key, _Lit(" (USD)")], _interval(iv, _g), _Lit(str(iv.n)),
-                     _Lit(_g(budget)) if budget is not None else _Lit("")])
+        rows.append(
+            [[_Lit("cost "), key, _Lit(" (USD)")], _interval(iv, _g), _Lit(str(iv.n)), _Lit(_g(budget)) if budget is not None else _Lit("")]
+        )
     if not rows:
         blocks.append(("p", _Lit("No latency or cost recorded.")))
     else:
@@ -500,8 +545,9 @@ def _rules_blocks(result: GateResult) -> list:
     if not result.rules:
         blocks.append(("p", _Lit("No rules evaluated.")))
         return blocks
-    rows = [[r.rule, _Bold(_outcome_label(r.outcome)) if r.outcome != "pass" else _outcome_label(r.outcome), r.message]
-            for r in result.rules]
+    rows = [
+        [r.rule, _Bold(_outcome_label(r.outcome)) if r.outcome != "pass" else _outcome_label(r.outcome), r.message] for r in result.rules
+    ]
     blocks.append(("table", [_Lit("rule"), _Lit("outcome"), _Lit("message")], rows))
     return blocks
 
@@ -513,6 +559,7 @@ def _report_blocks(result: GateResult, links: dict | None) -> list:
         ("p", _baseline_line(result)),
         ("p", _Bold(_Lit("Why:"))),
         ("ul", reasons) if reasons else ("p", _Em(_Lit("no reasons given"))),
+        *_error_blocks(result),
         _what_changed(result),
         ("h", 3, _Lit("Suite and thresholds")),
         _versions_table(result),
@@ -526,8 +573,7 @@ def _report_blocks(result: GateResult, links: dict | None) -> list:
         blocks.append(("p", _Lit("No metrics.")))
     blocks += _rules_blocks(result)
     blocks += _must_pass_blocks(result)
-    blocks += _case_blocks("Flaky cases (mixed results across samples)", result.flaky_cases,
-                           with_output=False, empty="None.")
+    blocks += _case_blocks("Flaky cases (mixed results across samples)", result.flaky_cases, with_output=False, empty="None.")
     blocks += _case_blocks("Newly failing cases", result.newly_failing, with_output=True, empty="None.")
     blocks += _case_blocks("Newly passing cases", result.newly_passing, with_output=False, empty="None.")
     blocks += _latency_cost_blocks(result)
@@ -541,16 +587,17 @@ def _report_blocks(result: GateResult, links: dict | None) -> list:
 
 def _metric_svg(m: MetricEvidence) -> str:
     """Baseline vs candidate as horizontal bars with CI whiskers, floor as a dashed line."""
-    values = [v for iv in (m.baseline, m.candidate) if iv is not None
-              for v in (iv.estimate, iv.low, iv.high) if _finite(v)]
+    values = [v for iv in (m.baseline, m.candidate) if iv is not None for v in (iv.estimate, iv.low, iv.high) if _finite(v)]
     top = max([1.0] + values + ([m.floor] if _finite(m.floor) else []))
     width, left, bar_w = 220, 70, 140
 
     def x(v: float) -> float:
         return left + bar_w * max(0.0, min(v, top)) / top
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="44" role="img" '
-             f'aria-label="{html.escape(m.metric, quote=True)}: baseline vs candidate">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="44" role="img" '
+        f'aria-label="{html.escape(m.metric, quote=True)}: baseline vs candidate">'
+    ]
     for row, (label, iv, colour) in enumerate((("baseline", m.baseline, "#8c959f"), ("candidate", m.candidate, "#0969da"))):
         y = 4 + row * 20
         parts.append(f'<text x="0" y="{y + 11}" font-size="10">{label}</text>')
@@ -560,8 +607,10 @@ def _metric_svg(m: MetricEvidence) -> str:
         parts.append(f'<rect x="{left}" y="{y}" width="{x(iv.estimate) - left:.1f}" height="14" fill="{colour}"/>')
         if _finite(iv.low) and _finite(iv.high):
             lo, hi, mid = x(iv.low), x(iv.high), y + 7
-            parts.append(f'<path d="M{lo:.1f} {mid}H{hi:.1f}M{lo:.1f} {mid - 4}V{mid + 4}M{hi:.1f} {mid - 4}V{mid + 4}" '
-                         f'stroke="#24292f" stroke-width="1.2" fill="none"/>')
+            parts.append(
+                f'<path d="M{lo:.1f} {mid}H{hi:.1f}M{lo:.1f} {mid - 4}V{mid + 4}M{hi:.1f} {mid - 4}V{mid + 4}" '
+                f'stroke="#24292f" stroke-width="1.2" fill="none"/>'
+            )
     if _finite(m.floor):
         fx = x(m.floor)
         parts.append(f'<line x1="{fx:.1f}" y1="0" x2="{fx:.1f}" y2="44" stroke="#cf222e" stroke-dasharray="3 2"/>')
@@ -594,6 +643,8 @@ def render_pr_comment(result: GateResult, *, links: dict | None = None) -> str:
     if len(result.reasons) > PR_MAX_REASONS:
         reasons.append(_Em(_Lit(f"… and {len(result.reasons) - PR_MAX_REASONS} more reasons in the full report")))
     blocks.append(("ul", reasons) if reasons else ("p", _Em(_Lit("no reasons given"))))
+    if result.decision == "INVALID":
+        blocks += _error_blocks(result, heading=4)
 
     diff = result.diff
     if not diff:
@@ -625,8 +676,15 @@ def render_pr_comment(result: GateResult, *, links: dict | None = None) -> str:
         blocks.append(("p", [_Bold(_Lit(f"Must-pass failures ({len(failing)}):")), _Lit(" "), *ids]))
     else:
         blocks.append(("p", [_Bold(_Lit("Must-pass failures:")), _Lit(" none")]))
-    blocks.append(("p", _Lit(f"Flaky cases: {len(result.flaky_cases)} · newly failing: {len(result.newly_failing)}"
-                             f" · newly passing: {len(result.newly_passing)}")))
+    blocks.append(
+        (
+            "p",
+            _Lit(
+                f"Flaky cases: {len(result.flaky_cases)} · newly failing: {len(result.newly_failing)}"
+                f" · newly passing: {len(result.newly_passing)}"
+            ),
+        )
+    )
 
     ev = result.evidence or {}
     th = _thresholds_info(result)
@@ -645,8 +703,9 @@ def render_pr_comment(result: GateResult, *, links: dict | None = None) -> str:
         blocks.append(("p", line))
     if links:
         items = list(links.items())[:PR_MAX_LINKS]
-        blocks.append(("p", [_Lit("Links: "), *[p for i, (k, v) in enumerate(items)
-                                               for p in ([_Lit(" · ")] if i else []) + [_Link(str(k), str(v))]]]))
+        blocks.append(
+            ("p", [_Lit("Links: "), *[p for i, (k, v) in enumerate(items) for p in ([_Lit(" · ")] if i else []) + [_Link(str(k), str(v))]]])
+        )
     return _render_md(blocks)
 
 
@@ -670,9 +729,14 @@ def render_html(result: GateResult, *, links: dict | None = None) -> str:
     for b in blocks:
         if isinstance(b, tuple) and b[0] == "h" and b[1] == 2:
             colour = _BADGE_COLOURS.get(result.decision, "#57606a")
-            rendered.append(_Raw("", f'<h2><span class="badge" style="background:{colour}">'
-                                     f"{html.escape(result.decision)}</span> release gate for "
-                                     f"{html.escape(result.workflow)} {html.escape(result.version)}</h2>"))
+            rendered.append(
+                _Raw(
+                    "",
+                    f'<h2><span class="badge" style="background:{colour}">'
+                    f"{html.escape(result.decision)}</span> release gate for "
+                    f"{html.escape(result.workflow)} {html.escape(result.version)}</h2>",
+                )
+            )
         else:
             rendered.append(b)
     title = f"{result.decision} — {result.workflow} {result.version}"
@@ -727,15 +791,21 @@ def render_junit(result: GateResult, *, review_as: Literal["skipped", "failure"]
 
     failures = sum(1 for _, o, _, _ in rules if o == "block" or (o == "review" and review_as == "failure"))
     skipped = sum(1 for _, o, _, _ in rules if o == "review" and review_as == "skipped")
-    counts = {"tests": str(len(rules)), "failures": str(failures), "errors": "0", "skipped": str(skipped), "time": "0"}
+    errors = sum(1 for _, o, _, _ in rules if o == "error")
+    counts = {"tests": str(len(rules)), "failures": str(failures), "errors": str(errors), "skipped": str(skipped), "time": "0"}
 
     root = ET.Element("testsuites", {"name": "relops gate", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": classname, **counts})
     props = ET.SubElement(suite, "properties")
-    evidence_props = [(f"evidence.{k}", v) for k, v in (result.evidence or {}).items()
-                      if v is None or isinstance(v, (str, int, float, bool))]
-    for name, value in [("decision", result.decision), ("workflow", result.workflow), ("version", result.version),
-                        ("baseline_version", result.baseline_version or "")] + evidence_props:
+    evidence_props = [
+        (f"evidence.{k}", v) for k, v in (result.evidence or {}).items() if v is None or isinstance(v, (str, int, float, bool))
+    ]
+    for name, value in [
+        ("decision", result.decision),
+        ("workflow", result.workflow),
+        ("version", result.version),
+        ("baseline_version", result.baseline_version or ""),
+    ] + evidence_props:
         ET.SubElement(props, "property", {"name": _xml_text(name), "value": _xml_text("" if value is None else value)})
 
     for rule, outcome, message, details in rules:
@@ -748,6 +818,9 @@ def render_junit(result: GateResult, *, review_as: Literal["skipped", "failure"]
             el.text = body
         elif outcome == "review":
             el = ET.SubElement(case, "skipped", {"message": _xml_text(f"REVIEW: {message}")})
+            el.text = body
+        elif outcome == "error":  # invalid evidence: an error of the run, not a judgement
+            el = ET.SubElement(case, "error", {"message": _xml_text(message), "type": "invalid_evidence"})
             el.text = body
     out = ET.SubElement(suite, "system-out")
     out.text = _xml_text(f"decision: {result.decision}\n" + "".join(f"- {r}\n" for r in result.reasons))

@@ -50,6 +50,7 @@ class EvalRunRef:
     samples_per_case: int | None
     cases: int
     samples: int
+    errors: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +66,7 @@ class GateRecord:
     dagster_run_id: str | None
 
 
-def record_thresholds_in_force(
-    con: duckdb.DuckDBPyConnection, key: str, wf: Workflow, *, dagster_run_id: str | None
-) -> ThresholdsInForce:
+def record_thresholds_in_force(con: duckdb.DuckDBPyConnection, key: str, wf: Workflow, *, dagster_run_id: str | None) -> ThresholdsInForce:
     """Seed the workflow file's thresholds (once) and record the version in force for the release."""
     from relops_pipeline.lib.gates.thresholds import current_thresholds, seed_from_workflow_config
 
@@ -94,8 +93,7 @@ def latest_gate_decision(con: duckdb.DuckDBPyConnection, key: str, dagster_run_i
     """The release's latest gate decision (of that Dagster run, when given), or None."""
     from relops_pipeline.lib.results import from_json
 
-    sql = ("SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions "
-           "WHERE release_key = ?")
+    sql = "SELECT gate_id, decision, result, report_md, report_html, report_json, dagster_run_id FROM gate_decisions WHERE release_key = ?"
     params = [key]
     if dagster_run_id:
         sql += " AND dagster_run_id = ?"
@@ -112,8 +110,8 @@ def latest_eval_run(
 ) -> EvalRunRef | None:
     """The newest eval run of a release (on a suite version, when given; valid ones only, when asked)."""
     sql = (
-        "SELECT eval_run_id, suite_version, suite_hash, source, valid, invalid_reason, samples_per_case, cases, samples "
-        "FROM eval_runs WHERE release_key = ?"
+        "SELECT eval_run_id, suite_version, suite_hash, source, valid, invalid_reason, samples_per_case, cases, samples, "
+        "coalesce(errors, 0) FROM eval_runs WHERE release_key = ?"
     )
     params: list[Any] = [key]
     if suite_version:
@@ -134,27 +132,36 @@ def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:
         f"SELECT {', '.join(cols)} FROM gate_decisions WHERE release_key = ? ORDER BY decided_at DESC LIMIT 1",
         [key],
     ).fetchall()
-    newest_event = con.execute(
-        "SELECT max(seq) FROM events WHERE release_key = ? AND kind = ?", [key, audit.KIND_GATE_DECISION]
-    ).fetchone()
+    newest_event = con.execute("SELECT max(seq) FROM events WHERE release_key = ? AND kind = ?", [key, audit.KIND_GATE_DECISION]).fetchone()
     newest = newest_event[0] if newest_event else None
     if not rows:
-        tampered = (f"gate decision event {newest} of {key} has no row: it was deleted" if newest is not None
-                    else None)
-        return {"release_key": key, "decision": None, "approved": False, "overridden": False, "gate_id": None,
-                "releasable": False, "tampered": tampered}
+        tampered = f"gate decision event {newest} of {key} has no row: it was deleted" if newest is not None else None
+        return {
+            "release_key": key,
+            "decision": None,
+            "approved": False,
+            "overridden": False,
+            "gate_id": None,
+            "releasable": False,
+            "tampered": tampered,
+        }
     row = dict(zip(cols, rows[0], strict=True))
     gate_id, decision, decided_at, seq = row["gate_id"], row["decision"], row["decided_at"], row["event_seq"]
     approvals = con.execute(
-        "SELECT kind, actor, reason, ts, seq FROM events WHERE release_key = ? AND kind IN (?, ?) AND seq > ? "
-        "ORDER BY seq",
+        "SELECT kind, actor, reason, ts, seq FROM events WHERE release_key = ? AND kind IN (?, ?) AND seq > ? ORDER BY seq",
         [key, audit.KIND_APPROVAL, audit.KIND_OVERRIDE, seq or 0],
     ).fetchall()
     # What ships is decided from this row and these events: believe them only when the keyed
     # log backs them (an edited decision, a forged approval, a newer decision's row deleted).
-    tampered = (ledger.gate_problem(con, row) or ledger.approval_problem(con, [a[4] for a in approvals])
-                or (f"the newest gate decision event of {key} is {newest}, but its row names event {seq}: "
-                    "a newer decision's row was deleted" if newest is not None and newest != seq else None))
+    tampered = (
+        ledger.gate_problem(con, row)
+        or ledger.approval_problem(con, [a[4] for a in approvals])
+        or (
+            f"the newest gate decision event of {key} is {newest}, but its row names event {seq}: a newer decision's row was deleted"
+            if newest is not None and newest != seq
+            else None
+        )
+    )
     approved = any(k == audit.KIND_APPROVAL for k, *_ in approvals)
     overridden = any(k == audit.KIND_OVERRIDE for k, *_ in approvals)
     last = approvals[-1] if approvals else None
@@ -168,10 +175,34 @@ def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:
         "approved_by": last[1] if last else None,
         "approval_reason": last[2] if last else None,
         # may it go out? SHIP, an approved REVIEW, or an overridden BLOCK — backed by the log
-        "releasable": tampered is None and (
-            decision == "SHIP" or (decision == "REVIEW" and approved) or (decision == "BLOCK" and overridden)),
+        "releasable": tampered is None
+        and (decision == "SHIP" or (decision == "REVIEW" and approved) or (decision == "BLOCK" and overridden)),
         "tampered": tampered,
     }
+
+
+def _first_reason(con: duckdb.DuckDBPyConnection, gate_id: str | None) -> str:
+    row = con.execute("SELECT reasons FROM gate_decisions WHERE gate_id = ?", [gate_id]).fetchone()
+    try:
+        reasons = json.loads(row[0]) if row and row[0] else []
+    except ValueError:
+        reasons = []
+    return reasons[0] if reasons else "the candidate's eval run is invalid"
+
+
+def invalid_run_since(con: duckdb.DuckDBPyConnection, key: str, since: str | None) -> tuple[str, str | None] | None:
+    """(run id, invalid reason) of the release's newest eval run when it is invalid and finished
+    after `since` (an ISO timestamp, the decision's); None otherwise."""
+    if since is None:
+        return None
+    row = con.execute(
+        "SELECT eval_run_id, valid, invalid_reason, finished_at > ?::TIMESTAMP FROM eval_runs WHERE release_key = ? "
+        "ORDER BY finished_at DESC LIMIT 1",
+        [since, key],
+    ).fetchone()
+    if row is None or row[1] or not row[3]:
+        return None
+    return row[0], row[2]
 
 
 def default_baseline(con: duckdb.DuckDBPyConnection, workflow: str, key: str, live_version: str | None = None) -> str | None:
@@ -229,10 +260,24 @@ def record_decision(
         con.execute(
             "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                gate_id, key, result.workflow, result.version, result.decision, result.baseline_version, candidate_run,
-                baseline_run, suite_version, thresholds_version, json.dumps(result.reasons),
-                json.dumps(to_json(result), default=str), reports.get("md"), reports.get("html"), reports.get("json"),
-                event["seq"], dagster_run_id, utc_naive(),
+                gate_id,
+                key,
+                result.workflow,
+                result.version,
+                result.decision,
+                result.baseline_version,
+                candidate_run,
+                baseline_run,
+                suite_version,
+                thresholds_version,
+                json.dumps(result.reasons),
+                json.dumps(to_json(result), default=str),
+                reports.get("md"),
+                reports.get("html"),
+                reports.get("json"),
+                event["seq"],
+                dagster_run_id,
+                utc_naive(),
             ],
         )
     return {"gate_id": gate_id, "event_seq": event["seq"]}
@@ -250,7 +295,9 @@ def approve(
     """Turn a REVIEW into an approved ship, or override a BLOCK (with override=True).
 
     Only the workflow's owner and delegates may; anyone else is refused, and the attempt is
-    recorded all the same.
+    recorded all the same. Invalid evidence (an INVALID gate, or an invalid eval run of the
+    release newer than its decision) is never approved nor overridden: there is nothing to judge
+    until the evals are re-run.
     """
     workflow, _version = split_release_key(key)
     if not by or not reason or not reason.strip():
@@ -261,8 +308,13 @@ def approve(
 
     def refuse(why: str) -> None:
         audit.append_event(
-            con, kind=audit.KIND_REFUSED, actor=by, reason=f"{why} (asked: {reason})", workflow=workflow,
-            release_key=key, payload={"request": "override" if override else "approve", "decision": state["decision"]},
+            con,
+            kind=audit.KIND_REFUSED,
+            actor=by,
+            reason=f"{why} (asked: {reason})",
+            workflow=workflow,
+            release_key=key,
+            payload={"request": "override" if override else "approve", "decision": state["decision"]},
         )
         raise GateError(why)
 
@@ -271,13 +323,30 @@ def approve(
     decision = state["decision"]
     if decision is None:
         refuse(f"{key} has no gate decision yet: run `relops gate {workflow} {_version}` first")
+    if decision == "INVALID":
+        refuse(
+            f"{key}'s evidence is invalid — {_first_reason(con, state['gate_id'])} — so there is no decision to "
+            f"{'override' if override else 'approve'}: fix the cause, re-run the evals "
+            f"(`relops eval {workflow} {_version}`) and the gate (`relops gate {workflow} {_version}`)"
+        )
+    newer = invalid_run_since(con, key, state["decided_at"])
+    if newer is not None:
+        refuse(
+            f"{key}'s newest eval run {newer[0]} is invalid ({newer[1] or 'no reason recorded'}) and newer than its "
+            f"gate decision: re-run the evals and the gate before anyone approves it"
+        )
     if decision == "SHIP":
         refuse(f"{key} already SHIPs: nothing to approve")
     if decision == "BLOCK" and not override:
         refuse(f"{key} is BLOCKed: only an explicit --override can ship it, and it is recorded as such")
     kind = audit.KIND_OVERRIDE if decision == "BLOCK" else audit.KIND_APPROVAL
     event = audit.append_event(
-        con, kind=kind, actor=by, reason=reason, workflow=workflow, release_key=key,
+        con,
+        kind=kind,
+        actor=by,
+        reason=reason,
+        workflow=workflow,
+        release_key=key,
         payload={"gate_id": state["gate_id"], "decision": decision, "override": decision == "BLOCK"},
     )
     return {"release_key": key, "kind": kind, "decision": decision, "by": by, "event_seq": event["seq"]}
