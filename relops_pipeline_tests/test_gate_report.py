@@ -42,8 +42,13 @@ def _evidence(**extra):
         "baseline_run_id": "run-base-0041",
         "suite_version": "s3",
         "thresholds_version": 2,
-        "thresholds": {"version": 2, "author": "dana", "reason": "tighten after incident #12",
-                       "confidence": 0.95, "latency_p95_budget_ms": 2500.0},
+        "thresholds": {
+            "version": 2,
+            "author": "dana",
+            "reason": "tighten after incident #12",
+            "confidence": 0.95,
+            "latency_p95_budget_ms": 2500.0,
+        },
         "cases": 312,
         "samples_per_case": 3,
         "seed": 1234,
@@ -68,69 +73,109 @@ def _metric(name, base, cand, delta, verdict, *, floor=None, note=""):
 
 
 def _diff(prompt_extra="", old_version="v1", new_version="v2"):
-    old = Manifest(workflow="support-bot", version=old_version, model="gpt-a", prompts={"system": "Be kind.\n"},
-                   parameters={"temperature": 0.2})
-    new = dataclasses.replace(old, version=new_version, model="gpt-b",
-                              prompts={"system": "Be kind.\n" + prompt_extra + "Answer briefly.\n"},
-                              parameters={"temperature": 0.0})
+    old = Manifest(
+        workflow="support-bot", version=old_version, model="gpt-a", prompts={"system": "Be kind.\n"}, parameters={"temperature": 0.2}
+    )
+    new = dataclasses.replace(
+        old,
+        version=new_version,
+        model="gpt-b",
+        prompts={"system": "Be kind.\n" + prompt_extra + "Answer briefly.\n"},
+        parameters={"temperature": 0.0},
+    )
     return diff_manifests(old, new)
 
 
 def ship_result() -> GateResult:
     return GateResult(
-        workflow="support-bot", version="v2", baseline_version="v1", decision="SHIP",
+        workflow="support-bot",
+        version="v2",
+        baseline_version="v1",
+        decision="SHIP",
         reasons=["no metric regressed beyond the tolerated 0.05", "every must-pass case passed in all samples"],
         rules=[
             RuleResult("regression:fields_match", "pass", "delta +0.012 [-0.010, +0.034]"),
             RuleResult("must_pass", "pass", "10 must-pass cases passed 3/3"),
             RuleResult("evidence:min_cases", "pass", "312 cases >= 30"),
         ],
-        metrics=[_metric("fields_match", (0.851, 0.83, 0.87), (0.863, 0.842, 0.881), (0.012, -0.010, 0.034), "ok",
-                         floor=0.8)],
-        must_pass=[], flaky_cases=[CaseChange("c-17", 1.0, 2 / 3)], newly_failing=[], newly_passing=[],
+        metrics=[_metric("fields_match", (0.851, 0.83, 0.87), (0.863, 0.842, 0.881), (0.012, -0.010, 0.034), "ok", floor=0.8)],
+        must_pass=[],
+        flaky_cases=[CaseChange("c-17", 1.0, 2 / 3)],
+        newly_failing=[],
+        newly_passing=[],
         latency_ms={"p50": Interval(812.0, 790.0, 830.0, n=936), "p95": Interval(1840.0, 1700.0, 1990.0, n=936)},
         cost_usd={"mean_per_sample": Interval(0.0021, 0.0020, 0.0022, n=936)},
-        evidence=_evidence(), diff=_diff(),
+        evidence=_evidence(),
+        diff=_diff(),
     )
 
 
 def block_result() -> GateResult:
     must = [
-        MustPassCase("refund-" + XSS, candidate_failed=3, candidate_samples=3, baseline_failed=0, baseline_samples=3,
-                     resamples=[False, False, True, False, False], verdict="confirmed",
-                     example_output="Sure!\n" + XSS + "\n```\nnot a fence end\n````", failed_metrics=["fields_match"]),
-        MustPassCase("mp-2", candidate_failed=1, candidate_samples=3, baseline_failed=None, baseline_samples=None,
-                     verdict="new_case", example_output=None),
+        MustPassCase(
+            "refund-" + XSS,
+            candidate_failed=3,
+            candidate_samples=3,
+            baseline_failed=0,
+            baseline_samples=3,
+            resamples=[False, False, True, False, False],
+            verdict="confirmed",
+            example_output="Sure!\n" + XSS + "\n```\nnot a fence end\n````",
+            failed_metrics=["fields_match"],
+        ),
+        MustPassCase(
+            "mp-2",
+            candidate_failed=1,
+            candidate_samples=3,
+            baseline_failed=None,
+            baseline_samples=None,
+            verdict="new_case",
+            example_output=None,
+        ),
         MustPassCase("mp-ok", candidate_failed=0, candidate_samples=3, baseline_failed=0, baseline_samples=3),
     ]
     newly_failing = [CaseChange(f"nf-{i:03d}", 1.0, 0.0, example_output=f"wrong answer {i}\nline two") for i in range(45)]
     return GateResult(
-        workflow="support-bot", version="v3", baseline_version="v2", decision="BLOCK",
-        reasons=["must-pass case refund-" + XSS + " fails in 3/3 samples and 4/5 re-samples",
-                 "fields_match regressed by -0.061 (allowed 0.02)"],
+        workflow="support-bot",
+        version="v3",
+        baseline_version="v2",
+        decision="BLOCK",
+        reasons=[
+            "must-pass case refund-" + XSS + " fails in 3/3 samples and 4/5 re-samples",
+            "fields_match regressed by -0.061 (allowed 0.02)",
+        ],
         rules=[
-            RuleResult("regression:fields_match", "block", 'delta -0.061 [-0.090, -0.032] < -0.02 "significant"',
-                       details={"estimate": -0.061, "low": -0.09}),
+            RuleResult(
+                "regression:fields_match",
+                "block",
+                'delta -0.061 [-0.090, -0.032] < -0.02 "significant"',
+                details={"estimate": -0.061, "low": -0.09},
+            ),
             RuleResult("regression:tone", "pass", "delta -0.004"),
             RuleResult("must_pass", "block", "1 must-pass case fails: refund-" + XSS + "\x01"),
             RuleResult("evidence:min_cases", "pass", "312 cases >= 30"),
         ],
         metrics=[
-            _metric("fields_match", (0.863, 0.842, 0.881), (0.802, 0.780, 0.823), (-0.061, -0.090, -0.032),
-                    "regression", floor=0.8),
+            _metric("fields_match", (0.863, 0.842, 0.881), (0.802, 0.780, 0.823), (-0.061, -0.090, -0.032), "regression", floor=0.8),
             _metric("tone", (0.95, 0.94, 0.96), (0.946, 0.935, 0.957), (-0.004, -0.012, 0.004), "ok"),
         ],
-        must_pass=must, flaky_cases=[], newly_failing=newly_failing,
+        must_pass=must,
+        flaky_cases=[],
+        newly_failing=newly_failing,
         newly_passing=[CaseChange("np-1", 0.0, 1.0)],
         latency_ms={"p95": Interval(2100.0, 1990.0, 2230.0, n=936)},
         cost_usd={"mean_per_sample": Interval(float("nan"), None, None, n=0)},
-        evidence=_evidence(), diff=_diff(prompt_extra=XSS + "\n", old_version="v2", new_version="v3"),
+        evidence=_evidence(),
+        diff=_diff(prompt_extra=XSS + "\n", old_version="v2", new_version="v3"),
     )
 
 
 def review_result() -> GateResult:
     return GateResult(
-        workflow="support-bot", version="v4", baseline_version=None, decision="REVIEW",
+        workflow="support-bot",
+        version="v4",
+        baseline_version=None,
+        decision="REVIEW",
         reasons=["too little evidence: 20 cases < 30"],
         rules=[
             RuleResult("regression:fields_match", "pass", "no baseline"),
@@ -138,8 +183,13 @@ def review_result() -> GateResult:
             RuleResult("must_pass:flaky_baseline", "review", "mp-7 is flaky in the baseline too"),
         ],
         metrics=[_metric("fields_match", None, (0.9, 0.8, 0.97), None, "no_baseline")],
-        must_pass=[], flaky_cases=[], newly_failing=[], newly_passing=[],
-        latency_ms={}, cost_usd={}, evidence=_evidence(cases=20, thresholds_version=0, thresholds={}),
+        must_pass=[],
+        flaky_cases=[],
+        newly_failing=[],
+        newly_passing=[],
+        latency_ms={},
+        cost_usd={},
+        evidence=_evidence(cases=20, thresholds_version=0, thresholds={}),
         diff=None,
     )
 
@@ -172,8 +222,7 @@ def test_markdown_ship_content():
     assert "| suite version | s3 |" in md and "| thresholds version | 2 |" in md
     assert "| thresholds reason | tighten after incident \\#12 |" in md and "| confidence | 95% |" in md
     # the metric row: baseline, candidate with CI, delta with CI, allowed, tolerated, floor, verdict
-    assert ("| fields\\_match | 0.851 [0.830, 0.870] | 0.863 [0.842, 0.881] | +0.012 [-0.010, +0.034] "
-            "| 0.020 | 0.050 | 0.800 | ok |") in md
+    assert ("| fields\\_match | 0.851 [0.830, 0.870] | 0.863 [0.842, 0.881] | +0.012 [-0.010, +0.034] | 0.020 | 0.050 | 0.800 | ok |") in md
     assert "### Must-pass failures (0)" in md and "### Flaky cases (mixed results across samples) (1)" in md
     assert "| c\\-17 | 100% | 67% |" in md
     assert "| latency p95 (ms) | 1840 [1700, 1990] | 936 | 2500 |" in md
@@ -197,7 +246,7 @@ def test_markdown_block_must_pass_resamples_and_caps():
     lines = md.splitlines()
     start = lines.index("`````text")
     end = lines.index("`````", start + 1)
-    assert lines[start + 1:end] == ["Sure!", html.escape(XSS, quote=False), "```", "not a fence end", "````"]
+    assert lines[start + 1 : end] == ["Sure!", html.escape(XSS, quote=False), "```", "not a fence end", "````"]
     # newly failing: capped at MAX_CASES rows, the cut counted; the example output on one line
     assert "### Newly failing cases (45)" in md
     assert "| nf\\-000 | 100% | 0% | wrong answer 0 line two |" in md
@@ -239,8 +288,7 @@ def test_pr_comment_is_short_and_names_failures():
     big = block_result()
     big.must_pass = big.must_pass + [MustPassCase(f"mp-{i}", 3, 3, 0, 3, verdict="confirmed") for i in range(40)]
     big.reasons = big.reasons + [f"reason {i}" for i in range(30)]
-    big.metrics = big.metrics + [_metric(f"m{i}", (0.9, 0.8, 0.95), (0.9, 0.8, 0.95), (0, -0.01, 0.01), "ok")
-                                 for i in range(30)]
+    big.metrics = big.metrics + [_metric(f"m{i}", (0.9, 0.8, 0.95), (0.9, 0.8, 0.95), (0, -0.01, 0.01), "ok") for i in range(30)]
     links = {f"link {i}": f"https://ci.example/{i}" for i in range(10)}
     text = render_pr_comment(big, links=links)
     assert len(text.splitlines()) <= 60
@@ -345,8 +393,7 @@ def _suite(xml_text):
 def test_junit_block():
     root, suite = _suite(render_junit(block_result()))
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ["regression:fields_match", "regression:tone", "must_pass",
-                                               "evidence:min_cases"]
+    assert [c.get("name") for c in cases] == ["regression:fields_match", "regression:tone", "must_pass", "evidence:min_cases"]
     assert {c.get("classname") for c in cases} == {"relops.gate.support-bot"}
     assert suite.get("name") == "relops.gate.support-bot"
     for el in (root, suite):
@@ -404,8 +451,11 @@ def test_write_reports_atomic(tmp_path):
     assert paths["md"].read_text(encoding="utf-8") == render_markdown(block_result())
     assert paths["html"].read_text(encoding="utf-8") == render_html(block_result())
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["decision"] == "BLOCK"
-    assert sorted(p.name for p in out.iterdir()) == ["support-bot--v3.html", "support-bot--v3.json",
-                                                     "support-bot--v3.md"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == [
+        "support-bot--v3.html",
+        "support-bot--v3.json",
+        "support-bot--v3.md",
+    ]  # no temp files left
     # a second write replaces the files
     write_reports(ship_result(), out, "support-bot--v3")
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["decision"] == "SHIP"
@@ -420,5 +470,39 @@ def test_intervals_without_bounds_and_nan():
     md = render_markdown(r)
     assert "| m | 0.500 | n/a | +0.100 |" in md
     page = render_html(r)
-    assert '>n/a</text>' in page  # the chart has no bar for a NaN candidate
+    assert ">n/a</text>" in page  # the chart has no bar for a NaN candidate
     assert json.loads(render_json(r))["metrics"][0]["delta"]["low"] is None
+
+
+def test_reports_of_an_invalid_run_and_a_corrected_floor():
+    """An INVALID result is titled as such, lists the error causes escaped (endpoint text is
+    untrusted) and JUnit calls it an error; a floor judged on the corrected interval says so."""
+    from relops_pipeline_tests.test_gate_decision import gate, run, suite
+
+    causes = [{"cause": f"ConnectError: refused {XSS}", "count": 118, "samples": 120}]
+    res = gate(
+        run(suite(60)),
+        run(suite(60)),
+        run_valid=False,
+        invalid_reason="error rate 98.3% above the allowed 10.0%",
+        error_causes=[f"118 of 120 samples: ConnectError: refused {XSS}"],
+        evidence={"candidate_errors": {"valid": False, "errors": 118, "samples": 120, "top_causes": causes}},
+    )
+    assert res.decision == "INVALID"
+    md, page, pr = render_markdown(res), render_html(res), render_pr_comment(res)
+    for text in (md, page, pr):
+        assert "INVALID" in text and "118" in text and "ConnectError" in text
+        assert XSS not in text and "&lt;script&gt;" in text
+    assert "Errors in the candidate's eval run: 118 of 120 samples" in md
+    suite_el = ET.fromstring(render_junit(res).split("\n", 1)[1]).find("testsuite")
+    assert suite_el.get("errors") == "1" and suite_el.find("testcase/error").get("type") == "invalid_evidence"
+
+    from relops_pipeline.lib.gates.model import Thresholds
+
+    th = Thresholds(floors={"correct": 0.92}, latency_p95_budget_ms=10_000.0, allowed_regression={"*": 1.0})
+    unclear = gate(run(suite(100, failing={f"c{i:03d}" for i in range(8)})), run(suite(100)), th)
+    assert next(r for r in unclear.rules if r.rule == "floor:correct").outcome == "review"
+    assert "floor judged on the 98.3% CI, corrected for 3 comparisons:" in unclear.metrics[0].note
+    from relops_pipeline.lib.markdown import escape_md
+
+    assert escape_md("floor judged on the 98.3% CI, corrected for 3 comparisons:") in render_markdown(unclear)
