@@ -181,13 +181,18 @@ def release_state(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, Any]:
     }
 
 
-def _first_reason(con: duckdb.DuckDBPyConnection, gate_id: str | None) -> str:
-    row = con.execute("SELECT reasons FROM gate_decisions WHERE gate_id = ?", [gate_id]).fetchone()
+def _invalid_summary(con: duckdb.DuckDBPyConnection, gate_id: str | None) -> str:
+    """Why an INVALID gate's evidence is invalid, in one line: the reason and the top error cause."""
+    row = con.execute("SELECT result FROM gate_decisions WHERE gate_id = ?", [gate_id]).fetchone()
     try:
-        reasons = json.loads(row[0]) if row and row[0] else []
-    except ValueError:
-        reasons = []
-    return reasons[0] if reasons else "the candidate's eval run is invalid"
+        errors = (json.loads(row[0]).get("evidence") or {}).get("candidate_errors") or {} if row and row[0] else {}
+    except (ValueError, AttributeError):
+        errors = {}
+    parts = [str(errors["invalid_reason"])] if errors.get("invalid_reason") else []
+    top = (errors.get("top_causes") or [None])[0]
+    if isinstance(top, dict):
+        parts.append(f"{top.get('count')} of {top.get('samples')} samples: {top.get('cause')}")
+    return "; ".join(parts) or "the candidate's eval run is invalid"
 
 
 def invalid_run_since(con: duckdb.DuckDBPyConnection, key: str, since: str | None) -> tuple[str, str | None] | None:
@@ -325,7 +330,7 @@ def approve(
         refuse(f"{key} has no gate decision yet: run `relops gate {workflow} {_version}` first")
     if decision == "INVALID":
         refuse(
-            f"{key}'s evidence is invalid — {_first_reason(con, state['gate_id'])} — so there is no decision to "
+            f"{key}'s evidence is invalid ({_invalid_summary(con, state['gate_id'])}), so there is no decision to "
             f"{'override' if override else 'approve'}: fix the cause, re-run the evals "
             f"(`relops eval {workflow} {_version}`) and the gate (`relops gate {workflow} {_version}`)"
         )
