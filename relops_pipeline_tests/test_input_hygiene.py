@@ -1,6 +1,7 @@
 """Input hygiene: names are whole-string matches, one broken workflow file affects only its own
 workflow, numbers and free text are validated, imports have documented size limits, secrets in
-URLs never reach errors or logs, usage errors are bad input (exit 3, JSON under --json), and a
+URLs never reach errors or logs, usage errors exit 64 (EX_USAGE; JSON under --json) while bad
+numbers a command finds are bad input (exit 3), and a
 reader that goes away is no error."""
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ def test_usage_errors_and_bad_numbers_are_bad_input(tmp_path, capsys):
     home = str(tmp_path / "home")
     with pytest.raises(SystemExit) as exit_:
         main(["--home", home, "statuss"])
-    assert exit_.value.code == 3  # never 2: that is REVIEW
+    assert exit_.value.code == 64  # never 2: that is REVIEW
     with pytest.raises(SystemExit) as exit_:
         main(["--home", home, "eval", "run", "doc-qa", "v1.0.0", "--samples", "0"])
-    assert exit_.value.code == 3 and "expected a whole number >= 1, got 0" in capsys.readouterr().err
+    assert exit_.value.code == 64 and "expected a whole number >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--home", home, "rollout", "doc-qa", "v1.0.0", "--stage", "canary", "--percent", "250"])
     assert "at most 100" in capsys.readouterr().err
@@ -101,7 +102,7 @@ def test_usage_errors_and_bad_numbers_are_bad_input(tmp_path, capsys):
     # Under --json the usage error is one JSON object on stdout.
     proc = subprocess.run([RELOPS, "--home", home, "eval", "run", "doc-qa", "v1", "--samples", "-1", "--json"],
                           capture_output=True, text=True, timeout=scaled(60))
-    assert proc.returncode == 3 and json.loads(proc.stdout)["exit_code"] == 3
+    assert proc.returncode == 64 and json.loads(proc.stdout)["exit_code"] == 64
 
 
 def test_a_reader_that_goes_away_is_no_error(home):

@@ -36,7 +36,7 @@ HISTORY = [
     ("v1.3.0", {"c000"}, "v1.1.0", True, None),                          # SHIP
     ("v1.4.0", {"c000", "c001"}, "v1.1.0", True, None),                  # SHIP
     ("v1.5.0", set(), "v1.4.0", True, "rollback"),                      # SHIP, then rolled back
-    ("v1.6.0", set(), "v1.4.0", False, None),                           # REVIEW: invalid run, not approved
+    ("v1.6.0", set(), "v1.4.0", False, None),                           # INVALID: invalid evidence is no decision
 ]
 
 
@@ -121,14 +121,14 @@ def recorded(con) -> dict[str, str]:
 
 def test_the_hand_built_history_is_what_the_tests_assume(con):
     assert recorded(con) == {"v1.0.0": "REVIEW", "v1.0.1": "SHIP", "v1.1.0": "SHIP", "v1.2.0": "BLOCK",
-                             "v1.3.0": "SHIP", "v1.4.0": "SHIP", "v1.5.0": "SHIP", "v1.6.0": "REVIEW"}
+                             "v1.3.0": "SHIP", "v1.4.0": "SHIP", "v1.5.0": "SHIP", "v1.6.0": "INVALID"}
 
 
 def test_evidence_is_the_last_shipped_releases_not_blocked_unapproved_or_rolled_back(con):
     a = ratchet.analyze_threshold_ratchet(con, WF)
     assert [r["release"] for r in a["releases"]] == ["v1.4.0", "v1.3.0", "v1.1.0"]
     assert a["excluded"] == [
-        {"release": "v1.6.0", "why": "REVIEW not approved"},
+        {"release": "v1.6.0", "why": "gate decision INVALID"},
         {"release": "v1.5.0", "why": "rolled back in production"},
         {"release": "v1.2.0", "why": "BLOCKed by the gate"},
     ]
@@ -199,7 +199,7 @@ def test_propose_records_a_draft_with_backtest_and_changes_nothing(con):
     md = p.report_md
     assert p.proposal_id.replace("-", "\\-") in md and "## Backtest" in md
     assert "| v1\\.0\\.1 | SHIP | SHIP | REVIEW | yes |" in md
-    assert "Not used: v1\\.6\\.0 (REVIEW not approved); v1\\.5\\.0 (rolled back in production)" in md
+    assert "Not used: v1\\.6\\.0 (gate decision INVALID); v1\\.5\\.0 (rolled back in production)" in md
     # the same evidence again is the same draft, not a new one
     again = ratchet.propose_threshold_ratchet(con, WF, period="2025-03")
     assert again.proposal_id == p.proposal_id and again.created is False
