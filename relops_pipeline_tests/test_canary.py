@@ -1,6 +1,8 @@
 """Canary judgement: the statistics (checked against published and hand-computed values), the
-per-interval classification and verdict, the consecutive-failure rule, loading intervals from a
-hand-built trace_features table, and the reports' escaping."""
+per-interval classification and verdict, the sequential judge over the growing window (a
+low-traffic canary decides, an A/A canary does not roll back, an undecided one says what it
+needs), the consecutive-failure rule, loading intervals from a hand-built trace_features table,
+and the reports' escaping."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from relops_pipeline.lib.canary import (
     render_json,
     render_markdown,
 )
+from relops_pipeline.lib.canary import judge as judge_module
 from relops_pipeline.lib.canary.config import FEATURE_COLUMNS
+from relops_pipeline.lib.canary.sequential import Needs, SequentialCanary, _Column, boundary_z, look_alpha
 from relops_pipeline.lib.canary.stats import exceedance_counts, midp_exact, newcombe, shift_test, wilson, z_for
 from relops_pipeline.lib.warehouse import migrate
 
@@ -140,7 +144,8 @@ def test_aa_interval_passes():
     assert r.verdict == "pass" and r.score == 100.0
     assert {m.classification for m in r.metrics} == {"Pass"}
     assert r.tests == len(DEFAULT_CONFIG.metrics) and r.n_canary == 400 and r.n_baseline == 2000
-    assert all(m.level == pytest.approx(1 - 0.05 / r.tests) for m in r.metrics)  # Bonferroni
+    alpha = 1 - DEFAULT_CONFIG.confidence
+    assert all(m.level == pytest.approx(1 - alpha / r.tests) for m in r.metrics)  # Bonferroni
 
 
 def test_aa_false_failures_are_rare():
@@ -148,7 +153,7 @@ def test_aa_false_failures_are_rare():
     for seed in range(40):
         rng = np.random.default_rng([seed, 1])
         fails += judge_interval(_group(rng, 200), _group(rng, 1800)).verdict == "fail"
-    assert fails <= 2  # per-interval family-wise level 5 %, and only critical High counts
+    assert fails <= 2  # per-interval family-wise level 2 %, and only critical High counts
 
 
 def test_latency_regression_fails_with_latency_high():
@@ -206,18 +211,24 @@ def test_tolerance_keeps_a_small_significant_change_passing():
 
 def test_nodata_below_min_points_and_inconclusive():
     rng = np.random.default_rng(10)
-    r = judge_interval(_group(rng, 49), _group(rng, 1000))
+    assert DEFAULT_CONFIG.min_points == 30
+    r = judge_interval(_group(rng, 29), _group(rng, 1000))
     assert {m.classification for m in r.metrics} == {"NoData"}
     assert r.verdict == "inconclusive" and r.score is None and r.tests == 0
-    assert "49" in r.metrics[0].note
-    # NULLs do not count as points: 60 rows of which 20 have no latency.
-    canary = _group(rng, 60)
-    canary["latency_ms"] = np.where(np.arange(60) < 20, np.nan, canary["latency_ms"])
+    assert "29" in r.metrics[0].note
+    # NULLs do not count as points: 45 rows of which 20 have no latency.
+    canary = _group(rng, 45)
+    canary["latency_ms"] = np.where(np.arange(45) < 20, np.nan, canary["latency_ms"])
     r = judge_interval(canary, _group(rng, 1000))
-    assert r.metric("latency").classification == "NoData" and r.metric("latency").n_canary == 40
+    assert r.metric("latency").classification == "NoData" and r.metric("latency").n_canary == 25
     assert r.metric("error_rate").classification != "NoData"
     assert r.verdict == "inconclusive"  # a critical metric has no data
-    assert judge_canary([r, r, r]).verdict == "inconclusive"
+    # Over intervals the evidence accumulates: 3 x 5 canary requests are still too few.
+    result = judge_canary(_traffic(rng, [5, 5, 5], [200, 200, 200]))
+    assert result.verdict == "inconclusive" and [look.n_canary for look in result.looks] == [5, 10, 15]
+    assert result.needs is not None and result.needs["canary_requests"] == 15  # 30 - 15 for every critical metric
+    assert result.needs["before_first_judgement"] and result.needs["text"].startswith(
+        "the first judgement needs at least 15 more canary requests (about 30 min at the current 30 canary requests")
 
 
 def test_missing_critical_column_is_inconclusive_unless_another_critical_metric_vetoes():
@@ -272,37 +283,66 @@ def test_decrease_direction_metric():
 
 def _iv(i: int, verdict: str, score: float | None = None) -> IntervalResult:
     score = {"pass": 100.0, "marginal": 80.0, "fail": 50.0, "inconclusive": None}[verdict] if score is None else score
-    return IntervalResult(index=i, start=None, end=None, n_canary=200, n_baseline=1800, verdict=verdict,
-                          score=score, metrics=[], tests=6, reasons=[f"interval {i} {verdict}"])
+    return IntervalResult(index=i, start=None, end=None, n_canary=200 * (i + 1), n_baseline=1800 * (i + 1),
+                          verdict=verdict, score=score, metrics=[], tests=6, reasons=[f"look {i} {verdict}"])
+
+
+def _scripted(monkeypatch, verdicts: list[str], cfg: CanaryConfig) -> object:
+    """judge_canary with looks whose verdicts are scripted (the rule over looks, not the statistics)."""
+
+    class Scripted(SequentialCanary):
+        def add(self, interval, *, detail=False):
+            self.looks += 1
+            return _iv(interval.index, verdicts[interval.index])
+
+        def judge(self, *, index, end, detail):
+            return _iv(index, verdicts[index])
+
+        def needs(self, look):
+            return Needs(canary_requests=123, hours=2.0, canary_rate_per_hour=61.5)
+
+    monkeypatch.setattr(judge_module, "SequentialCanary", Scripted)
+    empty = {"latency_ms": np.empty(0)}
+    return judge_canary([CanaryInterval(start=None, end=None, index=i, canary=empty, baseline=empty)
+                         for i in range(len(verdicts))], cfg, per_interval=False)
 
 
 @pytest.mark.parametrize("verdicts, expected, failed_at", [
-    (["fail"], "marginal", None),  # one failing interval does not roll back
+    (["fail"], "fail", 0),  # the default: the first failing look (its level already covers every look)
+    (["pass", "fail", "pass"], "fail", 1),  # decided at the failure: later looks are not taken
+    (["inconclusive", "fail"], "fail", 1),
+    (["pass"], "inconclusive", None),  # a pass needs min_intervals (2) looks
+    (["pass", "pass"], "pass", None),
+    (["pass", "marginal"], "marginal", None),
+    (["inconclusive", "inconclusive"], "inconclusive", None),
+    ([], "inconclusive", None),
+])
+def test_failure_rule_over_looks(monkeypatch, verdicts, expected, failed_at):
+    result = _scripted(monkeypatch, verdicts, DEFAULT_CONFIG)
+    assert (result.verdict, result.failed_at) == (expected, failed_at)
+    if expected == "fail":
+        assert result.consecutive_failures == 1 and result.score == 50.0
+        assert len(result.looks) == failed_at + 1
+    if expected == "inconclusive" and verdicts:
+        assert result.needs["canary_requests"] == 123 and "123 more canary requests" in result.needs["text"]
+        assert "about 2.0 h" in result.needs["text"] and result.needs["text"] in result.reasons
+
+
+@pytest.mark.parametrize("verdicts, expected, failed_at", [
+    (["fail"], "marginal", None),  # one failing look does not roll back with a limit of 2
     (["fail", "fail"], "fail", 1),
     (["fail", "pass", "fail", "pass"], "pass", None),  # never two in a row
     (["pass", "fail", "marginal", "fail"], "marginal", None),
     (["pass", "fail", "fail", "pass"], "fail", 2),  # decided at the second failure
     (["fail", "inconclusive", "fail"], "fail", 2),  # a data gap neither counts nor resets
     (["fail", "marginal", "fail"], "marginal", None),
-    (["pass"], "inconclusive", None),  # a pass needs 2 conclusive intervals
-    (["pass", "inconclusive"], "inconclusive", None),
-    (["pass", "pass"], "pass", None),
-    (["inconclusive", "inconclusive"], "inconclusive", None),
-    ([], "inconclusive", None),
 ])
-def test_consecutive_failure_rule(verdicts, expected, failed_at):
-    result = judge_canary([_iv(i, v) for i, v in enumerate(verdicts)])
+def test_consecutive_failure_limit_is_configurable(monkeypatch, verdicts, expected, failed_at):
+    two = CanaryConfig(consecutive_failure_limit=2)
+    result = _scripted(monkeypatch, verdicts, two)
     assert (result.verdict, result.failed_at) == (expected, failed_at)
     if expected == "fail":
-        assert result.consecutive_failures == 2 and result.score == 50.0
-
-
-def test_consecutive_failure_limit_is_configurable():
-    three = CanaryConfig(consecutive_failure_limit=3, min_intervals=1)
-    assert judge_canary([_iv(0, "fail"), _iv(1, "fail")], three).verdict == "marginal"
-    r = judge_canary([_iv(0, "fail"), _iv(1, "fail"), _iv(2, "fail")], three)
-    assert r.verdict == "fail" and r.consecutive_failures == 3
-    assert judge_canary([_iv(0, "pass")], three).verdict == "pass"
+        assert result.consecutive_failures == 2
 
 
 def test_judge_canary_judges_raw_intervals():
@@ -311,11 +351,114 @@ def test_judge_canary_judges_raw_intervals():
     raw = [CanaryInterval(start=t0 + timedelta(minutes=10 * i), end=t0 + timedelta(minutes=10 * (i + 1)), index=i,
                           canary=_group(rng, 300, latency_scale=1.5), baseline=_group(rng, 1500)) for i in range(3)]
     r = judge_canary(raw, workflow="wf", canary="wf@v2", baseline="wf@v1")
-    assert r.verdict == "fail" and r.failed_at == 1
-    assert r.window_start == t0 and r.window_end == t0 + timedelta(minutes=30)
+    assert r.verdict == "fail" and r.failed_at == 0 and len(r.looks) == 1  # the first look decides
+    assert r.looks[0].metric("latency").bad and r.looks[0].metric("latency").details["margin_ok"] is False
+    assert r.window_start == t0 and r.window_end == t0 + timedelta(minutes=10)
+    assert len(r.intervals) == 3  # the per-interval view covers every interval
     doc = json.loads(json.dumps(r.as_dict(), allow_nan=False))
     assert doc["verdict"] == "fail" and doc["intervals"][1]["metrics"][0]["classification"] == "High"
-    assert doc["window_start"] == "2025-03-01T12:00:00" and doc["config"]["consecutive_failure_limit"] == 2
+    assert doc["looks"][0]["metrics"][0]["classification"] == "High"
+    assert doc["window_start"] == "2025-03-01T12:00:00" and doc["config"]["consecutive_failure_limit"] == 1
+    with pytest.raises(TypeError, match="expected a CanaryInterval"):
+        judge_canary([r.intervals[0]])
+
+
+# ---------------------------------------------------------------- the sequential judge
+
+
+def _traffic(rng: np.random.Generator, canary_counts, baseline_counts, *, start=datetime(2025, 3, 1, 12, 0),
+             minutes: int = 10, **canary_kw) -> list[CanaryInterval]:
+    """Raw intervals with the given request counts per group; `canary_kw` changes the canary."""
+    return [CanaryInterval(start=start + timedelta(minutes=minutes * i), end=start + timedelta(minutes=minutes * (i + 1)),
+                           index=i, canary=_group(rng, int(nc), **canary_kw), baseline=_group(rng, int(nb)))
+            for i, (nc, nb) in enumerate(zip(canary_counts, baseline_counts, strict=True))]
+
+
+def _poisson(rng: np.random.Generator, per_hour: float, share: float, hours: float, **canary_kw) -> list[CanaryInterval]:
+    looks = int(hours * 6)
+    return _traffic(rng, rng.poisson(per_hour * share / 6, looks), rng.poisson(per_hour * (1 - share) / 6, looks),
+                    **canary_kw)
+
+
+def test_boundary_matches_the_mixture_formula_and_grows_slowly():
+    # z*^2 = (1 + 1/r)(2 ln(1/alpha) + ln(1 + r)), r = tau^2 n_eff: at n_eff 400, tau 0.25, alpha 0.01,
+    # r = 25 and z*^2 = 1.04 * (9.21034 + 3.25810) = 12.96718.
+    assert boundary_z(400, 0.01, 0.25) == pytest.approx(math.sqrt(1.04 * (2 * math.log(100) + math.log(26))), rel=1e-12)
+    assert boundary_z(0, 0.01, 0.25) == math.inf and look_alpha(math.inf) == 0.0
+    zs = [boundary_z(n, 0.01, 0.25) for n in (80, 300, 900)]
+    assert max(zs) / min(zs) < 1.03  # flat where decisions happen (the module docstring's claim)
+    assert look_alpha(1.959964) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_incremental_rank_statistics_match_scipy():
+    from scipy.stats import mannwhitneyu, rankdata, tiecorrect
+
+    rng = np.random.default_rng(21)
+    col = _Column()
+    xs, ys = [], []
+    for _ in range(7):
+        x, y = np.round(rng.lognormal(0.1, 0.5, rng.integers(0, 40)), 1), np.round(rng.lognormal(0, 0.5, 90), 1)
+        col.add(x, y)
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert col.u == mannwhitneyu(x, y).statistic
+    n = len(x) + len(y)
+    assert 1 - col.ties / (n ** 3 - n) == pytest.approx(tiecorrect(rankdata(np.concatenate([x, y]))), rel=1e-12)
+    p = mannwhitneyu(x, y, method="asymptotic", use_continuity=True).pvalue
+    assert look_alpha(abs(col.z())) == pytest.approx(p, rel=1e-9)
+    assert col.pooled_quantile(0.95) == pytest.approx(np.quantile(np.concatenate([x, y]), 0.95))
+
+
+def test_low_traffic_canary_decides_within_hours():
+    # Issue 15: ~250 requests per hour with a 15 % canary gives ~6 canary requests per 10-minute
+    # interval; a canary 45 % slower with 6x the error rate stayed "inconclusive" for ever.
+    rng = np.random.default_rng(31)
+    ivs = _poisson(rng, 250, 0.15, 4, latency_scale=1.45, error_rate=0.06)
+    per_interval_policy = CanaryConfig(min_points=50)  # the old default judged each interval alone
+    assert {judge_interval(iv.canary, iv.baseline, per_interval_policy).verdict for iv in ivs} == {"inconclusive"}
+    result = judge_canary(ivs)
+    assert result.verdict == "fail"
+    decided = result.looks[result.failed_at]
+    assert decided.n_canary < 200 and (decided.end - ivs[0].start) <= timedelta(hours=4)
+    assert {"latency", "error_rate"} & set(decided.vetoed_by)
+    assert all(iv.verdict == "inconclusive" for iv in result.intervals)  # the per-interval view, unchanged
+
+
+@pytest.mark.parametrize("per_hour", [25, 250, 2500])
+def test_aa_canary_does_not_roll_back_over_a_day(per_hour):
+    rng = np.random.default_rng([41, per_hour])
+    hours = 24 if per_hour < 2500 else 6
+    for _ in range(4 if per_hour < 2500 else 2):
+        assert judge_canary(_poisson(rng, per_hour, 0.10, hours), per_interval=False).verdict != "fail"
+
+
+def test_undecided_canary_says_what_a_decision_needs():
+    rng = np.random.default_rng(51)
+    result = judge_canary(_poisson(rng, 250, 0.10, 3))
+    assert result.verdict == "inconclusive" and result.needs is not None
+    needs = result.needs
+    assert needs["canary_requests"] > 100 and needs["hours"] > 3 and not needs["before_first_judgement"]
+    assert needs["canary_rate_per_hour"] == pytest.approx(result.looks[-1].n_canary / 3, rel=1e-9)
+    assert needs["hours"] == pytest.approx(needs["canary_requests"] / needs["canary_rate_per_hour"])
+    assert needs["text"].startswith("a decision needs about ") and "canary requests per hour" in needs["text"]
+    assert set(needs["by_metric"]) <= {m.name for m in DEFAULT_CONFIG.metrics if m.critical}
+    assert needs["text"] in result.reasons
+    md = render_markdown(result)
+    assert "INCONCLUSIVE" in md and "more canary requests" in md
+    # Looks read as the canary's state: too few requests at first, then no regression but undecided.
+    assert "| inconclusive (too few requests) |" in md and "| no regression yet, undecided |" in md
+    assert "| pass |" not in md
+
+
+def test_healthy_busy_canary_passes_once_every_margin_is_shown():
+    rng = np.random.default_rng(61)
+    result = judge_canary(_poisson(rng, 25000, 0.10, 2), per_interval=False)
+    assert result.verdict == "pass" and result.needs is None
+    last = result.looks[-1]
+    assert all(m.details.get("margin_ok") for m in last.metrics if m.critical)
+    md = render_markdown(result)
+    assert md.rstrip().count("\n") < 200 and "| pass |" in md
 
 
 # ---------------------------------------------------------------- configuration
@@ -435,7 +578,8 @@ def test_loaded_intervals_judge_end_to_end(features_con):
     ivs = load_canary_intervals(features_con, "wf", "v2", "v1", t0, t0 + timedelta(minutes=20), 10)
     assert [(iv.n_canary, iv.n_baseline) for iv in ivs] == [(150, 600), (150, 600)]
     result = judge_canary(ivs, workflow="wf", canary="v2", baseline="v1")
-    assert result.verdict == "fail" and result.failed_at == 1
+    assert result.verdict == "fail" and result.failed_at == 0
+    assert result.looks[0].metric("latency").classification == "High"
     assert result.intervals[1].metric("latency").classification == "High"
 
 
@@ -459,8 +603,8 @@ def _hostile_result():
         CanaryMetric(XSS, "latency_ms", critical=True),
         CanaryMetric("err|*_[x](javascript:alert(1))", "is_error", "proportion"),
     ))
-    ivs = [judge_interval(_group(rng, 300, latency_scale=1.5), _group(rng, 900), cfg, index=i,
-                          start=datetime(2025, 3, 1, 12, 10 * i), end=datetime(2025, 3, 1, 12, 10 * i + 10))
+    ivs = [CanaryInterval(index=i, start=datetime(2025, 3, 1, 12, 10 * i), end=datetime(2025, 3, 1, 12, 10 * i + 10),
+                          canary=_group(rng, 300, latency_scale=1.5), baseline=_group(rng, 900))
            for i in range(2)]
     return judge_canary(ivs, cfg, workflow=f"wf{XSS}", canary="v2 | **bold**", baseline="<img src=x onerror=alert(1)>")
 

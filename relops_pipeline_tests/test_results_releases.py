@@ -61,7 +61,7 @@ def _canary() -> CanaryOutcome:
     result = CanaryResult(verdict="fail", score=50.0, consecutive_failures=2, failed_at=1, intervals=[interval, interval],
                           reasons=["2 consecutive failing intervals"], config={"consecutive_failure_limit": 2},
                           workflow="doc-qa", canary="v2.4.0", baseline="v2.3.0", window_start=T0,
-                          window_end=T0 + dt.timedelta(minutes=20))
+                          window_end=T0 + dt.timedelta(minutes=20), looks=[interval, interval])
     return CanaryOutcome(analysis_id="canary-x", workflow="doc-qa", canary="v2.4.0", baseline="v2.3.0",
                          window=(T0, T0 + dt.timedelta(minutes=20)), intervals=2, result=result,
                          report_md="/h/reports/canary/doc-qa/v2.4.0/canary-x.md",
@@ -154,12 +154,12 @@ def test_release_metadata(tmp_path):
 
     result = canary_result(replace(outcome, report_md=str(md)), "doc-qa--v2.4.0")
     assert _values(result.metadata) == {
-        "verdict": "fail", "score": 50.0, "baseline": "v2.3.0", "intervals": 2, "report_html": outcome.report_html,
-        "report": "# canary report", "release_key": "doc-qa--v2.4.0"}
+        "verdict": "fail", "score": 50.0, "baseline": "v2.3.0", "intervals": 2, "looks": 2, "canary_requests": 300,
+        "report_html": outcome.report_html, "report": "# canary report", "release_key": "doc-qa--v2.4.0"}
     [check] = result.check_results
     assert (check.check_name, check.passed, check.description) == ("canary_healthy", False, "2 consecutive failing intervals")
     assert _values(check.metadata) == {"verdict": "fail", "release_key": "doc-qa--v2.4.0", "consecutive_failures": 2,
-                                       "failing_metrics": "latency_p95"}
+                                       "failing_metrics": "latency_p95", "needs": "nothing: decided"}
 
     plan = rollout_plan_result({"stages": [{"stage": "canary", "traffic_percent": 10.0, "min_minutes": 30.0,
                                             "advance_when": "passes"}], "policy": {"auto_rollback": False}})

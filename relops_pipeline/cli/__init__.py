@@ -51,8 +51,8 @@ __all__ = [
 EXIT_CODES = (
     (EXIT_OK, "success (SHIP, a passing canary)"),
     (1, "BLOCK, or a failing canary"),
-    (2, "REVIEW, or an inconclusive canary"),
-    (EXIT_BAD_INPUT, "bad input: an unreadable or invalid file, bad configuration, a refused --by, over a limit"),
+    (2, "REVIEW, or a canary not decided yet (inconclusive or marginal)"),
+    (EXIT_BAD_INPUT, "bad input: an unreadable or invalid file, bad configuration, a refused --by, over a limit, invalid eval evidence"),
     (EXIT_RUN_FAILED, "a Dagster run failed"),
     (EXIT_NO_HOME, "no such home or warehouse yet"),
     (EXIT_BUSY, "the warehouse stayed held by a live run (retry, or relops doctor)"),

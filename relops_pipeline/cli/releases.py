@@ -120,7 +120,9 @@ def _with_alert_status(home: Home, response: dict) -> dict:
 
 def cmd_canary(args) -> CommandResult:
     """Judge a release's canary through Dagster; a failed check is acted on at once, with the
-    response defs/followups.py plans for the failed-checks sensor (a second response changes nothing)."""
+    response defs/followups.py plans for the failed-checks sensor (a second response changes nothing).
+    Exits 0 on pass, 1 on fail, 2 while undecided (inconclusive: the description says how many more
+    canary requests, and how long, a decision needs; or marginal)."""
     from relops_pipeline.lib.registry.respond import FailureResponse
     from relops_pipeline.lib.results import from_json
 
@@ -131,9 +133,13 @@ def cmd_canary(args) -> CommandResult:
         raise CliError(f"canary run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
     [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == "canary_healthy"]
     meta = {k: getattr(v, "value", v) for k, v in ev.metadata.items()}
-    out = {"release_key": key, "verdict": meta["verdict"], "passed": ev.passed, "run_id": result.run_id,
-           "description": ev.description, "response": None}
-    lines = [f"{key}: canary {meta['verdict'].upper()} — {ev.description}"]
+    verdict = meta["verdict"]
+    needs = meta.get("needs") if verdict in ("inconclusive", "marginal") else None
+    out = {"release_key": key, "verdict": verdict, "passed": ev.passed, "run_id": result.run_id,
+           "description": ev.description, "needs": needs, "response": None}
+    lines = [f"{key}: canary {verdict.upper()} — {ev.description}"]
+    if verdict in ("inconclusive", "marginal"):
+        lines.append("  not decided: promoting it to ramp or full needs --override (recorded)")
     if not ev.passed:
         from relops_pipeline.defs.followups import after_failed_check, failed_checks_of_run
 
@@ -146,7 +152,9 @@ def cmd_canary(args) -> CommandResult:
                          + (f" (time to rollback {r.time_to_rollback_s:.2f} s)" if r.time_to_rollback_s is not None else ""))
             if r.incident_id:
                 lines.append(f"  incident {r.incident_id}, alert {r.alert_id} ({r.alert_status}); live now {r.live_after}")
-    return CommandResult(out, "\n".join(lines), EXIT_OK if ev.passed else 1)
+    # 0 pass, 1 fail (acted on), 2 inconclusive or marginal: not decided, like a gate's REVIEW.
+    code = 1 if not ev.passed else EXIT_OK if verdict == "pass" else 2
+    return CommandResult(out, "\n".join(lines), code)
 
 
 def cmd_sync(args) -> CommandResult:
@@ -200,7 +208,7 @@ def register(add: Commands) -> None:
     p.add_argument("--to", default=None)
     p.add_argument("--reason", required=True)
     add_by(p, "needs the owner, a delegate or on-call")
-    p = add("canary", cmd_canary, "judge a release's canary against the live release; exit 1 when it fails (and act on it)")
+    p = add("canary", cmd_canary, "judge a release's canary against the live release: exit 0 pass, 1 fail (acted on), 2 not decided yet")
     p.add_argument("workflow")
     p.add_argument("version")
     p = add("sync", cmd_sync, "rewrite a workflow's pointer file from the registry (after a failed deploy)")

@@ -34,7 +34,8 @@ def rollout_plan_result(plan: Mapping[str, Any]) -> dg.MaterializeResult:
 
 
 def canary_result(outcome: CanaryOutcome, release_key: str) -> dg.MaterializeResult:
-    """The canary's verdict and reports as metadata, and the canary_healthy check."""
+    """The canary's verdict and reports as metadata, and the canary_healthy check (it fails only on
+    a failed canary; an inconclusive one passes the check and says what a decision still needs)."""
     result = outcome.result
     with open(outcome.report_md, encoding="utf-8") as f:
         report = f.read()[:CANARY_REPORT_CHARS]
@@ -43,16 +44,21 @@ def canary_result(outcome: CanaryOutcome, release_key: str) -> dg.MaterializeRes
         "score": dg.MetadataValue.float(float(result.score)) if result.score is not None else dg.MetadataValue.text("none"),
         "baseline": dg.MetadataValue.text(outcome.baseline or "every other release"),
         "intervals": dg.MetadataValue.int(outcome.intervals),
+        "looks": dg.MetadataValue.int(len(result.looks)),
+        "canary_requests": dg.MetadataValue.int(result.looks[-1].n_canary if result.looks else 0),
         "report_html": dg.MetadataValue.path(outcome.report_html),
         "report": dg.MetadataValue.md(report),
         "release_key": dg.MetadataValue.text(release_key),
     }
+    if result.needs:
+        metadata["needs"] = dg.MetadataValue.text(result.needs["text"])
     check = dg.AssetCheckResult(
         check_name="canary_healthy", passed=result.verdict != "fail", severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(result.reasons) or result.verdict,
         metadata={"verdict": result.verdict, "release_key": release_key,
                   "consecutive_failures": dg.MetadataValue.int(result.consecutive_failures),
-                  "failing_metrics": ", ".join(outcome.failing_metrics) or "none"},
+                  "failing_metrics": ", ".join(outcome.failing_metrics) or "none",
+                  "needs": (result.needs or {}).get("text") or "nothing: decided"},
     )
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 

@@ -21,28 +21,33 @@ AND its point estimate is beyond `tolerance` (the effect size worth acting on, i
 effect's units above). A `critical` metric that deviates in its bad direction fails the
 interval whatever the score (a veto, as in Kayenta).
 
-Defaults and why (bench/canary_quality.py measures them; figures for 200 canary vs 1800
-baseline requests per 10-minute interval):
-- confidence 0.95 per interval, family-wise over the metrics tested in that interval
-  (Bonferroni: each metric's test and interval at 1 − 0.05/m). With the consecutive-failure
-  rule this gives 0.1 % false rollbacks over a 1-hour A/A canary and 0.4 % over 4 hours (the
-  target is ≤ 1 %), and still catches a uniform 20 % slowdown within 2 intervals in 98.5 %.
-  A looser level buys little power where it is missing (tail-only regressions need more
-  traffic, not a looser test) and erodes the margin that long canaries need;
-- latency typical value (rank test, tolerance 5 %) and latency p95 (tail test, tolerance
-  1 point of share above the p95 ≈ a 6 % higher p95 for the benchmark's latency), error rate
-  (tolerance 0.5 points) and refusal rate (1 point): critical — user-visible failures and
-  the latency SLO; cost and output tokens (tolerance 10 %): scored, not critical, because a
-  release may change them on purpose. Tolerances keep a large canary from rolling back for a
-  change too small to matter (in 5,992 A/A intervals of 2000 vs 18000 requests the latency
-  rank test never failed one);
+`margin` is the regression the canary must rule out to pass (the bad-side bound of its
+interval within it: "no worse than"); `weight` its share of the error budget (sequential.py).
+
+Defaults and why (bench/canary_quality.py measures them at 25, 250, 2,500 and 25,000 requests
+per hour with a 10 % canary, Poisson traffic, a look every 10 minutes for 24 hours):
+- judged sequentially over the growing window from the canary's start (sequential.py), at
+  confidence 0.98 family-wise over every metric AND every look: measured A/A false rollbacks
+  over 24 h 0.2 % at 25/h and 0.0 % at 250, 2,500 and 25,000/h (target ≤ 1 %);
+- weights (latency 4; p95 tail, errors and refusals 2 each; cost and tokens 1 each) spend the
+  budget where regressions are common and cheap to catch: a uniform 20 % slowdown at 2,500/h is
+  caught within 1 hour in 99 %; at 250/h a canary 45 % slower with 6x the errors within 4 hours
+  in 100 % (median 1.5 h);
+- tolerances: latency typical value 5 % and latency p95 1 point of share above the p95 (≈ a 6 %
+  higher p95), error rate 0.5 points and refusal rate 1 point: critical — user-visible
+  failures and the latency SLO; cost and output tokens 10 %: scored, not critical, because a
+  release may change them on purpose. Tolerances keep a busy canary from rolling back for a
+  change too small to matter;
+- margins (what a pass must rule out): latency 20 %, p95 share 4 points, errors 2 points,
+  refusals 3 points, cost and tokens 25 %. A healthy canary passes in a median 0.7 h at
+  25,000/h and 5.2 h at 2,500/h; at 250/h and below a day is rarely enough to rule a 20 %
+  regression out, so it stays inconclusive (promotion then needs --override) — by design:
+  "no evidence of harm" is not evidence of safety;
 - pass score 95, marginal 75 (Kayenta's usual pair: with 6 metrics one non-critical
-  deviation is marginal, two fail); min 50 requests per group per interval (below that a
-  metric is NoData: the tests have almost no power and the interval says nothing);
-  10-minute intervals; fail after 2 consecutive failing intervals (Argo's
-  consecutiveErrorLimit idea: one noisy interval does not roll back, and the false rollback
-  rate becomes roughly (intervals − 1) × (per-interval false failure rate)²); a pass needs 2
-  conclusive intervals.
+  deviation is marginal, two fail); min 30 requests per group since the start (below that a
+  metric is NoData); a look every 10 minutes; fail at the first failing look
+  (consecutive_failure_limit 1: the sequential boundary already pays for looking again, so a
+  second failing look would only delay the rollback); a pass needs 2 looks.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ class CanaryMetric:
     critical: bool = False
     quantile: float = 0.95  # tail only
     scale: Literal["log", "linear"] = "log"  # continuous only
+    margin: float | None = None  # the regression a pass must rule out (critical metrics); default 4 × tolerance
+    weight: float = 1.0  # its share of the sequential test's α (weighted Bonferroni): α · weight / Σ weights
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -112,6 +119,23 @@ class CanaryMetric:
             raise CanaryConfigError(f"metric {self.name!r}: tolerance must be a number >= 0")
         if not 0.5 <= self.quantile < 1:
             raise CanaryConfigError(f"metric {self.name!r}: quantile must be in [0.5, 1)")
+        if not (isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
+                and math.isfinite(self.weight) and self.weight > 0):
+            raise CanaryConfigError(f"metric {self.name!r}: weight must be a number > 0")
+        if self.margin is None:
+            object.__setattr__(self, "margin", max(4 * self.tolerance, 0.01))
+        margin = self.margin
+        if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and math.isfinite(margin)
+                and margin > self.tolerance):
+            raise CanaryConfigError(f"metric {self.name!r}: margin must be a number above the tolerance "
+                                    f"{self.tolerance:g}")
+        if self.direction != "increase" and self.kind == "continuous" and self.scale == "log" and margin >= 1:
+            raise CanaryConfigError(f"metric {self.name!r}: on the log scale a decrease margin must be below 1")
+
+    @property
+    def pass_margin(self) -> float:
+        """The margin as a number (set from the tolerance when not given)."""
+        return float(self.margin if self.margin is not None else max(4 * self.tolerance, 0.01))
 
     @property
     def effect_unit(self) -> str:
@@ -124,12 +148,14 @@ class CanaryMetric:
 
 
 DEFAULT_METRICS: tuple[CanaryMetric, ...] = (
-    CanaryMetric("latency", "latency_ms", "continuous", "increase", 0.05, critical=True),
-    CanaryMetric("latency_p95", "latency_ms", "tail", "increase", 0.01, critical=True, quantile=0.95),
-    CanaryMetric("error_rate", "is_error", "proportion", "increase", 0.005, critical=True),
-    CanaryMetric("refusal_rate", "is_refusal", "proportion", "increase", 0.01, critical=True),
-    CanaryMetric("cost", "cost_usd", "continuous", "increase", 0.10),
-    CanaryMetric("output_tokens", "output_tokens", "continuous", "increase", 0.10),
+    CanaryMetric("latency", "latency_ms", "continuous", "increase", 0.05, critical=True, margin=0.20, weight=4),
+    CanaryMetric("latency_p95", "latency_ms", "tail", "increase", 0.01, critical=True, quantile=0.95, margin=0.04,
+                 weight=2),
+    CanaryMetric("error_rate", "is_error", "proportion", "increase", 0.005, critical=True, margin=0.02, weight=2),
+    CanaryMetric("refusal_rate", "is_refusal", "proportion", "increase", 0.01, critical=True, margin=0.03,
+                 weight=2),
+    CanaryMetric("cost", "cost_usd", "continuous", "increase", 0.10, margin=0.25),
+    CanaryMetric("output_tokens", "output_tokens", "continuous", "increase", 0.10, margin=0.25),
 )
 
 
@@ -138,13 +164,14 @@ class CanaryConfig:
     """How a canary is judged (see the module docstring for the defaults and why)."""
 
     metrics: tuple[CanaryMetric, ...] = DEFAULT_METRICS
-    confidence: float = 0.95  # per interval, family-wise over the metrics tested (Bonferroni)
+    confidence: float = 0.98  # family-wise over the metrics and every look of the canary (sequential)
     pass_score: float = 95.0
     marginal_score: float = 75.0
-    min_points: int = 50  # per group per interval, per metric; below: NoData
-    consecutive_failure_limit: int = 2
-    interval_minutes: int = 10
-    min_intervals: int = 2  # conclusive intervals needed for a pass
+    min_points: int = 30  # per group since the canary's start, per metric; below: NoData
+    consecutive_failure_limit: int = 1  # failing looks in a row that fail the canary
+    interval_minutes: int = 10  # how often the growing window is judged (a look)
+    min_intervals: int = 2  # looks needed before a pass
+    mixture_scale: float = 0.25  # τ of the sequential test, in standard deviations (sequential.py)
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -162,6 +189,8 @@ class CanaryConfig:
                 raise CanaryConfigError(f"{key} must be an integer >= 1")
         if self.min_points < 2:
             raise CanaryConfigError("min_points must be at least 2")
+        if not (isinstance(self.mixture_scale, (int, float)) and 0 < self.mixture_scale <= 5):
+            raise CanaryConfigError("mixture_scale must be in (0, 5]")
 
     def metric(self, name: str) -> CanaryMetric:
         for m in self.metrics:

@@ -1,7 +1,7 @@
 """Canary judgement, after Kayenta (per-metric classification, critical metrics, a score with
 pass and marginal thresholds) and Argo Rollouts (minimum data, a consecutive-failure limit).
 
-Per interval (`judge_interval`), for each configured metric:
+Per interval (`judge_interval`, the report's descriptive per-interval view), for each configured metric:
 
 1. NoData when either group has fewer than `min_points` non-NULL values.
 2. The test of its kind (config.py): Mann-Whitney U with the Hodges-Lehmann shift and its
@@ -26,7 +26,8 @@ Why a tail test next to the rank test: a p95 regression can leave the median alo
 path for a few percent of requests, a wider spread). Mann-Whitney's power depends on
 P(canary > baseline) − ½, which such a change hardly moves; the share above the baseline's
 p95 moves from 5 % to about 8 % for a 20 % higher p95, and that is what the tail test
-measures. Measured (bench/canary_quality.py, 200 vs 1800 requests per interval): with the
+measures. Measured with this per-interval judge (the first bench/canary_quality.py, 200 vs 1800
+requests per interval): with the
 median unchanged the rank test alone caught 0.2 % of such canaries within 6 intervals, with
 the tail test 11.5 %; when everything slows by 20 % the rank test alone caught 98.5 % within 2
 intervals and the tail test alone 7.4 %. So both run: the rank test for the common uniform
@@ -34,19 +35,23 @@ slowdown, the tail test so that a tail-only regression is detectable at all. It 
 traffic: about 1,600 canary requests per interval catch a tail-only 20 % p95 regression
 within 2 intervals in ≥ 90 % of canaries; 200 do not.
 
-Over intervals (`judge_canary`): the canary fails when `consecutive_failure_limit` conclusive
-intervals in a row fail (inconclusive intervals are skipped: they neither count nor reset the
-streak; a pass or marginal interval resets it). Otherwise the last conclusive interval
-speaks: pass (with at least `min_intervals` conclusive intervals, else inconclusive), marginal
-(a marginal interval, or a failing one still below the limit), or inconclusive when no
-interval had enough data.
+Over intervals (`judge_canary`): the decision is sequential (sequential.py): at every
+interval's end the whole window since the canary's start is judged, every metric at the level
+of the always-valid mixture boundary, so that looking every 10 minutes for a day does not
+inflate false rollbacks. The canary fails at the first run of `consecutive_failure_limit`
+failing looks (default 1); passes when nothing deviates and every critical metric's interval
+rules out a regression of its margin (after `min_intervals` looks); is marginal after a
+marginal look; and is otherwise inconclusive, with what a decision still needs (more canary
+requests, and hours at the current rate). Each interval judged on its own (`judge_interval`,
+at 1 − confidence per interval) stays in the result as a descriptive view for the report; it
+decides nothing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
@@ -55,14 +60,15 @@ from .model import (
     CanaryInterval,
     CanaryResult,
     CanaryVerdict,
-    Classification,
     IntervalResult,
-    IntervalVerdict,
     MetricResult,
 )
-from .stats import exceedance_counts, midp_exact, newcombe, shift_test, z_for
+from .sequential import SequentialCanary
+from .stats import exceedance_counts, shift_test, z_for
+from .verdict import classify, compare_counts, effect_text, interval_verdict, metric_identity, tolerance_text
 
-__all__ = ["judge_interval", "judge_canary", "judge_metric", "effect_text", "tolerance_text"]
+__all__ = ["judge_interval", "judge_canary", "judge_metric", "effect_text", "tolerance_text", "interval_verdict",
+           "classify", "shows_pass", "conclude"]
 
 
 def _to_float(v: Any) -> float:
@@ -93,66 +99,10 @@ def _rows(data: Any) -> int:
     return 0
 
 
-def _classify(m: CanaryMetric, effect: float, low: float, high: float, significant: bool) -> tuple[Classification, bool]:
-    cls: Classification
-    if significant and low > 0 and effect > m.tolerance:
-        cls = "High"
-    elif significant and high < 0 and effect < -m.tolerance:
-        cls = "Low"
-    else:
-        cls = "Pass"
-    bad = (cls == "High" and m.direction in ("increase", "either")) or (
-        cls == "Low" and m.direction in ("decrease", "either")
-    )
-    return cls, bad
-
-
-def effect_text(m: MetricResult) -> str:
-    """A metric's effect and interval in words that fit its unit: "+20.3% [+9.1%, +32.4%]"
-    (log scale), "+4.10 pt [...]" (rates and tail shares, percentage points), else numbers."""
-    if m.effect is None:
-        return "n/a"
-
-    def fmt(v: float | None) -> str:
-        if v is None or math.isnan(v):
-            return "n/a"
-        if math.isinf(v):
-            return "+∞" if v > 0 else "−∞"
-        if m.kind == "continuous" and m.details.get("scale") == "log":
-            return f"{v:+.1%}"
-        if m.kind in ("proportion", "tail"):
-            return f"{v * 100:+.2f} pt"
-        return f"{v:+.4g}"
-
-    return f"{fmt(m.effect)} [{fmt(m.low)}, {fmt(m.high)}]"
-
-
-def tolerance_text(m: MetricResult) -> str:
-    """The tolerance in the same words as `effect_text`."""
-    if m.kind == "continuous" and m.details.get("scale", "log") == "log":
-        return f"{m.tolerance * 100:g}%"
-    if m.kind in ("proportion", "tail"):
-        return f"{m.tolerance * 100:g} pt"
-    return f"{m.tolerance:g}"
-
-
-class _MetricIdentity(TypedDict):
-    """The fields of a MetricResult that come from its CanaryMetric."""
-
-    name: str
-    column: str
-    kind: str
-    direction: str
-    critical: bool
-    tolerance: float
-    effect_unit: str
-
-
 def judge_metric(m: CanaryMetric, canary: np.ndarray | None, baseline: np.ndarray | None, *,
                  min_points: int, alpha_per_test: float | None) -> MetricResult:
     """One metric's comparison. `alpha_per_test` None means NoData was already decided."""
-    base = _MetricIdentity(name=m.name, column=m.column, kind=m.kind, direction=m.direction, critical=m.critical,
-                           tolerance=float(m.tolerance), effect_unit=m.effect_unit)
+    base = metric_identity(m)
     nc = 0 if canary is None else len(canary)
     nb = 0 if baseline is None else len(baseline)
     if canary is None or baseline is None:
@@ -190,19 +140,15 @@ def judge_metric(m: CanaryMetric, canary: np.ndarray | None, baseline: np.ndarra
         details["u"] = r.u
         cv, bv, p = float(np.median(canary)), float(np.median(baseline)), r.p_value
     else:
+        t: float | None = None
         if m.kind == "proportion":
             kc, kb = int((canary != 0).sum()), int((baseline != 0).sum())
             cv, bv = kc / nc, kb / nb
         else:
             kc, kb, t = exceedance_counts(canary, baseline, m.quantile)
             cv, bv = float(np.quantile(canary, m.quantile)), float(np.quantile(baseline, m.quantile))
-            details.update(threshold=t, canary_share=kc / nc, baseline_share=kb / nb,
-                           p_ratio=(cv / bv) if bv else None)
-        details.update(canary_events=kc, baseline_events=kb)
-        effect = kc / nc - kb / nb
-        low, high = newcombe(kc, nc, kb, nb, z)
-        p = midp_exact(kc, nc, kb, nb)
-    cls, bad = _classify(m, effect, low, high, p <= alpha_per_test)
+        effect, low, high, p = compare_counts(kc, nc, kb, nb, z, details, threshold=t, quantiles=(cv, bv))
+    cls, bad = classify(m, effect, low, high, p <= alpha_per_test)
     return MetricResult(**base, classification=cls, passed=not bad, bad=bad, n_canary=nc, n_baseline=nb,
                         canary_value=cv, baseline_value=bv, effect=effect, low=low, high=high, p_value=p,
                         level=level, details=details, note=note)
@@ -228,111 +174,110 @@ def judge_interval(canary_values: Mapping[str, Sequence] | Any, baseline_values:
     results = [judge_metric(m, *cols[m.column], min_points=cfg.min_points,
                             alpha_per_test=alpha if has_data(m) else None) for m in cfg.metrics]
 
-    with_data = [r for r in results if r.classification != "NoData"]
-    score = 100.0 * sum(1 for r in with_data if r.passed) / len(with_data) if with_data else None
-    vetoed_by = [r.name for r in results if r.critical and r.bad]
-    missing_critical = [r.name for r in results if r.critical and r.classification == "NoData"]
-    reasons: list[str] = []
-    for r in results:
-        if r.bad:
-            assert r.level is not None  # a bad metric was tested, so it has a level
-            reasons.append(
-                f"{'critical ' if r.critical else ''}metric {r.name} {r.classification}: {r.effect_unit} "
-                f"{effect_text(r)}, tolerance {tolerance_text(r)}, p = {r.p_value:.3g} (level {1 - r.level:.3g})"
-            )
-    verdict: IntervalVerdict
-    if vetoed_by:
-        verdict = "fail"
-        reasons.insert(0, f"critical metric(s) {', '.join(vetoed_by)} regressed")
-    elif score is None:  # no metric with data
-        verdict = "inconclusive"
-        reasons.append(f"no metric had {cfg.min_points} values in both groups")
-    elif missing_critical:
-        verdict = "inconclusive"
-        reasons.append(f"critical metric(s) without enough data: {', '.join(missing_critical)}")
-    elif score >= cfg.pass_score:
-        verdict = "pass"
-    elif score >= cfg.marginal_score:
-        verdict = "marginal"
-        reasons.insert(0, f"score {score:.1f} below the pass score {cfg.pass_score:g}")
-    else:
-        verdict = "fail"
-        reasons.insert(0, f"score {score:.1f} below the marginal score {cfg.marginal_score:g}")
-
+    verdict, score, vetoed_by, reasons = interval_verdict(results, cfg)
     return IntervalResult(index=index, start=start, end=end, n_canary=_rows(canary_values),
                           n_baseline=_rows(baseline_values), verdict=verdict,
                           score=score, metrics=results, tests=tests, vetoed_by=vetoed_by, reasons=reasons)
 
 
-def judge_canary(intervals: Sequence[IntervalResult | CanaryInterval], cfg: CanaryConfig = DEFAULT_CONFIG, *,
-                 workflow: str | None = None, canary: str | None = None,
-                 baseline: str | None = None) -> CanaryResult:
-    """Judge a canary over its intervals, in time order. Items may be already-judged
-    IntervalResults or raw CanaryIntervals (from `load_canary_intervals`), judged here.
-    See the module docstring for the consecutive-failure rule and the verdicts."""
-    judged: list[IntervalResult] = []
-    for i, item in enumerate(intervals):
-        if isinstance(item, CanaryInterval):
-            judged.append(judge_interval(item.canary, item.baseline, cfg, start=item.start, end=item.end,
-                                         index=item.index))
-        elif isinstance(item, IntervalResult):
-            judged.append(item)
-        else:
-            raise TypeError(f"interval {i}: expected IntervalResult or CanaryInterval, got {type(item).__name__}")
+def judge_canary(intervals: Sequence[CanaryInterval], cfg: CanaryConfig = DEFAULT_CONFIG, *,
+                 workflow: str | None = None, canary: str | None = None, baseline: str | None = None,
+                 per_interval: bool = True) -> CanaryResult:
+    """Judge a canary over its intervals (raw CanaryIntervals from `load_canary_intervals`, in
+    time order): the growing window from the canary's start is judged at every interval's end
+    with the sequential test (sequential.py), the canary failing at the first run of
+    `consecutive_failure_limit` failing looks. With `per_interval`, each interval is also judged
+    on its own (a descriptive view for the report; it decides nothing)."""
+    raw = list(intervals)
+    for i, item in enumerate(raw):
+        if not isinstance(item, CanaryInterval):
+            raise TypeError(f"interval {i}: expected a CanaryInterval, got {type(item).__name__}")
+    view = [judge_interval(iv.canary, iv.baseline, cfg, start=iv.start, end=iv.end, index=iv.index)
+            for iv in raw] if per_interval else []
 
+    seq = SequentialCanary(cfg)
+    looks: list[IntervalResult] = []
     limit = cfg.consecutive_failure_limit
     streak = 0
     failed_at: int | None = None
-    last: IntervalResult | None = None
-    conclusive = 0
-    for pos, r in enumerate(judged):
-        if r.verdict == "inconclusive":
-            continue
-        conclusive += 1
-        last = r
-        if r.verdict == "fail":
+    for pos, iv in enumerate(raw):
+        look = seq.add(iv, detail=pos == len(raw) - 1)
+        looks.append(look)
+        if look.verdict == "fail":
             streak += 1
             if streak >= limit:
                 failed_at = pos
                 break
-        else:
+        elif look.verdict != "inconclusive":
             streak = 0
+    if failed_at is not None and failed_at < len(raw) - 1:  # the report shows the deciding look in full
+        looks[failed_at] = seq.judge(index=looks[failed_at].index, end=looks[failed_at].end, detail=True)
+    return conclude(looks, seq, cfg, failed_at=failed_at, streak=streak, view=view, workflow=workflow,
+                    canary=canary, baseline=baseline)
 
+
+def pending_metrics(look: IntervalResult) -> list[str]:
+    """The critical metrics whose interval does not yet rule out a regression of their margin."""
+    return [m.name for m in look.metrics if m.critical and not m.details.get("margin_ok")]
+
+
+def shows_pass(look: IntervalResult, looks: int, cfg: CanaryConfig) -> bool:
+    """Does this look (the `looks`-th) pass the canary? Nothing deviates, every critical metric
+    rules out a regression of its margin, and there have been `min_intervals` looks."""
+    return look.verdict == "pass" and not pending_metrics(look) and looks >= cfg.min_intervals
+
+
+def conclude(looks: list[IntervalResult], seq: Any, cfg: CanaryConfig, *, failed_at: int | None, streak: int,
+             view: list[IntervalResult], workflow: str | None = None, canary: str | None = None,
+             baseline: str | None = None) -> CanaryResult:
+    """The canary's verdict from its looks so far: fail (a failing run reached the limit),
+    marginal, pass (every critical metric rules out a regression of its margin, after
+    `min_intervals` looks) or inconclusive, with what a decision still needs."""
+    limit = cfg.consecutive_failure_limit
     reasons: list[str] = []
     verdict: CanaryVerdict
-    decider: IntervalResult | None
+    needs = None
+    last = looks[-1] if looks else None
     if failed_at is not None:
-        verdict = "fail"
-        decider = judged[failed_at]
-        reasons.append(f"{streak} consecutive failing intervals (limit {limit}); last: interval "
-                       f"{decider.index}")
+        verdict, decider = "fail", looks[failed_at]
+        reasons.append(f"failed at look {decider.index} ({decider.n_canary} canary and {decider.n_baseline} baseline "
+                       f"requests since the start)" + (f", {streak} failing looks in a row" if limit > 1 else ""))
         reasons += decider.reasons
     elif last is None:
         verdict, decider = "inconclusive", None
-        reasons.append(f"no interval had enough data (at least {cfg.min_points} requests per group and every "
-                       f"critical metric)" if judged else "no intervals")
+        reasons.append("no intervals")
     elif last.verdict == "fail":
         verdict, decider = "marginal", last
-        reasons.append(f"the last interval failed ({streak} of {limit} consecutive failures needed to fail)")
+        reasons.append(f"the last look failed ({streak} of {limit} failing looks in a row needed to fail)")
         reasons += last.reasons
     elif last.verdict == "marginal":
         verdict, decider = "marginal", last
-        reasons += last.reasons or [f"last interval marginal (score {last.score:.1f})"]
-    elif conclusive < cfg.min_intervals:
-        verdict, decider = "inconclusive", last
-        reasons.append(f"{conclusive} conclusive interval(s); a pass needs {cfg.min_intervals}")
+        reasons += last.reasons or [f"last look marginal (score {last.score:.1f})"]
     else:
-        verdict, decider = "pass", last
-        reasons.append(f"{conclusive} conclusive interval(s); the last passed with score {last.score:.1f}")
-
-    starts = [r.start for r in judged if r.start is not None]
-    ends = [r.end for r in judged if r.end is not None]
+        decider = last
+        pending = pending_metrics(last)
+        if shows_pass(last, len(looks), cfg):
+            verdict = "pass"
+            reasons.append(f"no regression after {len(looks)} look(s) ({last.n_canary} canary requests): every "
+                           f"critical metric's interval rules out a regression of its margin")
+        else:
+            verdict = "inconclusive"
+            needs = seq.needs(last)
+            if last.verdict == "inconclusive":
+                reasons += last.reasons
+            if pending:
+                reasons.append(f"not yet shown within their margins: {', '.join(pending)}")
+            elif len(looks) < cfg.min_intervals:
+                reasons.append(f"{len(looks)} look(s); a pass needs {cfg.min_intervals}")
+            reasons.append(needs.text())
+    starts = [r.start for r in looks if r.start is not None]
+    ends = [r.end for r in looks if r.end is not None]
     return CanaryResult(
         verdict=verdict,
         score=decider.score if decider is not None else None,
         consecutive_failures=streak,
         failed_at=failed_at,
-        intervals=judged,
+        intervals=view,
         reasons=reasons,
         config=cfg.as_dict(),
         workflow=workflow,
@@ -340,4 +285,9 @@ def judge_canary(intervals: Sequence[IntervalResult | CanaryInterval], cfg: Cana
         baseline=baseline,
         window_start=min(starts) if starts else None,
         window_end=max(ends) if ends else None,
+        looks=looks,
+        needs=None if needs is None else {"canary_requests": needs.canary_requests, "hours": needs.hours,
+                                          "canary_rate_per_hour": needs.canary_rate_per_hour,
+                                          "by_metric": needs.by_metric,
+                                          "before_first_judgement": needs.before_first_judgement, "text": needs.text()},
     )

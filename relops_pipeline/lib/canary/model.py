@@ -116,9 +116,9 @@ class CanaryResult:
 
     verdict: CanaryVerdict
     score: float | None  # of the deciding interval (the failing one, else the last conclusive)
-    consecutive_failures: int  # the failing streak when it decided (or at the end)
-    failed_at: int | None  # position in `intervals` where the streak reached the limit
-    intervals: list[IntervalResult]
+    consecutive_failures: int  # the failing streak of looks when it decided (or at the end)
+    failed_at: int | None  # position in `looks` where the streak reached the limit
+    intervals: list[IntervalResult]  # each interval judged alone: descriptive
     reasons: list[str]
     config: dict[str, Any]
     workflow: str | None = None
@@ -126,6 +126,10 @@ class CanaryResult:
     baseline: str | None = None
     window_start: datetime | None = None
     window_end: datetime | None = None
+    # The growing window judged at each look (the decision); `intervals` is the per-interval view.
+    looks: list[IntervalResult] = field(default_factory=list)
+    # An inconclusive canary: more canary requests needed, hours at the current rate, per metric.
+    needs: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what goes into canary_analyses.result)."""

@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from ..markdown import escape_md, html_page, safe_url
-from .judge import effect_text, tolerance_text
 from .model import CanaryResult, IntervalResult, MetricResult
+from .verdict import effect_text, tolerance_text
 
 __all__ = ["render_markdown", "render_html", "render_json"]
 
@@ -45,6 +45,11 @@ class _Cls:
 
 
 Cell = Any  # str (untrusted) | _Lit | _Cls | list of those
+
+
+# A day of 10-minute looks is 144: the reports show the most recent ones (the JSON has all).
+MAX_LOOK_ROWS = 48
+MAX_INTERVAL_COLUMNS = 24
 
 
 def _md(x: Cell) -> str:
@@ -114,7 +119,8 @@ def _metric_rows(result: CanaryResult, r: IntervalResult) -> list[list[Cell]]:
             _Lit(f"{_value_text(m, m.baseline_value)} ({what}, n={m.n_baseline})"),
             _Lit(effect_text(m)),
             _Lit(tolerance_text(m)),
-            _Lit(f"{_num(m.p_value, 3)} (α/m = {_num(1 - m.level, 3)})" if m.level is not None else "n/a"),
+            _Lit(f"{_num(m.p_value, 3)} (level {_num(1 - m.level, 3)}"
+                 + (", sequential" if m.details.get("sequential") else "") + ")" if m.level is not None else "n/a"),
             cls,
             m.note,
         ])
@@ -125,6 +131,19 @@ _METRIC_HEADERS = ["metric", "test", "critical", "canary", "baseline", "effect [
                    "p (level)", "class", "note"]
 
 
+def _look_state(look: IntervalResult, position: int, cfg: dict) -> str:
+    """A look's verdict as the canary's state: a look where nothing deviates passes the canary
+    only once every critical metric rules out its margin (judge.shows_pass)."""
+    if look.verdict == "inconclusive":
+        return "inconclusive (too few requests)"
+    if look.verdict != "pass":
+        return look.verdict
+    pending = [m for m in look.metrics if m.critical and not m.details.get("margin_ok")]
+    if pending or position + 1 < int(cfg.get("min_intervals") or 1):
+        return "no regression yet, undecided"
+    return "pass"
+
+
 def _blocks(result: CanaryResult, links: dict | None) -> list[tuple]:
     cfg = result.config
     blocks: list[tuple] = []
@@ -132,61 +151,76 @@ def _blocks(result: CanaryResult, links: dict | None) -> list[tuple]:
              result.canary or "?", _Lit(" vs "), result.baseline or "all other releases"]
     blocks.append(("h", 2, title))
     score = f"{result.score:.1f}" if _finite(result.score) else "n/a"
+    looks = result.looks
     blocks.append(("p", _Lit(
-        f"Window {_time(result.window_start)} – {_time(result.window_end)} UTC · {len(result.intervals)} interval(s) of "
-        f"{cfg.get('interval_minutes')} min · score {score} (pass ≥ {cfg.get('pass_score'):g}, marginal ≥ "
-        f"{cfg.get('marginal_score'):g}) · consecutive failing intervals {result.consecutive_failures} "
-        f"(limit {cfg.get('consecutive_failure_limit')})")))
+        f"Window {_time(result.window_start)} – {_time(result.window_end)} UTC · {len(looks)} look(s) at the growing "
+        f"window, one every {cfg.get('interval_minutes')} min · score {score} (pass ≥ {cfg.get('pass_score'):g}, "
+        f"marginal ≥ {cfg.get('marginal_score'):g})")))
     blocks.append(("ul", list(result.reasons) or [_Lit("no reasons given")]))
+    if result.needs:
+        per = ", ".join(f"{k} {'?' if v is None else f'{v:,}'}" for k, v in (result.needs.get("by_metric") or {}).items())
+        blocks.append(("p", [_Lit("**Inconclusive — what a decision needs:** "), str(result.needs.get("text", "")),
+                             _Lit(f" (more canary requests per pending critical metric: {per})" if per else "")]))
 
-    blocks.append(("h", 3, _Lit("Intervals")))
-    rows = []
-    for pos, r in enumerate(result.intervals):
-        deviating = [m for m in r.metrics if m.bad]
-        dev: list[Cell] = []
-        for i, m in enumerate(deviating):
-            dev += ([_Lit(", ")] if i else []) + [m.name, _Lit(f" {m.classification}" + (" (critical)" if m.critical else ""))]
-        marker = " ← decided" if result.failed_at == pos else ""
-        rows.append([_Lit(str(r.index)), _Lit(_time(r.start)), _Lit(_time(r.end)), _Lit(str(r.n_canary)),
-                     _Lit(str(r.n_baseline)), _Lit(f"{r.score:.1f}" if _finite(r.score) else "n/a"),
-                     _Lit(r.verdict + marker), dev or _Lit("—")])
-    blocks.append(("table", ["#", "start", "end", "canary n", "baseline n", "score", "verdict", "deviating metrics"],
-                   rows))
-
-    if result.intervals:
-        pos = result.failed_at if result.failed_at is not None else next(
-            (i for i in range(len(result.intervals) - 1, -1, -1) if result.intervals[i].verdict != "inconclusive"),
-            len(result.intervals) - 1)
-        shown = result.intervals[pos]
-        blocks.append(("h", 3, _Lit(f"Metrics in interval {shown.index} ({_time(shown.start)} – {_time(shown.end)}, "
-                                    f"{shown.tests} metric(s) tested)")))
+    if looks:
+        pos = result.failed_at if result.failed_at is not None else len(looks) - 1
+        shown = looks[pos]
+        blocks.append(("h", 3, _Lit(f"Metrics since the start, at look {shown.index} (until {_time(shown.end)}; "
+                                    f"{shown.n_canary} canary, {shown.n_baseline} baseline requests)")))
+        blocks.append(("p", _Lit("Intervals and p-value levels are sequential (always-valid): valid however often the "
+                                 "canary is looked at, so they are wider than a one-off test's.")))
         blocks.append(("table", _METRIC_HEADERS, _metric_rows(result, shown)))
 
-        names = [m.name for m in result.intervals[0].metrics]
+        blocks.append(("h", 3, _Lit("Looks (the growing window: this decides)")))
+        first = max(len(looks) - MAX_LOOK_ROWS, 0)
+        if first:
+            blocks.append(("p", _Lit(f"The last {MAX_LOOK_ROWS} of {len(looks)} looks (the JSON report has every look).")))
+        rows = []
+        for i, r in enumerate(looks[first:], start=first):
+            deviating = [m for m in r.metrics if m.bad]
+            dev: list[Cell] = []
+            for j, m in enumerate(deviating):
+                dev += ([_Lit(", ")] if j else []) + [m.name, _Lit(f" {m.classification}" + (" (critical)" if m.critical else ""))]
+            marker = " ← decided" if result.failed_at == i else ""
+            rows.append([_Lit(str(r.index)), _Lit(_time(r.end)), _Lit(str(r.n_canary)), _Lit(str(r.n_baseline)),
+                         _Lit(f"{r.score:.1f}" if _finite(r.score) else "n/a"), _Lit(_look_state(r, i, cfg) + marker),
+                         dev or _Lit("—")])
+        blocks.append(("table", ["look", "until", "canary n", "baseline n", "score", "verdict", "deviating metrics"],
+                       rows))
+
+    if result.intervals:
+        blocks.append(("h", 3, _Lit("Each interval on its own (descriptive: decides nothing)")))
+        intervals = result.intervals[-MAX_INTERVAL_COLUMNS:]
+        names = [m.name for m in intervals[0].metrics]
         grid = []
         for name in names:
             row: list[Cell] = [name]
-            for r in result.intervals:
+            for r in intervals:
                 found = next((x for x in r.metrics if x.name == name), None)
                 row.append(_Lit("—") if found is None else _Cls(found.classification, found.bad))
             grid.append(row)
-        blocks.append(("h", 3, _Lit("Classification per interval")))
-        blocks.append(("p", _Lit("Bold marks a deviation in the metric's bad direction (the metric does not pass).")))
-        blocks.append(("table", ["metric"] + [f"#{r.index}" for r in result.intervals], grid))
+        cut = "" if len(intervals) == len(result.intervals) else \
+            f" The last {len(intervals)} of {len(result.intervals)} intervals."
+        blocks.append(("p", _Lit("Each interval judged alone at the per-interval level; NoData where an interval has "
+                                 "too few requests. Bold marks a deviation in the metric's bad direction." + cut)))
+        blocks.append(("table", ["metric"] + [f"#{r.index}" for r in intervals], grid))
 
     blocks.append(("h", 3, _Lit("Configuration")))
     mrows = []
     for m in cfg.get("metrics", []):
         mrows.append([str(m.get("name")), str(m.get("column")), str(m.get("kind")), str(m.get("direction")),
-                      _Lit(f"{m.get('tolerance'):g}"), _Lit("yes" if m.get("critical") else "no")])
-    blocks.append(("table", ["metric", "column", "kind", "bad direction", "tolerance", "critical"], mrows))
+                      _Lit(f"{m.get('tolerance'):g}"), _Lit(_num(m.get("margin"))), _Lit(_num(m.get("weight", 1))),
+                      _Lit("yes" if m.get("critical") else "no")])
+    blocks.append(("table", ["metric", "column", "kind", "bad direction", "tolerance", "margin", "α weight",
+                             "critical"], mrows))
     blocks.append(("p", _Lit(
-        f"Confidence {cfg.get('confidence'):g} per interval, family-wise over the metrics with data (Bonferroni: each "
-        f"test and interval at α/m). Continuous metrics: Mann-Whitney U with the Hodges-Lehmann shift and its Moses "
-        f"interval (log scale: ratio − 1). Rates and tail shares: conditional exact test (mid-p) decides, Newcombe's "
-        f"interval shows the size. A metric is High/Low only when significant and beyond its tolerance; a critical "
-        f"metric deviating in its bad direction fails the interval. At least {cfg.get('min_points')} requests per "
-        f"group per metric, else NoData; a pass needs {cfg.get('min_intervals')} conclusive interval(s).")))
+        f"Confidence {cfg.get('confidence'):g} family-wise over the metrics and every look (a normal-mixture sequential "
+        f"test, τ = {_num(cfg.get('mixture_scale'))} standard deviations; α split by the weights). Continuous metrics: "
+        f"Mann-Whitney U with the Hodges-Lehmann shift and its Moses interval (log scale: ratio − 1). Rates and tail "
+        f"shares: conditional exact test (mid-p) decides, Newcombe's interval shows the size. A metric is High/Low "
+        f"only when significant and beyond its tolerance; a critical metric deviating in its bad direction fails the "
+        f"canary. A pass needs every critical metric's interval within its margin after {cfg.get('min_intervals')} "
+        f"look(s); at least {cfg.get('min_points')} requests per group since the start, else NoData.")))
     if links:
         blocks.append(("links", [("link", str(label), str(url)) for label, url in links.items()]))
     return blocks

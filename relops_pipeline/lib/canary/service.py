@@ -39,10 +39,13 @@ class CanaryOutcome:
 
     @property
     def failing_metrics(self) -> list[str]:
-        """The metrics classified High in any interval of a failed canary, sorted."""
-        if self.result.verdict != "fail":
+        """The metrics that regressed at the look where a failed canary failed, sorted."""
+        r = self.result
+        if r.verdict != "fail":
             return []
-        return sorted({m.name for iv in self.result.intervals for m in iv.metrics if m.classification == "High"})
+        if r.failed_at is not None and r.failed_at < len(r.looks):
+            return sorted({m.name for m in r.looks[r.failed_at].metrics if m.bad})
+        return sorted({m.name for iv in r.intervals for m in iv.metrics if m.bad})
 
 
 def canary_window(con, workflow: str, version: str) -> tuple[datetime, datetime] | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-__all__ = ["ShiftResult", "shift_test", "wilson", "newcombe", "midp_exact", "exceedance_counts", "z_for"]
+__all__ = ["ShiftResult", "shift_test", "hodges_lehmann", "wilson", "newcombe", "midp_exact", "exceedance_counts", "z_for"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -112,26 +112,32 @@ def shift_test(x: np.ndarray, y: np.ndarray, z: float) -> ShiftResult:
     res = sps.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic", use_continuity=True)
     p = float(res.pvalue)
     u = float(res.statistic)
-    total = n1 * n2
     ys = np.sort(y)
     # Tie-corrected standard deviation of U (the same as scipy's).
     _, counts = np.unique(np.concatenate([x, y]), return_counts=True)
     n = n1 + n2
     tie_term = float((counts.astype(float) ** 3 - counts).sum()) / (n * (n - 1)) if n > 1 else 0.0
     sd = math.sqrt(max(n1 * n2 / 12.0 * ((n + 1) - tie_term), 0.0))
+    est, low, high = hodges_lehmann(x, ys, z, sd)
+    if np.isnan(p):  # every value identical: no evidence of any shift
+        p = 1.0
+    return ShiftResult(estimate=float(est), low=float(low), high=float(high), p_value=p, u=u)
+
+
+def hodges_lehmann(x: np.ndarray, ys: np.ndarray, z: float, sd: float) -> tuple[float, float, float]:
+    """The Hodges-Lehmann shift of x relative to y (`ys` sorted) and its Moses interval at normal
+    quantile `z`, given the tie-corrected standard deviation `sd` of Mann-Whitney's U: the
+    interval inverts the continuity-corrected test, so it excludes 0 exactly when |z_U| >= z
+    (up to the discreteness of U). Infinite ends when there are too few points for the level."""
+    total = len(x) * len(ys)
     if total % 2:
         est = _kth_difference(x, ys, (total + 1) // 2)
     else:
         est = 0.5 * (_kth_difference(x, ys, total // 2) + _kth_difference(x, ys, total // 2 + 1))
     k = math.floor(total / 2.0 - 0.5 - z * sd) + 1
-    if k < 1:  # too few points for any finite interval at this level
-        low, high = -math.inf, math.inf
-    else:
-        low = _kth_difference(x, ys, k)
-        high = _kth_difference(x, ys, total + 1 - k)
-    if np.isnan(p):  # every value identical: no evidence of any shift
-        p = 1.0
-    return ShiftResult(estimate=float(est), low=float(low), high=float(high), p_value=p, u=u)
+    if k < 1:
+        return float(est), -math.inf, math.inf
+    return float(est), _kth_difference(x, ys, k), _kth_difference(x, ys, total + 1 - k)
 
 
 def wilson(k: int, n: int, z: float) -> tuple[float, float]:

@@ -23,6 +23,7 @@ before the caller decides to commit.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -228,6 +229,23 @@ def _gate_problem(gate: dict[str, Any]) -> str | None:
     return f"gate: {gate['release_key']} is {decision}"
 
 
+def _canary_problem(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """Why the release's latest canary analysis does not support promoting it (None: it passed,
+    or it was never judged — the stage-order rule covers a release that skipped its canary)."""
+    row = con.execute("SELECT verdict, result FROM canary_analyses WHERE release_key = ? "
+                      "ORDER BY computed_at DESC, analysis_id DESC LIMIT 1", [key]).fetchone()
+    if row is None or row[0] == "pass":
+        return None
+    verdict, result = row
+    if verdict == "inconclusive":
+        try:
+            needs = (json.loads(result) or {}).get("needs") or {}
+        except (TypeError, ValueError):
+            needs = {}
+        return f"canary: {key} is inconclusive" + (f" ({needs['text']})" if needs.get("text") else "")
+    return f"canary: {key}'s latest analysis is {verdict}"
+
+
 def transition(
     con: duckdb.DuckDBPyConnection,
     registry_dir: str | Path,
@@ -276,6 +294,10 @@ def transition(
     problem = _gate_problem(gate)
     if problem:
         waived.insert(0, problem)
+    if action in ("ramp", "full") and before.candidate == release and before.stage in ("canary", "ramp"):
+        canary_problem = _canary_problem(con, key)
+        if canary_problem:
+            waived.append(canary_problem)
     request = {"request": "rollout", "stage": action, "percent": percent, "override": bool(override),
                "gate_decision": gate.get("decision")}
     if waived and not override:
