@@ -50,10 +50,14 @@ SPAN_COLUMNS: list[tuple[str, str]] = [
     # Added by migration 9 (an ALTER, so it comes last). What is wrong with a span that is kept
     # anyway: ANOMALY_END_BEFORE_START, ANOMALY_NEGATIVE_LATENCY; NULL when nothing is.
     ("anomalies", "VARCHAR[]"),
+    # Added by migration 10: the messages with their roles, [{"role": ..., "content": text}, ...]
+    # (NULL when the source sends no messages); input_text / output_text hold their plain text.
+    ("input_messages", "JSON"),
+    ("output_messages", "JSON"),
 ]
 
 # SPAN_COLUMNS that later migrations added with ALTER TABLE (migration 1 must not create them).
-SPAN_COLUMNS_ADDED = ("anomalies",)
+SPAN_COLUMNS_ADDED = ("anomalies", "input_messages", "output_messages")
 
 # A span that ends before it starts (clock skew between the hosts that stamped its start and
 # end): kept, with latency_ms NULL, and listed by `relops rejects --anomalies`.

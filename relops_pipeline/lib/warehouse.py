@@ -576,6 +576,35 @@ WHERE end_time < start_time OR latency_ms < 0;
     )
 )
 
+MIGRATIONS.append(
+    (
+        10,
+        "spans.input_messages / output_messages: the messages with their roles, one shape for every source",
+        """
+ALTER TABLE spans ADD COLUMN input_messages JSON;
+ALTER TABLE spans ADD COLUMN output_messages JSON;
+""",
+    )
+)
+
+MIGRATIONS.append(
+    (
+        11,
+        "langsmith_pending: LangSmith run updates (patches) whose run (post) has not arrived yet",
+        """
+CREATE TABLE langsmith_pending (
+    run_id VARCHAR NOT NULL,
+    trace_id VARCHAR,
+    payload JSON NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT,
+    ingest_batch_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+);
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
