@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from relops_pipeline.cli import alerts, cadence, demo, doctor, drift, evals, gates, ingest, releases
+from relops_pipeline.cli import alerts, cadence, demo, doctor, drift, evals, gates, ingest, releases, serve
 from relops_pipeline.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_HOME,
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--home", default=None, help=home_help)
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), home_help)
-    for module in (ingest, evals, gates, drift, alerts, releases, doctor, cadence, demo):
+    for module in (ingest, serve, evals, gates, drift, alerts, releases, doctor, cadence, demo):
         module.register(commands)
     return parser
 

@@ -154,3 +154,75 @@ def load_identity_settings(path: Path) -> IdentitySettings:
             raise SettingsError(f"{path}: api_keys.{name}: expected {{sha256: the key's SHA-256 in hex}}")
         api_keys[str(name)] = digest.lower()
     return IdentitySettings(identities, oidc, api_keys)
+
+
+# --- relops serve (the OTLP/HTTP receiver, lib/receiver/) ----------------------------------
+DEFAULT_SERVE_MAX_BODY_MB = 16.0
+DEFAULT_SERVE_SPOOL_LIMIT_MB = 1024.0
+DEFAULT_SERVE_RETRY_AFTER_S = 5
+_SERVE_KEYS = ("api_keys", "max_body_mb", "spool_limit_mb", "retry_after_s")
+
+
+@dataclass(frozen=True)
+class ServeKey:
+    """One accepted API key: the environment variable it was read from, its value, and the
+    workflow it pins its spans to (None: a global key)."""
+
+    env: str
+    key: str = field(repr=False)
+    workflow: str | None = None
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The `serve:` section of relops.yaml; no api_keys = open (the receiver says so)."""
+
+    api_keys: tuple[ServeKey, ...] = ()
+    max_body_mb: float = DEFAULT_SERVE_MAX_BODY_MB
+    spool_limit_mb: float = DEFAULT_SERVE_SPOOL_LIMIT_MB
+    retry_after_s: int = DEFAULT_SERVE_RETRY_AFTER_S
+
+
+def _positive(value: Any, where: str) -> float:
+    number = _num(value, where)
+    if not number > 0:
+        raise SettingsError(f"{where}: expected a positive number, got {value!r}")
+    return number
+
+
+def load_serve_settings(path: Path, environ: Any = None) -> ServeSettings:
+    """The `serve:` section of relops.yaml: `api_keys: [{env: VAR, workflow: NAME}]` (the key is
+    the value of the environment variable VAR, which must be set; `workflow` is optional),
+    `max_body_mb`, `spool_limit_mb`, `retry_after_s`. A missing file or section: the defaults."""
+    import os
+
+    env = os.environ if environ is None else environ
+    section = _document(path).get("serve")
+    if section is None:
+        return ServeSettings()
+    if not isinstance(section, dict):
+        raise SettingsError(f"{path}: serve: expected a mapping with {', '.join(_SERVE_KEYS)}")
+    unknown = sorted(set(map(str, section)) - set(_SERVE_KEYS))
+    if unknown:
+        raise SettingsError(f"{path}: serve.{unknown[0]}: unknown key (known: {', '.join(_SERVE_KEYS)})")
+    keys = []
+    entries = section.get("api_keys") or []
+    if not isinstance(entries, list):
+        raise SettingsError(f"{path}: serve.api_keys: expected a list of {{env: VARIABLE, workflow: NAME}}")
+    for i, entry in enumerate(entries):
+        where = f"{path}: serve.api_keys[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"env", "workflow"} or not isinstance(entry.get("env"), str) or not entry["env"]:
+            raise SettingsError(f"{where}: expected {{env: VARIABLE, workflow: NAME}} (the key is read from the environment variable)")
+        workflow = entry.get("workflow")
+        if workflow is not None and (not isinstance(workflow, str) or not workflow.strip()):
+            raise SettingsError(f"{where}.workflow: expected a workflow name, got {workflow!r}")
+        value = env.get(entry["env"], "")
+        if not value:
+            raise SettingsError(f"{where}.env: the environment variable {entry['env']} is not set (or empty)")
+        keys.append(ServeKey(entry["env"], value, workflow))
+    return ServeSettings(
+        api_keys=tuple(keys),
+        max_body_mb=_positive(section.get("max_body_mb", DEFAULT_SERVE_MAX_BODY_MB), f"{path}: serve.max_body_mb"),
+        spool_limit_mb=_positive(section.get("spool_limit_mb", DEFAULT_SERVE_SPOOL_LIMIT_MB), f"{path}: serve.spool_limit_mb"),
+        retry_after_s=max(1, int(_positive(section.get("retry_after_s", DEFAULT_SERVE_RETRY_AFTER_S), f"{path}: serve.retry_after_s"))),
+    )

@@ -1,0 +1,204 @@
+"""OTLP/HTTP request bodies to OTLP JSON, and the responses the OTLP specification asks for.
+
+Protobuf bodies are decoded with opentelemetry-proto and converted with MessageToDict
+(camelCase, int64 as strings, enums by name); their base64 trace/span ids become lower-case hex,
+as OTLP JSON has them. JSON bodies are taken as they are (ids already hex). Spans (log records)
+without a valid trace id or span id are dropped and counted as rejected: the response then
+carries a partial_success with the count and a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+TRACES, LOGS = "traces", "logs"
+WORKFLOW_KEY = "relops.workflow"
+
+# per signal: the export request's top-level list, its scope list, its item list, the item noun
+_LAYOUT = {TRACES: ("resourceSpans", "scopeSpans", "spans"), LOGS: ("resourceLogs", "scopeLogs", "logRecords")}
+_REQUESTS: dict[str, Any] = {TRACES: trace_service_pb2.ExportTraceServiceRequest, LOGS: logs_service_pb2.ExportLogsServiceRequest}
+_RESPONSES: dict[str, Any] = {TRACES: trace_service_pb2.ExportTraceServiceResponse, LOGS: logs_service_pb2.ExportLogsServiceResponse}
+_REJECTED_FIELD = {TRACES: "rejected_spans", LOGS: "rejected_log_records"}
+_ID_HEX = {"traceId": 32, "spanId": 16}
+
+
+class BadRequest(ValueError):
+    """The body cannot be decoded (400)."""
+
+
+class TooLarge(ValueError):
+    """The body, once decompressed, is over the limit (413)."""
+
+
+class UnsupportedMedia(ValueError):
+    """A content type or encoding the receiver does not take (415)."""
+
+
+@dataclass
+class Decoded:
+    """An export request as OTLP JSON: `doc` holds the accepted items only."""
+
+    doc: dict[str, Any]
+    accepted: int
+    rejected: int
+    message: str = ""
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower-case, without parameters."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body without its Content-Encoding (identity or gzip); TooLarge past `limit` bytes
+    decompressed (a gzip bomb is never inflated whole)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise UnsupportedMedia(f"Content-Encoding {encoding!r} is not supported (gzip or identity)")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"invalid gzip body: {exc}") from None
+    if len(out) > limit:
+        raise TooLarge(f"the decompressed body is over {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest("truncated gzip body")
+    return out
+
+
+def _hex_id(value: Any, size: int, from_base64: bool) -> str | None:
+    """A trace/span id as lower-case hex of `size` digits, else None (missing or malformed)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if from_base64:
+        try:
+            value = base64.b64decode(value, validate=True).hex()
+        except (binascii.Error, ValueError):
+            return None
+    value = value.lower()
+    if len(value) != size or any(c not in "0123456789abcdef" for c in value) or value.strip("0") == "":
+        return None
+    return value
+
+
+def _pin(attributes: list | None, workflow: str) -> list:
+    """`attributes` (OTLP JSON key/values) with relops.workflow set to `workflow`."""
+    kept = [a for a in attributes or [] if not (isinstance(a, dict) and a.get("key") == WORKFLOW_KEY)]
+    return [*kept, {"key": WORKFLOW_KEY, "value": {"stringValue": workflow}}]
+
+
+def _clean(doc: dict[str, Any], signal: str, from_protobuf: bool, workflow: str | None) -> Decoded:
+    """Hex ids, items without valid ids dropped (counted), the workflow pinned; logs need no
+    ids (a log record may stand outside any trace): theirs are only converted when present."""
+    top, scopes_key, items_key = _LAYOUT[signal]
+    accepted = rejected = 0
+    resources = doc.get(top)
+    if not isinstance(resources, list):
+        raise BadRequest(f"not an OTLP {signal} export: no {top} list")
+    for resource in resources:
+        if not isinstance(resource, dict):
+            raise BadRequest(f"{top}: expected objects")
+        if workflow is not None:
+            resource.setdefault("resource", {})["attributes"] = _pin(resource.get("resource", {}).get("attributes"), workflow)
+        for scope in resource.get(scopes_key) or []:
+            if not isinstance(scope, dict):
+                raise BadRequest(f"{scopes_key}: expected objects")
+            kept = []
+            for item in scope.get(items_key) or []:
+                if not isinstance(item, dict):
+                    raise BadRequest(f"{items_key}: expected objects")
+                ok = True
+                for key in (("traceId", "spanId") if signal == TRACES else ()):
+                    ident = _hex_id(item.get(key), _ID_HEX[key], from_protobuf)
+                    ok = ok and ident is not None
+                    if ident is not None:
+                        item[key] = ident
+                for key in ("parentSpanId",) if signal == TRACES else ("traceId", "spanId"):
+                    if item.get(key):
+                        ident = _hex_id(item[key], _ID_HEX.get(key, 16), from_protobuf)
+                        if ident is None:
+                            item.pop(key)
+                        else:
+                            item[key] = ident
+                if not ok:
+                    rejected += 1
+                    continue
+                if workflow is not None:
+                    item["attributes"] = _pin(item.get("attributes"), workflow)
+                kept.append(item)
+            scope[items_key] = kept
+            accepted += len(kept)
+    noun = "spans" if signal == TRACES else "log records"
+    message = f"{rejected} {noun} without a valid traceId/spanId were rejected" if rejected else ""
+    return Decoded(doc, accepted, rejected, message)
+
+
+def decode(body: bytes, mtype: str, signal: str, workflow: str | None = None) -> Decoded:
+    """An OTLP/HTTP export body (already decompressed) as cleaned OTLP JSON."""
+    if mtype == PROTOBUF:
+        request = _REQUESTS[signal]()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise BadRequest(f"invalid protobuf {request.DESCRIPTOR.name}: {exc}") from None
+        return _clean(MessageToDict(request), signal, True, workflow)
+    if mtype == JSON:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"invalid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise BadRequest("invalid OTLP JSON: expected an object")
+        return _clean(doc, signal, False, workflow)
+    raise UnsupportedMedia(f"Content-Type {mtype or '(none)'!r} is not supported ({PROTOBUF} or {JSON})")
+
+
+def dump(decoded: Decoded) -> bytes:
+    """The cleaned export as one compact JSON line (an OTLP JSON lines file of one line)."""
+    return json.dumps(decoded.doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def success(signal: str, mtype: str, decoded: Decoded) -> bytes:
+    """The Export*ServiceResponse body, in the request's encoding; partial_success when items
+    were rejected."""
+    response = _RESPONSES[signal]()
+    if decoded.rejected:
+        setattr(response.partial_success, _REJECTED_FIELD[signal], decoded.rejected)
+        response.partial_success.error_message = decoded.message
+    if mtype == PROTOBUF:
+        return response.SerializeToString()
+    return json.dumps(MessageToDict(response)).encode("utf-8")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def status(code: int, message: str, mtype: str) -> tuple[bytes, str]:
+    """An error body: a google.rpc.Status (gRPC `code`, message) in protobuf for protobuf
+    requests (encoded here: two fields), JSON otherwise; with its Content-Type."""
+    if mtype == PROTOBUF:
+        text = message.encode("utf-8")
+        return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text, PROTOBUF
+    return json.dumps({"code": code, "message": message}).encode("utf-8"), JSON
+

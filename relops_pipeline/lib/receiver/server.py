@@ -1,0 +1,292 @@
+"""The HTTP side of `relops serve`: OTLP/HTTP routes, API keys, limits and status codes.
+
+Routes: `POST /v1/traces`, `POST /v1/logs` (OTLP/HTTP) and `POST /api/public/otel/v1/traces`
+(Langfuse's OTel endpoint, Basic auth public-key:secret-key). Per the OTLP/HTTP specification:
+200 with an Export*ServiceResponse in the request's encoding (partial_success when items were
+rejected) once the payload is durable on disk; 400 for a body that cannot be decoded (a
+google.rpc.Status body); 401 without a valid key; 404 / 405 for other paths / methods; 411
+without a Content-Length; 413 past the body limit (before or after gzip); 415 for other content
+types or encodings; 429 with Retry-After while the spool is over its size; 503 with Retry-After
+when the payload cannot be written.
+
+Keys: `Authorization: Bearer <key>` or the password of Basic auth. A key configured with a
+workflow pins every span (log record) of its requests to that workflow (the relops.workflow
+attribute on the span and its resource). No keys configured: open to anyone who can reach the
+port (the startup line says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from relops_pipeline.lib.receiver.payload import (
+    JSON,
+    LOGS,
+    PROTOBUF,
+    TRACES,
+    BadRequest,
+    TooLarge,
+    UnsupportedMedia,
+    decode,
+    decompress,
+    dump,
+    media_type,
+    status,
+    success,
+)
+from relops_pipeline.lib.receiver.spool import Spool
+from relops_pipeline.lib.settings import ServeKey
+
+ROUTES = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/api/public/otel/v1/traces": TRACES}
+MIB = 1024 * 1024
+# gRPC status codes in the error bodies (google.rpc.Status.code)
+_GRPC = {400: 3, 401: 16, 404: 12, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+@dataclass
+class Limits:
+    """What the receiver accepts: body size, spool size and the Retry-After it answers with."""
+
+    max_body_bytes: int = 16 * MIB
+    spool_limit_bytes: int = 1024 * MIB
+    retry_after_s: int = 5
+
+
+@dataclass
+class Receiver:
+    """The state the request handlers share: the spool, the keys, the limits, in-flight requests."""
+
+    spool: Spool
+    keys: tuple[ServeKey, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    _busy: int = 0
+    _idle: threading.Condition = field(default_factory=threading.Condition)
+
+    def authorize(self, authorization: str | None) -> tuple[bool, str | None]:
+        """(accepted, the workflow the key pins or None) for an Authorization header."""
+        if not self.keys:
+            return True, None
+        presented = _presented_key(authorization or "")
+        if presented is None:
+            return False, None
+        for key in self.keys:
+            if hmac.compare_digest(presented.encode("utf-8"), key.key.encode("utf-8")):
+                return True, key.workflow
+        return False, None
+
+    def begin(self) -> None:
+        """A request is being handled (stop() waits for it)."""
+        with self._idle:
+            self._busy += 1
+
+    def end(self) -> None:
+        """A request has been answered."""
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is being handled; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout_s)
+
+
+def _presented_key(authorization: str) -> str | None:
+    """The key of `Bearer KEY`, or the password of `Basic base64(user:password)`."""
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        _, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection: OTLP/HTTP requests, keep-alive (HTTP/1.1)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "relops-serve"
+    timeout = 120  # an idle keep-alive connection is closed after this many seconds
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+    server: ReceiverServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — the base class's name
+        """Quiet: the counters say what happened."""
+
+    def _reply(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _fail(self, code: int, message: str, mtype: str, headers: dict[str, str] | None = None) -> None:
+        body, ctype = status(_GRPC.get(code, 2), message, mtype if mtype == PROTOBUF else JSON)
+        self._reply(code, body, ctype, headers)
+
+    def _skip_body(self, length: int | None) -> None:
+        """Read an unwanted body to keep the connection, or close it when it is too big."""
+        if length is not None and length <= self.server.receiver.limits.max_body_bytes:
+            self.rfile.read(length)
+        else:
+            self.close_connection = True
+
+    def _route(self) -> str | None:
+        return ROUTES.get(urlsplit(self.path).path.rstrip("/"))
+
+    def do_POST(self) -> None:
+        """An export request."""
+        receiver = self.server.receiver
+        receiver.begin()
+        try:
+            self._post(receiver)
+        finally:
+            receiver.end()
+
+    def _post(self, receiver: Receiver) -> None:
+        signal = self._route()
+        mtype = media_type(self.headers.get("Content-Type"))
+        length: int | None = None
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is not None and raw_length.strip().isdigit():
+            length = int(raw_length)
+        if signal is None:
+            self._skip_body(length)
+            return self._fail(404, f"no such endpoint: {self.path}", mtype)
+        if length is None:
+            self.close_connection = True
+            return self._fail(411, "a Content-Length is required", mtype)
+        limits, spool = receiver.limits, receiver.spool
+        ok, workflow = receiver.authorize(self.headers.get("Authorization"))
+        if not ok:
+            spool.count(unauthorized_401=1)
+            self._skip_body(length)
+            return self._fail(401, "missing or invalid API key (Authorization: Bearer KEY, or Basic auth with the key as password)",
+                              mtype, {"WWW-Authenticate": 'Basic realm="relops", charset="UTF-8"'})
+        if length > limits.max_body_bytes:
+            spool.count(too_large_413=1)
+            self.close_connection = True
+            return self._fail(413, f"the body is over {limits.max_body_bytes} bytes", mtype)
+        if mtype not in (PROTOBUF, JSON):
+            spool.count(unsupported_415=1)
+            self._skip_body(length)
+            return self._fail(415, f"Content-Type {mtype or '(none)'!r} is not supported ({PROTOBUF} or {JSON})", JSON)
+        if spool.pending_bytes() > limits.spool_limit_bytes:
+            spool.count(throttled_429=1)
+            self._skip_body(length)
+            return self._fail(429, "the spool is full: retry later (relops ingest drains it)", mtype,
+                              {"Retry-After": str(limits.retry_after_s)})
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            spool.count(bad_request_400=1)
+            return self._fail(400, "the body ended before its Content-Length", mtype)
+        try:
+            decoded = decode(decompress(body, self.headers.get("Content-Encoding"), limits.max_body_bytes), mtype, signal, workflow)
+        except TooLarge as exc:
+            spool.count(too_large_413=1)
+            return self._fail(413, str(exc), mtype)
+        except UnsupportedMedia as exc:
+            spool.count(unsupported_415=1)
+            return self._fail(415, str(exc), mtype)
+        except BadRequest as exc:
+            spool.count(bad_request_400=1)
+            return self._fail(400, str(exc), mtype)
+        written = 0
+        if decoded.accepted:
+            data = dump(decoded)
+            try:
+                spool.write(data)
+            except OSError as exc:
+                return self._fail(503, f"cannot store the payload: {exc.strerror or exc}", mtype,
+                                  {"Retry-After": str(limits.retry_after_s)})
+            written = len(data)
+        items = "spans" if signal == TRACES else "log_records"
+        spool.count(requests=1, bytes=written, rejected_items=decoded.rejected, **{items: decoded.accepted})
+        self._reply(200, success(signal, mtype, decoded), mtype)
+
+    def _not_post(self) -> None:
+        known = self._route() is not None
+        length = self.headers.get("Content-Length")
+        self._skip_body(int(length) if length and length.isdigit() else 0)
+        if known:
+            return self._fail(405, f"{self.command} is not allowed here: POST an OTLP export", JSON, {"Allow": "POST"})
+        if urlsplit(self.path).path in ("", "/") and self.command in ("GET", "HEAD"):
+            return self._reply(200, b'{"service":"relops serve"}', JSON)
+        return self._fail(404, f"no such endpoint: {self.path}", JSON)
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _not_post
+
+
+class ReceiverServer(ThreadingHTTPServer):
+    """A threading HTTP server holding the Receiver its handlers share."""
+
+    daemon_threads = True  # idle keep-alive connections do not hold up a stop; requests do (Receiver.wait_idle)
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], receiver: Receiver):
+        super().__init__(address, _Handler)
+        self.receiver = receiver
+
+
+@dataclass
+class Running:
+    """A started receiver: its server, threads and the stop switch."""
+
+    server: ReceiverServer
+    receiver: Receiver
+    threads: list[threading.Thread]
+    stop_event: threading.Event
+
+    @property
+    def host(self) -> str:
+        """The address it listens on."""
+        return str(self.server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the real one when 0 was asked)."""
+        return int(self.server.server_address[1])
+
+    def stop(self, grace_s: float = 30.0) -> bool:
+        """Stop accepting, wait for requests in flight (up to `grace_s`), save the state; False
+        when some request was still running."""
+        self.server.shutdown()
+        idle = self.receiver.wait_idle(grace_s)
+        self.stop_event.set()
+        self.server.server_close()
+        for t in self.threads:
+            t.join(timeout=grace_s)
+        self.receiver.spool.save({"stopped_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())})
+        return idle
+
+
+def start(receiver: Receiver, host: str, port: int, housekeeping_s: float = 2.0) -> Running:
+    """Bind and serve in background threads (HTTP, and the spool's housekeeping)."""
+    server = ReceiverServer((host, port), receiver)
+    stop_event = threading.Event()
+    threads = [
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="relops-serve", daemon=True),
+        threading.Thread(target=receiver.spool.run_housekeeping, args=(stop_event, housekeeping_s), name="relops-spool", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    return Running(server, receiver, threads, stop_event)
