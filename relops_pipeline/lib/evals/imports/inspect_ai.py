@@ -2,6 +2,11 @@
 
 Inspect AI logs (`.json`, or `.eval` zip archives read with zipfile + json)
 ---------------------------------------------------------------------------
+- `.eval` members: stored or deflate (zipfile), or zstd (method 93, what Inspect 0.3.2xx writes;
+  read with `zstandard`, streaming). Every member is read in chunks and the archive's
+  decompressed total is held to the eval import limit (`limits.MAX_EVAL_IMPORT_BYTES`); the CRC
+  of each member is checked. Another compression method or an encrypted member is refused as
+  bad input, naming the member and the method.
 - Case id: the sample id (kept when it is a valid case id, else slug + hash). `epoch` (1-based)
   -> sample `epoch - 1`.
 - Scores: one metric per scorer (the key of `sample.scores`); a dict value gives one metric per
@@ -21,12 +26,17 @@ Inspect AI logs (`.json`, or `.eval` zip archives read with zipfile + json)
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import struct
 import zipfile
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 from relops_pipeline.lib.evals.imports.base import (
     PASS_THRESHOLD,
@@ -42,6 +52,93 @@ from relops_pipeline.lib.evals.imports.base import (
     _text_of,
 )
 from relops_pipeline.lib.evals.model import SampleResult, Score
+from relops_pipeline.lib.limits import MAX_EVAL_IMPORT_BYTES, MiB
+
+ZIP_ZSTD = 93  # APPNOTE 4.4.5: Zstandard (Python 3.11's zipfile cannot read it)
+_ZIPFILE_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                    zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+_METHOD_NAMES = {**_ZIPFILE_METHODS, ZIP_ZSTD: "zstd", 9: "deflate64", 12: "bzip2", 98: "ppmd",
+                 99: "AES-encrypted"}
+_CHUNK = 1 * MiB
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+
+
+class _Bounded(io.RawIOBase):
+    """At most `n` bytes of `fh` from where it stands (one member's compressed data)."""
+
+    def __init__(self, fh: Any, n: int):
+        self._fh, self._left = fh, n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._left <= 0:
+            return 0
+        data = self._fh.read(min(len(b), self._left))
+        self._left -= len(data)
+        b[: len(data)] = data
+        return len(data)
+
+
+class _MemberReader:
+    """Reads the members of one .eval archive, streaming, under one decompressed-size budget."""
+
+    def __init__(self, path: Path, z: zipfile.ZipFile, budget: int | None = None):
+        self.budget = MAX_EVAL_IMPORT_BYTES if budget is None else budget
+        self.path, self.z, self.left = path, z, self.budget
+
+    def _chunks(self, info: zipfile.ZipInfo) -> Any:
+        method = info.compress_type
+        if info.flag_bits & 0x1:
+            raise ImportFormatError(self.path, f"{info.filename} inside the archive is encrypted: cannot read it")
+        if method in _ZIPFILE_METHODS:
+            with self.z.open(info) as fh:  # zipfile checks the CRC at the end
+                while chunk := fh.read(_CHUNK):
+                    yield chunk
+            return
+        if method != ZIP_ZSTD:
+            name = _METHOD_NAMES.get(method, "unknown")
+            raise ImportFormatError(
+                self.path, f"{info.filename} inside the archive uses compression method {method} ({name}), "
+                           f"which relops cannot read; supported: stored, deflate, bzip2, lzma, zstd (93)")
+        with self.path.open("rb") as raw:
+            raw.seek(info.header_offset)
+            head = raw.read(_LOCAL_HEADER.size)
+            if len(head) != _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
+                raise ImportFormatError(self.path, f"{info.filename}: bad local file header in the archive")
+            fields = _LOCAL_HEADER.unpack(head)
+            raw.seek(fields[10] + fields[11], io.SEEK_CUR)  # file name, extra field
+            src = io.BufferedReader(_Bounded(raw, info.compress_size), _CHUNK)
+            crc = 0
+            reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=_CHUNK, read_across_frames=True)
+            with reader:
+                while chunk := reader.read(_CHUNK):
+                    crc = zlib.crc32(chunk, crc)
+                    yield chunk
+            if crc != info.CRC:
+                raise ImportFormatError(self.path, f"{info.filename} inside the archive fails its CRC check "
+                                                   "(truncated or corrupt)")
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            info = self.z.getinfo(name)
+        except KeyError:
+            raise ImportFormatError(self.path, f"{name} is not in the archive") from None
+        buf = bytearray()
+        try:
+            for chunk in self._chunks(info):
+                self.left -= len(chunk)
+                if self.left < 0:
+                    raise ImportFormatError(
+                        self.path, f"the .eval archive decompresses to more than the limit of "
+                                   f"{self.budget / MiB:.0f} MiB (at {name}): split the log, or import the "
+                                   "part that matters")
+                buf += chunk
+        except (zlib.error, zstandard.ZstdError, zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise ImportFormatError(self.path, f"{name} inside the archive cannot be decompressed: "
+                                               f"{type(exc).__name__}: {exc}") from None
+        return bytes(buf)
 
 
 def looks_like(doc: Any) -> bool:
@@ -65,11 +162,13 @@ def _inspect_load(path: Path) -> tuple[dict[str, Any], list[Any], list[str]]:
         raise ImportFormatError(path, f"not a readable .eval (zip) archive: {exc}") from None
     with z:
         names = z.namelist()
+        members = _MemberReader(path, z)
 
         def read(name: str) -> Any:
+            data = members.read_bytes(name)
             try:
-                return json.loads(z.read(name))
-            except (ValueError, KeyError, zipfile.BadZipFile) as exc:
+                return json.loads(data)
+            except ValueError as exc:
                 raise ImportFormatError(path, f"{name} inside the archive is not readable JSON: {exc}") from None
 
         if "header.json" in names:
