@@ -214,3 +214,37 @@ def test_every_request_in_either_order_gives_every_run_once_and_reingest_changes
     assert sum(r.accepted for r in again) == 0 and sum(r.rejected for r in again) == 0
     assert wh.execute(SNAPSHOT).fetchall() == rows
     assert langsmith.pending_patches(wh) == 0
+
+
+def test_multipart_attachments_recorded_and_fields_in_any_order():
+    boundary = "b0undary"
+    parts = [
+        ("post.r1.inputs", "application/json", b'{"q": "hi"}'),
+        ("post.r1", "application/json", b'{"id": "r1", "trace_id": "r1", "name": "x", "run_type": "chain"}'),
+        ("attachment.r1.image", "image/png", b"\x89PNG\r\n\x00\x01"),
+        ("patch.r1", "application/json", b'{"id": "r1", "trace_id": "r1", "end_time": "2026-01-01T00:00:01Z"}'),
+        ("patch.r1.error", "application/json", b'"ValueError(\'x\')"'),
+    ]
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\nContent-Type: {t}\r\n\r\n'.encode() + c + b"\r\n"
+        for n, t, c in parts
+    ) + f"--{boundary}--\r\n".encode()
+    runs = parse_request("POST", "/runs/multipart", {"content-type": f"multipart/form-data; boundary={boundary}"}, body)
+    assert runs["post"] == [{"inputs": {"q": "hi"}, "id": "r1", "trace_id": "r1", "name": "x", "run_type": "chain"}]
+    assert runs["patch"] == [{"id": "r1", "trace_id": "r1", "end_time": "2026-01-01T00:00:01Z", "error": "ValueError('x')"}]
+    assert runs["attachments"] == [{"run_id": "r1", "name": "image", "content_type": "image/png", "bytes": 8}]
+    assert json.loads(spool_document(runs))["attachments"][0]["bytes"] == 8
+    with pytest.raises(LangSmithRequestError):
+        parse_request("POST", "/runs/multipart", {"content-type": f"multipart/form-data; boundary={boundary}"},
+                      body.replace(b'"q": "hi"', b"not json"))
+    with pytest.raises(LangSmithRequestError):
+        parse_request("POST", "/runs/multipart", {"content-type": "multipart/form-data; boundary=x", "content-encoding": "zstd"}, b"nope")
+
+
+def test_patch_without_id_is_rejected_not_dropped(wh, tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"post": [], "patch": [{"trace_id": "t", "end_time": "2026-01-01T00:00:01Z"}]}))
+    result = ingest_file(wh, path)
+    assert (result.read, result.rejected) == (1, 1)
+    assert wh.execute("SELECT reason FROM trace_rejects").fetchone()[0] == "patch for run (no id) has no matching post in this payload"
+    assert wh.execute("SELECT count(*) FROM langsmith_pending").fetchone()[0] == 0
