@@ -41,8 +41,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy relops_pipeline
 
+# dagster dev, and beside it `relops serve` (OTLP/HTTP on 127.0.0.1:4318), stopped with it.
 ui: $(STAMP)
 	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null
+	$(BIN)/relops serve --home "$(RELOPS_HOME)" & serve=$$!; \
+	trap 'kill $$serve 2>/dev/null; wait $$serve' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 # Evidently's own UI over the weekly drift snapshots (DO_NOT_TRACK: it sends usage telemetry otherwise).

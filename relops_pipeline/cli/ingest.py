@@ -223,8 +223,12 @@ def cmd_status(args) -> CommandResult:
         "rejects_by_reason": [{"reason": r, "count": n} for r, n in rejects],
         "ingest": dict(zip(("batches", "read", "accepted", "rejected", "duplicates"), map(int, batches), strict=False)),
     }
+    received = _received(home)
+    if received:
+        out["received"] = received
     lines = [
         f"warehouse {home.warehouse_path}",
+        *([_received_text(received)] if received else []),
         f"spans {out['spans']} in {out['traces']} traces, {out['first_span']} .. {out['last_span']};"
         f" without release: {out['unknown_release_spans']}"
         + (f"; kept with an anomaly: {out['anomalous_spans']} (relops rejects --anomalies)" if out["anomalous_spans"] else ""),
@@ -241,6 +245,26 @@ def cmd_status(args) -> CommandResult:
         lines += ["", "rejects by reason:"] + [f"  {n:>7}  {r}" for r, n in rejects]
     lines.append("(per-day counts: relops status --json)")
     return CommandResult(out, "\n".join(lines))
+
+
+def _received(home: Home) -> dict | None:
+    """What `relops serve` received into this home (its state file), or None."""
+    from relops_pipeline.lib.receiver.spool import read_state
+
+    state = read_state(home.landing_dir)
+    if not state:
+        return None
+    return {"url": (state.get("listening") or {}).get("url"), "counters": state.get("counters") or {},
+            "spool_files": state.get("spool_files"), "spool_bytes": state.get("spool_bytes"), "as_of": state.get("updated_at"),
+            "stopped_at": state.get("stopped_at")}
+
+
+def _received_text(r: dict) -> str:
+    c = r["counters"]
+    return (f"received by relops serve ({r['url']}): {c.get('requests', 0)} requests, {c.get('spans', 0)} spans, "
+            f"{c.get('log_records', 0)} log records; not ingested yet {r['spool_files']} files ({r['spool_bytes']} bytes) as of "
+            f"{r['as_of']}; refused: 401 {c.get('unauthorized_401', 0)}, 413 {c.get('too_large_413', 0)}, "
+            f"429 {c.get('throttled_429', 0)}")
 
 
 def _anomalies(home: Home, limit: int) -> CommandResult:
