@@ -216,6 +216,8 @@ def test_status_codes_and_counters(home, serve, capsys):
         r = c.post(url, content=b"\xff\xff\xff garbage", headers={**auth, **proto})
         assert r.status_code == 400 and r.headers["content-type"] == "application/x-protobuf"
         assert c.post(url, content=b"{not json", headers={**auth, "Content-Type": "application/json"}).status_code == 400
+        wrong = b'{"resourceSpans": [{"resource": 5, "scopeSpans": [{"spans": [7]}]}]}'
+        assert c.post(url, content=wrong, headers={**auth, "Content-Type": "application/json"}).status_code == 400
         assert c.post(f"{server.url}/v2/nothing", content=b"{}", headers=auth).status_code == 404
         r = c.get(url)
         assert r.status_code == 405 and r.headers["allow"] == "POST"
@@ -237,7 +239,7 @@ def test_status_codes_and_counters(home, serve, capsys):
     server.close()
     counters = _state(home)["counters"]
     assert (counters["unauthorized_401"], counters["too_large_413"], counters["throttled_429"] >= 1) == (2, 2, True)
-    assert (counters["bad_request_400"], counters["unsupported_415"], counters["requests"], counters["spans"]) == (2, 1, 2, 2)
+    assert (counters["bad_request_400"], counters["unsupported_415"], counters["requests"], counters["spans"]) == (3, 1, 2, 2)
     capsys.readouterr()
     assert main(["--home", str(home), "status", "--json"]) == 0
     received = json.loads(capsys.readouterr().out)["received"]

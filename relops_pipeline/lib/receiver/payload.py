@@ -85,15 +85,18 @@ def _hex_id(value: Any, size: int, from_base64: bool) -> str | None:
     """A trace/span id as lower-case hex of `size` digits, else None (missing or malformed)."""
     if not isinstance(value, str) or not value:
         return None
-    if from_base64:
-        try:
-            value = base64.b64decode(value, validate=True).hex()
-        except (binascii.Error, ValueError):
-            return None
-    value = value.lower()
-    if len(value) != size or any(c not in "0123456789abcdef" for c in value) or value.strip("0") == "":
+    if not from_base64 and _is_hex(value.lower(), size):
+        return value.lower()
+    try:  # protobuf ids, and JSON bodies that carry base64 ids (the reader takes those too)
+        value = base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
         return None
-    return value
+    return value if _is_hex(value, size) else None
+
+
+def _is_hex(value: str, size: int) -> bool:
+    """`size` lower-case hex digits, not all zero (an all-zero id is invalid in OTLP)."""
+    return len(value) == size and all(c in "0123456789abcdef" for c in value) and value.strip("0") != ""
 
 
 def _pin(attributes: list | None, workflow: str) -> list:
@@ -160,11 +163,14 @@ def decode(body: bytes, mtype: str, signal: str, workflow: str | None = None) ->
     if mtype == JSON:
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise BadRequest(f"invalid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise BadRequest("invalid OTLP JSON: expected an object")
-        return _clean(doc, signal, False, workflow)
+        try:
+            return _clean(doc, signal, False, workflow)
+        except (AttributeError, TypeError) as exc:  # a field of the wrong JSON type
+            raise BadRequest(f"invalid OTLP JSON: {exc}") from None
     raise UnsupportedMedia(f"Content-Type {mtype or '(none)'!r} is not supported ({PROTOBUF} or {JSON})")
 
 
