@@ -3,6 +3,7 @@ re-ingestion adds nothing, and the batch-level columns (cost, caps, unknown) are
 
 from __future__ import annotations
 
+import json
 import types
 from datetime import datetime, timedelta
 
@@ -129,7 +130,7 @@ def test_cost_units_caps_and_unknown_release(wh, afile, use_reader):
     assert got["s0"][0] == pytest.approx(1000 * 0.15 / 1e6 + 100 * 0.60 / 1e6)
     assert got["s0"][1] == "computed"
     assert got["s1"][:2] == (0.5, "reported")
-    assert got["s2"][:2] == (None, None)
+    assert got["s2"][:2] == (None, "unknown")  # neither reported nor computed: unknown, never zero
     assert got["s3"][2:6] == ("unknown", False, True, 20)
     assert got["s0"][6] == pytest.approx(850.0)
     assert got["s4"][6] == 1234.0
@@ -148,8 +149,9 @@ def test_events_fill_text_whichever_arrives_first(wh, tmp_path, use_reader):
     assert r1.accepted == 2 and r1.read == 2
     use_reader(fake_reader([span(0, input_text=None, output_text=None)]))
     ingest_file(wh, a, fmt="fake")
-    inp, out = wh.execute("SELECT input_text, output_text FROM spans WHERE span_id = 's0'").fetchone()
-    assert "Say hi" in inp and '"role":"user"' in inp.replace(" ", "")
+    inp, out, msgs = wh.execute("SELECT input_text, output_text, input_messages FROM spans WHERE span_id = 's0'").fetchone()
+    assert inp == "Say hi"  # plain text; the roles are in input_messages
+    assert json.loads(msgs) == [{"role": "user", "content": "Say hi"}]
     assert out == "Hi!"
     # The same events again are duplicates.
     use_reader(fake_reader([], events=events))

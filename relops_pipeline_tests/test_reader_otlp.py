@@ -110,7 +110,7 @@ def test_latest_named_span_checked_by_hand(stage_con):
     assert row["start_time"] == datetime(2026, 11, 27, 15, 34, 58, 283123)  # 1795793698283123715 ns
     assert row["end_time"] == _utc("1795793698317404845")
     assert "Say this is a test" in row["input_text"]
-    assert json.loads(row["input_text"])[0]["role"] == "user"
+    assert json.loads(row["input_messages"])[0]["role"] == "user"  # plain text; the roles are in input_messages
     assert row["output_text"] == "This is a test."
     attrs = json.loads(row["attributes"])
     assert attrs["gen_ai.operation.name"] == "chat"

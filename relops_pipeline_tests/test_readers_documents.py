@@ -48,7 +48,7 @@ def read(path: Path, module=None, settings: SourceSettings | None = None) -> tup
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
             for row in rows:
-                for key in ("attributes", "online_scores"):
+                for key in ("attributes", "online_scores", "input_messages", "output_messages"):
                     if isinstance(row.get(key), str):
                         row[key] = json.loads(row[key])
             out.append(rows)
@@ -475,8 +475,10 @@ def test_otel_attribute_maps_with_synthetic_ids():
     assert sum(counts.values()) == 5
     spans, _ = read(OPENINFERENCE / "genai-openinference_client_span_tool_calls.json", otel_attributes)
     s = spans[0]
-    messages = json.loads(s["input_text"])  # rebuilt from llm.input_messages.N.message.*
+    messages = s["input_messages"]  # rebuilt from llm.input_messages.N.message.*
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    # input_text is the messages' plain text (issue 16: one shape for every source)
+    assert s["input_text"] == "Weather in Paris?\nAbsolutely! Let me check the weather for you.\nrainy, 57°F"
     assert messages[1]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert s["output_text"] == "The weather in Paris is currently rainy with a temperature of 57°F."
     assert (s["kind"], s["model"], s["input_tokens"], s["output_tokens"]) == ("llm", "gpt-4-0613", 97, 52)

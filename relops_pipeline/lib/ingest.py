@@ -28,7 +28,17 @@ import duckdb
 
 from relops_pipeline.lib.readers import detect_format, reader_for
 from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, UnreadableInput
-from relops_pipeline.lib.schema import UNKNOWN, create_stage_tables_sql, span_anomalies_sql, span_latency_sql
+from relops_pipeline.lib.schema import (
+    DETAILS_EVENT,
+    MESSAGE_TYPE,
+    UNKNOWN,
+    create_stage_tables_sql,
+    messages_sql,
+    messages_text_sql,
+    span_anomalies_sql,
+    span_latency_sql,
+    system_messages_sql,
+)
 from relops_pipeline.lib.settings import IngestSettings
 from relops_pipeline.lib.timeutil import utc_naive
 from relops_pipeline.lib.warehouse import fetch_one
@@ -240,7 +250,7 @@ def ingest_file(
                 coalesce(s.cost_usd, p.input_per_mtok * s.input_tokens / 1e6 + p.output_per_mtok * s.output_tokens / 1e6) AS cost_usd,
                 CASE WHEN s.cost_usd IS NOT NULL THEN 'reported'
                      WHEN p.model IS NOT NULL AND (s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL) THEN 'computed'
-                END AS cost_source,
+                     ELSE '{UNKNOWN}' END AS cost_source,
                 left(s.input_text, {cap}) AS input_text,
                 left(s.output_text, {cap}) AS output_text,
                 coalesce(length(s.input_text) > {cap}, false) AS input_truncated,
@@ -369,12 +379,53 @@ def ingest_file(
     )
 
 
+def _sql_lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
 def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: int) -> None:
-    """Give spans without input/output text the prompt and completion from their events.
+    """Give spans without input/output text, messages or finish reason those of their events.
+
+    Legacy GenAI events are one message each (gen_ai.choice: the output); a latest-conventions
+    gen_ai.client.inference.operation.details record holds the whole call (its content is the
+    JSON of its system instructions, input and output messages). input_text / output_text are
+    the messages' plain text (schema.messages_text_sql). finish_reason: the details record's
+    gen_ai.response.finish_reasons, else its output messages' finish_reason, else the
+    gen_ai.choice event's.
 
     Runs for spans touched by this batch: new spans (events may have arrived earlier) and spans
     named by this batch's events (the spans may have arrived earlier).
     """
+
+    def member(key: str) -> str:
+        path = _sql_lit(f'$."{key}"')
+        return (
+            f"(CASE WHEN json_type(g.content, {path}) = 'VARCHAR' THEN json_extract_string(g.content, {path}) "
+            f"ELSE CAST(json_extract(g.content, {path}) AS VARCHAR) END)"
+        )
+
+    details = f"g.event_name = {_sql_lit(DETAILS_EVENT)}"
+    one = f"CAST([{{'role': g.role, 'content': g.content}}] AS {MESSAGE_TYPE})"
+    out_raw = member("gen_ai.output.messages")
+    in_msgs = (
+        f"CASE WHEN {details} THEN list_concat(coalesce({system_messages_sql(member('gen_ai.system_instructions'))}, []), "
+        f"coalesce({messages_sql(member('gen_ai.input.messages'))}, [])) "
+        f"WHEN g.event_name <> 'gen_ai.choice' THEN {one} END"
+    )
+    out_msgs = (
+        f"CASE WHEN {details} THEN {messages_sql(out_raw)} "
+        f"WHEN g.event_name = 'gen_ai.choice' "
+        f"THEN CAST([{{'role': coalesce(g.role, 'assistant'), 'content': g.content}}] AS {MESSAGE_TYPE}) END"
+    )
+    reason = (
+        f"nullif(lower(CASE WHEN {details} THEN coalesce("
+        "json_extract_string(g.attributes, '$.\"gen_ai.response.finish_reasons\"[0]'), "
+        "CASE WHEN json_type(g.attributes, '$.\"gen_ai.response.finish_reasons\"') = 'VARCHAR' "
+        "THEN json_extract_string(g.attributes, '$.\"gen_ai.response.finish_reasons\"') END, "
+        f"json_extract_string({out_raw}, '$[0].finish_reason')) "
+        "WHEN g.event_name = 'gen_ai.choice' THEN json_extract_string(g.attributes, '$.\"log.body\".finish_reason') END), '')"
+    )
+    order = f"ORDER BY ({details}) DESC, g.event_time, g.source_line"
     con.execute(
         f"""
         UPDATE spans SET
@@ -383,23 +434,33 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
                                    ELSE spans.input_truncated END,
             output_text = coalesce(spans.output_text, left(t.output_text, {cap})),
             output_truncated = CASE WHEN spans.output_text IS NULL THEN coalesce(length(t.output_text) > {cap}, false)
-                                    ELSE spans.output_truncated END
+                                    ELSE spans.output_truncated END,
+            input_messages = coalesce(spans.input_messages, t.input_messages),
+            output_messages = coalesce(spans.output_messages, t.output_messages),
+            finish_reason = coalesce(spans.finish_reason, t.finish_reason)
         FROM (
-            SELECT g.trace_id, g.span_id,
-                CASE WHEN count(*) FILTER (WHERE g.event_name <> 'gen_ai.choice') > 0 THEN
-                    to_json(list({{'role': g.role, 'content': g.content}} ORDER BY g.event_time, g.source_line)
-                            FILTER (WHERE g.event_name <> 'gen_ai.choice'))::VARCHAR END AS input_text,
-                string_agg(g.content, '\n' ORDER BY g.event_time, g.source_line)
-                    FILTER (WHERE g.event_name = 'gen_ai.choice') AS output_text
-            FROM genai_events g
-            SEMI JOIN (
-                SELECT trace_id, span_id FROM spans WHERE ingest_batch_id = ?
-                UNION SELECT trace_id, span_id FROM batch_events) k
-              ON k.trace_id = g.trace_id AND k.span_id = g.span_id
-            GROUP BY g.trace_id, g.span_id
+            SELECT trace_id, span_id,
+                {messages_text_sql('im')} AS input_text, {messages_text_sql('om')} AS output_text,
+                CASE WHEN len(im) > 0 THEN CAST(to_json(im) AS JSON) END AS input_messages,
+                CASE WHEN len(om) > 0 THEN CAST(to_json(om) AS JSON) END AS output_messages,
+                finish_reason
+            FROM (
+                SELECT g.trace_id, g.span_id,
+                    flatten(list(m.im {order}) FILTER (WHERE m.im IS NOT NULL)) AS im,
+                    flatten(list(m.om {order}) FILTER (WHERE m.om IS NOT NULL)) AS om,
+                    (list(m.fr {order}) FILTER (WHERE m.fr IS NOT NULL))[1] AS finish_reason
+                FROM genai_events g,
+                    LATERAL (SELECT {in_msgs} AS im, {out_msgs} AS om, {reason} AS fr) m
+                SEMI JOIN (
+                    SELECT trace_id, span_id FROM spans WHERE ingest_batch_id = ?
+                    UNION SELECT trace_id, span_id FROM batch_events) k
+                  ON k.trace_id = g.trace_id AND k.span_id = g.span_id
+                GROUP BY g.trace_id, g.span_id
+            )
         ) t
         WHERE spans.trace_id = t.trace_id AND spans.span_id = t.span_id
-          AND (spans.input_text IS NULL OR spans.output_text IS NULL)
+          AND (spans.input_text IS NULL OR spans.output_text IS NULL OR spans.input_messages IS NULL
+               OR spans.output_messages IS NULL OR spans.finish_reason IS NULL)
         """,
         [batch_id],
     )

@@ -33,14 +33,19 @@ STAGE_COLUMNS: list[tuple[str, str]] = [
     ("attributes", "JSON"),  # remaining attributes (resource + span), flat {"key": value}
     ("source_format", "VARCHAR"),
     ("source_line", "BIGINT"),  # 1-based line for line formats; record index for documents
+    # The messages with their roles, [{"role": ..., "content": plain text}, ...] (NULL when the
+    # source sends no messages); input_text / output_text hold their plain text.
+    ("input_messages", "JSON"),
+    ("output_messages", "JSON"),
 ]
+_MESSAGE_COLUMNS = ("input_messages", "output_messages")
 
 # Columns of the warehouse `spans` table, in order.
 SPAN_COLUMNS: list[tuple[str, str]] = [
-    *[c for c in STAGE_COLUMNS if c[0] not in ("source_format", "source_line")],
+    *[c for c in STAGE_COLUMNS if c[0] not in ("source_format", "source_line", *_MESSAGE_COLUMNS)],
     ("input_truncated", "BOOLEAN"),
     ("output_truncated", "BOOLEAN"),
-    ("cost_source", "VARCHAR"),  # reported | computed | NULL (unknown)
+    ("cost_source", "VARCHAR"),  # reported | computed | unknown
     ("release_known", "BOOLEAN"),
     ("source_format", "VARCHAR"),
     ("source_file", "VARCHAR"),
@@ -104,6 +109,11 @@ EVENT_COLUMNS: list[tuple[str, str]] = [
     ("source_line", "BIGINT"),
 ]
 
+# Latest GenAI conventions with events only: one log record per call whose attributes hold its
+# messages (gen_ai.input.messages, gen_ai.output.messages, gen_ai.system_instructions); the
+# OTLP reader stages their decoded JSON as the event's content.
+DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+
 SPAN_KINDS = ("llm", "tool", "retrieval", "agent", "other")
 UNKNOWN = "unknown"
 RAW_REJECT_CAP = 16_384
@@ -118,4 +128,61 @@ def create_stage_tables_sql(prefix: str = "stage") -> str:
         f"CREATE OR REPLACE TEMP TABLE {prefix}_spans ({spans});\n"
         f"CREATE OR REPLACE TEMP TABLE {prefix}_rejects ({rejects});\n"
         f"CREATE OR REPLACE TEMP TABLE {prefix}_events ({events});"
+    )
+
+
+# --- messages: one normalised shape for every source -------------------------------------------
+# A message list as [{"role": ..., "content": plain text}] (LIST(STRUCT)); input_text / output_text
+# are the contents joined by newlines (roles are not mixed into the text).
+MESSAGE_TYPE = "STRUCT(role VARCHAR, content VARCHAR)[]"
+_MESSAGES_SPEC = '[{"role":"VARCHAR","content":"JSON","parts":[{"type":"VARCHAR","content":"JSON"}]}]'
+_PARTS_SPEC = '[{"type":"VARCHAR","content":"JSON"}]'
+
+
+def _json_text_sql(j: str) -> str:
+    """Plain text of a JSON value: a string unquoted (escapes decoded), else its JSON text."""
+    return (
+        f"(CASE WHEN {j} IS NULL OR json_type({j}) = 'NULL' THEN NULL "
+        f"WHEN json_type({j}) = 'VARCHAR' THEN json_extract_string({j}, '$') ELSE CAST({j} AS VARCHAR) END)"
+    )
+
+
+def _parts_text_sql(parts: str) -> str:
+    """The text parts' contents of a GenAI parts list, joined by newlines ('' when none)."""
+    return (
+        f"array_to_string(list_transform(list_filter({parts}, lambda p: p.type = 'text' AND p.content IS NOT NULL), "
+        f"lambda p: {_json_text_sql('p.content')}), chr(10))"
+    )
+
+
+def messages_sql(raw: str) -> str:
+    """SQL: the messages (MESSAGE_TYPE) of the JSON text `raw` holding a message list, GenAI
+    `[{"role", "parts": [{"type": "text", "content"}]}]` or `[{"role", "content"}]`; NULL when
+    `raw` is no such list. A message without a text part (tool calls only) has content NULL."""
+    msgs = f"TRY(from_json({raw}, '{_MESSAGES_SPEC}'))"
+    content = (
+        f"CASE WHEN m.parts IS NOT NULL THEN (CASE WHEN len(list_filter(m.parts, lambda p: p.type = 'text')) > 0 "
+        f"THEN {_parts_text_sql('m.parts')} END) "
+        f"ELSE {_json_text_sql('m.content')} END"
+    )
+    return (
+        f"(CASE WHEN starts_with(ltrim({raw}), '[') THEN "
+        f"CAST(list_transform({msgs}, lambda m: {{'role': m.role, 'content': {content}}}) AS {MESSAGE_TYPE}) END)"
+    )
+
+
+def system_messages_sql(raw: str) -> str:
+    """SQL: gen_ai.system_instructions (JSON text: a parts list, or a string) as a one-message
+    list with role system; NULL when absent or without text."""
+    parts = f"TRY(from_json({raw}, '{_PARTS_SPEC}'))"
+    text = f"CASE WHEN starts_with(ltrim({raw}), '[') THEN nullif({_parts_text_sql(parts)}, '') ELSE nullif({raw}, '') END"
+    return f"(CASE WHEN ({text}) IS NOT NULL THEN CAST([{{'role': 'system', 'content': {text}}}] AS {MESSAGE_TYPE}) END)"
+
+
+def messages_text_sql(msgs: str) -> str:
+    """SQL: the plain text of messages (MESSAGE_TYPE): their non-empty contents joined by
+    newlines; NULL when no message has content (tool calls only: the caller keeps the JSON)."""
+    return (
+        f"(CASE WHEN len(list_filter({msgs}, lambda m: m.content IS NOT NULL)) > 0 THEN "
+        f"array_to_string(list_transform(list_filter({msgs}, lambda m: m.content <> ''), lambda m: m.content), chr(10)) END)"
     )

@@ -8,6 +8,7 @@ coalesce() expressions from the same table, so the two can never disagree.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -141,6 +142,71 @@ def _as_float(v: Any) -> float | None:
         return None
 
 
+def _json_value(v: Any) -> Any:
+    if isinstance(v, str) and v.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _plain(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def _parts_text(parts: list) -> str | None:
+    """The text parts' contents joined by newlines; None when there is no text part."""
+    texts = [p.get("content") for p in parts if isinstance(p, Mapping) and p.get("type") == "text" and p.get("content") is not None]
+    return "\n".join(_plain(t) or "" for t in texts) if texts else None
+
+
+def genai_messages(value: Any) -> list[dict[str, Any]] | None:
+    """[{"role", "content": plain text}] of a GenAI message list (`[{"role", "parts": [...]}]` or
+    `[{"role", "content"}]`, possibly as JSON text), like schema.messages_sql; None otherwise."""
+    value = _json_value(value)
+    if not isinstance(value, list):
+        return None
+    out = []
+    for m in value:
+        if not isinstance(m, Mapping):
+            return None
+        parts = m.get("parts")
+        content = _parts_text(parts) if isinstance(parts, list) else _plain(m.get("content"))
+        out.append({"role": m.get("role"), "content": content})
+    return out
+
+
+def system_messages(value: Any) -> list[dict[str, Any]]:
+    """gen_ai.system_instructions as a one-message list with role system (empty when no text)."""
+    value = _json_value(value)
+    text = _parts_text(value) if isinstance(value, list) else _plain(value)
+    return [{"role": "system", "content": text}] if text else []
+
+
+def messages_text(msgs: list[dict[str, Any]] | None) -> str | None:
+    """The messages' non-empty contents joined by newlines (schema.messages_text_sql); None when
+    no message has content."""
+    if not msgs or all(m.get("content") is None for m in msgs):
+        return None
+    return "\n".join(m["content"] for m in msgs if m.get("content"))
+
+
+def _or(a: str | None, b: str | None) -> str | None:
+    return a if a is not None else b
+
+
+def used_key(attrs: Mapping[str, Any], field: str) -> str | None:
+    """Which FIELD_KEYS key fills `field` in a flat attribute map (the first non-empty)."""
+    for key in FIELD_KEYS[field]:
+        v = attrs.get(key)
+        if v is not None and v != "":
+            return key
+    return None
+
+
 def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Normalised fields found in a flat attribute map (values already decoded from OTLP)."""
     scores = {
@@ -148,16 +214,32 @@ def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in attrs.items()
         if k.startswith(ONLINE_SCORE_PREFIXES) and _as_float(v) is not None
     }
+    in_key, out_key = used_key(attrs, "input_text"), used_key(attrs, "output_text")
+    in_msgs = out_msgs = None
+    if in_key in ("gen_ai.input.messages", "gen_ai.prompt"):
+        in_msgs = (system_messages(attrs.get("gen_ai.system_instructions")) + (genai_messages(attrs[in_key]) or [])) or None
+    if out_key in ("gen_ai.output.messages", "gen_ai.completion"):
+        out_msgs = genai_messages(attrs[out_key])
+    finish = first_finish_reason(_first(attrs, "finish_reason"))
+    if finish is None and out_key == "gen_ai.output.messages":
+        outs = _json_value(attrs[out_key])
+        if isinstance(outs, list) and outs and isinstance(outs[0], Mapping) and outs[0].get("finish_reason"):
+            finish = str(outs[0]["finish_reason"]).lower()
+    model = _first(attrs, "model")
+    if model is None and isinstance(params := _json_value(attrs.get("llm.invocation_parameters")), Mapping):
+        model = params.get("model") or None
     return {
-        "model": _first(attrs, "model"),
+        "model": model,
         "provider": _first(attrs, "provider"),
         "input_tokens": _as_int(_first(attrs, "input_tokens")),
         "output_tokens": _as_int(_first(attrs, "output_tokens")),
         "cost_usd": _as_float(_first(attrs, "cost_usd")),
-        "finish_reason": first_finish_reason(_first(attrs, "finish_reason")),
+        "finish_reason": finish,
         "error_type": _first(attrs, "error_type"),
-        "input_text": as_text(_first(attrs, "input_text")),
-        "output_text": as_text(_first(attrs, "output_text")),
+        "input_text": _or(messages_text(in_msgs), as_text(_first(attrs, "input_text"))),
+        "output_text": _or(messages_text(out_msgs), as_text(_first(attrs, "output_text"))),
+        "input_messages": in_msgs,
+        "output_messages": out_msgs,
         "feedback_score": _as_float(_first(attrs, "feedback_score")),
         "online_scores": scores or None,
         "kind": kind_of(_first(attrs, "operation")),

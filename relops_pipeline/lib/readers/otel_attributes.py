@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from relops_pipeline.lib.readers.attributes import FIELD_KEYS, map_attributes
+from relops_pipeline.lib.readers.attributes import map_attributes, used_key
 from relops_pipeline.lib.readers.base import (
     ReadContext,
     UnreadableInput,
@@ -329,15 +329,6 @@ def finish_reason_of(value: Any, depth: int = 0) -> str | None:
     return None
 
 
-def used_key(attrs: Mapping[str, Any], field_name: str) -> str | None:
-    """Which FIELD_KEYS key filled `field_name` in a flat attribute map (the first non-empty)."""
-    for key in FIELD_KEYS[field_name]:
-        v = attrs.get(key)
-        if v is not None and v != "":
-            return key
-    return None
-
-
 def text_from_attributes(attrs: Mapping[str, Any]) -> tuple[str | None, str | None, set[str]]:
     """(input_text, output_text, keys used) from the FIELD_KEYS text attributes of a flat map,
     with structured values decoded (output: the assistant's text when extractable)."""
@@ -562,9 +553,21 @@ def span_row(attrs: Mapping[str, Any], ctx: ReadContext, fmt: str, pseudo: Mappi
     in_msgs, out_msgs, used = unflatten_messages(attrs)
     input_text, output_text, text_keys = text_from_attributes(attrs)
     used |= text_keys
+    # One shape for every source: the plain text of the messages, the roles in *_messages.
+    input_messages, output_messages = mapped["input_messages"], mapped["output_messages"]
+    if input_messages:
+        input_text = mapped["input_text"]
+    if output_messages and mapped["output_text"] is not None:
+        output_text = mapped["output_text"]
     if in_msgs:
-        input_text = as_text(in_msgs)
+        # tool calls (their keys are not kept as attributes) stay with their message
+        input_messages = [
+            {"role": m.get("role"), "content": _messages_text([m]), **({"tool_calls": m["tool_calls"]} if m.get("tool_calls") else {})}
+            for m in in_msgs
+        ]
+        input_text = _messages_text(in_msgs) or as_text(in_msgs)
     if out_msgs:
+        output_messages = [{"role": m.get("role"), "content": _messages_text([m])} for m in out_msgs]
         output_text = _messages_text(out_msgs) or as_text(out_msgs)
     finish = mapped["finish_reason"]
     if finish is None:
@@ -588,6 +591,8 @@ def span_row(attrs: Mapping[str, Any], ctx: ReadContext, fmt: str, pseudo: Mappi
         "error_type": as_text(mapped["error_type"]),
         "input_text": input_text,
         "output_text": output_text,
+        "input_messages": input_messages,
+        "output_messages": output_messages,
         "feedback_score": mapped["feedback_score"],
         "online_scores": mapped["online_scores"],
         "attributes": remaining,

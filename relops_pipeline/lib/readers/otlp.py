@@ -76,7 +76,15 @@ import pyarrow as pa
 
 from relops_pipeline.lib.readers.attributes import FIELD_KEYS, KIND_BY_OPERATION, ONLINE_SCORE_PREFIXES
 from relops_pipeline.lib.readers.base import PLACEHOLDER_SERVICE_PREFIX, ReadContext, SourceSettings, UnreadableInput
-from relops_pipeline.lib.schema import EVENT_COLUMNS, RAW_REJECT_CAP
+from relops_pipeline.lib.schema import (
+    DETAILS_EVENT,
+    EVENT_COLUMNS,
+    MESSAGE_TYPE,
+    RAW_REJECT_CAP,
+    messages_sql,
+    messages_text_sql,
+    system_messages_sql,
+)
 
 FORMAT = "otlp"
 
@@ -134,7 +142,6 @@ _LOG_DOC = {
 _ARRAY_SPEC = {"values": [_AV]}
 _KVLIST_SPEC = {"values": [{"key": "VARCHAR", "value": _AV}]}
 _CHILDREN_SPEC = {"kvlistValue": {"values": [{"key": "VARCHAR", "value": "JSON"}]}, "arrayValue": {"values": ["JSON"]}}
-_OUTPUT_MESSAGES_SPEC = [{"parts": [{"type": "VARCHAR", "content": "VARCHAR"}]}]
 
 _EVENT_ROLES = {
     "gen_ai.user.message": "user",
@@ -143,6 +150,8 @@ _EVENT_ROLES = {
     "gen_ai.tool.message": "tool",
     "gen_ai.choice": "assistant",
 }
+# Latest GenAI conventions, events only: the attributes of a DETAILS_EVENT record holding its messages.
+DETAILS_MESSAGE_KEYS = ("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages")
 _SPAN_KIND_NAMES = {"1": "internal", "2": "server", "3": "client", "4": "producer", "5": "consumer"}
 
 # Keys whose value fills a column; they are left out of the `attributes` JSON. The operation
@@ -247,19 +256,33 @@ def _resolve(keys: tuple[str, ...], default: str | None) -> str:
     return "coalesce(" + ", ".join(terms) + ")" if terms else "NULL::VARCHAR"
 
 
-def _output_text(types: str, raw: str) -> str:
-    """Assistant text from gen_ai.output.messages: its text parts joined by newlines (possibly
-    ''). `types` lists the message parts' types (NULL when the value is no such message list);
-    with no text part at all (tool calls only) the value stays as given (JSON)."""
-    contents = f"json_extract_string({raw}, '$[*].parts[*].content')"
-    mixed = (
-        f"array_to_string(flatten(list_transform(from_json({raw}, {_spec(_OUTPUT_MESSAGES_SPEC)}), lambda m: list_transform("
-        f"list_filter(m.parts, lambda p: p.type = 'text' AND p.content IS NOT NULL), lambda p: p.content))), chr(10))"
+def _oi_messages(prefix: str) -> str:
+    """OpenInference flattened messages (`<prefix>N.message.role`, `...message.content`, else the
+    `...message.contents.M.message_content.text` parts joined by newlines) as MESSAGE_TYPE; NULL
+    when the span has none (the lambdas run only for spans that have such keys)."""
+    p = _lit(prefix)
+    n = (
+        f"list_max(list_transform(list_filter(sk, lambda k: starts_with(k, {p})), "
+        f"lambda k: TRY_CAST(split_part(substr(k, {len(prefix) + 1}), '.', 1) AS INTEGER)))"
     )
+    base = f"{p} || oi || '.message.'"
+    parts = (
+        f"nullif(array_to_string(list_transform(list_filter(range(1, len(sk) + 1), lambda j: starts_with(sk[j], {base} || 'contents.') "
+        f"AND ends_with(sk[j], '.message_content.text')), lambda j: st[j]), chr(10)), '')"
+    )
+    msgs = (
+        f"list_transform(range(0, coalesce({n}, -1) + 1), lambda oi: {{'role': st[list_position(sk, {base} || 'role')], "
+        f"'content': coalesce(st[list_position(sk, {base} || 'content')], {parts})}})"
+    )
+    return f"(CASE WHEN contains(keys_text, {p}) THEN CAST({msgs} AS {MESSAGE_TYPE}) END)"
+
+
+def _unescaped(text: str) -> str:
+    """A text kept as JSON (a request, tool arguments) with its \\uXXXX escapes decoded (real
+    Unicode, so that a search finds it); other text as it is."""
     return (
-        f"(CASE WHEN {types} IS NULL OR NOT list_contains({types}, 'text') THEN {raw} "
-        f"WHEN array_to_string({types}, '') = repeat('text', len({types})) THEN array_to_string({contents}, chr(10)) "
-        f"ELSE {mixed} END)"
+        f"(CASE WHEN contains({text}, '\\u') AND (starts_with(ltrim({text}), '[') OR starts_with(ltrim({text}), '{{')) "
+        f"THEN coalesce(CAST(TRY(json({text})) AS VARCHAR), {text}) ELSE {text} END)"
     )
 
 
@@ -475,6 +498,8 @@ WITH decoded AS (
     SELECT *, {reason} AS reject_reason,
         {", ".join(f"{v[f]} AS f_{f}" for f in FIELD_KEYS)},
         {_first_key(FIELD_KEYS['output_text'])} AS out_key,
+        {_first_key(FIELD_KEYS['input_text'])} AS in_key,
+        {_get('gen_ai.system_instructions')} AS f_system,
         {_get('service.name')} AS service_name,
         array_to_string(sk, ' ') || ' ' || rkj AS keys_text,
         array_to_string(spp, ',') AS spj,
@@ -485,9 +510,15 @@ WITH decoded AS (
         array_to_string(rpe, ',') AS rpj
     FROM fields
 ), typed AS (
-    SELECT *, CASE WHEN out_key = 'gen_ai.output.messages'
-                    AND (CASE WHEN starts_with(out_raw, '[') THEN true ELSE starts_with(ltrim(out_raw), '[') END)
-                   THEN TRY(json_extract_string(out_raw, '$[*].parts[*].type')) END AS out_types
+    -- GenAI message lists (gen_ai.input.messages / output.messages, legacy gen_ai.prompt /
+    -- completion) as messages; their text is input_text / output_text
+    SELECT *,
+        CASE WHEN in_key IN ('gen_ai.input.messages', 'gen_ai.prompt') THEN
+            nullif(list_concat(coalesce({system_messages_sql(_value_text('f_system'))}, []),
+                               coalesce({messages_sql('in_raw')}, [])), [])
+             ELSE nullif({_oi_messages('llm.input_messages.')}, []) END AS in_msgs,
+        CASE WHEN out_key IN ('gen_ai.output.messages', 'gen_ai.completion') THEN {messages_sql('out_raw')}
+             ELSE nullif({_oi_messages('llm.output_messages.')}, []) END AS out_msgs
     FROM texts
 )
 SELECT
@@ -499,7 +530,8 @@ SELECT
          ELSE {_kind_case('f_operation')} END AS kind,
     {_resolve(settings.workflow_keys, settings.default_workflow)} AS workflow,
     {_resolve(settings.release_keys, None)} AS release,
-    {_value_text('f_model')} AS model,
+    coalesce({_value_text('f_model')},
+             nullif(TRY(json_extract_string({_get('llm.invocation_parameters')}, '$.model')), '')) AS model,
     {_value_text('f_provider')} AS provider,
     {_ts('start_ns')} AS start_time,
     {_ts('end_ns')} AS end_time,
@@ -507,7 +539,10 @@ SELECT
     TRY_CAST(trunc(TRY_CAST(f_input_tokens AS DOUBLE)) AS BIGINT) AS input_tokens,
     TRY_CAST(trunc(TRY_CAST(f_output_tokens AS DOUBLE)) AS BIGINT) AS output_tokens,
     TRY_CAST(f_cost_usd AS DOUBLE) AS cost_usd,
-    {_finish_reason('f_finish_reason')} AS finish_reason,
+    coalesce({_finish_reason('f_finish_reason')},
+             CASE WHEN out_key = 'gen_ai.output.messages'
+                  THEN nullif(lower(TRY(json_extract_string(out_raw, '$[0].finish_reason'))), '') END)
+        AS finish_reason,
     CASE WHEN reject_reason IS NOT NULL THEN reject_reason
          WHEN {is_error} THEN 'error'
          WHEN sp.status.code IN ('1', 'STATUS_CODE_OK') THEN 'ok' ELSE 'unset' END AS status,
@@ -520,8 +555,10 @@ regexp_replace(CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR), '(\\\\x0D)?\\\\x0A$', '
                                   ELSE left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP}) END)
          WHEN reject_reason IS NOT NULL
             THEN left(coalesce(CAST(json_extract(line, {span_path}) AS VARCHAR), line), {RAW_REJECT_CAP})
-         ELSE in_raw END AS input_text,
-    {_output_text('out_types', 'out_raw')} AS output_text,
+         ELSE {_unescaped(f"coalesce({messages_text_sql('in_msgs')}, in_raw)")} END AS input_text,
+    {_unescaped(f"coalesce({messages_text_sql('out_msgs')}, out_raw)")} AS output_text,
+    CASE WHEN len(in_msgs) > 0 THEN CAST(to_json(in_msgs) AS JSON) END AS input_messages,
+    CASE WHEN len(out_msgs) > 0 THEN CAST(to_json(out_msgs) AS JSON) END AS output_messages,
     TRY_CAST(f_feedback_score AS DOUBLE) AS feedback_score,
     {_online_scores_from_lists()} AS online_scores,
     CASE WHEN line_row THEN NULL ELSE {attributes} END AS attributes,
@@ -548,6 +585,20 @@ def _log_items_sql(markers_sql: str, table: str, doc_mode: bool) -> str:
     log_path = (
         "'$.resourceLogs[' || (it.pos[1] - 1) || '].scopeLogs[' || (it.pos[2] - 1) || '].logRecords[' || (it.pos[3] - 1) || ']'"
     )
+    # Latest GenAI conventions, events only: the messages are in the attributes of a
+    # gen_ai.client.inference.operation.details record (its body is empty). They become its
+    # body, a kvlist of those attributes, decoded at any depth like any body.
+    msg_keys = "[" + ", ".join(_lit(k) for k in DETAILS_MESSAGE_KEYS) + "]"
+    details = (
+        f"(it IS NOT NULL AND coalesce(nullif(it.lr.eventName, ''), list_filter(coalesce(it.lr.attributes, []), "
+        f"lambda a: a.key = 'event.name')[1].value.stringValue) = {_lit(DETAILS_EVENT)} "
+        f"AND len(list_filter(coalesce(it.lr.attributes, []), lambda a: list_contains({msg_keys}, a.key))) > 0)"
+    )
+    details_body = (
+        "'{\"kvlistValue\":{\"values\":[' || array_to_string(list_transform(list_filter(it.lr.attributes, "
+        f"lambda a: list_contains({msg_keys}, a.key)), lambda a: '{{\"key\":' || CAST(to_json(a.key) AS VARCHAR) || "
+        "',\"value\":' || CAST(to_json(a.value) AS VARCHAR) || '}'), ',') || ']}}'"
+    )
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH src AS (
@@ -561,15 +612,18 @@ WITH src AS (
                    WHEN {bad_time} THEN 'unparseable timestamp: timeUnixNano=' || coalesce(left(it.lr.timeUnixNano, 100), '')
                         || ' observedTimeUnixNano=' || coalesce(left(it.lr.observedTimeUnixNano, 100), '') END AS reject_reason
     FROM items WHERE it IS NOT NULL OR NOT has_spans
+), bodied AS (
+    SELECT *, CASE WHEN details THEN {details_body} ELSE it.lr.body END AS body_av FROM (SELECT *, {details} AS details FROM judged)
 )
-SELECT {source_line} AS source_line, it, reject_reason,
+SELECT {source_line} AS source_line, it, reject_reason, details,
     CASE WHEN reject_reason IS NULL THEN NULL
          WHEN it IS NULL THEN left(rtrim(line, chr(13) || chr(10)), {RAW_REJECT_CAP})
          ELSE left(coalesce(CAST(json_extract(line, {log_path}) AS VARCHAR), line), {RAW_REJECT_CAP}) END AS raw,
     {_ts(f'coalesce({t_ns}, {o_ns})')} AS event_time,
+    body_av,
     -- bodies holding a container inside a container need the full decoder
-    len(regexp_extract_all(CAST(it.lr.body AS VARCHAR), '"(?:kvlistValue|arrayValue)"')) > 1 AS nested_body
-FROM judged
+    details OR len(regexp_extract_all(CAST(body_av AS VARCHAR), '"(?:kvlistValue|arrayValue)"')) > 1 AS nested_body
+FROM bodied
 """
 
 
@@ -581,7 +635,7 @@ def _decode_bodies_sql(items: str, table: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH RECURSIVE nodes(root, path, has_key, key, v) AS (
-    SELECT rowid, []::INTEGER[], false, NULL::VARCHAR, it.lr.body FROM {items} WHERE nested_body
+    SELECT rowid, []::INTEGER[], false, NULL::VARCHAR, body_av FROM {items} WHERE nested_body
     UNION ALL
     SELECT n.root, list_append(n.path, CAST(c.ord AS INTEGER)), c.x.has_key, c.x.key, c.x.v
     FROM nodes n, unnest(list_concat(
@@ -614,7 +668,7 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
         ("otel.scope.name", "CAST(to_json(nullif(it.sc.name, '')) AS VARCHAR)"),
         ("log.severity_text", "CAST(to_json(nullif(it.lr.severityText, '')) AS VARCHAR)"),
         ("log.severity_number", "CAST(TRY_CAST(it.lr.severityNumber AS INTEGER) AS VARCHAR)"),
-        ("log.body", "CASE WHEN starts_with(body, '{') OR starts_with(body, '[') THEN body END"),
+        ("log.body", "CASE WHEN NOT details AND (starts_with(body, '{') OR starts_with(body, '[')) THEN body END"),
     ]
     res_pairs = "CASE WHEN list_has_any(sk, rk) THEN list_filter(rp, lambda x, i: NOT list_contains(sk, rk[i])) ELSE rp END"
     attributes = (
@@ -623,8 +677,11 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
         + ", ".join(f"CASE WHEN {expr} IS NOT NULL THEN {_lit(json.dumps(key) + ':')} || {expr} END" for key, expr in extras)
         + ") || '}'"
     )
+    # a details record's messages are its content (decoded); they are not repeated as attributes
     no_exclusions = "[]::VARCHAR[]"
-    flat_body = f"nullif(list_transform([from_json(i.it.lr.body, {_spec(_AV)})], lambda bv: {_typed_av_json('bv')})[1], 'null')"
+    msg_keys = "[" + ", ".join(_lit(k) for k in DETAILS_MESSAGE_KEYS) + "]"
+    log_exclusions = f"(CASE WHEN i.details THEN {msg_keys} ELSE {no_exclusions} END)"
+    flat_body = f"nullif(list_transform([from_json(i.body_av, {_spec(_AV)})], lambda bv: {_typed_av_json('bv')})[1], 'null')"
 
     def member(path: str) -> str:
         return (
@@ -635,11 +692,11 @@ def _events_sql(items: str, bodies: str, table: str) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH joined AS (
-    SELECT i.source_line, i.it, i.reject_reason, i.raw, i.event_time,
+    SELECT i.source_line, i.it, i.reject_reason, i.raw, i.event_time, i.details,
         CASE WHEN i.nested_body THEN b.body ELSE {flat_body} END AS body,
         list_transform(coalesce(i.it.lr.attributes, []), lambda a: a.key) AS sk,
         list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_value_expr('a')}) AS st,
-        list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_pair_expr('a', no_exclusions)}) AS spp,
+        list_transform(coalesce(i.it.lr.attributes, []), lambda a: {_pair_expr('a', log_exclusions)}) AS spp,
         list_transform(coalesce(i.it.ra, []), lambda a: a.key) AS rk,
         list_transform(coalesce(i.it.ra, []), lambda a: {_value_expr('a')}) AS rt,
         list_transform(coalesce(i.it.ra, []), lambda a: {_pair_expr('a', no_exclusions)}) AS rp

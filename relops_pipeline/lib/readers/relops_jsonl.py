@@ -243,10 +243,11 @@ def _typed_sql() -> str:
     Each valid line is parsed once with json_transform into a struct of text values (JSON
     text for objects and arrays); values are typed once, then checked against their text.
     """
-    known = [n for n in STAGE_NAMES if n not in READER_COLUMNS]
+    # input_messages / output_messages are not read from relops JSONL lines (such keys stay attributes)
+    known = [n for n in STAGE_NAMES if n not in READER_COLUMNS and n not in ("input_messages", "output_messages")]
     types = dict(STAGE_COLUMNS)
     structure = sql_str(json.dumps({n: ("JSON" if types[n] == "JSON" else "VARCHAR") for n in known}))
-    exprs: list[str] = []
+    exprs: list[str] = ['NULL::JSON AS "input_messages"', 'NULL::JSON AS "output_messages"']
     checks: list[str] = ["shape_error", "bad_utf8"]
     for name in known:
         typ = types[name]
