@@ -329,3 +329,53 @@ def test_kill_9_under_load_loses_no_acknowledged_span(home, serve):
     assert not any("/." in s for s in sources)
     assert not list((home / "landing" / "received").rglob(".*.tmp"))  # removed at the restart
 
+
+
+def test_langsmith_sdk_requests_reach_the_warehouse_merged(home, serve):
+    """The LangSmith ingestion API: the real captured SDK 0.15.1 requests (fixtures/langsmith_sdk:
+    GET /info, then five zstd multipart bodies whose runs' posts and patches arrive in different
+    requests) posted in order with the key as `x-api-key`; each spooled as *.langsmith.json and
+    `relops ingest` merges every run into one span with its end time and outputs. Without a valid
+    key: 401, nothing spooled."""
+    fixtures = Path(__file__).parent / "fixtures" / "langsmith_sdk"
+    server = serve()
+    skip = {"host", "content-length", "connection", "accept-encoding"}
+    bodies = sorted(fixtures.glob("*.body"))
+    assert [b.name.split("-", 1)[0] for b in bodies] == ["001", "002", "003", "004", "005", "006"]
+    with httpx.Client(base_url=server.url, timeout=scaled(10)) as client:
+        first_headers = json.loads((fixtures / "002-POST-runs_multipart.headers.json").read_text())
+        first = {k: v for k, v in first_headers.items() if k.lower() not in skip}
+        for bad in ({}, {"x-api-key": "wrong-key"}):
+            r = client.post("/runs/multipart", content=(fixtures / "002-POST-runs_multipart.body").read_bytes(), headers={**first, **bad})
+            assert r.status_code == 401, r.text
+        assert not list((home / "landing" / "received").rglob("*.langsmith.json"))
+        for body in bodies:
+            _, method, path = body.name[: -len(".body")].split("-", 2)
+            sent = json.loads(body.with_name(body.name.replace(".body", ".headers.json")).read_text())
+            headers = {**{k: v for k, v in sent.items() if k.lower() not in skip}, "x-api-key": KEY}
+            r = client.request(method, "/" + path.replace("_", "/"), content=body.read_bytes() or None, headers=headers)
+            if method == "GET":
+                assert r.status_code == 200 and r.json()["batch_ingest_config"]["use_multipart_endpoint"] is True
+            else:
+                assert r.status_code == 202 and r.json()["message"], r.text
+    server.close()  # SIGTERM: a clean stop saves the counters
+    spooled = sorted((home / "landing" / "received").rglob("*.langsmith.json"))
+    assert len(spooled) == 5
+    _ingest(home)
+    con = duckdb.connect(str(home / "warehouse" / "relops.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT span_name, status, end_time IS NOT NULL, output_tokens, output_text, source_file FROM spans "
+                           "ORDER BY span_name, start_time").fetchall()
+        pending = con.execute("SELECT count(*) FROM langsmith_pending").fetchone()
+    finally:
+        con.close()
+    # the same six runs test_langsmith_runs.py expects of these captures, each once, each ended
+    assert [r[:4] for r in rows] == [
+        ("answer", "ok", True, None), ("answer", "ok", True, None), ("chat", "ok", True, 3), ("chat", "ok", True, 3),
+        ("failing", "error", True, None), ("lookup", "error", True, None),
+    ]
+    assert [r[4] for r in rows if r[0] == "answer"] == ["Paris.", "Paris."]  # outputs from the patches, merged
+    assert all(r[5].endswith(".langsmith.json") for r in rows)
+    assert pending == (0,)
+    state = _state(home)["counters"]
+    assert state["unauthorized_401"] == 2 and state["langsmith_requests"] == 5 and state["langsmith_runs"] >= 6

@@ -9,7 +9,14 @@ without a Content-Length; 413 past the body limit (before or after gzip); 415 fo
 types or encodings; 429 with Retry-After while the spool is over its size; 503 with Retry-After
 when the payload cannot be written.
 
-Keys: `Authorization: Bearer <key>` or the password of Basic auth. A key configured with a
+The LangSmith ingestion API (`LANGSMITH_ENDPOINT=http://host:port`): `GET /info` (the SDK's
+configuration), `POST /runs/multipart`, `POST /runs/batch`, `POST /runs`, `PATCH /runs/{id}`,
+parsed by langsmith_api and spooled durably as `*.langsmith.json` (`{post, patch}`, read by the
+langsmith reader); 202 `{"message": ...}` once durable, errors as `{"detail": ...}` with the
+status of LangSmithRequestError. `GET /info` needs no key (the SDK may call it before any).
+
+Keys: `Authorization: Bearer <key>` or the password of Basic auth; on the LangSmith routes also
+`x-api-key: <key>` (the SDK's header). A key's workflow pin is not applied to LangSmith runs. A key configured with a
 workflow pins every span (log record) of its requests to that workflow (the relops.workflow
 attribute on the span and its resource). No keys configured: open to anyone who can reach the
 port (the startup line says so).
@@ -20,6 +27,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from relops_pipeline.lib.receiver.langsmith_api import LangSmithRequestError, info_document, parse_request, spool_document
 from relops_pipeline.lib.receiver.payload import (
     JSON,
     LOGS,
@@ -42,10 +52,14 @@ from relops_pipeline.lib.receiver.payload import (
     status,
     success,
 )
-from relops_pipeline.lib.receiver.spool import Spool
+from relops_pipeline.lib.receiver.spool import LANGSMITH_SUFFIX, Spool
 from relops_pipeline.lib.settings import ServeKey
 
 ROUTES = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/api/public/otel/v1/traces": TRACES}
+# The LangSmith ingestion API (LANGSMITH_ENDPOINT=http://host:port): GET /info, POST /runs/multipart,
+# POST /runs/batch, POST /runs, PATCH /runs/{id}; parsed by langsmith_api, spooled as *.langsmith.json.
+LANGSMITH_ROUTES = ("/info", "/runs/multipart", "/runs/batch", "/runs")
+_LANGSMITH_RUN = re.compile(r"^/runs/[0-9A-Za-z-]+$")
 MIB = 1024 * 1024
 # gRPC status codes in the error bodies (google.rpc.Status.code)
 _GRPC = {400: 3, 401: 16, 404: 12, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 503: 14}
@@ -70,11 +84,12 @@ class Receiver:
     _busy: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition)
 
-    def authorize(self, authorization: str | None) -> tuple[bool, str | None]:
-        """(accepted, the workflow the key pins or None) for an Authorization header."""
+    def authorize(self, authorization: str | None, api_key: str | None = None) -> tuple[bool, str | None]:
+        """(accepted, the workflow the key pins or None) for an Authorization header, or the
+        `x-api-key` header (the LangSmith SDK's) when there is no Authorization."""
         if not self.keys:
             return True, None
-        presented = _presented_key(authorization or "")
+        presented = _presented_key(authorization) if authorization else (api_key or "").strip() or None
         if presented is None:
             return False, None
         for key in self.keys:
@@ -151,14 +166,82 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> str | None:
         return ROUTES.get(urlsplit(self.path).path.rstrip("/"))
 
-    def do_POST(self) -> None:
-        """An export request."""
+    def _langsmith_route(self) -> str | None:
+        """The LangSmith API path of this request (None when it is not one)."""
+        path = urlsplit(self.path).path.rstrip("/")
+        return path if path in LANGSMITH_ROUTES or _LANGSMITH_RUN.match(path) else None
+
+    def _json_reply(self, code: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._reply(code, json.dumps(doc).encode(), JSON, headers)
+
+    def _langsmith(self, receiver: Receiver, path: str) -> None:
+        """One LangSmith API request: GET /info answered, runs spooled durably (202) once parsed."""
+        limits, spool = receiver.limits, receiver.spool
+        raw_length = self.headers.get("Content-Length")
+        length = int(raw_length) if raw_length is not None and raw_length.strip().isdigit() else None
+        if self.command == "GET":
+            self._skip_body(length or 0)
+            if path != "/info":
+                return self._json_reply(405, {"detail": f"GET is not allowed on {path}"}, {"Allow": "POST, PATCH"})
+            return self._json_reply(200, info_document(size_limit_bytes=limits.max_body_bytes))
+        if length is None:
+            self.close_connection = True
+            return self._json_reply(411, {"detail": "a Content-Length is required"})
+        ok, _workflow = receiver.authorize(self.headers.get("Authorization"), self.headers.get("x-api-key"))
+        if not ok:
+            spool.count(unauthorized_401=1)
+            self._skip_body(length)
+            return self._json_reply(401, {"detail": "missing or invalid API key (x-api-key: KEY, or Authorization: Bearer KEY)"})
+        if length > limits.max_body_bytes:
+            spool.count(too_large_413=1)
+            self.close_connection = True
+            return self._json_reply(413, {"detail": f"the body is over {limits.max_body_bytes} bytes"})
+        if spool.pending_bytes() > limits.spool_limit_bytes:
+            spool.count(throttled_429=1)
+            self._skip_body(length)
+            return self._json_reply(429, {"detail": "the spool is full: retry later (relops ingest drains it)"},
+                                    {"Retry-After": str(limits.retry_after_s)})
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            spool.count(bad_request_400=1)
+            return self._json_reply(400, {"detail": "the body ended before its Content-Length"})
+        try:
+            runs = parse_request(self.command, path, dict(self.headers.items()), body, max_bytes=limits.max_body_bytes)
+        except LangSmithRequestError as exc:
+            counter = {413: "too_large_413", 415: "unsupported_415"}.get(exc.status, "bad_request_400")
+            spool.count(**{counter: 1})
+            return self._json_reply(exc.status, {"detail": str(exc)})
+        runs = runs or {}
+        n_runs = len(runs.get("post") or []) + len(runs.get("patch") or [])
+        written = 0
+        if n_runs or runs.get("attachments"):
+            data = spool_document(runs)
+            try:
+                spool.write(data, suffix=LANGSMITH_SUFFIX)
+            except OSError as exc:
+                return self._json_reply(503, {"detail": f"cannot store the payload: {exc.strerror or exc}"},
+                                        {"Retry-After": str(limits.retry_after_s)})
+            written = len(data)
+        spool.count(requests=1, langsmith_requests=1, langsmith_runs=n_runs, bytes=written)
+        self._json_reply(202, {"message": "Runs batch ingested" if path in ("/runs/multipart", "/runs/batch") else "Run created"})
+
+    def _dispatch(self) -> None:
+        """Every method: the LangSmith API's routes, POST to the OTLP routes, the rest 404 / 405."""
         receiver = self.server.receiver
         receiver.begin()
         try:
-            self._post(receiver)
+            path = self._langsmith_route()
+            if path is not None and ((self.command == "GET" and path == "/info")
+                                     or (self.command == "POST" and path in LANGSMITH_ROUTES and path != "/info")
+                                     or (self.command == "PATCH" and path not in LANGSMITH_ROUTES)):
+                return self._langsmith(receiver, path)
+            if self.command == "POST":
+                return self._post(receiver)
+            return self._not_post()
         finally:
             receiver.end()
+
 
     def _post(self, receiver: Receiver) -> None:
         signal = self._route()
@@ -232,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, b'{"service":"relops serve"}', JSON)
         return self._fail(404, f"no such endpoint: {self.path}", JSON)
 
-    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _not_post
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
 
 
 class ReceiverServer(ThreadingHTTPServer):

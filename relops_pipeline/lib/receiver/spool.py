@@ -1,5 +1,5 @@
-"""The receiver's spool: `<landing>/received/<YYYY-MM-DD>/*.otlp.json`, one file per
-acknowledged request.
+"""The receiver's spool: `<landing>/received/<YYYY-MM-DD>/*.otlp.json` (OTLP) and
+`*.langsmith.json` (the LangSmith API's `{post, patch}` documents), one file per acknowledged request.
 
 Durability: a payload is written to a dot-prefixed temp file in its day folder (ingestion skips
 any path with a part starting with "."), fsynced, renamed to its final name and the folder
@@ -27,7 +27,9 @@ from typing import Any
 RECEIVED_DIR = "received"
 STATE_FILE = ".receiver.json"
 SUFFIX = ".otlp.json"
-COUNTERS = ("requests", "spans", "log_records", "rejected_items", "bytes", "files",
+LANGSMITH_SUFFIX = ".langsmith.json"  # the LangSmith API's {post, patch} documents
+SUFFIXES = (SUFFIX, LANGSMITH_SUFFIX)
+COUNTERS = ("requests", "spans", "log_records", "langsmith_requests", "langsmith_runs", "rejected_items", "bytes", "files",
             "unauthorized_401", "too_large_413", "throttled_429", "bad_request_400", "unsupported_415")
 
 
@@ -106,14 +108,14 @@ class Spool:
                 self.counters[k] += v
             self._dirty = True
 
-    def write(self, data: bytes, now: datetime | None = None) -> Path:
+    def write(self, data: bytes, now: datetime | None = None, suffix: str = SUFFIX) -> Path:
         """Store one request's payload durably; returns its final path (only then ack)."""
         now = now or datetime.now(UTC)
         day = self.root / now.strftime("%Y-%m-%d")
         if not day.is_dir():
             day.mkdir(parents=True, exist_ok=True)
             _fsync_dir(self.root)
-        path = day / f"{now.strftime('%H%M%S%f')}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        path = day / f"{now.strftime('%H%M%S%f')}-{uuid.uuid4().hex[:12]}{suffix}"
         atomic_write(path, data)
         with self._lock:
             self._pending[str(path)] = self._recent[str(path)] = len(data)
@@ -152,7 +154,7 @@ class Spool:
             self._recent = {}
         ingested = self._ingested_files()
         on_disk = {}
-        for f in self.root.rglob(f"*{SUFFIX}"):
+        for f in (f for sfx in SUFFIXES for f in self.root.rglob(f"*{sfx}")):
             if not any(p.startswith(".") for p in f.relative_to(self.root).parts):
                 try:
                     on_disk[str(f.resolve())] = f.stat().st_size
