@@ -39,7 +39,7 @@ def _port(text: str) -> int:
 
 def cmd_serve(args) -> CommandResult:
     """Run the receiver until stopped."""
-    from relops_pipeline.lib.receiver.server import MIB, Limits, Receiver, start
+    from relops_pipeline.lib.receiver.server import MIB, Converter, Limits, Receiver, start, tune_gc
     from relops_pipeline.lib.receiver.spool import Spool
     from relops_pipeline.lib.settings import SettingsError, load_serve_settings
 
@@ -57,7 +57,7 @@ def cmd_serve(args) -> CommandResult:
     )
     spool = Spool(home.landing_dir, home.warehouse_path)
     try:
-        running = start(Receiver(spool, settings.api_keys, limits), args.host, args.port)
+        running = start(Receiver(spool, settings.api_keys, limits, Converter(args.workers)), args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     host = running.host
@@ -66,13 +66,14 @@ def cmd_serve(args) -> CommandResult:
             else "OPEN: no API keys configured (serve.api_keys in relops.yaml), anyone who can reach the port may send")
     where = {"host": host, "port": running.port, "url": url, "traces": f"{url}/v1/traces", "logs": f"{url}/v1/logs",
              "langfuse": f"{url}/api/public/otel/v1/traces", "spool_dir": str(spool.root), "auth": auth,
-             "max_body_bytes": limits.max_body_bytes, "spool_limit_bytes": limits.spool_limit_bytes}
+             "max_body_bytes": limits.max_body_bytes, "spool_limit_bytes": limits.spool_limit_bytes, "workers": args.workers}
     spool.save({"listening": where, "pid": os.getpid()})
     if args.json:
         print(json.dumps(where), flush=True)
     else:
         print(f"relops serve: listening on {url} (OTLP/HTTP /v1/traces, /v1/logs; Langfuse /api/public/otel/v1/traces); "
               f"spool {spool.root}; {auth}", flush=True)
+    tune_gc()
     stopped = threading.Event()
     try:
         while not stopped.wait(1.0):
@@ -87,6 +88,20 @@ def cmd_serve(args) -> CommandResult:
     return CommandResult({"stopped": True, "counters": counters, "spool_bytes": spool.pending_bytes()}, text)
 
 
+def _workers(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) > 64:
+        raise argparse.ArgumentTypeError(f"expected a number of processes 0..64, got {text!r}")
+    return int(text)
+
+
+def default_workers() -> int:
+    """Conversion processes by default: one per core up to 4; none on one core."""
+    cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(4, cores)
+
+
 def register(add: Commands) -> None:
     """Register `serve` on the `relops` parser."""
     p = add("serve", cmd_serve, "receive traces over OTLP/HTTP (and Langfuse's OTel endpoint) into the landing folder, durably")
@@ -94,5 +109,8 @@ def register(add: Commands) -> None:
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--max-body-mb", type=_positive_float, default=None,
                    help="413 past this request size, compressed or not (default: serve.max_body_mb, else 16)")
+    p.add_argument("--workers", type=_workers, default=default_workers(),
+                   help="processes converting request bodies to OTLP JSON beside the HTTP threads "
+                        "(default: one per core up to 4, 0 on one core; 0: in the HTTP threads)")
     p.add_argument("--spool-limit-mb", type=_positive_float, default=None,
                    help="429 with Retry-After while received, un-ingested files exceed this (default: serve.spool_limit_mb, else 1024)")
