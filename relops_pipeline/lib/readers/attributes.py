@@ -1,9 +1,17 @@
 """Which span attributes fill which normalised field — one table for every reader.
 
-OpenTelemetry GenAI (latest and legacy), OpenInference and the Vercel AI SDK name the same
-facts differently. FIELD_KEYS lists, per normalised field, the attribute keys to try in
-order. The Python readers use `map_attributes`; the SQL reader for OTLP builds its
-coalesce() expressions from the same table, so the two can never disagree.
+OpenTelemetry GenAI (latest and legacy), OpenInference, the Vercel AI SDK and the Langfuse v5
+SDK (`langfuse.observation.*`) name the same facts differently. FIELD_KEYS lists, per
+normalised field, the attribute keys to try in order; JSON_MEMBER_KEYS the members of JSON-text
+attributes tried after them (Langfuse sends usage and cost as JSON objects). The Python readers
+use `map_attributes`; the SQL reader for OTLP builds its coalesce() expressions from the same
+tables, so the two can never disagree.
+
+Langfuse v5: `langfuse.observation.type` names the kind (generation -> llm);
+`langfuse.observation.input` is a message list (or `{"messages": [...], "tools": [...]}` when
+tools are passed) and `langfuse.observation.output` one message (or plain text for streams):
+both become messages and plain text like the GenAI message lists (LANGFUSE_INPUT /
+LANGFUSE_OUTPUT). `langfuse.observation.metadata.finish_reason` is JSON text ("\"stop\"").
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
         "ai.model.id",
         "embedding.model_name",
         "ls_model_name",
+        "langfuse.observation.model.name",
     ),
     "provider": (
         "gen_ai.provider.name",
@@ -52,6 +61,7 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
         "gen_ai.response.finish_reasons",
         "llm.finish_reason",
         "ai.response.finishReason",
+        "langfuse.observation.metadata.finish_reason",
     ),
     "error_type": ("error.type", "exception.type"),
     "input_text": (
@@ -63,6 +73,7 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
         "gen_ai.tool.call.arguments",
         "ai.values",  # Vercel embedMany / embed: the embedded text
         "ai.value",
+        "langfuse.observation.input",
     ),
     "output_text": (
         "gen_ai.output.messages",
@@ -72,10 +83,25 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
         "ai.response.object",
         "ai.response.toolCalls",
         "gen_ai.tool.call.result",
+        "langfuse.observation.output",
     ),
     "feedback_score": ("relops.feedback", "user.feedback.score", "feedback.score"),
-    "operation": ("gen_ai.operation.name", "openinference.span.kind", "ai.operationId"),
+    "operation": ("gen_ai.operation.name", "openinference.span.kind", "ai.operationId", "langfuse.observation.type"),
 }
+
+# Members of JSON-text attributes, per field, tried when no FIELD_KEYS key has a value:
+# (attribute key, member names in order). Langfuse's usage_details are {"input", "output"} or,
+# from its OpenAI integration, the OpenAI usage object as sent.
+JSON_MEMBER_KEYS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "input_tokens": (("langfuse.observation.usage_details", ("input", "prompt_tokens", "input_tokens")),),
+    "output_tokens": (("langfuse.observation.usage_details", ("output", "completion_tokens", "output_tokens")),),
+    "cost_usd": (("langfuse.observation.cost_details", ("total",)),),
+}
+
+# Message lists: the input / output keys whose value is read as messages (roles kept in
+# input_messages / output_messages, their text in input_text / output_text).
+GENAI_INPUT, GENAI_OUTPUT = ("gen_ai.input.messages", "gen_ai.prompt"), ("gen_ai.output.messages", "gen_ai.completion")
+LANGFUSE_INPUT, LANGFUSE_OUTPUT = "langfuse.observation.input", "langfuse.observation.output"
 
 # Online scores: attributes under these prefixes become {"name": value}.
 ONLINE_SCORE_PREFIXES = ("relops.score.", "eval.score.")
@@ -111,6 +137,7 @@ KIND_BY_OPERATION: dict[str, str] = {
     "ai.embed": "agent",
     "ai.embedmany": "agent",
     "ai.toolcall": "tool",
+    "generation": "llm",  # langfuse.observation.type
 }
 
 
@@ -143,7 +170,8 @@ def _as_float(v: Any) -> float | None:
 
 
 def _json_value(v: Any) -> Any:
-    if isinstance(v, str) and v.lstrip().startswith(("[", "{")):
+    """JSON text (an array, an object or a quoted string) decoded; anything else unchanged."""
+    if isinstance(v, str) and v.lstrip().startswith(("[", "{", '"')):
         try:
             return json.loads(v)
         except ValueError:
@@ -207,6 +235,36 @@ def used_key(attrs: Mapping[str, Any], field: str) -> str | None:
     return None
 
 
+def _member(attrs: Mapping[str, Any], field: str) -> Any:
+    """FIELD_KEYS' value for `field`, else the first JSON_MEMBER_KEYS member with a value."""
+    found = _first(attrs, field)
+    if found is not None:
+        return found
+    for key, members in JSON_MEMBER_KEYS.get(field, ()):
+        doc = _json_value(attrs.get(key))
+        if isinstance(doc, Mapping):
+            for m in members:
+                if doc.get(m) is not None and doc.get(m) != "":
+                    return doc[m]
+    return None
+
+
+def langfuse_input_messages(value: Any) -> list[dict[str, Any]] | None:
+    """Messages of `langfuse.observation.input`: a message list, or {"messages": [...], ...}."""
+    value = _json_value(value)
+    if isinstance(value, Mapping) and isinstance(value.get("messages"), list):
+        value = value["messages"]
+    return genai_messages(value) if isinstance(value, list) else None
+
+
+def langfuse_output_messages(value: Any) -> list[dict[str, Any]] | None:
+    """Messages of `langfuse.observation.output`: one message object, or a message list."""
+    value = _json_value(value)
+    if isinstance(value, Mapping) and "role" in value:
+        value = [value]
+    return genai_messages(value) if isinstance(value, list) else None
+
+
 def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Normalised fields found in a flat attribute map (values already decoded from OTLP)."""
     scores = {
@@ -216,11 +274,15 @@ def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     }
     in_key, out_key = used_key(attrs, "input_text"), used_key(attrs, "output_text")
     in_msgs = out_msgs = None
-    if in_key in ("gen_ai.input.messages", "gen_ai.prompt"):
+    if in_key in GENAI_INPUT:
         in_msgs = (system_messages(attrs.get("gen_ai.system_instructions")) + (genai_messages(attrs[in_key]) or [])) or None
-    if out_key in ("gen_ai.output.messages", "gen_ai.completion"):
+    elif in_key == LANGFUSE_INPUT:
+        in_msgs = langfuse_input_messages(attrs[in_key])
+    if out_key in GENAI_OUTPUT:
         out_msgs = genai_messages(attrs[out_key])
-    finish = first_finish_reason(_first(attrs, "finish_reason"))
+    elif out_key == LANGFUSE_OUTPUT:
+        out_msgs = langfuse_output_messages(attrs[out_key])
+    finish = first_finish_reason(_json_value(_first(attrs, "finish_reason")))
     if finish is None and out_key == "gen_ai.output.messages":
         outs = _json_value(attrs[out_key])
         if isinstance(outs, list) and outs and isinstance(outs[0], Mapping) and outs[0].get("finish_reason"):
@@ -231,9 +293,9 @@ def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "model": model,
         "provider": _first(attrs, "provider"),
-        "input_tokens": _as_int(_first(attrs, "input_tokens")),
-        "output_tokens": _as_int(_first(attrs, "output_tokens")),
-        "cost_usd": _as_float(_first(attrs, "cost_usd")),
+        "input_tokens": _as_int(_member(attrs, "input_tokens")),
+        "output_tokens": _as_int(_member(attrs, "output_tokens")),
+        "cost_usd": _as_float(_member(attrs, "cost_usd")),
         "finish_reason": finish,
         "error_type": _first(attrs, "error_type"),
         "input_text": _or(messages_text(in_msgs), as_text(_first(attrs, "input_text"))),

@@ -32,7 +32,11 @@ How lines are read. Everything per record runs in DuckDB SQL; Python only finds 
 
 Mapping
 - Fields come from FIELD_KEYS (attributes.py): per field, the first key with a non-empty value,
-  looked up in the span's attributes and then its resource's. kind comes from the operation
+  looked up in the span's attributes and then its resource's; then the JSON_MEMBER_KEYS members
+  (Langfuse's `langfuse.observation.usage_details` / `cost_details` JSON). Message lists
+  (gen_ai.input/output.messages, legacy gen_ai.prompt/completion, OpenInference
+  llm.*_messages.N.*, Langfuse's langfuse.observation.input/output) become input_messages /
+  output_messages and their plain text input_text / output_text. kind comes from the operation
   attribute through KIND_BY_OPERATION (the OTLP span kind is not the GenAI kind). status:
   status.code 2 -> error, 1 -> ok, else unset (proto enum names accepted). error_type:
   error.type / exception.type, then an `exception` span event's type, then (on error) the
@@ -74,7 +78,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from relops_pipeline.lib.readers.attributes import FIELD_KEYS, KIND_BY_OPERATION, ONLINE_SCORE_PREFIXES
+from relops_pipeline.lib.readers.attributes import (
+    FIELD_KEYS,
+    GENAI_INPUT,
+    GENAI_OUTPUT,
+    JSON_MEMBER_KEYS,
+    KIND_BY_OPERATION,
+    LANGFUSE_INPUT,
+    LANGFUSE_OUTPUT,
+    ONLINE_SCORE_PREFIXES,
+)
 from relops_pipeline.lib.readers.base import PLACEHOLDER_SERVICE_PREFIX, ReadContext, SourceSettings, UnreadableInput
 from relops_pipeline.lib.schema import (
     DETAILS_EVENT,
@@ -287,14 +300,15 @@ def _unescaped(text: str) -> str:
 
 
 def _finish_reason(fr: str) -> str:
-    """First finish reason, lower case, from the column `fr` (array attribute, JSON array string
-    or plain string)."""
+    """First finish reason, lower case, from the column `fr` (array attribute, JSON array string,
+    JSON string as Langfuse's metadata holds it, or plain string)."""
     return (
         f"nullif(lower(CASE "
         f"WHEN starts_with({fr}, {_CONTAINER}) THEN "
         f"coalesce(TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].stringValue')), "
         f"TRY(json_extract_string(substr({fr}, 2), '$.arrayValue.values[0].intValue'))) "
         f"WHEN starts_with(ltrim({fr}), '[') AND json_valid({fr}) THEN json_extract_string({fr}, '$[0]') "
+        f"WHEN starts_with({fr}, '\"') AND json_valid({fr}) THEN json_extract_string({fr}, '$') "
         f"ELSE {fr} END), '')"
     )
 
@@ -373,8 +387,16 @@ def _get(key: str) -> str:
     return f"coalesce(st[list_position(sk, {_lit(key)})], rt[list_position(rk, {_lit(key)})])"
 
 
-def _lookup(keys) -> str:
-    return "coalesce(" + ", ".join(_get(k) for k in keys) + ")"
+def _lookup(field: str) -> str:
+    """The field's value: its FIELD_KEYS in order, then the JSON_MEMBER_KEYS members."""
+    terms = [_get(k) for k in FIELD_KEYS[field]]
+    for key, members in JSON_MEMBER_KEYS.get(field, ()):
+        terms += [f"nullif(TRY(json_extract_string({_get(key)}, {_lit('$.' + m)})), '')" for m in members]
+    return "coalesce(" + ", ".join(terms) + ")"
+
+
+def _in_list(col: str, keys) -> str:
+    return f"{col} IN (" + ", ".join(_lit(k) for k in keys) + ")"
 
 
 def _first_key(keys) -> str:
@@ -386,7 +408,7 @@ def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -
     """One INSERT: every line becomes staged spans or marker rows (rejects, logs, blank).
     `lines_sql` yields (line_no BIGINT, raw BLOB)."""
     max_bytes = 2**62 if doc_mode else MAX_LINE_BYTES
-    v = {f: _lookup(keys) for f, keys in FIELD_KEYS.items()}
+    v = {f: _lookup(f) for f in FIELD_KEYS}
     excluded = sorted({k for f in _COLUMN_FIELDS for k in FIELD_KEYS[f]})
     excluded_list = "[" + ", ".join(_lit(k) for k in excluded) + "]"
     kind_name = "CASE " + " ".join(f"WHEN sk_code = {_lit(c)} THEN {_lit(json.dumps(n))}" for c, n in _SPAN_KIND_NAMES.items())
@@ -442,6 +464,16 @@ def _span_insert_sql(lines_sql: str, settings: SourceSettings, doc_mode: bool) -
     n_spans = (
         "CASE WHEN len(d.resourceSpans[1].scopeSpans[1].spans) > 0 THEN 1 ELSE "
         "list_sum(list_transform(d.resourceSpans, lambda rs: list_sum(list_transform(rs.scopeSpans, lambda ss: len(ss.spans))))) END"
+    )
+    # Langfuse: the input is a message list or {"messages": [...], "tools": [...]}; the output one
+    # message object (or plain text, which stays output_text as it is)
+    langfuse_in = (
+        "(CASE WHEN starts_with(ltrim(in_raw), '{') THEN CAST(TRY(json_extract(in_raw, '$.messages')) AS VARCHAR) "
+        "ELSE in_raw END)"
+    )
+    langfuse_out = (
+        "(CASE WHEN starts_with(ltrim(out_raw), '{') AND coalesce(TRY(json_exists(out_raw, '$.role')), false) "
+        "THEN '[' || out_raw || ']' ELSE out_raw END)"
     )
     span_attrs = "coalesce(sp.attributes, [])"
     res_attrs = "coalesce(rs.resource.attributes, [])"
@@ -513,11 +545,13 @@ WITH decoded AS (
     -- GenAI message lists (gen_ai.input.messages / output.messages, legacy gen_ai.prompt /
     -- completion) as messages; their text is input_text / output_text
     SELECT *,
-        CASE WHEN in_key IN ('gen_ai.input.messages', 'gen_ai.prompt') THEN
+        CASE WHEN {_in_list('in_key', GENAI_INPUT)} THEN
             nullif(list_concat(coalesce({system_messages_sql(_value_text('f_system'))}, []),
                                coalesce({messages_sql('in_raw')}, [])), [])
+             WHEN in_key = {_lit(LANGFUSE_INPUT)} THEN {messages_sql(langfuse_in)}
              ELSE nullif({_oi_messages('llm.input_messages.')}, []) END AS in_msgs,
-        CASE WHEN out_key IN ('gen_ai.output.messages', 'gen_ai.completion') THEN {messages_sql('out_raw')}
+        CASE WHEN {_in_list('out_key', GENAI_OUTPUT)} THEN {messages_sql('out_raw')}
+             WHEN out_key = {_lit(LANGFUSE_OUTPUT)} THEN {messages_sql(langfuse_out)}
              ELSE nullif({_oi_messages('llm.output_messages.')}, []) END AS out_msgs
     FROM texts
 )
