@@ -18,8 +18,11 @@ Two sides, one after the other, with the same clients:
   clients + HTTP on this machine;
 - relops: `relops serve` on a temp home (127.0.0.1, a free port), every ack after the payload is
   on disk (fsync). Afterwards the spool is counted: every acknowledged span must be in it.
+Then the same again with `replay` clients: bodies the SDK encoded beforehand, posted back to back
+through the exporter's own HTTP client, so the clients' span making and encoding (most of the
+two cores in the first runs) no longer competes with the receiver: the receiver's own capacity.
 It prints spans/s acknowledged, ack latency p50/p99, the ratio relops/baseline, the CPU each
-process used (what the two cores were spent on), and a profile of the receiver's work per
+side used (server: with its conversion workers; what the two cores were spent on), and a profile of the receiver's work per
 request: protobuf parse, conversion to OTLP JSON, JSON encoding, and the durable write (file +
 fsync + rename + directory fsync), per request and per span, plus the top functions of a
 cProfile of the conversion. The goal on 2 cores: >= 20,000 spans/s with p99 ack <= 100 ms.
@@ -208,6 +211,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (the receiver's conversion workers)."""
+    total = _cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                total += _cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -223,12 +238,12 @@ def drive(url: str, server_pid: int, exporters: int, seconds: float, batch: int,
     for p in procs:
         p.start()
     time.sleep(max(0.0, start_at + WARMUP_S - time.time()))
-    server_cpu0, load0 = _cpu_seconds(server_pid), os.getloadavg()
+    server_cpu0, load0 = _tree_cpu_seconds(server_pid), os.getloadavg()
     clients_cpu0 = sum(_cpu_seconds(p.pid) for p in procs if p.pid)
     window0 = time.time()
     time.sleep(max(0.0, start_at + seconds - time.time()))
     window1 = time.time()
-    server_cpu = _cpu_seconds(server_pid) - server_cpu0
+    server_cpu = _tree_cpu_seconds(server_pid) - server_cpu0
     clients_cpu = sum(_cpu_seconds(p.pid) for p in procs if p.pid) - clients_cpu0
     load = os.getloadavg()
     collected = [results.get(timeout=120) for _ in procs]

@@ -379,3 +379,218 @@ def test_langsmith_sdk_requests_reach_the_warehouse_merged(home, serve):
     assert pending == (0,)
     state = _state(home)["counters"]
     assert state["unauthorized_401"] == 2 and state["langsmith_requests"] == 5 and state["langsmith_runs"] >= 6
+
+
+# --- throughput mechanisms: group commit, conversion workers, the protobuf converter -----------------
+
+
+def _lines(received: Path) -> list[bytes]:
+    """Every line of the visible spool files (not the dot-prefixed temp files)."""
+    out = []
+    for f in sorted(received.rglob("*.otlp.json")):
+        if not any(p.startswith(".") for p in f.relative_to(received).parts):
+            out.extend(line for line in f.read_bytes().splitlines() if line)
+    return out
+
+
+def test_group_commit_acks_every_request_once_in_fewer_files(tmp_path, monkeypatch):
+    """Forty requests committed at once (fsync slowed down so they pile up): each returns the
+    file that holds its line, every line is in the spool exactly once, and they share files
+    (fewer fsyncs than requests)."""
+    from relops_pipeline.lib.receiver import spool as spool_mod
+
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.02)
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool_mod.os, "fsync", slow_fsync)
+    spool = spool_mod.Spool(tmp_path / "landing")
+    n = 40
+    barrier = threading.Barrier(n)
+    got: dict[int, Path] = {}
+
+    def one(i: int) -> None:
+        barrier.wait()
+        got[i] = spool.commit(json.dumps({"resourceSpans": [], "request": i}).encode() + b"\n")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=scaled(30))
+    spool.close()
+    assert sorted(got) == list(range(n))
+    lines = _lines(spool.root)
+    assert sorted(json.loads(line)["request"] for line in lines) == list(range(n))
+    for i, path in got.items():
+        assert any(json.loads(line)["request"] == i for line in path.read_bytes().splitlines())
+    files = {p for p in got.values()}
+    assert 1 <= len(files) < n and spool.counters["files"] == len(files)
+    assert spool.pending_bytes() == sum(p.stat().st_size for p in files)
+
+
+def test_group_commit_write_error_fails_every_waiting_request(tmp_path, monkeypatch):
+    """A failed write (disk full) raises OSError in every request of its group: none is
+    acknowledged, nothing visible is left; the next commit works again."""
+    from relops_pipeline.lib.receiver import spool as spool_mod
+
+    spool = spool_mod.Spool(tmp_path / "landing")
+    real_fsync = os.fsync
+    monkeypatch.setattr(spool_mod.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        spool.commit(b'{"resourceSpans": []}\n')
+    assert _lines(spool.root) == [] and not list(spool.root.rglob(".*.tmp"))
+    monkeypatch.setattr(spool_mod.os, "fsync", real_fsync)
+    assert spool.commit(b'{"resourceSpans": [], "ok": 1}\n').exists()
+    spool.close()
+    with pytest.raises(OSError):
+        spool.commit(b"{}\n")  # closed: refused, not silently dropped
+
+
+CRASH_BEFORE_FSYNC = r"""
+import os, sys
+from pathlib import Path
+from relops_pipeline.lib.receiver import spool as spool_mod
+spool = spool_mod.Spool(Path(sys.argv[1]))
+spool.commit(b'{"resourceSpans": [], "request": 1}\n')
+print("acknowledged 1", flush=True)
+spool_mod.os.fsync = lambda fd: os._exit(9)   # the machine dies after the write, before the fsync
+spool.commit(b'{"resourceSpans": [], "request": 2}\n')
+print("acknowledged 2", flush=True)   # never reached
+"""
+
+
+def test_crash_between_write_and_fsync_leaves_no_visible_file(tmp_path):
+    """A process that dies between writing a group's file and its fsync has acknowledged
+    nothing and left only a dot-prefixed temp file, which ingestion never reads and the next
+    start removes."""
+    landing = tmp_path / "landing"
+    out = subprocess.run([sys.executable, "-c", CRASH_BEFORE_FSYNC, str(landing)], capture_output=True, text=True,
+                         timeout=scaled(60), cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 9 and out.stdout.split("\n") == ["acknowledged 1", ""], out.stderr
+    received = landing / "received"
+    assert _lines(received) == [b'{"resourceSpans": [], "request": 1}']
+    assert len(list(received.rglob(".*.tmp"))) == 1
+    from relops_pipeline.lib.receiver.spool import Spool
+
+    assert Spool(landing).removed_temp == 1 and not list(received.rglob(".*.tmp"))
+
+
+def _rich_request():
+    """An ExportTraceServiceRequest that sets every kind of field OTLP traces have."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+    attrs = [KeyValue(key="s", value=AnyValue(string_value="ü日本 \"q\"\n")), KeyValue(key="empty", value=AnyValue(string_value="")),
+             KeyValue(key="i", value=AnyValue(int_value=-(2**62))), KeyValue(key="b", value=AnyValue(bool_value=False)),
+             KeyValue(key="d", value=AnyValue(double_value=0.1)), KeyValue(key="nan", value=AnyValue(double_value=float("nan"))),
+             KeyValue(key="inf", value=AnyValue(double_value=float("-inf"))),
+             KeyValue(key="bytes", value=AnyValue(bytes_value=b"\x00\xff")),
+             KeyValue(key="arr", value=AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="x")]))),
+             KeyValue(key="kv", value=AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key="k", value=AnyValue(bool_value=True))]))),
+             KeyValue(key="unset"), KeyValue(value=AnyValue(string_value="no key")), KeyValue(key="idx", key_strindex=3),
+             KeyValue(key="strindex", value=AnyValue(string_value_strindex=7)),
+             KeyValue(key="emptyarr", value=AnyValue(array_value=ArrayValue()))]
+    trace, span_id = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736"), bytes.fromhex("00f067aa0ba902b7")
+    span = Span(trace_id=trace, span_id=span_id, parent_span_id=bytes.fromhex("53995c3f42cd8ad8"), trace_state="k=v", flags=257,
+                name="chat", kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=2**63 - 5, end_time_unix_nano=2**63 - 1,
+                attributes=attrs, dropped_attributes_count=2, dropped_events_count=1, dropped_links_count=3,
+                events=[Span.Event(time_unix_nano=5, name="gen_ai.choice", attributes=attrs[:2], dropped_attributes_count=1)],
+                links=[Span.Link(trace_id=trace, span_id=span_id, trace_state="a=b", attributes=attrs[2:4], flags=1)],
+                status=Status(code=Status.STATUS_CODE_ERROR, message="boom"))
+    odd = Span(trace_id=trace, span_id=bytes.fromhex("00f067aa0ba902b8"), kind=7, status=Status())  # an unknown enum number
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=Resource(attributes=attrs[:3], dropped_attributes_count=4), schema_url="https://opentelemetry.io/schemas/1.26.0",
+        scope_spans=[ScopeSpans(scope=InstrumentationScope(name="sc", version="1", attributes=attrs[:1], dropped_attributes_count=1),
+                                spans=[span, odd], schema_url="s")])])
+
+
+def test_protobuf_conversion_is_message_to_dict_with_hex_ids():
+    """to_otlp_json gives exactly MessageToDict's OTLP JSON (every field kind, NaN/Infinity,
+    unknown enum numbers, unset and empty values, strindex fields), with hex ids."""
+    from google.protobuf.json_format import MessageToDict
+
+    from relops_pipeline.lib.receiver.payload import to_otlp_json
+
+    request = _rich_request()
+    expected = MessageToDict(request)
+    for resource in expected["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for item in [span, *span.get("links", [])]:
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in item:
+                            item[key] = base64.b64decode(item[key]).hex()
+    assert json.dumps(to_otlp_json(request), sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_conversion_workers_match_inline_and_recover_from_a_lost_worker():
+    """A body converted in a worker process is byte for byte what the handler thread makes; a
+    worker killed under it is a WorkerLost (503) and the next request works on a new pool."""
+    from relops_pipeline.lib.receiver.payload import PROTOBUF, TRACES, BadRequest, convert
+    from relops_pipeline.lib.receiver.server import Converter, WorkerLost
+
+    body = _rich_request().SerializeToString()
+    inline = convert(body, None, PROTOBUF, TRACES, "pinned-flow", 1 << 20)
+    assert inline.accepted == 2 and inline.line is not None
+    converter = Converter(workers=1, inline_below=0)
+    converter.start()
+    try:
+        assert converter.convert(body, None, PROTOBUF, TRACES, "pinned-flow", 1 << 20) == inline
+        with pytest.raises(BadRequest):
+            converter.convert(b"\xff\xff garbage", None, PROTOBUF, TRACES, None, 1 << 20)
+        pool = converter._pool
+        assert pool is not None
+        for proc in list(pool._processes.values()):
+            os.kill(proc.pid, signal.SIGKILL)
+        with pytest.raises(WorkerLost):
+            converter.convert(body, None, PROTOBUF, TRACES, "pinned-flow", 1 << 20)
+        assert converter.convert(body, None, PROTOBUF, TRACES, "pinned-flow", 1 << 20) == inline
+    finally:
+        converter.close()
+
+
+def test_concurrent_sdk_exports_through_workers_each_span_once(home, serve):
+    """Four real SDK BatchSpanProcessor exporters at once, 256-span protobuf requests (converted
+    by the worker processes, spooled by group commit): every span in the warehouse exactly once."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    server = serve("--workers", "2")
+    assert server.where["workers"] == 2
+    made: list[set[str]] = [set() for _ in range(4)]
+
+    def client(i: int) -> None:
+        provider = TracerProvider(resource=Resource.create({"service.name": f"flow-{i}"}))
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{server.url}/v1/traces", headers={"Authorization": f"Bearer {KEY}"}, timeout=scaled(30)),
+            max_export_batch_size=256, max_queue_size=4096, schedule_delay_millis=50))
+        tracer = provider.get_tracer("t")
+        for n in range(1024):
+            with tracer.start_as_current_span("chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                                                  "gen_ai.input.messages": f"question {n} " + "x" * 200}) as span:
+                made[i].add(format(span.get_span_context().span_id, "016x"))
+        assert provider.force_flush(int(scaled(60) * 1000))
+        provider.shutdown()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=scaled(120))
+    server.close()
+    state = _state(home)["counters"]
+    assert state["spans"] == 4096 and state["files"] <= state["requests"]
+    _ingest(home)
+    con = duckdb.connect(str(home / "warehouse" / "relops.duckdb"), read_only=True)
+    try:
+        counts = dict(con.execute("SELECT span_id, count(*) FROM spans GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    assert set(counts) == set().union(*made) and set(counts.values()) == {1}
