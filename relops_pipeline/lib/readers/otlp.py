@@ -55,10 +55,11 @@ Mapping
 - Log records (legacy GenAI events and any other log record) become stage_events rows:
   event_name from eventName (or the event.name attribute), event_time from timeUnixNano (else
   observedTimeUnixNano), role from the event name (gen_ai.choice -> assistant) or the body's
-  role, content = the body's content (gen_ai.choice: message.content) as text, else the whole
-  body as JSON (bodies are decoded at any depth, set-based); attributes = log attributes over
-  resource attributes, plus `otel.scope.name`, `log.severity_text`, `log.severity_number` and
-  `log.body` (the decoded body) when the body is structured.
+  role, content = the body's content (gen_ai.choice: message.content) as text, else (absent or
+  JSON null, as in a choice holding only tool calls) the whole body as JSON (bodies are decoded
+  at any depth, set-based); attributes = log attributes over resource attributes, plus
+  `otel.scope.name`, `log.severity_text`, `log.severity_number` and `log.body` (the decoded
+  body) when the body is structured.
 - Rejects (reason, 1-based line, raw text capped at RAW_REJECT_CAP): invalid UTF-8, lines longer
   than MAX_LINE_BYTES, invalid JSON, JSON that is not an OTLP export, exports with neither
   spans nor log records, spans without traceId/spanId (raw = that span), present but
@@ -750,8 +751,9 @@ SELECT
              CASE WHEN body_is_object THEN coalesce(json_extract_string(body, '$.role'), \
 json_extract_string(body, '$.message.role')) END) AS role,
     CASE WHEN json_type(body) = 'VARCHAR' THEN json_extract_string(body, '$')
-         WHEN body_is_object AND json_exists(body, '$.content') THEN {member('$.content')}
-         WHEN body_is_object AND json_exists(body, '$.message.content') THEN {member('$.message.content')}
+         WHEN body_is_object AND coalesce(json_type(body, '$.content'), 'NULL') <> 'NULL' THEN {member('$.content')}
+         WHEN body_is_object AND coalesce(json_type(body, '$.message.content'), 'NULL') <> 'NULL'
+            THEN {member('$.message.content')}
          ELSE body END AS content,
     CASE WHEN it IS NULL THEN NULL ELSE {attributes} END AS attributes,
     {_lit(FORMAT)} AS source_format,
