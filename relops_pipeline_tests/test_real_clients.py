@@ -220,7 +220,7 @@ def test_langfuse_cost_details_are_a_reported_cost(warehouse):
 def test_truth_files_are_complete():
     """Every client generated; every truth field present (a regenerated truth cannot drop one)."""
     assert set(TRUTHS) == {"openai-v2-legacy", "openai-v2-latest-span", "openai-v2-latest-event", "openllmetry", "openllmetry-events",
-                           "openinference", "langfuse-v5"}
+                           "openinference", "langfuse-v5", "langfuse-v5-observe"}
     for client, truth in TRUTHS.items():
         assert truth["version"] == truth["versions"][truth["distribution"]], client
         assert list(REAL.joinpath(client).glob("*.body")), client
