@@ -180,9 +180,50 @@ def test_late_pending_patch_applied_to_span_ingested_before(wh, tmp_path):
         "INSERT INTO langsmith_pending VALUES (?, ?, ?, 'elsewhere', 1, NULL, now()::TIMESTAMP + INTERVAL 1 HOUR)",
         [FIRST_TRACE, FIRST_TRACE, json.dumps(patch)],
     )
-    assert langsmith.settle_pending(wh) == 1
+    r4 = ingest_file(wh, spool(tmp_path, 4))  # the next LangSmith file's load settles it
     assert span(wh, "answer")["output_text"] == "Paris."
     assert wh.execute("SELECT count(*) FROM langsmith_pending").fetchone()[0] == 0
+    assert wh.execute("SELECT ingest_batch_id, span_id, reason FROM span_updates").fetchall() == [
+        (r4.batch_id, FIRST_TRACE, "langsmith patch")
+    ]
+
+
+def test_late_patch_completes_the_span_like_an_ingested_one(wh, tmp_path):
+    """A run's end arriving in a later file gets what the run would have had in one file: output
+    messages, the cost computed from the configured prices, and its day recomputed."""
+    from relops_pipeline.lib.ingest import touched_days
+    from relops_pipeline.lib.settings import IngestSettings, Price
+
+    settings = IngestSettings(prices={"gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6)})
+    one = tmp_path / "one"
+    one.mkdir()
+    both = {"post": runs_of(3)["post"], "patch": runs_of(3)["patch"]}
+    (one / "whole.json").write_text(json.dumps(both))
+    split_post = tmp_path / "post.json"
+    split_post.write_text(json.dumps({"post": both["post"], "patch": []}))
+    split_patch = tmp_path / "patch.json"
+    split_patch.write_text(json.dumps({"post": [], "patch": both["patch"]}))
+    ingest_file(wh, split_post, settings=settings)
+    late = ingest_file(wh, split_patch, settings=settings)
+    chat = span(wh, "chat")
+    assert json.loads(chat["output_messages"]) == [{"role": "assistant", "content": "Paris."}]
+    assert json.loads(chat["input_messages"]) == [{"role": "user", "content": "What is the capital of France?"}]
+    assert chat["input_text"] == "What is the capital of France?" and chat["output_text"] == "Paris."
+    assert chat["cost_source"] == "computed" and chat["cost_usd"] == pytest.approx((12 * 0.15 + 3 * 0.6) / 1e6)
+    assert chat["model"] == "gpt-4o-mini-2024-07-18" and chat["status"] == "ok"
+    assert late.min_start_time == chat["start_time"] and touched_days(wh, [late.batch_id]) == [chat["start_time"].date()]
+    # the same run read from one file has the same fields
+    import duckdb
+
+    from relops_pipeline.lib.warehouse import migrate
+
+    other = duckdb.connect()
+    migrate(other)
+    ingest_file(other, one / "whole.json", settings=settings)
+    columns = ("input_text", "output_text", "input_messages", "output_messages", "cost_usd", "cost_source", "model",
+               "input_tokens", "output_tokens", "finish_reason", "status", "latency_ms", "end_time")
+    sql = f"SELECT {', '.join(columns)} FROM spans WHERE span_name = 'chat'"
+    assert other.execute(sql).fetchall() == wh.execute(sql).fetchall()
 
 
 def test_errors_are_kept(wh, tmp_path):
@@ -248,3 +289,18 @@ def test_patch_without_id_is_rejected_not_dropped(wh, tmp_path):
     assert (result.read, result.rejected) == (1, 1)
     assert wh.execute("SELECT reason FROM trace_rejects").fetchone()[0] == "patch for run (no id) has no matching post in this payload"
     assert wh.execute("SELECT count(*) FROM langsmith_pending").fetchone()[0] == 0
+
+
+def test_status_and_ingest_show_a_run_end_waiting_for_its_start(home, capsys, tmp_path):
+    from relops_pipeline_tests.conftest import run_cli
+
+    spooled = spool(tmp_path, 3)
+    code, out, _ = run_cli(capsys, home.root, "ingest", str(spooled))
+    assert code == 0 and "rejected 1" in out, out
+    code, out, _ = run_cli(capsys, home.root, "status", "--json")
+    assert code == 0 and json.loads(out)["langsmith_patches_waiting"] == 1
+    code, out, _ = run_cli(capsys, home.root, "status")
+    assert "LangSmith run ends waiting for their run's start: 1" in out
+    code, out, _ = run_cli(capsys, home.root, "ingest", str(spool(tmp_path, 2)))
+    code, out, _ = run_cli(capsys, home.root, "status", "--json")
+    assert json.loads(out)["langsmith_patches_waiting"] == 0

@@ -28,7 +28,7 @@ def test_promptfoo_0_123_output_every_truth_field():
         where = f"{CLIENT} test {desc}"
         assert s.case_id.startswith(desc + "-"), (where, "case id")
         assert t["provider"] in " ".join(data.notes), (where, "provider")
-        assert s.raw["input"] == {"vars": t["vars"]}, (where, "vars")
+        assert s.raw["input"] == {"vars": t["vars"], "prompt": t["prompt"]}, (where, "vars and rendered prompt")
         assert s.output == t["output"], (where, "output")
         assert s.latency_ms == t["latency_ms"], (where, "latency")
         assert s.input_tokens == t["prompt_tokens"], (where, "prompt tokens")

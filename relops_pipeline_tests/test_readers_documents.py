@@ -286,7 +286,9 @@ def test_langsmith_js_epoch_ms_and_patch_without_id():
     assert s["model"] == "gpt-4o-mini-2024-07-18"  # the response's model (ls_model_name: gpt-4o-mini)
     assert (s["input_tokens"], s["output_tokens"]) == (9, 9)  # from the patch (merged by dotted_order)
     assert s["output_text"] == "Howdy! How can I assist you today?"
-    assert s["input_text"] == '[{"role":"user","content":"howdy"}]'
+    assert s["input_text"] == "howdy"  # the plain text of the messages, the roles in input_messages
+    assert s["input_messages"] == [{"role": "user", "content": "howdy"}]
+    assert s["output_messages"] == [{"role": "assistant", "content": "Howdy! How can I assist you today?"}]
     assert s["release"] is None  # the JS captures carry no revision_id
 
 

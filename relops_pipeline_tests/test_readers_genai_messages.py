@@ -234,3 +234,27 @@ def test_openinference_error_span_model_from_invocation_parameters(wh, tmp_path)
     ingest_file(wh, _write(tmp_path / "oe.jsonl", span), fmt="otlp")
     model, status, inp = wh.execute("SELECT model, status, input_text FROM spans WHERE span_id = '00000000000000a2'").fetchone()
     assert (model, status, inp) == ("gpt-4o-mini", "error", "hi")
+
+
+def test_huge_messages_are_capped_with_their_roles_and_flagged(wh, tmp_path):
+    """The message columns are bounded like the text columns: a 40,000-character prompt keeps
+    every message and role, its contents cut to a share of text_cap, and the span says so."""
+    from relops_pipeline.lib.settings import IngestSettings
+
+    msgs = [{"role": "system", "parts": [{"type": "text", "content": "s" * 20_000}]},
+            {"role": "user", "parts": [{"type": "text", "content": "ü" * 20_000}]}]
+    out = [{"role": "assistant", "parts": [{"type": "text", "content": "short answer"}], "finish_reason": "stop"}]
+    path = _write(tmp_path / "big.jsonl", _span("00000000000000b1", {
+        "gen_ai.operation.name": _s("chat"),
+        "gen_ai.input.messages": _s(json.dumps(msgs)),
+        "gen_ai.output.messages": _s(json.dumps(out)),
+    }))
+    assert ingest_file(wh, path, settings=IngestSettings(text_cap=1000)).accepted == 1
+    row = wh.execute(
+        "SELECT input_messages, output_messages, input_truncated, output_truncated, length(input_text) FROM spans"
+    ).fetchone()
+    kept = json.loads(row[0])
+    assert [m["role"] for m in kept] == ["system", "user"]
+    assert [m["content"] for m in kept] == ["s" * 500, "ü" * 500]
+    assert json.loads(row[1]) == [{"role": "assistant", "content": "short answer"}]
+    assert row[2:] == (True, False, 1000)

@@ -22,6 +22,7 @@ from relops_pipeline.cli.common import (
 )
 from relops_pipeline.cli.releases import workflow_status
 from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.readers.langsmith import pending_patches
 
 # How much of the files one ingestion step takes at a time (default 32 MiB, defs/ingest/jobs.py).
 CHUNK_ENV = "RELOPS_INGEST_CHUNK_MB"
@@ -208,6 +209,7 @@ def cmd_status(args) -> CommandResult:
             "SELECT count(*), coalesce(sum(records_read), 0), coalesce(sum(accepted), 0), coalesce(sum(rejected), 0), "
             "coalesce(sum(duplicates), 0) FROM ingest_batches"
         ).fetchone()
+        waiting = pending_patches(con)
     out = {
         "home": str(home.root),
         "spans": totals[0],
@@ -222,6 +224,7 @@ def cmd_status(args) -> CommandResult:
         "by_day": [{"day": str(d), "workflow": w, "release": r, "spans": n} for d, w, r, n in by_day],
         "rejects_by_reason": [{"reason": r, "count": n} for r, n in rejects],
         "ingest": dict(zip(("batches", "read", "accepted", "rejected", "duplicates"), map(int, batches), strict=False)),
+        "langsmith_patches_waiting": waiting,
     }
     received = _received(home)
     if received:
@@ -234,6 +237,8 @@ def cmd_status(args) -> CommandResult:
         + (f"; kept with an anomaly: {out['anomalous_spans']} (relops rejects --anomalies)" if out["anomalous_spans"] else ""),
         f"ingested {out['ingest']['batches']} files: read {out['ingest']['read']} = accepted {out['ingest']['accepted']}"
         f" + rejected {out['ingest']['rejected']} + duplicates {out['ingest']['duplicates']}",
+        *([f"LangSmith run ends waiting for their run's start: {waiting} (merged when it is ingested; relops rejects)"]
+          if waiting else []),
         "",
         f"{'workflow':<24} {'release':<28} {'spans':>9} {'days':>5}  first .. last",
     ]

@@ -27,12 +27,14 @@ from pathlib import Path
 import duckdb
 
 from relops_pipeline.lib.readers import detect_format, reader_for
-from relops_pipeline.lib.readers.base import ReadContext, SourceSettings, UnreadableInput
+from relops_pipeline.lib.readers.base import LoadContext, LoadResult, ReadContext, SourceSettings, UnreadableInput
 from relops_pipeline.lib.schema import (
     DETAILS_EVENT,
     MESSAGE_TYPE,
     UNKNOWN,
+    capped_messages_sql,
     create_stage_tables_sql,
+    messages_over_cap_sql,
     messages_sql,
     messages_text_sql,
     span_anomalies_sql,
@@ -234,7 +236,7 @@ def ingest_file(
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_spans AS
-            SELECT s.* EXCLUDE (workflow, release, latency_ms, cost_usd, input_text, output_text),
+            SELECT s.* EXCLUDE (workflow, release, latency_ms, cost_usd, input_text, output_text, input_messages, output_messages),
                 coalesce(nullif(s.workflow, ''), '{UNKNOWN}') AS workflow,
                 -- "support-triage@v1.3.0" names the release v1.3.0 of workflow support-triage
                 coalesce(nullif(CASE WHEN starts_with(s.release, s.workflow || '@')
@@ -253,8 +255,10 @@ def ingest_file(
                      ELSE '{UNKNOWN}' END AS cost_source,
                 left(s.input_text, {cap}) AS input_text,
                 left(s.output_text, {cap}) AS output_text,
-                coalesce(length(s.input_text) > {cap}, false) AS input_truncated,
-                coalesce(length(s.output_text) > {cap}, false) AS output_truncated,
+                {capped_messages_sql("s.input_messages", cap)} AS input_messages,
+                {capped_messages_sql("s.output_messages", cap)} AS output_messages,
+                coalesce(length(s.input_text) > {cap} OR {messages_over_cap_sql("s.input_messages", cap)}, false) AS input_truncated,
+                coalesce(length(s.output_text) > {cap} OR {messages_over_cap_sql("s.output_messages", cap)}, false) AS output_truncated,
                 row_number() OVER (PARTITION BY s.trace_id, s.span_id ORDER BY s.source_line) AS dup_rank
             FROM stage_spans s LEFT JOIN stage_prices p ON p.model = s.model
             WHERE s.trace_id IS NOT NULL AND s.trace_id <> '' AND s.span_id IS NOT NULL AND s.span_id <> ''
@@ -282,6 +286,13 @@ def ingest_file(
         )
         missing_ids = _count(con, "SELECT count(*) FROM stage_rejects") - staged_rejects
         span_dups = staged - missing_ids - spans_accepted
+        # Records that complete spans of earlier files (LangSmith patches): the reader's hook.
+        after_insert = getattr(reader, "after_insert", None)
+        taken_over = (
+            after_insert(con, LoadContext(batch_id, source_file, started, cap, settings.price_for))
+            if after_insert is not None
+            else LoadResult()
+        )
 
         # GenAI events (legacy conventions' prompt/completion log records).
         con.execute(
@@ -318,21 +329,25 @@ def ingest_file(
         )
         rejected = _count(con, "SELECT count(*) FROM trace_rejects") - before_rejects
         reject_dups = _count(con, "SELECT count(*) FROM stage_rejects") - rejected
-        read = staged + staged_events + staged_rejects
+        read = staged + staged_events + staged_rejects + taken_over.read
         accepted = spans_accepted + events_accepted
-        duplicates = span_dups + event_dups + reject_dups
+        duplicates = span_dups + event_dups + reject_dups + taken_over.duplicates
         if read != accepted + rejected + duplicates or min(span_dups, event_dups) < 0:
             raise AccountingError(f"{path}: read {read} != accepted {accepted} + rejected {rejected} + duplicates {duplicates}")
         tmin, tmax = fetch_one(con.execute("SELECT min(start_time), max(start_time) FROM spans WHERE ingest_batch_id = ?", [batch_id]))
-        # Events carry no day of their own, but filling a span's text changes its day's data.
+        # Events carry no day of their own, but filling a span's text changes its day's data;
+        # so does completing a span of an earlier file (span_updates).
         emin, emax = fetch_one(
             con.execute(
                 "SELECT min(s.start_time), max(s.start_time) FROM spans s "
                 "SEMI JOIN batch_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id"
             )
         )
-        tmin = min((t for t in (tmin, emin) if t is not None), default=None)
-        tmax = max((t for t in (tmax, emax) if t is not None), default=None)
+        umin, umax = fetch_one(
+            con.execute("SELECT min(start_time), max(start_time) FROM span_updates WHERE ingest_batch_id = ?", [batch_id])
+        )
+        tmin = min((t for t in (tmin, emin, umin) if t is not None), default=None)
+        tmax = max((t for t in (tmax, emax, umax) if t is not None), default=None)
         finished = utc_naive()
         con.execute(
             "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -430,13 +445,15 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
         f"""
         UPDATE spans SET
             input_text = coalesce(spans.input_text, left(t.input_text, {cap})),
-            input_truncated = CASE WHEN spans.input_text IS NULL THEN coalesce(length(t.input_text) > {cap}, false)
+            input_truncated = CASE WHEN spans.input_text IS NULL THEN coalesce(length(t.input_text) > {cap}
+                                        OR {messages_over_cap_sql('t.input_messages', cap)}, false)
                                    ELSE spans.input_truncated END,
             output_text = coalesce(spans.output_text, left(t.output_text, {cap})),
-            output_truncated = CASE WHEN spans.output_text IS NULL THEN coalesce(length(t.output_text) > {cap}, false)
+            output_truncated = CASE WHEN spans.output_text IS NULL THEN coalesce(length(t.output_text) > {cap}
+                                         OR {messages_over_cap_sql('t.output_messages', cap)}, false)
                                     ELSE spans.output_truncated END,
-            input_messages = coalesce(spans.input_messages, t.input_messages),
-            output_messages = coalesce(spans.output_messages, t.output_messages),
+            input_messages = coalesce(spans.input_messages, {capped_messages_sql("t.input_messages", cap)}),
+            output_messages = coalesce(spans.output_messages, {capped_messages_sql("t.output_messages", cap)}),
             finish_reason = coalesce(spans.finish_reason, t.finish_reason)
         FROM (
             SELECT trace_id, span_id,
@@ -467,16 +484,19 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
 
 
 def touched_days(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str]) -> list[date]:
-    """The days whose spans these batches added or completed (events fill earlier spans' text)."""
+    """The days whose spans these batches added or completed (events fill earlier spans' text;
+    LangSmith patches complete earlier spans: span_updates)."""
     ids = [b for b in batch_ids if b]
     if not ids:
         return []
     rows = con.execute(
         "SELECT DISTINCT start_time::DATE FROM spans WHERE start_time IS NOT NULL AND ("
         " ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) OR (trace_id, span_id) IN ("
-        "  SELECT (trace_id, span_id) FROM genai_events WHERE ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))))"
+        "  SELECT (trace_id, span_id) FROM genai_events WHERE ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))"
+        " OR (trace_id, span_id) IN ("
+        "  SELECT (trace_id, span_id) FROM span_updates WHERE ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))))"
         " ORDER BY 1",
-        [ids, ids],
+        [ids, ids, ids],
     ).fetchall()
     return [r[0] for r in rows]
 

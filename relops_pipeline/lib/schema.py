@@ -179,6 +179,25 @@ def system_messages_sql(raw: str) -> str:
     return f"(CASE WHEN ({text}) IS NOT NULL THEN CAST([{{'role': 'system', 'content': {text}}}] AS {MESSAGE_TYPE}) END)"
 
 
+def capped_messages_sql(col: str, cap: int) -> str:
+    """SQL: a messages JSON column kept whole while its JSON is at most 2 x `cap` characters;
+    longer, every message stays (role and order) with its content cut to an equal share of
+    `cap` (at least 64 characters), so a huge prompt cannot make a span row unbounded. The
+    caller flags the span truncated (messages_over_cap_sql)."""
+    msgs = f"from_json({col}, '[{{\"role\":\"VARCHAR\",\"content\":\"VARCHAR\"}}]')"
+    share = f"CAST(greatest({int(cap)} // greatest(json_array_length({col}), 1), 64) AS BIGINT)"
+    return (
+        f"(CASE WHEN {col} IS NULL OR {messages_over_cap_sql(col, cap)} IS NOT TRUE THEN {col} "
+        f"ELSE CAST(to_json(list_transform({msgs}, lambda capped_msg: {{'role': capped_msg.role, "
+        f"'content': left(capped_msg.content, {share})}})) AS JSON) END)"
+    )
+
+
+def messages_over_cap_sql(col: str, cap: int) -> str:
+    """SQL: whether a messages JSON column is longer than capped_messages_sql keeps whole."""
+    return f"(length(CAST({col} AS VARCHAR)) > {2 * int(cap)})"
+
+
 def messages_text_sql(msgs: str) -> str:
     """SQL: the plain text of messages (MESSAGE_TYPE): their non-empty contents joined by
     newlines; NULL when no message has content (tool calls only: the caller keeps the JSON)."""

@@ -605,6 +605,25 @@ CREATE TABLE langsmith_pending (
     )
 )
 
+MIGRATIONS.append(
+    (
+        12,
+        "span_updates: spans completed after they were ingested (a LangSmith run's end arriving in a later file)",
+        """
+CREATE TABLE span_updates (
+    ingest_batch_id VARCHAR NOT NULL,
+    trace_id VARCHAR NOT NULL,
+    span_id VARCHAR NOT NULL,
+    start_time TIMESTAMP,
+    source_file VARCHAR,
+    source_line BIGINT,
+    reason VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+""",
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")

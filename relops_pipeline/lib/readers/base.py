@@ -7,12 +7,20 @@ A reader is a function `read(con, ctx) -> None` that fills the temp tables `stag
 reject with a reason. It never writes the warehouse's own tables and never commits.
 A reader raises `UnreadableInput` only when the file as a whole cannot be read (not found,
 not the format it was asked to read); a bad record is a reject, not an exception.
+
+A reader whose records can complete spans of EARLIER files (LangSmith: a run's end arrives in
+a later request than its start) also defines `after_insert(con, load: LoadContext) ->
+LoadResult`: the loader calls it inside the file's transaction, after the file's new spans are
+in `spans` and before its rejects are kept. It accounts for the records it took over (in
+`LoadResult`; its rejects go to `stage_rejects`), may update spans and its own tables, and
+records every span it changed in `span_updates` (so the changed days are recomputed). Whatever
+it writes commits or rolls back with the file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +77,27 @@ class SourceSettings:
             release_keys=tuple(m.get("release_keys") or DEFAULT_RELEASE_KEYS),
             default_workflow=m.get("default_workflow"),
         )
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a reader's `after_insert` hook knows of the file's load (see the module docstring)."""
+
+    batch_id: str
+    source_file: str
+    started: datetime
+    text_cap: int
+    # configured price of a model name (settings.Price: input_per_mtok, output_per_mtok) or None
+    price_for: Callable[[str | None], Any]
+
+
+@dataclass
+class LoadResult:
+    """The records an `after_insert` hook accounted for: `read` of them, `duplicates` merged into
+    spans already in the warehouse; the rest it staged as rejects (with their reasons)."""
+
+    read: int = 0
+    duplicates: int = 0
 
 
 @dataclass

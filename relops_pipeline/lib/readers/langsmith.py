@@ -18,21 +18,22 @@ with an end time and no error is ok, without an end time unset. workflow pseudo-
 `feedback_stats` (export shape) become online_scores (their averages).
 
 Runs across payloads. The SDK sends a run's start (post) and its end (patch: end_time, outputs,
-tokens, error) in different requests, so in different spooled files. When `con` is a warehouse
-connection (it has `spans` and `langsmith_pending`), a patch whose post is not in this payload:
-- updates the span already ingested for that run (end_time, latency_ms, anomalies, output_text,
-  tokens, finish_reason, response model, status, error_type, reported cost) and is staged as a
-  duplicate of that span (it adds no span);
-- else waits in `langsmith_pending` (one row per patch record, kept once however often its file
-  is ingested) and is staged as a reject whose reason starts with `pending:` (so the file's
-  `rejected` count and `relops rejects` show it; never dropped). A later payload posting the
-  run merges the waiting patches into it; at the start of every LangSmith read, waiting patches
-  whose run is in `spans` are applied to it and deleted (`settle_pending`). `pending_patches(con)`
-  counts the patches still waiting for their run.
-These writes are committed by the reader in its own transaction before the loader's (they are
-idempotent: applying a patch twice changes nothing), and a waiting patch is only deleted once
-its run is in `spans`, so a loader rollback loses nothing. On a bare staging connection (no
-warehouse tables) a patch without its post in the payload is rejected.
+tokens, error) in different requests, so in different spooled files. On a warehouse connection
+(it has `spans` and `langsmith_pending`) a patch whose post is not in this payload is staged in
+`stage_langsmith_patches`, and the loader's `after_insert` hook (inside the file's transaction)
+- applies it to the span already ingested for that run (end_time, latency_ms, anomalies,
+  output_text and output_messages, tokens, finish_reason, response model, status, error_type,
+  reported cost, else the cost computed from the configured prices as at ingestion) and counts
+  it as a duplicate of that span (it adds no span); the span is recorded in `span_updates` with
+  this file's batch id, so its day's follow-ups are recomputed;
+- else keeps it waiting in `langsmith_pending` (one row per patch record, kept once however
+  often its file is ingested) and stages a reject whose reason starts with `pending:` (so the
+  file's `rejected` count and `relops rejects` show it; never dropped).
+A later payload posting the run merges the waiting patches into it when it is read, and the
+hook then deletes them; waiting patches whose run reached `spans` some other way are applied
+by the next LangSmith file's hook. `pending_patches(con)` counts the patches still waiting.
+Everything commits or rolls back with the file. On a bare staging connection (no warehouse
+tables) a patch without its post in the payload is rejected.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from relops_pipeline.lib.audit import transaction
-from relops_pipeline.lib.readers.attributes import map_attributes
+from relops_pipeline.lib.readers.attributes import genai_messages, map_attributes, messages_text
 from relops_pipeline.lib.readers.base import (
+    LoadContext,
+    LoadResult,
     ReadContext,
     UnreadableInput,
     as_text,
@@ -66,9 +68,7 @@ from relops_pipeline.lib.readers.otel_attributes import (
     output_text_of,
     peek_head,
 )
-from relops_pipeline.lib.schema import span_anomalies_sql, span_latency_sql
-from relops_pipeline.lib.settings import DEFAULT_TEXT_CAP
-from relops_pipeline.lib.timeutil import utc_naive
+from relops_pipeline.lib.schema import capped_messages_sql, messages_over_cap_sql, span_anomalies_sql, span_latency_sql
 
 FORMAT = "langsmith"
 
@@ -171,16 +171,47 @@ def _first_token_ms(run: Mapping[str, Any], start) -> float | None:
     return None
 
 
-def _input_text(inputs: Any) -> str | None:
-    if isinstance(inputs, dict):
-        if "messages" in inputs:
-            return input_text_of(inputs["messages"])
-        if set(inputs) == {"input"} or set(inputs) == {"prompt"}:
-            return input_text_of(next(iter(inputs.values())))
+def _input_messages(inputs: Any) -> list[dict[str, Any]] | None:
+    """The chat messages of a run's inputs (`inputs.messages`: OpenAI-style, or LangChain's
+    batch of lists), as [{"role", "content": plain text}]."""
+    if not isinstance(inputs, dict):
+        return None
+    msgs = inputs.get("messages")
+    if isinstance(msgs, list) and msgs and all(isinstance(m, list) for m in msgs):
+        msgs = [m for batch in msgs for m in batch]
+    return genai_messages(msgs) if isinstance(msgs, list) and msgs else None
+
+
+def _output_messages(outputs: Any) -> list[dict[str, Any]] | None:
+    """The messages of a run's outputs: OpenAI `choices[].message`, else LangChain
+    `generations[][].text` (as the assistant's)."""
+    if not isinstance(outputs, dict):
+        return None
+    choices = outputs.get("choices")
+    if isinstance(choices, list):
+        msgs = [c["message"] for c in choices if isinstance(c, dict) and isinstance(c.get("message"), dict)]
+        return genai_messages(msgs) if msgs else None
+    generations = outputs.get("generations")
+    if isinstance(generations, list):
+        out = []
+        for g in (g for batch in generations for g in (batch if isinstance(batch, list) else [batch])):
+            if isinstance(g, dict) and isinstance(g.get("text"), str):
+                out.append({"role": "assistant", "content": g["text"]})
+        return out or None
+    return None
+
+
+def _input_text(inputs: Any, messages: list[dict[str, Any]] | None) -> str | None:
+    if messages:
+        return messages_text(messages)
+    if isinstance(inputs, dict) and (set(inputs) == {"input"} or set(inputs) == {"prompt"}):
+        return input_text_of(next(iter(inputs.values())))
     return input_text_of(inputs)
 
 
-def _output_text(outputs: Any) -> str | None:
+def _output_text(outputs: Any, messages: list[dict[str, Any]] | None) -> str | None:
+    if messages:
+        return messages_text(messages)
     if isinstance(outputs, dict) and set(outputs) == {"output"}:
         return output_text_of(outputs["output"])
     return output_text_of(outputs)
@@ -201,6 +232,7 @@ def _run_row(run: Mapping[str, Any], index: int, ctx: ReadContext) -> dict[str, 
     }
     mapped = map_attributes({**metadata, **{k: v for k, v in genai.items() if v}})
     inp, out = _tokens(run)
+    in_msgs, out_msgs = _input_messages(inputs), _output_messages(outputs)
     run_type = str(run.get("run_type") or "").lower()
     pseudo = {
         "langsmith.project": run.get("session_name") or run.get("project_name"),
@@ -245,8 +277,10 @@ def _run_row(run: Mapping[str, Any], index: int, ctx: ReadContext) -> dict[str, 
         "finish_reason": finish_reason_of(outputs),
         "status": "error" if error else ("ok" if end is not None else "unset"),
         "error_type": error_type_of(error) if error else None,
-        "input_text": _input_text(inputs),
-        "output_text": _output_text(outputs) if outputs else None,
+        "input_text": _input_text(inputs, in_msgs),
+        "output_text": _output_text(outputs, out_msgs) if outputs else None,
+        "input_messages": in_msgs,
+        "output_messages": out_msgs,
         "feedback_score": feedback,
         "online_scores": merged_scores(scores),
         "attributes": compact_attributes({**metadata, **pseudo}),
@@ -265,71 +299,6 @@ def _has_warehouse(con) -> bool:
         "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND table_name IN ('spans', 'langsmith_pending')"
     ).fetchall()}
     return names == {"spans", "langsmith_pending"}
-
-
-def _apply_patch(con, span: tuple[str, str, Any], patch: Mapping[str, Any], ctx: ReadContext) -> None:
-    """Update an ingested span with what a patch reports (only the fields the patch has)."""
-    trace_id, span_id, start = span
-    row = _run_row({**patch, "start_time": start}, 0, ctx)
-    end = row["end_time"]
-    error = patch.get("error")
-    out = row["output_text"] if patch.get("outputs") else None
-    response_model = (patch.get("outputs") or {}).get("model") if isinstance(patch.get("outputs"), dict) else None
-    latency = "date_diff('microsecond', start_time, $end) / 1000.0"
-    cap = DEFAULT_TEXT_CAP
-    con.execute(
-        f"""
-        UPDATE spans SET
-            end_time = coalesce($end, end_time),
-            latency_ms = CASE WHEN $end IS NULL THEN latency_ms ELSE {span_latency_sql("start_time", "$end", latency)} END,
-            anomalies = CASE WHEN $end IS NULL THEN anomalies ELSE {span_anomalies_sql("start_time", "$end", latency)} END,
-            output_text = coalesce(left($out, {cap}), output_text),
-            output_truncated = CASE WHEN $out IS NULL THEN output_truncated ELSE length($out) > {cap} END,
-            input_tokens = coalesce($inp, input_tokens),
-            output_tokens = coalesce($outp, output_tokens),
-            finish_reason = coalesce($finish, finish_reason),
-            model = coalesce($model, model),
-            cost_usd = coalesce($cost, cost_usd),
-            cost_source = CASE WHEN $cost IS NOT NULL THEN 'reported' ELSE cost_source END,
-            status = CASE WHEN $error THEN 'error' WHEN $end IS NOT NULL AND status = 'unset' THEN 'ok' ELSE status END,
-            error_type = coalesce($error_type, error_type)
-        WHERE trace_id = $trace_id AND span_id = $span_id
-        """,
-        {
-            "end": end, "out": out, "inp": row["input_tokens"], "outp": row["output_tokens"],
-            "finish": row["finish_reason"], "model": response_model, "cost": row["cost_usd"],
-            "error": bool(error), "error_type": row["error_type"], "trace_id": trace_id, "span_id": span_id,
-        },
-    )
-
-
-def _ingested_span(con, run_id: str, trace_id: Any) -> tuple[str, str, Any] | None:
-    row = con.execute(
-        "SELECT trace_id, span_id, start_time FROM spans WHERE span_id = ? AND (? IS NULL OR trace_id = ?) "
-        "ORDER BY start_time LIMIT 1",
-        [run_id, as_text(trace_id), as_text(trace_id)],
-    ).fetchone()
-    return (row[0], row[1], row[2]) if row else None
-
-
-def settle_pending(con, ctx: ReadContext | None = None) -> int:
-    """Settle waiting patches whose run is now in `spans`: apply those the span does not have
-    yet, delete them all; how many were settled."""
-    ctx = ctx or ReadContext(path=None)  # type: ignore[arg-type]
-    with transaction(con):
-        # A span ingested after the patch was received had it merged in when its post was read.
-        waiting = con.execute(
-            "SELECT p.rowid, s.trace_id, s.span_id, s.start_time, p.payload, s.ingested_at < p.received_at "
-            "FROM langsmith_pending p "
-            "JOIN spans s ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
-            "ORDER BY p.received_at, p.source_file, p.source_line"
-        ).fetchall()
-        for _, trace_id, span_id, start, payload, not_merged in waiting:
-            if not_merged:
-                _apply_patch(con, (trace_id, span_id, start), json.loads(payload), ctx)
-        if waiting:
-            con.execute("DELETE FROM langsmith_pending WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [[w[0] for w in waiting]])
-    return len(waiting)
 
 
 def pending_patches(con) -> int:
@@ -357,6 +326,10 @@ def _pending_for(con, run_ids: list[str]) -> dict[str, list[dict]]:
 def read(con, ctx: ReadContext) -> None:
     """Stage one span per run; patches merged into their posts (see the module docstring)."""
     doc, rejects = load_document(ctx, "langsmith")
+    warehouse = _has_warehouse(con)
+    if warehouse:
+        # Always (re)created, so a table left by a file whose load failed is never applied.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {PATCH_STAGE} (source_line BIGINT, run_id VARCHAR, trace_id VARCHAR, payload VARCHAR)")
     if doc is None:
         stage_rows(con, [], rejects)
         return
@@ -366,9 +339,6 @@ def read(con, ctx: ReadContext) -> None:
     for name, value in (("post", posts), ("patch", patches)):
         if not isinstance(value, list):
             raise UnreadableInput(f"{ctx.path}: LangSmith '{name}' is a {type(value).__name__}, not a list")
-    warehouse = _has_warehouse(con)
-    if warehouse:
-        settle_pending(con, ctx)
     post_records = _flatten_posts(posts, 0)
     runs: dict[str, tuple[int, dict]] = {}
     for index, run in post_records:
@@ -390,7 +360,7 @@ def read(con, ctx: ReadContext) -> None:
             for patch in waiting:
                 runs[run_id] = (runs[run_id][0], _merge(runs[run_id][1], patch))
     offset = len(post_records)
-    orphans: dict[str, list[tuple[int, dict]]] = {}
+    orphans: list[tuple[int, str, Any, str]] = []
     for i, patch in enumerate(patches, start=1):
         index = offset + i
         if not isinstance(patch, dict):
@@ -401,13 +371,14 @@ def read(con, ctx: ReadContext) -> None:
             post_index, post = runs[run_id]
             runs[run_id] = (post_index, _merge(post, patch))
         elif run_id and warehouse:
-            orphans.setdefault(run_id, []).append((index, patch))
+            payload = json.dumps({**patch, "id": run_id}, ensure_ascii=False, sort_keys=True, default=str)
+            orphans.append((index, run_id, as_text(patch.get("trace_id")), payload))
         else:
             rejects.append({"source_line": index, "raw": patch,
                             "reason": f"patch for run {run_id or '(no id)'} has no matching post in this payload"})
-    rows = []
     if orphans:
-        rows.extend(_place_orphans(con, ctx, orphans, rejects))
+        con.executemany(f"INSERT INTO {PATCH_STAGE} VALUES (?, ?, ?, ?)", orphans)
+    rows = []
     for run_id, (index, run) in runs.items():
         if not run.get("trace_id"):
             rejects.append({"source_line": index, "raw": run, "reason": f"run {run_id} without trace_id"})
@@ -416,30 +387,153 @@ def read(con, ctx: ReadContext) -> None:
     stage_rows(con, rows, rejects)
 
 
-def _place_orphans(con, ctx: ReadContext, orphans: dict[str, list[tuple[int, dict]]], rejects: list) -> list[dict]:
-    """Patches without their post in this payload: applied to the ingested span (staged as its
-    duplicate), or kept in langsmith_pending (staged as a `pending:` reject)."""
-    rows: list[dict] = []
-    source_file = str(ctx.path.resolve())
-    now = utc_naive()
-    with transaction(con):
-        for run_id, records in orphans.items():
-            trace_id = next((p.get("trace_id") for _, p in records if p.get("trace_id")), None)
-            span = _ingested_span(con, run_id, trace_id)
-            for index, patch in records:
-                if span is not None:
-                    _apply_patch(con, span, patch, ctx)
-                    rows.append({"trace_id": span[0], "span_id": span[1], "start_time": span[2],
-                                 "source_format": FORMAT, "source_line": index})
-                    continue
-                payload = json.dumps({**patch, "id": run_id}, ensure_ascii=False, sort_keys=True, default=str)
-                con.execute(
-                    "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
-                    "SELECT ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM langsmith_pending "
-                    "WHERE run_id = ? AND source_file = ? AND source_line IS NOT DISTINCT FROM ? AND payload::VARCHAR = ?)",
-                    [run_id, as_text(trace_id), payload, source_file, index, now, run_id, source_file, index, payload],
-                )
-                rejects.append({"source_line": index, "raw": patch,
-                                "reason": f"pending: patch for run {run_id} waits for its post "
-                                          "(kept in langsmith_pending, merged when the post is ingested)"})
-    return rows
+PATCH_STAGE = "stage_langsmith_patches"  # this file's patches whose post is not in it
+
+
+def after_insert(con, load: LoadContext) -> LoadResult:
+    """Inside the file's transaction, once its spans are in: settle waiting patches whose run
+    has arrived, and apply this file's patches to the spans they complete or keep them waiting
+    (see the module docstring)."""
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [PATCH_STAGE]).fetchone()[0]
+    if not exists:
+        return LoadResult()
+    staged = con.execute(f"SELECT source_line, run_id, trace_id, payload FROM {PATCH_STAGE} ORDER BY source_line").fetchall()
+    con.execute(f"DROP TABLE {PATCH_STAGE}")
+    updates: dict[tuple[str, str], _SpanUpdate] = {}
+
+    # Waiting patches whose run is now in spans: those received before their span was ingested
+    # were merged into it when its post was read; the others (the run came another way) apply now.
+    waiting = con.execute(
+        "SELECT p.rowid, s.trace_id, s.span_id, s.start_time, p.payload, s.ingested_at < p.received_at, p.source_file, p.source_line "
+        "FROM langsmith_pending p JOIN spans s ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+        "ORDER BY p.received_at, p.source_file, p.source_line"
+    ).fetchall()
+    for _, trace_id, span_id, start, payload, not_merged, source_file, source_line in waiting:
+        if not_merged:
+            updates.setdefault((trace_id, span_id), _SpanUpdate(start, source_file, source_line)).add(json.loads(payload))
+    if waiting:
+        con.execute("DELETE FROM langsmith_pending WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [[w[0] for w in waiting]])
+
+    applied = 0
+    by_run: dict[str, list[tuple[int, Any, str]]] = {}
+    for source_line, run_id, trace_id, payload in staged:
+        by_run.setdefault(run_id, []).append((source_line, trace_id, payload))
+    for run_id, records in by_run.items():
+        trace_id = next((t for _, t, _ in records if t), None)
+        span = _ingested_span(con, run_id, trace_id)
+        for source_line, _, payload in records:
+            if span is not None:
+                updates.setdefault(span[:2], _SpanUpdate(span[2], load.source_file, source_line)).add(json.loads(payload))
+                applied += 1
+                continue
+            con.execute(
+                "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
+                "SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM langsmith_pending "
+                "WHERE run_id = ? AND source_file = ? AND source_line IS NOT DISTINCT FROM ? AND payload::VARCHAR = ?)",
+                [run_id, trace_id, payload, load.source_file, source_line, load.batch_id, load.started,
+                 run_id, load.source_file, source_line, payload],
+            )
+            con.execute(
+                "INSERT INTO stage_rejects VALUES (?, ?, ?)",
+                [source_line, payload, f"pending: patch for run {run_id} waits for its post "
+                                       "(kept in langsmith_pending, merged when the post is ingested)"],
+            )
+    if updates:
+        _apply_updates(con, load, updates)
+    return LoadResult(read=len(staged), duplicates=applied)
+
+
+class _SpanUpdate:
+    """The patches for one ingested span, merged in arrival order."""
+
+    def __init__(self, start_time: Any, source_file: str, source_line: int | None):
+        self.start_time, self.source_file, self.source_line = start_time, source_file, source_line
+        self.patch: dict = {}
+
+    def add(self, patch: dict) -> None:
+        self.patch = _merge(self.patch, patch)
+
+
+def _ingested_span(con, run_id: str, trace_id: Any) -> tuple[str, str, Any] | None:
+    row = con.execute(
+        "SELECT trace_id, span_id, start_time FROM spans WHERE span_id = ? AND (? IS NULL OR trace_id = ?) "
+        "ORDER BY start_time LIMIT 1",
+        [run_id, as_text(trace_id), as_text(trace_id)],
+    ).fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
+_UPDATE_COLUMNS = (
+    "trace_id VARCHAR, span_id VARCHAR, start_time TIMESTAMP, end_time TIMESTAMP, output_text VARCHAR, output_messages JSON, "
+    "input_tokens BIGINT, output_tokens BIGINT, finish_reason VARCHAR, model VARCHAR, cost_usd DOUBLE, is_error BOOLEAN, "
+    "error_type VARCHAR, source_file VARCHAR, source_line BIGINT"
+)
+
+
+def _apply_updates(con, load: LoadContext, updates: Mapping[tuple[str, str], _SpanUpdate]) -> None:
+    """Update ingested spans with what their patches report (only the fields the patches have),
+    set-wise, and record them in span_updates."""
+    rows = []
+    ctx = ReadContext(path=None)  # type: ignore[arg-type]
+    for (trace_id, span_id), update in updates.items():
+        patch = update.patch
+        row = _run_row({**patch, "start_time": update.start_time}, 0, ctx)
+        outputs = patch.get("outputs") if isinstance(patch.get("outputs"), dict) else None
+        out_msgs = row["output_messages"] if outputs else None
+        rows.append((
+            trace_id, span_id, update.start_time, row["end_time"], row["output_text"] if outputs else None,
+            json.dumps(out_msgs, ensure_ascii=False) if out_msgs else None,
+            row["input_tokens"], row["output_tokens"], row["finish_reason"], (outputs or {}).get("model"), row["cost_usd"],
+            bool(patch.get("error")), row["error_type"], update.source_file, update.source_line,
+        ))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE langsmith_patched ({_UPDATE_COLUMNS})")
+    con.executemany(f"INSERT INTO langsmith_patched VALUES ({', '.join('?' * 15)})", rows)
+    # Priced as the model the span will have: the patch's response model, else the span's.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE langsmith_updates AS SELECT u.*, coalesce(u.model, s.model) AS priced_model "
+        "FROM langsmith_patched u JOIN spans s USING (trace_id, span_id)"
+    )
+    con.execute("DROP TABLE langsmith_patched")
+    models = [r[0] for r in con.execute("SELECT DISTINCT priced_model FROM langsmith_updates WHERE priced_model IS NOT NULL").fetchall()]
+    prices = [(m, p.input_per_mtok, p.output_per_mtok) for m in models if (p := load.price_for(m)) is not None]
+    con.execute("CREATE OR REPLACE TEMP TABLE langsmith_update_prices (model VARCHAR, input_per_mtok DOUBLE, output_per_mtok DOUBLE)")
+    if prices:
+        con.executemany("INSERT INTO langsmith_update_prices VALUES (?, ?, ?)", prices)
+    cap = int(load.text_cap)
+    latency = "date_diff('microsecond', spans.start_time, u.end_time) / 1000.0"
+    inp, outp = "coalesce(u.input_tokens, spans.input_tokens)", "coalesce(u.output_tokens, spans.output_tokens)"
+    computed = f"p.input_per_mtok * {inp} / 1e6 + p.output_per_mtok * {outp} / 1e6"
+    keeps_cost = "u.cost_usd IS NULL AND (spans.cost_source = 'reported' OR p.model IS NULL OR " + f"({computed}) IS NULL)"
+    con.execute(
+        f"""
+        UPDATE spans SET
+            end_time = coalesce(u.end_time, spans.end_time),
+            latency_ms = CASE WHEN u.end_time IS NULL THEN spans.latency_ms
+                              ELSE {span_latency_sql("spans.start_time", "u.end_time", latency)} END,
+            anomalies = CASE WHEN u.end_time IS NULL THEN spans.anomalies
+                             ELSE {span_anomalies_sql("spans.start_time", "u.end_time", latency)} END,
+            output_text = coalesce(left(u.output_text, {cap}), spans.output_text),
+            output_truncated = CASE WHEN u.output_text IS NULL AND u.output_messages IS NULL THEN spans.output_truncated
+                                    ELSE coalesce(length(u.output_text) > {cap} OR {messages_over_cap_sql("u.output_messages", cap)},
+                                                  false) END,
+            output_messages = coalesce({capped_messages_sql("u.output_messages", cap)}, spans.output_messages),
+            input_tokens = {inp},
+            output_tokens = {outp},
+            finish_reason = coalesce(u.finish_reason, spans.finish_reason),
+            model = coalesce(u.model, spans.model),
+            cost_usd = CASE WHEN u.cost_usd IS NOT NULL THEN u.cost_usd WHEN {keeps_cost} THEN spans.cost_usd ELSE {computed} END,
+            cost_source = CASE WHEN u.cost_usd IS NOT NULL THEN 'reported' WHEN {keeps_cost} THEN spans.cost_source ELSE 'computed' END,
+            status = CASE WHEN u.is_error THEN 'error' WHEN u.end_time IS NOT NULL AND spans.status = 'unset' THEN 'ok'
+                          ELSE spans.status END,
+            error_type = coalesce(u.error_type, spans.error_type)
+        FROM langsmith_updates u LEFT JOIN langsmith_update_prices p ON p.model = u.priced_model
+        WHERE spans.trace_id = u.trace_id AND spans.span_id = u.span_id
+        """
+    )
+    con.execute(
+        "INSERT INTO span_updates SELECT ?, trace_id, span_id, start_time, source_file, source_line, 'langsmith patch', ? "
+        "FROM langsmith_updates",
+        [load.batch_id, load.started],
+    )
+    con.execute("DROP TABLE langsmith_updates")
+    con.execute("DROP TABLE langsmith_update_prices")

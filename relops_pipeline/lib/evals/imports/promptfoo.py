@@ -22,6 +22,7 @@ promptfoo output JSON (`promptfoo eval -o out.json`), layouts v1, v2 and v3
 - Errors: promptfoo sets `error` also when an assertion fails. A sample is an error only when
   `failureReason` is 2 (ERROR) or, without `failureReason`, when the response carries an error
   or there is no response. Assertion failures are scores, not errors.
+- The rendered prompt (`prompt.raw`) is kept with each sample's vars (raw.input.prompt).
 - `latencyMs` -> latency_ms, `cost` -> cost_usd, `response.tokenUsage.prompt/completion` ->
   tokens (None for cached responses that report only `cached`). `testCase.metadata.must_pass`
   (true on any result of the test) -> must_pass. promptfoo JSONL/CSV/YAML outputs are not read.
@@ -129,6 +130,14 @@ def _pf_prompt_label(r: dict[str, Any]) -> str | None:
             if isinstance(p.get(k), str):
                 return p[k]
     return p if isinstance(p, str) else None
+
+
+def _pf_input(r: dict[str, Any], vars_: dict[str, Any]) -> dict[str, Any]:
+    """A sample's input: the test's vars and, when promptfoo recorded it, the prompt as rendered
+    and sent to the provider (`prompt.raw`: text, or the JSON of chat messages)."""
+    p = r.get("prompt")
+    rendered = p.get("raw") if isinstance(p, dict) else None
+    return {"vars": vars_, **({"prompt": rendered} if isinstance(rendered, str) else {})}
 
 
 def _pf_variant_key(r: dict[str, Any], layout: _PfLayout) -> tuple:
@@ -286,7 +295,7 @@ def parse(path: Path, variant: str | int | None) -> Built:
             output_tokens=_int_or_none(usage.get("completion")),
             cost_usd=_num_or_none(r.get("cost")) if _is_num(r.get("cost")) else _num_or_none(resp.get("cost")),
             raw={"format": "promptfoo", "result_index": i, "id": r.get("id"), "testIdx": r.get("testIdx"),
-                 "promptIdx": r.get("promptIdx"), "input": {"vars": vars_}, "description": desc},
+                 "promptIdx": r.get("promptIdx"), "input": _pf_input(r, vars_), "description": desc},
         ))
         gr = got if isinstance(got := r.get("gradingResult"), dict) else None
         comps = [c for c in (gr.get("componentResults") or []) if isinstance(c, dict)] if gr else []
