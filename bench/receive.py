@@ -23,9 +23,9 @@ through the exporter's own HTTP client, so the clients' span making and encoding
 two cores in the first runs) no longer competes with the receiver: the receiver's own capacity.
 It prints spans/s acknowledged, ack latency p50/p99, the ratio relops/baseline, the CPU each
 side used (server: with its conversion workers; what the two cores were spent on), and a profile of the receiver's work per
-request: protobuf parse, conversion to OTLP JSON, JSON encoding, and the durable write (file +
-fsync + rename + directory fsync), per request and per span, plus the top functions of a
-cProfile of the conversion. The goal on 2 cores: >= 20,000 spans/s with p99 ack <= 100 ms.
+request: protobuf parse, conversion to the OTLP JSON line, and the durable write (file + fsync +
+rename + directory fsync), per request and per span, plus the top functions of a cProfile of
+the conversion. The goal on 2 cores: >= 20,000 spans/s with p99 ack <= 100 ms.
 """
 
 from __future__ import annotations
@@ -338,30 +338,30 @@ def profile(batch: int, tmp: Path, n: int = 12) -> dict[str, Any]:
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from relops_pipeline.lib.receiver.payload import PROTOBUF, TRACES, decode, dump
+    from relops_pipeline.lib.receiver.payload import PROTOBUF, TRACES, convert
+    from relops_pipeline.lib.receiver.server import tune_gc
     from relops_pipeline.lib.receiver.spool import Spool
 
+    tune_gc()  # as in relops serve and its workers
     bodies = sample_bodies(batch, n)
     spool = Spool(tmp / "profile-landing")
-    stages = {"parse": 0.0, "convert": 0.0, "json": 0.0, "write_fsync": 0.0}
+    stages = {"parse": 0.0, "convert_to_json_text": 0.0, "write_fsync": 0.0}
+    data = b""
     for body in bodies:
         t0 = time.perf_counter()
         ExportTraceServiceRequest.FromString(body)
         t1 = time.perf_counter()
-        decoded = decode(body, PROTOBUF, TRACES)
+        data = convert(body, None, PROTOBUF, TRACES, None, 1 << 30).line or b""
         t2 = time.perf_counter()
-        data = dump(decoded)
-        t3 = time.perf_counter()
         spool.write(data)
-        t4 = time.perf_counter()
+        t3 = time.perf_counter()
         stages["parse"] += t1 - t0
-        stages["convert"] += (t2 - t1) - (t1 - t0)  # decode = parse + convert
-        stages["json"] += t3 - t2
-        stages["write_fsync"] += t4 - t3
+        stages["convert_to_json_text"] += (t2 - t1) - (t1 - t0)  # convert = parse + the rest
+        stages["write_fsync"] += t3 - t2
     prof = cProfile.Profile()
     prof.enable()
     for body in bodies:
-        dump(decode(body, PROTOBUF, TRACES))
+        convert(body, None, PROTOBUF, TRACES, None, 1 << 30)
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(8)
@@ -384,12 +384,14 @@ def _null_side(exporters: int, seconds: float, batch: int, replay: bool) -> dict
         _stop(null)
 
 
-def _relops_side(home: Path, env: dict[str, str], exporters: int, seconds: float, batch: int, replay: bool) -> dict[str, Any]:
+def _relops_side(home: Path, env: dict[str, str], exporters: int, seconds: float, batch: int, replay: bool,
+                 serve_args: list[str]) -> dict[str, Any]:
     subprocess.run([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home), "init"], check=True, cwd=ROOT,
                    env=env, stdout=subprocess.DEVNULL)
     with open(home / "relops.yaml", "a") as fh:
         fh.write(f"\nserve:\n  api_keys:\n    - env: {KEY_ENV}\n")
-    serve, line = _start([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home), "serve", "--port", "0", "--json"], env)
+    serve, line = _start([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home), "serve", "--port", "0", "--json",
+                           *serve_args], env)
     try:
         r = drive(json.loads(line)["url"], serve.pid, exporters, seconds, batch, replay)
     finally:
@@ -413,6 +415,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run, after a 2 s warm-up (default 15)")
     ap.add_argument("--exporters", type=int, default=4, help="concurrent exporter processes (default 4)")
     ap.add_argument("--batch", type=int, default=512, help="spans per export request: max_export_batch_size (default 512)")
+    ap.add_argument("--workers", type=int, default=None, help="relops serve --workers (default: serve's own default)")
     ap.add_argument("--no-replay", action="store_true", help="skip the replay runs (pre-encoded bodies)")
     ap.add_argument("--json", action="store_true", help="print one JSON object with every figure at the end")
     args = ap.parse_args()
@@ -430,7 +433,8 @@ def main() -> None:
                   else "clients: replay of SDK-encoded bodies through the exporter's HTTP client (no span making)", flush=True)
             base = _null_side(args.exporters, seconds, args.batch, replay)
             _show("null server", base)
-            rel = _relops_side(tmp / f"home-{mode}", env, args.exporters, seconds, args.batch, replay)
+            rel = _relops_side(tmp / f"home-{mode}", env, args.exporters, seconds, args.batch, replay,
+                               [] if args.workers is None else ["--workers", str(args.workers)])
             _show("relops serve", rel)
             ratio = rel["spans_acked_per_s"] / base["spans_acked_per_s"]
             met = rel["spans_acked_per_s"] >= GOAL_SPANS_S and rel["ack_p99_ms"] <= GOAL_P99_MS
@@ -446,7 +450,7 @@ def main() -> None:
         stages = ", ".join(f"{k} {v:.1f} ms ({prof['us_per_span'][k]:.1f} us/span)" for k, v in prof["ms_per_request"].items())
         print(f"receiver work per {args.batch}-span request ({prof['body_bytes']:,} B protobuf -> {prof['json_bytes']:,} B JSON): "
               f"{stages}; one core without fsync: {prof['cpu_ceiling_spans_s']:,.0f} spans/s")
-        print("cProfile of decode + dump, top by own time:")
+        print("cProfile of payload.convert (what a conversion worker runs), top by own time:")
         for row in prof["cprofile_top_tottime"]:
             print("   ", row)
     print("CPU is each process's user+system time in the window, in cores (clients: span creation, encoding, "

@@ -510,13 +510,14 @@ def _rich_request():
 
 
 def test_protobuf_conversion_is_message_to_dict_with_hex_ids():
-    """to_otlp_json gives exactly MessageToDict's OTLP JSON (every field kind, NaN/Infinity,
-    unknown enum numbers, unset and empty values, strindex fields), with hex ids."""
+    """to_otlp_json_text gives exactly MessageToDict's OTLP JSON (every field kind, NaN/Infinity,
+    unknown enum numbers, unset and empty values, strindex fields, real Unicode), with hex ids."""
     from google.protobuf.json_format import MessageToDict
 
-    from relops_pipeline.lib.receiver.payload import to_otlp_json
+    from relops_pipeline.lib.receiver.payload import to_otlp_json_text
 
     request = _rich_request()
+    text = to_otlp_json_text(request)
     expected = MessageToDict(request)
     for resource in expected["resourceSpans"]:
         for scope in resource["scopeSpans"]:
@@ -525,7 +526,63 @@ def test_protobuf_conversion_is_message_to_dict_with_hex_ids():
                     for key in ("traceId", "spanId", "parentSpanId"):
                         if key in item:
                             item[key] = base64.b64decode(item[key]).hex()
-    assert json.dumps(to_otlp_json(request), sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert json.loads(text) == json.loads(json.dumps(expected))  # NaN compared as the string "NaN"
+    assert text == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)  # the same text, key order included
+    assert "ü日本" in text
+    # the export path (spans written field by field, not through ListFields) makes the same text
+    from relops_pipeline.lib.receiver.payload import PROTOBUF, TRACES, convert
+
+    assert convert(request.SerializeToString(), None, PROTOBUF, TRACES, None, 1 << 20).line == (text + "\n").encode()
+
+
+def test_protobuf_export_cleaned_like_json_bodies():
+    """A protobuf export is cleaned as a JSON one is: spans without valid ids rejected (counted,
+    partial success), an invalid parent id left out, the key's workflow pinned on resource and
+    span (replacing one the client set); logs keep records without ids."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    from relops_pipeline.lib.receiver.payload import JSON, LOGS, PROTOBUF, TRACES, BadRequest, convert
+
+    request = _rich_request()
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].parent_span_id = b"\x01\x02"
+    spans[0].attributes.append(KeyValue(key="relops.workflow", value=AnyValue(string_value="client-set")))
+    spans.append(Span(trace_id=b"\0" * 16, span_id=b"\1" * 8, name="zero trace id"))
+    spans.append(Span(trace_id=b"\1" * 16, name="no span id"))
+    request.resource_spans.append(ResourceSpans(scope_spans=[ScopeSpans(spans=[Span(trace_id=b"\2" * 16, span_id=b"\2" * 8)])]))
+    done = convert(request.SerializeToString(), None, PROTOBUF, TRACES, "pinned-flow", 1 << 20)
+    assert (done.accepted, done.rejected) == (3, 2) and "2 spans" in done.message
+    assert done.line is not None and done.line.endswith(b"\n") and done.line.count(b"\n") == 1
+    doc = json.loads(done.line)
+    first, second = doc["resourceSpans"]
+    kept = first["scopeSpans"][0]["spans"]
+    assert [s["spanId"] for s in kept] == ["00f067aa0ba902b7", "00f067aa0ba902b8"] and "parentSpanId" not in kept[0]
+    pinned = {"key": "relops.workflow", "value": {"stringValue": "pinned-flow"}}
+    for attrs in (first["resource"]["attributes"], second["resource"]["attributes"], kept[0]["attributes"], kept[1]["attributes"],
+                  second["scopeSpans"][0]["spans"][0]["attributes"]):
+        assert [a for a in attrs if a.get("key") == "relops.workflow"] == [pinned]
+    # the same export as OTLP JSON is cleaned to the same document
+    from google.protobuf.json_format import MessageToDict
+
+    body = MessageToDict(request)
+    for link in body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["links"]:  # hex in OTLP JSON (JSON bodies keep theirs)
+        link["traceId"], link["spanId"] = (base64.b64decode(link[k]).hex() for k in ("traceId", "spanId"))
+    as_json = convert(json.dumps(body).encode(), None, JSON, TRACES, "pinned-flow", 1 << 20)
+    assert (as_json.accepted, as_json.rejected) == (3, 2)
+    assert as_json.line is not None
+    for a, b in zip(json.loads(as_json.line)["resourceSpans"], doc["resourceSpans"], strict=True):
+        assert a["scopeSpans"] == b["scopeSpans"] and a["resource"]["attributes"] == b["resource"]["attributes"]
+    logs = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[
+        LogRecord(event_name="no ids", body=AnyValue(string_value="x")), LogRecord(event_name="bad id", trace_id=b"\1\2")])])])
+    done = convert(logs.SerializeToString(), None, PROTOBUF, LOGS, None, 1 << 20)
+    assert (done.accepted, done.rejected) == (2, 0) and done.line is not None
+    records = json.loads(done.line)["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert [r.get("traceId") for r in records] == [None, None] and records[1]["eventName"] == "bad id"
+    with pytest.raises(BadRequest):
+        convert(b"", None, PROTOBUF, TRACES, None, 1 << 20)  # no resourceSpans: 400, as before
 
 
 def test_conversion_workers_match_inline_and_recover_from_a_lost_worker():
