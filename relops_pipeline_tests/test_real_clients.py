@@ -11,6 +11,7 @@ Test ids name the client, the version of its package and the field, e.g.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ import httpx
 import pytest
 
 from relops_pipeline.cli import main
+from relops_pipeline.lib.readers.base import ReadContext
+from relops_pipeline.lib.readers.otel_attributes import span_row
 from relops_pipeline_tests.conftest import FIXTURES
 from relops_pipeline_tests.procs import scaled
 from relops_pipeline_tests.test_receiver import KEY, SERVE_YAML, Server
@@ -217,10 +220,63 @@ def test_langfuse_cost_details_are_a_reported_cost(warehouse):
     assert json.loads(attributes["langfuse.observation.model.parameters"])["temperature"] == 0.2
 
 
+def _any_value(v) -> Any:
+    """A protobuf AnyValue as plain Python (arrays and kvlists decoded)."""
+    which = v.WhichOneof("value")
+    if which == "array_value":
+        return [_any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, which) if which else None
+
+
+def _span_attribute_maps(client: str) -> dict[str, dict[str, Any]]:
+    """{span id (hex): flat attribute map} of the client's captured trace exports."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    out = {}
+    for path, headers, body in _requests(client):
+        if path.endswith("/v1/traces"):
+            raw = gzip.decompress(body) if headers.get("Content-Encoding") == "gzip" else body
+            for rs in ExportTraceServiceRequest.FromString(raw).resource_spans:
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        out[sp.span_id.hex()] = {a.key: _any_value(a.value) for a in sp.attributes}
+    return out
+
+
+# Clients whose spans carry the messages themselves (not in log events): the Python mapping of
+# a flat attribute map (otel_attributes.span_row, used by the attribute-map and OTel-JS readers)
+# must give what the SQL reader gave.
+SPAN_CONTENT_CLIENTS = [c for c in TRUTHS if c in {"openai-v2-latest-span", "openllmetry", "openllmetry-indexed", "openinference",
+                                                   "langfuse-v5", "langfuse-v5-observe"}]
+
+
+@pytest.mark.parametrize("client", [pytest.param(c, id=_id(c)) for c in SPAN_CONTENT_CLIENTS])
+def test_python_attribute_mapping_agrees_with_the_sql_reader(warehouse, client):
+    maps = _span_attribute_maps(client)
+    fields = ("kind", "model", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "input_text", "output_text")
+    problems = []
+    for call, span in warehouse(client)["spans"].items():
+        row = span_row(maps[span["span_id"]], ReadContext(path=REAL / client), "otlp")
+        for f in fields:
+            py_value, sql_value = row[f], span[f]
+            if f == "cost_usd" and span["cost_source"] != "reported":
+                sql_value = None  # the loader computed it from prices; the reader staged none
+            if f == "output_text" and call == "tool":
+                # tool calls only: each keeps JSON in its own shape; both name the call, in real Unicode
+                if not all(v and "get_weather" in v and "Zürich" in v for v in (py_value, sql_value)):
+                    problems.append(f"{call}.{f}: python {py_value!r}, sql {sql_value!r}")
+                continue
+            if py_value != sql_value:
+                problems.append(f"{call}.{f}: python {py_value!r} != sql {sql_value!r}")
+    assert not problems, "\n".join(problems)
+
+
 def test_truth_files_are_complete():
     """Every client generated; every truth field present (a regenerated truth cannot drop one)."""
     assert set(TRUTHS) == {"openai-v2-legacy", "openai-v2-latest-span", "openai-v2-latest-event", "openllmetry", "openllmetry-events",
-                           "openinference", "langfuse-v5", "langfuse-v5-observe"}
+                           "openllmetry-indexed", "openinference", "langfuse-v5", "langfuse-v5-observe"}
     for client, truth in TRUTHS.items():
         assert truth["version"] == truth["versions"][truth["distribution"]], client
         assert list(REAL.joinpath(client).glob("*.body")), client

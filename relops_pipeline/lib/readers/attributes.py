@@ -62,6 +62,7 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
         "llm.finish_reason",
         "ai.response.finishReason",
         "langfuse.observation.metadata.finish_reason",
+        "gen_ai.completion.0.finish_reason",  # OpenLLMetry up to 0.54
     ),
     "error_type": ("error.type", "exception.type"),
     "input_text": (
@@ -86,7 +87,13 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
         "langfuse.observation.output",
     ),
     "feedback_score": ("relops.feedback", "user.feedback.score", "feedback.score"),
-    "operation": ("gen_ai.operation.name", "openinference.span.kind", "ai.operationId", "langfuse.observation.type"),
+    "operation": (
+        "gen_ai.operation.name",
+        "openinference.span.kind",
+        "ai.operationId",
+        "langfuse.observation.type",
+        "llm.request.type",  # OpenLLMetry up to 0.54
+    ),
 }
 
 # Members of JSON-text attributes, per field, tried when no FIELD_KEYS key has a value:
@@ -110,6 +117,8 @@ ONLINE_SCORE_PREFIXES = ("relops.score.", "eval.score.")
 KIND_BY_OPERATION: dict[str, str] = {
     "chat": "llm",
     "text_completion": "llm",
+    "completion": "llm",  # llm.request.type
+    "rerank": "retrieval",
     "generate_content": "llm",
     "embeddings": "llm",
     "llm": "llm",
@@ -183,6 +192,18 @@ def _plain(v: Any) -> str | None:
     if v is None:
         return None
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def _text_as_given(v: Any) -> str | None:
+    """An attribute as text; JSON text with \\uXXXX escapes re-serialised compactly with real
+    Unicode (like otlp._unescaped, so that a search finds it)."""
+    text = as_text(v)
+    if text and "\\u" in text and text.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        except ValueError:
+            return text
+    return text
 
 
 def _parts_text(parts: list) -> str | None:
@@ -298,8 +319,8 @@ def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
         "cost_usd": _as_float(_member(attrs, "cost_usd")),
         "finish_reason": finish,
         "error_type": _first(attrs, "error_type"),
-        "input_text": _or(messages_text(in_msgs), as_text(_first(attrs, "input_text"))),
-        "output_text": _or(messages_text(out_msgs), as_text(_first(attrs, "output_text"))),
+        "input_text": _or(messages_text(in_msgs), _text_as_given(_first(attrs, "input_text"))),
+        "output_text": _or(messages_text(out_msgs), _text_as_given(_first(attrs, "output_text"))),
         "input_messages": in_msgs,
         "output_messages": out_msgs,
         "feedback_score": _as_float(_first(attrs, "feedback_score")),

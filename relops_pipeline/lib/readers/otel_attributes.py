@@ -10,8 +10,10 @@ modification time (`"relops.time_source": "file_mtime"`), so the span lands on a
 
 OpenInference flattened messages (`llm.input_messages.N.message.role`, `...message.content`,
 `...message.contents.M.message_content.text`, `...message.tool_calls.M.tool_call.function.name`)
-are rebuilt into a JSON array of messages for `input_text`; `llm.output_messages.N...` give the
-assistant's text for `output_text`.
+and OpenLLMetry's (up to 0.54: `gen_ai.prompt.N.role` / `.content`, `gen_ai.completion.N.content`,
+`...tool_calls.M.name` / `.arguments`) are rebuilt into messages: input_messages and their text
+for `input_text`; `llm.output_messages.N...` / `gen_ai.completion.N...` give the assistant's
+text for `output_text` (the messages as JSON when they hold tool calls only).
 
 This module also holds the small helpers the JSON document readers (Langfuse, LangSmith,
 DeepEval, OTel-JS) share: peeking at the top-level keys of a file head, loading a document with
@@ -486,21 +488,35 @@ def sniff(head: bytes, path) -> bool:
 
 
 _MSG_KEY = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
+_INDEXED_KEY = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")  # OpenLLMetry up to 0.54
 _CONTENT_KEY = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
-_TOOL_KEY = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
+_TOOL_KEY = re.compile(r"^tool_calls\.(\d+)\.(?:tool_call\.)?(.+)$")
+
+
+def _message_key(key: str) -> tuple[str, int, str] | None:
+    """(side, index, rest) of a flattened message key, OpenInference or OpenLLMetry; else None."""
+    m = _MSG_KEY.match(key)
+    if m:
+        return m.group(1), int(m.group(2)), m.group(3)
+    m = _INDEXED_KEY.match(key)
+    if m:
+        return ("input" if m.group(1) == "prompt" else "output"), int(m.group(2)), m.group(3)
+    return None
 
 
 def unflatten_messages(attrs: Mapping[str, Any]) -> tuple[list[dict] | None, list[dict] | None, set[str]]:
-    """Rebuild OpenInference `llm.input_messages.N.message.*` / `llm.output_messages.N.*` keys into
-    message lists: {"role", "content", "contents": [{"type", "text"}], "tool_calls": [...], ...}."""
+    """Rebuild OpenInference `llm.input_messages.N.message.*` / `llm.output_messages.N.*` keys, and
+    OpenLLMetry's `gen_ai.prompt.N.*` / `gen_ai.completion.N.*` (releases up to 0.54), into message
+    lists: {"role", "content", "contents": [{"type", "text"}], "tool_calls": [{"id", "function":
+    {"name", "arguments"}}], ...}."""
     found: dict[str, dict[int, dict]] = {"input": {}, "output": {}}
     used: set[str] = set()
     for key, value in attrs.items():
-        m = _MSG_KEY.match(key)
-        if not m:
+        parsed = _message_key(key)
+        if parsed is None:
             continue
         used.add(key)
-        side, n, rest = m.group(1), int(m.group(2)), m.group(3)
+        side, n, rest = parsed
         msg = found[side].setdefault(n, {})
         cm, tm = _CONTENT_KEY.match(rest), _TOOL_KEY.match(rest)
         if cm:
@@ -512,6 +528,8 @@ def unflatten_messages(attrs: Mapping[str, Any]) -> tuple[list[dict] | None, lis
             sub = tm.group(2)
             if sub.startswith("function."):
                 call.setdefault("function", {})[sub[len("function."):]] = value
+            elif sub in ("name", "arguments"):  # OpenLLMetry: tool_calls.M.name / .arguments
+                call.setdefault("function", {})[sub] = value
             else:
                 call[sub] = value
         else:

@@ -270,16 +270,17 @@ def _resolve(keys: tuple[str, ...], default: str | None) -> str:
     return "coalesce(" + ", ".join(terms) + ")" if terms else "NULL::VARCHAR"
 
 
-def _oi_messages(prefix: str) -> str:
-    """OpenInference flattened messages (`<prefix>N.message.role`, `...message.content`, else the
-    `...message.contents.M.message_content.text` parts joined by newlines) as MESSAGE_TYPE; NULL
-    when the span has none (the lambdas run only for spans that have such keys)."""
+def _indexed_messages(prefix: str, middle: str = ".message.") -> str:
+    """Flattened messages as MESSAGE_TYPE: OpenInference `<prefix>N.message.role`,
+    `...message.content`, else the `...message.contents.M.message_content.text` parts joined by
+    newlines; OpenLLMetry (releases up to 0.54) `gen_ai.prompt.N.role` / `.content` (middle ".").
+    NULL when the span has none (the lambdas run only for spans that have such keys)."""
     p = _lit(prefix)
     n = (
         f"list_max(list_transform(list_filter(sk, lambda k: starts_with(k, {p})), "
         f"lambda k: TRY_CAST(split_part(substr(k, {len(prefix) + 1}), '.', 1) AS INTEGER)))"
     )
-    base = f"{p} || oi || '.message.'"
+    base = f"{p} || oi || {_lit(middle)}"
     parts = (
         f"nullif(array_to_string(list_transform(list_filter(range(1, len(sk) + 1), lambda j: starts_with(sk[j], {base} || 'contents.') "
         f"AND ends_with(sk[j], '.message_content.text')), lambda j: st[j]), chr(10)), '')"
@@ -289,6 +290,17 @@ def _oi_messages(prefix: str) -> str:
         f"'content': coalesce(st[list_position(sk, {base} || 'content')], {parts})}})"
     )
     return f"(CASE WHEN contains(keys_text, {p}) THEN CAST({msgs} AS {MESSAGE_TYPE}) END)"
+
+
+def _indexed_tool_calls(prefix: str) -> str:
+    """OpenLLMetry's `<prefix>N.tool_calls.M.name` / `.arguments` as a JSON list of {name,
+    arguments} (the output's text when the messages hold none); NULL without such keys."""
+    p = _lit(prefix)
+    calls = (
+        f"list_transform(list_filter(range(1, len(sk) + 1), lambda j: starts_with(sk[j], {p}) AND contains(sk[j], '.tool_calls.') "
+        f"AND ends_with(sk[j], '.name')), lambda j: {{'name': st[j], 'arguments': st[list_position(sk, left(sk[j], -5) || '.arguments')]}})"
+    )
+    return f"(CASE WHEN contains(keys_text, {p}) AND contains(keys_text, '.tool_calls.') THEN CAST(to_json({calls}) AS VARCHAR) END)"
 
 
 def _unescaped(text: str) -> str:
@@ -550,10 +562,12 @@ WITH decoded AS (
             nullif(list_concat(coalesce({system_messages_sql(_value_text('f_system'))}, []),
                                coalesce({messages_sql('in_raw')}, [])), [])
              WHEN in_key = {_lit(LANGFUSE_INPUT)} THEN {messages_sql(langfuse_in)}
-             ELSE nullif({_oi_messages('llm.input_messages.')}, []) END AS in_msgs,
+             ELSE coalesce(nullif({_indexed_messages('llm.input_messages.')}, []),
+                           nullif({_indexed_messages('gen_ai.prompt.', '.')}, [])) END AS in_msgs,
         CASE WHEN {_in_list('out_key', GENAI_OUTPUT)} THEN {messages_sql('out_raw')}
              WHEN out_key = {_lit(LANGFUSE_OUTPUT)} THEN {messages_sql(langfuse_out)}
-             ELSE nullif({_oi_messages('llm.output_messages.')}, []) END AS out_msgs
+             ELSE coalesce(nullif({_indexed_messages('llm.output_messages.')}, []),
+                           nullif({_indexed_messages('gen_ai.completion.', '.')}, [])) END AS out_msgs
     FROM texts
 )
 SELECT
@@ -591,7 +605,7 @@ regexp_replace(CAST(raw[1:{RAW_REJECT_CAP}] AS VARCHAR), '(\\\\x0D)?\\\\x0A$', '
          WHEN reject_reason IS NOT NULL
             THEN left(coalesce(CAST(json_extract(line, {span_path}) AS VARCHAR), line), {RAW_REJECT_CAP})
          ELSE {_unescaped(f"coalesce({messages_text_sql('in_msgs')}, in_raw)")} END AS input_text,
-    {_unescaped(f"coalesce({messages_text_sql('out_msgs')}, out_raw)")} AS output_text,
+    {_unescaped(f"coalesce({messages_text_sql('out_msgs')}, out_raw, {_indexed_tool_calls('gen_ai.completion.')})")} AS output_text,
     CASE WHEN len(in_msgs) > 0 THEN CAST(to_json(in_msgs) AS JSON) END AS input_messages,
     CASE WHEN len(out_msgs) > 0 THEN CAST(to_json(out_msgs) AS JSON) END AS output_messages,
     TRY_CAST(f_feedback_score AS DOUBLE) AS feedback_score,
