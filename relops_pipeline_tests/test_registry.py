@@ -656,6 +656,10 @@ def test_drill_fails_on_a_stale_pointer_or_nothing_to_roll_back_to(con, reg):
     go(con, reg, "full", "v1")
     res = run_drill(con, reg, WF, actor="ana.lopez")
     assert not res.passed and res.failed_checks == ["rollback_target"]
+    # the status says why in one line, and what to do next
+    message = drill_status(con, WF)["message"]
+    assert "no last known good release yet: a drill needs a release to roll back to; roll out a second release first" in message
+    assert "\n" not in message
     gate(con, "v2")
     go(con, reg, "canary", "v2")
     os.remove(reg / f"{WF}.json")  # the application would read nothing
@@ -677,7 +681,7 @@ def test_drill_status_never_ok_stale_failed(con, reg):
     os.remove(reg / f"{WF}.json")
     run_drill(con, reg, WF, actor="ana.lopez")
     failed = drill_status(con, WF, now + timedelta(days=1))
-    assert failed["status"] == "failed" and "pointer_in_sync" in failed["message"]
+    assert failed["status"] == "failed" and f"rewrite it with relops sync {WF}" in failed["message"]
     assert failed["last_passed"]["drill_id"] == res.drill_id
     sync_pointer(con, reg, WF)
     assert run_drill(con, reg, WF, actor="ana.lopez").passed

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,6 +226,24 @@ def list_drills(con: duckdb.DuckDBPyConnection, workflow: str, *, limit: int | N
     return [_drill_row(r) for r in con.execute(sql, [workflow]).fetchall()]
 
 
+def _why_failed(workflow: str, check: Mapping[str, Any]) -> str:
+    """A failed check in one line: what is wrong and the next step."""
+    name, detail = check.get("name"), check.get("detail") or ""
+    if name == "state_recorded":
+        return (f"nothing rolled out yet: a drill needs a live release; roll one out first "
+                f"(relops rollout {workflow} V --stage full)")
+    if name == "rollback_target":
+        return (f"no last known good release yet: a drill needs a release to roll back to; "
+                f"roll out a second release first ({detail})")
+    if name == "pointer_in_sync":
+        return f"the production pointer disagrees with the registry ({detail}); rewrite it with relops sync {workflow}"
+    if name == "registry_backed_by_log":
+        return f"the registry is not backed by its keyed log ({detail}); see relops doctor"
+    if name == "production_untouched":
+        return f"{detail}: a rollout or rollback ran at the same time; drill again (relops drill {workflow})"
+    return f"{name}: {detail}" if detail else str(name)
+
+
 def drill_status(
     con: duckdb.DuckDBPyConnection,
     workflow: str,
@@ -258,10 +276,11 @@ def drill_status(
         age = (now - last["finished_at"]) / timedelta(days=1)
         out["age_days"] = age
         if not last["passed"]:
-            failed = [c["name"] for c in last["detail"].get("checks", []) if not c.get("ok")]
+            failed = [c for c in last["detail"].get("checks", []) if not c.get("ok")]
             status = "failed"
+            why = "; ".join(_why_failed(workflow, c) for c in failed)
             message = (f"{workflow}: the last drill ({last['finished_at']:%Y-%m-%d %H:%M} UTC) failed: "
-                       f"{', '.join(failed) or last['detail'].get('error') or 'see its detail'}")
+                       f"{why or last['detail'].get('error') or 'see its detail'}")
         elif age > max_age_days:
             status = "stale"
             message = (f"{workflow}: the last drill passed {age:.0f} days ago, more than {max_age_days:g}: "
