@@ -158,6 +158,8 @@ def _expect(field: str, call: dict, span: dict) -> str | None:
         else:
             # the exception type when the client sends it, else the server's error message
             want_in = call["error_message"] if not_sent else call["error_type"]
+            if got and not not_sent and got.startswith("<"):
+                return f"error_type {got!r}: a repr, not the type's name"
             return None if got and want_in in got else f"error_type {got!r} does not hold {want_in!r}"
     else:
         raise AssertionError(field)

@@ -17,6 +17,7 @@ LANGFUSE_OUTPUT). `langfuse.observation.metadata.finish_reason` is JSON text ("\
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,6 +149,19 @@ KIND_BY_OPERATION: dict[str, str] = {
     "ai.toolcall": "tool",
     "generation": "llm",  # langfuse.observation.type
 }
+
+
+# error.type as a Python class repr ("<class 'openai.NotFoundError'>", opentelemetry-util-genai
+# 1.x): the class name is kept. The same pattern in SQL (regexp_replace) and Python.
+CLASS_REPR_SQL = r"^<class '([^']+)'>$"
+_CLASS_REPR = re.compile(CLASS_REPR_SQL)
+
+
+def error_type_name(value: Any) -> Any:
+    """error.type with a class repr reduced to the class name; other values unchanged."""
+    if isinstance(value, str) and (m := _CLASS_REPR.match(value)):
+        return m.group(1)
+    return value
 
 
 def kind_of(operation: Any) -> str:
@@ -318,7 +332,7 @@ def map_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
         "output_tokens": _as_int(_member(attrs, "output_tokens")),
         "cost_usd": _as_float(_member(attrs, "cost_usd")),
         "finish_reason": finish,
-        "error_type": _first(attrs, "error_type"),
+        "error_type": error_type_name(_first(attrs, "error_type")),
         "input_text": _or(messages_text(in_msgs), _text_as_given(_first(attrs, "input_text"))),
         "output_text": _or(messages_text(out_msgs), _text_as_given(_first(attrs, "output_text"))),
         "input_messages": in_msgs,

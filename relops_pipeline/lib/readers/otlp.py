@@ -39,7 +39,8 @@ Mapping
   output_messages and their plain text input_text / output_text. kind comes from the operation
   attribute through KIND_BY_OPERATION (the OTLP span kind is not the GenAI kind). status:
   status.code 2 -> error, 1 -> ok, else unset (proto enum names accepted). error_type:
-  error.type / exception.type, then an `exception` span event's type, then (on error) the
+  error.type / exception.type (a Python class repr "<class 'openai.NotFoundError'>", as
+  opentelemetry-util-genai 1.x writes it, becomes "openai.NotFoundError"), then an `exception` span event's type, then (on error) the
   status message. input_text: the attribute as given (JSON text for message lists).
   output_text: the text parts of gen_ai.output.messages joined by newlines; with no text part
   (tool calls only) or for other keys, the attribute as given. latency_ms stays NULL.
@@ -80,6 +81,7 @@ import numpy as np
 import pyarrow as pa
 
 from relops_pipeline.lib.readers.attributes import (
+    CLASS_REPR_SQL,
     FIELD_KEYS,
     GENAI_INPUT,
     GENAI_OUTPUT,
@@ -595,7 +597,7 @@ SELECT
     CASE WHEN reject_reason IS NOT NULL THEN reject_reason
          WHEN {is_error} THEN 'error'
          WHEN sp.status.code IN ('1', 'STATUS_CODE_OK') THEN 'ok' ELSE 'unset' END AS status,
-    coalesce({_value_text('f_error_type')}, {exception_type},
+    coalesce(regexp_replace({_value_text('f_error_type')}, {_lit(CLASS_REPR_SQL)}, '\\1'), {exception_type},
              CASE WHEN {is_error} THEN nullif(sp.status.message, '') END) AS error_type,
     CASE WHEN d_state = 'blank' THEN NULL
          WHEN line_row THEN (CASE WHEN reject_reason IS NULL THEN line
