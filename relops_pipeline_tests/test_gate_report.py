@@ -215,20 +215,20 @@ def _outside_fences(md: str) -> str:
 def test_markdown_ship_content():
     md = render_markdown(ship_result(), links={"Dagster run": "http://127.0.0.1:3000/runs/abc"})
     lines = md.splitlines()
-    assert "**SHIP**" in lines[0] and "support\\-bot" in lines[0]
-    assert "- no metric regressed beyond the tolerated 0\\.05" in lines
-    assert "### What changed since v1" in md and "model gpt\\-a \\-&gt; gpt\\-b" in md
+    assert "**SHIP**" in lines[0] and "support-bot" in lines[0]
+    assert "- no metric regressed beyond the tolerated 0.05" in lines
+    assert "### What changed since v1" in md and "model gpt-a -> gpt-b" in md
     # versions, with the thresholds' author and reason from the config
     assert "| suite version | s3 |" in md and "| thresholds version | 2 |" in md
-    assert "| thresholds reason | tighten after incident \\#12 |" in md and "| confidence | 95% |" in md
+    assert "| thresholds reason | tighten after incident #12 |" in md and "| confidence | 95% |" in md
     # the metric row: baseline, candidate with CI, delta with CI, allowed, tolerated, floor, verdict
-    assert ("| fields\\_match | 0.851 [0.830, 0.870] | 0.863 [0.842, 0.881] | +0.012 [-0.010, +0.034] | 0.020 | 0.050 | 0.800 | ok |") in md
+    assert ("| fields_match | 0.851 [0.830, 0.870] | 0.863 [0.842, 0.881] | +0.012 [-0.010, +0.034] | 0.020 | 0.050 | 0.800 | ok |") in md
     assert "### Must-pass failures (0)" in md and "### Flaky cases (mixed results across samples) (1)" in md
-    assert "| c\\-17 | 100% | 67% |" in md
+    assert "| c-17 | 100% | 67% |" in md
     assert "| latency p95 (ms) | 1840 [1700, 1990] | 936 | 2500 |" in md
-    assert "| cost mean\\_per\\_sample (USD) | 0.0021 [0.002, 0.0022] | 936 |  |" in md
-    assert "| thresholds | version: 2, author: dana, reason: tighten after incident \\#12, confidence: 0\\.95, " in md
-    for needle in ("run\\-cand\\-0042", "run\\-base\\-0041", "| seed | 1234 |", "| n\\_boot | 10000 |", "| cases | 312 |"):
+    assert "| cost mean_per_sample (USD) | 0.0021 [0.002, 0.0022] | 936 |  |" in md
+    assert "| thresholds | version: 2, author: dana, reason: tighten after incident #12, confidence: 0.95, " in md
+    for needle in ("run-cand-0042", "run-base-0041", "| seed | 1234 |", "| n_boot | 10000 |", "| cases | 312 |"):
         assert needle in md
     assert "- [Dagster run](<http://127.0.0.1:3000/runs/abc>)" in md
 
@@ -239,9 +239,9 @@ def test_markdown_block_must_pass_resamples_and_caps():
     assert "### Must-pass failures (2)" in md  # mp-ok passed and is not listed
     assert "re-sampled 5x: FFPFF (4 failed; P = pass, F = fail)" in md
     assert "candidate: failed 3 of 3 samples" in md and "baseline: failed 0 of 3 samples" in md
-    assert "baseline: did not run this case" in md and "_new\\_case_" in md
-    assert "failed metrics: fields\\_match" in md
-    assert "mp\\-ok" not in md
+    assert "baseline: did not run this case" in md and "_new_case_" in md
+    assert "failed metrics: fields_match" in md
+    assert "mp-ok" not in md
     # the example output sits in a fence longer than its longest backtick run (4)
     lines = md.splitlines()
     start = lines.index("`````text")
@@ -249,11 +249,11 @@ def test_markdown_block_must_pass_resamples_and_caps():
     assert lines[start + 1 : end] == ["Sure!", html.escape(XSS, quote=False), "```", "not a fence end", "````"]
     # newly failing: capped at MAX_CASES rows, the cut counted; the example output on one line
     assert "### Newly failing cases (45)" in md
-    assert "| nf\\-000 | 100% | 0% | wrong answer 0 line two |" in md
-    assert f"nf\\-{MAX_CASES - 1:03d}" in md and f"nf\\-{MAX_CASES:03d}" not in md
+    assert "| nf-000 | 100% | 0% | wrong answer 0 line two |" in md
+    assert f"nf-{MAX_CASES - 1:03d}" in md and f"nf-{MAX_CASES:03d}" not in md
     assert f"… and {45 - MAX_CASES} more not shown" in md
-    assert "**regression**" in md and "| must\\_pass | **BLOCK** |" in md
-    assert "| cost mean\\_per\\_sample (USD) | n/a | 0 |" in md  # NaN shown as n/a
+    assert "**regression**" in md and "| must_pass | **BLOCK** |" in md
+    assert "| cost mean_per_sample (USD) | n/a | 0 |" in md  # NaN shown as n/a
 
 
 def test_markdown_review_without_manifest_or_baseline():
@@ -262,8 +262,8 @@ def test_markdown_review_without_manifest_or_baseline():
     assert "Baseline: none" in md
     assert f"### What changed\n\n{NO_DIFF}\n" in md
     assert "| thresholds version | 0 (built-in defaults) |" in md
-    assert "| fields\\_match | n/a | 0.900 [0.800, 0.970] | n/a |" in md
-    assert "| evidence:min\\_cases | **REVIEW** | 20 cases &lt; 30 needed for a SHIP |" in md
+    assert "| fields_match | n/a | 0.900 [0.800, 0.970] | n/a |" in md
+    assert "| evidence:min_cases | **REVIEW** | 20 cases &lt; 30 needed for a SHIP |" in md
     assert "No latency or cost recorded." in md
 
 
@@ -271,14 +271,14 @@ def test_markdown_escapes_model_and_user_text():
     md = render_markdown(block_result(), links={"evil": "javascript:alert(1)", "x](y": "https://ok.example/a b"})
     outside = _outside_fences(md)
     assert "<script>" not in outside and "</script>" not in outside
-    assert "refund\\-&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in outside  # case id, escaped
+    assert "refund-&lt;script>alert(1)&lt;/script>" in outside  # case id, escaped
     # inside fences the output and the prompt diff are HTML-escaped too: no raw markup anywhere
     assert XSS not in md
     assert md.count(html.escape(XSS, quote=False)) >= 2
     assert "+" + html.escape(XSS, quote=False) in md
     # unsafe link schemes are shown as text, never as a link
-    assert "](<javascript" not in md and "evil: javascript:alert\\(1\\)" in md
-    assert "[x\\]\\(y](<https://ok.example/a%20b>)" in md
+    assert "](<javascript" not in md and "evil: javascript:alert(1)" in md
+    assert "[x\\](y](<https://ok.example/a%20b>)" in md
 
 
 # ---------------------------------------------------------------- PR comment
@@ -293,16 +293,16 @@ def test_pr_comment_is_short_and_names_failures():
     text = render_pr_comment(big, links=links)
     assert len(text.splitlines()) <= 60
     first = text.splitlines()[0]
-    assert first == "### relops gate: **BLOCK** — support\\-bot v3"
-    assert "Must-pass failures (42):" in text and "mp\\-0 (confirmed)" in text and "… and 27 more" in text
+    assert first == "### relops gate: **BLOCK** — support-bot v3"
+    assert "Must-pass failures (42):" in text and "mp-0 (confirmed)" in text and "… and 27 more" in text
     assert "… and 27 more reasons" in text and "… and 20 more metrics" in text
     assert "<script>" not in text and "Sure!" not in text  # ids only, no outputs
-    assert "run\\-cand\\-0042" in text and "thresholds v2" in text
+    assert "run-cand-0042" in text and "thresholds v2" in text
     assert "[link 4](<https://ci.example/4>)" in text and "link 5" not in text
 
     ship = render_pr_comment(ship_result())
     assert "**SHIP**" in ship and "Must-pass failures:** none" in ship
-    assert "**What changed:** model gpt\\-a \\-&gt; gpt\\-b; prompt system changed" in ship
+    assert "**What changed:** model gpt-a -> gpt-b; prompt system changed" in ship
     review = render_pr_comment(review_result())
     assert "**REVIEW**" in review and NO_DIFF in review
 
@@ -492,7 +492,7 @@ def test_reports_of_an_invalid_run_and_a_corrected_floor():
     md, page, pr = render_markdown(res), render_html(res), render_pr_comment(res)
     for text in (md, page, pr):
         assert "INVALID" in text and "118" in text and "ConnectError" in text
-        assert XSS not in text and "&lt;script&gt;" in text
+        assert XSS not in text and "&lt;script" in text
     assert "Errors in the candidate's eval run: 118 of 120 samples" in md
     suite_el = ET.fromstring(render_junit(res).split("\n", 1)[1]).find("testsuite")
     assert suite_el.get("errors") == "1" and suite_el.find("testcase/error").get("type") == "invalid_evidence"

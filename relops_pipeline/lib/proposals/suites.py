@@ -67,7 +67,7 @@ from relops_pipeline.lib.evals.suites import (
     validate_suite_file,
     version_sort_key,
 )
-from relops_pipeline.lib.markdown import escape_md, fenced_block, md_table
+from relops_pipeline.lib.markdown import code_span, escape_md, fenced_block, md_table
 from relops_pipeline.lib.proposals import store
 from relops_pipeline.lib.signals import REFUSAL_PATTERNS
 from relops_pipeline.lib.warehouse import fetch_one
@@ -638,7 +638,7 @@ def render_report(title: str, payload: Mapping[str, Any], evidence: Mapping[str,
     for case in payload["cases"]:
         ev = evidence["cases"][case["id"]]
         lines += [f"### {escape_md(case['id'])}", "",
-                  f"- incident {escape_md(ev['incident_id'])}, trace `{escape_md(ev['trace_id'])}`, "
+                  f"- incident {escape_md(ev['incident_id'])}, trace {code_span(ev['trace_id'])}, "
                   f"release {escape_md(ev['release'])}, at {escape_md(ev['start_time'])}",
                   f"- why: {escape_md('; '.join(ev['why']))}",
                   f"- must pass: {'yes (the incident caused a rollback)' if case['must_pass'] else 'no'}",

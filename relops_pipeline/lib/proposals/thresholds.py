@@ -60,7 +60,7 @@ from relops_pipeline.lib.gates.thresholds import (
     parse_thresholds,
     record_thresholds,
 )
-from relops_pipeline.lib.markdown import escape_md, md_table
+from relops_pipeline.lib.markdown import code_span, escape_md, md_table
 from relops_pipeline.lib.proposals import store
 
 KIND = "thresholds"
@@ -423,9 +423,9 @@ def render_threshold_report(analysis: dict[str, Any], backtest: dict[str, Any] |
     wf = escape_md(analysis["workflow"])
     lines = [f"# Threshold ratchet for {wf}", ""]
     if proposal_id:
-        lines += [f"Proposal `{escape_md(proposal_id)}` (draft) — based on thresholds version "
+        lines += [f"Proposal {code_span(proposal_id)} (draft) — based on thresholds version "
                   f"{analysis['thresholds_version']}. Nothing changes until it is accepted: "
-                  f"`relops thresholds accept {escape_md(proposal_id)} --by NAME`.", ""]
+                  f"{code_span(f'relops thresholds accept {proposal_id} --by NAME')}.", ""]
     p = analysis["params"]
     lines += [f"Evidence: the last {p['recent']} releases that shipped (SHIP or approved REVIEW, not rolled "
               f"back) with a valid eval run on suite {escape_md(analysis['suite_version'])}; confidence "
