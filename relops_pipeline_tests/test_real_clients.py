@@ -169,14 +169,8 @@ def _expect(field: str, call: dict, span: dict) -> str | None:
 
 
 # Known gaps outside the readers, with the fix they need (strict: the test fails once it passes).
-PENDING = {
-    ("openai-v2-latest-event", "tool_calls"): (
-        "a tool-call-only output in a details event leaves the span's output_text NULL: ingest._fill_text_from_events "
-        "keeps no JSON fallback for messages without text (the span-attribute path keeps the JSON)"
-    ),
-}
 CASES = [
-    pytest.param(c, f, id=_id(c, f), marks=[pytest.mark.xfail(strict=True, reason=PENDING[c, f])] if (c, f) in PENDING else [])
+    pytest.param(c, f, id=_id(c, f))
     for c in TRUTHS
     for f in FIELDS
 ]

@@ -422,6 +422,9 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
     details = f"g.event_name = {_sql_lit(DETAILS_EVENT)}"
     one = f"CAST([{{'role': g.role, 'content': g.content}}] AS {MESSAGE_TYPE})"
     out_raw = member("gen_ai.output.messages")
+    # a details record whose output messages hold no text (tool calls only): its output as JSON,
+    # as the span-attribute path keeps it
+    out_json = f"CASE WHEN {details} THEN {out_raw} END"
     in_msgs = (
         f"CASE WHEN {details} THEN list_concat(coalesce({system_messages_sql(member('gen_ai.system_instructions'))}, []), "
         f"coalesce({messages_sql(member('gen_ai.input.messages'))}, [])) "
@@ -457,7 +460,7 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
             finish_reason = coalesce(spans.finish_reason, t.finish_reason)
         FROM (
             SELECT trace_id, span_id,
-                {messages_text_sql('im')} AS input_text, {messages_text_sql('om')} AS output_text,
+                {messages_text_sql('im')} AS input_text, coalesce({messages_text_sql('om')}, out_json) AS output_text,
                 CASE WHEN len(im) > 0 THEN CAST(to_json(im) AS JSON) END AS input_messages,
                 CASE WHEN len(om) > 0 THEN CAST(to_json(om) AS JSON) END AS output_messages,
                 finish_reason
@@ -465,9 +468,10 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
                 SELECT g.trace_id, g.span_id,
                     flatten(list(m.im {order}) FILTER (WHERE m.im IS NOT NULL)) AS im,
                     flatten(list(m.om {order}) FILTER (WHERE m.om IS NOT NULL)) AS om,
-                    (list(m.fr {order}) FILTER (WHERE m.fr IS NOT NULL))[1] AS finish_reason
+                    (list(m.fr {order}) FILTER (WHERE m.fr IS NOT NULL))[1] AS finish_reason,
+                    (list(m.oj {order}) FILTER (WHERE m.oj IS NOT NULL))[1] AS out_json
                 FROM genai_events g,
-                    LATERAL (SELECT {in_msgs} AS im, {out_msgs} AS om, {reason} AS fr) m
+                    LATERAL (SELECT {in_msgs} AS im, {out_msgs} AS om, {reason} AS fr, {out_json} AS oj) m
                 SEMI JOIN (
                     SELECT trace_id, span_id FROM spans WHERE ingest_batch_id = ?
                     UNION SELECT trace_id, span_id FROM batch_events) k
