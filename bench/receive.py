@@ -1,7 +1,7 @@
 """Benchmark: `relops serve` under the real OpenTelemetry SDK, against a null HTTP server.
 
-    python bench/receive.py                   # 4 exporters, 512 spans per request, 20 s per side
-    python bench/receive.py --seconds 40 --exporters 4 --batch 512 --json
+    python bench/receive.py                   # 4 exporters, 512 spans per request, 12 s per run (~2 min)
+    python bench/receive.py --seconds 30 --exporters 4 --batch 512 --workers 2 --rate 20000 --json
 
 Clients: `--exporters` processes (processes, so the clients are not bound by one GIL), each a
 TracerProvider with a BatchSpanProcessor(OTLPSpanExporter(protobuf over HTTP, no compression),
@@ -21,9 +21,12 @@ Two sides, one after the other, with the same clients:
 Then the same again with `replay` clients: bodies the SDK encoded beforehand, posted back to back
 through the exporter's own HTTP client, so the clients' span making and encoding (most of the
 two cores in the first runs) no longer competes with the receiver: the receiver's own capacity.
+Those closed-loop runs saturate the receiver, so their latency is the queue of 4 requests always
+in flight (p50 ~ 4 requests / throughput). A last run offers a fixed load, `--rate` spans/s
+(default 20,000, the goal) of paced replay, and measures the ack latency at that load.
 It prints spans/s acknowledged, ack latency p50/p99, the ratio relops/baseline, the CPU each
-side used (server: with its conversion workers; what the two cores were spent on), and a profile of the receiver's work per
-request: protobuf parse, conversion to the OTLP JSON line, and the durable write (file + fsync +
+side used (server: with its conversion workers; what the two cores were spent on), and a
+profile of the receiver's work per request: protobuf parse, conversion to the OTLP JSON line, and the durable write (file + fsync +
 rename + directory fsync), per request and per span, plus the top functions of a cProfile of
 the conversion. The goal on 2 cores: >= 20,000 spans/s with p99 ack <= 100 ms.
 """
@@ -130,12 +133,13 @@ def make_spans(tracer, n_traces: int, seq: int) -> int:
 # ----------------------------------------------------------------------------- a client (child process)
 
 
-def _client(url: str, seconds: float, batch: int, start_at: float, results, replay: bool) -> None:
+def _client(url: str, seconds: float, batch: int, start_at: float, results, replay: bool, rate: float, index: int) -> None:
     """One exporter process: make spans for `seconds` from `start_at` (time.time()), export them,
     and put (exports, spans made) on `results`: per export (end time, spans, POST seconds, ok).
     With `replay`: no span is made; bodies the SDK encoded beforehand are posted back to back
     through the exporter's own HTTP client (the receiver measured without the clients' span
-    creation and encoding)."""
+    creation and encoding); with a `rate` (spans/s of this client) paced at it (open loop: a request
+    due while the previous one is still out goes as soon as it is back)."""
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -183,7 +187,12 @@ def _client(url: str, seconds: float, batch: int, start_at: float, results, repl
     bodies = sample_bodies(batch, 4) if replay else []
     time.sleep(max(0.0, start_at - time.time()))
     end = start_at + seconds
+    interval = batch / rate if rate > 0 else 0.0
+    due = start_at + interval * index / 4
     while replay and time.time() < end:
+        if interval:
+            time.sleep(max(0.0, due - time.time()))
+            due += interval
         t0 = time.perf_counter()
         ok = exporter._client.export(bodies[seq % len(bodies)]).success
         exports.append((time.time(), batch, time.perf_counter() - t0, ok))
@@ -229,12 +238,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
-def drive(url: str, server_pid: int, exporters: int, seconds: float, batch: int, replay: bool = False) -> dict[str, Any]:
-    """Run the clients against `url`; the figures of the measured window."""
+def drive(url: str, server_pid: int, exporters: int, seconds: float, batch: int, replay: bool = False,
+          rate: float = 0.0) -> dict[str, Any]:
+    """Run the clients against `url` (`rate`: replay paced at that many spans/s in all); the
+    figures of the measured window."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     start_at = time.time() + (6.0 if replay else 3.0)  # every client imported and ready
-    procs = [ctx.Process(target=_client, args=(url, seconds, batch, start_at, results, replay)) for _ in range(exporters)]
+    procs = [ctx.Process(target=_client, args=(url, seconds, batch, start_at, results, replay, rate / exporters, i))
+             for i in range(exporters)]
     for p in procs:
         p.start()
     time.sleep(max(0.0, start_at + WARMUP_S - time.time()))
@@ -385,7 +397,7 @@ def _null_side(exporters: int, seconds: float, batch: int, replay: bool) -> dict
 
 
 def _relops_side(home: Path, env: dict[str, str], exporters: int, seconds: float, batch: int, replay: bool,
-                 serve_args: list[str]) -> dict[str, Any]:
+                 serve_args: list[str], rate: float = 0.0) -> dict[str, Any]:
     subprocess.run([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home), "init"], check=True, cwd=ROOT,
                    env=env, stdout=subprocess.DEVNULL)
     with open(home / "relops.yaml", "a") as fh:
@@ -393,7 +405,7 @@ def _relops_side(home: Path, env: dict[str, str], exporters: int, seconds: float
     serve, line = _start([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home), "serve", "--port", "0", "--json",
                            *serve_args], env)
     try:
-        r = drive(json.loads(line)["url"], serve.pid, exporters, seconds, batch, replay)
+        r = drive(json.loads(line)["url"], serve.pid, exporters, seconds, batch, replay, rate)
     finally:
         _stop(serve)
     state = json.loads((home / "landing" / "received" / ".receiver.json").read_text())
@@ -412,11 +424,13 @@ def _show(name: str, r: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run, after a 2 s warm-up (default 15)")
+    ap.add_argument("--seconds", type=float, default=12.0, help="measured seconds per run, after a 2 s warm-up (default 12)")
     ap.add_argument("--exporters", type=int, default=4, help="concurrent exporter processes (default 4)")
     ap.add_argument("--batch", type=int, default=512, help="spans per export request: max_export_batch_size (default 512)")
     ap.add_argument("--workers", type=int, default=None, help="relops serve --workers (default: serve's own default)")
     ap.add_argument("--no-replay", action="store_true", help="skip the replay runs (pre-encoded bodies)")
+    ap.add_argument("--rate", type=float, default=GOAL_SPANS_S,
+                    help=f"spans/s offered in the paced replay run (default {GOAL_SPANS_S}; 0 skips it)")
     ap.add_argument("--json", action="store_true", help="print one JSON object with every figure at the end")
     args = ap.parse_args()
     seconds = args.seconds + WARMUP_S
@@ -426,6 +440,7 @@ def main() -> None:
     print(f"{args.exporters} exporter processes, {args.batch} spans per request, {args.seconds:g} s measured per run; "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
     modes = [("sdk", False)] + ([] if args.no_replay else [("replay", True)])
+    serve_args = [] if args.workers is None else ["--workers", str(args.workers)]
     with tempfile.TemporaryDirectory(prefix="relops-bench-receive-") as tmp_name:
         tmp = Path(tmp_name)
         for mode, replay in modes:
@@ -433,8 +448,7 @@ def main() -> None:
                   else "clients: replay of SDK-encoded bodies through the exporter's HTTP client (no span making)", flush=True)
             base = _null_side(args.exporters, seconds, args.batch, replay)
             _show("null server", base)
-            rel = _relops_side(tmp / f"home-{mode}", env, args.exporters, seconds, args.batch, replay,
-                               [] if args.workers is None else ["--workers", str(args.workers)])
+            rel = _relops_side(tmp / f"home-{mode}", env, args.exporters, seconds, args.batch, replay, serve_args)
             _show("relops serve", rel)
             ratio = rel["spans_acked_per_s"] / base["spans_acked_per_s"]
             met = rel["spans_acked_per_s"] >= GOAL_SPANS_S and rel["ack_p99_ms"] <= GOAL_P99_MS
@@ -444,6 +458,16 @@ def main() -> None:
                   f"({rel['server_files']:,} files; the server counted {rel['server_counted_spans']:,})"
                   + ("" if rel["spooled_spans"] >= rel["spans_acked"] else "  ** ACKNOWLEDGED SPANS MISSING **"), flush=True)
             report[mode] = {"baseline": base, "relops": rel, "ratio": ratio, "goal_met": met}
+        if not args.no_replay and args.rate > 0:
+            print(f"clients: replay paced at {args.rate:,.0f} spans/s in all (open loop: the latency at that load, "
+                  "not at saturation)", flush=True)
+            paced = _relops_side(tmp / "home-paced", env, args.exporters, seconds, args.batch, True, serve_args, args.rate)
+            _show("relops serve", paced)
+            met = paced["spans_acked_per_s"] >= 0.98 * args.rate and paced["ack_p99_ms"] <= GOAL_P99_MS
+            print(f"  {paced['spans_acked_per_s']:,.0f} of {args.rate:,.0f} spans/s acknowledged, p99 {paced['ack_p99_ms']:.1f} ms: "
+                  f"goal (p99 <= {GOAL_P99_MS:.0f} ms at {args.rate:,.0f} spans/s) {'met' if met else 'NOT met'}; "
+                  f"{paced['spooled_spans']:,} of {paced['spans_acked']:,} acknowledged spans in the spool", flush=True)
+            report["paced"] = {"rate": args.rate, "relops": paced, "goal_met": met}
 
         prof = profile(args.batch, tmp)
         report["profile"] = prof

@@ -651,3 +651,37 @@ def test_concurrent_sdk_exports_through_workers_each_span_once(home, serve):
     finally:
         con.close()
     assert set(counts) == set().union(*made) and set(counts.values()) == {1}
+
+
+def _state_of(pid: int) -> str | None:
+    """The process state letter of `pid` (Z: a zombie), None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_conversion_workers_do_not_outlive_a_killed_server(home, serve):
+    """kill -9 of the server process alone (not its group): its worker processes notice and exit."""
+    server = serve("--workers", "2")
+    children = _children(server.proc.pid)
+    assert len(children) >= 2
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(timeout=scaled(10))
+    deadline = time.monotonic() + scaled(20)
+    while (alive := [c for c in children if _state_of(c) not in (None, "Z")]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"conversion workers still running after the server was killed: {[(c, _state_of(c)) for c in alive]}"

@@ -15,6 +15,12 @@ parsed by langsmith_api and spooled durably as `*.langsmith.json` (`{post, patch
 langsmith reader); 202 `{"message": ...}` once durable, errors as `{"detail": ...}` with the
 status of LangSmithRequestError. `GET /info` needs no key (the SDK may call it before any).
 
+Throughput: the HTTP threads read bodies, answer and wait for the spool; the conversion of a big
+body (>= 32 KiB) to its OTLP JSON line runs in a pool of worker processes (`Converter`, `relops
+serve --workers`), since it is pure Python and would otherwise serialise every request on one
+GIL; the spool's group commit writes the lines of all waiting requests as one file with one
+fsync. An ack still comes only after the fsync of the file and its folder.
+
 Keys: `Authorization: Bearer <key>` or the password of Basic auth; on the LangSmith routes also
 `x-api-key: <key>` (the SDK's header). A key's workflow pin is not applied to LangSmith runs. A key configured with a
 workflow pins every span (log record) of its requests to that workflow (the relops.workflow
@@ -30,6 +36,7 @@ import gc
 import hmac
 import json
 import multiprocessing
+import os
 import re
 import signal as signals
 import threading
@@ -89,14 +96,27 @@ def tune_gc() -> None:
 
 def _worker_init() -> None:
     """A conversion worker: the server alone decides when it stops (Ctrl-C / SIGTERM sent to the
-    process group would otherwise fail the requests in flight before the server drains them)."""
+    process group would otherwise fail the requests in flight before the server drains them),
+    and it does not outlive the server (kill -9 of the server alone would leave it waiting on
+    its pipe forever)."""
     signals.signal(signals.SIGINT, signals.SIG_IGN)
     signals.signal(signals.SIGTERM, signals.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="relops-worker-watch", daemon=True).start()
     tune_gc()
 
 
-def _ready() -> bool:
-    return True
+def _ready() -> int:
+    """A worker's pid, once it is started; held a moment so that the other workers take the
+    other warm-up tasks."""
+    time.sleep(0.05)
+    return os.getpid()
 
 
 class WorkerLost(OSError):
@@ -118,8 +138,10 @@ class Converter:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-        for f in [pool.submit(_ready) for _ in range(self.workers)]:
-            f.result(timeout=120)  # every worker started (spawn imports take a moment)
+        started: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(started) < self.workers and time.monotonic() < deadline:  # every worker started and initialised
+            started.update(f.result(timeout=120) for f in [pool.submit(_ready) for _ in range(self.workers)])
         return pool
 
     def start(self) -> None:
