@@ -14,6 +14,7 @@ import pytest
 from relops_pipeline.cli import EXIT_BAD_INPUT, main
 from relops_pipeline.lib.identity import os_principal
 from relops_pipeline.lib.warehouse import open_warehouse
+from relops_pipeline_tests.conftest import run_cli
 
 WEEK = "2026-11-16"
 ME = os_principal().name  # who runs the tests: the actor of refusals
@@ -159,7 +160,9 @@ def test_weekly_memo_review_sample_and_labels(world, capsys, tmp_path):
     md = Path(memo["md_path"]).read_text(encoding="utf-8")
     with open_warehouse(home / "warehouse" / "relops.duckdb") as con:
         n = con.execute("SELECT count(*) FROM trace_features WHERE release = 'v2.4.0'").fetchall()[0][0]
-    assert r"## Workflow doc\-qa" in md and f"| v2\\.4\\.0 | {n:,} |" in md  # markdown-escaped; its week's traces
+    assert "## Workflow doc-qa" in md and f"| v2.4.0 | {n:,} |" in md  # names as written; its week's traces
+    full = run_cli(capsys, home, "memo", "--week", WEEK, "--full")[1]
+    assert "Workflow doc-qa" in full and "## " not in full and "**" not in full  # plain text in the terminal
     html = Path(memo["html_path"]).read_text(encoding="utf-8")
     assert "<svg" in html and "<script" not in html and "gpt-5-mini" in html
 

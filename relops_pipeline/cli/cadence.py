@@ -28,6 +28,7 @@ from relops_pipeline.cli.common import (
     run_or_fail,
 )
 from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.markdown import plain_text
 from relops_pipeline.lib.results import to_json
 
 
@@ -74,7 +75,7 @@ def cmd_memo(args) -> CommandResult:
     memo_id, md_path, html_path, md, ops_from, ops_to = (row[k] for k in ("memo_id", "md_path", "html_path",
                                                                          "report_md", "ops_from", "ops_to"))
     summary = memo_summary_lines(row["memo"].get("summary") or {})
-    text = md if args.full else "\n".join([
+    text = plain_text(md) if args.full else "\n".join([
         f"stability memo of the week of {week} ({memo_id}, run {result.run_id})",
         f"  release operations recorded {ops_from:%Y-%m-%d %H:%M} .. {ops_to:%Y-%m-%d %H:%M} UTC",
         *[f"  {line}" for line in summary],
@@ -273,7 +274,7 @@ def cmd_proposals_show(args) -> CommandResult:
         p = get_proposal(con, args.proposal_id)
     if p is None:
         raise CliError(f"no proposal {args.proposal_id!r}")
-    return CommandResult(p, p["report_md"] or p["title"])
+    return CommandResult(p, plain_text(p["report_md"]) if p["report_md"] else p["title"])
 
 
 def _proposals_list(home: Home, *, kind: str | None, workflow: str | None, status: str | None) -> CommandResult:
@@ -370,14 +371,14 @@ def cmd_readiness(args) -> CommandResult:
         raise CliError(f"readiness run {result.run_id} recorded no review of {wf.name}", EXIT_RUN_FAILED)
     status, res, md, path = row
     return CommandResult({"workflow": wf.name, "status": status, "result": res, "report_path": path,
-                          "run_id": result.run_id}, md + f"\n(report: {path})")
+                          "run_id": result.run_id}, plain_text(md) + f"\n(report: {path})")
 
 
 def register(add: Commands) -> None:
     """Register the cadence commands (and their verbs) on the `relops` parser."""
     p = add("memo", cmd_memo, "write and show the weekly stability memo of a complete week")
     p.add_argument("--week", default=None, metavar="YYYY-MM-DD", help="a day of the week (default: the last complete week)")
-    p.add_argument("--full", action="store_true", help="print the whole memo (markdown)")
+    p.add_argument("--full", action="store_true", help="print the whole memo (as plain text; the markdown file has it formatted)")
 
     review = add.group("review", "the weekly review: review sample [--week D] | review import FILE [--by LABEL] [--open-incidents]")
     p = review("sample", cmd_review_sample, "draw and write the week's review sheet (through Dagster)")
