@@ -83,7 +83,7 @@ def home(tmp_path) -> Home:
     """The example home of `relops init` (demo workflows, suites, manifests) under tmp_path.
     Dagster code reaches it through `resources`, not through $RELOPS_HOME."""
     h = Home.resolve(tmp_path / "home")
-    h.init()
+    h.init(example=True)
     return h
 
 
@@ -160,7 +160,7 @@ def make_cli_home(tmp_path, monkeypatch):
         h = tmp_path / "home"
         monkeypatch.setenv("RELOPS_HOME", str(h))
         monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
-        assert main(["--home", str(h), "init"]) == 0
+        assert main(["--home", str(h), "init", "--example"]) == 0
         for d in ("suites", "releases"):
             shutil.rmtree(h / d, ignore_errors=True)
         (h / "workflows" / "support-triage.yaml").write_text(workflow_yaml)

@@ -42,7 +42,7 @@ def world(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("RELOPS_HOME", str(home))
     mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-    assert main(["--home", str(home), "init"]) == 0
+    assert main(["--home", str(home), "init", "--example"]) == 0
     generate_demo_traces(home / "landing" / "demo", scale=1.0, days=range(49, 56), workflows=["doc-qa"])
     assert main(["--home", str(home), "ingest", str(home / "landing" / "demo")]) == 0
     for version in ("v2.3.0", "v2.4.0"):

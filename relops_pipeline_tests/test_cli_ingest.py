@@ -150,3 +150,18 @@ def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path, spawn):
     totals = [json.loads(out)["totals"] for out, _ in outs]
     assert all(t["read"] == t["accepted"] + t["rejected"] + t["duplicates"] for t in totals)
     assert _spans(home) == sum(t["accepted"] for t in totals)
+
+
+def test_init_starts_empty_and_example_copies_the_demos_workflows(tmp_path, capsys):
+    from relops_pipeline_tests.conftest import run_cli
+
+    home = tmp_path / "real"
+    code, out, _ = run_cli(capsys, home, "init")
+    assert code == 0 and "no workflows yet: add one with relops workflow add NAME" in out
+    assert (home / "relops.yaml").is_file() and (home / "dagster" / "dagster.yaml").is_file()
+    assert [p for p in home.rglob("*.yaml") if p.parent.name != "dagster"] == [home / "relops.yaml"]
+    assert not [p for d in ("workflows", "releases", "suites") for p in (home / d).rglob("*")]
+    code, out, _ = run_cli(capsys, home, "init", "--example")
+    assert code == 0 and (home / "workflows" / "doc-qa.yaml").is_file()
+    assert sorted(p.name for p in (home / "releases" / "doc-qa").glob("*.yaml"))[0] == "v2.0.0.yaml"
+    assert "no workflows yet" not in out

@@ -65,7 +65,7 @@ def demo_home(tmp_path_factory):
     from relops_pipeline.lib.settings import load_settings
 
     home = Home.resolve(tmp_path_factory.mktemp("drift") / "home")
-    home.init()
+    home.init(example=True)
     generate_demo_traces(home.landing_dir / "demo", scale=0.15, days=[*range(0, 14), *range(28, 42)])
     with open_warehouse(home.warehouse_path) as con:
         ingest_paths(con, [home.landing_dir / "demo"], settings=load_settings(home.settings_file))

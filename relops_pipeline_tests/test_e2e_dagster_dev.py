@@ -37,7 +37,7 @@ def test_regressing_canary_traces_are_rolled_back_by_the_running_daemon(tmp_path
     from relops_pipeline.demo.traces import generate_demo_traces
 
     home = Home.resolve(tmp_path / "home")
-    home.init()
+    home.init(example=True)
     # Only the canary's story: without the example manifests the releases sensor stays quiet
     # (their eval runs would queue ahead of ingestion in the warehouse pool).
     shutil.rmtree(home.root / "releases")

@@ -105,7 +105,7 @@ def test_graphql_reads_the_gate_lineage_and_a_backfill_of_eval_runs_completes(tm
     home = Home.resolve(tmp_path / "home")
     monkeypatch.setenv("RELOPS_HOME", str(home.root))
     monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
-    home.init()
+    home.init(example=True)
     registered = {
         v: _cli_json(capsys, home, "release", "register", str(home.root / "releases" / WORKFLOW / f"{v}.yaml"), "--by", "li.wei")
         for v in (BASELINE, CANDIDATE)

@@ -59,7 +59,7 @@ def test_cli_ingest_runs_on_a_postgres_backed_instance(pg, tmp_path, monkeypatch
     from relops_pipeline.demo.traces import generate_demo_traces
 
     home = Home.resolve(tmp_path / "home")
-    home.init()
+    home.init(example=True)
     # The production path: the example file, unchanged, is the home's instance config.
     shutil.copyfile(EXAMPLE_YAML, home.dagster_home / "dagster.yaml")
     traces = generate_demo_traces(tmp_path / "traces", scale=0.1, days=range(0, 3))

@@ -93,7 +93,7 @@ def test_wheel_installs_and_inits_a_home_outside_the_repository(tmp_path: Path):
     assert "init" in helped.stdout and "demo" in helped.stdout
 
     home = tmp_path / "home"
-    _run([str(relops), "init", "--home", str(home)], timeout=120, cwd=cwd, env=env)
+    _run([str(relops), "init", "--example", "--home", str(home)], timeout=120, cwd=cwd, env=env)
     expected = sorted(p.relative_to(EXAMPLE).as_posix() for p in EXAMPLE.rglob("*") if p.is_file())
     assert {"relops.yaml", "workflows/doc-qa.yaml", "workflows/support-triage.yaml",
             "suites/doc-qa/v1.yaml", "suites/support-triage/v1.yaml"} <= set(expected)

@@ -48,11 +48,13 @@ def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] |
 
 def cmd_init(args) -> CommandResult:
     home = Home.resolve(args.home)
-    written = home.init()
+    written = home.init(example=args.example)
     dagster_instance(home)  # create the Dagster instance's storage now, once
     return CommandResult(
         {"home": str(home.root), "written": [str(p) for p in written]},
-        f"relops home ready at {home.root}" + (f" ({len(written)} files written)" if written else " (kept as it was)"),
+        f"relops home ready at {home.root}" + (f" ({len(written)} files written)" if written else " (kept as it was)")
+        + ("" if args.example or any(home.workflows_dir.glob("*.yaml")) else
+           "\nno workflows yet: add one with relops workflow add NAME --owner YOU (or relops init --example for the demo's)"),
     )
 
 
@@ -339,7 +341,8 @@ def cmd_rejects(args) -> CommandResult:
 
 def register(add: Commands) -> None:
     """Register init, ingest, status and rejects on the `relops` parser."""
-    add("init", cmd_init, "create a home with example workflow configuration")
+    p = add("init", cmd_init, "create a home: its configuration, no workflows (--example: the demo's workflows and releases)")
+    p.add_argument("--example", action="store_true", help="also copy the example workflows, eval suites and release manifests")
     p = add("ingest", cmd_ingest, "ingest trace files or folders into the warehouse")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--format", default=None, help="force a format instead of detecting it")

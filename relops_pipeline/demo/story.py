@@ -78,7 +78,7 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
     """Generate the demo world in the home (resolved from `home_arg`) and run the whole story;
     raises CliError when the ingested counts do not match what was generated."""
     home = Home.resolve(home_arg)
-    home.ensure()
+    home.init(example=True)  # the demo brings its own workflows and releases (kept where they exist)
     print(f"relops demo: home {home.root}", file=sys.stderr)
     let_the_story_play_its_people(home)
     print("[1/7] generating the demo world's production traces ...", file=sys.stderr)

@@ -112,13 +112,13 @@ class Home:
     def exists(self) -> bool:
         return self.settings_file.exists()
 
-    def ensure(self) -> list[Path]:
+    def ensure(self, *, example: bool = False) -> list[Path]:
         """An existing home keeps its configuration as it is (deleted example files stay
-        deleted); a new one is initialised with the example configuration."""
+        deleted); a new one is initialised (with the example workflows when `example`)."""
         if self.exists():
             self._dirs()
             return self._dagster_yaml()
-        return self.init()
+        return self.init(example=example)
 
     def _dirs(self) -> None:
         for d in (
@@ -133,14 +133,18 @@ class Home:
         ):
             d.mkdir(parents=True, exist_ok=True)
 
-    def init(self, *, overwrite_config: bool = False) -> list[Path]:
-        """Create the folders, example configuration and the Dagster instance config.
+    def init(self, *, overwrite_config: bool = False, example: bool = False) -> list[Path]:
+        """Create the folders, the configuration (relops.yaml) and the Dagster instance config;
+        with `example`, also the example workflows, suites and release manifests (a real home
+        starts with none: the releases sensor would evaluate the examples' releases).
 
         Existing configuration is kept unless `overwrite_config`; returns the files written.
         """
         written: list[Path] = []
         self._dirs()
         for parts, src in example_files():
+            if not example and parts != ("relops.yaml",):
+                continue
             dst = self.root.joinpath(*parts)
             if dst.exists() and not overwrite_config:
                 continue
