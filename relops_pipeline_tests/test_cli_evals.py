@@ -170,3 +170,37 @@ def test_a_run_with_more_errors_than_allowed_is_invalid(home, tmp_path, capsys):
     ev = json.loads(out)["eval"]
     assert ev["errors"] == 2 and ev["valid"] is False
     assert "error rate 20.0% above the allowed 10.0%" in ev["invalid_reason"]
+
+
+def test_workflow_add_writes_a_working_http_or_python_runner(home, capsys, monkeypatch):
+    from relops_pipeline.cli import EXIT_USAGE
+    from relops_pipeline.lib.evals.runners import HttpRunner, PythonRunner, build_runner
+    from relops_pipeline.lib.workflows import load_workflow
+
+    monkeypatch.delenv("RELOPS_TEST_LLM_KEY", raising=False)
+    url = "http://127.0.0.1:9/v1/chat/completions"
+    code, out, _ = cli(capsys, home, "workflow", "add", "wf-http", "--owner", "li.wei", "--runner", "http", "--url", url,
+                       "--api-key-env", "RELOPS_TEST_LLM_KEY", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["runner"] == {"type": "http", "url": url, "mode": "openai-chat", "api_key_env": "RELOPS_TEST_LLM_KEY"}
+    assert doc["warnings"] == ["the API key variable RELOPS_TEST_LLM_KEY is not set here: export it where evals run"]
+    monkeypatch.setenv("RELOPS_TEST_LLM_KEY", "sk-test")
+    runner = build_runner(load_workflow((home / "workflows"), "wf-http").runner)
+    assert isinstance(runner, HttpRunner) and runner.url == url and runner.api_key == "sk-test"
+
+    code, out, _ = cli(capsys, home, "workflow", "add", "wf-py", "--runner", "python", "--callable",
+                       "relops_pipeline.demo.llm:respond")
+    assert code == 0 and "runner python calling relops_pipeline.demo.llm:respond" in out and "warning" not in out
+    assert isinstance(build_runner(load_workflow((home / "workflows"), "wf-py").runner), PythonRunner)
+
+    # a URL that is not the chat-completions endpoint works only if it is one: a warning, not an error
+    code, out, _ = cli(capsys, home, "workflow", "add", "wf-base", "--runner", "http", "--url", "https://api.example/v1")
+    assert code == 0 and "does not end in /chat/completions" in out
+    # what can never work is refused, and nothing is written
+    code, _, err = cli(capsys, home, "workflow", "add", "wf-bad", "--runner", "http", "--url", "ftp://x")
+    assert code == EXIT_BAD_INPUT and "url must be an http:// or https:// URL" in err
+    code, _, err = cli(capsys, home, "workflow", "add", "wf-bad", "--runner", "python", "--callable", "no colon")
+    assert code == EXIT_BAD_INPUT and "package.module:function" in err
+    assert not ((home / "workflows") / "wf-bad.yaml").exists()
+    assert cli(capsys, home, "workflow", "add", "wf-bad", "--runner", "http")[0] == EXIT_USAGE
+    assert cli(capsys, home, "workflow", "add", "wf-bad", "--url", url)[0] == EXIT_USAGE

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from relops_pipeline.cli.cadence import accept_or_reject
 from relops_pipeline.cli.common import (
+    EXIT_USAGE,
     CliError,
     CommandResult,
     Commands,
@@ -42,14 +43,39 @@ def cmd_workflow_add(args) -> CommandResult:
     from relops_pipeline.lib.workflows import WorkflowError, add_workflow
 
     home = Home.resolve(args.home)
+    runner = _runner_from_args(args)
     home.ensure()
+    warnings: list[str] = []
     try:
-        path = add_workflow(home.workflows_dir, args.name, owner=args.owner)
+        path = add_workflow(home.workflows_dir, args.name, owner=args.owner, runner=runner, warnings=warnings)
     except WorkflowError as exc:
         raise CliError(str(exc)) from None
+    what = {"http": f"runner http posting to {args.url}", "python": f"runner python calling {args.callable}"}.get(
+        args.runner, "a replay runner (recorded outputs; or use --runner http --url URL / --runner python --callable mod:fn)")
     return CommandResult(
-        {"workflow": args.name, "path": str(path)}, f"workflow {args.name} written to {path} (edit its runner and scorers)"
+        {"workflow": args.name, "path": str(path), "runner": runner, "warnings": warnings},
+        "\n".join([f"workflow {args.name} written to {path}: {what}; edit its scorers and thresholds there",
+                   *(f"warning: {w}" for w in warnings)]),
     )
+
+
+def _runner_from_args(args) -> dict | None:
+    """The runner block of `workflow add --runner ...` (None: the default replay runner)."""
+    if args.runner is None:
+        if args.url or args.callable or args.api_key_env or args.mode:
+            raise CliError("--url, --mode and --api-key-env need --runner http; --callable needs --runner python", EXIT_USAGE)
+        return None
+    if args.runner == "http":
+        if not args.url or args.callable:
+            raise CliError("--runner http needs --url (the full chat-completions URL) and takes no --callable", EXIT_USAGE)
+        runner = {"type": "http", "url": args.url, "mode": args.mode or "openai-chat"}
+        if args.api_key_env:
+            runner["api_key_env"] = args.api_key_env
+        return runner
+    if not args.callable or args.url or args.mode or args.api_key_env:
+        raise CliError("--runner python needs --callable package.module:function and takes no --url, --mode or "
+                       "--api-key-env", EXIT_USAGE)
+    return {"type": "python", "callable": args.callable}
 
 
 def _roles_text(roles) -> str:
@@ -360,6 +386,12 @@ def register(add: Commands) -> None:
     p = workflow("add", cmd_workflow_add, "add a workflow's configuration, defaults spelled out")
     p.add_argument("name")
     p.add_argument("--owner", default=None)
+    p.add_argument("--runner", choices=("http", "python"), default=None,
+                   help="how evals produce outputs: http (an endpoint) or python (a function); default: replay")
+    p.add_argument("--url", default=None, help="--runner http: the full URL, e.g. https://api.openai.com/v1/chat/completions")
+    p.add_argument("--mode", choices=("openai-chat", "json"), default=None, help="--runner http: the request shape (openai-chat)")
+    p.add_argument("--api-key-env", default=None, help="--runner http: the environment variable holding the API key")
+    p.add_argument("--callable", default=None, help="--runner python: package.module:function")
     p = workflow("show", cmd_workflow_show, "show a workflow's roles: in its file, in force, and a change waiting for acceptance")
     p.add_argument("name")
     p = workflow(

@@ -184,8 +184,11 @@ def load_all(workflows_dir: Path) -> LoadedWorkflows:
     return LoadedWorkflows(tuple(loaded), tuple(broken))
 
 
-def add_workflow(workflows_dir: Path, name: str, *, owner: str | None = None) -> Path:
-    """Write a workflow file with the defaults spelled out; refuse to overwrite one."""
+def add_workflow(workflows_dir: Path, name: str, *, owner: str | None = None,
+                 runner: dict[str, Any] | None = None, warnings: list[str] | None = None) -> Path:
+    """Write a workflow file with the defaults spelled out; refuse to overwrite one. `runner`
+    replaces the default replay runner: checked first (runners.check_runner_config); what may
+    only work where evals run is appended to `warnings`."""
     try:
         path = workflow_path(workflows_dir, name)
     except ValueError as exc:
@@ -194,7 +197,18 @@ def add_workflow(workflows_dir: Path, name: str, *, owner: str | None = None) ->
         raise WorkflowError(f"workflow {name!r} already exists: {path}")
     doc = {"name": name, **copy.deepcopy(DEFAULTS)}
     doc["owner"] = owner
-    doc["runner"]["file"] = doc["runner"]["file"].replace("{workflow}", name)
+    if runner is not None:
+        from relops_pipeline.lib.evals.runners import RunnerConfigError, check_runner_config
+
+        try:
+            found = check_runner_config(runner)
+        except RunnerConfigError as exc:
+            raise WorkflowError(f"workflow {name}: {exc}") from None
+        doc["runner"] = dict(runner)
+        if warnings is not None:
+            warnings.extend(found)
+    else:
+        doc["runner"]["file"] = doc["runner"]["file"].replace("{workflow}", name)
     workflows_dir.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Workflow {name}: written by `relops workflow add` with the defaults spelled out.\n"

@@ -86,6 +86,43 @@ def build_runner(config: dict[str, Any], base_dir: str | Path | None = None) -> 
     return builders[kind](config)
 
 
+def check_runner_config(config: dict[str, Any]) -> list[str]:
+    """Check a `runner:` block as far as it can be checked without the environment it will run
+    in (`relops workflow add`): keys, types, the URL and mode, the form of the callable. Raises
+    RunnerConfigError on what can never work; returns warnings on what may work elsewhere (the
+    API key variable is not set here, the callable does not import here, a chat URL that does
+    not end in /chat/completions)."""
+    if not isinstance(config, dict):
+        raise RunnerConfigError(f"runner config must be a mapping, got {type(config).__name__}")
+    warnings: list[str] = []
+    kind = config.get("type")
+    if kind == "http":
+        env = config.get("api_key_env")
+        if env is not None and (not isinstance(env, str) or not env.isidentifier()):
+            raise RunnerConfigError(f"http runner: api_key_env must be a variable name, got {env!r}")
+        HttpRunner.from_config({k: v for k, v in config.items() if k != "api_key_env"})
+        if env and not os.environ.get(env):
+            warnings.append(f"the API key variable {env} is not set here: export it where evals run")
+        if config.get("mode", "openai-chat") == "openai-chat" and not str(config["url"]).rstrip("/").endswith("/chat/completions"):
+            warnings.append(f"url {config['url']} does not end in /chat/completions: the http runner posts to the URL as "
+                            "given (e.g. https://api.openai.com/v1/chat/completions)")
+    elif kind == "python":
+        _check_keys(config, PythonRunner.KEYS, "python")
+        spec = config.get("callable")
+        if not isinstance(spec, str) or spec.count(":") != 1 or not all(
+                part and all(p.isidentifier() for p in part.split(".")) for part in spec.split(":")):
+            raise RunnerConfigError(f"python runner: callable must be 'package.module:function', got {spec!r}")
+        _number(config, "timeout_s", 30.0, "python", strict=True)
+        _number(config, "concurrency", 4, "python", minimum=1, integer=True)
+        try:
+            load_callable(spec)
+        except RunnerConfigError as exc:
+            warnings.append(f"{exc} (here; it must import where evals run)")
+    else:
+        build_runner(config)  # replay, or an unknown type (its error names the known ones)
+    return warnings
+
+
 def invalid_run(results: list[SampleResult], max_error_rate: float) -> tuple[bool, float]:
     """(invalid, error_rate): a run whose share of errored samples exceeds ``max_error_rate``
     is invalid. A run with no samples is invalid too (nothing was measured; rate 0.0)."""
