@@ -61,6 +61,8 @@ def cmd_workflow_add(args) -> CommandResult:
 
 def _runner_from_args(args) -> dict | None:
     """The runner block of `workflow add --runner ...` (None: the default replay runner)."""
+    for key in ("runner", "url", "mode", "api_key_env", "callable"):  # a Namespace built by hand may omit them
+        setattr(args, key, getattr(args, key, None))
     if args.runner is None:
         if args.url or args.callable or args.api_key_env or args.mode:
             raise CliError("--url, --mode and --api-key-env need --runner http; --callable needs --runner python", EXIT_USAGE)
