@@ -56,3 +56,21 @@ def test_plain_text_for_the_terminal():
         "Pointer file: `/srv/home/registry/ticket-summary.json`",
     ]
     assert "\x1b" not in text
+
+
+def test_log_sink_alerts_go_to_the_homes_log_not_the_progress_output(tmp_path, capsys):
+    import logging
+
+    from relops_pipeline.cli import _log_alerts_to_the_home
+    from relops_pipeline.lib.alerts.sinks import DEFAULT_LOGGER
+
+    _log_alerts_to_the_home(str(tmp_path / "home"))
+    logger = logging.getLogger(DEFAULT_LOGGER)
+    try:
+        logger.error("[ERROR] doc-qa: v2.4.0 rolled back automatically after a failed canary check")
+        assert capsys.readouterr().err == ""
+        log = (tmp_path / "home" / "logs" / "alerts.log").read_text()
+        assert log == "ERROR [ERROR] doc-qa: v2.4.0 rolled back automatically after a failed canary check\n"
+    finally:
+        for h in list(logger.handlers):
+            logger.removeHandler(h)

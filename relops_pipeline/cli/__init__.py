@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from relops_pipeline.cli import alerts, cadence, demo, doctor, drift, evals, gates, ingest, releases, serve
 from relops_pipeline.cli.common import (
@@ -102,11 +103,40 @@ def _show_progress() -> None:
         logger.propagate = False
 
 
+class _AlertLog(logging.Handler):
+    """The log sink's alerts (logger relops.alerts) appended to <home>/logs/alerts.log, so they
+    land in the log and not in the middle of a command's progress output (Python's last-resort
+    handler would print them on stderr). They still propagate to any handler the host set up."""
+
+    def __init__(self, path: Path):
+        super().__init__(logging.INFO)
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"{record.levelname} {record.getMessage()}\n")
+        except OSError:
+            self.handleError(record)
+
+
+def _log_alerts_to_the_home(home_arg: str | None) -> None:
+    from relops_pipeline.lib.alerts.sinks import DEFAULT_LOGGER
+    from relops_pipeline.lib.home import Home
+
+    logger = logging.getLogger(DEFAULT_LOGGER)
+    for h in [h for h in logger.handlers if isinstance(h, _AlertLog)]:
+        logger.removeHandler(h)
+    logger.addHandler(_AlertLog(Home.resolve(home_arg).root / "logs" / "alerts.log"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `relops` command; returns its exit code (errors print as one line each)."""
     args = build_parser().parse_args(argv)
     if not getattr(args, "json", False):
         _show_progress()
+    _log_alerts_to_the_home(args.home)
     # SIGTERM stops a command the way Ctrl-C does (Dagster maps both onto its own handler while a
     # run executes, and restores this one after).
     previous = signal.signal(signal.SIGTERM, _terminate)

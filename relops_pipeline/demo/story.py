@@ -10,6 +10,8 @@ import argparse
 import datetime as dt
 import json
 import sys
+import textwrap
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,12 +163,16 @@ def demo_summary_table(home: Home) -> list[str]:
             return con.execute(sql, list(params)).fetchall()[0]
 
         spans, rejects = one("SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM trace_rejects)")
-        decisions = dict(
-            con.execute(
-                "SELECT decision, count(*) FROM (SELECT release_key, arg_max(decision, decided_at) AS decision "
-                "FROM gate_decisions GROUP BY release_key) GROUP BY decision"
-            ).fetchall()
-        )
+        # Counted as the list above shows them: each release's first decision (on the suite it was
+        # gated on); a release gated again on a newer suite (one grown from an incident) is named.
+        per_release = con.execute(
+            "SELECT release_key, arg_min(decision, decided_at), arg_min(suite_version, decided_at), "
+            "arg_max(decision, decided_at), arg_max(suite_version, decided_at) "
+            "FROM gate_decisions GROUP BY release_key ORDER BY release_key"
+        ).fetchall()
+        decisions = Counter(first for _, first, _, _, _ in per_release)
+        regated = [f"{key.split('--', 1)[-1]} {last} on suite {suite}" for key, _, suite0, last, suite in per_release
+                   if suite != suite0]
         approved = one("SELECT count(DISTINCT release_key) FROM events WHERE kind = 'approval'")[0]
         drift = con.execute(
             "SELECT workflow, min(period_start) FROM drift_summaries WHERE granularity = 'weekly' "
@@ -187,7 +193,8 @@ def demo_summary_table(home: Home) -> list[str]:
             "gates",
             f"{sum(decisions.values())} releases: "
             + ", ".join(f"{decisions.get(d, 0)} {d}" for d in ("SHIP", "BLOCK", "REVIEW"))
-            + f" ({approved} approved)",
+            + f" ({approved} approved)"
+            + (f"; gated again on a newer suite: {', '.join(regated)}" if regated else ""),
             f"{reports / 'gates'}/",
         ],
         ["drift", "; ".join(f"{w} drifts from the week of {d}" for w, d in drift) or "no drift", f"{reports / 'drift'}/ · relops drift"],
@@ -530,8 +537,9 @@ def demo_cadence(home: Home) -> list[str]:
                 markdown=None,
             )
         ).data
-        lines.append(
-            f"  doc-qa v2.4.0 on suite {out['version']}: {gate['decision']}" + (f" — {gate['reasons'][0]}" if gate.get("reasons") else "")
+        lines += textwrap.wrap(
+            f"doc-qa v2.4.0 on suite {out['version']}: {gate['decision']}" + (f" — {gate['reasons'][0]}" if gate.get("reasons") else ""),
+            width=110, initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False,
         )
     elif accepted:
         lines.append(
