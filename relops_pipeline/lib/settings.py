@@ -160,7 +160,8 @@ def load_identity_settings(path: Path) -> IdentitySettings:
 DEFAULT_SERVE_MAX_BODY_MB = 16.0
 DEFAULT_SERVE_SPOOL_LIMIT_MB = 1024.0
 DEFAULT_SERVE_RETRY_AFTER_S = 5
-_SERVE_KEYS = ("api_keys", "max_body_mb", "spool_limit_mb", "retry_after_s")
+DEFAULT_SERVE_PUBLIC_URL = "http://127.0.0.1:4318"
+_SERVE_KEYS = ("api_keys", "max_body_mb", "spool_limit_mb", "retry_after_s", "public_url")
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,19 @@ class ServeSettings:
     max_body_mb: float = DEFAULT_SERVE_MAX_BODY_MB
     spool_limit_mb: float = DEFAULT_SERVE_SPOOL_LIMIT_MB
     retry_after_s: int = DEFAULT_SERVE_RETRY_AFTER_S
+    public_url: str = DEFAULT_SERVE_PUBLIC_URL
+
+
+def serve_public_url(path: Path) -> str:
+    """`serve.public_url` of relops.yaml: the address a browser reaches `relops serve` at (its
+    reports and release pages), without the trailing slash. Read on its own, without the API
+    keys' environment variables, because the Dagster processes that write report links need
+    only this."""
+    section = _document(path).get("serve")
+    value = section.get("public_url", DEFAULT_SERVE_PUBLIC_URL) if isinstance(section, dict) else DEFAULT_SERVE_PUBLIC_URL
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise SettingsError(f"{path}: serve.public_url: expected an http(s) URL such as {DEFAULT_SERVE_PUBLIC_URL}, got {value!r}")
+    return value.rstrip("/")
 
 
 def _positive(value: Any, where: str) -> float:
@@ -225,4 +239,5 @@ def load_serve_settings(path: Path, environ: Any = None) -> ServeSettings:
         max_body_mb=_positive(section.get("max_body_mb", DEFAULT_SERVE_MAX_BODY_MB), f"{path}: serve.max_body_mb"),
         spool_limit_mb=_positive(section.get("spool_limit_mb", DEFAULT_SERVE_SPOOL_LIMIT_MB), f"{path}: serve.spool_limit_mb"),
         retry_after_s=max(1, int(_positive(section.get("retry_after_s", DEFAULT_SERVE_RETRY_AFTER_S), f"{path}: serve.retry_after_s"))),
+        public_url=serve_public_url(path),
     )
