@@ -233,9 +233,24 @@ def ingest_file(
             FROM stage_spans WHERE trace_id IS NULL OR trace_id = '' OR span_id IS NULL OR span_id = '' OR start_time IS NULL
             """
         )
+        before = _count(con, "SELECT count(*) FROM spans")
+        # Which staged rows become spans is decided on the narrow keys alone (first of each
+        # (trace_id, span_id) in the file, not already stored); the wide normalising projection
+        # then runs once, for those rows only, straight into `spans` (no wide temp table).
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE batch_spans AS
+            INSERT INTO spans BY NAME
+            WITH ranked AS (
+                SELECT rowid AS rid, trace_id, span_id,
+                    row_number() OVER (PARTITION BY trace_id, span_id ORDER BY source_line, rowid) AS dup_rank
+                FROM stage_spans
+                WHERE trace_id IS NOT NULL AND trace_id <> '' AND span_id IS NOT NULL AND span_id <> ''
+                  AND start_time IS NOT NULL
+            ), keep AS (
+                SELECT rid FROM ranked r
+                ANTI JOIN spans x ON x.trace_id = r.trace_id AND x.span_id = r.span_id
+                WHERE r.dup_rank = 1
+            )
             SELECT s.* EXCLUDE (workflow, release, latency_ms, cost_usd, input_text, output_text, input_messages, output_messages),
                 coalesce(nullif(s.workflow, ''), '{UNKNOWN}') AS workflow,
                 -- "support-triage@v1.3.0" names the release v1.3.0 of workflow support-triage
@@ -259,20 +274,9 @@ def ingest_file(
                 {capped_messages_sql("s.output_messages", cap)} AS output_messages,
                 coalesce(length(s.input_text) > {cap} OR {messages_over_cap_sql("s.input_messages", cap)}, false) AS input_truncated,
                 coalesce(length(s.output_text) > {cap} OR {messages_over_cap_sql("s.output_messages", cap)}, false) AS output_truncated,
-                row_number() OVER (PARTITION BY s.trace_id, s.span_id ORDER BY s.source_line) AS dup_rank
-            FROM stage_spans s LEFT JOIN stage_prices p ON p.model = s.model
-            WHERE s.trace_id IS NOT NULL AND s.trace_id <> '' AND s.span_id IS NOT NULL AND s.span_id <> ''
-              AND s.start_time IS NOT NULL
-            """
-        )
-        before = _count(con, "SELECT count(*) FROM spans")
-        con.execute(
-            """
-            INSERT INTO spans BY NAME
-            SELECT b.* EXCLUDE (dup_rank), ? AS source_file, ? AS ingest_batch_id, ? AS ingested_at
-            FROM batch_spans b
-            ANTI JOIN spans s ON s.trace_id = b.trace_id AND s.span_id = b.span_id
-            WHERE b.dup_rank = 1
+                ? AS source_file, ? AS ingest_batch_id, ? AS ingested_at
+            FROM stage_spans s SEMI JOIN keep k ON k.rid = s.rowid
+            LEFT JOIN stage_prices p ON p.model = s.model
             """,
             [source_file, batch_id, started],
         )
@@ -375,7 +379,7 @@ def ingest_file(
         con.execute("ROLLBACK")
         raise
     finally:
-        for t in ("stage_spans", "stage_events", "stage_rejects", "stage_prices", "batch_spans", "batch_events"):
+        for t in ("stage_spans", "stage_events", "stage_rejects", "stage_prices", "batch_events"):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return FileResult(
         path=str(path),
