@@ -290,7 +290,7 @@ def test_stage_order_and_invalid_requests(con, reg):
     with pytest.raises(RegistryError, match="applies to canary and ramp only"):
         go(con, reg, "shadow", "v2", percent=5)
     go(con, reg, "canary", "v2", percent=10)
-    with pytest.raises(RegistryError, match="v2 is in canary: promote it"):
+    with pytest.raises(RegistryError, match="v2 is in canary: only one release rolls out at a time; promote it"):
         go(con, reg, "canary", "v3")
     with pytest.raises(RegistryError, match="already in canary at 10 %"):
         go(con, reg, "canary", "v2", percent=10)

@@ -261,19 +261,44 @@ def cmd_suite_reject(args) -> CommandResult:
     return accept_or_reject(Home.resolve(args.home), "suite", args.proposal_id, action="reject", by=args.by, reason=args.reason)
 
 
+def eval_or_explain(home: Home, key: str, tags: dict[str, str]):
+    """Run the release's evals (EVAL_RUN); a failure says its cause first, why a gate needs it
+    and the next step, then the run (cli/runs.reason_first)."""
+    import re
+
+    from relops_pipeline.cli.runs import reason_first
+
+    try:
+        return materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags)
+    except CliError as exc:
+        message = reason_first(str(exc))
+        workflow, version = key.split("--", 1)
+        if m := re.match(r"workflow \S+ has no eval suite under (\S+)", message):
+            message = message.replace(
+                m[0], f"{m[0]}: a release is judged on its eval suite; write the suite's first version there "
+                      f"({m[1]}/v1.yaml, see the README's eval suites), then relops eval {workflow} {version}")
+        elif m := re.match(r"no suite version '[^']*' for \S+; have \[([^\]]*)\]", message):
+            have = [v.strip(" '") for v in m[1].split(",") if v.strip()]
+            message = message.replace(
+                m[0], f"{m[0]}: the evals run on a suite version that exists; name one of them "
+                      f"(--suite-version {have[-1] if have else 'V'}) or leave --suite-version out for the latest")
+        raise CliError(message, exc.code) from None
+
+
 def cmd_eval_run(args) -> CommandResult:
     """eval WORKFLOW VERSION: run a registered release's evals (through Dagster)."""
     home = Home.resolve(args.home)
     workflow, version = args.workflow, args.version
     _wf, key = get_workflow_release(home, workflow, version)
     if key not in release_partitions(home, workflow):
-        raise CliError(f"release {key} is not registered: relops release register MANIFEST.yaml")
+        raise CliError(f"release {key} is not registered: its evals run on the manifest a registration records; "
+                       "register it first (relops release register MANIFEST.yaml)")
     tags = {}
     if args.samples:
         tags["relops/samples"] = str(args.samples)
     if args.suite_version:
         tags["relops/suite_version"] = args.suite_version
-    result = materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags)
+    result = eval_or_explain(home, key, tags)
     ev = _eval_run(home, result.run_id)
     return CommandResult({**_eval_json(ev), "run_id": result.run_id}, _eval_text(ev))
 
@@ -321,7 +346,8 @@ def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_p
     get_workflow(home, workflow)
     keys = release_partitions(home, workflow)
     if not keys:
-        raise CliError(f"workflow {workflow} has no registered releases")
+        raise CliError(f"workflow {workflow} has no registered releases: a backfill evaluates registered releases; "
+                       "register one first (relops release register MANIFEST.yaml)")
     tags = {"relops/trigger": "cli-backfill"}
     if suite_version:
         tags["relops/suite_version"] = suite_version
@@ -329,7 +355,7 @@ def backfill_evals(home: Home, workflow: str, *, suite_version: str | None, in_p
         runs = []
         for i, key in enumerate(keys, 1):
             print(f"[{i}/{len(keys)}] eval {key} ...", file=sys.stderr)
-            runs.append(_eval_run(home, materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags).run_id))
+            runs.append(_eval_run(home, eval_or_explain(home, key, tags).run_id))
         return CommandResult(
             {
                 "mode": "in-process",

@@ -22,12 +22,11 @@ from relops_pipeline.cli.common import (
     get_workflow,
     get_workflow_release,
     materialize,
-    materialize_or_fail,
     read_warehouse,
     release_partitions,
     run_failure,
 )
-from relops_pipeline.cli.evals import EVAL_RUN, register_release
+from relops_pipeline.cli.evals import eval_or_explain, register_release
 from relops_pipeline.lib.home import Home
 
 if TYPE_CHECKING:
@@ -56,12 +55,15 @@ def cmd_gate(args) -> CommandResult:
     home = Home.resolve(args.home)
     wf, key = get_workflow_release(home, args.workflow, args.version)
     if args.baseline and args.baseline == args.version:
-        raise CliError(f"--baseline {args.baseline} is the release being gated: a release cannot be its own baseline")
+        raise CliError(f"--baseline {args.baseline} is the release being gated: a release cannot be its own baseline; "
+                       f"compare with another version (--baseline VERSION) or leave it out for the live release")
     registered = key in release_partitions(home, wf.name)
     if not registered:
         path = home.root / "releases" / wf.name / f"{args.version}.yaml"
         if not path.exists():
-            raise CliError(f"release {key} is not registered and has no manifest at {path}: relops release register FILE")
+            raise CliError(f"release {key} is not registered and has no manifest at {path}: a gate judges a "
+                           f"registered release's evals; register it first (relops release register FILE), then "
+                           f"relops gate {wf.name} {args.version}")
         print(f"registering {key} ...", file=sys.stderr)
         try:
             manifest = load_manifest(path)
@@ -69,7 +71,7 @@ def cmd_gate(args) -> CommandResult:
             raise CliError(str(exc)) from None
         register_release(home, manifest, by=act_as(home, None, request=f"register {key}"), run_eval=not args.suite_version)
         if args.suite_version:
-            materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags={"relops/suite_version": args.suite_version})
+            eval_or_explain(home, key, {"relops/suite_version": args.suite_version})
     else:
         from relops_pipeline.lib.gates.service import latest_eval_run
         from relops_pipeline.lib.warehouse import open_warehouse
@@ -79,7 +81,7 @@ def cmd_gate(args) -> CommandResult:
         if not have_eval:
             print(f"running the eval of {key} ...", file=sys.stderr)
             tags = {"relops/suite_version": args.suite_version} if args.suite_version else {}
-            materialize_or_fail(home, EVAL_RUN, what="eval", partition_key=key, tags=tags)
+            eval_or_explain(home, key, tags)
     tags = {}
     if args.baseline:
         tags["relops/baseline"] = args.baseline
@@ -89,7 +91,9 @@ def cmd_gate(args) -> CommandResult:
     result = materialize(home, RELEASE_GATE, partition_key=key, tags=tags)
     gate = latest_gate(home, key, result.run_id)
     if gate is None:
-        raise CliError(f"gate run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+        raise CliError(f"{run_failure(result)}: no gate decision was recorded; see the run in the Dagster UI, fix "
+                       f"the cause and gate again (relops gate {wf.name} {args.version}) (gate run {result.run_id})",
+                       EXIT_RUN_FAILED)
     from relops_pipeline.lib.gates.report import render_junit, render_pr_comment, write_text_atomic
 
     gr = gate.result

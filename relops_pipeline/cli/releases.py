@@ -25,7 +25,16 @@ from relops_pipeline.cli.common import (
     run_or_fail,
     who,
 )
+from relops_pipeline.cli.runs import reason_first
 from relops_pipeline.lib.home import Home
+
+
+def _run_or_explain(home: Home, job_name: str, **kwargs):
+    """run_or_fail, its failure said cause first: the refusal and its next step, then the run."""
+    try:
+        return run_or_fail(home, job_name, **kwargs)
+    except CliError as exc:
+        raise CliError(reason_first(str(exc)), exc.code) from None
 
 
 def workflow_status(home: Home, workflow: str) -> CommandResult:
@@ -71,7 +80,7 @@ def cmd_rollout(args) -> CommandResult:
     principal, _ = who(home)
     # A refusal (the gate does not allow it; someone who may not roll out, or override, or act
     # as --by: authorized in the run, against the roles in force) fails the run: exit 3.
-    result = run_or_fail(home, "registry_change_job", what=f"rollout of {key} to {args.stage}", code=EXIT_BAD_INPUT,
+    result = _run_or_explain(home, "registry_change_job", what=f"rollout of {key} to {args.stage}", code=EXIT_BAD_INPUT,
                          run_config={"ops": {"change_registry": {"config": {
                              "workflow": wf.name, "release": args.version, "stage": args.stage, "percent": args.percent,
                              "actor": args.by or principal.name, "reason": args.reason, "override": bool(args.override),
@@ -93,7 +102,7 @@ def cmd_rollback(args) -> CommandResult:
     wf = get_workflow(home, args.workflow)
     principal, _ = who(home)
     # Authorized in the run (owner, delegates, on-call; --by only as a label the principal may use).
-    result = run_or_fail(home, "rollback_alert_job", what=f"rollback of {wf.name}", code=EXIT_BAD_INPUT,
+    result = _run_or_explain(home, "rollback_alert_job", what=f"rollback of {wf.name}", code=EXIT_BAD_INPUT,
                          run_config={"ops": {"rollback_or_alert": {"config": {
                              "workflow": wf.name, "trigger": "manual", "reason": args.reason, "actor": args.by or principal.name,
                              "to_release": args.to, "principal_json": principal.to_json(), "by": args.by}}}})
@@ -130,16 +139,22 @@ def cmd_canary(args) -> CommandResult:
     add_release_partition(home, key)
     result = materialize(home, ["canary_analysis"], partition_key=key)
     if not result.success:
-        raise CliError(f"canary run {result.run_id} for {key} failed: {run_failure(result)}", EXIT_RUN_FAILED)
+        raise CliError(reason_first(f"canary run {result.run_id} for {key} failed: {run_failure(result)}"), EXIT_RUN_FAILED)
     [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == "canary_healthy"]
     meta = {k: getattr(v, "value", v) for k, v in ev.metadata.items()}
     verdict = meta["verdict"]
     needs = meta.get("needs") if verdict in ("inconclusive", "marginal") else None
     out = {"release_key": key, "verdict": verdict, "passed": ev.passed, "run_id": result.run_id,
            "description": ev.description, "needs": needs, "response": None}
-    lines = [f"{key}: canary {verdict.upper()} — {ev.description}"]
-    if verdict in ("inconclusive", "marginal"):
-        lines.append("  not decided: promoting it to ramp or full needs --override (recorded)")
+    if needs:
+        # Undecided, like a gate's REVIEW: what a decision needs and the next step, in one line.
+        lines = [f"{key}: canary {verdict.upper()} — {needs}: not decided, so promoting it to ramp or full needs "
+                 f"--override (recorded); wait for them, then judge again (relops canary {wf.name} {args.version})",
+                 *(f"  - {r}" for r in (ev.description or "").split("; ") if r and r != needs)]
+    else:
+        lines = [f"{key}: canary {verdict.upper()} — {ev.description}"]
+        if verdict in ("inconclusive", "marginal"):
+            lines.append("  not decided: promoting it to ramp or full needs --override (recorded)")
     if not ev.passed:
         from relops_pipeline.defs.followups import after_failed_check, failed_checks_of_run
 
@@ -169,8 +184,9 @@ def cmd_sync(args) -> CommandResult:
 def cmd_drill(args) -> CommandResult:
     home = Home.resolve(args.home)
     wf = get_workflow(home, args.workflow) if args.workflow else None
-    result = run_or_fail(home, "drill_job", what="drill")
+    result = _run_or_explain(home, "drill_job", what="drill")
     from relops_pipeline.lib.drills import drill_status, list_drills
+    from relops_pipeline.lib.registry.state import get_state
     from relops_pipeline.lib.workflows import load_all
 
     loaded = load_all(home.workflows_dir)
@@ -178,11 +194,14 @@ def cmd_drill(args) -> CommandResult:
         names = [wf.name] if wf else [w.name for w in loaded.workflows]
         drills = {n: next(iter(list_drills(con, n, limit=1)), None) for n in names}
         statuses = {n: drill_status(con, n) for n in names}
+        rolled_out = {n for n in names if get_state(con, n).seq > 0}
     lines = [] if wf else loaded.warnings()
     for n in names:
         d = drills[n]
         if d is None:
-            lines.append(f"{n}: no drill recorded")
+            lines.append(f"{n}: no drill: nothing rolled out yet, so there is no rollback to rehearse; roll a release "
+                         f"out first (relops rollout {n} VERSION --stage full), then relops drill {n}"
+                         if n not in rolled_out else f"{n}: no drill recorded; drill it (relops drill {n})")
             continue
         took = f" in {d['duration_ms']:.1f} ms" if d.get("duration_ms") is not None else ""
         lines.append(f"{n}: drill {'PASSED' if d['passed'] else 'FAILED'}{took} — {statuses[n]['message']}")

@@ -49,6 +49,19 @@ def was_interrupted(result: Any) -> bool:
     return False
 
 
+def reason_first(message: str) -> str:
+    """A failed run's one-line message with its cause first: "WHAT run ID [for KEY] failed:
+    CAUSE" (cli/common.py) becomes "CAUSE (WHAT run ID)", without the name of the exception
+    class Dagster wrapped the cause in. Other messages are returned unchanged."""
+    import re
+
+    m = re.fullmatch(r"(?P<what>.+?) run (?P<run>[0-9a-f-]{36})(?: for \S+)? failed: (?P<cause>.+)", message, re.S)
+    if m is None:
+        return message
+    cause = re.sub(r"^(dagster\.[\w.]+\.Failure|ValueError|RegistryError): ", "", m["cause"].strip())
+    return f"{cause} ({m['what']} run {m['run']})"
+
+
 def _say(message: str) -> None:
     print(f"relops: {message}", file=sys.stderr, flush=True)
 
@@ -118,8 +131,9 @@ class _Watchdog(threading.Thread):
                     _say(f"released stuck {run.describe()}: {run.why}")
             if time.time() - since > self.limit_s:
                 held_by = ", ".join(h.describe() for h in warehouse_holders(self.instance)) or "another run"
-                self._give_up(f"the warehouse is held by {held_by} — waited {self.limit_s:.0f} s; retry when it is done, "
-                              "or see `relops doctor`", EXIT_BUSY)
+                self._give_up(f"the warehouse is held by {held_by} — waited {self.limit_s:.0f} s: runs that change it "
+                              f"take turns; retry when it is done (or wait longer: {WAIT_ENV}=SECONDS), or see "
+                              "`relops doctor`", EXIT_BUSY)
                 return
 
 

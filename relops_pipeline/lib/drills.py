@@ -233,8 +233,8 @@ def _why_failed(workflow: str, check: Mapping[str, Any]) -> str:
         return (f"nothing rolled out yet: a drill needs a live release; roll one out first "
                 f"(relops rollout {workflow} V --stage full)")
     if name == "rollback_target":
-        return (f"no last known good release yet: a drill needs a release to roll back to; "
-                f"roll out a second release first ({detail})")
+        return (f"no last known good release yet: a drill needs a release to roll back to; roll out a second "
+                f"release first (relops rollout {workflow} VERSION --stage canary, then --stage full)")
     if name == "pointer_in_sync":
         return f"the production pointer disagrees with the registry ({detail}); rewrite it with relops sync {workflow}"
     if name == "registry_backed_by_log":

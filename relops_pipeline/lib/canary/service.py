@@ -64,10 +64,23 @@ def analyse_canary(con: duckdb.DuckDBPyConnection, home: Home, wf: Workflow, ver
     cfg = CanaryConfig.from_dict((wf.rollout or {}).get("canary"))
     window = (start, end) if start and end else canary_window(con, wf.name, version)
     now = utc_naive()
-    if window is None:
-        window = (now, now)
+    no_traffic = window is None
+    if window is None:  # not one request yet: judged on an empty look, so the verdict says what it needs
+        window = (now - timedelta(minutes=cfg.interval_minutes), now)
     intervals = load_canary_intervals(con, wf.name, version, baseline, window[0], window[1], cfg.interval_minutes)
     result = judge_canary(intervals, cfg, workflow=wf.name, canary=version, baseline=baseline)
+    if no_traffic and result.needs:
+        from relops_pipeline.lib.registry.state import get_state
+
+        serving = get_state(con, wf.name).stage_of(version) is not None
+        text = (f"no production requests of {version} in the warehouse yet (the first judgement needs at least "
+                f"{result.needs['canary_requests']}): "
+                + ("ingest its traces (relops ingest PATH)" if serving else
+                   f"send it canary traffic (relops rollout {wf.name} {version} --stage canary) and ingest its "
+                   "traces (relops ingest PATH)"))
+        before = result.needs["text"]
+        result.needs = {**result.needs, "text": text}
+        result.reasons = [text if r == before else r for r in result.reasons]
     analysis_id = f"canary-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     folder = Path(home.reports_dir) / "canary" / wf.name / version
     folder.mkdir(parents=True, exist_ok=True)

@@ -179,34 +179,42 @@ def _check_rollout(
 ) -> tuple[float | None, list[str]]:
     """(percent to use, waivable problems); raises RegistryError for requests no override fixes."""
     wf = before.workflow
+    rollout = f"relops rollout {wf} {release}"
     if stage not in pol.stages:
-        raise RegistryError(f"{wf}: stage {stage!r} is not in this workflow's rollout stages {list(pol.stages)}")
+        raise RegistryError(f"{wf}: stage {stage!r} is not in this workflow's rollout stages {list(pol.stages)}: "
+                            f"its rollout policy leaves it out; use one of them ({rollout} --stage {pol.stages[-1]})")
     if release == before.live:
-        raise RegistryError(f"{wf}: {release} is already live")
+        raise RegistryError(f"{wf}: {release} is already live: full is the last rollout stage, there is nothing to "
+                            f"promote it to; roll out a newer release (relops rollout {wf} VERSION --stage canary)")
     candidate = before.candidate
     if candidate is not None and candidate != release:
-        raise RegistryError(f"{wf}: {candidate} is in {before.stage}: promote it (full) or roll it back before "
-                            f"rolling out {release}")
+        raise RegistryError(f"{wf}: {candidate} is in {before.stage}: only one release rolls out at a time; promote it "
+                            f"(relops rollout {wf} {candidate} --stage full) or roll it back (relops rollback {wf} "
+                            f"--reason TEXT) before rolling out {release}")
     if before.live is None and stage != "full":
         raise RegistryError(f"{wf}: nothing is live yet, so there is no traffic to {stage} against: the first "
-                            "release goes straight to full")
+                            f"release goes straight to full; {rollout} --stage full")
     if stage == "shadow" or stage == "full":
         if percent is not None and not (stage == "full" and percent == 100):
-            raise RegistryError(f"{wf}: --percent applies to canary and ramp only")
+            raise RegistryError(f"{wf}: --percent applies to canary and ramp only: {stage} takes no traffic share; "
+                                f"drop --percent ({rollout} --stage {stage})")
         percent = None
     else:
         if percent is None:
             percent = pol.canary_percent if stage == "canary" else pol.ramp_percent
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent < 100:
-            raise RegistryError(f"{wf}: {stage} percent must be in (0, 100), got {percent!r}")
+            raise RegistryError(f"{wf}: {stage} percent must be in (0, 100), got {percent!r}: 100 % is full; "
+                                f"give a share below 100 ({rollout} --stage {stage} --percent 10) or use --stage full")
         percent = float(percent)
     current = before.stage if candidate == release else None
     if current is not None:
         if STAGES.index(stage) < STAGES.index(current):
-            raise RegistryError(f"{wf}: {release} is in {current}; going back to {stage} is a rollback "
-                                "(relops rollback), not a rollout")
+            raise RegistryError(f"{wf}: {release} is in {current}: going back to {stage} is a rollback, not a "
+                                f"rollout; relops rollback {wf} --reason TEXT")
         if stage == current and (stage == "shadow" or percent == before.canary_percent):
-            raise RegistryError(f"{wf}: {release} is already in {stage}" + (f" at {percent:g} %" if percent else ""))
+            later = next((s for s in pol.stages if STAGES.index(s) > STAGES.index(stage)), "full")
+            raise RegistryError(f"{wf}: {release} is already in {stage}" + (f" at {percent:g} %" if percent else "")
+                                + f": nothing would change; promote it ({rollout} --stage {later})")
     waived: list[str] = []
     bootstrap = before.live is None and stage == "full"
     if not bootstrap:
@@ -216,6 +224,30 @@ def _check_rollout(
         if skipped:
             waived.append(f"stage order: {release} has not been through {', '.join(skipped)} before {stage}")
     return percent, waived
+
+
+def _refusal(workflow: str, release: str, action: str, waived: Sequence[str], gate: dict[str, Any],
+             canary: str | None) -> str:
+    """Why a rollout is refused, in one line: the problems, why they matter and the next step
+    (the command that fixes the first one; --override waives them all, recorded)."""
+    decision = gate.get("decision")
+    if any(w.startswith("gate:") for w in waived):
+        why = "a release goes out only on a SHIP, an approved REVIEW or an overridden BLOCK"
+        step = {
+            None: f"gate it first (relops gate {workflow} {release})",
+            "REVIEW": f"an owner or delegate approves it (relops approve {workflow} {release} --reason TEXT)",
+            "BLOCK": f"fix it and gate the new release (relops gate {workflow} NEW_VERSION)",
+            "INVALID": f"re-run the evals and the gate (relops eval {workflow} {release} && relops gate {workflow} {release})",
+        }.get(decision, f"gate it again (relops gate {workflow} {release})")
+    elif canary is not None:
+        why = f"{action} would widen the traffic of a release its canary has not shown to be healthy"
+        step = (f"roll it back (relops rollback {workflow} --reason TEXT)" if "is inconclusive" not in canary
+                else f"wait for that traffic, then judge it again (relops canary {workflow} {release})")
+    else:
+        why = f"{action} comes after a canary judged on live traffic"
+        step = f"canary it first (relops rollout {workflow} {release} --stage canary, then relops canary {workflow} {release})"
+    return (f"{workflow}: rollout of {release} to {action} refused: {'; '.join(waived)}: {why}; {step}, "
+            "or an approver waives this with --override, which is recorded")
 
 
 def _gate_problem(gate: dict[str, Any]) -> str | None:
@@ -294,6 +326,7 @@ def transition(
     problem = _gate_problem(gate)
     if problem:
         waived.insert(0, problem)
+    canary_problem = None
     if action in ("ramp", "full") and before.candidate == release and before.stage in ("canary", "ramp"):
         canary_problem = _canary_problem(con, key)
         if canary_problem:
@@ -303,11 +336,12 @@ def transition(
     if waived and not override:
         audit.append_event(con, kind=audit.KIND_REFUSED, actor=actor, reason=f"{'; '.join(waived)} (asked: {reason})",
                            workflow=workflow, release_key=key, payload={**request, "problems": waived})
-        raise RolloutRefused(f"{workflow}: rollout of {release} to {action} refused: {'; '.join(waived)}"
-                             + " (an approver may waive this with --override, which is recorded)")
+        raise RolloutRefused(_refusal(workflow, release, action, waived, gate, canary_problem))
     if override and approvers is not None and actor not in approvers:
         why = (f"{actor} may not override a rollout of {workflow}: approvers are "
-               f"{', '.join(approvers) or 'nobody (set an owner)'}")
+               f"{', '.join(approvers) or 'nobody (set an owner)'}: only they may waive what the gate or the "
+               f"canary refused; ask one of them to roll it out (relops rollout {workflow} {release} --stage "
+               f"{action} --override --reason TEXT)")
         audit.append_event(con, kind=audit.KIND_REFUSED, actor=actor, reason=f"{why} (asked: {reason})",
                            workflow=workflow, release_key=key, payload={**request, "problems": waived})
         raise RolloutRefused(why)
@@ -367,7 +401,8 @@ def _rollback_plan(
     """(from_release, target, state changes); changes None means there is nothing to do."""
     wf = before.workflow
     if before.seq == 0:
-        raise RegistryError(f"{wf}: nothing has been rolled out: no registry state to roll back")
+        raise RegistryError(f"{wf}: nothing has been rolled out: no registry state to roll back, so there is no earlier "
+                            f"release to go back to; roll a release out first (relops rollout {wf} VERSION --stage full)")
     candidate = before.candidate
     if release is not None and before.stage_of(release) is None:
         return release, None, None  # already rolled back or replaced: a retried job must not roll back twice
@@ -378,18 +413,24 @@ def _rollback_plan(
         changes: dict[str, Any] = {"canary": None, "canary_percent": None, "shadow": None}
     else:
         if candidate is not None:
-            raise RegistryError(f"{wf}: {candidate} is in {before.stage}: roll it back first, then the live release")
+            raise RegistryError(f"{wf}: {candidate} is in {before.stage}: a rollback of the live release would leave it "
+                                f"serving; roll it back first (relops rollback {wf} --reason TEXT), then the live release")
         source, target = before.live, (to or before.last_known_good)
         if target is None:
-            raise RegistryError(f"{wf}: no last known good release to roll back {source} to: name one (--to VERSION)")
+            raise RegistryError(f"{wf}: no last known good release to roll back {source} to: none served before it, "
+                                f"or it was used by an earlier rollback; name a release that served before "
+                                f"(relops rollback {wf} --to VERSION --reason TEXT) or roll out a fix "
+                                f"(relops rollout {wf} VERSION --stage canary)")
         changes = {}
     if target == source:
-        raise RegistryError(f"{wf}: cannot roll {source} back to itself")
+        raise RegistryError(f"{wf}: cannot roll {source} back to itself: it is what serves now; name another "
+                            f"release that served before (relops rollback {wf} --to VERSION --reason TEXT)")
     if to is not None and to != before.live and to != before.last_known_good:
         gate = release_state(con, release_key(wf, to))
         if not gate.get("releasable") and not _was_live(con, wf, to):
             raise RegistryError(f"{wf}: {to} was never live and its gate does not allow it "
-                                f"({_gate_problem(gate)}): choose a release that served before")
+                                f"({_gate_problem(gate)}): a rollback goes to a release known to work; choose one "
+                                f"that served before (relops rollback {wf} --to VERSION --reason TEXT)")
     lkg = before.last_known_good
     # The rollback target and the release rolled back from can never be the rollback target of
     # the new live release: once the one vetted step back has been used, the next rollback of live
