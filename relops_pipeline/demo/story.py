@@ -64,7 +64,7 @@ def let_the_story_play_its_people(home: Home) -> None:
             "\n# Added by `relops demo`: the story plays the example's people as the OS user who runs it.\n"
             "identities:\n" + "".join(f"  {p}: {{os_users: [{json.dumps(me.subject)}]}}\n" for p in people)
         )
-    print(f"      {home.settings_file}: {me.name} may act as {', '.join(people)} (identities added)", file=sys.stderr)
+    _say(f"      {home.settings_file}: {me.name} may act as {', '.join(people)} (identities added)")
 
 
 @dataclass
@@ -81,25 +81,25 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
     raises CliError when the ingested counts do not match what was generated."""
     home = Home.resolve(home_arg)
     home.init(example=True)  # the demo brings its own workflows and releases (kept where they exist)
-    print(f"relops demo: home {home.root}", file=sys.stderr)
+    _say(f"relops demo: home {home.root}")
     let_the_story_play_its_people(home)
-    print("[1/7] generating the demo world's production traces ...", file=sys.stderr)
+    _say("[1/7] generating the demo world's production traces ...")
     # Outside landing/: the landing sensor of a later `make ui` must not ingest the world again.
     world = home.root / "demo-world"
     gen = generate_demo_traces(world, seed=seed, scale=scale)
-    print(f"      {gen.spans} spans in {len(gen.files)} files", file=sys.stderr)
-    print("[2/7] ingesting them through Dagster ...", file=sys.stderr)
+    _say(f"      {gen.spans} spans in {len(gen.files)} files")
+    _say("[2/7] ingesting them through Dagster ...")
     summary = ingest(home, [str(world)])
-    print("[3/7] registering the demo releases and running their evals through Dagster ...", file=sys.stderr)
+    _say("[3/7] registering the demo releases and running their evals through Dagster ...")
     releases = demo_releases(home)
-    print("[4/7] gating every release against its baseline ...", file=sys.stderr)
+    _say("[4/7] gating every release against its baseline ...")
     gates = demo_gates(home, releases)
-    print("[5/7] weekly drift of every complete week through Dagster ...", file=sys.stderr)
+    _say("[5/7] weekly drift of every complete week through Dagster ...")
     compute_weekly_drift(home, None, refresh=False)
     drift = demo_drift_lines(home)
-    print("[6/7] rollouts, doc-qa v2.4.0's canary judged on production traces, a rollback drill ...", file=sys.stderr)
+    _say("[6/7] rollouts, doc-qa v2.4.0's canary judged on production traces, a rollback drill ...")
     rollout = demo_rollout(home)
-    print("[7/7] the cadence: a past incident, the week's review sample and memo, the monthly proposals ...", file=sys.stderr)
+    _say("[7/7] the cadence: a past incident, the week's review sample and memo, the monthly proposals ...")
     cadence = demo_cadence(home)
     t = summary["totals"]
     expected = gen.expected_ingest()
@@ -148,14 +148,35 @@ def run_story(home_arg: str | Path | None, seed: int = 7, scale: float = 1.0) ->
             "rollout": rollout,
             "cadence": cadence,
         },
-        text="\n".join(lines),
+        text="\n".join(fit(lines)),
     )
+
+
+WIDTH = 100  # the terminal columns the demo's output fits in
+
+
+def _say(line: str) -> None:
+    """A progress line on stderr, wrapped to WIDTH columns."""
+    print("\n".join(fit([line])), file=sys.stderr)
+
+
+def fit(lines: list[str], width: int = WIDTH) -> list[str]:
+    """Every line (of possibly several lines each) wrapped to `width` columns, continued under a
+    hanging indent (its own indent and four spaces); a path or URL longer than that is never cut."""
+    out: list[str] = []
+    for line in (part for text in lines for part in str(text).split("\n")):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent + "    ",
+                             break_long_words=False, break_on_hyphens=False)
+    return out
 
 
 def demo_summary_table(home: Home) -> list[str]:
     """The demo's last word: what happened, in one line per part, and where to look — every
     figure read back from the warehouse."""
-    from relops_pipeline.cli.common import plain_table
 
     with read_warehouse(home) as con:
 
@@ -217,7 +238,16 @@ def demo_summary_table(home: Home) -> list[str]:
         ],
         ["UI", "the lineage of every release decision, runs, checks", "make ui -> http://127.0.0.1:3000"],
     ]
-    return ["what happened, and where to look:", plain_table(["", "what happened", "where to look"], rows)]
+    # One row per part, where to look under it: a table of three columns was ~200 columns wide.
+    width = max(len(r[0]) for r in rows)
+    lines = ["what happened, and where to look:"]
+    under = " " * (width + 4)
+    for part, what, where in rows:
+        lines += textwrap.wrap(what, WIDTH, initial_indent=f"  {part:<{width}}  ", subsequent_indent=under,
+                               break_long_words=False, break_on_hyphens=False)
+        lines += textwrap.wrap(f"-> {where}", WIDTH, initial_indent=under, subsequent_indent=under + "   ",
+                               break_long_words=False, break_on_hyphens=False)
+    return lines
 
 
 def demo_releases(home: Home) -> list[dict]:
@@ -230,7 +260,7 @@ def demo_releases(home: Home) -> list[dict]:
     for wf_dir in sorted((home.root / "releases").glob("*")):
         for path in sorted(wf_dir.glob("*.yaml"), key=lambda p: version_sort_key(p.stem)):
             r = register_release(home, load_manifest(path), by="demo").data
-            print(f"      {r['release_key']}: {_eval_line(r['eval'])}", file=sys.stderr)
+            _say(f"      {r['release_key']}: {_eval_line(r['eval'])}")
             out.append(r)
     return out
 
@@ -249,7 +279,7 @@ def demo_gates(home: Home, releases: list[dict]) -> list[dict]:
         gate = latest_gate(home, key)
         if gate is not None:  # a second demo keeps the decisions made the first time
             out.append(_gate_row(key, gate))
-            print(f"      {key}: {gate.decision} (decided earlier)", file=sys.stderr)
+            _say(f"      {key}: {gate.decision} (decided earlier)")
             continue
         result = materialize(home, RELEASE_GATE, partition_key=key)
         gate = latest_gate(home, key, result.run_id)
@@ -263,11 +293,10 @@ def demo_gates(home: Home, releases: list[dict]) -> list[dict]:
                     con, key, approvers=wf.approvers, by=wf.owner, reason="first release of the workflow: reviewed by hand as the baseline"
                 )
             row["approved_by"] = wf.owner
-        print(
+        _say(
             f"      {key}: {row['decision']}"
             + (f" (approved by {row['approved_by']})" if row["approved_by"] else "")
-            + f" vs {row['baseline'] or 'no baseline'}",
-            file=sys.stderr,
+            + f" vs {row['baseline'] or 'no baseline'}"
         )
         out.append(row)
     return out
@@ -487,7 +516,7 @@ def demo_cadence(home: Home) -> list[str]:
     labelled = demo_review_labels(home, week_key)
     imported = cmd_review_import(argparse.Namespace(home=str(home.root), file=str(labelled), by=DEMO_REVIEWER, open_incidents=False)).data
     memo = cmd_memo(argparse.Namespace(home=str(home.root), week=week_key, full=False)).data
-    print("      the monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) ...", file=sys.stderr)
+    _say("      the monthly proposals (suite cases from incidents, threshold ratchets, alert calibration) ...")
     run_job(home, "monthly_cadence_job")
     with read_warehouse(home) as con:
         drafts = list_proposals(con, status="draft")
@@ -517,7 +546,7 @@ def demo_cadence(home: Home) -> list[str]:
     suite_draft = next((p for p in drafts if p["kind"] == "suite" and p["workflow"] == "doc-qa"), None)
     if suite_draft and not accepted:
         owner = get_workflow(home, "doc-qa").owner
-        print(f"      {owner} accepts {suite_draft['proposal_id']}; evaluating every doc-qa release on the new suite ...", file=sys.stderr)
+        _say(f"      {owner} accepts {suite_draft['proposal_id']}; evaluating every doc-qa release on the new suite ...")
         accepted_now = accept_or_reject(
             home, "suite", suite_draft["proposal_id"], action="accept", by=owner, reason="cases from the v2.4.0 canary incident"
         )
