@@ -92,7 +92,11 @@ def test_every_refusal_says_why_and_what_to_do_next(home, tmp_path, capsys):
     assert f"relops rollout {W} VERSION --stage canary" in line
 
     register(capsys, home, tmp_path, "v1.1.0", break_must_pass=True)
-    assert run_cli(capsys, home, "gate", W, "v1.1.0")[0] == 1
+    code, out, _ = run_cli(capsys, home, "gate", W, "v1.1.0")
+    assert code == 1 and out.startswith("BLOCK: ")
+    # Its reasons (four must-pass cases in one line, ~400 columns) wrapped; the report path whole.
+    assert all(len(line) <= 100 for line in out.splitlines() if not line.startswith("report: "))
+    assert "\n      " in out and out.splitlines()[-1].startswith("report: ")
     line = said(capsys, home, EXIT_BAD_INPUT, "rollout", W, "v1.1.0", "--stage", "canary", "--by", "ana")
     assert f"{W}--v1.1.0 is BLOCK" in line and f"relops gate {W} NEW_VERSION" in line and "--override" in line
 

@@ -4,6 +4,7 @@ under it (it was a table ~200 columns wide)."""
 
 from __future__ import annotations
 
+from relops_pipeline.cli.text import wrap_prose
 from relops_pipeline.demo.story import WIDTH, demo_summary_table, fit
 from relops_pipeline.lib.warehouse import open_warehouse
 
@@ -30,3 +31,14 @@ def test_the_demo_summary_fits_in_100_columns(home):
     assert not too_long, too_long
     assert any(line.strip().startswith("-> relops status") for line in lines)
     assert any(line.lstrip().startswith("gates") for line in lines)
+
+
+def test_terminal_prose_wraps_but_table_rows_and_paths_stay_whole():
+    prose = "  - " + "a reason that goes on " * 20
+    row = "| doc-qa | " + " | ".join(["0.123456"] * 20) + " |"
+    columns = "  doc-qa--v2.4.0   " + "x" * 60 + "   " + "y" * 60
+    report = "report: /srv/" + "p" * 110 + ".html"
+    lines = wrap_prose("\n".join([prose, row, columns, report])).splitlines()
+    assert lines[-3:] == [row, columns, report]
+    assert len(lines) > 4 and all(len(line) <= 100 for line in lines[:-3])
+    assert all(line.startswith("      ") for line in lines[1:-3])

@@ -27,6 +27,7 @@ from relops_pipeline.cli.common import (
     read_warehouse,
     run_or_fail,
 )
+from relops_pipeline.cli.text import wrap_prose
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.markdown import plain_text
 from relops_pipeline.lib.results import to_json
@@ -84,7 +85,7 @@ def cmd_memo(args) -> CommandResult:
         "  (--full prints the memo)",
     ])
     return CommandResult({"week": week.isoformat(), "memo_id": memo_id, "md_path": md_path, "html_path": html_path,
-                          "summary": summary, "run_id": result.run_id}, text)
+                          "summary": summary, "run_id": result.run_id}, wrap_prose(text))
 
 
 def memo_summary_lines(s: dict) -> list[str]:
@@ -371,7 +372,7 @@ def cmd_readiness(args) -> CommandResult:
         raise CliError(f"readiness run {result.run_id} recorded no review of {wf.name}", EXIT_RUN_FAILED)
     status, res, md, path = row
     return CommandResult({"workflow": wf.name, "status": status, "result": res, "report_path": path,
-                          "run_id": result.run_id}, plain_text(md) + f"\n(report: {path})")
+                          "run_id": result.run_id}, wrap_prose(plain_text(md)) + f"\n(report: {path})")
 
 
 def register(add: Commands) -> None:

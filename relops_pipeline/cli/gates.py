@@ -127,7 +127,9 @@ def cmd_gate(args) -> CommandResult:
         text += [f"  - {reason}" for reason in gr.reasons]
     out["errors"] = errors
     text.append(f"report: {gate.report_html}")
-    return CommandResult(out, "\n".join(text), EXIT_BY_DECISION[gate.decision])
+    from relops_pipeline.cli.text import wrap_prose
+
+    return CommandResult(out, wrap_prose("\n".join(text)), EXIT_BY_DECISION[gate.decision])
 
 
 def cmd_approve(args) -> CommandResult:
