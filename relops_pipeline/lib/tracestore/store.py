@@ -1,0 +1,290 @@
+"""TraceStore: spans in a Delta Lake table, appended by several writers at once, read by DuckDB.
+
+Guarantees (tested in relops_pipeline_tests/test_tracestore.py, on the local FS and on S3):
+
+- **Idempotent per source.** `append(table, source_id)` commits the rows of one source (a file's
+  digest, say) with a Delta application transaction `(relops-source:<source_id>, 1)` in the same
+  commit. A source already committed is skipped. Two writers committing the same source at the
+  same time both see it absent, but Delta's conflict check fails the second commit (same app id);
+  it reloads the table, sees the source committed and skips.
+- **Exactly once per span.** A span's identity is (trace_id, span_id), as in the warehouse. A
+  writer drops the spans of its source already committed on the days it touches (and repeats
+  within the source, the first by source_line kept), so a re-delivered or overlapping file adds
+  nothing. Two writers appending overlapping sources *at the same time* each check against a
+  snapshot without the other's rows and both commit (blind appends never conflict, which is what
+  lets writers scale): the table then holds both copies. The view `register()` creates keeps one
+  row per identity (the earliest ingested_at, then batch id, then source_line), so every query
+  through it counts each span exactly once; `compact()` removes the extra copies on disk.
+- **Crash-safe.** A commit is one put-if-absent of the next `_delta_log/<version>.json` (local FS:
+  atomic create; S3: conditional put, which delta-rs 1.x uses by default). A writer killed after
+  writing data files and before its commit leaves files no version references: readers never see
+  them, a retry of the same source commits normally, `vacuum()` deletes them.
+
+A span whose copies start on different UTC days (a source that moved its start) lands in two
+partitions; a view restricted to `days` deduplicates within those days only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from relops_pipeline.lib.schema import SPAN_COLUMNS
+from relops_pipeline.lib.tracestore.schema import PARTITION_COLUMN, SPAN_KEY, json_columns, span_arrow_schema
+
+APP_ID_PREFIX = "relops-source:"
+# The view's choice among copies of one span: deterministic, the same for every reader.
+_KEEP_ORDER = "ingested_at NULLS LAST, ingest_batch_id NULLS LAST, source_file NULLS LAST, source_line NULLS LAST"
+_COMMIT_ATTEMPTS = 20
+
+
+def default_uri(home: str | os.PathLike) -> str:
+    """The embedded default: `<home>/tracestore/` (nothing to start)."""
+    return str(Path(home) / "tracestore")
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one `append` did. `rows` = appended + duplicates (the whole source when skipped)."""
+
+    source_id: str
+    rows: int
+    appended: int
+    duplicates: int
+    skipped: bool  # the source was already committed: nothing written
+    version: int | None  # the table version that committed it (None when skipped)
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """Spans of the warehouse and of the store after `migrate_from_warehouse` (checked equal)."""
+
+    warehouse_spans: int
+    appended: int
+    already_in_store: int
+    store_spans: int
+
+
+class TraceStore:
+    """A Delta table of spans at `uri`: a local path or `s3://bucket/prefix` (with
+    `storage_options` such as AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_ALLOW_HTTP)."""
+
+    def __init__(self, uri: str | os.PathLike, storage_options: dict[str, str] | None = None):
+        self.uri = str(uri)
+        self.storage_options = dict(storage_options or {})
+        self.schema = span_arrow_schema()
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.uri or self.uri.startswith("file://")
+
+    # --- the table ---------------------------------------------------------------------------
+    def table(self) -> DeltaTable:
+        """The table at its latest version, created (empty, partitioned by day) if absent."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            try:
+                return DeltaTable(self.uri, storage_options=self.storage_options or None)
+            except TableNotFoundError:
+                pass
+            if self.is_local:
+                Path(self.uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+            try:
+                # Two first writers may race to create version 0: one wins, the other reloads.
+                return DeltaTable.create(
+                    self.uri, self.schema, partition_by=[PARTITION_COLUMN], mode="ignore",
+                    storage_options=self.storage_options or None,
+                )
+            except (CommitFailedError, OSError):
+                time.sleep(0.05)
+        raise RuntimeError(f"trace store {self.uri}: could not open or create the table")
+
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None)
+
+    def committed(self, source_id: str, dt: DeltaTable | None = None) -> bool:
+        """Whether the source's rows are in the table (its application transaction is)."""
+        return (dt or self.table()).transaction_version(APP_ID_PREFIX + source_id) is not None
+
+    # --- writing -----------------------------------------------------------------------------
+    def conform(self, spans: pa.Table | pa.RecordBatchReader) -> pa.Table:
+        """The spans in the store's schema: columns cast and in order, missing ones NULL, JSON as
+        text, `day` from start_time; repeats of an identity dropped (the first by source_line)."""
+        con = duckdb.connect()
+        try:
+            con.register("incoming", spans)
+            have = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE incoming)").fetchall()}
+            cols = []
+            for name, duck_type in SPAN_COLUMNS:
+                stored = "VARCHAR" if duck_type == "JSON" else duck_type
+                cols.append(f'CAST("{name}" AS {stored}) AS "{name}"' if name in have else f'CAST(NULL AS {stored}) AS "{name}"')
+            key = ", ".join(SPAN_KEY)
+            table = con.sql(
+                f"SELECT {', '.join(cols)}, CAST(start_time AS DATE) AS {PARTITION_COLUMN} FROM incoming "
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {'source_line NULLS LAST' if 'source_line' in have else key}) = 1"
+            ).to_arrow_table()
+        finally:
+            con.close()
+        return table.cast(self.schema)
+
+    def append(self, spans: pa.Table | pa.RecordBatchReader, source_id: str) -> AppendResult:
+        """Append the spans of one source, idempotently and once per span identity (see the
+        module docstring). Spans without trace id, span id or start time are the loader's rejects
+        and must not reach here: they raise ValueError."""
+        table = self.conform(spans)
+        bad = pc.sum(pc.or_kleene(
+            pc.or_kleene(pc.is_null(table["trace_id"]), pc.is_null(table["span_id"])),
+            pc.is_null(table["start_time"]),
+        )).as_py()
+        if bad:
+            raise ValueError(f"{source_id}: {bad} span(s) without trace id, span id or start time")
+        app_id = APP_ID_PREFIX + source_id
+        for _ in range(_COMMIT_ATTEMPTS):
+            dt = self.table()
+            if dt.transaction_version(app_id) is not None:
+                return AppendResult(source_id, table.num_rows, 0, table.num_rows, True, None)
+            new = self._not_in(dt, table)
+            try:
+                write_deltalake(
+                    dt, new, mode="append", partition_by=[PARTITION_COLUMN],
+                    storage_options=self.storage_options or None,
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id, 1)],
+                        custom_metadata={"relops.source_id": source_id, "relops.spans": str(new.num_rows)},
+                    ),
+                )
+            except CommitFailedError:
+                continue  # the same source committed concurrently (or a compaction): look again
+            return AppendResult(source_id, table.num_rows, new.num_rows, table.num_rows - new.num_rows, False,
+                                self._version_of(app_id))
+        raise RuntimeError(f"trace store {self.uri}: {source_id} not committed after {_COMMIT_ATTEMPTS} attempts")
+
+    def _version_of(self, app_id: str) -> int | None:
+        dt = self.table()
+        for entry in dt.history(50):
+            if entry.get("relops.source_id") == app_id.removeprefix(APP_ID_PREFIX):
+                return int(entry["version"])
+        return None
+
+    def _not_in(self, dt: DeltaTable, table: pa.Table) -> pa.Table:
+        """Rows of `table` whose identity the snapshot `dt` does not hold on the same days."""
+        if table.num_rows == 0 or not dt.get_add_actions(flatten=True).num_rows:
+            return table
+        days = sorted({d.isoformat() for d in table[PARTITION_COLUMN].to_pylist()})
+        existing = dt.to_pyarrow_dataset(file_pruning_predicate=[(PARTITION_COLUMN, "in", days)])
+        con = duckdb.connect()
+        try:
+            con.register("existing", existing)
+            con.register("incoming", table)
+            on = " AND ".join(f"e.{k} = i.{k}" for k in SPAN_KEY)
+            return con.sql(
+                f"SELECT i.* FROM incoming i ANTI JOIN (SELECT {', '.join(SPAN_KEY)}, {PARTITION_COLUMN} FROM existing) e "
+                f"ON {on} AND e.{PARTITION_COLUMN} = i.{PARTITION_COLUMN}"
+            ).to_arrow_table().cast(self.schema)
+        finally:
+            con.close()
+
+    # --- reading -----------------------------------------------------------------------------
+    def register(self, con: duckdb.DuckDBPyConnection, view_name: str = "spans_store",
+                 days: Iterable[date | str] | None = None) -> None:
+        """Create the temp view `view_name` on `con`: the spans table's columns (as the warehouse
+        has them, JSON typed), one row per span identity; with `days`, only those partitions are
+        read. The view reads the table version current now (call again to see later commits)."""
+        dt = self.table()
+        if days is not None:
+            wanted = sorted({d if isinstance(d, str) else d.isoformat() for d in days})
+            dataset = dt.to_pyarrow_dataset(file_pruning_predicate=[(PARTITION_COLUMN, "in", wanted)]) if wanted else None
+        else:
+            dataset = dt.to_pyarrow_dataset()
+        raw = f"{view_name}__delta"
+        if dataset is None:
+            con.register(raw, self.schema.empty_table())
+        else:
+            con.register(raw, dataset)
+        json_cols = set(json_columns())
+        cols = ", ".join(f'CAST("{n}" AS JSON) AS "{n}"' if n in json_cols else f'"{n}"' for n, _ in SPAN_COLUMNS)
+        key = ", ".join(SPAN_KEY)
+        con.execute(
+            f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {cols} FROM "{raw}" '
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_KEEP_ORDER}) = 1"
+        )
+
+    def days(self) -> list[date]:
+        """The days that have partitions."""
+        return sorted({date.fromisoformat(p[PARTITION_COLUMN]) for p in self.table().partitions()})
+
+    # --- migration and upkeep ----------------------------------------------------------------
+    def migrate_from_warehouse(self, con: duckdb.DuckDBPyConnection, table: str = "spans") -> MigrationResult:
+        """Copy the warehouse's spans into the store, one commit per day (source id
+        `warehouse:<day>`, so a migration interrupted and run again resumes), then check that
+        every warehouse span identity is in the store; raises RuntimeError if any is missing.
+        The warehouse rows are left in place (dropping them is the caller's step, after this)."""
+        day_rows = con.execute(f"SELECT CAST(start_time AS DATE) AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
+        total = sum(n for _, n in day_rows)
+        appended = already = 0
+        for day, _ in day_rows:
+            where = "start_time IS NULL" if day is None else f"CAST(start_time AS DATE) = DATE '{day.isoformat()}'"
+            rows = con.sql(f"SELECT * FROM {table} WHERE {where}").to_arrow_table()
+            result = self.append(rows, f"warehouse:{day}")
+            appended += result.appended
+            already += result.duplicates
+        self.register(con, "tracestore_migration_check")
+        try:
+            on = " AND ".join(f"s.{k} = w.{k}" for k in SPAN_KEY)
+            missing = con.execute(f"SELECT count(*) FROM {table} w ANTI JOIN tracestore_migration_check s ON {on}").fetchall()[0]
+            stored = con.execute("SELECT count(*) FROM tracestore_migration_check").fetchall()[0]
+        finally:
+            con.execute("DROP VIEW IF EXISTS tracestore_migration_check")
+            con.unregister("tracestore_migration_check__delta")
+        if missing[0]:
+            raise RuntimeError(f"migration to {self.uri}: {missing[0]} of {total} warehouse spans not in the store")
+        return MigrationResult(total, appended, already, int(stored[0]))
+
+    def compact(self, days: Sequence[date | str] | None = None) -> int:
+        """Rewrite each day's partition with one row per span identity (the copy the view keeps)
+        and fewer files. A commit that conflicts with a concurrent append to that day is retried.
+        Returns the number of extra copies removed."""
+        removed = 0
+        wanted = [d if isinstance(d, str) else d.isoformat() for d in (days if days is not None else self.days())]
+        for day in wanted:
+            for _ in range(_COMMIT_ATTEMPTS):
+                dt = self.table()
+                dataset = dt.to_pyarrow_dataset(file_pruning_predicate=[(PARTITION_COLUMN, "=", day)])
+                con = duckdb.connect()
+                try:
+                    con.register("part", dataset)
+                    before = con.execute("SELECT count(*) FROM part").fetchall()[0]
+                    kept = con.sql(
+                        f"SELECT * FROM part QUALIFY row_number() OVER (PARTITION BY {', '.join(SPAN_KEY)} ORDER BY {_KEEP_ORDER}) = 1"
+                    ).to_arrow_table().select(self.schema.names).cast(self.schema)
+                finally:
+                    con.close()
+                try:
+                    write_deltalake(
+                        dt, kept, mode="overwrite", predicate=f"{PARTITION_COLUMN} = '{day}'",
+                        partition_by=[PARTITION_COLUMN], storage_options=self.storage_options or None,
+                        commit_properties=CommitProperties(custom_metadata={"relops.compact": day}),
+                    )
+                except CommitFailedError:
+                    continue
+                removed += before[0] - kept.num_rows
+                break
+            else:
+                raise RuntimeError(f"trace store {self.uri}: compaction of {day} kept conflicting")
+        return removed
+
+    def vacuum(self, retention_hours: int = 168) -> list[str]:
+        """Delete data files older than `retention_hours` that no version references: a crashed
+        writer's orphans, a compaction's replaced files (full vacuum: files the log never named
+        too). The age is the file's, so a running writer's new files are safe with any retention
+        longer than a commit takes; 0 is safe only when no reader or writer runs."""
+        return self.table().vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False, full=True)

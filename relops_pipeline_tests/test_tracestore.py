@@ -1,0 +1,274 @@
+"""The trace store (lib/tracestore): a Delta table of spans on the local FS and on a real S3 API
+(moto's server, started here on 127.0.0.1 and reaped after): append and query, idempotent
+sources, two concurrent writer processes with overlapping files counted exactly once, a writer
+killed with SIGKILL between writing its data files and committing, migration from a warehouse.
+
+Run as `python -m relops_pipeline_tests.test_tracestore writer URI OPTIONS_JSON START_AT PLAN_JSON`
+it is the writer child the concurrency tests start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from relops_pipeline.lib.tracestore import TraceStore, default_uri
+from relops_pipeline_tests.procs import popen, reap, scaled
+
+BASE = datetime(2026, 11, 2)
+
+
+def make_spans(lo: int, hi: int, *, days: int = 3, text: int = 0) -> pa.Table:
+    """Spans lo..hi-1 (identity t<i//4>/s<i>), spread over `days` UTC days; `text` characters of
+    input text each (distinct per span, so files are not trivially compressed)."""
+    ids = range(lo, hi)
+    n = hi - lo
+    return pa.table({
+        "trace_id": [f"t{i // 4}" for i in ids],
+        "span_id": [f"s{i}" for i in ids],
+        "span_name": ["chat"] * n,
+        "kind": ["llm"] * n,
+        "workflow": ["support"] * n,
+        "release": ["v1"] * n,
+        "start_time": [BASE + timedelta(days=i % days, seconds=i % 80_000) for i in ids],
+        "latency_ms": [float(i % 900) for i in ids],
+        "input_text": [(f"{i:08d}" * (text // 8 + 1))[:text] if text else "hi" for i in ids],
+        "attributes": ['{"k": 1}'] * n,
+        "source_line": [i - lo + 1 for i in ids],
+        "ingested_at": [BASE] * n,
+    })
+
+
+def count(store: TraceStore, days=None) -> tuple[int, int]:
+    """(rows, distinct identities) a DuckDB query through the store's view sees."""
+    con = duckdb.connect()
+    store.register(con, days=days)
+    rows, distinct = con.execute("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans_store").fetchall()[0]
+    con.close()
+    return rows, distinct
+
+
+# --- S3: moto's server ------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3 API on 127.0.0.1 (moto in server mode), for the module; reaped after."""
+    pytest.importorskip("moto")
+    port = _free_port()
+    proc = popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        reap(proc)
+
+
+def _s3_options(endpoint: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+
+
+def _s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                        region_name="us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> TraceStore:
+    """An empty store on the local FS (under a home) or in a fresh bucket on the S3 server."""
+    if request.param == "local":
+        return TraceStore(default_uri(tmp_path / "home"))
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"relops-{uuid.uuid4().hex[:12]}"
+    _s3_client(endpoint).create_bucket(Bucket=bucket)
+    return TraceStore(f"s3://{bucket}/traces", _s3_options(endpoint))
+
+
+def _data_files(store: TraceStore) -> set[str]:
+    """Every parquet file under the table, referenced by a version or not."""
+    if store.is_local:
+        return {str(p) for p in Path(store.uri).rglob("*.parquet")}
+    endpoint = store.storage_options["AWS_ENDPOINT_URL"]
+    bucket, _, prefix = store.uri.removeprefix("s3://").partition("/")
+    pages = _s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+    return {f"s3://{bucket}/{o['Key']}" for page in pages for o in page.get("Contents", []) if o["Key"].endswith(".parquet")}
+
+
+def _writer(store: TraceStore, start_at: float, plan: list[tuple[int, int, str]]) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "relops_pipeline_tests.test_tracestore", "writer", store.uri,
+            json.dumps(store.storage_options), str(start_at), json.dumps(plan)]
+    return popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _writer_main(uri: str, options: str, start_at: str, plan: str) -> None:
+    store = TraceStore(uri, json.loads(options))
+    store.table()
+    while time.time() < float(start_at):
+        time.sleep(0.002)
+    for lo, hi, source in json.loads(plan):
+        days, text = int(os.environ.get("TRACESTORE_TEST_DAYS", "3")), int(os.environ.get("TRACESTORE_TEST_TEXT", "0"))
+        spans = make_spans(lo, hi, days=days, text=text)
+        r = store.append(spans, source)
+        print(json.dumps({"source": source, "appended": r.appended, "duplicates": r.duplicates, "skipped": r.skipped}), flush=True)
+
+
+# --- tests ------------------------------------------------------------------------------------
+def test_append_query_idempotent_and_day_partitions(store):
+    first = store.append(make_spans(0, 300), "file-a")
+    assert (first.appended, first.duplicates, first.skipped) == (300, 0, False)
+    again = store.append(make_spans(0, 300), "file-a")
+    assert again.skipped and again.appended == 0
+    # An overlapping file (re-delivered half of a) adds only its new spans; repeats inside it
+    # count once.
+    overlap = store.append(pa.concat_tables([make_spans(150, 450), make_spans(440, 450)]), "file-b")
+    assert (overlap.rows, overlap.appended, overlap.duplicates) == (300, 150, 150)
+    assert count(store) == (450, 450)
+
+    con = duckdb.connect()
+    store.register(con, "day1", days=[BASE.date() + timedelta(days=1)])
+    rows, first_day, last_day = con.execute("SELECT count(*), min(start_time)::DATE, max(start_time)::DATE FROM day1").fetchall()[0]
+    assert rows == 150 and first_day == last_day == BASE.date() + timedelta(days=1)
+    # The view has the warehouse's spans columns, JSON typed as JSON.
+    store.register(con)
+    wh = duckdb.connect()
+    from relops_pipeline.lib import warehouse
+
+    warehouse.migrate(wh)
+    assert con.sql("DESCRIBE spans_store").fetchall() == wh.sql("DESCRIBE spans").fetchall()
+    assert con.execute("SELECT attributes.k FROM spans_store LIMIT 1").fetchall()[0] == ("1",)
+    assert store.days() == [BASE.date() + timedelta(days=d) for d in range(3)]
+
+
+def test_span_without_identity_is_refused(tmp_path):
+    store = TraceStore(tmp_path / "ts")
+    bad = make_spans(0, 3).set_column(1, "span_id", pa.array(["s0", None, "s2"]))
+    with pytest.raises(ValueError, match="without trace id"):
+        store.append(bad, "bad")
+
+
+@pytest.mark.timeout(300)
+def test_two_concurrent_writers_with_overlapping_files_count_each_span_once(store):
+    """Two writer processes, started at the same instant, append overlapping files (and one
+    identical file); a DuckDB query through the view counts each of the 9,000 spans once, and
+    compact() then leaves exactly one copy on disk."""
+    store.table()
+    start_at = time.time() + scaled(3)
+    plans = [
+        [(0, 3000, "a1"), (3000, 6000, "a2"), (7000, 9000, "same-file")],
+        [(1500, 4500, "b1"), (4500, 7500, "b2"), (7000, 9000, "same-file")],
+    ]
+    procs = [_writer(store, start_at, plan) for plan in plans]
+    try:
+        outs = [p.communicate(timeout=scaled(180)) for p in procs]
+    finally:
+        for p in procs:
+            reap(p)
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    results = [json.loads(line) for out, _ in outs for line in out.splitlines()]
+    same = [r for r in results if r["source"] == "same-file"]
+    # The identical file is committed by exactly one writer: the other skips it (or, if it came
+    # second, finds all its spans present).
+    assert sum(r["appended"] for r in same) <= 2000
+    assert count(store) == (9000, 9000)
+    raw = duckdb.connect()
+    raw.register("raw", store.table().to_pyarrow_dataset())
+    physical = raw.execute("SELECT count(*) FROM raw").fetchall()[0][0]
+    assert physical >= 9000
+    assert store.compact() == physical - 9000
+    raw.register("raw", store.table().to_pyarrow_dataset())
+    assert raw.execute("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM raw").fetchall()[0] == (9000, 9000)
+    assert count(store) == (9000, 9000)
+
+
+@pytest.mark.timeout(300)
+def test_writer_killed_mid_commit_leaves_the_table_consistent_and_a_retry_completes(store, monkeypatch):
+    """SIGKILL a writer as soon as its first data file exists, before its commit: no reader sees
+    its rows, the files it left are orphans, and the same source appended again commits once."""
+    store.append(make_spans(0, 100), "before")
+    version = store.table().version()
+    before_files = _data_files(store)
+    monkeypatch.setenv("TRACESTORE_TEST_TEXT", "400")
+    monkeypatch.setenv("TRACESTORE_TEST_DAYS", "40")
+    # 40 days x 1,500 spans: delta-rs writes the partitions' files one after another, and the
+    # commit comes after the last one.
+    plan = [(1000, 61_000, "big")]
+    proc = _writer(store, time.time(), plan)
+    killed_before_commit = False
+    try:
+        deadline = time.monotonic() + scaled(120)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _data_files(store) - before_files:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=scaled(10))
+                killed_before_commit = store.table().version() == version
+                break
+            time.sleep(0.002)
+    finally:
+        reap(proc)
+    if not killed_before_commit:
+        pytest.skip("the writer committed before it could be killed (machine too fast for the window)")
+    dt = store.table()
+    assert dt.version() == version and not store.committed("big", dt)
+    referenced = {u.removeprefix("file://") for u in dt.file_uris()}
+    orphans = _data_files(store) - before_files
+    assert orphans and not orphans & referenced
+    assert count(store) == (100, 100)
+    # The retry (a new writer, the same source) completes; the orphans are never read.
+    retried = store.append(make_spans(1000, 61_000, days=40, text=400), "big")
+    assert not retried.skipped and retried.appended == 60_000
+    assert count(store) == (60_100, 60_100)
+    store.vacuum(retention_hours=0)
+    assert not (_data_files(store) & orphans)
+    assert count(store) == (60_100, 60_100)
+
+
+def test_migrate_from_warehouse_moves_every_span(wh, tmp_path):
+    from relops_pipeline.lib.tracestore.store import MigrationResult
+
+    spans = make_spans(0, 1234, days=5)
+    wh.register("incoming", spans)
+    wh.execute("INSERT INTO spans BY NAME SELECT * FROM incoming")
+    n = wh.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+    assert n == 1234
+    store = TraceStore(default_uri(tmp_path / "home"))
+    result = store.migrate_from_warehouse(wh)
+    assert result == MigrationResult(warehouse_spans=n, appended=n, already_in_store=0, store_spans=n)
+    assert count(store) == (n, n)
+    # Every column survives: the store's view equals the warehouse table, row for row.
+    store.register(wh, "migrated")
+    assert wh.execute("SELECT count(*) FROM (SELECT * FROM spans EXCEPT SELECT * FROM migrated)").fetchall()[0] == (0,)
+    # Run again (an interrupted upgrade resumed): nothing added, nothing lost.
+    again = store.migrate_from_warehouse(wh)
+    assert again.appended == 0 and again.store_spans == n
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["writer"]:
+    _writer_main(*sys.argv[2:6])
