@@ -97,7 +97,9 @@ def test_weekly_drift_flags_the_drift_week_and_not_the_stationary_week(demo_home
     # Numeric metadata the UI plots over partitions, and the linked Evidently report.
     assert meta["score/support-triage/topic"].value < 0.05  # chi-square p-value
     assert 0 < meta["drifted_share/support-triage"].value <= 1
-    report = meta["report/support-triage"].value
+    url = meta["report/support-triage"].value  # a link relops serve opens: /reports/<path under the reports folder>
+    assert url.startswith("http://127.0.0.1:4318/reports/drift/")
+    report = str(demo_home.reports_dir / url.split("/reports/", 1)[1])
     with open(report, encoding="utf-8") as f:
         assert report.endswith(".html") and "<html" in f.read(2000).lower()
     with open_warehouse(demo_home.warehouse_path) as con:

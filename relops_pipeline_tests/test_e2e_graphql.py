@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,7 @@ query Lineage($key: AssetKeyInput!, $partitions: [String!]) {
           ... on IntMetadataEntry { intValue }
           ... on FloatMetadataEntry { floatValue }
           ... on PathMetadataEntry { path }
+          ... on UrlMetadataEntry { url }
         }
       }
     }
@@ -126,12 +128,12 @@ def test_graphql_reads_the_gate_lineage_and_a_backfill_of_eval_runs_completes(tm
         assert gate_node["__typename"] == "AssetNode", gate_node
         assert sorted(gate_node["partitionKeys"]) == KEYS
         assert _paths(gate_node["dependencyKeys"]) == {"eval_run", "gate_thresholds", "release_manifest", "eval_suites"}
-        assert {"rollout_plan", "canary_analysis"} <= _paths(gate_node["dependedByKeys"])
+        assert {"release_approval", "canary_analysis"} <= _paths(gate_node["dependedByKeys"])
         upstream = {"/".join(d["asset"]["assetKey"]["path"]): _paths(d["asset"]["dependencyKeys"]) for d in gate_node["dependencies"]}
         assert upstream["eval_run"] == {"release_manifest", "eval_suites"}
         assert upstream["gate_thresholds"] == set()
         rollout = dev.graphql(LINEAGE, {"key": {"path": ["rollout_plan"]}, "partitions": []})["assetNodeOrError"]
-        assert {"release_gate", "gate_thresholds"} <= _paths(rollout["dependencyKeys"])
+        assert {"release_approval", "gate_thresholds"} <= _paths(rollout["dependencyKeys"])
 
         (latest,) = gate_node["latestMaterializationByPartition"]
         meta = _metadata(latest)
@@ -140,7 +142,8 @@ def test_graphql_reads_the_gate_lineage_and_a_backfill_of_eval_runs_completes(tm
         assert meta["gate_id"] == gate["gate_id"]
         assert meta["candidate_eval_run_id"] == registered[CANDIDATE]["eval"]["eval_run_id"]
         assert meta["baseline_eval_run_id"] == registered[BASELINE]["eval"]["eval_run_id"]
-        assert meta["report_html"] == gate["reports"]["html"]
+        html = Path(gate["reports"]["html"]).relative_to(home.reports_dir).as_posix()
+        assert meta["report_html"] == f"http://127.0.0.1:4318/reports/{html}"
 
         # (b) A backfill of the eval results over the release partitions, run by the daemon.
         launched = dev.graphql(LAUNCH_BACKFILL, {"params": {

@@ -28,14 +28,14 @@ MEMO = MemoWritten(
                WorkflowHeadline("support-triage")),
     memo={"week": "2026-11-16", "summary": {"traces": 1200}, "workflows": []},
 )
-REVIEW = ReviewSampleDrawn(week=dt.date(2026, 11, 16), traces=3, sheet_csv="/h/r.csv", sheet_html="/h/r.html",
+REVIEW = ReviewSampleDrawn(week=dt.date(2026, 11, 16), traces=3, sheet_csv="/h/reports/review/r.csv", sheet_html="/h/reports/review/r.html",
                            strata=(ReviewStratum("doc-qa", "v2.3.0", 2), ReviewStratum("doc-qa", "unknown", 1)))
 PROPOSALS = ProposalsMade("suite", (
-    ProposalOutcome("doc-qa", "suite-doc-qa-2026-11-ab12cd34", "3 cases from incidents", "draft", True, "/h/p.md"),
+    ProposalOutcome("doc-qa", "suite-doc-qa-2026-11-ab12cd34", "3 cases from incidents", "draft", True, "/h/reports/proposals/p.md"),
     ProposalOutcome("support-triage"),
 ))
 READINESS = ReadinessReviews((ReadinessReviewed(
-    workflow="doc-qa", status="gaps", review_id="rdy-doc-qa-x", report_path="/h/readiness/doc-qa.md", markdown="# r",
+    workflow="doc-qa", status="gaps", review_id="rdy-doc-qa-x", report_path="/h/reports/readiness/doc-qa.md", markdown="# r",
     gaps=("owner", "alert rules"), result={"workflow": "doc-qa", "status": "gaps", "checks": []}),))
 FIRING = Firing(workflow="doc-qa", rule="trunc", signal="truncation_rate", day=dt.date(2026, 11, 10), value=0.1,
                 threshold=0.05, direction="above", traces=40, feedback_n=0, severity="warning", release="v2",
@@ -79,9 +79,10 @@ def test_metadata_keeps_the_assets_keys():
                          "error_rate/doc-qa", "latency_p95_ms/doc-qa", "cost_per_trace_usd/doc-qa"}
     assert memo["ops_window"] == "2026-11-16 00:00 .. 2026-11-23 06:00 UTC"
     assert memo["recommendations"].value == 2 and memo["error_rate/doc-qa"].value == 0.01
+    assert memo["memo_html"].value == "http://127.0.0.1:4318/reports/memos/2026-11-16.html"  # a link relops serve opens
     review = review_sample_result(REVIEW).metadata
     assert review["traces"].value == 3 and "| doc-qa | v2.3.0 | 2 |" in review["strata"].value
-    empty = review_sample_result(ReviewSampleDrawn(dt.date(2026, 11, 16), 0, "/c", "/h", ())).metadata
+    empty = review_sample_result(ReviewSampleDrawn(dt.date(2026, 11, 16), 0, "/h/reports/c", "/h/reports/h", ())).metadata
     assert empty["strata"].value == "no traffic this week"
     props = proposals_result(PROPOSALS).metadata
     assert list(props) == ["report/doc-qa", "proposals", "drafts"] and props["drafts"].value == 1

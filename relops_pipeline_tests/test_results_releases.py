@@ -25,6 +25,7 @@ from relops_pipeline.lib.canary.model import CanaryResult, IntervalResult, Metri
 from relops_pipeline.lib.canary.service import CanaryOutcome
 from relops_pipeline.lib.drift.compute import ColumnDrift, DriftSummary
 from relops_pipeline.lib.drills import DrillCheck, DrillResult, WorkflowDrill
+from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.registry.respond import FailureHandled, FailureResponse
 from relops_pipeline.lib.registry.rollout import RollbackRecommendation, TransitionResult
 from relops_pipeline.lib.registry.state import RegistryState
@@ -147,27 +148,37 @@ def test_drift_metadata_and_checks():
 
 
 def test_release_metadata(tmp_path):
-    outcome = _canary()
-    md = tmp_path / "canary.md"
-    md.write_text("# canary report", encoding="utf-8")
     from dataclasses import replace
 
-    result = canary_result(replace(outcome, report_md=str(md)), "doc-qa--v2.4.0")
+    home = Home(tmp_path / "h")
+    report_dir = home.reports_dir / "canary" / "doc-qa" / "v2.4.0"
+    report_dir.mkdir(parents=True)
+    (report_dir / "canary-x.md").write_text("# canary report", encoding="utf-8")
+    outcome = replace(_canary(), report_md=str(report_dir / "canary-x.md"), report_html=str(report_dir / "canary-x.html"))
+    result = canary_result(outcome, "doc-qa--v2.4.0", home)
     assert _values(result.metadata) == {
         "verdict": "fail", "score": 50.0, "baseline": "v2.3.0", "intervals": 2, "looks": 2, "canary_requests": 300,
-        "report_html": outcome.report_html, "report": "# canary report", "release_key": "doc-qa--v2.4.0"}
+        "report_html": "http://127.0.0.1:4318/reports/canary/doc-qa/v2.4.0/canary-x.html",
+        "report_md": "http://127.0.0.1:4318/reports/canary/doc-qa/v2.4.0/canary-x.md",
+        "release_page": "http://127.0.0.1:4318/releases/doc-qa/v2.4.0",
+        "report": "# canary report", "release_key": "doc-qa--v2.4.0"}
     [check] = result.check_results
-    assert (check.check_name, check.passed, check.description) == ("canary_healthy", False, "2 consecutive failing intervals")
+    assert (check.check_name, check.passed, check.description) == (
+        "canary_healthy", False, "doc-qa--v2.4.0: 2 consecutive failing intervals")
     assert _values(check.metadata) == {"verdict": "fail", "release_key": "doc-qa--v2.4.0", "consecutive_failures": 2,
                                        "failing_metrics": "latency_p95", "needs": "nothing: decided"}
 
     plan = rollout_plan_result({"stages": [{"stage": "canary", "traffic_percent": 10.0, "min_minutes": 30.0,
-                                            "advance_when": "passes"}], "policy": {"auto_rollback": False}})
-    assert set(plan.metadata) == {"stages", "plan", "auto_rollback"} and plan.metadata["auto_rollback"].value is False
+                                            "advance_when": "passes"}], "policy": {"auto_rollback": False}},
+                               home, "doc-qa--v2.4.0")
+    assert set(plan.metadata) == {"stages", "plan", "auto_rollback", "release_page"}
+    assert plan.metadata["auto_rollback"].value is False
 
-    books = runbooks_result([RunbookWritten("doc-qa", "/h/doc-qa.md", "h1", "v2.3.0", None, "ok"),
-                             RunbookWritten("qa", "/h/qa.md", "h2", None, None, "never")])
+    runbooks = home.reports_dir / "runbooks"
+    books = runbooks_result([RunbookWritten("doc-qa", str(runbooks / "doc-qa.md"), "h1", "v2.3.0", None, "ok"),
+                             RunbookWritten("qa", str(runbooks / "qa.md"), "h2", None, None, "never")], home)
     assert set(books.metadata) == {"runbook/doc-qa", "runbook/qa", "workflows"}
+    assert books.metadata["runbook/qa"].value == "http://127.0.0.1:4318/reports/runbooks/qa.md"
     assert books.data_version == dg.DataVersion("h1-h2")
 
     drills = drills_result([WorkflowDrill("doc-qa", DRILL), WorkflowDrill("qa", None)])

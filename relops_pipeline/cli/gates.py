@@ -32,8 +32,9 @@ from relops_pipeline.lib.home import Home
 if TYPE_CHECKING:
     from relops_pipeline.lib.gates.service import GateRecord
 
-# What `relops gate` materializes on the release's partition: the thresholds in force, then the decision.
-RELEASE_GATE = ["gate_thresholds", "release_gate"]
+# What `relops gate` materializes on the release's partition: the thresholds in force, the
+# decision, and the rollout plan (every gated release has one, whatever its decision).
+RELEASE_GATE = ["gate_thresholds", "release_gate", "rollout_plan"]
 
 # INVALID is not a decision: the evidence is broken (an invalid eval run), an error like bad input.
 EXIT_BY_DECISION = {"SHIP": 0, "BLOCK": 1, "REVIEW": 2, "INVALID": EXIT_BAD_INPUT}

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from relops_pipeline.defs.links import report_link
+from relops_pipeline.lib import rounding
 from relops_pipeline.lib.drift.compute import ALL_RELEASES, DriftSummary
 from relops_pipeline.lib.markdown import md_table
 
@@ -37,14 +39,14 @@ def drift_outcome(summaries: Sequence[DriftSummary], asset: str) -> tuple[dict[s
         if s.status == "insufficient":
             no_verdict.append(wf)
             continue
-        meta[f"drifted_share/{wf}"] = dg.MetadataValue.float(float(s.drifted_share or 0.0))
+        meta[f"drifted_share/{wf}"] = dg.MetadataValue.float(rounding.rate(s.drifted_share or 0.0))
         meta[f"columns_drifted/{wf}"] = dg.MetadataValue.int(int(s.columns_drifted))
         meta[f"traces/{wf}"] = dg.MetadataValue.int(int(s.cur_rows))
         for col in s.columns:
             if col.score is not None and col.column in s.critical_columns:
-                meta[f"score/{wf}/{col.column}"] = dg.MetadataValue.float(float(col.score))
+                meta[f"score/{wf}/{col.column}"] = dg.MetadataValue.float(rounding.rate(col.score))
         if s.report_path:
-            meta[f"report/{wf}"] = dg.MetadataValue.path(s.report_path)
+            meta[f"report/{wf}"] = report_link(s.report_path)
         failing = {"workflow": wf, "release": s.dominant_release or "*", "period_start": s.period_start.isoformat()}
         if s.critical_drifted:
             critical_fail.append({**failing, "severity": s.critical_severity,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from relops_pipeline.lib import rounding
 from relops_pipeline.lib.evals.store import EvalRunSummary, ReleaseRegistration, SuitesRecorded
 from relops_pipeline.lib.markdown import md_table
 
@@ -48,7 +49,7 @@ def eval_run_result(s: EvalRunSummary) -> dg.MaterializeResult:
             "cases": dg.MetadataValue.int(s.cases),
             "samples": dg.MetadataValue.int(s.samples),
             "errors": dg.MetadataValue.int(s.errors),
-            "error_rate": dg.MetadataValue.float(float(s.error_rate or 0.0)),
+            "error_rate": dg.MetadataValue.float(rounding.rate(s.error_rate or 0.0)),
             "valid": s.valid,
             "invalid_reason": s.invalid_reason or "",
             # endpoint error messages are not ours: escaped in the markdown
@@ -59,10 +60,10 @@ def eval_run_result(s: EvalRunSummary) -> dg.MaterializeResult:
             ),
             "must_pass_failing_cases": dg.MetadataValue.int(s.must_pass_failing_cases),
             # the gate judges means of scores; the pass rate (share of samples passing) is for reference
-            **{f"mean/{m}": dg.MetadataValue.float(float(v.mean)) for m, v in metrics.items()},
-            **{f"pass_rate/{m}": dg.MetadataValue.float(float(v.pass_rate)) for m, v in metrics.items()},
-            "latency_p50_ms": dg.MetadataValue.float(float(s.latency_p50_ms or 0.0)),
-            "cost_usd": dg.MetadataValue.float(float(s.cost_usd or 0.0)),
+            **{f"mean/{m}": dg.MetadataValue.float(rounding.rate(v.mean)) for m, v in metrics.items()},
+            **{f"pass_rate/{m}": dg.MetadataValue.float(rounding.rate(v.pass_rate)) for m, v in metrics.items()},
+            "latency_p50_ms": dg.MetadataValue.float(rounding.ms(s.latency_p50_ms or 0.0)),
+            "cost_usd": dg.MetadataValue.float(rounding.usd(s.cost_usd or 0.0)),
             "metrics": dg.MetadataValue.md(
                 md_table(
                     ["metric", "mean score (gated)", "pass rate (of samples)", "scored samples"],

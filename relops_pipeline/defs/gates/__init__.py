@@ -1,7 +1,11 @@
-"""Gates domain: thresholds in force and the release decision per release partition."""
+"""Gates domain: thresholds in force, the release decision per release partition, and the
+approvals and overrides that let a release out despite its gate."""
 
-from relops_pipeline.defs.gates.assets import gate_thresholds, release_gate
+import dagster as dg
 
-assets = [gate_thresholds, release_gate]
+from relops_pipeline.defs.gates.assets import gate_thresholds, release_approval, release_gate
+from relops_pipeline.defs.gates.sensors import approvals_sensor
+
+assets: list[dg.AssetsDefinition | dg.AssetSpec] = [gate_thresholds, release_gate, release_approval]
 jobs: list = []
-sensors: list = []
+sensors = [approvals_sensor]

@@ -4,7 +4,7 @@ import dagster as dg
 
 from relops_pipeline.defs.evals.assets import eval_run, eval_suites, release_manifest, releases_root, suites_root
 from relops_pipeline.defs.evals.partitions import SUITE_VERSION_TAG, releases_partitions
-from relops_pipeline.defs.gates.metadata import GATE_CHECKS, gate_thresholds_result, release_gate_result
+from relops_pipeline.defs.gates.metadata import GATE_CHECK_SPECS, gate_thresholds_result, release_gate_result
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
 
 BASELINE_TAG = "relops/baseline"
@@ -38,7 +38,7 @@ def gate_thresholds(context: dg.AssetExecutionContext, home: RelopsHomeResource,
     group_name="gates",
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
-    check_specs=[dg.AssetCheckSpec(n, asset="release_gate", description=d, blocking=b) for n, _, b, d in GATE_CHECKS],
+    check_specs=GATE_CHECK_SPECS,
 )
 def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, warehouse: WarehouseResource):
     """The release decision — SHIP, BLOCK or REVIEW — with its evidence and report.
@@ -66,8 +66,22 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
         log=context.log.info,
     )
     if outcome.result.decision == "INVALID":
-        raise invalid_evidence_failure(outcome)
-    return release_gate_result(outcome)
+        raise invalid_evidence_failure(outcome, home.home, key)
+    return release_gate_result(outcome, home.home, key)
 
 
-__all__ = ["gate_thresholds", "release_gate", "suites_root", "releases_root"]
+# Approvals are made by people (relops approve, an override on rollout), not computed: the
+# asset is declared so they sit in the release's lineage between its gate and its rollout plan;
+# the approvals sensor (defs/gates/sensors.py) reports each one from the audit log.
+release_approval = dg.AssetSpec(
+    "release_approval",
+    deps=[release_gate],
+    partitions_def=releases_partitions,
+    group_name="gates",
+    kinds={"duckdb"},
+    description="Who let the release go out despite its gate: each approval of a REVIEW or override of a BLOCK "
+                "is a materialization of the release's partition (by whom, why, when); a refused attempt is an "
+                "observation. Read from the hash-chained audit log by the approvals sensor.",
+)
+
+__all__ = ["gate_thresholds", "release_gate", "release_approval", "suites_root", "releases_root"]

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
+from relops_pipeline.defs.evals.partitions import release_check_spec
+from relops_pipeline.lib import rounding
+from relops_pipeline.lib.evals.model import split_release_key
 from relops_pipeline.lib.gates.gate import GateOutcome
+from relops_pipeline.lib.gates.glance import ERROR, PASS, WARN, ApprovalEvent, DecisionGlance, glance
 from relops_pipeline.lib.gates.service import ThresholdsInForce
+from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.markdown import escape_md
+from relops_pipeline.lib.report_links import release_url, report_url
 
 # The release gate's checks: name, severity, blocking, meaning.
 GATE_CHECKS = (
@@ -23,7 +29,69 @@ GATE_CHECKS = (
         False,
         "enough cases and samples, with a baseline (an invalid run is no evidence: the gate fails instead)",
     ),
+    (
+        "gate_decision",
+        dg.AssetCheckSeverity.WARN,
+        False,
+        "the release's decision at a glance: SHIP or an approved REVIEW pass; a REVIEW waiting for approval and "
+        "an overridden BLOCK warn; a BLOCK errors",
+    ),
 )
+GATE_DECISION_CHECK = "gate_decision"
+
+# One result per release partition (defs/evals/partitions.release_check_spec).
+GATE_CHECK_SPECS = [release_check_spec(n, "release_gate", d, blocking=b) for n, _, b, d in GATE_CHECKS]
+
+SEVERITY = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERROR, PASS: dg.AssetCheckSeverity.WARN}
+# Materialization tags: the decision and its at-a-glance status, filterable in the UI.
+DECISION_TAG, STATUS_TAG = "relops/decision", "relops/status"
+
+
+def glance_check_evaluation(g: DecisionGlance, home: Home) -> dg.AssetCheckEvaluation:
+    """The gate_decision check of a release partition as an evaluation a sensor reports (after
+    an approval or override changes the release's status; the gate run reports the first)."""
+    r = _glance_check(g, home)
+    return dg.AssetCheckEvaluation(asset_key=dg.AssetKey("release_gate"), check_name=GATE_DECISION_CHECK, passed=r.passed,
+                                   severity=r.severity, description=r.description, metadata=r.metadata,
+                                   partition=g.release_key)
+
+
+def approval_asset_event(e: ApprovalEvent, home: Home) -> dg.AssetMaterialization | dg.AssetObservation:
+    """An approval or override as a materialization of the release's `release_approval`
+    partition (the release may now go out); a refusal as an observation (nothing was approved,
+    but the attempt stays visible beside it)."""
+    workflow, version = split_release_key(e.release_key)
+    what = {"approval": "approved", "override": "overridden", "refused": "refused"}.get(e.kind, e.kind)
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "kind": dg.MetadataValue.text(e.kind),
+        "by": dg.MetadataValue.text(e.actor),
+        "reason": dg.MetadataValue.text(e.reason),
+        "at": dg.MetadataValue.text(e.ts),
+        "release_key": dg.MetadataValue.text(e.release_key),
+        "audit_seq": dg.MetadataValue.int(e.seq),
+        "release_page": dg.MetadataValue.url(release_url(home, workflow, version)),
+    }
+    description = f"{e.release_key} {what} by {e.actor}: {e.reason}"
+    if e.kind == "refused":
+        return dg.AssetObservation(asset_key="release_approval", partition=e.release_key, description=description,
+                                   metadata=metadata, tags={STATUS_TAG: what})
+    return dg.AssetMaterialization(asset_key="release_approval", partition=e.release_key, description=description,
+                                   metadata=metadata, tags={STATUS_TAG: what})
+
+
+def _glance_check(g: DecisionGlance, home: Home) -> dg.AssetCheckResult:
+    workflow, version = split_release_key(g.release_key)
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "status": dg.MetadataValue.text(g.status),
+        "decision": dg.MetadataValue.text(g.decision),
+        "release_key": dg.MetadataValue.text(g.release_key),
+        "suite_version": dg.MetadataValue.text(g.suite_version),
+        "release_page": dg.MetadataValue.url(release_url(home, workflow, version)),
+    }
+    if g.by:
+        metadata["by"] = dg.MetadataValue.text(g.by)
+    return dg.AssetCheckResult(check_name=GATE_DECISION_CHECK, passed=g.outcome == PASS, severity=SEVERITY[g.outcome],
+                               description=g.description, metadata=metadata)
 
 
 def gate_thresholds_result(t: ThresholdsInForce) -> dg.MaterializeResult:
@@ -33,7 +101,7 @@ def gate_thresholds_result(t: ThresholdsInForce) -> dg.MaterializeResult:
             "thresholds_version": dg.MetadataValue.int(th.version),
             "author": th.author or "built-in defaults",
             "reason": th.reason or "",
-            "confidence": dg.MetadataValue.float(th.confidence),
+            "confidence": dg.MetadataValue.float(rounding.rate(th.confidence)),
             "min_cases": dg.MetadataValue.int(th.min_cases),
             "thresholds": dg.MetadataValue.json(th.as_dict()),
             **({"warning": t.warning} if t.warning else {}),
@@ -41,7 +109,7 @@ def gate_thresholds_result(t: ThresholdsInForce) -> dg.MaterializeResult:
     )
 
 
-def invalid_evidence_failure(outcome: GateOutcome) -> dg.Failure:
+def invalid_evidence_failure(outcome: GateOutcome, home: Home, release_key: str) -> dg.Failure:
     """The failure of a gate whose candidate run is invalid: the reasons (with the top error
     causes, endpoint text escaped for markdown) and the report, recorded as INVALID."""
     result = outcome.result
@@ -56,15 +124,29 @@ def invalid_evidence_failure(outcome: GateOutcome) -> dg.Failure:
             "candidate_eval_run_id": outcome.candidate_run or "none",
             "invalid_reason": str(errors.get("invalid_reason") or ""),
             "error_causes": dg.MetadataValue.md("\n".join(lines) or "_no error messages recorded_"),
-            "report_html": dg.MetadataValue.path(outcome.reports.html),
-            "report_md": dg.MetadataValue.path(outcome.reports.md),
+            **_links(home, release_key, outcome),
         },
     )
 
 
-def release_gate_result(outcome: GateOutcome) -> dg.MaterializeResult:
-    """The decision, its evidence and reports as metadata; the rules as the three gate checks."""
+def _links(home: Home, release_key: str, outcome: GateOutcome) -> dict[str, dg.MetadataValue]:
+    """Browser links (relops serve): the gate's reports and the release's page."""
+    workflow, version = split_release_key(release_key)
+    return {
+        "report_html": dg.MetadataValue.url(report_url(home, outcome.reports.html)),
+        "report_md": dg.MetadataValue.url(report_url(home, outcome.reports.md)),
+        "release_page": dg.MetadataValue.url(release_url(home, workflow, version)),
+    }
+
+
+def release_gate_result(outcome: GateOutcome, home: Home, release_key: str) -> dg.MaterializeResult:
+    """The decision, its evidence and reports as metadata; the rules as the gate checks, each
+    naming the release and the suite version it was judged on, and the decision at a glance
+    (gate_decision: pass, warn or error per release partition)."""
     result = outcome.result
+    suite = outcome.suite_version or "none"
+    where = f"{release_key} on suite {suite}"
+    named = {"release_key": dg.MetadataValue.text(release_key), "suite_version": dg.MetadataValue.text(suite)}
     by_rule = {r.rule: r for r in result.rules}
     must_pass_ok = all(r.outcome != "block" for r in result.rules if r.rule == "must_pass")
     regression_ok = all(r.outcome != "block" for r in result.rules if r.rule != "must_pass")
@@ -77,25 +159,33 @@ def release_gate_result(outcome: GateOutcome) -> dg.MaterializeResult:
             check_name="must_pass",
             passed=must_pass_ok,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"decision": result.decision, **must_pass_rule},
+            description=f"{where}: " + ("no must-pass case newly fails" if must_pass_ok else "a must-pass case newly fails"),
+            metadata={"decision": result.decision, **named, **must_pass_rule},
         ),
         dg.AssetCheckResult(
             check_name="no_regression",
             passed=regression_ok,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"decision": result.decision, "blocking_rules": blocking},
+            description=f"{where}: " + ("no blocking regression" if regression_ok else f"blocked by {blocking}"),
+            metadata={"decision": result.decision, **named, "blocking_rules": blocking},
         ),
         dg.AssetCheckResult(
-            check_name="enough_evidence", passed=evidence_ok, severity=dg.AssetCheckSeverity.WARN, metadata={"review_rules": review}
+            check_name="enough_evidence",
+            passed=evidence_ok,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{where}: " + ("enough evidence" if evidence_ok else f"needs review: {review}"),
+            metadata={**named, "review_rules": review},
         ),
+        _glance_check(glance(release_key, outcome.suite_version, result.decision), home),
     ]
     metrics = {}
     for m in result.metrics:
         if m.delta is not None and m.delta.estimate is not None:
-            metrics[f"delta/{m.metric}"] = dg.MetadataValue.float(float(m.delta.estimate))
+            metrics[f"delta/{m.metric}"] = dg.MetadataValue.float(rounding.by_name(m.metric, m.delta.estimate))
         if m.candidate.estimate is not None:
-            metrics[f"candidate/{m.metric}"] = dg.MetadataValue.float(float(m.candidate.estimate))
+            metrics[f"candidate/{m.metric}"] = dg.MetadataValue.float(rounding.by_name(m.metric, m.candidate.estimate))
     return dg.MaterializeResult(
+        tags={DECISION_TAG: result.decision, STATUS_TAG: result.decision},
         metadata={
             "decision": result.decision,
             "baseline_version": result.baseline_version or "none",
@@ -105,8 +195,7 @@ def release_gate_result(outcome: GateOutcome) -> dg.MaterializeResult:
             "suite_version": outcome.suite_version or "none",
             "thresholds_version": dg.MetadataValue.int(outcome.thresholds_version),
             **metrics,
-            "report_html": dg.MetadataValue.path(outcome.reports.html),
-            "report_md": dg.MetadataValue.path(outcome.reports.md),
+            **_links(home, release_key, outcome),
             "report": dg.MetadataValue.md(outcome.pr_comment),
         },
         check_results=checks,

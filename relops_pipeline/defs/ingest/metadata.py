@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from relops_pipeline.lib import rounding
 from relops_pipeline.lib.markdown import md_table
 from relops_pipeline.lib.traces_day import DayValidation, FeaturesRefresh, SignalsRefresh
 from relops_pipeline.lib.validation import WARN
@@ -72,8 +73,8 @@ def daily_signals_result(r: SignalsRefresh) -> dg.MaterializeResult:
             "rows": dg.MetadataValue.int(r.rows),
             "spans": dg.MetadataValue.int(r.spans),
             "errors": dg.MetadataValue.int(r.errors),
-            "cost_usd": dg.MetadataValue.float(r.cost_usd),
-            "max_latency_p95_ms": dg.MetadataValue.float(r.max_latency_p95_ms),
+            "cost_usd": dg.MetadataValue.float(rounding.usd(r.cost_usd)),
+            "max_latency_p95_ms": dg.MetadataValue.float(rounding.ms(r.max_latency_p95_ms)),
         }
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from relops_pipeline.defs.links import report_link
+from relops_pipeline.lib import rounding
 from relops_pipeline.lib.cadence import (
     HEADLINE_KEYS,
     MemoWritten,
@@ -22,8 +24,8 @@ Metadata = dict[str, dg.MetadataValue | str]
 def stability_memo_result(m: MemoWritten) -> dg.MaterializeResult:
     """The memo's files, its text, the operations window and each workflow's headline signals."""
     meta: Metadata = {
-        "memo_md": dg.MetadataValue.path(m.md_path),
-        "memo_html": dg.MetadataValue.path(m.html_path),
+        "memo_md": report_link(m.md_path),
+        "memo_html": report_link(m.html_path),
         "memo": dg.MetadataValue.md(m.markdown[:MEMO_METADATA_CHARS]),
         "ops_window": f"{m.ops_from:%Y-%m-%d %H:%M} .. {m.ops_to:%Y-%m-%d %H:%M} UTC",
         "recommendations": dg.MetadataValue.int(m.recommendations),
@@ -32,7 +34,7 @@ def stability_memo_result(m: MemoWritten) -> dg.MaterializeResult:
         for key in HEADLINE_KEYS:
             value = getattr(h, key)
             if value is not None:
-                meta[f"{key}/{h.workflow}"] = dg.MetadataValue.float(value)
+                meta[f"{key}/{h.workflow}"] = dg.MetadataValue.float(rounding.by_name(key, value))
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -40,8 +42,8 @@ def review_sample_result(r: ReviewSampleDrawn) -> dg.MaterializeResult:
     strata = md_table(["workflow", "release", "traces"], [[s.workflow, s.release, s.traces] for s in r.strata])
     return dg.MaterializeResult(metadata={
         "traces": dg.MetadataValue.int(r.traces),
-        "sheet_csv": dg.MetadataValue.path(r.sheet_csv),
-        "sheet_html": dg.MetadataValue.path(r.sheet_html),
+        "sheet_csv": report_link(r.sheet_csv),
+        "sheet_html": report_link(r.sheet_html),
         "strata": dg.MetadataValue.md(strata if r.strata else "no traffic this week"),
     })
 
@@ -62,7 +64,7 @@ def proposals_result(made: ProposalsMade) -> dg.MaterializeResult:
             continue
         rows.append([o.workflow, o.proposal_id, o.title, o.status])
         if o.report_path:
-            meta[f"report/{o.workflow}"] = dg.MetadataValue.path(o.report_path)
+            meta[f"report/{o.workflow}"] = report_link(o.report_path)
     meta["proposals"] = dg.MetadataValue.md(md_table(["workflow", "proposal", "title", "status"], rows))
     meta["drafts"] = dg.MetadataValue.int(made.drafts)
     return dg.MaterializeResult(metadata=meta)
@@ -74,7 +76,7 @@ def readiness_report_result(r: ReadinessReviews) -> dg.MaterializeResult:
     meta: dict[str, dg.MetadataValue] = {}
     for review in r.reviews:
         rows.append([review.workflow, review.status, len(review.gaps), "; ".join(review.gaps[:4]) or "-"])
-        meta[f"report/{review.workflow}"] = dg.MetadataValue.path(review.report_path)
+        meta[f"report/{review.workflow}"] = report_link(review.report_path)
         meta[f"gaps/{review.workflow}"] = dg.MetadataValue.int(len(review.gaps))
     meta["workflows"] = dg.MetadataValue.md(md_table(["workflow", "status", "gaps", "first gaps"], rows))
     return dg.MaterializeResult(metadata=meta)

@@ -3,8 +3,8 @@ the rollback drills that keep it practised."""
 
 import dagster as dg
 
-from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS, releases_partitions
-from relops_pipeline.defs.gates.assets import gate_thresholds, release_gate
+from relops_pipeline.defs.evals.partitions import RELEASES_PARTITIONS, release_check_spec, releases_partitions
+from relops_pipeline.defs.gates.assets import gate_thresholds, release_approval, release_gate
 from relops_pipeline.defs.releases.metadata import (
     canary_result,
     drill_fresh_result,
@@ -17,7 +17,10 @@ from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.workflows import Workflow
 
 
-@dg.asset(partitions_def=releases_partitions, deps=[release_gate, gate_thresholds], group_name="releases",
+# No direct edge from release_gate: `relops gate` materializes the plan in the gate's run, and a
+# BLOCK (a failed blocking check) would skip a direct dependant; the plan is the release's
+# whatever its decision, and it follows the gate through release_approval in the lineage.
+@dg.asset(partitions_def=releases_partitions, deps=[release_approval, gate_thresholds], group_name="releases",
           pool=WAREHOUSE_POOL, kinds={"duckdb"})
 def rollout_plan(context: dg.AssetExecutionContext, home: RelopsHomeResource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -36,7 +39,7 @@ def rollout_plan(context: dg.AssetExecutionContext, home: RelopsHomeResource,
     wf = load_workflow(home.home.workflows_dir, workflow)
     with warehouse.get_connection() as con:
         plan = plan_for(wf, current_thresholds(con, workflow))
-    return rollout_plan_result(plan)
+    return rollout_plan_result(plan, home.home, context.partition_key)
 
 
 # The registry is changed by ops (a person's rollout, the rollback-alert job), not computed: it
@@ -93,7 +96,7 @@ def rollback_runbook(context: dg.AssetExecutionContext, home: RelopsHomeResource
 
     with warehouse.get_connection() as con:
         written = [write_runbook(con, home.home, wf) for wf in _workflows(home.home, context)]
-    return runbooks_result(written)
+    return runbooks_result(written, home.home)
 
 
 @dg.asset(group_name="releases", pool=WAREHOUSE_POOL, kinds={"duckdb"})
@@ -126,10 +129,15 @@ def drill_fresh(home: RelopsHomeResource, warehouse: WarehouseResource) -> dg.As
     return drill_fresh_result(statuses)
 
 
-@dg.asset(partitions_def=releases_partitions, deps=[release_gate], group_name="releases", pool=WAREHOUSE_POOL,
-          kinds={"duckdb"}, check_specs=[dg.AssetCheckSpec(
-              "canary_healthy", asset="canary_analysis",
-              description="the canary is no worse than the baseline serving at the same time")])
+# The canary judges production requests: the traces it reads are its evidence in the lineage
+# (every day of them: the release's days are only known from the data).
+CANARY_EVIDENCE = [dg.AssetDep(asset, partition_mapping=dg.AllPartitionMapping()) for asset in ("raw_traces", "trace_features")]
+
+
+@dg.asset(partitions_def=releases_partitions, deps=[release_gate, *CANARY_EVIDENCE], group_name="releases",
+          pool=WAREHOUSE_POOL, kinds={"duckdb"}, check_specs=[release_check_spec(
+              "canary_healthy", "canary_analysis",
+              "the canary is no worse than the baseline serving at the same time")])
 def canary_analysis(context: dg.AssetExecutionContext, home: RelopsHomeResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The canary's production requests judged against the live release's requests in the same
@@ -149,4 +157,4 @@ def canary_analysis(context: dg.AssetExecutionContext, home: RelopsHomeResource,
     wf = load_workflow(home.home.workflows_dir, workflow)
     with warehouse.get_connection() as con:
         outcome = judge_release_canary(con, home.home, wf, version, run_id=context.run.run_id)
-    return canary_result(outcome, key)
+    return canary_result(outcome, key, home.home)

@@ -11,18 +11,28 @@ from typing import Any
 
 import dagster as dg
 
+from relops_pipeline.lib import rounding
 from relops_pipeline.lib.canary.service import CanaryOutcome
 from relops_pipeline.lib.drills import WorkflowDrill
+from relops_pipeline.lib.evals.model import split_release_key
+from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.markdown import md_table
 from relops_pipeline.lib.registry.respond import FailureHandled, FailureResponse
 from relops_pipeline.lib.registry.rollout import TransitionResult
+from relops_pipeline.lib.report_links import release_url, report_url
 from relops_pipeline.lib.runbook import RunbookWritten
 
 # How much of the canary's markdown report the materialization shows.
 CANARY_REPORT_CHARS = 20000
 
 
-def rollout_plan_result(plan: Mapping[str, Any]) -> dg.MaterializeResult:
+def release_page(home: Home, release_key: str) -> dg.MetadataValue:
+    """The link to a release's page (relops serve): its whole story."""
+    workflow, version = split_release_key(release_key)
+    return dg.MetadataValue.url(release_url(home, workflow, version))
+
+
+def rollout_plan_result(plan: Mapping[str, Any], home: Home, release_key: str) -> dg.MaterializeResult:
     """A release's rollout plan (lib/registry/policy.rollout_plan): its stages as a table."""
     stages = md_table(["stage", "traffic %", "min minutes", "advance when"],
                       [[s["stage"], s["traffic_percent"], s["min_minutes"], s["advance_when"]] for s in plan["stages"]])
@@ -30,10 +40,11 @@ def rollout_plan_result(plan: Mapping[str, Any]) -> dg.MaterializeResult:
         "stages": dg.MetadataValue.md(stages),
         "plan": dg.MetadataValue.json(dict(plan)),
         "auto_rollback": dg.MetadataValue.bool(bool(plan.get("policy", {}).get("auto_rollback", True))),
+        "release_page": release_page(home, release_key),
     })
 
 
-def canary_result(outcome: CanaryOutcome, release_key: str) -> dg.MaterializeResult:
+def canary_result(outcome: CanaryOutcome, release_key: str, home: Home) -> dg.MaterializeResult:
     """The canary's verdict and reports as metadata, and the canary_healthy check (it fails only on
     a failed canary; an inconclusive one passes the check and says what a decision still needs)."""
     result = outcome.result
@@ -41,12 +52,14 @@ def canary_result(outcome: CanaryOutcome, release_key: str) -> dg.MaterializeRes
         report = f.read()[:CANARY_REPORT_CHARS]
     metadata: dict[str, dg.MetadataValue] = {
         "verdict": dg.MetadataValue.text(result.verdict),
-        "score": dg.MetadataValue.float(float(result.score)) if result.score is not None else dg.MetadataValue.text("none"),
+        "score": dg.MetadataValue.float(rounding.rate(result.score)) if result.score is not None else dg.MetadataValue.text("none"),
         "baseline": dg.MetadataValue.text(outcome.baseline or "every other release"),
         "intervals": dg.MetadataValue.int(outcome.intervals),
         "looks": dg.MetadataValue.int(len(result.looks)),
         "canary_requests": dg.MetadataValue.int(result.looks[-1].n_canary if result.looks else 0),
-        "report_html": dg.MetadataValue.path(outcome.report_html),
+        "report_html": dg.MetadataValue.url(report_url(home, outcome.report_html)),
+        "report_md": dg.MetadataValue.url(report_url(home, outcome.report_md)),
+        "release_page": release_page(home, release_key),
         "report": dg.MetadataValue.md(report),
         "release_key": dg.MetadataValue.text(release_key),
     }
@@ -54,7 +67,7 @@ def canary_result(outcome: CanaryOutcome, release_key: str) -> dg.MaterializeRes
         metadata["needs"] = dg.MetadataValue.text(result.needs["text"])
     check = dg.AssetCheckResult(
         check_name="canary_healthy", passed=result.verdict != "fail", severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(result.reasons) or result.verdict,
+        description=f"{release_key}: " + ("; ".join(result.reasons) or result.verdict),
         metadata={"verdict": result.verdict, "release_key": release_key,
                   "consecutive_failures": dg.MetadataValue.int(result.consecutive_failures),
                   "failing_metrics": ", ".join(outcome.failing_metrics) or "none",
@@ -63,9 +76,10 @@ def canary_result(outcome: CanaryOutcome, release_key: str) -> dg.MaterializeRes
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-def runbooks_result(written: Sequence[RunbookWritten]) -> dg.MaterializeResult:
-    """Each workflow's runbook as a path, a table of them, and a data version from their inputs."""
-    metadata: dict[str, dg.MetadataValue] = {f"runbook/{r.workflow}": dg.MetadataValue.path(r.path) for r in written}
+def runbooks_result(written: Sequence[RunbookWritten], home: Home) -> dg.MaterializeResult:
+    """Each workflow's runbook as a link, a table of them, and a data version from their inputs."""
+    metadata: dict[str, dg.MetadataValue] = {f"runbook/{r.workflow}": dg.MetadataValue.url(report_url(home, r.path))
+                                             for r in written}
     rows = [[r.workflow, r.live or "-", r.last_known_good or "-", r.drill, r.inputs_hash] for r in written]
     metadata["workflows"] = dg.MetadataValue.md(md_table(["workflow", "live", "last known good", "drill", "inputs"], rows))
     return dg.MaterializeResult(metadata=metadata,
@@ -82,7 +96,7 @@ def drills_result(round_: Sequence[WorkflowDrill]) -> dg.MaterializeResult:
             continue
         ms = d.drill.duration_ms or 0.0
         rows.append([d.workflow, "pass" if d.drill.passed else "FAIL", round(ms, 1), ", ".join(d.drill.failed_checks) or "-"])
-        metadata[f"drill_ms/{d.workflow}"] = dg.MetadataValue.float(float(ms))
+        metadata[f"drill_ms/{d.workflow}"] = dg.MetadataValue.float(round(float(ms), 1))  # a flip takes well under a millisecond
     metadata["drills"] = dg.MetadataValue.md(md_table(["workflow", "result", "ms", "failed checks"], rows))
     return dg.MaterializeResult(metadata=metadata)
 
@@ -109,7 +123,7 @@ def rollback_registry_change(response: FailureResponse) -> dict[str, dg.Metadata
         "incident_id": dg.MetadataValue.text(response.incident_id or "-"),
     }
     if response.time_to_rollback_s is not None:
-        metadata["time_to_rollback_s"] = dg.MetadataValue.float(float(response.time_to_rollback_s))
+        metadata["time_to_rollback_s"] = dg.MetadataValue.float(rounding.seconds(response.time_to_rollback_s))
     return metadata
 
 
@@ -123,7 +137,7 @@ def failure_output_metadata(handled: FailureHandled, *, release: str | None) -> 
         "trigger": dg.MetadataValue.text(r.trigger),
     }
     if r.time_to_rollback_s is not None:
-        metadata["time_to_rollback_s"] = dg.MetadataValue.float(float(r.time_to_rollback_s))
+        metadata["time_to_rollback_s"] = dg.MetadataValue.float(rounding.seconds(r.time_to_rollback_s))
     if r.incident_id:
         metadata["incident_id"] = dg.MetadataValue.text(r.incident_id)
     return metadata
