@@ -127,3 +127,34 @@ def test_quality_world_rejudging_matches_compute_drift():
     assert windows[0]["columns"]["topic"][0] == "jensenshannon"
     assert not any(alerts(w, silent) for w in windows)
     assert "defaults (Evidently's; p-values Bonferroni)" in CANDIDATES
+
+
+def test_ingest_bench_both_line_shapes_at_a_tiny_size(tmp_path, capsys):
+    """bench/ingest.py's files and its bare and core children at 250 spans: the 100-per-line
+    file holds the same spans in 3 lines, and both sides count every span."""
+    from bench.ingest import make_files, measure_bare, measure_core
+
+    files = make_files(tmp_path, 250, [1, 100], second=False)
+    one, hundred = files[1][0], files[100][0]
+    assert one.read_bytes().count(b"\n") == 250
+    assert hundred.read_bytes().count(b"\n") == 3
+    for path in (one, hundred):
+        assert measure_bare(path, tmp_path, 1)["rows"] == 250
+        core = measure_core(path, tmp_path, 2, 1)
+        assert (core["read"], core["rows"], core["rejected"], core["duplicates"]) == (250, 250, 0, 0)
+        assert core["peak_rss_mb"] > 0
+
+
+def test_ingest_bench_end_to_end_and_two_writers_at_a_tiny_size(tmp_path, capsys):
+    """bench/ingest.py's whole run at 60 spans, 100 per line: `relops ingest` end to end and two
+    writers (one home, two homes) all succeed and count every span of their files once."""
+    from bench.ingest import main
+
+    [res] = main(["--traces", "60", "--shapes", "100", "--workdir", str(tmp_path)])
+    assert res["cli"]["ok"] and res["cli"]["accepted"] == 60
+    for homes in (1, 2):
+        two = res[f"cli_2w_{homes}h"]
+        assert two["ok"], [x["stderr"][-500:] for x in two["runs"]]
+        assert two["accepted"] == 120 and two["peak_rss_mb"] > 0
+    out = capsys.readouterr().out
+    assert "relops ingest (end to end)" in out and "2 writers, two homes" in out and "x one writer" in out
