@@ -47,13 +47,23 @@ SEVERITY = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERROR
 DECISION_TAG, STATUS_TAG = "relops/decision", "relops/status"
 
 
-def glance_check_evaluation(g: DecisionGlance, home: Home) -> dg.AssetCheckEvaluation:
+def glance_check_evaluation(g: DecisionGlance, home: Home, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
     """The gate_decision check of a release partition as an evaluation a sensor reports (after
-    an approval or override changes the release's status; the gate run reports the first)."""
+    an approval or override changes the release's status; the gate run reports the first). It
+    targets the partition's latest gate materialization, so the UI counts it as the current
+    status of that partition (an evaluation without a target is shown but not current)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
     r = _glance_check(g, home)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("release_gate"), asset_partitions=[g.release_key]), limit=1).records
+    target = (AssetCheckEvaluationTargetMaterializationData(storage_id=records[0].storage_id, run_id=records[0].run_id,
+                                                            timestamp=records[0].timestamp) if records else None)
     return dg.AssetCheckEvaluation(asset_key=dg.AssetKey("release_gate"), check_name=GATE_DECISION_CHECK, passed=r.passed,
                                    severity=r.severity, description=r.description, metadata=r.metadata,
-                                   partition=g.release_key)
+                                   partition=g.release_key, target_materialization_data=target)
 
 
 def approval_asset_event(e: ApprovalEvent, home: Home) -> dg.AssetMaterialization | dg.AssetObservation:

@@ -37,7 +37,7 @@ def approvals_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResour
             for key in sorted({e.release_key for e in shown}):
                 g = glance_of_state(release_state(con, key), latest_gate_suite(con, key))
                 if g is not None:
-                    asset_events.append(glance_check_evaluation(g, home.home))
+                    asset_events.append(glance_check_evaluation(g, home.home, context.instance))
     except WarehouseBusy:
         return dg.SkipReason("the warehouse is busy; trying again on the next tick")
     for e in events:

@@ -1,0 +1,215 @@
+"""A release manager's view in the Dagster UI, read through Dagster's own GraphQL schema (in
+this process, over the home's instance, as the webserver serves it): four releases gated by
+`relops gate` — a REVIEW that is approved (after a refused attempt), a SHIP, a BLOCK that is
+overridden and a BLOCK — then the approvals sensor ticks once as the daemon would. For each
+release partition the test reads the decision at a glance (the `gate_decision` check's status,
+severity and description, the materialization's decision and tags) and compares it with what
+`relops gate` said; the gate's checks name their release and suite version; the approval,
+refusal and override sit on `release_approval` between `release_gate` and `rollout_plan`; every
+gated release has a rollout plan; metadata links are relops serve URLs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster_graphql.test.utils import execute_dagster_graphql
+
+from relops_pipeline.defs.resources import relops_resources
+from relops_pipeline_tests.conftest import run_cli as cli
+from relops_pipeline_tests.test_cli_gate import manifest, suite_yaml
+
+WORKFLOW = "support-triage"
+SUITE = "v1"
+BASE_URL = "http://127.0.0.1:4318"
+
+DECISIONS = """
+query Decisions($partitions: [String!]) {
+  assetNodeOrError(assetKey: {path: ["release_gate"]}) {
+    ... on AssetNode {
+      dependedByKeys { path }
+      latestMaterializationByPartition(partitions: $partitions) {
+        partition
+        tags { key value }
+        metadataEntries { label ... on TextMetadataEntry { text } ... on UrlMetadataEntry { url } }
+      }
+      assetChecksOrError {
+        ... on AssetChecks {
+          checks {
+            name
+            partitionStatuses { ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+CHECK_EXECUTIONS = """
+query Executions($check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: {path: ["release_gate"]}, checkName: $check, partition: $partition, limit: 1) {
+    partition
+    evaluation {
+      success severity description partition
+      metadataEntries { label ... on TextMetadataEntry { text } ... on UrlMetadataEntry { url } }
+    }
+  }
+}
+"""
+
+APPROVALS = """
+query Approvals($partitions: [String!]) {
+  assetNodeOrError(assetKey: {path: ["release_approval"]}) {
+    ... on AssetNode {
+      dependencyKeys { path }
+      dependedByKeys { path }
+      assetMaterializations(partitions: $partitions) {
+        partition description
+        metadataEntries { label ... on TextMetadataEntry { text } ... on UrlMetadataEntry { url } }
+      }
+      assetObservations(partitions: $partitions) { partition description }
+    }
+  }
+}
+"""
+
+ROLLOUT_PLANS = """
+query Plans($partitions: [String!]) {
+  assetNodeOrError(assetKey: {path: ["rollout_plan"]}) {
+    ... on AssetNode {
+      latestMaterializationByPartition(partitions: $partitions) {
+        partition
+        metadataEntries { label ... on UrlMetadataEntry { url } }
+      }
+    }
+  }
+}
+"""
+
+
+@pytest.fixture
+def home(make_cli_home):
+    return make_cli_home(
+        "name: support-triage\nowner: ana\ndelegates: [sam]\n"
+        "runner: {type: python, callable: 'relops_pipeline_tests.support:fake_llm'}\n"
+        "scorers: [{type: json}]\nevals: {samples: 3}\n",
+        suite_yaml(40),
+    )
+
+
+@contextlib.contextmanager
+def graphql(instance: dg.DagsterInstance) -> Iterator[WorkspaceRequestContext]:
+    """The webserver's GraphQL context over the project's definitions, loaded in this process."""
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="relops_pipeline.definitions", attribute="defs"),
+                                         location_name="relops")
+    # Entered as the webserver enters it per request: dynamic partitions load from the instance.
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process, \
+            process.create_request_context() as context:
+        yield context
+
+
+def query(context: WorkspaceRequestContext, text: str, **variables) -> dict:
+    result = execute_dagster_graphql(context, text, variables)
+    assert not result.errors, result.errors
+    return result.data
+
+
+def entries(node: dict) -> dict:
+    return {e["label"]: e.get("text", e.get("url")) for e in node["metadataEntries"]}
+
+
+def gate(capsys, home: Path, tmp_path: Path, version: str, **params) -> str:
+    """Register and gate a release with `relops`: its decision."""
+    f = tmp_path / f"{version}.yaml"
+    f.write_text(manifest(version, **params))
+    code, _, err = cli(capsys, home, "release", "register", str(f))
+    assert code == 0, err
+    _, out, _ = cli(capsys, home, "gate", WORKFLOW, version, "--json")
+    return json.loads(out)["decision"]
+
+
+def tick_approvals_sensor(instance: dg.DagsterInstance, home: Path, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+    """One tick of the approvals sensor, its events stored as the daemon stores them."""
+    from relops_pipeline.defs.gates.sensors import approvals_sensor
+
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=relops_resources(home)) as context:
+        result = approvals_sensor(context)
+    if isinstance(result, dg.SensorResult):
+        for event in result.asset_events or []:
+            instance.report_runless_asset_event(event)
+    return result
+
+
+def test_each_release_decision_reads_at_a_glance_through_graphql(home, tmp_path, capsys):
+    said = {"v1.0.0": gate(capsys, home, tmp_path, "v1.0.0")}
+    code, _, _ = cli(capsys, home, "approve", WORKFLOW, "v1.0.0", "--by", "mallory", "--reason", "looks fine")
+    assert code != 0  # refused: recorded in the audit log
+    assert cli(capsys, home, "approve", WORKFLOW, "v1.0.0", "--by", "ana", "--reason", "first release, reviewed")[0] == 0
+    said["v1.1.0"] = gate(capsys, home, tmp_path, "v1.1.0")
+    said["v1.2.0"] = gate(capsys, home, tmp_path, "v1.2.0", break_must_pass=True)
+    said["v1.3.0"] = gate(capsys, home, tmp_path, "v1.3.0", break_must_pass=True)  # before the override: vs v1.1.0
+    assert cli(capsys, home, "approve", WORKFLOW, "v1.2.0", "--by", "sam", "--reason", "hotfix", "--override")[0] == 0
+    assert said == {"v1.0.0": "REVIEW", "v1.1.0": "SHIP", "v1.2.0": "BLOCK", "v1.3.0": "BLOCK"}
+    keys = {v: f"{WORKFLOW}--{v}" for v in said}
+
+    instance = dg.DagsterInstance.get()
+    first = tick_approvals_sensor(instance, home, None)
+    assert isinstance(first, dg.SensorResult) and first.cursor
+    assert isinstance(tick_approvals_sensor(instance, home, first.cursor), dg.SkipReason)  # nothing new: nothing twice
+
+    # What each release's partition shows, with the status `relops gate` and approve imply.
+    expected = {  # version: (status, passed, severity)
+        "v1.0.0": ("REVIEW approved", True, "WARN"),
+        "v1.1.0": ("SHIP", True, "WARN"),
+        "v1.2.0": ("BLOCK overridden", False, "WARN"),
+        "v1.3.0": ("BLOCK", False, "ERROR"),
+    }
+    with graphql(instance) as context:
+        node = query(context, DECISIONS, partitions=list(keys.values()))["assetNodeOrError"]
+        by_partition = {m["partition"]: m for m in node["latestMaterializationByPartition"]}
+        checks = {c["name"]: c["partitionStatuses"] for c in node["assetChecksOrError"]["checks"]}
+        for version, key in keys.items():
+            status, passed, severity = expected[version]
+            materialization = by_partition[key]
+            meta = entries(materialization)
+            assert meta["decision"] == said[version]
+            assert {"key": "relops/decision", "value": said[version]} in materialization["tags"]
+            assert meta["report_html"].startswith(f"{BASE_URL}/reports/") and meta["report_html"].endswith(".html")
+            assert meta["release_page"] == f"{BASE_URL}/releases/{WORKFLOW}/{version}"
+
+            [execution] = query(context, CHECK_EXECUTIONS, check="gate_decision", partition=key)["assetCheckExecutions"]
+            evaluation = execution["evaluation"]
+            assert (execution["partition"], evaluation["partition"]) == (key, key)
+            assert (entries(evaluation)["status"], evaluation["success"], evaluation["severity"]) == (status, passed, severity)
+            assert evaluation["description"].startswith(status) and f"{key} on suite {SUITE}" in evaluation["description"]
+            assert key in (checks["gate_decision"]["succeededPartitions"] if passed else checks["gate_decision"]["failedPartitions"])
+
+            # "must_pass Failed" says which release, on which suite version.
+            [must] = query(context, CHECK_EXECUTIONS, check="must_pass", partition=key)["assetCheckExecutions"]
+            assert must["evaluation"]["partition"] == key and must["evaluation"]["success"] == (said[version] != "BLOCK")
+            assert must["evaluation"]["description"].startswith(f"{key} on suite {SUITE}:")
+            assert entries(must["evaluation"])["suite_version"] == SUITE
+        assert sorted(checks["must_pass"]["failedPartitions"]) == [keys["v1.2.0"], keys["v1.3.0"]]
+
+        # Approvals, refusals and overrides in the lineage: release_gate -> release_approval -> rollout_plan.
+        approvals = query(context, APPROVALS, partitions=list(keys.values()))["assetNodeOrError"]
+        assert {"release_gate"} == {"/".join(k["path"]) for k in approvals["dependencyKeys"]}
+        assert "rollout_plan" in {"/".join(k["path"]) for k in approvals["dependedByKeys"]}
+        made = {(m["partition"], entries(m)["kind"], entries(m)["by"]) for m in approvals["assetMaterializations"]}
+        assert made == {(keys["v1.0.0"], "approval", "ana"), (keys["v1.2.0"], "override", "sam")}
+        [refused] = approvals["assetObservations"]
+        assert refused["partition"] == keys["v1.0.0"] and "refused by" in refused["description"]
+
+        # Every gated release has its rollout plan, whatever its decision, linking to its page.
+        plans = query(context, ROLLOUT_PLANS, partitions=list(keys.values()))["assetNodeOrError"]
+        planned = {m["partition"]: entries(m)["release_page"] for m in plans["latestMaterializationByPartition"] if m}
+        assert planned == {key: f"{BASE_URL}/releases/{WORKFLOW}/{v}" for v, key in keys.items()}
