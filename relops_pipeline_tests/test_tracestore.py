@@ -166,6 +166,42 @@ def test_append_query_idempotent_and_day_partitions(store):
     assert store.days() == [BASE.date() + timedelta(days=d) for d in range(3)]
 
 
+def test_a_day_reads_only_its_partition(tmp_path):
+    """Partition pruning: with one day's data files of the other days deleted from disk, a view
+    restricted to that day still reads (it never opens them) while the whole table cannot."""
+    store = TraceStore(default_uri(tmp_path / "home"))
+    store.append(make_spans(0, 600), "a")
+    store.append(make_spans(600, 1200), "b")
+    day = BASE.date() + timedelta(days=1)
+    files = sorted(Path(store.uri).rglob("*.parquet"))
+    assert {p.parent.name for p in files} == {f"day={BASE.date() + timedelta(days=d)}" for d in range(3)}
+    for p in files:
+        if p.parent.name != f"day={day}":
+            p.unlink()
+    assert count(store, days=[day]) == (400, 400)
+    assert count(store, days=[]) == (0, 0)
+    con = duckdb.connect()
+    store.register(con)
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT count(*) FROM spans_store").fetchall()
+
+
+def test_blind_append_is_counted_once_and_compaction_removes_the_copies(tmp_path):
+    """check_existing=False (no anti-join against the day's identities, the writer mode whose
+    cost does not grow with the partition): overlapping sources store copies, the view counts
+    each span once, compact() leaves one copy on disk."""
+    store = TraceStore(default_uri(tmp_path / "home"))
+    assert store.append(make_spans(0, 500), "a", check_existing=False).appended == 500
+    assert store.append(make_spans(250, 750), "b", check_existing=False).appended == 500
+    assert store.append(make_spans(250, 750), "b", check_existing=False).skipped
+    assert count(store) == (750, 750)
+    assert store.compact() == 250
+    raw = duckdb.connect()
+    raw.register("raw", store.table().to_pyarrow_dataset())
+    assert raw.execute("SELECT count(*) FROM raw").fetchall()[0] == (750,)
+    assert count(store) == (750, 750)
+
+
 def test_span_without_identity_is_refused(tmp_path):
     store = TraceStore(tmp_path / "ts")
     bad = make_spans(0, 3).set_column(1, "span_id", pa.array(["s0", None, "s2"]))
@@ -197,6 +233,10 @@ def test_two_concurrent_writers_with_overlapping_files_count_each_span_once(stor
     # The identical file is committed by exactly one writer: the other skips it (or, if it came
     # second, finds all its spans present).
     assert sum(r["appended"] for r in same) <= 2000
+    # No commit was lost to a concurrent one (a log version overwritten would drop a source):
+    # every source is recorded in the log.
+    dt = store.table()
+    assert all(store.committed(r["source"], dt) for r in results)
     assert count(store) == (9000, 9000)
     raw = duckdb.connect()
     raw.register("raw", store.table().to_pyarrow_dataset())
