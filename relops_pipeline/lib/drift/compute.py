@@ -266,6 +266,22 @@ def sample_frame(con, cols_sql: str, where: str, params: dict, *, rows: int, k: 
     return df
 
 
+@dataclass
+class DriftCache:
+    """What the windows of one drift run share, per workflow: the reference (resolved once),
+    its sample frame and cleaned columns (read once), and the column results of each distinct
+    current sample. Evidently's stattests compare one (reference, current) pair per call, so a
+    window whose rows differ needs its own tests; but two windows of a scope whose days with
+    traffic are the same hold exactly the same rows (trace_features rows belong to a day), so
+    the second reuses the first's results (after an ingestion into one day, its 7 trailing
+    windows are often the same rows). Valid for one run: build a new one per run."""
+
+    references: dict[str, Reference | None] = field(default_factory=dict)
+    frames: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    results: dict[tuple, tuple[list[ColumnDrift], Any]] = field(default_factory=dict)
+    hits: int = 0
+
+
 def _columns_for(cfg: DriftConfig, ref: Reference | None) -> list[str]:
     if cfg.columns is not None:
         return list(cfg.columns)
@@ -284,26 +300,39 @@ def compute_drift(
     run_id: str | None = None,
     keep_samples: bool = False,
     reference: Reference | None = None,
+    cache: DriftCache | None = None,
 ) -> list[DriftSummary]:
     """Drift of `workflow`'s traces with day in [window_start, window_end) against its
     reference (built and stored on first use unless given): the workflow scope first
     (release '*', always present, "insufficient" when the window is empty), then one summary
     per release with traces in the window when "release" is in `scopes`.
 
-    Reads trace_features; writes only a new reference version when one is needed.
+    Reads trace_features; writes only a new reference version when one is needed. `cache`:
+    shared by the windows of one run over the same workflows and configuration (DriftCache).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity: expected one of {GRANULARITIES}, got {granularity!r}")
     bad = [s for s in scopes if s not in SCOPES]
     if bad:
         raise ValueError(f"scopes: unknown {bad} (known: {SCOPES})")
-    ref = reference if reference is not None else ensure_reference(con, workflow, cfg, run_id=run_id)
+    ref: Reference | None
+    if reference is not None:
+        ref = reference
+    elif cache is not None and workflow in cache.references:
+        ref = cache.references[workflow]
+    else:
+        ref = ensure_reference(con, workflow, cfg, run_id=run_id)
+        if cache is not None:
+            cache.references[workflow] = ref
     window = {"workflow": workflow, "start": window_start, "end": window_end}
-    counts = con.execute(
-        "SELECT release, count(*) AS n FROM trace_features "
+    counted = con.execute(
+        "SELECT release, count(*) AS n, list(DISTINCT day ORDER BY day) AS days FROM trace_features "
         "WHERE workflow = $workflow AND day >= $start AND day < $end GROUP BY release ORDER BY n DESC, release",
         window,
     ).fetchall()
+    counts = [(r, n) for r, n, _ in counted]
+    days_of = {r: tuple(d) for r, _, d in counted}
+    days_of[ALL_RELEASES] = tuple(sorted({d for _, _, ds in counted for d in ds}))
     total = sum(int(n) for _, n in counts)
     columns = _columns_for(cfg, ref)
     ref_rows = ref.rows_total if ref else 0
@@ -312,10 +341,15 @@ def compute_drift(
     ref_df = None
     cols_sql = ", ".join(column_sql(c) for c in columns) if columns else "1 AS _none"
     if ref is not None and enough_ref and columns and total >= cfg.min_rows:
-        ref_df = con.execute(
-            f"SELECT {cols_sql} FROM drift_reference_rows WHERE reference_id = $rid", {"rid": ref.reference_id}
-        ).df()
-        ref_clean = {c: clean_series(ref_df[c], column_info(c)[0]) for c in columns}
+        frames = cache.frames.get(ref.reference_id) if cache is not None else None
+        if frames is None:
+            ref_df = con.execute(
+                f"SELECT {cols_sql} FROM drift_reference_rows WHERE reference_id = $rid", {"rid": ref.reference_id}
+            ).df()
+            frames = ref_df, {c: clean_series(ref_df[c], column_info(c)[0]) for c in columns}
+            if cache is not None:
+                cache.frames[ref.reference_id] = frames
+        ref_df, ref_clean = frames
 
     scope_list: list[tuple[str, int]] = []
     if "workflow" in scopes:
@@ -324,17 +358,31 @@ def compute_drift(
         scope_list.extend((r, int(n)) for r, n in counts)
 
     out = []
+    local: dict[tuple, tuple[list[ColumnDrift], Any]] = {}
     for release, n in scope_list:
         enough = enough_ref and n >= cfg.min_rows
         cur_df = None
         if enough and ref_df is not None:
-            rel_sql = "" if release == ALL_RELEASES else " AND release = $release"
-            params = {**window, **({} if release == ALL_RELEASES else {"release": release})}
-            cur_df = sample_frame(
-                con, cols_sql, f"workflow = $workflow AND day >= $start AND day < $end{rel_sql}", params,
-                rows=n, k=cfg.sample_rows,
-            )
-            col_results = drift_of_frames(cur_df, ref_df, cfg, columns, reference_clean=ref_clean)
+            # The same rows as the workflow scope when one release holds the whole window.
+            key = (workflow, ALL_RELEASES if n == total else release, days_of[release], ref.reference_id if ref else None)
+            hit = cache.results.get(key) if cache is not None else None
+            if hit is None and n == total and release != ALL_RELEASES:
+                hit = local.get(key)
+            if hit is not None:
+                col_results, cur_df = hit
+                if cache is not None:
+                    cache.hits += 1
+            else:
+                rel_sql = "" if release == ALL_RELEASES else " AND release = $release"
+                params = {**window, **({} if release == ALL_RELEASES else {"release": release})}
+                cur_df = sample_frame(
+                    con, cols_sql, f"workflow = $workflow AND day >= $start AND day < $end{rel_sql}", params,
+                    rows=n, k=cfg.sample_rows,
+                )
+                col_results = drift_of_frames(cur_df, ref_df, cfg, columns, reference_clean=ref_clean)
+                local[key] = (col_results, cur_df if keep_samples else None)
+                if cache is not None:
+                    cache.results[key] = local[key]
         else:
             col_results = []
             for c in columns:

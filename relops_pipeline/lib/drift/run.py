@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from relops_pipeline.lib.drift.compute import ALL_RELEASES, DriftSummary, compute_drift, store_drift
+from relops_pipeline.lib.drift.compute import ALL_RELEASES, DriftCache, DriftSummary, compute_drift, store_drift
 from relops_pipeline.lib.drift.config import DriftConfig, DriftConfigError
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.schema import UNKNOWN
@@ -105,6 +105,10 @@ def run_drift_period(
     reports: write the Evidently HTML report of each weekly workflow-scope window that has a
     verdict (under <home>/reports/drift/<workflow>/) and add it to the local Evidently
     workspace. `con` must not be inside a transaction already.
+
+    The windows share one DriftCache: each workflow's reference is resolved and read once, and
+    a window holding the same rows as an earlier one (the same days with traffic) reuses its
+    column tests instead of running them again.
     """
     home = home if isinstance(home, Home) else Home.resolve(home)
     log = log or (lambda _msg: None)
@@ -113,6 +117,7 @@ def run_drift_period(
         return []
     configs = drift_configs(con, home, min(s for s, _ in spans), max(e for _, e in spans), log=log)
     out: list[DriftSummary] = []
+    cache = DriftCache()
     snapshots: list[tuple[str, object]] = []
     for w_start, w_end in spans:
         period: list[DriftSummary] = []
@@ -121,7 +126,8 @@ def run_drift_period(
         for workflow, cfg in configs.items():
             if workflow not in active:
                 continue  # no traffic in this window: nothing to compare (no row, no verdict)
-            sums = compute_drift(con, workflow, cfg, w_start, w_end, granularity=granularity, run_id=run_id, keep_samples=reports)
+            sums = compute_drift(con, workflow, cfg, w_start, w_end, granularity=granularity, run_id=run_id,
+                                 keep_samples=reports, cache=cache)
             kept = []
             for s in sums:
                 report = None
