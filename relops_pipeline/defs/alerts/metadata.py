@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from relops_pipeline.lib import rounding
 from relops_pipeline.lib.alerts.outbox import DeliveryReport
 from relops_pipeline.lib.alerts.rules import SignalRuleAlerts
 from relops_pipeline.lib.markdown import md_table
@@ -15,7 +16,8 @@ FIRINGS_SHOWN = 50
 
 def signal_rule_alerts_result(r: SignalRuleAlerts) -> dg.MaterializeResult:
     """How many rules fired and how many alerts were sent, and a table of the latest firings."""
-    rows = [[str(f.day), f.workflow, f.rule, f.value, f.threshold, f.alert_id or "-"] for f in r.firings]
+    rows = [[str(f.day), f.workflow, f.rule, rounding.by_name(f.firing.signal, f.value), rounding.by_name(f.firing.signal, f.threshold),
+             f.alert_id or "-"] for f in r.firings]
     return dg.MaterializeResult(metadata={
         "firings": dg.MetadataValue.int(len(r.firings)),
         "alerts_sent": dg.MetadataValue.int(r.alerts_sent),

@@ -67,7 +67,7 @@ def eval_run_result(s: EvalRunSummary) -> dg.MaterializeResult:
             "metrics": dg.MetadataValue.md(
                 md_table(
                     ["metric", "mean score (gated)", "pass rate (of samples)", "scored samples"],
-                    [[m, v.mean, v.pass_rate, v.n] for m, v in metrics.items()],
+                    [[m, rounding.rate(v.mean), rounding.rate(v.pass_rate), v.n] for m, v in metrics.items()],
                 )
             ),
         }
