@@ -46,7 +46,10 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     The business meaning: whether this release may go to production. It compares the
     release's eval run with the baseline's on the same suite version under the thresholds in
     force, with intervals, must-pass re-samples and the manifest diff; the decision is an
-    append-only record, and a BLOCK fails the blocking checks (and so the run). An invalid eval
+    append-only record, and a BLOCK fails the blocking checks (and so the run). Each release
+    partition keeps its own check results, and `gate_decision` shows the decision at a glance
+    (SHIP passes, REVIEW warns, BLOCK errors; the approvals sensor updates it when a REVIEW is
+    approved or a BLOCK overridden). An invalid eval
     run (e.g. the endpoint was down) is an error, not a decision: it is recorded as INVALID
     (which nobody can approve or override) with its report, and the step fails naming the top
     error causes, so the partition shows as failed rather than as a REVIEW.
