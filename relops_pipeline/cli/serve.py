@@ -1,6 +1,8 @@
 """`relops serve`: the durable OTLP/HTTP receiver (lib/receiver/) in the foreground.
 
-Prints one startup line (with --json: one JSON object with host, port, url and spool folder),
+Also shows the home's reports and release pages read-only to a browser (lib/receiver/web.py).
+Prints one startup line (with --json: one JSON object with host, port, url, the reports and
+releases URLs and spool folder),
 serves until SIGTERM or Ctrl-C, then waits for requests in flight and prints what it received
 (one more line; with --json a second JSON object: the counters).
 """
@@ -57,7 +59,7 @@ def cmd_serve(args) -> CommandResult:
     )
     spool = Spool(home.landing_dir, home.warehouse_path)
     try:
-        running = start(Receiver(spool, settings.api_keys, limits, Converter(args.workers)), args.host, args.port)
+        running = start(Receiver(spool, settings.api_keys, limits, Converter(args.workers), home), args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     host = running.host
@@ -65,13 +67,15 @@ def cmd_serve(args) -> CommandResult:
     auth = (f"{len(settings.api_keys)} API key(s)" if settings.api_keys
             else "OPEN: no API keys configured (serve.api_keys in relops.yaml), anyone who can reach the port may send")
     where = {"host": host, "port": running.port, "url": url, "traces": f"{url}/v1/traces", "logs": f"{url}/v1/logs",
-             "langfuse": f"{url}/api/public/otel/v1/traces", "spool_dir": str(spool.root), "auth": auth,
+             "langfuse": f"{url}/api/public/otel/v1/traces", "reports": f"{url}/reports/", "releases": f"{url}/releases/",
+             "spool_dir": str(spool.root), "auth": auth,
              "max_body_bytes": limits.max_body_bytes, "spool_limit_bytes": limits.spool_limit_bytes, "workers": args.workers}
     spool.save({"listening": where, "pid": os.getpid()})
     if args.json:
         print(json.dumps(where), flush=True)
     else:
-        print(f"relops serve: listening on {url} (OTLP/HTTP /v1/traces, /v1/logs; Langfuse /api/public/otel/v1/traces); "
+        print(f"relops serve: listening on {url} (OTLP/HTTP /v1/traces, /v1/logs; Langfuse /api/public/otel/v1/traces; "
+              f"reports {url}/reports/, releases {url}/releases/); "
               f"spool {spool.root}; {auth}", flush=True)
     tune_gc()
     stopped = threading.Event()

@@ -1,4 +1,5 @@
-"""`relops serve`: a durable OTLP/HTTP receiver (pure logic, no Dagster).
+"""`relops serve`: a durable OTLP/HTTP receiver and a read-only view of the reports (pure logic,
+no Dagster).
 
 - payload.py: OTLP/HTTP bodies (protobuf or JSON, gzip) converted to one OTLP JSON line with
   hex ids (protobuf written straight to JSON text, as MessageToDict would have it), spans
@@ -10,4 +11,6 @@
   file.
 - server.py: the HTTP server (routes, auth, limits, status codes) and the conversion worker
   processes.
+- web.py: the read-only routes a browser opens: report files under `<home>/reports/` and the
+  release pages (lib/release_page), safe paths, content types, security headers, workflow pins.
 """

@@ -21,6 +21,14 @@ serve --workers`), since it is pure Python and would otherwise serialise every r
 GIL; the spool's group commit writes the lines of all waiting requests as one file with one
 fsync. An ack still comes only after the fsync of the file and its folder.
 
+Read-only routes (web.py): `GET`/`HEAD` `/reports/<path>` (a report file under the home's
+reports folder; `/reports/` its index) and `/releases/`, `/releases/<workflow>/<version>` (the
+release pages, lib/release_page); other methods 405. Browsers cannot send a key header, so
+these answer 401 with `WWW-Authenticate: Basic realm="relops"` and accept Basic auth whose
+password is a key (the user name is ignored), besides the header forms below; a key pinned to a
+workflow sees only that workflow's release pages and reports (web.py says which). 503 "warehouse
+busy" with Retry-After while a writer holds the warehouse.
+
 Keys: `Authorization: Bearer <key>` or the password of Basic auth; on the LangSmith routes also
 `x-api-key: <key>` (the SDK's header). A key's workflow pin is not applied to LangSmith runs. A key configured with a
 workflow pins every span (log record) of its requests to that workflow (the relops.workflow
@@ -48,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.receiver import web
 from relops_pipeline.lib.receiver.langsmith_api import LangSmithRequestError, info_document, parse_request, spool_document
 from relops_pipeline.lib.receiver.payload import (
     JSON,
@@ -64,6 +74,7 @@ from relops_pipeline.lib.receiver.payload import (
     success,
 )
 from relops_pipeline.lib.receiver.spool import LANGSMITH_SUFFIX, Spool
+from relops_pipeline.lib.release_page import WarehouseBusy
 from relops_pipeline.lib.settings import ServeKey
 
 ROUTES = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/api/public/otel/v1/traces": TRACES}
@@ -72,6 +83,7 @@ ROUTES = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/api/public/otel/v1/traces": 
 LANGSMITH_ROUTES = ("/info", "/runs/multipart", "/runs/batch", "/runs")
 _LANGSMITH_RUN = re.compile(r"^/runs/[0-9A-Za-z-]+$")
 MIB = 1024 * 1024
+WEB_PREFIXES = ("/reports/", "/releases/")  # the read-only routes (web.py)
 # gRPC status codes in the error bodies (google.rpc.Status.code)
 _GRPC = {400: 3, 401: 16, 404: 12, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 503: 14}
 
@@ -176,12 +188,13 @@ class Converter:
 @dataclass
 class Receiver:
     """The state the request handlers share: the spool, the keys, the limits, the converter,
-    in-flight requests."""
+    the home whose reports and release pages it shows, in-flight requests."""
 
     spool: Spool
     keys: tuple[ServeKey, ...] = ()
     limits: Limits = field(default_factory=Limits)
     converter: Converter = field(default_factory=Converter)
+    home: Home | None = None  # the reports and release pages shown read-only (none: those routes 404)
     _busy: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition)
 
@@ -332,6 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
         receiver = self.server.receiver
         receiver.begin()
         try:
+            plain = urlsplit(self.path).path
+            if plain.startswith(WEB_PREFIXES) or plain in ("/reports", "/releases"):
+                return self._web(receiver, plain)
             path = self._langsmith_route()
             if path is not None and ((self.command == "GET" and path == "/info")
                                      or (self.command == "POST" and path in LANGSMITH_ROUTES and path != "/info")
@@ -343,6 +359,47 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             receiver.end()
 
+    def _web(self, receiver: Receiver, path: str) -> None:
+        """The read-only routes (web.py): reports and release pages, GET and HEAD only, behind
+        the API keys (Basic auth with a key as the password, for browsers)."""
+        length = self.headers.get("Content-Length")
+        self._skip_body(int(length) if length and length.isdigit() else 0)
+        head = self.command == "HEAD"
+        if self.command not in ("GET", "HEAD"):
+            page = web.Page(405, b"only GET and HEAD here\n", "text/plain; charset=utf-8",
+                            {"Allow": "GET, HEAD", **web.security_headers()})
+            return self._page(page, head)
+        if receiver.home is None:
+            return self._page(web.Page(404, b"no home to show\n", "text/plain; charset=utf-8", web.security_headers()), head)
+        ok, pin = receiver.authorize(self.headers.get("Authorization"), self.headers.get("x-api-key"))
+        if not ok:
+            receiver.spool.count(unauthorized_401=1)
+            page = web.Page(401, b"an API key is needed: Basic auth with the key as the password (any user name), "
+                                 b"Authorization: Bearer KEY or x-api-key: KEY\n", "text/plain; charset=utf-8",
+                            {"WWW-Authenticate": 'Basic realm="relops", charset="UTF-8"', **web.security_headers()})
+            return self._page(page, head)
+        try:
+            if path.startswith("/reports"):
+                page = web.report(receiver.home, path[len("/reports/"):], pin)
+            else:
+                page = web.releases(receiver.home, path[len("/releases/"):], pin)
+        except WarehouseBusy as exc:
+            page = web.Page(503, f"warehouse busy: {exc}\n".encode(), "text/plain; charset=utf-8",
+                            {"Retry-After": "2", **web.security_headers()})
+        self._page(page, head)
+
+    def _page(self, page: web.Page, head: bool) -> None:
+        """Send a web.Page (HEAD: the same headers, no body)."""
+        self.send_response(page.status)
+        self.send_header("Content-Type", page.content_type)
+        self.send_header("Content-Length", str(len(page.body)))
+        for k, v in page.headers.items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not head:
+            self.wfile.write(page.body)
 
     def _post(self, receiver: Receiver) -> None:
         signal = self._route()
