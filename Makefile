@@ -41,7 +41,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy relops_pipeline
 
-# dagster dev, and beside it `relops serve` (OTLP/HTTP on 127.0.0.1:4318), stopped with it.
+# dagster dev, and beside it `relops serve` (OTLP/HTTP on 127.0.0.1:4318; the reports at
+# http://127.0.0.1:4318/reports/ and the release pages at /releases/, where the UI's links point), stopped with it.
 ui: $(STAMP)
 	$(BIN)/relops init --home "$(RELOPS_HOME)" >/dev/null
 	$(BIN)/relops serve --home "$(RELOPS_HOME)" & serve=$$!; \

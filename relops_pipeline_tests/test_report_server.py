@@ -8,6 +8,7 @@ what a user wrote is escaped; a warehouse held by a writer answers 503."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import http.client
 import json
@@ -313,3 +314,54 @@ def test_the_receiver_still_answers_beside_the_pages(served):
     status, _, body = served.request("/", key=None)
     assert status == 200 and b"relops serve" in body
     assert served.request("/v1/traces", key=None, method="POST", body=b"{}")[0] == 401
+
+
+HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
+
+
+def test_a_hostile_workflow_version_and_reason_are_escaped_when_rendered(tmp_path):
+    """Rendering alone (no warehouse): every field of a release's story holds markup, and none of
+    it reaches the page as markup, links included."""
+    from relops_pipeline.lib import release_page
+
+    home = Home(tmp_path)
+    ts = dt.datetime(2026, 11, 16, 9, 30)
+    story = release_page.Story(
+        HOSTILE, HOSTILE,
+        {"workflow": HOSTILE, "version": HOSTILE, "baseline_version": HOSTILE, "manifest_hash": HOSTILE,
+         "registered_by": HOSTILE, "registered_at": ts,
+         "diff": json.dumps({"summary": [HOSTILE], "notes": {"to": HOSTILE},
+                             "prompts": {HOSTILE: {"status": HOSTILE, "unified_diff": HOSTILE}}})},
+        eval_runs=[{"eval_run_id": HOSTILE, "suite_version": HOSTILE, "source": HOSTILE, "cases": 1, "samples": 5,
+                    "errors": 0, "error_rate": 0.0, "valid": False, "invalid_reason": HOSTILE, "finished_at": ts}],
+        gates=[{"decided_at": ts, "decision": HOSTILE, "baseline_version": HOSTILE, "suite_version": HOSTILE,
+                "thresholds_version": HOSTILE, "reasons": json.dumps([HOSTILE]), "report_html": HOSTILE}],
+        decisions=[{"ts": ts, "kind": kind, "actor": HOSTILE, "reason": HOSTILE}
+                   for kind in ("approval", "refused", "override")],
+        rollout=[{"ts": ts, "kind": "rollout", "actor": HOSTILE, "reason": HOSTILE,
+                  "payload": json.dumps({"stage": HOSTILE, "percent": 5.0})},
+                 {"ts": ts, "kind": "rollback", "actor": HOSTILE, "reason": HOSTILE,
+                  "payload": json.dumps({"from": HOSTILE, "to": HOSTILE, "trigger": HOSTILE})}],
+        canaries=[{"computed_at": ts, "verdict": HOSTILE, "baseline": HOSTILE, "window_start": ts, "window_end": ts,
+                   "score": -0.0009523809523809538, "consecutive_failures": 0}],
+        rollbacks=[{"recorded_at": ts, "from_release": HOSTILE, "to_release": HOSTILE, "trigger": HOSTILE,
+                    "automatic": True, "reason": HOSTILE, "time_to_rollback_s": 12.345678, "incident_id": HOSTILE}],
+        incidents=[{"incident_id": HOSTILE, "title": HOSTILE, "status": HOSTILE, "source": HOSTILE, "opened_at": ts,
+                    "opened_by": HOSTILE, "closed_at": None, "closed_by": None, "resolution": None}],
+        drift=[{"granularity": HOSTILE, "period_start": ts.date(), "period_end": ts.date(), "status": HOSTILE,
+                "severity": HOSTILE, "columns_drifted": 1, "columns_tested": 2, "critical_drifted": json.dumps([HOSTILE]),
+                "cur_rows": 3, "ref_rows": 4, "report_path": HOSTILE}],
+    )
+    index = release_page.render_index([{"workflow": HOSTILE, "version": HOSTILE, "registered_at": ts, "decision": HOSTILE,
+                                        "signed_off": "approval", "rollout_stage": HOSTILE, "last_move": "rollout"}])
+    for page in (release_page.render_release(home, story), index, release_page.render_not_found(HOSTILE)):
+        text = page.decode()
+        assert "<script" not in text and "<img" not in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&gt;&lt;img src=x onerror=alert(2)&gt;" in text
+        # Every attribute value is quoted and holds no raw quote: markup cannot leave an href.
+        for attr in re.findall(r'(?:href|class)="([^"]*)"', text):
+            assert "<" not in attr and "'" not in attr, attr
+    text = release_page.render_release(home, story).decode()
+    assert text.count("&lt;script&gt;alert(1)") > 30  # every part of the story showed the hostile text
+    assert "-0.000952" in text and "12.3 s" in text and "-0.0009523809523809538" not in text
+    assert 'href="/releases/%3Cscript%3E' in index.decode()  # the link is URL-quoted, then escaped
