@@ -505,3 +505,79 @@ def test_run_drift_period_stores_weekly_and_rolling_with_reports(wh, tmp_path):
     assert windows == [(WEEK2[0] - dt.timedelta(days=6), WEEK2[0] + dt.timedelta(days=1)),
                        (WEEK2[0] - dt.timedelta(days=5), WEEK2[0] + dt.timedelta(days=2))]
     assert wh.execute("SELECT count(*) FROM drift_summaries WHERE granularity = 'rolling'").fetchone()[0] == 4
+
+
+def test_trace_features_in_buckets_equal_one_pass(wh, monkeypatch):
+    """Computing the traces in many hash buckets (bounded memory) gives exactly the rows of one
+    pass over all spans, traces crossing midnight and partial traces included."""
+    import relops_pipeline.lib.drift.features as features
+
+    rng = np.random.default_rng(3)
+    t0 = dt.datetime(2026, 3, 2, 22, 0, 0)
+    spans = []
+    for i in range(60):
+        start = t0 + dt.timedelta(minutes=int(rng.integers(0, 240)))
+        root = f"r{i}"
+        has_root = i % 7 != 0
+        if has_root:
+            spans.append(_span(trace_id=f"T{i}", span_id=root, kind="agent", start_time=start,
+                               latency_ms=float(rng.integers(100, 5000)), output_text=f"answer {i}" if i % 3 else None,
+                               attributes=json.dumps({"relops.topic": TOPICS[i % 4]})))
+        for j in range(int(rng.integers(1, 4))):
+            spans.append(_span(trace_id=f"T{i}", span_id=f"s{i}-{j}", parent_span_id=root if has_root else "gone",
+                               kind="llm", start_time=start + dt.timedelta(seconds=j + 1),
+                               latency_ms=float(rng.integers(10, 900)), input_text=f"question {i} {j}",
+                               output_text=None if (i + j) % 5 == 0 else f"reply {j}", input_tokens=int(rng.integers(1, 99)),
+                               status="error" if (i * j) % 11 == 3 else "unset", finish_reason="stop", model=f"m{j}",
+                               online_scores=json.dumps({"g": float(j) / 3}) if i % 2 else None))
+    _insert_spans(wh, spans)
+    lo, hi = dt.date(2026, 3, 2), dt.date(2026, 3, 4)
+    cols = "* EXCLUDE (computed_at)"
+    assert compute_trace_features(wh, lo, hi) == 60
+    one_pass = wh.execute(f"SELECT {cols} FROM trace_features ORDER BY workflow, trace_id").df()
+    monkeypatch.setattr(features, "BUCKET_SPANS", 7)
+    assert compute_trace_features(wh, lo, hi) == 60
+    bucketed = wh.execute(f"SELECT {cols} FROM trace_features ORDER BY workflow, trace_id").df()
+    pd.testing.assert_frame_equal(one_pass, bucketed)
+    assert one_pass["day"].nunique() == 2  # some traces start after midnight
+
+
+def test_rolling_windows_with_the_same_rows_share_their_tests(wh, tmp_path, monkeypatch):
+    """One rolling run over the trailing week of one ingested day: the windows holding exactly
+    the same days with traffic run their column tests once (DriftCache), and every stored
+    result equals what each window computed on its own gives."""
+    import relops_pipeline.lib.drift.compute as compute
+    from relops_pipeline.lib.drift.run import run_drift_period
+    from relops_pipeline.lib.home import Home
+
+    home = Home(tmp_path / "home")
+    home.workflows_dir.mkdir(parents=True)
+    (home.workflows_dir / "wf.yaml").write_text(
+        f"name: wf\ndrift:\n  reference: {{start: {D0}, end: {D0 + dt.timedelta(days=6)}}}\n  min_rows: 30\n")
+    add_traffic(wh, days=7, per_day=60, seed=1)
+    day = WEEK2[1] + dt.timedelta(days=3)  # its trailing weeks stay clear of the reference's days
+    add_traffic(wh, day0=day, days=1, per_day=80, seed=2, topic_p=[0.2, 0.3, 0.2, 0.3])
+    add_traffic(wh, release="v2", day0=day + dt.timedelta(days=2), days=1, per_day=50, seed=3)
+
+    calls = []
+    real = compute.drift_of_frames
+    monkeypatch.setattr(compute, "drift_of_frames", lambda *a, **k: calls.append(1) or real(*a, **k))
+    start, end = day, day + dt.timedelta(days=7)
+    shared = run_drift_period(wh, home, granularity="rolling", start=start, end=end, window_days=7)
+    assert len({(s.period_start, s.period_end) for s in shared}) == 7
+    # Distinct row sets: {day} for both scopes of v1-only windows (one test: v1 holds them all),
+    # then {day, day+2} for '*', v1 and v2 — 4 tests instead of 2 * 2 + 5 * 3 = 19.
+    assert len(calls) == 4
+
+    alone = []
+    for w_start, w_end in sorted({(s.period_start, s.period_end) for s in shared}):
+        cfg = DriftConfig.from_workflow({"reference": {"start": D0.isoformat(), "end": (D0 + dt.timedelta(days=6)).isoformat()},
+                                         "min_rows": 30})
+        alone += compute_drift(wh, "wf", cfg, w_start, w_end, granularity="rolling")
+    key = lambda s: (s.period_start, s.release)  # noqa: E731
+    assert len(alone) == len(shared) == 2 * 2 + 5 * 3
+    for a, b in zip(sorted(alone, key=key), sorted(shared, key=key), strict=True):
+        assert (a.status, a.severity, a.cur_rows, a.columns_drifted, a.drifted_share) == \
+            (b.status, b.severity, b.cur_rows, b.columns_drifted, b.drifted_share)
+        assert [(c.column, c.method, c.score, c.drifted) for c in a.columns] == \
+            [(c.column, c.method, c.score, c.drifted) for c in b.columns]
