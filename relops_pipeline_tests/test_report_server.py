@@ -34,7 +34,7 @@ KEY, PINNED_KEY = "test-report-global-key-0123", "test-report-triage-key-4567"
 XSS_NOTE = '<img src=x onerror="alert(1)">'
 XSS_PROMPT = "Question: {{ question }} </pre><script>alert('prompt')</script>"
 XSS_TITLE = "<script>alert('incident')</script>"
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8",
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/plain; charset=utf-8",
                  ".csv": "text/csv; charset=utf-8", ".json": "application/json", ".png": "image/png"}
 # A stand-in for an Evidently dashboard: a self-contained page with its own inline script.
 DRIFT_HTML = b"<!doctype html><html><body><div id=r></div><script>document.getElementById('r').textContent='ok'</script></body></html>"

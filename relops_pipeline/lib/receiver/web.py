@@ -33,7 +33,9 @@ from relops_pipeline.lib.home import Home
 HTML = "text/html; charset=utf-8"
 CONTENT_TYPES = {
     ".html": HTML, ".htm": HTML,
-    ".md": "text/markdown; charset=utf-8",
+    # Markdown as plain text: every browser shows it in the tab (some download text/markdown),
+    # readably since the reports escape only what would change the rendering, and never as markup.
+    ".md": "text/plain; charset=utf-8",
     ".csv": "text/csv; charset=utf-8",
     ".txt": "text/plain; charset=utf-8", ".log": "text/plain; charset=utf-8",
     ".json": "application/json", ".jsonl": "application/x-ndjson",
