@@ -6,7 +6,8 @@ release partition the test reads the decision at a glance (the `gate_decision` c
 severity and description, the materialization's decision and tags) and compares it with what
 `relops gate` said; the gate's checks name their release and suite version; the approval,
 refusal and override sit on `release_approval` between `release_gate` and `rollout_plan`; every
-gated release has a rollout plan; metadata links are relops serve URLs."""
+gated release has a rollout plan; and every link in that metadata opens on a real `relops serve`
+(HTTP 200 with the report file's bytes, or the release's page; 401 without the key)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 import pytest
@@ -26,10 +28,11 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline_tests.conftest import run_cli as cli
 from relops_pipeline_tests.test_cli_gate import manifest, suite_yaml
+from relops_pipeline_tests.test_report_server import Served, _free_port
 
 WORKFLOW = "support-triage"
 SUITE = "v1"
-BASE_URL = "http://127.0.0.1:4318"
+KEY_ENV, KEY = "RELOPS_TEST_UI_KEY", "test-ui-decisions-key-0123"
 
 DECISIONS = """
 query Decisions($partitions: [String!]) {
@@ -97,13 +100,22 @@ query Plans($partitions: [String!]) {
 
 
 @pytest.fixture
-def home(make_cli_home):
-    return make_cli_home(
+def home(make_cli_home, monkeypatch):
+    """support-triage with a 40-case suite; `relops serve` will listen at serve.public_url with
+    one API key, so the links written into metadata are the ones a browser opens."""
+    import yaml
+
+    h = make_cli_home(
         "name: support-triage\nowner: ana\ndelegates: [sam]\n"
         "runner: {type: python, callable: 'relops_pipeline_tests.support:fake_llm'}\n"
         "scorers: [{type: json}]\nevals: {samples: 3}\n",
         suite_yaml(40),
     )
+    monkeypatch.setenv(KEY_ENV, KEY)
+    doc = yaml.safe_load((h / "relops.yaml").read_text()) or {}
+    doc["serve"] = {**(doc.get("serve") or {}), "public_url": f"http://127.0.0.1:{_free_port()}", "api_keys": [{"env": KEY_ENV}]}
+    (h / "relops.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return h
 
 
 @contextlib.contextmanager
@@ -161,6 +173,16 @@ def test_each_release_decision_reads_at_a_glance_through_graphql(home, tmp_path,
     assert said == {"v1.0.0": "REVIEW", "v1.1.0": "SHIP", "v1.2.0": "BLOCK", "v1.3.0": "BLOCK"}
     keys = {v: f"{WORKFLOW}--{v}" for v in said}
 
+    import yaml
+
+    base_url = yaml.safe_load((home / "relops.yaml").read_text())["serve"]["public_url"]
+    urls: set[str] = set()
+
+    def links(node: dict) -> dict:
+        found = entries(node)
+        urls.update(e["url"] for e in node["metadataEntries"] if "url" in e)
+        return found
+
     instance = dg.DagsterInstance.get()
     first = tick_approvals_sensor(instance, home, None)
     assert isinstance(first, dg.SensorResult) and first.cursor
@@ -180,16 +202,16 @@ def test_each_release_decision_reads_at_a_glance_through_graphql(home, tmp_path,
         for version, key in keys.items():
             status, passed, severity = expected[version]
             materialization = by_partition[key]
-            meta = entries(materialization)
+            meta = links(materialization)
             assert meta["decision"] == said[version]
             assert {"key": "relops/decision", "value": said[version]} in materialization["tags"]
-            assert meta["report_html"].startswith(f"{BASE_URL}/reports/") and meta["report_html"].endswith(".html")
-            assert meta["release_page"] == f"{BASE_URL}/releases/{WORKFLOW}/{version}"
+            assert meta["report_html"].startswith(f"{base_url}/reports/") and meta["report_html"].endswith(".html")
+            assert meta["release_page"] == f"{base_url}/releases/{WORKFLOW}/{version}"
 
             [execution] = query(context, CHECK_EXECUTIONS, check="gate_decision", partition=key)["assetCheckExecutions"]
             evaluation = execution["evaluation"]
             assert (execution["partition"], evaluation["partition"]) == (key, key)
-            assert (entries(evaluation)["status"], evaluation["success"], evaluation["severity"]) == (status, passed, severity)
+            assert (links(evaluation)["status"], evaluation["success"], evaluation["severity"]) == (status, passed, severity)
             assert evaluation["description"].startswith(status) and f"{key} on suite {SUITE}" in evaluation["description"]
             assert key in (checks["gate_decision"]["succeededPartitions"] if passed else checks["gate_decision"]["failedPartitions"])
 
@@ -204,12 +226,31 @@ def test_each_release_decision_reads_at_a_glance_through_graphql(home, tmp_path,
         approvals = query(context, APPROVALS, partitions=list(keys.values()))["assetNodeOrError"]
         assert {"release_gate"} == {"/".join(k["path"]) for k in approvals["dependencyKeys"]}
         assert "rollout_plan" in {"/".join(k["path"]) for k in approvals["dependedByKeys"]}
-        made = {(m["partition"], entries(m)["kind"], entries(m)["by"]) for m in approvals["assetMaterializations"]}
+        made = {(m["partition"], links(m)["kind"], links(m)["by"]) for m in approvals["assetMaterializations"]}
         assert made == {(keys["v1.0.0"], "approval", "ana"), (keys["v1.2.0"], "override", "sam")}
         [refused] = approvals["assetObservations"]
         assert refused["partition"] == keys["v1.0.0"] and "refused by" in refused["description"]
 
         # Every gated release has its rollout plan, whatever its decision, linking to its page.
         plans = query(context, ROLLOUT_PLANS, partitions=list(keys.values()))["assetNodeOrError"]
-        planned = {m["partition"]: entries(m)["release_page"] for m in plans["latestMaterializationByPartition"] if m}
-        assert planned == {key: f"{BASE_URL}/releases/{WORKFLOW}/{v}" for v, key in keys.items()}
+        planned = {m["partition"]: links(m)["release_page"] for m in plans["latestMaterializationByPartition"] if m}
+        assert planned == {key: f"{base_url}/releases/{WORKFLOW}/{v}" for v, key in keys.items()}
+
+    # Every link the UI shows opens on relops serve: the report file itself, or the release's page.
+    reports = {u for u in urls if "/reports/" in u}
+    assert len(reports) == 2 * len(keys) and len(urls - reports) == len(keys)  # html + md per gate; a page per release
+    server = Served(home, int(urlsplit(base_url).port or 0))
+    try:
+        for url in sorted(urls):
+            assert url.startswith(base_url + "/")
+            status, _, body = server.request(urlsplit(url).path, key=KEY)
+            assert status == 200, (url, status, body[:300])
+            path = unquote(urlsplit(url).path)
+            if path.startswith("/reports/"):
+                assert body == (server.home.reports_dir / path.removeprefix("/reports/")).read_bytes(), url
+            else:
+                version = path.rsplit("/", 1)[1]
+                assert f"{WORKFLOW}--{version}".encode() in body or version.encode() in body, url
+        assert server.request(urlsplit(sorted(reports)[0]).path, key=None)[0] == 401  # behind its authentication
+    finally:
+        server.close()
