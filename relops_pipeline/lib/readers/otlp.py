@@ -15,7 +15,7 @@ Layouts
   source_line NULL.
 
 How lines are read. Everything per record runs in DuckDB SQL; Python only finds line ends.
-- Lines come from a numpy newline index over 16 MiB chunks, handed to DuckDB as a stream of
+- Lines come from a numpy newline index over 4 MiB chunks, handed to DuckDB as a stream of
   Arrow batches (line_no, raw bytes) whose values point into the chunk (no Python object per
   line). Lines are split on LF only; CR is JSON whitespace. `read_csv` (STACK_NOTES) was measured
   and not used: `WITH ORDINALITY` numbers lines correctly but makes the whole pipeline
@@ -105,7 +105,9 @@ from relops_pipeline.lib.schema import (
 FORMAT = "otlp"
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # longer lines are rejects
-CHUNK_BYTES = 16 * 1024 * 1024  # bytes read per Arrow batch of lines
+# Bytes read per Arrow batch of lines. DuckDB hands whole batches to its threads, so a file of
+# one batch is parsed by one core: 4 MiB lets a file of 8 MiB and more use both cores.
+CHUNK_BYTES = 4 * 1024 * 1024
 
 _MARK_REJECT = "\x01otlp:reject"
 _MARK_LOGS = "\x01otlp:logs"
@@ -853,7 +855,8 @@ def _line_batches(path: Path) -> Iterator[pa.RecordBatch]:
 
     with open(path, "rb", buffering=0) as fh:
         while True:
-            buf = bytearray(len(carry) + CHUNK_BYTES)
+            # a long unfinished line reads up to 16 MiB more at a time (not quadratic copying)
+            buf = bytearray(len(carry) + max(CHUNK_BYTES, min(len(carry), 16 * 1024 * 1024)))
             buf[: len(carry)] = carry
             got = fh.readinto(memoryview(buf)[len(carry) :]) or 0
             n = len(carry) + got
