@@ -305,6 +305,7 @@ def test_migrate_from_warehouse_moves_every_span(wh, tmp_path):
     # Every column survives: the store's view equals the warehouse table, row for row.
     store.register(wh, "migrated")
     assert wh.execute("SELECT count(*) FROM (SELECT * FROM spans EXCEPT SELECT * FROM migrated)").fetchall()[0] == (0,)
+    assert wh.execute("SELECT count(*) FROM (SELECT * FROM migrated EXCEPT SELECT * FROM spans)").fetchall()[0] == (0,)
     # Run again (an interrupted upgrade resumed): nothing added, nothing lost.
     again = store.migrate_from_warehouse(wh)
     assert again.appended == 0 and again.store_spans == n
