@@ -290,7 +290,7 @@ def test_writer_killed_mid_commit_leaves_the_table_consistent_and_a_retry_comple
     assert count(store) == (60_100, 60_100)
 
 
-def test_migrate_from_warehouse_moves_every_span(wh, tmp_path):
+def test_migrate_from_warehouse_moves_every_span(wh, store):
     from relops_pipeline.lib.tracestore.store import MigrationResult
 
     spans = make_spans(0, 1234, days=5)
@@ -298,7 +298,6 @@ def test_migrate_from_warehouse_moves_every_span(wh, tmp_path):
     wh.execute("INSERT INTO spans BY NAME SELECT * FROM incoming")
     n = wh.execute("SELECT count(*) FROM spans").fetchall()[0][0]
     assert n == 1234
-    store = TraceStore(default_uri(tmp_path / "home"))
     result = store.migrate_from_warehouse(wh)
     assert result == MigrationResult(warehouse_spans=n, appended=n, already_in_store=0, store_spans=n)
     assert count(store) == (n, n)
