@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from relops_pipeline.lib.tracestore import TraceStore, default_uri
+from relops_pipeline.lib.tracestore import GENAI_EVENTS, TRACE_REJECTS, TraceStore, default_uri
 from relops_pipeline_tests.procs import popen, reap, scaled
 
 BASE = datetime(2026, 11, 2)
@@ -205,7 +205,7 @@ def test_blind_append_is_counted_once_and_compaction_removes_the_copies(tmp_path
 def test_span_without_identity_is_refused(tmp_path):
     store = TraceStore(tmp_path / "ts")
     bad = make_spans(0, 3).set_column(1, "span_id", pa.array(["s0", None, "s2"]))
-    with pytest.raises(ValueError, match="without trace id"):
+    with pytest.raises(ValueError, match="without trace_id, span_id, start_time"):
         store.append(bad, "bad")
 
 
@@ -308,6 +308,55 @@ def test_migrate_from_warehouse_moves_every_span(wh, store):
     # Run again (an interrupted upgrade resumed): nothing added, nothing lost.
     again = store.migrate_from_warehouse(wh)
     assert again.appended == 0 and again.store_spans == n
+
+
+def test_genai_events_and_rejects_in_the_store_and_migrated(wh, store):
+    """GenAI events (identity event_key) and rejects (identity batch, file, line, reason) live in
+    their own tables beside the spans: overlapping sources counted once, and the warehouse's
+    rows migrated with nothing lost (count and key equality both ways)."""
+    events = TraceStore(store.uri + "_events", store.storage_options, spec=GENAI_EVENTS)
+    rejects = TraceStore(store.uri + "_rejects", store.storage_options, spec=TRACE_REJECTS)
+    n = 900
+
+    def event_rows(lo: int, hi: int) -> pa.Table:
+        return pa.table({
+            "trace_id": [f"t{i // 4}" for i in range(lo, hi)], "span_id": [f"s{i}" for i in range(lo, hi)],
+            "event_name": ["gen_ai.user.message"] * (hi - lo),
+            "event_time": [BASE + timedelta(days=i % 3, seconds=i) for i in range(lo, hi)],
+            "role": ["user"] * (hi - lo), "content": [f"question {i}" for i in range(lo, hi)],
+            "attributes": ['{"a": 1}'] * (hi - lo), "source_line": list(range(1, hi - lo + 1)),
+            "event_key": [f"k{i}" for i in range(lo, hi)], "ingest_batch_id": [f"b{lo}"] * (hi - lo),
+        })
+
+    def reject_rows(batch: str, lines: range) -> pa.Table:
+        return pa.table({
+            "ingest_batch_id": [batch] * len(lines), "source_file": ["/landing/x.jsonl"] * len(lines),
+            "source_line": [None if i == 0 else i for i in lines], "raw": ["{not json"] * len(lines),
+            "reason": ["invalid JSON"] * len(lines), "rejected_at": [BASE + timedelta(days=i % 2) for i in lines],
+        })
+
+    events.append(event_rows(0, 600), "e1", check_existing=False)
+    events.append(event_rows(300, n), "e2", check_existing=False)
+    con = duckdb.connect()
+    events.register(con)
+    assert con.execute("SELECT count(*), count(DISTINCT event_key) FROM genai_events_store").fetchall()[0] == (n, n)
+    rejects.append(reject_rows("b1", range(0, 50)), "r1")
+    rejects.append(reject_rows("b1", range(0, 50)), "r1-again")  # the same rejects, another source id
+    rejects.register(con)
+    assert con.execute("SELECT count(*) FROM trace_rejects_store").fetchall()[0] == (50,)
+
+    # Migration of the warehouse's events and rejects into fresh tables.
+    wh.register("ev", event_rows(0, n))
+    wh.execute("INSERT INTO genai_events BY NAME SELECT * FROM ev")
+    wh.register("rj", pa.concat_tables([reject_rows("b1", range(0, 50)), reject_rows("b2", range(5, 30))]))
+    wh.execute("INSERT INTO trace_rejects BY NAME SELECT * FROM rj")
+    for spec, expected in ((GENAI_EVENTS, n), (TRACE_REJECTS, 75)):
+        target = TraceStore(f"{store.uri}_migrated_{spec.name}", store.storage_options, spec=spec)
+        result = target.migrate_from_warehouse(wh)
+        assert result.warehouse_spans == result.store_spans == result.appended == expected
+        target.register(wh, "m")
+        for a, b in (("m", spec.name), (spec.name, "m")):
+            assert wh.execute(f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b})").fetchall()[0] == (0,)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["writer"]:

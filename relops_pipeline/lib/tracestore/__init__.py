@@ -1,9 +1,23 @@
-"""The trace store: spans in a Delta Lake table (delta-rs), partitioned by day, under the home or
-on object storage through the S3 API; several writers append at once; DuckDB queries it.
+"""The trace store: spans (and GenAI events, rejects) in Delta Lake tables (delta-rs), partitioned
+by day, under the home or on object storage through the S3 API; several writers append at once;
+DuckDB queries them.
 
-See store.py for the guarantees (idempotent per source, exactly once per span identity)."""
+See store.py for the guarantees (idempotent per source, exactly once per identity)."""
 
-from relops_pipeline.lib.tracestore.schema import PARTITION_COLUMN, SPAN_KEY, span_arrow_schema
+from relops_pipeline.lib.tracestore.schema import (
+    GENAI_EVENTS,
+    PARTITION_COLUMN,
+    SPAN_KEY,
+    SPANS,
+    TABLES,
+    TRACE_REJECTS,
+    TableSpec,
+    arrow_schema,
+    span_arrow_schema,
+)
 from relops_pipeline.lib.tracestore.store import AppendResult, MigrationResult, TraceStore, default_uri
 
-__all__ = ["PARTITION_COLUMN", "SPAN_KEY", "AppendResult", "MigrationResult", "TraceStore", "default_uri", "span_arrow_schema"]
+__all__ = [
+    "GENAI_EVENTS", "PARTITION_COLUMN", "SPANS", "SPAN_KEY", "TABLES", "TRACE_REJECTS", "AppendResult",
+    "MigrationResult", "TableSpec", "TraceStore", "arrow_schema", "default_uri", "span_arrow_schema",
+]

@@ -39,18 +39,15 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from relops_pipeline.lib.schema import SPAN_COLUMNS
-from relops_pipeline.lib.tracestore.schema import PARTITION_COLUMN, SPAN_KEY, json_columns, span_arrow_schema
+from relops_pipeline.lib.tracestore.schema import PARTITION_COLUMN, SPANS, TableSpec, arrow_schema, json_columns
 
 APP_ID_PREFIX = "relops-source:"
-# The view's choice among copies of one span: deterministic, the same for every reader.
-_KEEP_ORDER = "ingested_at NULLS LAST, ingest_batch_id NULLS LAST, source_file NULLS LAST, source_line NULLS LAST"
 _COMMIT_ATTEMPTS = 20
 
 
-def default_uri(home: str | os.PathLike) -> str:
-    """The embedded default: `<home>/tracestore/` (nothing to start)."""
-    return str(Path(home) / "tracestore")
+def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
+    """The embedded default: `<home>/tracestore/<table>/` (nothing to start)."""
+    return str(Path(home) / "tracestore" / table)
 
 
 @dataclass(frozen=True)
@@ -76,13 +73,17 @@ class MigrationResult:
 
 
 class TraceStore:
-    """A Delta table of spans at `uri`: a local path or `s3://bucket/prefix` (with
-    `storage_options` such as AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_ALLOW_HTTP)."""
+    """A Delta table at `uri`: a local path or `s3://bucket/prefix` (with `storage_options` such
+    as AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_ALLOW_HTTP). `spec` says which table:
+    spans (the default), GENAI_EVENTS or TRACE_REJECTS (lib/tracestore/schema.py); "span" below
+    means a row of that table and "identity" its key."""
 
-    def __init__(self, uri: str | os.PathLike, storage_options: dict[str, str] | None = None):
+    def __init__(self, uri: str | os.PathLike, storage_options: dict[str, str] | None = None,
+                 spec: TableSpec = SPANS):
         self.uri = str(uri)
         self.storage_options = dict(storage_options or {})
-        self.schema = span_arrow_schema()
+        self.spec = spec
+        self.schema = arrow_schema(spec)
 
     @property
     def is_local(self) -> bool:
@@ -118,18 +119,18 @@ class TraceStore:
     # --- writing -----------------------------------------------------------------------------
     def conform(self, spans: pa.Table | pa.RecordBatchReader) -> pa.Table:
         """The spans in the store's schema: columns cast and in order, missing ones NULL, JSON as
-        text, `day` from start_time; repeats of an identity dropped (the first by source_line)."""
+        text, `day` from the spec's time column; repeats of an identity dropped (the first by source_line)."""
         con = duckdb.connect()
         try:
             con.register("incoming", spans)
             have = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE incoming)").fetchall()}
             cols = []
-            for name, duck_type in SPAN_COLUMNS:
+            for name, duck_type in self.spec.columns:
                 stored = "VARCHAR" if duck_type == "JSON" else duck_type
                 cols.append(f'CAST("{name}" AS {stored}) AS "{name}"' if name in have else f'CAST(NULL AS {stored}) AS "{name}"')
-            key = ", ".join(SPAN_KEY)
+            key = ", ".join(self.spec.key)
             table = con.sql(
-                f"SELECT {', '.join(cols)}, CAST(start_time AS DATE) AS {PARTITION_COLUMN} FROM incoming "
+                f"SELECT {', '.join(cols)}, CAST({self.spec.time_column} AS DATE) AS {PARTITION_COLUMN} FROM incoming "
                 f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {'source_line NULLS LAST' if 'source_line' in have else key}) = 1"
             ).to_arrow_table()
         finally:
@@ -146,12 +147,13 @@ class TraceStore:
         days (its cost grows with the day's partition): the source stays idempotent and the view
         still counts each span once, but a re-delivered span is stored again until `compact()`."""
         table = self.conform(spans)
-        bad = pc.sum(pc.or_kleene(
-            pc.or_kleene(pc.is_null(table["trace_id"]), pc.is_null(table["span_id"])),
-            pc.is_null(table["start_time"]),
-        )).as_py()
+        missing = None
+        for name in self.spec.required:
+            null = pc.is_null(table[name])
+            missing = null if missing is None else pc.or_kleene(missing, null)
+        bad = pc.sum(missing).as_py() if missing is not None else 0
         if bad:
-            raise ValueError(f"{source_id}: {bad} span(s) without trace id, span id or start time")
+            raise ValueError(f"{source_id}: {bad} row(s) of {self.spec.name} without {', '.join(self.spec.required)}")
         app_id = APP_ID_PREFIX + source_id
         for _ in range(_COMMIT_ATTEMPTS):
             dt = self.table()
@@ -190,20 +192,22 @@ class TraceStore:
         try:
             con.register("existing", existing)
             con.register("incoming", table)
-            on = " AND ".join(f"e.{k} = i.{k}" for k in SPAN_KEY)
+            on = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in self.spec.key)
             return con.sql(
-                f"SELECT i.* FROM incoming i ANTI JOIN (SELECT {', '.join(SPAN_KEY)}, {PARTITION_COLUMN} FROM existing) e "
+                f"SELECT i.* FROM incoming i ANTI JOIN (SELECT {', '.join(self.spec.key)}, {PARTITION_COLUMN} FROM existing) e "
                 f"ON {on} AND e.{PARTITION_COLUMN} = i.{PARTITION_COLUMN}"
             ).to_arrow_table().cast(self.schema)
         finally:
             con.close()
 
     # --- reading -----------------------------------------------------------------------------
-    def register(self, con: duckdb.DuckDBPyConnection, view_name: str = "spans_store",
+    def register(self, con: duckdb.DuckDBPyConnection, view_name: str | None = None,
                  days: Iterable[date | str] | None = None) -> None:
-        """Create the temp view `view_name` on `con`: the spans table's columns (as the warehouse
-        has them, JSON typed), one row per span identity; with `days`, only those partitions are
-        read. The view reads the table version current now (call again to see later commits)."""
+        """Create the temp view `view_name` (default `<table>_store`, e.g. spans_store) on `con`:
+        the table's columns (as the warehouse has them, JSON typed), one row per identity; with
+        `days`, only those partitions are read. The view reads the table version current now
+        (call again to see later commits)."""
+        view_name = view_name or f"{self.spec.name}_store"
         dt = self.table()
         if days is not None:
             wanted = sorted({d if isinstance(d, str) else d.isoformat() for d in days})
@@ -215,12 +219,12 @@ class TraceStore:
             con.register(raw, self.schema.empty_table())
         else:
             con.register(raw, dataset)
-        json_cols = set(json_columns())
-        cols = ", ".join(f'CAST("{n}" AS JSON) AS "{n}"' if n in json_cols else f'"{n}"' for n, _ in SPAN_COLUMNS)
-        key = ", ".join(SPAN_KEY)
+        json_cols = set(json_columns(self.spec))
+        cols = ", ".join(f'CAST("{n}" AS JSON) AS "{n}"' if n in json_cols else f'"{n}"' for n, _ in self.spec.columns)
+        key = ", ".join(self.spec.key)
         con.execute(
             f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {cols} FROM "{raw}" '
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_KEEP_ORDER}) = 1"
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {self.spec.keep_order}) = 1"
         )
 
     def days(self) -> list[date]:
@@ -228,30 +232,33 @@ class TraceStore:
         return sorted({date.fromisoformat(p[PARTITION_COLUMN]) for p in self.table().partitions()})
 
     # --- migration and upkeep ----------------------------------------------------------------
-    def migrate_from_warehouse(self, con: duckdb.DuckDBPyConnection, table: str = "spans") -> MigrationResult:
-        """Copy the warehouse's spans into the store, one commit per day (source id
-        `warehouse:<day>`, so a migration interrupted and run again resumes), then check that
-        every warehouse span identity is in the store; raises RuntimeError if any is missing.
-        The warehouse rows are left in place (dropping them is the caller's step, after this)."""
-        day_rows = con.execute(f"SELECT CAST(start_time AS DATE) AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
+    def migrate_from_warehouse(self, con: duckdb.DuckDBPyConnection, table: str | None = None) -> MigrationResult:
+        """Copy the warehouse's table (the spec's, e.g. `spans`) into the store, one commit per
+        day (source id `warehouse:<day>`, so a migration interrupted and run again resumes), then
+        check that every warehouse identity is in the store; raises RuntimeError if any is
+        missing. The warehouse rows are left in place (dropping them is the caller's step)."""
+        table = table or self.spec.name
+        when = self.spec.time_column
+        day_rows = con.execute(f"SELECT CAST({when} AS DATE) AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
         total = sum(n for _, n in day_rows)
         appended = already = 0
         for day, _ in day_rows:
-            where = "start_time IS NULL" if day is None else f"CAST(start_time AS DATE) = DATE '{day.isoformat()}'"
+            where = f"{when} IS NULL" if day is None else f"CAST({when} AS DATE) = DATE '{day.isoformat()}'"
             rows = con.sql(f"SELECT * FROM {table} WHERE {where}").to_arrow_table()
             result = self.append(rows, f"warehouse:{day}")
             appended += result.appended
             already += result.duplicates
         self.register(con, "tracestore_migration_check")
         try:
-            on = " AND ".join(f"s.{k} = w.{k}" for k in SPAN_KEY)
+            # IS NOT DISTINCT FROM: a reject's source_line may be NULL (a whole file refused).
+            on = " AND ".join(f"s.{k} IS NOT DISTINCT FROM w.{k}" for k in self.spec.key)
             missing = con.execute(f"SELECT count(*) FROM {table} w ANTI JOIN tracestore_migration_check s ON {on}").fetchall()[0]
             stored = con.execute("SELECT count(*) FROM tracestore_migration_check").fetchall()[0]
         finally:
             con.execute("DROP VIEW IF EXISTS tracestore_migration_check")
             con.unregister("tracestore_migration_check__delta")
         if missing[0]:
-            raise RuntimeError(f"migration to {self.uri}: {missing[0]} of {total} warehouse spans not in the store")
+            raise RuntimeError(f"migration to {self.uri}: {missing[0]} of {total} warehouse {table} rows not in the store")
         return MigrationResult(total, appended, already, int(stored[0]))
 
     def compact(self, days: Sequence[date | str] | None = None) -> int:
@@ -270,13 +277,13 @@ class TraceStore:
                 try:
                     con.register("part", dataset)
                     before, after = con.execute(
-                        f"SELECT count(*), count(DISTINCT ({', '.join(SPAN_KEY)})) FROM part").fetchall()[0]
+                        f"SELECT count(*), count(DISTINCT ({', '.join(self.spec.key)})) FROM part").fetchall()[0]
                     if before == after:
                         break  # nothing to remove: leave the day's files as they are
                     # Streamed to the writer batch by batch (the day is not held as one table).
                     kept = con.sql(
                         f"SELECT {', '.join(self.schema.names)} FROM part "
-                        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(SPAN_KEY)} ORDER BY {_KEEP_ORDER}) = 1"
+                        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(self.spec.key)} ORDER BY {self.spec.keep_order}) = 1"
                     ).to_arrow_reader(65_536).cast(self.schema)
                     write_deltalake(
                         dt, kept, mode="overwrite", predicate=f"{PARTITION_COLUMN} = '{day}'",
