@@ -114,7 +114,11 @@ def inspect_runs(instance: dg.DagsterInstance) -> list[RunProcess]:
     now = dt.datetime.now(dt.UTC)
     for run_id, rec in records.items():
         run = rec.dagster_run
-        started = rec.start_time or rec.create_timestamp.timestamp()
+        # Before its worker says RUN_START, a run dates from its launch (the STARTING update),
+        # not from its creation: a run queued behind the warehouse pool is launched long after
+        # it was created, and its new worker must not look like a reused pid.
+        launched = rec.update_timestamp.timestamp() if rec.update_timestamp else None
+        started = rec.start_time or launched or rec.create_timestamp.timestamp()
         started_at = dt.datetime.fromtimestamp(started, tz=dt.UTC) if started else None
         holds = run_id in holders
         if run.status not in IN_PROGRESS:
