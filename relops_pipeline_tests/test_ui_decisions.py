@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 import dagster as dg
 import pytest
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
@@ -123,8 +124,12 @@ def graphql(instance: dg.DagsterInstance) -> Iterator[WorkspaceRequestContext]:
     """The webserver's GraphQL context over the project's definitions, loaded in this process."""
     origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="relops_pipeline.definitions", attribute="defs"),
                                          location_name="relops")
+    # Every DagsterInstance makes its defs-state storage the current one when created and never
+    # resets it; after a sensor context's instance has gone, loading the definitions would read a
+    # dead instance's storage (an error that depends on which tests ran before). Make it this one's.
     # Entered as the webserver enters it per request: dynamic partitions load from the instance.
-    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process, \
+    with set_defs_state_storage(instance.defs_state_storage), \
+            WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process, \
             process.create_request_context() as context:
         yield context
 
