@@ -55,6 +55,10 @@ def _cli(home: Path, *argv: str) -> None:
     assert main(["--home", str(home), *argv]) == 0, argv
 
 
+# Monday of this week (UTC): the week the fixture's gates, rollouts and rollback are recorded in.
+THIS_WEEK = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=dt.datetime.now(dt.UTC).weekday())).isoformat()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """doc-qa v2.3.0 (REVIEW, approved, full), v2.4.0 (SHIP, canary, inconclusive canary, rolled
@@ -96,6 +100,14 @@ def world(tmp_path_factory):
     _cli(home, "release", "register", str(home / "releases" / "support-triage" / "v1.2.0.yaml"), "--no-eval", "--by", "ana.lopez")
     _cli(home, "readiness", "doc-qa")
     _cli(home, "memo", "--week", "2026-11-16")
+    # A memo of this week, whose gates and rollouts are above: this week has not ended, so `relops
+    # memo` refuses it; the row copies the 2026-11-16 memo's, files included, under this week.
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    with open_warehouse(Home(home).warehouse_path) as con:
+        con.execute("INSERT INTO stability_memos SELECT 'memo-this-week', ?::DATE, generated_at, ops_from, ops_to, memo, "
+                    "report_md, md_path, html_path, dagster_run_id FROM stability_memos WHERE week = DATE '2026-11-16'",
+                    [THIS_WEEK])
     _cli(home, "review", "sample", "--week", "2026-11-16")
     drift = home / "reports" / "drift" / "doc-qa"
     drift.mkdir(parents=True, exist_ok=True)
@@ -233,6 +245,9 @@ def test_every_link_of_every_release_page_opens(served):
                  "rollback v2.4.0 -&gt; v2.3.0 (manual)", "manual rollback of v2.4.0",
                  '/reports/gates/doc-qa/v2.4.0/', '/reports/canary/doc-qa/v2.4.0/', '/reports/runbooks/doc-qa.md'):
         assert part in text, part
+    # The weekly memo of the week it was gated and rolled out, not another week's.
+    assert f"week of {THIS_WEEK} (" in text and "week of 2026-11-16" not in text
+    assert '<a href="/reports/memos/2026-11-16.html">html</a>' in text
     status, _, body = served.request("/releases/doc-qa/v2.3.0")
     assert "approved" in body.decode() and "first release, read by hand" in body.decode() and "li.wei" in body.decode()
 

@@ -2,8 +2,9 @@
 this process, over the home's instance, as the webserver serves it): four releases gated by
 `relops gate` — a REVIEW that is approved (after a refused attempt), a SHIP, a BLOCK that is
 overridden and a BLOCK — then the approvals sensor ticks once as the daemon would. For each
-release partition the test reads the decision at a glance (the `gate_decision` check's status,
-severity and description, the materialization's decision and tags) and compares it with what
+release partition the test reads the decision at a glance (the partition's status: a BLOCK is a
+failed partition, a SHIP or REVIEW a materialized one; the `gate_decision` check's status,
+severity and description; the materialization's decision and tags) and compares it with what
 `relops gate` said; the gate's checks name their release and suite version; the approval,
 refusal and override sit on `release_approval` between `release_gate` and `rollout_plan`; every
 gated release has a rollout plan; and every link in that metadata opens on a real `relops serve`
@@ -40,6 +41,7 @@ query Decisions($partitions: [String!]) {
   assetNodeOrError(assetKey: {path: ["release_gate"]}) {
     ... on AssetNode {
       dependedByKeys { path }
+      assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions failedPartitions } }
       latestMaterializationByPartition(partitions: $partitions) {
         partition
         tags { key value }
@@ -202,23 +204,32 @@ def test_each_release_decision_reads_at_a_glance_through_graphql(home, tmp_path,
     }
     with graphql(instance) as context:
         node = query(context, DECISIONS, partitions=list(keys.values()))["assetNodeOrError"]
-        by_partition = {m["partition"]: m for m in node["latestMaterializationByPartition"]}
+        by_partition = {m["partition"]: m for m in node["latestMaterializationByPartition"] if m}
         checks = {c["name"]: c["partitionStatuses"] for c in node["assetChecksOrError"]["checks"]}
+        partitions = node["assetPartitionStatuses"]
         for version, key in keys.items():
             status, passed, severity = expected[version]
-            materialization = by_partition[key]
-            meta = links(materialization)
-            assert meta["decision"] == said[version]
-            assert {"key": "relops/decision", "value": said[version]} in materialization["tags"]
-            assert meta["report_html"].startswith(f"{base_url}/reports/") and meta["report_html"].endswith(".html")
-            assert meta["release_page"] == f"{base_url}/releases/{WORKFLOW}/{version}"
-
             [execution] = query(context, CHECK_EXECUTIONS, check="gate_decision", partition=key)["assetCheckExecutions"]
             evaluation = execution["evaluation"]
             assert (execution["partition"], evaluation["partition"]) == (key, key)
             assert (links(evaluation)["status"], evaluation["success"], evaluation["severity"]) == (status, passed, severity)
             assert evaluation["description"].startswith(status) and f"{key} on suite {SUITE}" in evaluation["description"]
             assert key in (checks["gate_decision"]["succeededPartitions"] if passed else checks["gate_decision"]["failedPartitions"])
+
+            # The partition view: a BLOCK is a failed (red) partition with no materialization, a
+            # SHIP or a REVIEW a materialized (green) one carrying the decision and its reports.
+            if said[version] == "BLOCK":
+                assert key in partitions["failedPartitions"] and key not in partitions["materializedPartitions"]
+                assert key not in by_partition
+                meta = links(evaluation)  # the gate run's gate_decision check carries the reports
+            else:
+                assert key in partitions["materializedPartitions"] and key not in partitions["failedPartitions"]
+                materialization = by_partition[key]
+                meta = links(materialization)
+                assert meta["decision"] == said[version]
+                assert {"key": "relops/decision", "value": said[version]} in materialization["tags"]
+            assert meta["report_html"].startswith(f"{base_url}/reports/") and meta["report_html"].endswith(".html")
+            assert meta["release_page"] == f"{base_url}/releases/{WORKFLOW}/{version}"
 
             # "must_pass Failed" says which release, on which suite version.
             [must] = query(context, CHECK_EXECUTIONS, check="must_pass", partition=key)["assetCheckExecutions"]

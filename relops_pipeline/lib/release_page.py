@@ -54,6 +54,7 @@ class Story:
     incidents: list[dict[str, Any]] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
     workflow_reports: list[tuple[str, Path]] = field(default_factory=list)  # (label, file): runbook, readiness
+    memos: list[dict[str, Any]] = field(default_factory=list)  # the weekly memos of the weeks it was acted on
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -136,6 +137,15 @@ def read_story(home: Home, workflow: str, version: str) -> Story | None:
                                  "QUALIFY granularity = 'weekly' OR row_number() OVER "
                                  "(PARTITION BY granularity ORDER BY period_start DESC, computed_at DESC) = 1 "
                                  "ORDER BY granularity = 'rolling', period_start", [workflow, version])
+        # The stability memos of the weeks something happened to it (latest memo of each week).
+        days = [g["decided_at"] for g in story.gates] + [e["ts"] for e in story.rollout] + \
+            [r["recorded_at"] for r in story.rollbacks] + [d["period_start"] for d in story.drift if d["granularity"] == "weekly"]
+        weeks = sorted({_monday(d) for d in days if d is not None})
+        if weeks:
+            marks = ", ".join("?" for _ in weeks)
+            story.memos = _rows(con, f"SELECT week, md_path, html_path FROM stability_memos WHERE week IN ({marks}) "
+                                     "QUALIFY row_number() OVER (PARTITION BY week ORDER BY generated_at DESC) = 1 "
+                                     "ORDER BY week", weeks)
     finally:
         con.close()
     for label, path in (("runbook", home.reports_dir / "runbooks" / f"{workflow}.md"),
@@ -143,6 +153,11 @@ def read_story(home: Home, workflow: str, version: str) -> Story | None:
         if path.is_file():
             story.workflow_reports.append((label, path))
     return story
+
+
+def _monday(value: Any) -> dt.date:
+    day = value.date() if isinstance(value, dt.datetime) else value
+    return day - dt.timedelta(days=day.weekday())
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -303,6 +318,9 @@ def render_release(home: Home, story: Story) -> bytes:
         parts.append("<p>Workflow: " + " · ".join(
             f'<a href="{esc(report_href(home, p))}">{esc(label)}</a>' for label, p in story.workflow_reports
             if report_href(home, p)) + "</p>")
+    memos = [f'week of {esc(m["week"])} ({_links(home, m, "html_path", "md_path")})' for m in story.memos]
+    if memos:
+        parts.append("<p>Weekly stability memos: " + " · ".join(memos) + "</p>")
     parts.append(_diff_section(story.release))
 
     parts.append("<h2>Eval runs</h2>" + _table(

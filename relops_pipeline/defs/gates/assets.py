@@ -46,15 +46,17 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     The business meaning: whether this release may go to production. It compares the
     release's eval run with the baseline's on the same suite version under the thresholds in
     force, with intervals, must-pass re-samples and the manifest diff; the decision is an
-    append-only record, and a BLOCK fails the blocking checks (and so the run). Each release
-    partition keeps its own check results, and `gate_decision` shows the decision at a glance
-    (SHIP passes, REVIEW warns, BLOCK errors; the approvals sensor updates it when a REVIEW is
-    approved or a BLOCK overridden). An invalid eval
+    append-only record. A BLOCK records its check results and then fails the step, so the
+    release's partition shows as failed (red) in the partition view, beside the green of a SHIP
+    or a REVIEW; the decision, reasons and report links are on the failure and on the checks.
+    Each release partition keeps its own check results, and `gate_decision` shows the decision
+    at a glance (SHIP passes, REVIEW warns, BLOCK errors; the approvals sensor updates it when a
+    REVIEW is approved or a BLOCK overridden). An invalid eval
     run (e.g. the endpoint was down) is an error, not a decision: it is recorded as INVALID
     (which nobody can approve or override) with its report, and the step fails naming the top
     error causes, so the partition shows as failed rather than as a REVIEW.
     """
-    from relops_pipeline.defs.gates.metadata import invalid_evidence_failure
+    from relops_pipeline.defs.gates.metadata import blocked_failure, invalid_evidence_failure
     from relops_pipeline.lib.gates.gate import evaluate_gate
 
     key = context.partition_key
@@ -70,7 +72,11 @@ def release_gate(context: dg.AssetExecutionContext, home: RelopsHomeResource, wa
     )
     if outcome.result.decision == "INVALID":
         raise invalid_evidence_failure(outcome, home.home, key)
-    return release_gate_result(outcome, home.home, key)
+    result = release_gate_result(outcome, home.home, key)
+    if outcome.result.decision == "BLOCK":
+        yield from result.check_results or []
+        raise blocked_failure(outcome, home.home, key)
+    yield result
 
 
 # Approvals are made by people (relops approve, an override on rollout), not computed: the

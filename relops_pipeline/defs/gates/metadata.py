@@ -9,7 +9,7 @@ from relops_pipeline.lib import rounding
 from relops_pipeline.lib.evals.model import split_release_key
 from relops_pipeline.lib.gates.gate import GateOutcome
 from relops_pipeline.lib.gates.glance import ERROR, PASS, WARN, ApprovalEvent, DecisionGlance, glance
-from relops_pipeline.lib.gates.service import ThresholdsInForce
+from relops_pipeline.lib.gates.service import GateRecord, ThresholdsInForce
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.markdown import escape_md
 from relops_pipeline.lib.report_links import release_url, report_url
@@ -47,16 +47,21 @@ SEVERITY = {WARN: dg.AssetCheckSeverity.WARN, ERROR: dg.AssetCheckSeverity.ERROR
 DECISION_TAG, STATUS_TAG = "relops/decision", "relops/status"
 
 
-def glance_check_evaluation(g: DecisionGlance, home: Home, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
+def glance_check_evaluation(g: DecisionGlance, home: Home, instance: dg.DagsterInstance,
+                            gate: GateRecord | None = None) -> dg.AssetCheckEvaluation:
     """The gate_decision check of a release partition as an evaluation a sensor reports (after
     an approval or override changes the release's status; the gate run reports the first). It
     targets the partition's latest gate materialization, so the UI counts it as the current
-    status of that partition (an evaluation without a target is shown but not current)."""
+    status of that partition (an evaluation without a target is shown but not current). The
+    gate's reports (`gate`, its latest record) are linked: a BLOCK has no materialization to
+    carry them."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    r = _glance_check(g, home)
+    reports: dict[str, dg.MetadataValue] = {label: dg.MetadataValue.url(report_url(home, path))
+               for label, path in (("report_html", gate and gate.report_html), ("report_md", gate and gate.report_md)) if path}
+    r = _glance_check(g, home, reports)
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("release_gate"), asset_partitions=[g.release_key]), limit=1).records
     target = (AssetCheckEvaluationTargetMaterializationData(storage_id=records[0].storage_id, run_id=records[0].run_id,
@@ -89,7 +94,7 @@ def approval_asset_event(e: ApprovalEvent, home: Home) -> dg.AssetMaterializatio
                                    metadata=metadata, tags={STATUS_TAG: what})
 
 
-def _glance_check(g: DecisionGlance, home: Home) -> dg.AssetCheckResult:
+def _glance_check(g: DecisionGlance, home: Home, reports: dict[str, dg.MetadataValue] | None = None) -> dg.AssetCheckResult:
     workflow, version = split_release_key(g.release_key)
     metadata: dict[str, dg.RawMetadataValue] = {
         "status": dg.MetadataValue.text(g.status),
@@ -97,6 +102,7 @@ def _glance_check(g: DecisionGlance, home: Home) -> dg.AssetCheckResult:
         "release_key": dg.MetadataValue.text(g.release_key),
         "suite_version": dg.MetadataValue.text(g.suite_version),
         "release_page": dg.MetadataValue.url(release_url(home, workflow, version)),
+        **(reports or {}),
     }
     if g.by:
         metadata["by"] = dg.MetadataValue.text(g.by)
@@ -136,6 +142,28 @@ def invalid_evidence_failure(outcome: GateOutcome, home: Home, release_key: str)
             "error_causes": dg.MetadataValue.md("\n".join(lines) or "_no error messages recorded_"),
             **_links(home, release_key, outcome),
         },
+    )
+
+
+def blocked_failure(outcome: GateOutcome, home: Home, release_key: str) -> dg.Failure:
+    """The failure of a BLOCKed gate, raised after its check results: the partition shows as
+    failed in the UI (a BLOCK must not look like a SHIP), with the decision, the reasons and the
+    reports on the failure. Never retried: the decision is recorded, a retry would only repeat it."""
+    result = outcome.result
+    where = f"{release_key} on suite {outcome.suite_version or 'none'}"
+    return dg.Failure(
+        description=f"BLOCK: {where}: " + "; ".join(result.reasons),
+        metadata={
+            "decision": "BLOCK",
+            "release_key": release_key,
+            "suite_version": outcome.suite_version or "none",
+            "baseline_version": result.baseline_version or "none",
+            "gate_id": outcome.gate_id,
+            "candidate_eval_run_id": outcome.candidate_run or "none",
+            **_links(home, release_key, outcome),
+            "report": dg.MetadataValue.md(outcome.pr_comment),
+        },
+        allow_retries=False,
     )
 
 
@@ -186,7 +214,8 @@ def release_gate_result(outcome: GateOutcome, home: Home, release_key: str) -> d
             description=f"{where}: " + ("enough evidence" if evidence_ok else f"needs review: {review}"),
             metadata={**named, "review_rules": review},
         ),
-        _glance_check(glance(release_key, outcome.suite_version, result.decision), home),
+        # the gate's reports on the check too: a BLOCK has no materialization to carry them
+        _glance_check(glance(release_key, outcome.suite_version, result.decision), home, _links(home, release_key, outcome)),
     ]
     metrics = {}
     for m in result.metrics:

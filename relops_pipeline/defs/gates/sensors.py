@@ -20,7 +20,7 @@ def approvals_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResour
     the release's decision at a glance as its `gate_decision` check. The audit log is the
     record; this only shows it in the UI, so on a new instance the whole log is shown once."""
     from relops_pipeline.lib.gates.glance import approval_events_since, glance_of_state, latest_gate_suite
-    from relops_pipeline.lib.gates.service import release_state
+    from relops_pipeline.lib.gates.service import latest_gate_decision, release_state
 
     after = int(context.cursor or 0)
     try:
@@ -37,7 +37,8 @@ def approvals_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResour
             for key in sorted({e.release_key for e in shown}):
                 g = glance_of_state(release_state(con, key), latest_gate_suite(con, key))
                 if g is not None:
-                    asset_events.append(glance_check_evaluation(g, home.home, context.instance))
+                    asset_events.append(glance_check_evaluation(g, home.home, context.instance,
+                                                                latest_gate_decision(con, key)))
     except WarehouseBusy:
         return dg.SkipReason("the warehouse is busy; trying again on the next tick")
     for e in events:
