@@ -6,10 +6,11 @@
 Starts `dagster dev` (webserver and daemon) on the home on a free 127.0.0.1 port (or uses a
 running one: --url), waits until the runs the sensors launch on start-up have finished, launches
 a backfill of doc-qa's eval runs for the backfills page (--no-backfill to leave the home as it
-is), then drives headless Chromium (Debian's `chromium` package) through the DevTools protocol
-(`websockets`, already installed with dagster-webserver): each page is loaded, waited for until
-its expected text is there and no loading spinner is left, clicked where a view is not in the
-URL (metadata plots, the memo's markdown), and captured. Prints one line per page; exits 1 if a
+is), starts `relops serve` on another free port for the release page, then drives headless
+Chromium (Debian's `chromium` package) through the DevTools protocol (`websockets`, already
+installed with dagster-webserver): each page is loaded, waited for until its expected text is
+there and no loading spinner is left, clicked where a view is not in the URL (metadata plots,
+the memo's markdown), and captured. Prints one line per page; exits 1 if a
 page could not be captured. Everything it starts is stopped before it exits.
 """
 
@@ -58,6 +59,7 @@ class Page:
     settle_s: float = 2.0
     viewport: tuple[int, int] = (WIDTH, HEIGHT)
     crop_to_graph: bool = False  # clip to the drawn graph (below the page header)
+    server: str = "dagster"  # or "relops": a page `relops serve` shows (reports, release pages)
 
 
 GROUPS = ("traces", "evals", "gates", "releases", "drift", "alerts", "cadence")
@@ -65,6 +67,7 @@ GROUPS = ("traces", "evals", "gates", "releases", "drift", "alerts", "cadence")
 
 def pages(release: str, memo_week: str | None, with_backfill: bool) -> list[Page]:
     expanded = urllib.parse.quote(",".join(f"global@global:{g}" for g in GROUPS))
+    workflow, version = release.split("--", 1)
     return [
         Page("01-asset-lineage", f"/asset-groups?expanded={expanded}", ["Global asset lineage", "release_gate"],
              "the global asset lineage, every group expanded",
@@ -76,7 +79,13 @@ def pages(release: str, memo_week: str | None, with_backfill: bool) -> list[Page
              "-> registry (rollouts and rollbacks)",
              settle_s=4),
         Page("03-release-gate-partition", f"/assets/release_gate?view=partitions&partition={urllib.parse.quote(release)}",
-             [release, "decision", "BLOCK"], f"the release_gate partitions, {release} selected: its decision and evidence"),
+             [release, "Failed"], f"the release_gate partitions, the BLOCKed {release} selected: a failed (red) "
+             "partition among the green ones; its run's logs say why"),
+        Page("10-release-page", f"/releases/{workflow}/{version}",
+             [f"{workflow} {version}", "Gate decisions", "BLOCK", "Rollout"],
+             f"the release page of {release} on relops serve: what changed, eval runs, gate decisions with "
+             "approvals, rollout, canaries, rollbacks, incidents, drift, each linking to its report",
+             server="relops", viewport=(WIDTH, 1400), settle_s=1),
         Page("09-gate-decision-checks", "/assets/release_gate?view=checks",
              ["gate_decision", "on suite"],
              "release_gate's checks: gate_decision per release partition, each result naming its release and suite",
@@ -303,7 +312,8 @@ def launch_eval_backfill(dev: DagsterDev, workflow: str, timeout_s: float) -> tu
 
 
 def demo_facts(home: Path) -> tuple[str, str | None]:
-    """The first BLOCKed release (in the demo, doc-qa v2.2.0) and the latest memo's week."""
+    """The first BLOCKed release (in the demo, doc-qa v2.2.0: a red partition of release_gate,
+    and the release page shown) and the latest memo's week."""
     from relops_pipeline.lib.warehouse import connect
 
     con = connect(home / "warehouse" / "relops.duckdb", read_only=True, timeout_s=30)
@@ -345,10 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     todo = [p for p in pages(release, memo_week, not args.no_backfill) if not args.only or any(p.name.startswith(o) for o in args.only)]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="relops-shots-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="relops-shots-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
+        urls = {}
+        if any(p.server == "relops" for p in todo):
+            urls["relops"] = stack.enter_context(relops_serve(home, work / "relops-serve.log"))
+            print(f"relops serve on {urls['relops']}")
         if args.url:  # a UI that is already running over this home (`make ui`)
-            return shoot(binary, args.url.rstrip("/"), todo, out_dir, work)
+            return shoot(binary, {**urls, "dagster": args.url.rstrip("/")}, todo, out_dir, work)
         t0 = time.monotonic()
         with DagsterDev(home, work / "dagster-dev.log") as dev:
             print(f"dagster dev on {dev.url} ({time.monotonic() - t0:.0f} s)")
@@ -357,18 +371,43 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_backfill and any(p.name == "07-backfills" for p in todo):
                 bid, status, n = launch_eval_backfill(dev, BACKFILL_WORKFLOW, args.idle_timeout_s)
                 print(f"backfill {bid} of eval_run over {n} {BACKFILL_WORKFLOW} releases: {status}")
-            return shoot(binary, dev.url, todo, out_dir, work)
+            return shoot(binary, {**urls, "dagster": dev.url}, todo, out_dir, work)
 
 
-def shoot(binary: str, base_url: str, todo: list[Page], out_dir: Path, work: Path) -> int:
-    """Capture every page; returns the exit status (1 if a page could not be captured)."""
-    _graphql(base_url, "mutation { setNuxSeen }")  # the community pop-up, shown once per instance
+@contextlib.contextmanager
+def relops_serve(home: Path, log: Path):
+    """`relops serve` over the home on a free 127.0.0.1 port (no ingestion workers): its URL,
+    stopped (SIGTERM, then SIGKILL) on exit."""
+    port = free_port()
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home), "serve", "--host",
+                                 "127.0.0.1", "--port", str(port), "--json", "--workers", "0"],
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the startup line, or nothing when it could not start
+        if not line:
+            raise RuntimeError(f"relops serve did not start:\n{log.read_text()[-3000:]}")
+        yield json.loads(line)["url"].rstrip("/")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def shoot(binary: str, urls: dict[str, str], todo: list[Page], out_dir: Path, work: Path) -> int:
+    """Capture every page (each on its server's URL); returns the exit status (1 if a page
+    could not be captured)."""
+    _graphql(urls["dagster"], "mutation { setNuxSeen }")  # the community pop-up, shown once per instance
     failures = 0
     browser = Chromium(binary, work)
     try:
         for page in todo:
             try:
-                path, size = capture(browser, base_url, page, out_dir)
+                path, size = capture(browser, urls[page.server], page, out_dir)
                 shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
                 print(f"  ok   {shown}  {size // 1024} KB  {page.title}")
             except Exception as exc:  # noqa: BLE001 — report it and go on with the other pages
