@@ -542,6 +542,65 @@ def test_trace_features_in_buckets_equal_one_pass(wh, monkeypatch):
     assert one_pass["day"].nunique() == 2  # some traces start after midnight
 
 
+def test_trace_features_of_the_touched_traces_equal_a_whole_day_recompute(wh):
+    """After a second batch adds spans to some traces of a day (and new traces), completes a span
+    of an earlier batch and fills another's text by a GenAI event, recomputing only the traces
+    those batches touched gives exactly the rows of a whole-day recompute, writing only theirs."""
+    t0 = dt.datetime(2026, 3, 2, 9, 0, 0)
+    first = [_span(trace_id=f"T{i}", span_id=f"a{i}", kind="llm", start_time=t0 + dt.timedelta(minutes=i),
+                   latency_ms=100.0 + i, input_text=f"question {i}", output_text=f"answer {i}", input_tokens=i,
+                   ingest_batch_id="b1") for i in range(40)]
+    _insert_spans(wh, first)
+    day, next_day = dt.date(2026, 3, 2), dt.date(2026, 3, 3)
+    assert compute_trace_features(wh, day, next_day) == 40
+    # b2: two more spans of T1 and T2 (one starting before T2's first, so T2's start moves), new traces T40..T44
+    second = [_span(trace_id="T1", span_id="b1", kind="llm", start_time=t0 + dt.timedelta(minutes=30), latency_ms=50.0,
+                    output_text="later answer", ingest_batch_id="b2"),
+              _span(trace_id="T2", span_id="b2", kind="agent", start_time=t0 - dt.timedelta(minutes=5), latency_ms=9000.0,
+                    output_text="root answer", ingest_batch_id="b2")]
+    second += [_span(trace_id=f"T{i}", span_id=f"a{i}", kind="llm", start_time=t0 + dt.timedelta(minutes=i),
+                     latency_ms=10.0, input_text=f"new {i}", ingest_batch_id="b2") for i in range(40, 45)]
+    _insert_spans(wh, second)
+    # b2 also completed T3's span (an update) and filled T4's output from an event
+    wh.execute("UPDATE spans SET status = 'error' WHERE trace_id = 'T3'")
+    wh.execute("INSERT INTO span_updates VALUES ('b2', 'T3', 'a3', ?, 'f', 1, 'completed', ?)", [t0, t0])
+    wh.execute("UPDATE spans SET output_text = 'from an event, much longer than before' WHERE trace_id = 'T4'")
+    wh.execute("INSERT INTO genai_events (trace_id, span_id, ingest_batch_id) VALUES ('T4', 'a4', 'b2')")
+
+    assert compute_trace_features(wh, day, next_day, batch_ids=["b2"]) == 4 + 5  # T1..T4 and the new T40..T44
+    cols = "* EXCLUDE (computed_at)"
+    touched = wh.execute(f"SELECT {cols} FROM trace_features ORDER BY workflow, trace_id").df()
+    assert wh.execute("SELECT count(DISTINCT computed_at) FROM trace_features").fetchone()[0] == 1  # the day is current
+    assert compute_trace_features(wh, day, next_day) == 45
+    whole = wh.execute(f"SELECT {cols} FROM trace_features ORDER BY workflow, trace_id").df()
+    pd.testing.assert_frame_equal(touched, whole)
+    assert whole.set_index("trace_id").loc["T2", "latency_ms"] == 9000.0  # the new root span decides
+    assert compute_trace_features(wh, day, next_day, batch_ids=[]) == 0  # nothing touched: nothing rewritten
+    assert wh.execute("SELECT count(*) FROM trace_features").fetchone()[0] == 45
+
+
+def test_pending_batches_are_those_the_days_features_do_not_reflect(wh):
+    """A day without features is computed whole (None); then only batches finished since its
+    features were computed, and touching the window, are pending."""
+    from relops_pipeline.lib.drift.features import pending_batches
+
+    day = dt.date(2026, 3, 2)
+    t = dt.datetime(2026, 3, 2, 9)
+
+    def batch(batch_id: str, finished: dt.datetime, first: dt.datetime) -> None:
+        wh.execute("INSERT INTO ingest_batches VALUES (?, 'f', 'otlp', 'sha', 1, 1, 1, 0, 0, 0, 0, ?, ?, NULL, ?, ?)",
+                   [batch_id, first, first, finished, finished])
+
+    _insert_spans(wh, [_span(trace_id="T0", span_id="a", kind="llm", start_time=t, latency_ms=1.0, ingest_batch_id="old")])
+    batch("old", dt.datetime(2026, 3, 3), t)
+    assert pending_batches(wh, day, day + dt.timedelta(days=1)) is None
+    compute_trace_features(wh, day, day + dt.timedelta(days=1))
+    computed = wh.execute("SELECT min(computed_at) FROM trace_features").fetchone()[0]
+    batch("new", computed + dt.timedelta(seconds=1), t)
+    batch("elsewhere", computed + dt.timedelta(seconds=1), t + dt.timedelta(days=5))
+    assert pending_batches(wh, day, day + dt.timedelta(days=1)) == ["new"]
+
+
 def test_rolling_windows_with_the_same_rows_share_their_tests(wh, tmp_path, monkeypatch):
     """One rolling run over the trailing week of one ingested day: the windows holding exactly
     the same days with traffic run their column tests once (DriftCache), and every stored

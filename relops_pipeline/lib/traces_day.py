@@ -60,8 +60,10 @@ class FeaturesRefresh:
 
     start: dt.date
     end: dt.date  # exclusive
-    traces: int
+    traces: int  # rows of the days after the refresh
     by_workflow: tuple[WorkflowTraces, ...]
+    recomputed: int | None = None  # rows computed by this refresh (None: not counted)
+    batches: int | None = None  # ingest batches it caught up with (None: the days were recomputed whole)
 
 
 def validate_window(
@@ -119,13 +121,19 @@ def refresh_signals(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date
     return SignalsRefresh(start, end, rows, int(spans), int(errors), float(cost), float(p95 or 0.0))
 
 
-def refresh_features(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> FeaturesRefresh:
-    """Recompute the per-request features of [start, end) and count them per workflow."""
-    from relops_pipeline.lib.drift.features import compute_trace_features
+def refresh_features(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, *,
+                     incremental: bool = False) -> FeaturesRefresh:
+    """Recompute the per-request features of [start, end) and count them per workflow.
+    Incremental: only the traces of the batches the days' features do not reflect yet
+    (lib/drift/features.pending_batches); the days whole when they have no features yet."""
+    from relops_pipeline.lib.drift.features import compute_trace_features, pending_batches
 
-    traces = compute_trace_features(con, start, end)
+    batches = pending_batches(con, start, end) if incremental else None
+    recomputed = compute_trace_features(con, start, end, batch_ids=batches)
     by_wf = con.execute(
         "SELECT workflow, count(*) FROM trace_features WHERE day >= ? AND day < ? GROUP BY ALL ORDER BY ALL",
         [start, end],
     ).fetchall()
-    return FeaturesRefresh(start, end, int(traces), tuple(WorkflowTraces(w, int(n)) for w, n in by_wf))
+    traces = sum(int(n) for _, n in by_wf)
+    return FeaturesRefresh(start, end, int(traces), tuple(WorkflowTraces(w, int(n)) for w, n in by_wf),
+                           recomputed=int(recomputed), batches=None if batches is None else len(batches))

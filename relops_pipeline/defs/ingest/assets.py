@@ -97,10 +97,14 @@ def trace_features(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
     The business meaning: the per-request profile of what users sent and what the workflow
     answered — the columns drift detection compares between a reference window and now.
-    Recomputing a day replaces its rows.
+    Materializing a day replaces its rows; the run that follows an ingestion (or heals a day
+    a crash left stale) recomputes only the traces of the batches the days do not reflect yet,
+    so a small file into a full day costs what it touches.
     """
+    from relops_pipeline.defs.followups import TRIGGER_TAG
     from relops_pipeline.lib.traces_day import refresh_features
 
     start, end = _window(context)
+    incremental = context.run.tags.get(TRIGGER_TAG, "").startswith("ingest:")
     with warehouse.get_connection() as con:
-        return trace_features_result(refresh_features(con, start.date(), end.date()))
+        return trace_features_result(refresh_features(con, start.date(), end.date(), incremental=incremental))

@@ -83,6 +83,8 @@ def trace_features_result(r: FeaturesRefresh) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "traces": dg.MetadataValue.int(r.traces),
+            **({"recomputed_traces": dg.MetadataValue.int(r.recomputed)} if r.recomputed is not None else {}),
+            "refresh": dg.MetadataValue.text("whole days" if r.batches is None else f"the traces of {r.batches} new batch(es)"),
             "by_workflow": dg.MetadataValue.md(md_table(["workflow", "traces"], [[w.workflow, w.traces] for w in r.by_workflow])),
         }
     )

@@ -138,7 +138,7 @@ def _words_sql(x: str) -> str:
     return f"CASE WHEN {x} IS NULL THEN NULL ELSE len(regexp_extract_all({x}, '\\S+')) END"
 
 
-def _features_sql(dimension_keys: Mapping[str, Sequence[str]]) -> str:
+def _features_sql(dimension_keys: Mapping[str, Sequence[str]], *, touched_only: bool = False) -> str:
     dims = ",\n        ".join(f"{_first_attr_sql(dimension_keys[d])} AS dim_{d}" for d in ("topic", "intent", "language"))
     query_attr = _first_attr_sql(RETRIEVAL_QUERY_KEYS)
     # Sort key preferring the root span, then the earliest span.
@@ -157,6 +157,7 @@ WITH s AS (
     FROM spans
     WHERE start_time >= CAST($scan_lo AS TIMESTAMP) AND start_time < CAST($scan_hi AS TIMESTAMP)
       AND trace_id IS NOT NULL AND hash(trace_id) % $buckets = $bucket
+      {"AND trace_id IN (SELECT trace_id FROM touched_traces)" if touched_only else ""}
 ),
 t AS (
     SELECT
@@ -237,6 +238,7 @@ def compute_trace_features(
     end: dt.date,
     *,
     dimension_keys: Mapping[str, Sequence[str]] | None = None,
+    batch_ids: Sequence[str] | None = None,
 ) -> int:
     """Replace the `trace_features` rows of the days [start, end) and return how many were
     written (one per workflow and trace whose first span starts in the window).
@@ -245,6 +247,14 @@ def compute_trace_features(
     traces of about BUCKET_SPANS spans each, so memory stays bounded); a day without
     traces ends with no rows. `dimension_keys` overrides DEFAULT_DIMENSION_KEYS per dimension
     (topic, intent, language). `con` must not be inside a transaction already.
+
+    With `batch_ids` (the ingest batches just committed), only the traces those batches touched
+    are replaced: traces with a span of theirs, a span they completed (span_updates) or a span
+    whose text their GenAI events filled. Every span of such a trace is read, so its row equals
+    what a whole-day recompute gives, and the cost follows what the batches touched, not what
+    the days hold. The returned count is then the rows written for those traces; every row of
+    the days gets the new computed_at, which means "the day's features reflect every batch
+    finished before this time" (what lib/health.stale_days and `pending_batches` read).
     """
     if end <= start:
         return 0
@@ -261,22 +271,67 @@ def compute_trace_features(
         "refusal": REFUSAL_PATTERNS,
         "now": utc_naive(),
     }
+    touched_only = batch_ids is not None
+    if touched_only:
+        _stage_touched_traces(con, list(batch_ids or []))
     n_spans = con.execute(
         "SELECT count(*) FROM spans WHERE start_time >= CAST($scan_lo AS TIMESTAMP) "
-        "AND start_time < CAST($scan_hi AS TIMESTAMP) AND trace_id IS NOT NULL",
+        "AND start_time < CAST($scan_hi AS TIMESTAMP) AND trace_id IS NOT NULL"
+        + (" AND trace_id IN (SELECT trace_id FROM touched_traces)" if touched_only else ""),
         {"scan_lo": params["scan_lo"], "scan_hi": params["scan_hi"]},
     ).fetchall()[0][0]
     buckets = max(1, -(-int(n_spans) // BUCKET_SPANS))
-    sql = _features_sql(keys)
+    sql = _features_sql(keys, touched_only=touched_only)
     written = 0
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM trace_features WHERE day >= ? AND day < ?", [start, end])
+        con.execute("DELETE FROM trace_features WHERE day >= ? AND day < ?"
+                    + (" AND trace_id IN (SELECT trace_id FROM touched_traces)" if touched_only else ""), [start, end])
         for bucket in range(buckets):
             rows = con.execute(sql, {**params, "buckets": buckets, "bucket": bucket}).fetchall()
             written += int(rows[0][0]) if rows else 0
+        if touched_only:
+            con.execute("UPDATE trace_features SET computed_at = ? WHERE day >= ? AND day < ?", [params["now"], start, end])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    finally:
+        if touched_only:
+            con.execute("DROP TABLE IF EXISTS touched_traces")
     return written
+
+
+def pending_batches(con, start: dt.date, end: dt.date) -> list[str] | None:
+    """The ingest batches the features of the days [start, end) do not reflect yet: batches
+    finished at or after the days' oldest features row whose spans (or the spans their events
+    and updates changed) start within a day of the window. None when the days have no features
+    yet: then all of it is to compute."""
+    oldest = con.execute("SELECT min(computed_at) FROM trace_features WHERE day >= ? AND day < ?", [start, end]).fetchone()[0]
+    if oldest is None:
+        return None
+    one_day = dt.timedelta(days=1)
+    rows = con.execute(
+        "SELECT batch_id FROM ingest_batches WHERE finished_at >= ? AND min_start_time < ? AND max_start_time >= ? "
+        "ORDER BY batch_id", [oldest, end + one_day, start - one_day]).fetchall()
+    return [r[0] for r in rows]
+
+
+def _stage_touched_traces(con, batch_ids: list[str]) -> None:
+    """TEMP table touched_traces(trace_id): the traces the batches changed."""
+    con.execute("CREATE OR REPLACE TEMP TABLE touched_batches (batch_id VARCHAR)")
+    if batch_ids:
+        con.executemany("INSERT INTO touched_batches VALUES (?)", [[b] for b in batch_ids])
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE touched_traces AS
+        SELECT DISTINCT trace_id FROM (
+            SELECT trace_id FROM spans WHERE ingest_batch_id IN (SELECT batch_id FROM touched_batches)
+            UNION ALL
+            SELECT trace_id FROM span_updates WHERE ingest_batch_id IN (SELECT batch_id FROM touched_batches)
+            UNION ALL
+            SELECT trace_id FROM genai_events WHERE ingest_batch_id IN (SELECT batch_id FROM touched_batches)
+        ) WHERE trace_id IS NOT NULL
+        """
+    )
+    con.execute("DROP TABLE touched_batches")
