@@ -169,3 +169,63 @@ def test_frame_from_warehouse(tmp_path):
         everything = validate_spans(spans_frame(con))
         assert summary(everything)["latency_not_negative"] == (False, 1)
         assert len(spans_frame(con, batch_ids=[])) == 0
+
+
+@pytest.mark.parametrize(("share", "times_ordered"), [(0.01, ERROR), (0.05, WARN)])
+def test_frames_partitioned_by_trace_judge_like_one_frame(share, times_ordered):
+    """A batch validated as several frames (partitioned by trace_id, as validate_window does
+    for a large day) gives the rules, counts, shares and verdicts of one frame: the counts are
+    summed and `mostly` is judged on the whole batch, not per frame. The 4 reversed spans of
+    100 (4 %) all sit in trace t10, so their frame of 24 spans alone (17 %) would be an ERROR
+    at 5 %, where the batch is a tolerated WARN."""
+    df = bad_frame()
+    trace_no = df["trace_id"].str[1:].astype(int)
+    frames = [df[trace_no % 4 == b] for b in range(4)]
+    assert sum(len(f) for f in frames) == len(df) and len(frames[10 % 4]) == 24
+    whole = validate_spans(df, max_violating_share=share)
+    split = validate_spans(iter(frames), max_violating_share=share)
+    assert split.element_count == whole.element_count == 100
+    for one, many in zip(whole.rules, split.rules, strict=True):
+        assert (one.name, one.passed, one.severity, one.error) == (many.name, many.passed, many.severity, many.error)
+        assert one.observed == pytest.approx(many.observed), one.name
+        assert len(many.unexpected_examples) == len(one.unexpected_examples), one.name
+    ordered = split.rule("times_ordered")
+    assert (ordered.passed, ordered.severity, ordered.observed["unexpected_count"]) == (False, times_ordered, 4)
+    assert split.rule("span_ids_unique").observed["unexpected_count"] == 4  # both rows of 2 pairs, across frames' sums
+    alone = validate_spans(frames[10 % 4], max_violating_share=share).rule("times_ordered")
+    assert alone.severity == ERROR  # judged per frame, the same spans would block the day
+
+
+def test_no_frames_is_an_empty_batch():
+    result = validate_spans(iter([]))
+    assert result.passed and result.element_count == 0
+    assert all(r.observed["element_count"] == 0 for r in result.rules)
+
+
+def test_a_window_validated_in_frames_equals_one_frame(tmp_path, monkeypatch):
+    """validate_window over the warehouse: with frames of at most 30 spans (hash buckets of
+    trace_id, so 100 spans make 4 frames) the day's validation, its unknown-release and
+    anomalous counts are those of one frame."""
+    from relops_pipeline.lib import traces_day
+
+    cols = [name for name, _ in SPAN_COLUMNS]
+    rows = []
+    for r in bad_frame().dropna(subset=["span_id"]).itertuples(index=False):
+        row = dict.fromkeys(cols)
+        row.update(trace_id=r.trace_id, span_id=r.span_id, workflow=r.workflow, release=r.release,
+                   release_known=bool(r.release_known), start_time=r.start_time, end_time=r.end_time,
+                   latency_ms=r.latency_ms, ingest_batch_id="b1", kind="llm", status="ok",
+                   anomalies='["clock_skew"]' if r.end_time < r.start_time else None)
+        rows.append([row[c] for c in cols])
+    day = (T0.replace(hour=0), T0.replace(hour=0) + dt.timedelta(days=1))
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        con.executemany(f"INSERT INTO spans VALUES ({', '.join('?' for _ in cols)})", rows)
+        one = traces_day.validate_window(con, *day)
+        monkeypatch.setattr(traces_day, "VALIDATION_FRAME_ROWS", 30)
+        framed = traces_day.validate_window(con, *day)
+    assert (one.spans, one.unknown_release_spans, one.anomalous_spans) == (97, 10, 4)
+    assert (framed.spans, framed.unknown_release_spans, framed.anomalous_spans) == (97, 10, 4)
+    assert summary(framed.validation) == summary(one.validation)
+    assert summary(one.validation)["span_ids_unique"] == (False, 4)
+    for a, b in zip(one.validation.rules, framed.validation.rules, strict=True):
+        assert (a.passed, a.severity) == (b.passed, b.severity) and a.observed == pytest.approx(b.observed), a.name

@@ -66,6 +66,11 @@ class FeaturesRefresh:
     batches: int | None = None  # ingest batches it caught up with (None: the days were recomputed whole)
 
 
+# A large window is validated in frames of about this many spans (partitioned by trace_id), so
+# its spans are never all in pandas at once.
+VALIDATION_FRAME_ROWS = 250_000
+
+
 def validate_window(
     con: duckdb.DuckDBPyConnection,
     start: dt.datetime,
@@ -78,13 +83,30 @@ def validate_window(
     (lib/validation.py; None: DEFAULT_MAX_VIOLATING_SHARE)."""
     from relops_pipeline.lib.validation import DEFAULT_MAX_VIOLATING_SHARE, validate_spans
 
-    df = con.execute(
-        "SELECT trace_id, span_id, workflow, release, release_known, start_time, end_time, latency_ms, "
-        "anomalies IS NOT NULL AS anomalous FROM spans WHERE start_time >= ? AND start_time < ?",
-        [start, end],
-    ).df()
+    window = "start_time >= ? AND start_time < ?"
+    total = int(con.execute(f"SELECT count(*) FROM spans WHERE {window}", [start, end]).fetchall()[0][0])
+    buckets = max(1, -(-total // VALIDATION_FRAME_ROWS))
+    counted = {"unknown_release": 0, "anomalous": 0}
+
+    def frames():
+        # Partitioned by trace_id: both rows of a duplicated (trace_id, span_id) share a frame.
+        for bucket in range(buckets):
+            df = con.execute(
+                "SELECT trace_id, span_id, workflow, release, release_known, start_time, end_time, latency_ms, "
+                f"anomalies IS NOT NULL AS anomalous FROM spans WHERE {window} "
+                "AND coalesce(hash(trace_id), 0) % ? = ?",
+                [start, end, buckets, bucket],
+            ).df()
+            counted["unknown_release"] += int((~df["release_known"].astype(bool)).sum()) if len(df) else 0
+            counted["anomalous"] += int(df["anomalous"].sum()) if len(df) else 0
+            yield df.drop(columns=["anomalous"])
+
+    validation = validate_spans(
+        frames(),
+        max_violating_share=DEFAULT_MAX_VIOLATING_SHARE if max_violating_share is None else max_violating_share,
+    )
     by_release = con.execute(
-        "SELECT workflow, release, count(*) AS spans FROM spans WHERE start_time >= ? AND start_time < ? "
+        f"SELECT workflow, release, count(*) AS spans FROM spans WHERE {window} "
         "GROUP BY ALL ORDER BY workflow, release",
         [start, end],
     ).fetchall()
@@ -96,15 +118,12 @@ def validate_window(
     return DayValidation(
         start=start,
         end=end,
-        spans=len(df),
-        unknown_release_spans=int((~df["release_known"]).sum()) if len(df) else 0,
+        spans=validation.element_count,
+        unknown_release_spans=counted["unknown_release"],
         rejects_in_overlapping_batches=int(rejects),
         by_release=tuple(ReleaseVolume(w, r, int(n)) for w, r, n in by_release),
-        validation=validate_spans(
-            df.drop(columns=["anomalous"]),
-            max_violating_share=DEFAULT_MAX_VIOLATING_SHARE if max_violating_share is None else max_violating_share,
-        ),
-        anomalous_spans=int(df["anomalous"].sum()) if len(df) else 0,
+        validation=validation,
+        anomalous_spans=counted["anomalous"],
     )
 
 

@@ -40,7 +40,7 @@ import datetime as dt
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +379,7 @@ def _combine(name: str, severity: str, description: str, results: list[dict], ex
 
 
 def validate_spans(
-    df: pd.DataFrame,
+    df: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     latency_max_ms: float = 600_000,
     unknown_release_max_share: float = 0.05,
@@ -390,6 +390,12 @@ def validate_spans(
     Returns one RuleResult per rule (see the module docstring). An empty frame passes every
     rule with element_count 0. GX errors never pass silently: they fail the rule with the
     message in `error` and `description`.
+
+    The batch may come as several frames (an iterable), so a large day is never in memory at
+    once: GX validates each frame and the counts are summed per expectation, then each
+    expectation is judged on the totals (a `mostly` rule on the whole batch's share, not per
+    frame). For span_ids_unique to count right, the frames must partition the spans by
+    trace_id (both rows of a duplicated pair in one frame), as `validate_window` does.
     """
     if not 0.0 <= unknown_release_max_share <= 1.0:
         raise ValueError(f"unknown_release_max_share must be in [0, 1], got {unknown_release_max_share}")
@@ -398,34 +404,23 @@ def validate_spans(
     if latency_max_ms < 0:
         raise ValueError(f"latency_max_ms must be >= 0, got {latency_max_ms}")
     started = time.perf_counter()
-    import great_expectations as gx
-
     specs = _rule_specs(latency_max_ms, unknown_release_max_share, max_violating_share)
-    by_rule: dict[str, list[dict]] = {name: [] for name, *_ in specs}
+    frames = [df] if isinstance(df, pd.DataFrame) else df
+    per_frame: list[list[dict]] = []
     failure: str | None = None
-    source_name = "relops_spans_frame"
-    with _LOCK:
-        ctx = None
-        try:
-            ctx = _context()
-            # A suite resolves GX's current context on add_expectation: build it after _context().
-            suite = gx.ExpectationSuite(name="relops_spans")
-            for _, _, _, expectations in specs:
-                for e in expectations:
-                    suite.add_expectation(e)
-            source = ctx.data_sources.add_or_update_pandas(source_name)
-            batch_def = source.add_dataframe_asset("spans").add_batch_definition_whole_dataframe("whole")
-            batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-            report = batch.validate(
-                suite, result_format={"result_format": "BASIC", "partial_unexpected_count": EXAMPLES_MAX}
-            ).to_json_dict()
-        except Exception as exc:  # surfaced as failed rules below, never a pass
-            failure = f"{type(exc).__name__}: {exc}"
-            report = {"results": []}
-        finally:
-            if ctx is not None and source_name in ctx.data_sources.all():
-                ctx.data_sources.delete(source_name)
-    for res in report.get("results", []):
+    rows = 0
+    for frame in frames:
+        rows += len(frame)
+        results, failure = _validate_frame(frame, specs)
+        if failure:
+            break
+        per_frame.append(results)
+    if not per_frame and failure is None:  # no frame at all: validate an empty one
+        results, failure = _validate_frame(pd.DataFrame({c: [] for c in VALIDATION_COLUMNS}), specs)
+        per_frame.append(results)
+    merged = _merge_frames(per_frame) if failure is None else []
+    by_rule: dict[str, list[dict]] = {name: [] for name, *_ in specs}
+    for res in merged:
         rule = ((res.get("expectation_config") or {}).get("meta") or {}).get(_RULE_META_KEY)
         if rule in by_rule:
             by_rule[rule].append(res)
@@ -444,6 +439,69 @@ def validate_spans(
         rules.append(r)
     return SpanValidation(
         rules=tuple(rules),
-        element_count=len(df),
+        element_count=rows,
         duration_s=time.perf_counter() - started,
     )
+
+
+def _validate_frame(df: pd.DataFrame, specs) -> tuple[list[dict], str | None]:
+    """GX's results for one frame (JSON dicts, in suite order), or the exception GX raised."""
+    import great_expectations as gx
+
+    source_name = "relops_spans_frame"
+    with _LOCK:
+        ctx = None
+        try:
+            ctx = _context()
+            # A suite resolves GX's current context on add_expectation: build it after _context().
+            suite = gx.ExpectationSuite(name="relops_spans")
+            for _, _, _, expectations in specs:
+                for e in expectations:
+                    suite.add_expectation(e)
+            source = ctx.data_sources.add_or_update_pandas(source_name)
+            batch_def = source.add_dataframe_asset("spans").add_batch_definition_whole_dataframe("whole")
+            batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+            report = batch.validate(
+                suite, result_format={"result_format": "BASIC", "partial_unexpected_count": EXAMPLES_MAX}
+            ).to_json_dict()
+        except Exception as exc:  # surfaced as failed rules by the caller, never a pass
+            return [], f"{type(exc).__name__}: {exc}"
+        finally:
+            if ctx is not None and source_name in ctx.data_sources.all():
+                ctx.data_sources.delete(source_name)
+    return list(report.get("results", [])), None
+
+
+def _merge_frames(per_frame: list[list[dict]]) -> list[dict]:
+    """One GX result per expectation from the results of several frames: counts summed, the
+    unexpected percentage recomputed on the totals (of the non-missing values, as GX does), and
+    success judged on the totals (`mostly` against the whole batch's share; without `mostly`,
+    every frame must pass). An exception in any frame is kept, so the rule is not evaluated."""
+    if len(per_frame) == 1:
+        return per_frame[0]
+    merged = []
+    for results in zip(*per_frame, strict=False):
+        first = results[0]
+        cfg = first.get("expectation_config") or {}
+        broken = next((r for r in results if _exception_message(r.get("exception_info"))), None)
+        bodies = [r.get("result") or {} for r in results]
+        if broken is not None or any("element_count" not in b or b.get("unexpected_count") is None for b in bodies):
+            merged.append(broken or next(r for r in results if "element_count" not in (r.get("result") or {})
+                                         or (r.get("result") or {}).get("unexpected_count") is None))
+            continue
+        element = sum(int(b["element_count"]) for b in bodies)
+        unexpected = sum(int(b["unexpected_count"]) for b in bodies)
+        examples = [x for b in bodies for x in (b.get("partial_unexpected_list") or [])][:EXAMPLES_MAX]
+        body: dict[str, Any] = {"element_count": element, "unexpected_count": unexpected, "partial_unexpected_list": examples}
+        considered = element
+        if all("missing_count" in b for b in bodies):
+            body["missing_count"] = sum(int(b["missing_count"]) for b in bodies)
+            considered = element - body["missing_count"]
+        body["unexpected_percent"] = 100.0 * unexpected / considered if considered else 0.0
+        mostly = (cfg.get("kwargs") or {}).get("mostly")
+        if mostly is None:
+            success = all(bool(r.get("success")) for r in results)
+        else:
+            success = considered == 0 or (considered - unexpected) / considered >= float(mostly)
+        merged.append({**first, "success": success, "result": body})
+    return merged
