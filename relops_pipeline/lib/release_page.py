@@ -140,7 +140,9 @@ def read_story(home: Home, workflow: str, version: str) -> Story | None:
         # The stability memos of the weeks something happened to it (latest memo of each week).
         days = [g["decided_at"] for g in story.gates] + [e["ts"] for e in story.rollout] + \
             [r["recorded_at"] for r in story.rollbacks] + [d["period_start"] for d in story.drift if d["granularity"] == "weekly"]
-        weeks = sorted({_monday(d) for d in days if d is not None})
+        from relops_pipeline.lib.memo.build import week_start  # the memos' own weeks
+
+        weeks = sorted({week_start(d) for d in days if d is not None})
         if weeks:
             marks = ", ".join("?" for _ in weeks)
             story.memos = _rows(con, f"SELECT week, md_path, html_path FROM stability_memos WHERE week IN ({marks}) "
@@ -153,11 +155,6 @@ def read_story(home: Home, workflow: str, version: str) -> Story | None:
         if path.is_file():
             story.workflow_reports.append((label, path))
     return story
-
-
-def _monday(value: Any) -> dt.date:
-    day = value.date() if isinstance(value, dt.datetime) else value
-    return day - dt.timedelta(days=day.weekday())
 
 
 # -- rendering -------------------------------------------------------------------------------

@@ -84,6 +84,9 @@ DEFAULT_DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
 # smaller buckets cost time: 100k is the compromise).
 BUCKET_SPANS = 100_000
 
+# Restricts a query over spans or trace_features to the traces staged by _stage_touched_traces.
+_TOUCHED = "AND trace_id IN (SELECT trace_id FROM touched_traces)"
+
 # A retrieval span without input_text may carry the user's query in one of these attributes.
 RETRIEVAL_QUERY_KEYS: tuple[str, ...] = ("gen_ai.retrieval.query.text", "retrieval.query", "query")
 
@@ -157,7 +160,7 @@ WITH s AS (
     FROM spans
     WHERE start_time >= CAST($scan_lo AS TIMESTAMP) AND start_time < CAST($scan_hi AS TIMESTAMP)
       AND trace_id IS NOT NULL AND hash(trace_id) % $buckets = $bucket
-      {"AND trace_id IN (SELECT trace_id FROM touched_traces)" if touched_only else ""}
+      {_TOUCHED if touched_only else ""}
 ),
 t AS (
     SELECT
@@ -277,7 +280,7 @@ def compute_trace_features(
     n_spans = con.execute(
         "SELECT count(*) FROM spans WHERE start_time >= CAST($scan_lo AS TIMESTAMP) "
         "AND start_time < CAST($scan_hi AS TIMESTAMP) AND trace_id IS NOT NULL"
-        + (" AND trace_id IN (SELECT trace_id FROM touched_traces)" if touched_only else ""),
+        + (f" {_TOUCHED}" if touched_only else ""),
         {"scan_lo": params["scan_lo"], "scan_hi": params["scan_hi"]},
     ).fetchall()[0][0]
     buckets = max(1, -(-int(n_spans) // BUCKET_SPANS))
@@ -286,7 +289,7 @@ def compute_trace_features(
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM trace_features WHERE day >= ? AND day < ?"
-                    + (" AND trace_id IN (SELECT trace_id FROM touched_traces)" if touched_only else ""), [start, end])
+                    + (f" {_TOUCHED}" if touched_only else ""), [start, end])
         for bucket in range(buckets):
             rows = con.execute(sql, {**params, "buckets": buckets, "bucket": bucket}).fetchall()
             written += int(rows[0][0]) if rows else 0
