@@ -121,8 +121,13 @@ def test_a_wait_past_its_bound_ends_the_command_naming_the_holder(monkeypatch, c
 
 
 def _cli(home, *args, env=None, timeout=120.0):
-    proc = subprocess.run([RELOPS, "--home", str(home.root), *args], capture_output=True, text=True,
-                          timeout=scaled(timeout), env={**os.environ, **(env or {})})
+    try:
+        proc = subprocess.run([RELOPS, "--home", str(home.root), *args], capture_output=True, text=True,
+                              timeout=scaled(timeout), env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as exc:  # say what it was doing (e.g. waiting for the warehouse)
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        raise AssertionError(f"relops {' '.join(args)} did not finish in {scaled(timeout):.0f} s; "
+                             f"its stderr so far: {(err or '')[-2000:]!r}") from None
     return proc.returncode, proc.stdout, proc.stderr
 
 
