@@ -76,6 +76,41 @@ def test_a_run_whose_process_is_gone_is_released_and_a_live_one_is_not():
         assert holder.run_id == live.run_id and holder.alive and holder.why == "running"
 
 
+def test_a_step_left_in_the_queue_by_a_dead_run_is_released_before_the_slot_it_was_given_blocks_everyone():
+    with dg.instance_for_test() as instance:
+        holder = _started_run_holding_the_warehouse(instance, os.getpid())
+        # A command killed while it waited: its step stays queued, its run ended (or never will).
+        dead = instance.create_run_for_job(_holder_job)
+        assert not instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, dead.run_id, "_hold").is_claimed
+        instance.report_run_failed(dead)
+        [found] = [r for r in inspect_runs(instance) if r.run_id == dead.run_id]
+        assert not found.alive and not found.holds_warehouse and "waits in the warehouse pool" in found.why
+
+        # The holder ends: Dagster hands the slot to the dead step, which never claims it.
+        instance.report_run_failed(holder)
+        instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+        after = instance.create_run_for_job(_holder_job, tags={PID_TAG: str(os.getpid())})
+        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=after.job_name),
+                                      run_id=after.run_id)
+        assert not instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, after.run_id, "_hold").is_assigned
+        [found] = stuck(inspect_runs(instance))
+        assert found.run_id == dead.run_id and found.holds_warehouse and "ended (FAILURE)" in found.why
+        assert warehouse_holders(instance) == []  # nobody alive to name: the reason it must be released
+
+        assert [r.run_id for r in release_stuck(instance)] == [dead.run_id]
+        assert instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, after.run_id, "_hold").is_claimed
+
+
+def test_a_queued_step_of_a_run_without_a_record_is_released():
+    # (Deleting a run frees its place itself; this is a pool row whose run the storage lost.)
+    with dg.instance_for_test() as instance:
+        _started_run_holding_the_warehouse(instance, os.getpid())
+        instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, "0f" * 16, "_hold")
+        assert [r.why for r in release_stuck(instance)] == ["the run no longer exists but is still in the warehouse pool"]
+        assert [p.run_id for p in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).pending_steps
+                if p.assigned_timestamp is None] == []
+
+
 def _waiting_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
     """A run whose step waits for the warehouse slot a live run holds."""
     _started_run_holding_the_warehouse(instance, os.getpid())
@@ -216,12 +251,33 @@ def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(can
             assert waiting.returncode == EXIT_INTERRUPTED and "interrupted" in waiting.stderr.read()
         finally:
             reap(waiting)
+        # SIGKILL to a waiting rollback leaves its step queued in the pool: when the holder ends,
+        # Dagster hands the slot to that step, and the next command must release it.
+        killed = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, "RELOPS_WAREHOUSE_WAIT_S": "600"})
+        try:
+            deadline = time.monotonic() + scaled(60)
+            line = ""
+            while time.monotonic() < deadline and "waiting for the warehouse" not in line:
+                line = killed.stderr.readline()
+            assert "waiting for the warehouse" in line
+            queued = time.monotonic() + scaled(20)  # the message comes before the step is queued
+            while time.monotonic() < queued and not [
+                    p for p in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).pending_steps
+                    if p.run_id != holder.run_id]:
+                time.sleep(0.1)
+            os.killpg(killed.pid, signal.SIGKILL)
+        finally:
+            reap(killed)
         # Nothing changed, and once the holder is gone the rollback goes through.
         instance.report_run_failed(instance.get_run_by_id(holder.run_id))
         instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
-    assert stuck([]) == []
+        assert warehouse_holders(instance) == []
+        assert [r.holds_warehouse for r in stuck(inspect_runs(instance))] == [True]  # the killed one, given the slot
     code, out, err = _cli(home, "rollback", "doc-qa", "--reason", "r", "--json")
     assert code == 0, err
+    assert "released stuck run" in err and "is gone" in err
 
 
 @pytest.mark.slow

@@ -109,6 +109,9 @@ class _Watchdog(threading.Thread):
         run = self.instance.get_run_by_id(self.run_id)
         if run is not None and not run.is_finished:
             self.instance.report_run_failed(run, f"relops: {message}")
+        # Again: the executor's claim loop may have queued the step anew meanwhile. (A row left
+        # all the same belongs to a failed run, which the next command's recovery releases.)
+        self.instance.event_log_storage.free_concurrency_slots_for_run(self.run_id)
         _say(message)
         os._exit(code)
 

@@ -102,16 +102,27 @@ def _on_this_host(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
 
 
 def inspect_runs(instance: dg.DagsterInstance) -> list[RunProcess]:
-    """Runs in progress and runs holding a warehouse slot, with the liveness of their processes."""
+    """Runs in progress and runs in the warehouse pool, with the liveness of their processes.
+
+    A run is in the pool when it holds a slot, or when its step is queued for one. A queued step
+    counts too: a process that dies while waiting (SIGKILL, or an exit racing Dagster's own
+    claim loop) leaves its step in the queue, and when the slot frees, Dagster assigns it to
+    that step, which never claims it — every later run would wait behind it, with no holder to
+    name. Its slot counts as held from the moment it is assigned."""
     info = instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL)
-    holders = {s.run_id for s in info.claimed_slots}
+    holders = {s.run_id for s in info.claimed_slots} | {p.run_id for p in info.pending_steps
+                                                         if p.assigned_timestamp is not None}
+    in_pool = holders | {p.run_id for p in info.pending_steps}
     records = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS))}
-    for run_id in holders - set(records):
+    out = []
+    now = dt.datetime.now(dt.UTC)
+    for run_id in sorted(in_pool - set(records)):
         found = instance.get_run_records(dg.RunsFilter(run_ids=[run_id]))
         if found:
             records[run_id] = found[0]
-    out = []
-    now = dt.datetime.now(dt.UTC)
+        else:  # deleted from the instance, its place in the pool left behind
+            out.append(RunProcess(run_id, "?", "missing", None, (), False, run_id in holders,
+                                  "the run no longer exists but is still in the warehouse pool"))
     for run_id, rec in records.items():
         run = rec.dagster_run
         # Before its worker says RUN_START, a run dates from its launch (the STARTING update),
@@ -121,9 +132,13 @@ def inspect_runs(instance: dg.DagsterInstance) -> list[RunProcess]:
         started = rec.start_time or launched or rec.create_timestamp.timestamp()
         started_at = dt.datetime.fromtimestamp(started, tz=dt.UTC) if started else None
         holds = run_id in holders
-        if run.status not in IN_PROGRESS:
+        if run.status not in IN_PROGRESS and not run.is_finished:  # queued or not started: not ours to judge
+            out.append(RunProcess(run_id, run.job_name, run.status.value, started_at, (), True, holds, "not started"))
+            continue
+        if run.is_finished:
+            place = "holds a warehouse slot" if holds else "waits in the warehouse pool"
             out.append(RunProcess(run_id, run.job_name, run.status.value, started_at, (), False, holds,
-                                  f"it ended ({run.status.value}) but still holds a warehouse slot"))
+                                  f"it ended ({run.status.value}) but still {place}"))
             continue
         if not _on_this_host(instance, run):
             out.append(RunProcess(run_id, run.job_name, run.status.value, started_at, (), True, holds, "running elsewhere"))
@@ -147,7 +162,8 @@ def stuck(runs: Sequence[RunProcess]) -> list[RunProcess]:
 
 
 def release(instance: dg.DagsterInstance, run: RunProcess) -> None:
-    """Mark a stuck run failed (when it is still in progress) and free its warehouse slots."""
+    """Mark a stuck run failed (when it is still in progress) and free its warehouse slots and
+    its place in the pool's queue."""
     found = instance.get_run_by_id(run.run_id)
     if found is not None and found.status in IN_PROGRESS:
         instance.report_run_failed(found, f"relops: {run.why}; marked failed and its warehouse slot freed")
