@@ -224,6 +224,18 @@ def test_after_a_killed_ingestion_rollback_goes_through_and_doctor_repairs(canar
     assert signals == spans  # the repaired signals count every committed span
 
 
+def _waiting_rollback(home) -> subprocess.Popen:
+    """A `relops rollback` that has said it waits for the warehouse."""
+    proc = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                 env={**os.environ, "RELOPS_WAREHOUSE_WAIT_S": "600"})
+    line = ""
+    while proc.poll() is None and "waiting for the warehouse" not in line:
+        line = proc.stderr.readline()
+    assert "waiting for the warehouse" in line, proc.stderr.read()
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(canary_home):
@@ -235,15 +247,8 @@ def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(can
         assert code == 6
         assert f"the warehouse is held by run {holder.run_id[:8]} (_holder_job" in err and "relops doctor" in err
 
-        waiting = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                        env={**os.environ, "RELOPS_WAREHOUSE_WAIT_S": "600"})
+        waiting = _waiting_rollback(home)
         try:
-            deadline = time.monotonic() + scaled(60)
-            line = ""
-            while time.monotonic() < deadline and "waiting for the warehouse" not in line:
-                line = waiting.stderr.readline()
-            assert "waiting for the warehouse" in line
             sent = time.monotonic()
             waiting.send_signal(signal.SIGTERM)
             waiting.wait(timeout=scaled(10))
@@ -253,15 +258,8 @@ def test_a_command_waiting_for_a_live_holder_is_bounded_and_stops_on_sigterm(can
             reap(waiting)
         # SIGKILL to a waiting rollback leaves its step queued in the pool: when the holder ends,
         # Dagster hands the slot to that step, and the next command must release it.
-        killed = popen([RELOPS, "--home", str(home.root), "rollback", "doc-qa", "--reason", "r"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                       env={**os.environ, "RELOPS_WAREHOUSE_WAIT_S": "600"})
+        killed = _waiting_rollback(home)
         try:
-            deadline = time.monotonic() + scaled(60)
-            line = ""
-            while time.monotonic() < deadline and "waiting for the warehouse" not in line:
-                line = killed.stderr.readline()
-            assert "waiting for the warehouse" in line
             queued = time.monotonic() + scaled(20)  # the message comes before the step is queued
             while time.monotonic() < queued and not [
                     p for p in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).pending_steps
