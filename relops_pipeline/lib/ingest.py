@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from relops_pipeline.lib.readers import detect_format, reader_for
+from relops_pipeline.lib.readers import detect_format, otlp, reader_for
 from relops_pipeline.lib.readers.base import LoadContext, LoadResult, ReadContext, SourceSettings, UnreadableInput
 from relops_pipeline.lib.schema import (
     DETAILS_EVENT,
@@ -178,6 +178,19 @@ def _count(con, sql: str, params=None) -> int:
     return int(con.execute(sql, params or []).fetchone()[0])
 
 
+def _how_to_read(path: Path, settings: IngestSettings, fmt: str | None, landing_dir: Path | None) -> tuple[str, SourceSettings]:
+    """The file's format and source settings: given, from its source rule, or detected."""
+    rule = settings.source_for(path, landing_dir)
+    fmt = fmt or (rule.format if rule and rule.format else None) or _detect(path)
+    return fmt, rule.settings if rule else SourceSettings()
+
+
+def _set_memory_limit(con: duckdb.DuckDBPyConnection, settings: IngestSettings) -> None:
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", settings.memory_limit):
+        raise IngestError(f"invalid memory limit {settings.memory_limit!r}")
+    con.execute(f"SET memory_limit = '{settings.memory_limit}'")
+
+
 def ingest_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -186,29 +199,27 @@ def ingest_file(
     fmt: str | None = None,
     landing_dir: Path | None = None,
     run_id: str | None = None,
+    prestaged: int | None = None,
 ) -> FileResult:
-    """Read one file and commit its spans, events and rejects in one transaction."""
+    """Read one file and commit its spans, events and rejects in one transaction. `prestaged`:
+    the file's index in a batch its reader normalised beforehand (see `ingest_paths`)."""
     settings = settings or IngestSettings()
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"no such file: {path}")
-    rule = settings.source_for(path, landing_dir)
-    fmt = fmt or (rule.format if rule and rule.format else None) or _detect(path)
+    fmt, source = _how_to_read(path, settings, fmt, landing_dir)
     try:
         reader = reader_for(fmt)
     except UnreadableInput as exc:
         raise IngestError(str(exc)) from None
-    source = rule.settings if rule else SourceSettings()
     started = utc_naive()
     batch_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
     source_file = str(path.resolve())
 
-    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", settings.memory_limit):
-        raise IngestError(f"invalid memory limit {settings.memory_limit!r}")
-    con.execute(f"SET memory_limit = '{settings.memory_limit}'")
+    _set_memory_limit(con, settings)
     con.execute(create_stage_tables_sql())
     try:
-        reader.read(con, ReadContext(path=path, settings=source))
+        reader.read(con, ReadContext(path=path, settings=source, prestaged=prestaged))
     except UnreadableInput as exc:
         raise IngestError(str(exc)) from None
     _stage_prices(con, settings)
@@ -540,19 +551,65 @@ def ingest_paths(
     run_id: str | None = None,
     progress: Callable[[FileResult], None] | None = None,
 ) -> IngestSummary:
-    """Ingest files and folders; a file that cannot be read is an error entry, the rest go on."""
+    """Ingest files and folders; a file that cannot be read is an error entry, the rest go on.
+
+    Runs of small OTLP JSON-lines files with the same source settings are normalised together
+    first (readers.otlp.prestage: one statement instead of one per file, whose planning alone
+    costs more than a small file's data); each file is still ingested, accounted and committed
+    on its own, exactly as when read alone. Should the shared statement fail, the files are
+    read one by one."""
+    settings = settings or IngestSettings()
     files, skipped, errors = expand_paths(paths)
     summary = IngestSummary(errors=errors, skipped=skipped)
+    for group, source in _prestage_groups(files, settings, fmt, landing_dir):
+        index: dict[Path, int] = {}
+        if len(group) > 1:
+            try:
+                _set_memory_limit(con, settings)
+                otlp.prestage(con, group, source)
+                index = {f: i for i, f in enumerate(group)}
+            except Exception:  # noqa: BLE001 - each file is then read alone, and fails alone
+                otlp.drop_prestaged(con)
+        try:
+            for f in group:
+                try:
+                    result = ingest_file(con, f, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id,
+                                         prestaged=index.get(f))
+                except IngestError as exc:
+                    summary.errors.append({"path": str(f), "error": str(exc)})
+                    continue
+                except Exception as exc:  # the file's transaction was rolled back; the other files go on
+                    summary.errors.append({"path": str(f), "error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                summary.files.append(result)
+                if progress is not None:
+                    progress(result)
+        finally:
+            if index:
+                otlp.drop_prestaged(con)
+    return summary
+
+
+def _prestage_groups(files: Sequence[Path], settings: IngestSettings, fmt: str | None,
+                     landing_dir: Path | None) -> Iterable[tuple[list[Path], SourceSettings]]:
+    """The files in order, consecutive small OTLP JSON-lines files with equal source settings
+    grouped (up to PRESTAGE_BATCH_BYTES); every other file alone."""
+    group: list[Path] = []
+    group_source, group_bytes = SourceSettings(), 0
     for f in files:
         try:
-            result = ingest_file(con, f, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id)
-        except IngestError as exc:
-            summary.errors.append({"path": str(f), "error": str(exc)})
+            found_fmt, source = _how_to_read(f, settings, fmt, landing_dir)
+            size = f.stat().st_size
+        except (OSError, IngestError):  # ingest_file says why
+            found_fmt, source, size = None, SourceSettings(), 0
+        small = found_fmt == otlp.FORMAT and otlp.can_prestage(f)
+        if group and (not small or source != group_source or group_bytes + size > otlp.PRESTAGE_BATCH_BYTES):
+            yield group, group_source
+            group, group_bytes = [], 0
+        if not small:
+            yield [f], source
             continue
-        except Exception as exc:  # the file's transaction was rolled back; the other files go on
-            summary.errors.append({"path": str(f), "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        summary.files.append(result)
-        if progress is not None:
-            progress(result)
-    return summary
+        group.append(f)
+        group_source, group_bytes = source, group_bytes + size
+    if group:
+        yield group, group_source

@@ -104,6 +104,9 @@ class LoadResult:
 class ReadContext:
     path: Path
     settings: SourceSettings = field(default_factory=SourceSettings)
+    # The file's index in a batch of small files its reader normalised together beforehand
+    # (otlp.prestage); None: read the file itself.
+    prestaged: int | None = None
 
 
 def resolve_workflow(attrs: Mapping[str, Any], settings: SourceSettings) -> str | None:
