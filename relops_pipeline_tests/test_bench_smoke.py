@@ -158,3 +158,13 @@ def test_ingest_bench_end_to_end_and_two_writers_at_a_tiny_size(tmp_path, capsys
         assert two["accepted"] == 120 and two["peak_rss_mb"] > 0
     out = capsys.readouterr().out
     assert "relops ingest (end to end)" in out and "2 writers, two homes" in out and "x one writer" in out
+
+
+def test_small_files_bench_both_ways_accept_every_span(tmp_path, capsys):
+    """bench/small_files.py at 6 files of 3 spans: normalised together and each alone, both
+    ingest every file and every span, and the ratio is printed."""
+    from bench.small_files import main
+
+    res = main(["--files", "6", "--spans-per-file", "3", "--workdir", str(tmp_path)])
+    assert (res["files"], res["spans"]) == (6, 18) and res["ratio"] > 0
+    assert "x the speed of each alone" in capsys.readouterr().out
