@@ -915,32 +915,39 @@ class _Run:
             f"INSERT INTO stage_rejects (source_line, raw, reason) SELECT source_line, input_text, status "
             f"FROM stage_spans WHERE {self.ours()} AND source_format = {_lit(_MARK_REJECT)}"
         )
-        has_logs = con.execute(
-            f"SELECT count(*) FROM stage_spans WHERE {self.ours()} AND source_format = {_lit(_MARK_LOGS)}"
-        ).fetchall()[0][0]
-        if has_logs:
-            items, bodies, events = (f"{self.uid}_{s}" for s in ("log_items", "log_bodies", "events"))
-            markers = (
-                f"SELECT source_line AS line_no, input_text AS line, coalesce(kind = 'has_spans', false) AS has_spans "
-                f"FROM stage_spans WHERE {self.ours()} AND source_format = {_lit(_MARK_LOGS)}"
-            )
-            try:
-                con.execute(_log_items_sql(markers, items, doc_mode))
-                con.execute(_decode_bodies_sql(items, bodies))
-                con.execute(_events_sql(items, bodies, events))
-                ev_cols = ", ".join(f'"{n}"' for n, _ in EVENT_COLUMNS)
-                con.execute(f"INSERT INTO stage_events ({ev_cols}) SELECT {ev_cols} FROM {events} WHERE reject_reason IS NULL")
-                con.execute(
-                    f"INSERT INTO stage_rejects (source_line, raw, reason) SELECT source_line, raw, reject_reason "
-                    f"FROM {events} WHERE reject_reason IS NOT NULL"
-                )
-            finally:
-                for t in (items, bodies, events):
-                    con.execute(f"DROP TABLE IF EXISTS {t}")
+        _stage_logs(con, self.ours(), self.uid, doc_mode, "stage")
         con.execute(
             f"DELETE FROM stage_spans WHERE {self.ours()} AND source_format IN "
             f"({_lit(_MARK_REJECT)}, {_lit(_MARK_LOGS)}, {_lit(_MARK_BLANK)})"
         )
+
+
+def _stage_logs(con, ours: str, uid: str, doc_mode: bool, into: str) -> None:
+    """The log records of the log-export marker rows of stage_spans (`ours`: which rows) into
+    `<into>_events`, and their rejects into `<into>_rejects`."""
+    has_logs = con.execute(
+        f"SELECT count(*) FROM stage_spans WHERE {ours} AND source_format = {_lit(_MARK_LOGS)}"
+    ).fetchall()[0][0]
+    if not has_logs:
+        return
+    items, bodies, events = (f"{uid}_{s}" for s in ("log_items", "log_bodies", "events"))
+    markers = (
+        f"SELECT source_line AS line_no, input_text AS line, coalesce(kind = 'has_spans', false) AS has_spans "
+        f"FROM stage_spans WHERE {ours} AND source_format = {_lit(_MARK_LOGS)}"
+    )
+    try:
+        con.execute(_log_items_sql(markers, items, doc_mode))
+        con.execute(_decode_bodies_sql(items, bodies))
+        con.execute(_events_sql(items, bodies, events))
+        ev_cols = ", ".join(f'"{n}"' for n, _ in EVENT_COLUMNS)
+        con.execute(f"INSERT INTO {into}_events ({ev_cols}) SELECT {ev_cols} FROM {events} WHERE reject_reason IS NULL")
+        con.execute(
+            f"INSERT INTO {into}_rejects (source_line, raw, reason) SELECT source_line, raw, reject_reason "
+            f"FROM {events} WHERE reject_reason IS NOT NULL"
+        )
+    finally:
+        for t in (items, bodies, events):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
 def _read_lines(run: _Run) -> None:
@@ -1012,7 +1019,9 @@ def prestage(con, paths: list[Path], settings: SourceSettings) -> None:
     con.register(name, pa.Table.from_batches(batches, schema=_LINE_SCHEMA))
     try:
         con.execute(_span_insert_sql(f"SELECT line_no, raw FROM {name}", settings, doc_mode=False))
-        con.execute(f"INSERT INTO {PRESTAGED}_spans SELECT * FROM stage_spans")
+        # The log exports' records too, in one pass; their markers are then done with.
+        _stage_logs(con, "true", f"otlp_prestage_{threading.get_ident()}", False, PRESTAGED)
+        con.execute(f"INSERT INTO {PRESTAGED}_spans SELECT * FROM stage_spans WHERE source_format <> {_lit(_MARK_LOGS)}")
     finally:
         con.unregister(name)
         con.execute(f"SET preserve_insertion_order = {'true' if old_order else 'false'}")
@@ -1026,10 +1035,11 @@ def drop_prestaged(con) -> None:
 
 def _take_prestaged(run: _Run, index: int) -> None:
     lo = index * FILE_STRIDE
-    run.con.execute(
-        f"INSERT INTO stage_spans SELECT * REPLACE (source_line - {lo} AS source_line) FROM {PRESTAGED}_spans "
-        f"WHERE source_line > {lo} AND source_line < {lo + FILE_STRIDE}"
-    )
+    for table in ("spans", "events", "rejects"):
+        run.con.execute(
+            f"INSERT INTO stage_{table} SELECT * REPLACE (source_line - {lo} AS source_line) FROM {PRESTAGED}_{table} "
+            f"WHERE source_line > {lo} AND source_line < {lo + FILE_STRIDE}"
+        )
 
 
 def read(con, ctx: ReadContext) -> None:
