@@ -15,6 +15,7 @@ from relops_pipeline.defs.followups import INGESTED_METADATA_KEY, SIGNALS_ASSETS
 from relops_pipeline.defs.ingest.assets import daily_signals, raw_traces
 from relops_pipeline.defs.ingest.jobs import ingest_traces_job
 from relops_pipeline.defs.ingest.sensors import followups_sensor, landing_sensor
+from relops_pipeline.defs.resources import WarehouseResource
 from relops_pipeline.lib.warehouse import open_warehouse
 from relops_pipeline_tests.conftest import FIXTURES
 
@@ -208,3 +209,23 @@ def test_ingestion_takes_the_warehouse_chunk_by_chunk_with_exact_totals(home, re
     t = out["totals"]
     assert len(out["files"]) == 3 and t["read"] == t["accepted"] + t["rejected"] + t["duplicates"]
     assert t["accepted"] == spans + events
+
+
+def test_every_runs_warehouse_connection_is_bounded_by_the_homes_memory_limit(home, resources):
+    """Follow-ups scan whole days; their connections spill past `ingest.memory_limit` instead of
+    keeping what they scanned cached (up to 80% of the machine by DuckDB's default)."""
+
+    @dg.asset
+    def reads_its_limit(warehouse: WarehouseResource) -> str:
+        with warehouse.get_connection() as con:
+            return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+    def limit() -> str:
+        result = dg.materialize([reads_its_limit], resources=resources)
+        return result.output_for_node("reads_its_limit")
+
+    assert limit() == "953.6 MiB"  # the default, 1GB
+    text = home.settings_file.read_text()
+    assert "  memory_limit: 1GB\n" in text
+    home.settings_file.write_text(text.replace("  memory_limit: 1GB\n", "  memory_limit: 512MB\n"))
+    assert limit() == "488.2 MiB"

@@ -54,8 +54,14 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection (waits up to lock_timeout_s for another writer)."""
+        """A read-write connection (waits up to lock_timeout_s for another writer), whose DuckDB
+        memory is bounded by the home's `ingest.memory_limit` (relops.yaml, default 1GB): past
+        it, DuckDB spills to disk beside the warehouse. Without it, DuckDB keeps up to 80% of
+        the machine's memory cached from what a run scans — several GB after the follow-ups
+        of a 5M-span ingestion."""
+        limit = self.home.settings().memory_limit
         with open_warehouse(self.path, timeout_s=self.lock_timeout_s) as con:
+            con.execute(f"SET memory_limit = '{limit}'")
             yield con
 
     @contextmanager
