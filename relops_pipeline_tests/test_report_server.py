@@ -55,8 +55,18 @@ def _cli(home: Path, *argv: str) -> None:
     assert main(["--home", str(home), *argv]) == 0, argv
 
 
-# Monday of this week (UTC): the week the fixture's gates, rollouts and rollback are recorded in.
-THIS_WEEK = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=dt.datetime.now(dt.UTC).weekday())).isoformat()
+def _acted_week(home) -> str:
+    """The Monday of the week doc-qa v2.4.0 was last acted on (gated, rolled out, rolled back):
+    the week of the fixture's run, read from the warehouse (a run across midnight on Sunday
+    would otherwise look for the wrong week)."""
+    from relops_pipeline.lib.evals.model import release_key
+    from relops_pipeline.lib.memo.build import week_start
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    with open_warehouse((home if isinstance(home, Home) else Home(home)).warehouse_path, read_only=True) as con:
+        [(last,)] = con.execute("SELECT max(ts) FROM events WHERE release_key = ?",
+                                [release_key("doc-qa", "v2.4.0")]).fetchall()
+    return str(week_start(last))
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +114,11 @@ def world(tmp_path_factory):
     # memo` refuses it; the row copies the 2026-11-16 memo's, files included, under this week.
     from relops_pipeline.lib.warehouse import open_warehouse
 
+    this_week = _acted_week(home)
     with open_warehouse(Home(home).warehouse_path) as con:
         con.execute("INSERT INTO stability_memos SELECT 'memo-this-week', ?::DATE, generated_at, ops_from, ops_to, memo, "
                     "report_md, md_path, html_path, dagster_run_id FROM stability_memos WHERE week = DATE '2026-11-16'",
-                    [THIS_WEEK])
+                    [this_week])
     _cli(home, "review", "sample", "--week", "2026-11-16")
     drift = home / "reports" / "drift" / "doc-qa"
     drift.mkdir(parents=True, exist_ok=True)
@@ -246,7 +257,7 @@ def test_every_link_of_every_release_page_opens(served):
                  '/reports/gates/doc-qa/v2.4.0/', '/reports/canary/doc-qa/v2.4.0/', '/reports/runbooks/doc-qa.md'):
         assert part in text, part
     # The weekly memo of the week it was gated and rolled out, not another week's.
-    assert f"week of {THIS_WEEK} (" in text and "week of 2026-11-16" not in text
+    assert f"week of {_acted_week(served.home)} (" in text and "week of 2026-11-16" not in text
     assert '<a href="/reports/memos/2026-11-16.html">html</a>' in text
     status, _, body = served.request("/releases/doc-qa/v2.3.0")
     assert "approved" in body.decode() and "first release, read by hand" in body.decode() and "li.wei" in body.decode()
