@@ -168,3 +168,15 @@ def test_small_files_bench_both_ways_accept_every_span(tmp_path, capsys):
     res = main(["--files", "6", "--spans-per-file", "3", "--workdir", str(tmp_path)])
     assert (res["files"], res["spans"]) == (6, 18) and res["ratio"] > 0
     assert "x the speed of each alone" in capsys.readouterr().out
+
+
+def test_ingest_memory_bench_names_every_step_of_the_ingestion_and_its_follow_ups(tmp_path, capsys):
+    """bench/ingest_memory.py at 300 spans: `relops ingest` succeeds, and the steps of the
+    ingestion and of its follow-ups are each listed with a time."""
+    from bench.ingest_memory import main
+
+    res = main(["--spans", "300", "--workdir", str(tmp_path)])
+    assert res["accepted"] == 300 and res["peak_rss_mb"] > 0
+    steps = {s["step"] for s in res["steps"]}
+    assert {"ingest_chunk[chunk_0]", "raw_traces", "daily_signals", "trace_features", "rolling_drift"} <= steps
+    assert "importing the Dagster definitions alone" in capsys.readouterr().out
