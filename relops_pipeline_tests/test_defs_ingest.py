@@ -221,8 +221,9 @@ def test_every_runs_warehouse_connection_is_bounded_by_the_homes_memory_limit(ho
             return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
 
     def limit() -> str:
-        result = dg.materialize([reads_its_limit], resources=resources)
-        return result.output_for_node("reads_its_limit")
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([reads_its_limit], resources=resources, instance=instance)
+            return result.output_for_node("reads_its_limit")
 
     assert limit() == "953.6 MiB"  # the default, 1GB
     text = home.settings_file.read_text()
