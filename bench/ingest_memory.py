@@ -2,7 +2,7 @@
 
     python bench/ingest_memory.py                     # 1M generated spans, one per line
     python bench/ingest_memory.py --spans 5000000
-    python bench/ingest_memory.py --file traces.jsonl
+    python bench/ingest_memory.py --file traces.jsonl --memory-limit 600MB
 
 Runs `relops ingest FILE --json` into a fresh home, samples the resident memory of the process
 (and of any children) every 0.2 s, then reads the Dagster runs it executed from the home's
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spans", type=int, default=1_000_000, help="spans to generate (default 1M)")
     ap.add_argument("--file", default=None, help="ingest this file instead of generating one")
+    ap.add_argument("--memory-limit", default=None, help="the home's ingest.memory_limit (default: relops.yaml's, 1GB)")
     ap.add_argument("--workdir", default=None, help="where to write the file and the home (default: a temp dir)")
     args = ap.parse_args(argv)
 
@@ -74,6 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
             write_bench_traces(path, args.spans)
         home = work / "home"
         subprocess.run(_relops("init", "--home", str(home)), check=True, capture_output=True, cwd=ROOT)
+        if args.memory_limit:
+            settings = home / "relops.yaml"
+            text = settings.read_text()
+            if "\n  memory_limit: 1GB\n" not in text:
+                raise SystemExit(f"{settings}: no `memory_limit: 1GB` line to replace")
+            settings.write_text(text.replace("\n  memory_limit: 1GB\n", f"\n  memory_limit: {args.memory_limit}\n"))
         env = {**os.environ, "DAGSTER_HOME": str(home / "dagster")}
         imports = subprocess.Popen([sys.executable, "-c", "import relops_pipeline.definitions"], cwd=ROOT, env=env)
         base_mb = _wait_peak_mb(imports)
