@@ -230,3 +230,26 @@ def test_every_runs_warehouse_connection_is_bounded_by_the_homes_memory_limit(ho
     assert "  memory_limit: 1GB\n" in text
     home.settings_file.write_text(text.replace("  memory_limit: 1GB\n", "  memory_limit: 512MB\n"))
     assert limit() == "488.2 MiB"
+
+
+def test_closing_a_runs_connection_frees_the_cycles_its_step_left(resources):
+    """What a step leaves in reference cycles (pandas and Great Expectations objects do) is
+    collected when it closes its warehouse connection, not at some later collection, so the
+    next step's peak does not stack on it."""
+    import gc
+    import weakref
+
+    class Frame:
+        pass
+
+    gc.disable()  # no collection of its own may happen in between
+    try:
+        with resources["warehouse"].get_connection():
+            left = Frame()
+            left.self = left  # a cycle: reference counting alone never frees it
+            alive = weakref.ref(left)
+            del left
+            assert alive() is not None
+        assert alive() is None
+    finally:
+        gc.enable()

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.settings import IngestSettings, load_settings
-from relops_pipeline.lib.warehouse import connect, is_lock_error, open_warehouse
+from relops_pipeline.lib.warehouse import connect, is_lock_error, open_warehouse, release_memory
 
 # Every asset or op that opens the warehouse runs in this pool. The home's dagster.yaml sets
 # its limit to 1: DuckDB allows one read-write process per file, so runs queue for it.
@@ -60,9 +60,12 @@ class WarehouseResource(dg.ConfigurableResource):
         the machine's memory cached from what a run scans — several GB after the follow-ups
         of a 5M-span ingestion."""
         limit = self.home.settings().memory_limit
-        with open_warehouse(self.path, timeout_s=self.lock_timeout_s) as con:
-            con.execute(f"SET memory_limit = '{limit}'")
-            yield con
+        try:
+            with open_warehouse(self.path, timeout_s=self.lock_timeout_s) as con:
+                con.execute(f"SET memory_limit = '{limit}'")
+                yield con
+        finally:
+            release_memory()
 
     @contextmanager
     def read_only(self, *, requires: str | None = None, timeout_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection | None]:

@@ -9,6 +9,8 @@ warehouse opens and is upgraded in one transaction per migration, recorded in
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -660,6 +662,16 @@ def connect(
             time.sleep(pause)
             waited += pause
             delay = min(delay * 2, 1.0)
+
+
+def release_memory() -> None:
+    """Hand memory freed by the last computation back to the operating system: collect the
+    reference cycles it left (pandas frames and Great Expectations' objects among them) and ask
+    glibc to trim its heaps. Called when a run's step closes its warehouse connection, so that
+    one step's peak does not stack on what the step before it left behind."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def fetch_one(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
