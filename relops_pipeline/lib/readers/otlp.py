@@ -1021,7 +1021,7 @@ def prestage(con, paths: list[Path], settings: SourceSettings) -> None:
         con.execute(_span_insert_sql(f"SELECT line_no, raw FROM {name}", settings, doc_mode=False))
         # The log exports' records too, in one pass; their markers are then done with.
         _stage_logs(con, "true", f"otlp_prestage_{threading.get_ident()}", False, PRESTAGED)
-        con.execute(f"INSERT INTO {PRESTAGED}_spans SELECT * FROM stage_spans WHERE source_format <> {_lit(_MARK_LOGS)}")
+        con.execute(f"INSERT INTO {PRESTAGED}_spans SELECT * FROM stage_spans WHERE source_format IS DISTINCT FROM {_lit(_MARK_LOGS)}")
     finally:
         con.unregister(name)
         con.execute(f"SET preserve_insertion_order = {'true' if old_order else 'false'}")
