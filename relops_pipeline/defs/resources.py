@@ -58,7 +58,8 @@ class WarehouseResource(dg.ConfigurableResource):
         memory is bounded by the home's `ingest.memory_limit` (relops.yaml, default 1GB): past
         it, DuckDB spills to disk beside the warehouse. Without it, DuckDB keeps up to 80% of
         the machine's memory cached from what a run scans — several GB after the follow-ups
-        of a 5M-span ingestion."""
+        of a 5M-span ingestion. On closing, the step's freed memory goes back to the system
+        (release_memory), so the next step starts from what is really in use."""
         limit = self.home.settings().memory_limit
         try:
             with open_warehouse(self.path, timeout_s=self.lock_timeout_s) as con:
