@@ -52,7 +52,9 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
         )
         done["files"] += 1
         done["read"] += r.read
-        shown.maybe(f"ingested {done['files']} files, {done['read']:,} records ...")
+        # Chunks are steps of their own: name the chunk, or its counts read as going backwards.
+        shown.maybe(f"{context.get_mapping_key() or 'chunk'}: ingested {done['files']} of {len(chunk['paths'])} files, "
+                    f"{done['read']:,} records ...")
 
     with warehouse.get_connection() as con:
         summary = ingest_paths(
