@@ -173,11 +173,17 @@ def _relops(*argv: str) -> list[str]:
     return [sys.executable, "-m", "relops_pipeline.cli", *argv]
 
 
+STORE = {"on": False}  # --store: the homes keep their traces in the trace store
+
+
 def _fresh_home(tmp: Path, name: str) -> Path:
     home = tmp / name
     out = subprocess.run(_relops("init", "--home", str(home)), capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"relops init failed:\n{out.stderr[-3000:]}")
+    if STORE["on"]:
+        with open(home / "relops.yaml", "a") as fh:
+            fh.write("\ntrace_store: true\n")
     return home
 
 
@@ -258,8 +264,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8), help="the core's N threads")
     ap.add_argument("--no-cli", action="store_true", help="skip `relops ingest` (bare and core only)")
     ap.add_argument("--no-concurrent", action="store_true", help="skip the 2-writer run")
+    ap.add_argument("--store", action="store_true",
+                    help="`relops ingest` into homes that keep their traces in the trace store (relops.yaml trace_store:)")
     ap.add_argument("--workdir", default=None, help="where to write the files and databases (default: a temp dir)")
     args = ap.parse_args(argv)
+    STORE["on"] = args.store
     n = 100_000 if args.quick else 5_000_000 if args.large else args.traces
     shapes = [int(s) for s in args.shapes.split(",") if s.strip()]
     load = os.getloadavg()

@@ -140,6 +140,26 @@ def _writer_main(uri: str, options: str, start_at: str, plan: str) -> None:
 
 
 # --- tests ------------------------------------------------------------------------------------
+def test_many_sources_in_one_commit_each_idempotent(store):
+    """append_many: one table version for several sources, each counted as `append` would."""
+    store.append(make_spans(0, 100), "earlier")
+    version = store.table().version()
+    results = store.append_many([
+        (make_spans(50, 200), "a"),     # half of it already stored by "earlier"
+        (make_spans(200, 260), "b"),
+        (make_spans(200, 260), "b"),    # the same source twice in one call: once
+        (make_spans(0, 100), "earlier"),  # committed before: skipped
+        (make_spans(260, 260), "empty"),
+    ])
+    assert [(r.source_id, r.appended, r.duplicates, r.skipped) for r in results] == [
+        ("a", 100, 50, False), ("b", 60, 0, False), ("b", 0, 60, True), ("earlier", 0, 100, True), ("empty", 0, 0, False)]
+    assert store.table().version() == version + 1 == results[0].version
+    assert sum(results[0].by_day.values()) == 100 and sum(results[1].by_day.values()) == 60
+    assert count(store) == (260, 260)
+    assert all(r.skipped for r in store.append_many([(make_spans(50, 200), "a"), (make_spans(200, 260), "b")]))
+    assert store.table().version() == version + 1
+
+
 def test_append_query_idempotent_and_day_partitions(store):
     first = store.append(make_spans(0, 300), "file-a")
     assert (first.appended, first.duplicates, first.skipped) == (300, 0, False)

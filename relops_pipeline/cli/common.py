@@ -6,6 +6,7 @@ costs over a second to import), the warehouse and the workflows' configuration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import os
 from collections.abc import Callable, Sequence
@@ -348,14 +349,26 @@ def run_failure(result) -> str:
     return re.sub(r"^relops_pipeline\.[\w.]+\.(\w+(Error|Refused)): ", "", line)
 
 
+@contextlib.contextmanager
 def read_warehouse(home: Home):
-    """Open the home's warehouse; no warehouse yet is a CliError (exit 5)."""
+    """Open the home's warehouse (its traces read from the trace store when relops.yaml says
+    so); no warehouse yet is a CliError (exit 5)."""
+    from relops_pipeline.lib.settings import SettingsError, load_settings
     from relops_pipeline.lib.warehouse import open_warehouse
 
     if not home.warehouse_path.exists():
         raise CliError(f"no warehouse at {home.warehouse_path}: ingest traces first (relops ingest PATH)", EXIT_NO_HOME)
+    try:
+        store = load_settings(home.settings_file).trace_store
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
     # Read-write open: it migrates an older warehouse, and read-only opens conflict the same way.
-    return open_warehouse(home.warehouse_path)
+    with open_warehouse(home.warehouse_path) as con:
+        if store is not None:
+            from relops_pipeline.lib.tracestore.linked import link_trace_store
+
+            link_trace_store(con, store, writable=True)
+        yield con
 
 
 def add_by(p: argparse.ArgumentParser, who_may: str | None = None) -> None:

@@ -92,6 +92,17 @@ def _precheck(paths: Sequence[str], fmt: str | None, home_root: Path | None = No
     return files, problems
 
 
+def ingest_job(home: Home) -> str:
+    """The home's ingestion job: into the trace store when relops.yaml has `trace_store:`."""
+    from relops_pipeline.lib.settings import SettingsError, load_settings
+
+    try:
+        store = load_settings(home.settings_file).trace_store
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    return "ingest_traces_to_store_job" if store is not None else "ingest_traces_job"
+
+
 def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     """Ingest through Dagster (an ingestion run, then what follows the days it reported)."""
     from relops_pipeline.defs.followups import ingested_days
@@ -108,7 +119,7 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
             config["chunk_mb"] = float(chunk_mb)
         except ValueError:
             raise CliError(f"{CHUNK_ENV}={chunk_mb!r}: expected a number of MiB") from None
-    result = run_or_fail(home, "ingest_traces_job", what="ingestion", run_config={"ops": {"plan_ingest_chunks": {"config": config}}})
+    result = run_or_fail(home, ingest_job(home), what="ingestion", run_config={"ops": {"plan_ingest_chunks": {"config": config}}})
     summary = result.output_for_node("report_ingestion")
     summary["run_id"] = result.run_id
     summary["drift_run_ids"] = []

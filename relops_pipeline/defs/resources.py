@@ -7,8 +7,9 @@ their own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -53,17 +54,25 @@ class WarehouseResource(dg.ConfigurableResource):
         return Path(self.database) if self.database else self.home.home.warehouse_path
 
     @contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def get_connection(self, days: Iterable[date] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection (waits up to lock_timeout_s for another writer), whose DuckDB
         memory is bounded by the home's `ingest.memory_limit` (relops.yaml, default 1GB): past
         it, DuckDB spills to disk beside the warehouse. Without it, DuckDB keeps up to 80% of
         the machine's memory cached from what a run scans — several GB after the follow-ups
         of a 5M-span ingestion. On closing, the step's freed memory goes back to the system
-        (release_memory), so the next step starts from what is really in use."""
-        limit = self.home.settings().memory_limit
+        (release_memory), so the next step starts from what is really in use.
+
+        When the home keeps its traces in the trace store (relops.yaml `trace_store:`), `spans`,
+        `genai_events` and `trace_rejects` read the store (lib/tracestore/linked.py); with
+        `days`, `spans` reads only those days' partitions."""
+        settings = self.home.settings()
         try:
             with open_warehouse(self.path, timeout_s=self.lock_timeout_s) as con:
-                con.execute(f"SET memory_limit = '{limit}'")
+                con.execute(f"SET memory_limit = '{settings.memory_limit}'")
+                if settings.trace_store is not None:
+                    from relops_pipeline.lib.tracestore.linked import link_trace_store
+
+                    link_trace_store(con, settings.trace_store, writable=True, days=days)
                 yield con
         finally:
             release_memory()
@@ -88,6 +97,11 @@ class WarehouseResource(dg.ConfigurableResource):
                 if requires not in tables:
                     yield None
                     return
+            store = self.home.settings().trace_store
+            if store is not None:
+                from relops_pipeline.lib.tracestore.linked import link_trace_store
+
+                link_trace_store(con, store, writable=False)
             yield con
         finally:
             con.close()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -44,6 +45,10 @@ from relops_pipeline.lib.schema import (
 from relops_pipeline.lib.settings import IngestSettings
 from relops_pipeline.lib.timeutil import utc_naive
 from relops_pipeline.lib.warehouse import fetch_one
+
+if TYPE_CHECKING:  # the store's modules import deltalake: only when a home uses it
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import AppendResult
 
 # Files in a folder that are documentation or metadata, not traces.
 SKIP_NAMES = ("LICENSE", "PROVENANCE", "README", "NOTICE")
@@ -588,6 +593,102 @@ def ingest_paths(
             if index:
                 otlp.drop_prestaged(con)
     return summary
+
+
+@dataclass
+class StoreIngestion:
+    """What `ingest_paths_to_store` did: the summary (counts after the store's deduplication),
+    the ingest_batches rows to record in the warehouse, and the spans appended per day."""
+
+    summary: IngestSummary
+    batches: list[dict] = field(default_factory=list)
+    spans_by_day: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_paths_to_store(
+    tables: TraceTables,
+    paths: Iterable[Path | str],
+    *,
+    workdir: Path,
+    settings: IngestSettings | None = None,
+    fmt: str | None = None,
+    landing_dir: Path | None = None,
+    run_id: str | None = None,
+    progress: Callable[[FileResult], None] | None = None,
+) -> StoreIngestion:
+    """Ingest files into the trace store (relops.yaml `trace_store:`), without the warehouse.
+
+    The files are read exactly as `ingest_paths` reads them, into a scratch DuckDB file of their
+    own under `workdir` (so several ingestions run at once: nothing here takes the warehouse),
+    then each file's spans, GenAI events and rejects are appended to the store as one idempotent
+    source per table (the sha256 of the file's bytes), all the files in one commit per table. Spans the store already holds are counted
+    as duplicates, so `read = accepted + rejected + duplicates` still holds per file (checked),
+    and a file whose source is already committed (a re-delivery, or a retry after a crash
+    between the store's commit and the warehouse's record of the batch) adds nothing.
+
+    The files' ingest_batches rows are returned for the caller to record in the warehouse (the
+    control state stays there). Spans completed by a later file (a LangSmith run's end, GenAI
+    events in a file of their own) are completed within one call; across calls they are not,
+    as the store is append-only (see docs/production.md)."""
+    from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
+    from relops_pipeline.lib.warehouse import migrate
+
+    settings = settings or IngestSettings()
+    workdir.mkdir(parents=True, exist_ok=True)
+    scratch = workdir / f".ingest-{uuid.uuid4().hex}.duckdb"
+    con = duckdb.connect(str(scratch))
+    try:
+        migrate(con)
+        summary = ingest_paths(con, paths, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id,
+                               progress=progress)
+        out = StoreIngestion(summary)
+        stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
+        # After the whole call, so that completions by later files are in what is appended;
+        # one commit per table for all the files (a commit costs ~0.1 s, whatever it holds).
+        sources = [_file_sha256(Path(r.path)) for r in summary.files]
+        moved: dict[str, list[tuple[int, AppendResult]]] = {}
+        for name, table in stores.items():
+            rows = [con.sql(f"SELECT * FROM {name} WHERE ingest_batch_id = $batch",
+                            params={"batch": r.batch_id}).to_arrow_table() for r in summary.files]
+            appended = table.append_many(list(zip(rows, sources, strict=True)))
+            moved[name] = [(t.num_rows, a) for t, a in zip(rows, appended, strict=True)]
+        for i, result in enumerate(summary.files):
+            _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
+            cur = con.execute("SELECT * FROM ingest_batches WHERE batch_id = ?", [result.batch_id])
+            row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0], strict=True))
+            row.update(accepted=result.accepted, rejected=result.rejected, duplicates=result.duplicates,
+                       events_accepted=result.events_accepted)
+            out.batches.append(row)
+            for day, n in moved["spans"][i][1].by_day.items():
+                out.spans_by_day[day] = out.spans_by_day.get(day, 0) + n
+        return out
+    finally:
+        con.close()
+        for leftover in (scratch, scratch.with_name(scratch.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _count_store_duplicates(result: FileResult, moved: dict[str, tuple[int, AppendResult]]) -> None:
+    """Move what the store already held from accepted (or rejected) to duplicates, and check
+    that the file's records still add up."""
+    span_dups = moved["spans"][0] - moved["spans"][1].appended
+    event_dups = moved["genai_events"][0] - moved["genai_events"][1].appended
+    reject_dups = moved["trace_rejects"][0] - moved["trace_rejects"][1].appended
+    result.spans_accepted -= span_dups
+    result.events_accepted -= event_dups
+    result.accepted -= span_dups + event_dups
+    result.rejected -= reject_dups
+    result.duplicates += span_dups + event_dups + reject_dups
+    if moved["spans"][1].appended == 0:
+        result.unknown_release = result.anomalies = 0
+    if result.read != result.accepted + result.rejected + result.duplicates or min(result.accepted, result.rejected) < 0:
+        raise AccountingError(f"{result.path}: read {result.read} != accepted {result.accepted} + rejected "
+                              f"{result.rejected} + duplicates {result.duplicates} after the trace store's commit")
 
 
 def _prestage_groups(files: Sequence[Path], settings: IngestSettings, fmt: str | None,

@@ -37,12 +37,29 @@ class SourceRule:
     settings: SourceSettings
 
 
+@dataclass(frozen=True)
+class TraceStoreSettings:
+    """The `trace_store:` section of relops.yaml: spans, GenAI events and rejects live in Delta
+    tables at `uri` (a folder, relative to the home unless absolute, or `s3://bucket/prefix`)
+    instead of the warehouse (lib/tracestore). `storage_options` go to delta-rs as they are
+    (AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, ...); credentials are best left to the
+    environment's usual chain."""
+
+    uri: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    def table_uri(self, table: str) -> str:
+        return f"{self.uri.rstrip('/')}/{table}"
+
+
 @dataclass
 class IngestSettings:
     text_cap: int = DEFAULT_TEXT_CAP
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     prices: dict[str, Price] = field(default_factory=dict)
     sources: list[SourceRule] = field(default_factory=list)
+    # None: spans live in the warehouse (the default); else in the trace store.
+    trace_store: TraceStoreSettings | None = None
 
     def source_for(self, path: Path, base: Path | None = None) -> SourceRule | None:
         """The first source rule whose glob matches the path (relative to base) or its name."""
@@ -112,7 +129,29 @@ def load_settings(path: Path) -> IngestSettings:
         if not isinstance(s, dict) or "match" not in s:
             raise SettingsError(f"{path}: sources[{i}]: expected a mapping with a `match` glob")
         sources.append(SourceRule(str(s["match"]), s.get("format"), SourceSettings.from_mapping(s)))
-    return IngestSettings(text_cap=text_cap, memory_limit=memory_limit, prices=prices, sources=sources)
+    return IngestSettings(text_cap=text_cap, memory_limit=memory_limit, prices=prices, sources=sources,
+                          trace_store=_trace_store(doc.get("trace_store"), path))
+
+
+def _trace_store(value: Any, path: Path) -> TraceStoreSettings | None:
+    """`trace_store: true` (the default folder, <home>/tracestore), or a mapping with `uri` and
+    `storage_options`; absent or false: the warehouse keeps the spans."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise SettingsError(f"{path}: trace_store: expected true or a mapping with `uri`, got {value!r}")
+    unknown = set(value) - {"uri", "storage_options"}
+    if unknown:
+        raise SettingsError(f"{path}: trace_store: unknown key(s) {', '.join(sorted(unknown))} (expected uri, storage_options)")
+    uri = str(value.get("uri") or "tracestore")
+    if "://" not in uri and not Path(uri).is_absolute():
+        uri = str(path.parent.resolve() / uri)
+    options = value.get("storage_options") or {}
+    if not isinstance(options, dict):
+        raise SettingsError(f"{path}: trace_store.storage_options: expected a mapping of strings")
+    return TraceStoreSettings(uri, {str(k): str(v) for k, v in options.items()})
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:

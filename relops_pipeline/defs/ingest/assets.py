@@ -1,6 +1,6 @@
 """Production traces by day: the validated raw spans and the daily signals derived from them."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -23,6 +23,11 @@ SINGLE_RUN = dg.BackfillPolicy.single_run()
 def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     tw = context.partition_time_window
     return tw.start.replace(tzinfo=None), tw.end.replace(tzinfo=None)
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    """The days of a window [start, end): the trace store's partitions it reads."""
+    return [date.fromordinal(o) for o in range(start.date().toordinal(), end.date().toordinal())]
 
 
 def derived_from(upstream: dg.AssetsDefinition) -> dict:
@@ -65,7 +70,7 @@ def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
 
     start, end = _window(context)
     share = load_max_violating_share(warehouse.home.home.settings_file)
-    with warehouse.get_connection() as con:
+    with warehouse.get_connection(days=_days(start, end)) as con:
         validated = validate_window(con, start, end, max_violating_share=share)
     context.log.info(
         f"raw_traces {window_text(start, end)}: {validated.spans} spans, "
@@ -86,7 +91,7 @@ def daily_signals(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     from relops_pipeline.lib.traces_day import refresh_signals
 
     start, end = _window(context)
-    with warehouse.get_connection() as con:
+    with warehouse.get_connection(days=_days(start, end)) as con:
         return daily_signals_result(refresh_signals(con, start.date(), end.date()))
 
 

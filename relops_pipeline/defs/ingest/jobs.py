@@ -5,6 +5,7 @@ warehouse pool's slot, so a waiting rollback (first in the pool's queue) goes in
 chunks instead of behind a whole large ingestion.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -12,8 +13,9 @@ import dagster as dg
 from relops_pipeline.defs.followups import INGESTED_METADATA_KEY
 from relops_pipeline.defs.resources import WAREHOUSE_POOL, RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.days import day_ranges
-from relops_pipeline.lib.ingest import chunk_files, expand_paths, ingest_paths, spans_by_day, touched_days
+from relops_pipeline.lib.ingest import FileResult, chunk_files, expand_paths, ingest_paths, spans_by_day, touched_days
 from relops_pipeline.lib.markdown import md_table
+from relops_pipeline.lib.settings import IngestSettings
 
 CHUNK_MB = 32.0
 
@@ -36,16 +38,12 @@ def plan_ingest_chunks(context: dg.OpExecutionContext, config: IngestConfig):
     yield dg.Output({"skipped": skipped, "errors": errors}, output_name="expanded")
 
 
-@dg.op(pool=WAREHOUSE_POOL, tags={"relops/domain": "ingest"})
-def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource, warehouse: WarehouseResource) -> dict:
-    """Ingest one chunk of trace files atomically, one transaction per file; every record
-    accepted, rejected with a reason, or counted as a duplicate."""
+def _progress_logger(context: dg.OpExecutionContext, chunk: dict) -> Callable[[FileResult], None]:
     from relops_pipeline.lib.progress import Throttle
 
-    settings = home.settings()
     shown, done = Throttle(), {"files": 0, "read": 0}
 
-    def progress(r):
+    def progress(r: FileResult) -> None:
         context.log.info(
             f"{r.path} [{r.format}]: read {r.read} = accepted {r.accepted} + rejected {r.rejected}"
             f" + duplicates {r.duplicates} (unknown release: {r.unknown_release}; kept with an anomaly: {r.anomalies})"
@@ -55,6 +53,19 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
         # Chunks are steps of their own: name the chunk, or its counts read as going backwards.
         shown.maybe(f"{context.get_mapping_key() or 'chunk'}: ingested {done['files']} of {len(chunk['paths'])} files, "
                     f"{done['read']:,} records ...")
+
+    return progress
+
+
+@dg.op(pool=WAREHOUSE_POOL, tags={"relops/domain": "ingest"})
+def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource, warehouse: WarehouseResource) -> dict:
+    """Ingest one chunk of trace files atomically, one transaction per file; every record
+    accepted, rejected with a reason, or counted as a duplicate."""
+    settings = home.settings()
+    if settings.trace_store is not None:
+        raise dg.Failure("this home keeps its traces in the trace store (relops.yaml trace_store:): "
+                         "ingest with ingest_traces_to_store_job (relops ingest and the landing sensor choose it)")
+    progress = _progress_logger(context, chunk)
 
     with warehouse.get_connection() as con:
         summary = ingest_paths(
@@ -70,6 +81,56 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
         days = touched_days(con, batch_ids)
         per_day = spans_by_day(con, batch_ids, days)
     return {**summary.as_json(), "spans_by_day": {d.isoformat(): n for d, n in per_day.items()}}
+
+
+@dg.op(tags={"relops/domain": "ingest"})
+def ingest_chunk_to_store(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource) -> dict:
+    """Ingest one chunk of trace files into the trace store (relops.yaml `trace_store:`): read
+    and counted exactly as into the warehouse, appended as one idempotent commit per file and
+    table. No warehouse pool: several ingestions append at once; their batches are recorded in
+    the warehouse by the next step."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    settings = home.settings()
+    if settings.trace_store is None:
+        raise dg.Failure("this home keeps its traces in the warehouse (no trace_store: in relops.yaml): "
+                         "ingest with ingest_traces_job")
+    done = ingest_paths_to_store(
+        TraceTables(settings.trace_store),
+        chunk["paths"],
+        workdir=home.home.warehouse_path.parent / "ingest-scratch",
+        settings=settings,
+        fmt=chunk["format"],
+        landing_dir=home.home.landing_dir,
+        run_id=context.run.run_id,
+        progress=_progress_logger(context, chunk),
+    )
+    return {**done.summary.as_json(), "spans_by_day": done.spans_by_day, "batches": done.batches}
+
+
+@dg.op(pool=WAREHOUSE_POOL, tags={"relops/domain": "ingest"})
+def record_store_batches(context: dg.OpExecutionContext, chunks: list[dict], warehouse: WarehouseResource) -> list[dict]:
+    """Record the batches an ingestion appended to the trace store in the warehouse's
+    ingest_batches (the control state: what came from which file, and how it added up), in
+    one transaction. A batch already recorded is left as it is."""
+    rows = [b for c in chunks for b in c["batches"]]
+    if rows:
+        cols = list(rows[0])
+        with warehouse.get_connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.executemany(
+                    f"INSERT INTO ingest_batches ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+                    "ON CONFLICT DO NOTHING",
+                    [[r[c] for c in cols] for r in rows],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        context.log.info(f"recorded {len(rows)} ingest batch(es) in the warehouse")
+    return [{k: v for k, v in c.items() if k != "batches"} for c in chunks]
 
 
 @dg.op(tags={"relops/domain": "ingest"})
@@ -130,3 +191,17 @@ def ingest_traces_job():
     chunk; reports the raw_traces days it touched."""
     chunks, expanded = plan_ingest_chunks()
     report_ingestion(chunks.map(ingest_chunk).collect(), expanded)
+
+
+@dg.job(tags={"relops/domain": "ingest"})
+def ingest_traces_to_store_job():
+    """Ingest trace files into the trace store (homes with relops.yaml `trace_store:`), chunk by
+    chunk and outside the warehouse pool, then record the batches in the warehouse; reports the
+    raw_traces days it touched, as ingest_traces_job does."""
+    chunks, expanded = plan_ingest_chunks()
+    report_ingestion(record_store_batches(chunks.map(ingest_chunk_to_store).collect()), expanded)
+
+
+def ingest_job_name(settings: IngestSettings) -> str:
+    """The ingestion job for a home: into the trace store when relops.yaml names one."""
+    return (ingest_traces_to_store_job if settings.trace_store is not None else ingest_traces_job).name

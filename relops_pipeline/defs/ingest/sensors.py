@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from relops_pipeline.defs.followups import canary_job, traces_followup_job
-from relops_pipeline.defs.ingest.jobs import ingest_traces_job
+from relops_pipeline.defs.ingest.jobs import ingest_job_name, ingest_traces_job, ingest_traces_to_store_job
 from relops_pipeline.defs.resources import RelopsHomeResource, WarehouseResource
 from relops_pipeline.lib.ingest import expand_paths
 
@@ -41,7 +41,7 @@ def landing_files(landing: Path, settle_s: float, now: float | None = None) -> d
 
 
 @dg.sensor(
-    job=ingest_traces_job,
+    jobs=[ingest_traces_job, ingest_traces_to_store_job],
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -60,6 +60,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, home: RelopsHomeResource
         key = hashlib.sha256(json.dumps([[p, current[p]] for p in chunk]).encode()).hexdigest()[:24]
         requests.append(
             dg.RunRequest(
+                job_name=ingest_job_name(home.settings()),
                 run_key=f"landing-{key}",
                 run_config={"ops": {"plan_ingest_chunks": {"config": {"paths": chunk}}}},
                 tags={"relops/trigger": "landing_sensor", "relops/files": str(len(chunk))},

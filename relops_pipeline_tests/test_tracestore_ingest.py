@@ -1,0 +1,207 @@
+"""A home whose traces live in the trace store (relops.yaml `trace_store:`): `relops ingest`
+appends spans, GenAI events and rejects to Delta tables instead of the warehouse, the warehouse
+keeps the control state (ingest_batches), and every computation reads the store through views
+named like the warehouse tables — with exactly the results of a home that keeps them in the
+warehouse. Several ingestions write at once; a home is upgraded with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from relops_pipeline.defs.resources import relops_resources
+from relops_pipeline.lib.home import Home
+from relops_pipeline.lib.settings import SettingsError, load_settings
+from relops_pipeline_tests.conftest import FIXTURES, run_cli
+from relops_pipeline_tests.procs import popen, reap, scaled
+from relops_pipeline_tests.test_ingest_small_files import _small_files
+
+LANGFUSE = FIXTURES / "langfuse"
+
+
+def _use_store(home: Home) -> None:
+    with open(home.settings_file, "a") as fh:
+        fh.write("\ntrace_store: true\n")
+
+
+def _traces(folder: Path) -> Path:
+    """Small OTLP files (with log exports and bad lines), OpenInference and Langfuse documents
+    (every store commit costs ~0.1 s: a few of each)."""
+    _small_files(folder, tests=3)
+    (folder / "langfuse").mkdir()
+    for doc in sorted(LANGFUSE.glob("*.json"))[:8]:
+        shutil.copy2(doc, folder / "langfuse" / doc.name)
+    return folder
+
+
+def _contents(root: Path, *, span_origin: bool = True) -> dict:
+    """What a home's computations see: spans, events, rejects, daily signals, features, batches.
+    `span_origin=False`: not which line of which file a span was read from (a span in two
+    files is kept from the one ingested first)."""
+    origin = "source_file, ingest_batch_id, ingested_at" + ("" if span_origin else ", source_line")
+    with relops_resources(root)["warehouse"].get_connection() as con:
+        return {
+            "spans": con.execute(f"SELECT * EXCLUDE ({origin}) FROM spans "
+                                 "ORDER BY trace_id, span_id").fetchall(),
+            "events": con.execute("SELECT * EXCLUDE (source_file, ingest_batch_id) FROM genai_events "
+                                  "ORDER BY event_key").fetchall(),
+            "rejects": con.execute("SELECT regexp_extract(source_file, '[^/]+$'), source_line, raw, reason "
+                                   "FROM trace_rejects ORDER BY ALL").fetchall(),
+            # Sums of floats in another row order differ in the last bits: compared to 12 digits.
+            "signals": [tuple(float(f"{v:.12g}") if isinstance(v, float) else v for v in row) for row in con.execute(
+                "SELECT * EXCLUDE (computed_at) FROM daily_signals ORDER BY ALL").fetchall()],
+            "features": con.execute("SELECT count(*), count(DISTINCT trace_id) FROM trace_features").fetchall(),
+            "batches": con.execute("SELECT count(*), sum(records_read), sum(accepted), sum(rejected), sum(duplicates) "
+                                   "FROM ingest_batches").fetchall(),
+        }
+
+
+def _warehouse_rows(root: Path) -> list[int]:
+    import duckdb
+
+    con = duckdb.connect(str(Home.resolve(root).warehouse_path), read_only=True)
+    try:
+        return [con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("spans", "genai_events", "trace_rejects")]
+    finally:
+        con.close()
+
+
+def test_a_home_with_the_trace_store_computes_exactly_what_the_warehouse_home_does(tmp_path, capsys):
+    traces = _traces(tmp_path / "traces")
+    homes = {}
+    for name, store in (("warehouse", False), ("store", True)):
+        h = Home.resolve(tmp_path / name)
+        h.init(example=True)
+        if store:
+            _use_store(h)
+        code, out, err = run_cli(capsys, h.root, "ingest", str(traces), "--json")
+        assert code == 0, err
+        homes[name] = (h, json.loads(out))
+    (wh, wh_out), (st, st_out) = homes["warehouse"], homes["store"]
+
+    assert st_out["totals"] == wh_out["totals"]
+    assert st_out["totals"]["rejected"] > 0 and st_out["totals"]["accepted"] > 50
+    for f in st_out["files"]:
+        assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"], f
+    got, want = _contents(st.root), _contents(wh.root)
+    assert got == want
+    assert len(got["spans"]) > 50 and got["events"] and got["signals"]
+    # The spans are in the Delta tables, not in the warehouse, which records the batches.
+    assert _warehouse_rows(st.root) == [0, 0, 0]
+    assert (st.root / "tracestore" / "spans" / "_delta_log").is_dir()
+
+    # Ingesting the same files again adds nothing: every record a duplicate, counts unchanged.
+    code, out, err = run_cli(capsys, st.root, "ingest", str(traces), "--json")
+    assert code == 0, err
+    again = json.loads(out)["totals"]
+    assert (again["accepted"], again["rejected"]) == (0, 0)
+    assert again["duplicates"] == again["read"] == st_out["totals"]["read"]
+    after = _contents(st.root)
+    assert {k: v for k, v in after.items() if k != "batches"} == {k: v for k, v in got.items() if k != "batches"}
+
+
+def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_path, capsys):
+    """Two `relops ingest` processes into one home, with overlapping files (the same files under
+    other names, and files both get): the store holds each span once for every query."""
+    traces = _traces(tmp_path / "traces")
+    # A capture's traces and its log export (GenAI events filling the spans' text) go to the
+    # same writer: the store does not complete spans an earlier ingestion committed.
+    captures = sorted({p.name.split(".")[0] for p in traces.rglob("*") if p.is_file()})
+    first, second = tmp_path / "first", tmp_path / "second"
+    for f in sorted(p for p in traces.rglob("*") if p.is_file()):
+        i = captures.index(f.name.split(".")[0])
+        for dest in ([first] if i % 3 == 0 else [second] if i % 3 == 1 else [first, second]):
+            target = dest / f.relative_to(traces)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)  # with its mtime: a document without times is dated by it
+
+    reference = Home.resolve(tmp_path / "reference")
+    reference.init(example=True)
+    code, _, err = run_cli(capsys, reference.root, "ingest", str(traces), "--json")
+    assert code == 0, err
+
+    home = Home.resolve(tmp_path / "home")
+    home.init(example=True)
+    _use_store(home)
+    writers = [popen([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home.root), "ingest", str(d), "--json"],
+                     stdout=-1, stderr=-1, text=True) for d in (first, second)]
+    outputs = []
+    try:
+        for w in writers:
+            out, err = w.communicate(timeout=scaled(300))
+            assert w.returncode == 0, err[-3000:]
+            outputs.append(json.loads(out))
+    finally:
+        for w in writers:
+            reap(w)
+    for out in outputs:
+        for f in out["files"]:
+            assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"], f
+    got, want = _contents(home.root, span_origin=False), _contents(reference.root, span_origin=False)
+    for key in ("spans", "events", "signals", "features"):
+        assert got[key] == want[key], key
+    assert _warehouse_rows(home.root) == [0, 0, 0]
+
+
+def test_upgrading_a_home_moves_its_traces_into_the_store_with_nothing_lost(tmp_path, capsys, home):
+    traces = _traces(tmp_path / "traces")
+    code, _, err = run_cli(capsys, home.root, "ingest", str(traces / "oi"), str(traces / "otel"))
+    assert code == 0, err
+    before = _contents(home.root)
+    rows_before = _warehouse_rows(home.root)
+    assert rows_before[0] > 0 and rows_before[2] > 0
+
+    _use_store(home)
+    code, out, err = run_cli(capsys, home.root, "ingest", str(traces / "langfuse"), "--json")
+    assert code == 0, err
+    assert _warehouse_rows(home.root) == [0, 0, 0]
+    after = _contents(home.root)
+    assert set(before["spans"]) <= set(after["spans"])
+    assert set(before["events"]) <= set(after["events"]) and set(before["rejects"]) == set(after["rejects"])
+    assert len(after["spans"]) == len(before["spans"]) + json.loads(out)["totals"]["accepted"] - sum(
+        f["events_accepted"] for f in json.loads(out)["files"])
+
+    # The same as a home that ingested everything into the warehouse.
+    reference = Home.resolve(tmp_path / "reference")
+    reference.init(example=True)
+    for folder in ("oi", "otel", "langfuse"):
+        assert run_cli(capsys, reference.root, "ingest", str(traces / folder))[0] == 0
+    want = _contents(reference.root)
+    for key in ("spans", "events", "rejects", "signals", "features"):
+        assert after[key] == want[key], key
+
+
+def test_the_trace_store_setting(tmp_path):
+    settings = tmp_path / "relops.yaml"
+    settings.write_text("trace_store: true\n")
+    assert load_settings(settings).trace_store.uri == str(tmp_path.resolve() / "tracestore")
+    settings.write_text("trace_store:\n  uri: s3://bucket/traces\n  storage_options: {AWS_REGION: eu-west-1}\n")
+    store = load_settings(settings).trace_store
+    assert (store.table_uri("spans"), store.storage_options) == ("s3://bucket/traces/spans", {"AWS_REGION": "eu-west-1"})
+    settings.write_text("ingest: {}\n")
+    assert load_settings(settings).trace_store is None
+    for bad, says in (("trace_store: 5\n", "expected true or a mapping"), ("trace_store: {url: x}\n", r"unknown key\(s\) url")):
+        settings.write_text(bad)
+        with pytest.raises(SettingsError, match=says):
+            load_settings(settings)
+
+
+def test_the_warehouse_ingestion_job_refuses_a_store_home(tmp_path, home, resources):
+    import dagster as dg
+
+    from relops_pipeline.defs.ingest.jobs import ingest_traces_job
+
+    _use_store(home)
+    (tmp_path / "t.jsonl").write_text("")
+    job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            run_config={"ops": {"plan_ingest_chunks": {"config": {"paths": [str(tmp_path / "t.jsonl")]}}}},
+            instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "keeps its traces in the trace store" in failure.step_failure_data.error.message
