@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--spans", type=int, default=1_000_000, help="spans to generate (default 1M)")
     ap.add_argument("--file", default=None, help="ingest this file instead of generating one")
     ap.add_argument("--memory-limit", default=None, help="the home's ingest.memory_limit (default: relops.yaml's, 1GB)")
+    ap.add_argument("--store", action="store_true", help="a home that keeps its traces in the trace store (trace_store: true)")
     ap.add_argument("--workdir", default=None, help="where to write the file and the home (default: a temp dir)")
     args = ap.parse_args(argv)
 
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
             if "\n  memory_limit: 1GB\n" not in text:
                 raise SystemExit(f"{settings}: no `memory_limit: 1GB` line to replace")
             settings.write_text(text.replace("\n  memory_limit: 1GB\n", f"\n  memory_limit: {args.memory_limit}\n"))
+        if args.store:
+            with open(home / "relops.yaml", "a") as fh:
+                fh.write("\ntrace_store: true\n")
         env = {**os.environ, "DAGSTER_HOME": str(home / "dagster")}
         imports = subprocess.Popen([sys.executable, "-c", "import relops_pipeline.definitions"], cwd=ROOT, env=env)
         base_mb = _wait_peak_mb(imports)

@@ -21,6 +21,7 @@ from relops_pipeline_tests.procs import popen, reap, scaled
 from relops_pipeline_tests.test_ingest_small_files import _small_files
 
 LANGFUSE = FIXTURES / "langfuse"
+OTEL = FIXTURES / "otel_genai_openai_v2" / "per_test"
 
 
 def _use_store(home: Home) -> None:
@@ -145,6 +146,40 @@ def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_pa
     for key in ("spans", "events", "signals", "features"):
         assert got[key] == want[key], key
     assert _warehouse_rows(home.root) == [0, 0, 0]
+
+
+def test_events_arriving_after_their_spans_complete_them_as_in_the_warehouse(tmp_path, capsys):
+    """A capture's traces in one ingestion, its log export (GenAI events with the messages) in a
+    later one: the store's spans get the text, messages and finish reason the warehouse's get."""
+    captures = sorted(p.name.split(".")[0] for p in OTEL.glob("*.legacy_semconv.logs.jsonl"))[:10]
+    for step in ("traces", "logs"):
+        (tmp_path / step).mkdir()
+        for c in captures:
+            shutil.copy2(OTEL / f"{c}.legacy_semconv.{step}.jsonl", tmp_path / step)
+    contents = {}
+    for name, store in (("warehouse", False), ("store", True)):
+        h = Home.resolve(tmp_path / name)
+        h.init(example=True)
+        if store:
+            _use_store(h)
+        for step in ("traces", "logs"):
+            code, _, err = run_cli(capsys, h.root, "ingest", str(tmp_path / step))
+            assert code == 0, err
+        contents[name] = _contents(h.root)
+    got, want = contents["store"], contents["warehouse"]
+    assert got == want
+    with relops_resources(tmp_path / "store")["warehouse"].get_connection() as con:
+        filled = con.execute("SELECT count(*) FROM spans WHERE input_text IS NOT NULL").fetchall()[0][0]
+    assert filled >= 3, "the log exports should give the spans their text"
+
+    # The completed copies were appended beside the first ones; compaction keeps them.
+    from relops_pipeline.lib.settings import load_settings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    spans = TraceTables(load_settings(Home.resolve(tmp_path / "store").settings_file).trace_store).store(SPANS)
+    assert spans.compact() >= 3  # a completed copy for each span the logs completed
+    assert _contents(tmp_path / "store") == got
 
 
 def test_upgrading_a_home_moves_its_traces_into_the_store_with_nothing_lost(tmp_path, capsys, home):

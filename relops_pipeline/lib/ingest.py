@@ -47,6 +47,8 @@ from relops_pipeline.lib.timeutil import utc_naive
 from relops_pipeline.lib.warehouse import fetch_one
 
 if TYPE_CHECKING:  # the store's modules import deltalake: only when a home uses it
+    import pyarrow as pa
+
     from relops_pipeline.lib.tracestore.linked import TraceTables
     from relops_pipeline.lib.tracestore.store import AppendResult
 
@@ -627,9 +629,10 @@ def ingest_paths_to_store(
     between the store's commit and the warehouse's record of the batch) adds nothing.
 
     The files' ingest_batches rows are returned for the caller to record in the warehouse (the
-    control state stays there). Spans completed by a later file (a LangSmith run's end, GenAI
-    events in a file of their own) are completed within one call; across calls they are not,
-    as the store is append-only (see docs/production.md)."""
+    control state stays there). GenAI events whose spans an earlier ingestion stored complete
+    them as in the warehouse: the completed copies are appended, and the store's views keep a
+    span's most complete copy (`_complete_from_store`). A LangSmith run's end that arrives in a
+    later ingestion than its start does not complete the stored run (see docs/production.md)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
 
@@ -643,9 +646,16 @@ def ingest_paths_to_store(
                                progress=progress)
         out = StoreIngestion(summary)
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
+        sources = [_file_sha256(Path(r.path)) for r in summary.files]
+        completed = _complete_from_store(con, tables, int(settings.text_cap))
+        if completed is not None and completed.num_rows:
+            # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
+            batch_digest = hashlib.sha256(",".join(sources).encode()).hexdigest()
+            stores["spans"].append_many([(completed, f"completion:{batch_digest}")], check_existing=False)
+            for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
+                out.spans_by_day.setdefault(day, 0)
         # After the whole call, so that completions by later files are in what is appended;
         # one commit per table for all the files (a commit costs ~0.1 s, whatever it holds).
-        sources = [_file_sha256(Path(r.path)) for r in summary.files]
         moved: dict[str, list[tuple[int, AppendResult]]] = {}
         for name, table in stores.items():
             rows = [con.sql(f"SELECT * FROM {name} WHERE ingest_batch_id = $batch",
@@ -658,6 +668,7 @@ def ingest_paths_to_store(
             row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0], strict=True))
             row.update(accepted=result.accepted, rejected=result.rejected, duplicates=result.duplicates,
                        events_accepted=result.events_accepted)
+            result.min_start_time, result.max_start_time = row["min_start_time"], row["max_start_time"]
             out.batches.append(row)
             for day, n in moved["spans"][i][1].by_day.items():
                 out.spans_by_day[day] = out.spans_by_day.get(day, 0) + n
@@ -666,6 +677,55 @@ def ingest_paths_to_store(
         con.close()
         for leftover in (scratch, scratch.with_name(scratch.name + ".wal")):
             leftover.unlink(missing_ok=True)
+
+
+def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, cap: int) -> pa.Table | None:
+    """Spans an earlier ingestion stored that these files' GenAI events complete (a capture's
+    log export arriving after its traces): loaded from the store into `con`, their text,
+    messages and finish reason filled from the events exactly as the warehouse fills them,
+    and returned as the completed copies (None: no event names a stored span). The batches
+    whose events named them get those spans' times, so their days are refreshed."""
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE batch_events AS SELECT DISTINCT trace_id, span_id FROM genai_events e "
+        "WHERE trace_id IS NOT NULL AND span_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = e.trace_id AND s.span_id = e.span_id)")
+    try:
+        if not _count(con, "SELECT count(*) FROM batch_events"):
+            return None
+        event_days = [r[0] for r in con.execute(
+            "SELECT DISTINCT CAST(event_time AS DATE) FROM genai_events SEMI JOIN batch_events USING (trace_id, span_id)"
+        ).fetchall()]
+        # An event is stamped within its call; the span started at most a day earlier or later.
+        days = None if any(d is None for d in event_days) else sorted(
+            {date.fromordinal(d.toordinal() + k) for d in event_days for k in (-1, 0, 1)})
+        tables.store(SPANS).register(con, "stored_spans", days=days)
+        try:
+            con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN batch_events USING (trace_id, span_id)")
+        finally:
+            con.execute("DROP VIEW IF EXISTS stored_spans")
+            con.unregister("stored_spans__delta")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE loaded AS SELECT trace_id, span_id, start_time, input_text, output_text, "
+            "CAST(input_messages AS VARCHAR) AS im, CAST(output_messages AS VARCHAR) AS om, finish_reason "
+            "FROM spans SEMI JOIN batch_events USING (trace_id, span_id)")
+        if not _count(con, "SELECT count(*) FROM loaded"):
+            return None
+        _fill_text_from_events(con, "", cap)  # no batch of its own: the spans batch_events names
+        con.execute(
+            "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
+            "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
+            "FROM (SELECT e.ingest_batch_id AS b, min(l.start_time) AS lo, max(l.start_time) AS hi "
+            "      FROM genai_events e JOIN loaded l USING (trace_id, span_id) GROUP BY 1) x WHERE batch_id = x.b")
+        return con.sql(
+            "SELECT s.* FROM spans s JOIN loaded l USING (trace_id, span_id) "
+            "WHERE s.input_text IS DISTINCT FROM l.input_text OR s.output_text IS DISTINCT FROM l.output_text "
+            "OR CAST(s.input_messages AS VARCHAR) IS DISTINCT FROM l.im OR CAST(s.output_messages AS VARCHAR) IS DISTINCT FROM l.om "
+            "OR s.finish_reason IS DISTINCT FROM l.finish_reason").to_arrow_table()
+    finally:
+        con.execute("DROP TABLE IF EXISTS batch_events")
+        con.execute("DROP TABLE IF EXISTS loaded")
 
 
 def _file_sha256(path: Path) -> str:
