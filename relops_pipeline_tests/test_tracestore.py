@@ -160,6 +160,31 @@ def test_many_sources_in_one_commit_each_idempotent(store):
     assert store.table().version() == version + 1
 
 
+def test_append_from_duckdb_streams_each_batch_as_its_source(store):
+    """append_from: the rows of several ingest batches of a DuckDB table, one commit, each batch
+    its own source, counted as append_many counts them; the same results whatever the batch size."""
+    con = duckdb.connect()
+    parts = [("b1", make_spans(50, 200)), ("b2", make_spans(200, 260)), ("b3", make_spans(0, 100)),
+             ("b4", pa.concat_tables([make_spans(300, 400), make_spans(390, 400)]))]  # repeats inside b4
+    con.register("parts", pa.concat_tables(
+        [t.append_column("ingest_batch_id", pa.array([b] * t.num_rows)) for b, t in parts]))
+    con.execute("CREATE TABLE staged AS SELECT * FROM parts")
+    store.append(make_spans(0, 100), "earlier")
+    version = store.table().version()
+    results = store.append_from(con, "staged", [("b1", "a"), ("b2", "b"), ("b2", "b"), ("b3", "earlier"), ("b4", "d"),
+                                                ("none", "empty")], batch_rows=7)
+    assert [(r.source_id, r.rows, r.appended, r.duplicates, r.skipped) for r in results] == [
+        ("a", 150, 100, 50, False), ("b", 60, 60, 0, False), ("b", 60, 0, 60, True), ("earlier", 100, 0, 100, True),
+        ("d", 100, 100, 0, False), ("empty", 0, 0, 0, False)]
+    assert store.table().version() == version + 1 == results[0].version
+    assert count(store) == (360, 360)
+    assert all(r.skipped for r in store.append_from(con, "staged", [("b1", "a"), ("b4", "d")]))
+    con.execute("INSERT INTO staged BY NAME SELECT 'b5' AS ingest_batch_id, * EXCLUDE (ingest_batch_id, trace_id) "
+                "REPLACE (NULL AS start_time) FROM staged LIMIT 1")
+    with pytest.raises(ValueError, match="without"):
+        store.append_from(con, "staged", [("b5", "bad")])
+
+
 def test_append_query_idempotent_and_day_partitions(store):
     first = store.append(make_spans(0, 300), "file-a")
     assert (first.appended, first.duplicates, first.skipped) == (300, 0, False)

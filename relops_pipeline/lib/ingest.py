@@ -657,11 +657,11 @@ def ingest_paths_to_store(
         # After the whole call, so that completions by later files are in what is appended;
         # one commit per table for all the files (a commit costs ~0.1 s, whatever it holds).
         moved: dict[str, list[tuple[int, AppendResult]]] = {}
+        batch_ids = [r.batch_id or "" for r in summary.files]
         for name, table in stores.items():
-            rows = [con.sql(f"SELECT * FROM {name} WHERE ingest_batch_id = $batch",
-                            params={"batch": r.batch_id}).to_arrow_table() for r in summary.files]
-            appended = table.append_many(list(zip(rows, sources, strict=True)))
-            moved[name] = [(t.num_rows, a) for t, a in zip(rows, appended, strict=True)]
+            counts = dict(con.execute(f"SELECT ingest_batch_id, count(*) FROM {name} GROUP BY 1").fetchall())
+            appended = table.append_from(con, name, list(zip(batch_ids, sources, strict=True)))
+            moved[name] = [(int(counts.get(b, 0)), a) for b, a in zip(batch_ids, appended, strict=True)]
         for i, result in enumerate(summary.files):
             _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
             cur = con.execute("SELECT * FROM ingest_batches WHERE batch_id = ?", [result.batch_id])

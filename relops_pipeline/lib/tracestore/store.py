@@ -26,6 +26,7 @@ partitions; a view restricted to `days` deduplicates within those days only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -126,18 +127,105 @@ class TraceStore:
         try:
             con.register("incoming", spans)
             have = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE incoming)").fetchall()}
-            cols = []
-            for name, duck_type in self.spec.columns:
-                stored = "VARCHAR" if duck_type == "JSON" else duck_type
-                cols.append(f'CAST("{name}" AS {stored}) AS "{name}"' if name in have else f'CAST(NULL AS {stored}) AS "{name}"')
             key = ", ".join(self.spec.key)
             table = con.sql(
-                f"SELECT {', '.join(cols)}, CAST({self.spec.time_column} AS DATE) AS {PARTITION_COLUMN} FROM incoming "
+                f"SELECT {self._conformed_columns(have)} FROM incoming "
                 f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {'source_line NULLS LAST' if 'source_line' in have else key}) = 1"
             ).to_arrow_table()
         finally:
             con.close()
         return table.cast(self.schema)
+
+    def _conformed_columns(self, have: set[str]) -> str:
+        """The SELECT list giving the store's columns from a relation with the columns `have`."""
+        cols = []
+        for name, duck_type in self.spec.columns:
+            stored = "VARCHAR" if duck_type == "JSON" else duck_type
+            cols.append(f'CAST("{name}" AS {stored}) AS "{name}"' if name in have else f'CAST(NULL AS {stored}) AS "{name}"')
+        return ", ".join(cols) + f", CAST({self.spec.time_column} AS DATE) AS {PARTITION_COLUMN}"
+
+    def append_from(self, con: duckdb.DuckDBPyConnection, table: str, batches: Sequence[tuple[str, str]], *,
+                    check_existing: bool = True, batch_rows: int = 65_536) -> list[AppendResult]:
+        """`append_many` for rows already in DuckDB: the rows of `table` on `con` (the warehouse
+        table's shape) of each ingest batch, appended as the source named beside it, in one
+        commit. Conformed, deduplicated and anti-joined in DuckDB (which spills to disk past its
+        memory limit) and streamed to the writer batch by batch: a file of millions of spans is
+        never held whole in Python. Results in the order given."""
+        have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()}
+        key = ", ".join(self.spec.key)
+        con.execute("CREATE OR REPLACE TEMP TABLE store_sources (batch VARCHAR, pos INTEGER)")
+        con.executemany("INSERT INTO store_sources VALUES (?, ?)", [[b, i] for i, (b, _) in enumerate(batches)])
+        unset = " OR ".join(f'"{c}" IS NULL' for c in self.spec.required)
+        bad = con.execute(f"SELECT count(*) FROM {table} SEMI JOIN store_sources s ON s.batch = ingest_batch_id "
+                          f"WHERE {unset}").fetchall()[0][0]
+        if bad:
+            raise ValueError(f"{bad} row(s) of {self.spec.name} without {', '.join(self.spec.required)}")
+        order = "source_line NULLS LAST" if "source_line" in have else key
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE store_incoming AS SELECT {self._conformed_columns(have)}, s.pos AS {_SOURCE_COLUMN} "
+            f"FROM {table} JOIN store_sources s ON s.batch = ingest_batch_id "
+            f"QUALIFY row_number() OVER (PARTITION BY s.pos, {key} ORDER BY {order}) = 1")
+        rows = dict(con.execute(f"SELECT {_SOURCE_COLUMN}, count(*) FROM store_incoming GROUP BY 1").fetchall())
+        try:
+            for _ in range(_COMMIT_ATTEMPTS):
+                dt = self.table()
+                pending: dict[str, int] = {}
+                for i, (_batch, source_id) in enumerate(batches):
+                    if source_id not in pending and dt.transaction_version(APP_ID_PREFIX + source_id) is None:
+                        pending[source_id] = i
+                if not pending:
+                    break
+                con.execute("CREATE OR REPLACE TEMP TABLE store_pending (pos INTEGER)")
+                con.executemany("INSERT INTO store_pending VALUES (?)", [[i] for i in pending.values()])
+                anti = ""
+                if check_existing and dt.get_add_actions(flatten=True).num_rows:
+                    days = [r[0].isoformat() for r in con.execute(
+                        f"SELECT DISTINCT {PARTITION_COLUMN} FROM store_incoming SEMI JOIN store_pending p "
+                        f"ON p.pos = {_SOURCE_COLUMN}").fetchall()]
+                    con.register("store_existing", dt.to_pyarrow_dataset(file_pruning_predicate=[(PARTITION_COLUMN, "in", days)])
+                                 if days else self.schema.empty_table())
+                    on = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in self.spec.key)
+                    anti = (f"ANTI JOIN (SELECT {key}, {PARTITION_COLUMN} FROM store_existing) e "
+                            f"ON {on} AND e.{PARTITION_COLUMN} = i.{PARTITION_COLUMN}")
+                con.execute(f"CREATE OR REPLACE TEMP TABLE store_new AS SELECT i.* FROM store_incoming i {anti} "
+                            f"SEMI JOIN store_pending p ON p.pos = i.{_SOURCE_COLUMN}")
+                with contextlib.suppress(Exception):
+                    con.unregister("store_existing")
+                stream = con.sql(f"SELECT {', '.join(self.schema.names)} FROM store_new").to_arrow_reader(batch_rows)
+                try:
+                    write_deltalake(
+                        dt, stream.cast(self.schema), mode="append",
+                        partition_by=[PARTITION_COLUMN], storage_options=self.storage_options or None,
+                        commit_properties=CommitProperties(
+                            app_transactions=[Transaction(APP_ID_PREFIX + sid, 1) for sid in pending],
+                            custom_metadata={"relops.source_id": ",".join(pending)},
+                        ),
+                    )
+                except CommitFailedError:
+                    continue  # a source committed concurrently (or a compaction): look again
+                version = self._version_of(APP_ID_PREFIX + next(iter(pending)))
+                per_source: dict[int, dict[str, int]] = {}
+                for i, day, n in con.execute(f"SELECT {_SOURCE_COLUMN}, {PARTITION_COLUMN}, count(*) FROM store_new "
+                                             "GROUP BY ALL").fetchall():
+                    per_source.setdefault(i, {})[day.isoformat()] = int(n)
+                results = []
+                for i, (_batch, source_id) in enumerate(batches):
+                    n = int(rows.get(i, 0))
+                    if pending.get(source_id) == i:
+                        by_day = per_source.get(i, {})
+                        appended = sum(by_day.values())
+                        results.append(AppendResult(source_id, n, appended, n - appended, False, version, by_day))
+                    else:
+                        results.append(AppendResult(source_id, n, 0, n, True, None))
+                return results
+            else:
+                raise RuntimeError(f"trace store {self.uri}: {', '.join(s for _, s in batches)} not committed after "
+                                   f"{_COMMIT_ATTEMPTS} attempts")
+            return [AppendResult(source_id, int(rows.get(i, 0)), 0, int(rows.get(i, 0)), True, None)
+                    for i, (_batch, source_id) in enumerate(batches)]
+        finally:
+            for t in ("store_sources", "store_incoming", "store_pending", "store_new"):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
 
     def append(self, spans: pa.Table | pa.RecordBatchReader, source_id: str, *,
                check_existing: bool = True) -> AppendResult:
