@@ -6,9 +6,14 @@ warehouse. Several ingestions write at once; a home is upgraded with nothing los
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,18 +76,30 @@ def _warehouse_rows(root: Path) -> list[int]:
         con.close()
 
 
-def test_a_home_with_the_trace_store_computes_exactly_what_the_warehouse_home_does(tmp_path, capsys):
-    traces = _traces(tmp_path / "traces")
-    homes = {}
-    for name, store in (("warehouse", False), ("store", True)):
-        h = Home.resolve(tmp_path / name)
-        h.init(example=True)
-        if store:
-            _use_store(h)
-        code, out, err = run_cli(capsys, h.root, "ingest", str(traces), "--json")
-        assert code == 0, err
-        homes[name] = (h, json.loads(out))
-    (wh, wh_out), (st, st_out) = homes["warehouse"], homes["store"]
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Home, dict]:
+    """The traces, a warehouse home that ingested them (what a store home must equal) and what
+    `relops ingest --json` said: made once for the tests of this module, which only read it."""
+    from relops_pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("reference")
+    traces = _traces(root / "traces")
+    home = Home.resolve(root / "home")
+    home.init(example=True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--home", str(home.root), "ingest", str(traces), "--json"]) == 0
+    return traces, home, json.loads(out.getvalue())
+
+
+def test_a_home_with_the_trace_store_computes_exactly_what_the_warehouse_home_does(tmp_path, capsys, reference):
+    traces, wh, wh_out = reference
+    st = Home.resolve(tmp_path / "store")
+    st.init(example=True)
+    _use_store(st)
+    code, out, err = run_cli(capsys, st.root, "ingest", str(traces), "--json")
+    assert code == 0, err
+    st_out = json.loads(out)
 
     assert st_out["totals"] == wh_out["totals"]
     assert st_out["totals"]["rejected"] > 0 and st_out["totals"]["accepted"] > 50
@@ -105,10 +122,10 @@ def test_a_home_with_the_trace_store_computes_exactly_what_the_warehouse_home_do
     assert {k: v for k, v in after.items() if k != "batches"} == {k: v for k, v in got.items() if k != "batches"}
 
 
-def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_path, capsys):
+def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_path, reference):
     """Two `relops ingest` processes into one home, with overlapping files (the same files under
     other names, and files both get): the store holds each span once for every query."""
-    traces = _traces(tmp_path / "traces")
+    traces, reference_home, _ = reference
     # A capture's traces and its log export (GenAI events filling the spans' text) go to the
     # same writer: the store does not complete spans an earlier ingestion committed.
     captures = sorted({p.name.split(".")[0] for p in traces.rglob("*") if p.is_file()})
@@ -119,11 +136,6 @@ def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_pa
             target = dest / f.relative_to(traces)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, target)  # with its mtime: a document without times is dated by it
-
-    reference = Home.resolve(tmp_path / "reference")
-    reference.init(example=True)
-    code, _, err = run_cli(capsys, reference.root, "ingest", str(traces), "--json")
-    assert code == 0, err
 
     home = Home.resolve(tmp_path / "home")
     home.init(example=True)
@@ -142,7 +154,7 @@ def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_pa
     for out in outputs:
         for f in out["files"]:
             assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"], f
-    got, want = _contents(home.root, span_origin=False), _contents(reference.root, span_origin=False)
+    got, want = _contents(home.root, span_origin=False), _contents(reference_home.root, span_origin=False)
     for key in ("spans", "events", "signals", "features"):
         assert got[key] == want[key], key
     assert _warehouse_rows(home.root) == [0, 0, 0]
@@ -180,6 +192,44 @@ def test_events_arriving_after_their_spans_complete_them_as_in_the_warehouse(tmp
     spans = TraceTables(load_settings(Home.resolve(tmp_path / "store").settings_file).trace_store).store(SPANS)
     assert spans.compact() >= 3  # a completed copy for each span the logs completed
     assert _contents(tmp_path / "store") == got
+
+
+def test_an_ingestion_killed_while_reading_or_after_its_commit_loses_and_duplicates_nothing(tmp_path, capsys, reference):
+    """SIGKILL `relops ingest` into a store home while it reads its files, and again just after
+    the store committed its spans (before the warehouse recorded the batches and before any
+    follow-up ran); the next `relops ingest` of the same files leaves exactly what one clean
+    ingestion leaves, signals and features included, and no scratch file behind."""
+    traces, reference_home, _ = reference
+    want = _contents(reference_home.root, span_origin=False)
+
+    for phase in ("reading", "committed"):
+        home = Home.resolve(tmp_path / phase)
+        home.init(example=True)
+        _use_store(home)
+        scratch = home.warehouse_path.parent / "ingest-scratch"
+        first_commit = home.root / "tracestore" / "spans" / "_delta_log" / f"{1:020d}.json"
+        proc = popen([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home.root), "ingest", str(traces)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + scaled(180)
+            while time.monotonic() < deadline and proc.poll() is None:
+                if (phase == "reading" and any(scratch.glob(".ingest-*.duckdb"))) or (
+                        phase == "committed" and first_commit.exists()):
+                    break
+                time.sleep(0.02)
+            assert proc.poll() is None, f"the ingestion ended before it could be killed while {phase}"
+        finally:
+            reap(proc, sig=signal.SIGKILL)
+        assert (first_commit.exists()) == (phase == "committed")
+
+        code, out, err = run_cli(capsys, home.root, "ingest", str(traces), "--json")
+        assert code == 0, err
+        for f in json.loads(out)["files"]:
+            assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"], f
+        got = _contents(home.root, span_origin=False)
+        for key in ("spans", "events", "rejects", "signals", "features"):
+            assert got[key] == want[key], (phase, key)
+        assert not list(scratch.glob(".ingest-*")), "the killed ingestion's scratch file is left behind"
 
 
 def test_upgrading_a_home_moves_its_traces_into_the_store_with_nothing_lost(tmp_path, capsys, home):

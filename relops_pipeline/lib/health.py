@@ -44,14 +44,18 @@ def stale_days(con: duckdb.DuckDBPyConnection) -> list[StaleDay]:
     last ingestion that added spans (or completed them with events) on that day."""
     rows = con.execute("""
         WITH touched AS (
-            SELECT s.start_time::DATE AS day, s.ingest_batch_id AS batch_id, count(*) AS spans
+            SELECT s.start_time::DATE AS day, s.ingest_batch_id AS batch_id, count(*) AS spans,
+                   max(s.ingested_at) AS ingested_at
             FROM spans s WHERE s.start_time IS NOT NULL GROUP BY ALL
             UNION ALL
-            SELECT DISTINCT s.start_time::DATE, e.ingest_batch_id, 0
+            SELECT DISTINCT s.start_time::DATE, e.ingest_batch_id, 0, NULL
             FROM genai_events e JOIN spans s USING (trace_id, span_id) WHERE s.start_time IS NOT NULL
         ), days AS (
-            SELECT t.day, sum(t.spans) AS spans, max(b.finished_at) AS last_ingested
-            FROM touched t JOIN ingest_batches b ON b.batch_id = t.batch_id GROUP BY t.day
+            -- A batch without its record (in the trace store: a run killed between the store's
+            -- commit and the warehouse's record) counts from when its spans were ingested.
+            SELECT t.day, sum(t.spans) AS spans, max(coalesce(b.finished_at, t.ingested_at)) AS last_ingested
+            FROM touched t LEFT JOIN ingest_batches b ON b.batch_id = t.batch_id GROUP BY t.day
+            HAVING max(coalesce(b.finished_at, t.ingested_at)) IS NOT NULL
         ), starts AS (  -- features are per trace, on the day its first span starts
             SELECT DISTINCT first_start::DATE AS day
             FROM (SELECT min(start_time) AS first_start FROM spans WHERE start_time IS NOT NULL GROUP BY trace_id)

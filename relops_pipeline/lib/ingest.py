@@ -638,7 +638,8 @@ def ingest_paths_to_store(
 
     settings = settings or IngestSettings()
     workdir.mkdir(parents=True, exist_ok=True)
-    scratch = workdir / f".ingest-{uuid.uuid4().hex}.duckdb"
+    _remove_dead_scratch(workdir)
+    scratch = workdir / f".ingest-{os.getpid()}-{uuid.uuid4().hex}.duckdb"
     con = duckdb.connect(str(scratch))
     try:
         migrate(con)
@@ -660,7 +661,8 @@ def ingest_paths_to_store(
         batch_ids = [r.batch_id or "" for r in summary.files]
         for name, table in stores.items():
             counts = dict(con.execute(f"SELECT ingest_batch_id, count(*) FROM {name} GROUP BY 1").fetchall())
-            appended = table.append_from(con, name, list(zip(batch_ids, sources, strict=True)))
+            # The loader keeps one span per (trace_id, span_id) and one event per key in a batch.
+            appended = table.append_from(con, name, list(zip(batch_ids, sources, strict=True)), unique=name != "trace_rejects")
             moved[name] = [(int(counts.get(b, 0)), a) for b, a in zip(batch_ids, appended, strict=True)]
         for i, result in enumerate(summary.files):
             _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
@@ -672,6 +674,12 @@ def ingest_paths_to_store(
             out.batches.append(row)
             for day, n in moved["spans"][i][1].by_day.items():
                 out.spans_by_day[day] = out.spans_by_day.get(day, 0) + n
+            if moved["spans"][i][1].skipped:
+                # Committed before, perhaps by a run killed before it recorded the batch or
+                # refreshed the days: refresh them now (nothing is added to them).
+                for (day,) in con.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM spans WHERE ingest_batch_id = ? "
+                                          "AND start_time IS NOT NULL", [result.batch_id]).fetchall():
+                    out.spans_by_day.setdefault(day.isoformat(), 0)
         return out
     finally:
         con.close()
@@ -726,6 +734,19 @@ def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, ca
     finally:
         con.execute("DROP TABLE IF EXISTS batch_events")
         con.execute("DROP TABLE IF EXISTS loaded")
+
+
+def _remove_dead_scratch(workdir: Path) -> None:
+    """Delete the scratch files of ingestions that were killed (their process is gone); those of
+    running ones (several ingest at once) stay."""
+    for leftover in workdir.glob(".ingest-*.duckdb*"):
+        try:
+            pid = int(leftover.name.split("-")[1])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            leftover.unlink(missing_ok=True)
+        except PermissionError:
+            continue  # alive, someone else's
 
 
 def _file_sha256(path: Path) -> str:

@@ -26,7 +26,6 @@ partitions; a view restricted to `days` deduplicates within those days only.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -45,6 +44,14 @@ from relops_pipeline.lib.tracestore.schema import PARTITION_COLUMN, SPANS, Table
 APP_ID_PREFIX = "relops-source:"
 _SOURCE_COLUMN = "__relops_source"  # a row's source while several are appended at once
 _COMMIT_ATTEMPTS = 20
+
+
+def _drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop the temp table or view `name`, if there is one."""
+    kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_catalog = 'temp'",
+                       [name]).fetchall()
+    if kind:
+        con.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} temp.{name}")
 
 
 def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
@@ -145,12 +152,14 @@ class TraceStore:
         return ", ".join(cols) + f", CAST({self.spec.time_column} AS DATE) AS {PARTITION_COLUMN}"
 
     def append_from(self, con: duckdb.DuckDBPyConnection, table: str, batches: Sequence[tuple[str, str]], *,
-                    check_existing: bool = True, batch_rows: int = 65_536) -> list[AppendResult]:
+                    check_existing: bool = True, unique: bool = False, batch_rows: int = 65_536) -> list[AppendResult]:
         """`append_many` for rows already in DuckDB: the rows of `table` on `con` (the warehouse
         table's shape) of each ingest batch, appended as the source named beside it, in one
         commit. Conformed, deduplicated and anti-joined in DuckDB (which spills to disk past its
         memory limit) and streamed to the writer batch by batch: a file of millions of spans is
-        never held whole in Python. Results in the order given."""
+        never held whole in Python. `unique`: the caller guarantees one row per identity within
+        a batch (the loader's spans and events), which saves a window over every row. Results
+        in the order given."""
         have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()}
         key = ", ".join(self.spec.key)
         con.execute("CREATE OR REPLACE TEMP TABLE store_sources (batch VARCHAR, pos INTEGER)")
@@ -161,10 +170,12 @@ class TraceStore:
         if bad:
             raise ValueError(f"{bad} row(s) of {self.spec.name} without {', '.join(self.spec.required)}")
         order = "source_line NULLS LAST" if "source_line" in have else key
+        once = "" if unique else f"QUALIFY row_number() OVER (PARTITION BY s.pos, {key} ORDER BY {order}) = 1"
+        # A view: the rows are read where they are, once to count and once to write (or to
+        # anti-join), never copied whole.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE store_incoming AS SELECT {self._conformed_columns(have)}, s.pos AS {_SOURCE_COLUMN} "
-            f"FROM {table} JOIN store_sources s ON s.batch = ingest_batch_id "
-            f"QUALIFY row_number() OVER (PARTITION BY s.pos, {key} ORDER BY {order}) = 1")
+            f"CREATE OR REPLACE TEMP VIEW store_incoming AS SELECT {self._conformed_columns(have)}, s.pos AS {_SOURCE_COLUMN} "
+            f"FROM {table} JOIN store_sources s ON s.batch = ingest_batch_id {once}")
         rows = dict(con.execute(f"SELECT {_SOURCE_COLUMN}, count(*) FROM store_incoming GROUP BY 1").fetchall())
         try:
             for _ in range(_COMMIT_ATTEMPTS):
@@ -187,10 +198,15 @@ class TraceStore:
                     on = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in self.spec.key)
                     anti = (f"ANTI JOIN (SELECT {key}, {PARTITION_COLUMN} FROM store_existing) e "
                             f"ON {on} AND e.{PARTITION_COLUMN} = i.{PARTITION_COLUMN}")
-                con.execute(f"CREATE OR REPLACE TEMP TABLE store_new AS SELECT i.* FROM store_incoming i {anti} "
-                            f"SEMI JOIN store_pending p ON p.pos = i.{_SOURCE_COLUMN}")
-                with contextlib.suppress(Exception):
+                # With nothing to anti-join against (a new day), what is written is read straight
+                # from the source rows; else the new rows are kept aside to be counted exactly.
+                _drop_temp(con, "store_new")
+                chosen = f"SELECT i.* FROM store_incoming i {anti} SEMI JOIN store_pending p ON p.pos = i.{_SOURCE_COLUMN}"
+                if anti:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE store_new AS {chosen}")
                     con.unregister("store_existing")
+                else:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW store_new AS {chosen}")
                 stream = con.sql(f"SELECT {', '.join(self.schema.names)} FROM store_new").to_arrow_reader(batch_rows)
                 try:
                     write_deltalake(
@@ -224,8 +240,8 @@ class TraceStore:
             return [AppendResult(source_id, int(rows.get(i, 0)), 0, int(rows.get(i, 0)), True, None)
                     for i, (_batch, source_id) in enumerate(batches)]
         finally:
-            for t in ("store_sources", "store_incoming", "store_pending", "store_new"):
-                con.execute(f"DROP TABLE IF EXISTS {t}")
+            for name in ("store_new", "store_incoming", "store_pending", "store_sources"):
+                _drop_temp(con, name)
 
     def append(self, spans: pa.Table | pa.RecordBatchReader, source_id: str, *,
                check_existing: bool = True) -> AppendResult:
@@ -349,10 +365,14 @@ class TraceStore:
         json_cols = set(json_columns(self.spec))
         cols = ", ".join(f'CAST("{n}" AS JSON) AS "{n}"' if n in json_cols else f'"{n}"' for n, _ in self.spec.columns)
         key = ", ".join(self.spec.key)
-        con.execute(
-            f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {cols} FROM "{raw}" '
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {self.spec.keep_order}) = 1"
-        )
+        # Copies of a row are rare (overlapping writers at the same moment, completions), and
+        # deduplicating means a window over every row each time the view is read; a scan of the
+        # key columns alone says whether this snapshot needs it. Without it, DuckDB streams the
+        # Parquet files with the query's filters and columns pushed down.
+        copies = dataset is not None and con.execute(
+            f'SELECT count(*) - count(DISTINCT ({key})) FROM "{raw}"').fetchall()[0][0]
+        once = f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {self.spec.keep_order}) = 1" if copies else ""
+        con.execute(f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {cols} FROM "{raw}"{once}')
 
     def days(self) -> list[date]:
         """The days that have partitions."""
