@@ -248,3 +248,25 @@ def test_refusal_patterns_agree_in_python_and_duckdb(wh):
     expected = [True] * len(REFUSALS) + [False] * len(NOT_REFUSALS)
     assert [bool(py.search(t)) for t in texts] == expected
     assert [r[0] for r in sql] == expected
+
+
+def test_a_batch_without_its_record_still_makes_its_day_stale(tmp_path):
+    """In a trace-store home, a run killed between the store's commit and the warehouse's record
+    of its batches leaves spans whose batch has no ingest_batches row: their day is still found
+    stale (from when the spans were ingested), so the heal and the next ingestion refresh it."""
+    from relops_pipeline.lib.health import stale_days
+    from relops_pipeline.lib.warehouse import open_warehouse
+
+    with open_warehouse(tmp_path / "wh.duckdb") as wh:
+        _one_unrecorded_span(wh)
+        stale = stale_days(wh)
+    [day] = stale
+    assert (day.day, day.spans, day.last_ingested, day.signals_at) == (
+        dt.date(2026, 11, 2), 1, dt.datetime(2026, 11, 3, 9), None)
+
+
+def _one_unrecorded_span(wh) -> None:
+    wh.execute(
+        "INSERT INTO spans (trace_id, span_id, span_name, kind, workflow, release, start_time, ingest_batch_id, "
+        "ingested_at, source_file) VALUES ('t', 's', 'chat', 'llm', 'w', 'v1', TIMESTAMP '2026-11-02 10:00:00', "
+        "'unrecorded', TIMESTAMP '2026-11-03 09:00:00', 'f.jsonl')")

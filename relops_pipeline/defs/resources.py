@@ -78,10 +78,13 @@ class WarehouseResource(dg.ConfigurableResource):
             release_memory()
 
     @contextmanager
-    def read_only(self, *, requires: str | None = None, timeout_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    def read_only(self, *, requires: str | None = None, timeout_s: float = 5.0,
+                  traces: bool = False) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A read-only connection for sensors, or None when there is nothing to read yet (no
         warehouse file, or no table `requires`). Raises WarehouseBusy while a run holds the
-        file: a sensor skips this tick and asks again on the next."""
+        file: a sensor skips this tick and asks again on the next. `traces`: the connection reads
+        spans, GenAI events and rejects (from the trace store when the home keeps them there;
+        linking it opens the Delta tables, which sensors that read none of them skip)."""
         if not self.path.exists():
             yield None
             return
@@ -97,7 +100,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 if requires not in tables:
                     yield None
                     return
-            store = self.home.settings().trace_store
+            store = self.home.settings().trace_store if traces else None
             if store is not None:
                 from relops_pipeline.lib.tracestore.linked import link_trace_store
 

@@ -141,7 +141,7 @@ def _heal(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> 
     from relops_pipeline.lib.health import stale_days
 
     try:
-        with warehouse.read_only(requires="daily_signals") as con:
+        with warehouse.read_only(requires="daily_signals", traces=True) as con:
             stale = stale_days(con) if con is not None else []
     except WarehouseBusy:
         return []
