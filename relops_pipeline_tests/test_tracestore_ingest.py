@@ -282,8 +282,8 @@ def test_the_warehouse_ingestion_job_refuses_a_store_home(tmp_path, home, resour
 
     _use_store(home)
     (tmp_path / "t.jsonl").write_text("")
-    job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
     with dg.instance_for_test() as instance:
+        job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
         result = job.execute_in_process(
             run_config={"ops": {"plan_ingest_chunks": {"config": {"paths": [str(tmp_path / "t.jsonl")]}}}},
             instance=instance, raise_on_error=False)
