@@ -185,6 +185,62 @@ def test_append_from_duckdb_streams_each_batch_as_its_source(store):
         store.append_from(con, "staged", [("b5", "bad")])
 
 
+def test_local_appends_written_by_duckdb_race_to_commit_and_read_back_exactly(tmp_path, monkeypatch):
+    """A local table's append_from has DuckDB write the Parquet files and delta-rs commit them.
+    Two writers (threads) holding the same source reach the commit together: exactly one commits
+    it, the other's commit fails, its files are deleted and its retry skips. What was written
+    reads back equal to the staged rows, through DuckDB's view and through delta-rs' own reader,
+    in row groups of at most ROW_GROUP_ROWS; no file outside the snapshot is left on disk."""
+    import threading
+
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    from relops_pipeline.lib.tracestore.store import ROW_GROUP_ROWS
+
+    store = TraceStore(default_uri(tmp_path / "home"))
+    staged = make_spans(0, 2 * ROW_GROUP_ROWS + 10, days=2, text=40)
+    store.table()
+    barrier = threading.Barrier(2, timeout=scaled(60))
+    commit = DeltaTable.create_write_transaction
+
+    def together(self, *args, **kwargs):
+        barrier.wait()
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", together)
+    results: list = []
+
+    def write() -> None:
+        con = duckdb.connect()
+        con.register("parts", staged.append_column("ingest_batch_id", pa.array(["b"] * staged.num_rows)))
+        con.execute("CREATE TABLE staged AS SELECT * FROM parts")
+        results.append(store.append_from(con, "staged", [("b", "same-file")], unique=True)[0])
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=scaled(120))
+    monkeypatch.undo()
+    assert sorted((r.appended, r.skipped) for r in results) == [(0, True), (staged.num_rows, False)]
+    dt = store.table()
+    assert dt.version() == 1  # created, then one commit
+    live = {Path(f) for f in dt.file_uris()}
+    assert {p for p in Path(store.uri).rglob("*.parquet")} == live
+    groups = [pq.ParquetFile(f).metadata for f in live]
+    assert all(m.num_row_groups >= 2 and max(m.row_group(i).num_rows for i in range(m.num_row_groups)) <= ROW_GROUP_ROWS
+               for m in groups)
+    con = duckdb.connect()
+    con.register("staged", staged)
+    store.register(con)
+    cols = ", ".join(staged.schema.names)
+    assert con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM staged EXCEPT ALL SELECT {cols} FROM spans_store)"
+                       ).fetchall()[0][0] == 0
+    by_delta = dt.to_pyarrow_dataset().to_table(columns=staged.schema.names).sort_by("span_id")
+    assert by_delta.cast(staged.schema).equals(staged.sort_by("span_id"))
+
+
 def test_append_query_idempotent_and_day_partitions(store):
     first = store.append(make_spans(0, 300), "file-a")
     assert (first.appended, first.duplicates, first.skipped) == (300, 0, False)

@@ -712,8 +712,7 @@ def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, ca
         try:
             con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN batch_events USING (trace_id, span_id)")
         finally:
-            con.execute("DROP VIEW IF EXISTS stored_spans")
-            con.unregister("stored_spans__delta")
+            tables.store(SPANS).unregister(con, "stored_spans")
         con.execute(
             "CREATE OR REPLACE TEMP TABLE loaded AS SELECT trace_id, span_id, start_time, input_text, output_text, "
             "CAST(input_messages AS VARCHAR) AS im, CAST(output_messages AS VARCHAR) AS om, finish_reason "
