@@ -303,6 +303,43 @@ def test_blind_append_is_counted_once_and_compaction_removes_the_copies(tmp_path
     assert count(store) == (750, 750)
 
 
+def test_a_view_rescans_for_copies_only_the_days_whose_files_changed(tmp_path, monkeypatch):
+    """Whether a day holds copies (so its view must deduplicate) is kept per day with a digest
+    of the day's files: a new connection rescans only the days an append or a compaction
+    changed, and the counts stay exact throughout; a damaged cache is rebuilt."""
+    store = TraceStore(default_uri(tmp_path / "home"))
+    scanned: list[list[str]] = []
+    real = TraceStore._count_copies
+
+    def spy(self, con, raw, days):
+        scanned.append(list(days))
+        return real(self, con, raw, days)
+
+    monkeypatch.setattr(TraceStore, "_count_copies", spy)
+    days = [(BASE.date() + timedelta(days=d)).isoformat() for d in range(3)]
+
+    def view() -> tuple[tuple[int, int], bool]:
+        con = duckdb.connect()
+        store.register(con)
+        rows = con.execute("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans_store").fetchall()[0]
+        deduplicates = "QUALIFY" in con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'spans_store'").fetchall()[0][0]
+        con.close()
+        return rows, deduplicates
+
+    store.append(make_spans(0, 600), "a")
+    assert view() == ((600, 600), False) and scanned == [days]
+    assert view() == ((600, 600), False) and scanned == [days]  # nothing changed: no scan
+    # 200 copies on the first day only (a blind append of the same spans).
+    store.append(make_spans(0, 600).take(list(range(0, 600, 3))), "b", check_existing=False)
+    assert view() == ((600, 600), True) and scanned[1:] == [days[:1]]
+    assert store.compact() == 200
+    assert view() == ((600, 600), False) and scanned[2:] == [days[:1]]
+    store.vacuum(retention_hours=0)
+    assert view() == ((600, 600), False) and len(scanned) == 3
+    (Path(store.uri) / "_relops_copies.json").write_text("{not json")
+    assert view() == ((600, 600), False) and scanned[3:] == [days]
+
+
 def test_span_without_identity_is_refused(tmp_path):
     store = TraceStore(tmp_path / "ts")
     bad = make_spans(0, 3).set_column(1, "span_id", pa.array(["s0", None, "s2"]))

@@ -290,3 +290,64 @@ def test_the_warehouse_ingestion_job_refuses_a_store_home(tmp_path, home, resour
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "keeps its traces in the trace store" in failure.step_failure_data.error.message
+
+
+@pytest.mark.parametrize("post_first", [True, False], ids=["post-then-patch", "patch-then-post"])
+def test_langsmith_runs_split_across_ingestions_complete_in_the_store_as_in_the_warehouse(tmp_path, post_first):
+    """The LangSmith SDK sends a run's start (post) and its end (patch) in separate requests, so
+    they often land in different ingestions, in either order. A store home completes the run as
+    a warehouse home does: the same spans (end time, latency, output, tokens, cost, status), the
+    same count per file (an applied patch is a duplicate, a waiting one a `pending:` reject) and
+    the same span_updates to recompute the day's features."""
+    import duckdb
+
+    from relops_pipeline.lib.ingest import ingest_file, ingest_paths_to_store
+    from relops_pipeline.lib.settings import IngestSettings, Price, TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.warehouse import migrate
+    from relops_pipeline_tests.test_langsmith_runs import runs_of
+
+    settings = IngestSettings(prices={"gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6)})
+    runs = [runs_of(n) for n in (2, 3, 4)]  # the SDK's requests: 4 runs, 2 of them ending with an error
+    post, patch = tmp_path / "post.json", tmp_path / "patch.json"
+    post.write_text(json.dumps({"post": [r for run in runs for r in run["post"]], "patch": []}))
+    patch.write_text(json.dumps({"post": [], "patch": [r for run in runs for r in run.get("patch", [])]}))
+    files = [post, patch] if post_first else [patch, post]
+
+    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    migrate(wh)
+    by_warehouse = [ingest_file(wh, f, settings=settings) for f in files]
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    by_store = [ingest_paths_to_store(tables, [f], workdir=tmp_path / "scratch", settings=settings) for f in files]
+
+    def counts(r) -> tuple:
+        return r.read, r.accepted, r.rejected, r.duplicates
+
+    assert [counts(r) for r in by_warehouse] == [counts(s.summary.files[0]) for s in by_store]
+    # The case is what it says: four patches applied to stored runs, or kept waiting for them.
+    assert counts(by_warehouse[1 if post_first else 0]) == ((4, 0, 0, 4) if post_first else (4, 0, 4, 0))
+    store = duckdb.connect()
+    tables.attach(store)
+    # A patch that waited for its post: the warehouse merges it into the post as it reads it,
+    # so the run's attributes also gain the patch's metadata (usage_metadata); the store applies
+    # it to the span as the warehouse applies a patch to a run already ingested, which leaves
+    # the attributes as posted. Every other column is the same.
+    content = ("SELECT * EXCLUDE (ingest_batch_id, ingested_at, attributes), CAST(attributes AS VARCHAR) "
+               "FROM spans ORDER BY trace_id, span_id")
+    spans = wh.execute(content).fetchall()
+    stored = store.execute(content).fetchall()
+    assert [s[:-1] for s in stored] == [s[:-1] for s in spans]
+    for (*_, by_store_attrs), (*_, by_warehouse_attrs) in zip(stored, spans, strict=True):
+        ours, theirs = json.loads(by_store_attrs), json.loads(by_warehouse_attrs)
+        assert ours == theirs if post_first else ours.items() <= theirs.items()
+    done = {r[0]: r[1:] for r in wh.execute("SELECT span_name, status, output_text, end_time IS NOT NULL FROM spans").fetchall()}
+    assert done["answer"] == ("ok", "Paris.", True) and done["failing"][0] == "error" and done["chat"][2]
+    updates = "SELECT trace_id, span_id, start_time, source_file, source_line, reason FROM span_updates ORDER BY ALL"
+    recorded = [tuple(u[k] for k in ("trace_id", "span_id", "start_time", "source_file", "source_line", "reason"))
+                for s in by_store for u in s.span_updates]
+    assert sorted(recorded) == wh.execute(updates).fetchall()
+    # The completed run's day is refreshed by the ingestion that completed it.
+    day = wh.execute("SELECT min(start_time)::DATE FROM spans").fetchall()[0][0]
+    assert day.isoformat() in by_store[1].spans_by_day
+    rejects = "SELECT regexp_extract(source_file, '[^/]+$'), source_line, reason FROM trace_rejects ORDER BY ALL"
+    assert store.execute(rejects).fetchall() == wh.execute(rejects).fetchall()

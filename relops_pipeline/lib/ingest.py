@@ -605,6 +605,8 @@ class StoreIngestion:
     summary: IngestSummary
     batches: list[dict] = field(default_factory=list)
     spans_by_day: dict[str, int] = field(default_factory=dict)
+    # span_updates rows (spans these files completed) to record in the warehouse with the batches
+    span_updates: list[dict] = field(default_factory=list)
 
 
 def ingest_paths_to_store(
@@ -648,13 +650,16 @@ def ingest_paths_to_store(
         out = StoreIngestion(summary)
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
-        completed = _complete_from_store(con, tables, int(settings.text_cap))
-        if completed is not None and completed.num_rows:
-            # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
-            batch_digest = hashlib.sha256(",".join(sources).encode()).hexdigest()
-            stores["spans"].append_many([(completed, f"completion:{batch_digest}")], check_existing=False)
-            for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
-                out.spans_by_day.setdefault(day, 0)
+        batch_digest = hashlib.sha256(",".join(sources).encode()).hexdigest()
+        for kind, completed in (("langsmith", _complete_langsmith_from_store(con, tables, summary, settings)),
+                                ("completion", _complete_from_store(con, tables, int(settings.text_cap)))):
+            if completed is not None and completed.num_rows:
+                # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
+                stores["spans"].append_many([(completed, f"{kind}:{batch_digest}")], check_existing=False)
+                for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
+                    out.spans_by_day.setdefault(day, 0)
+        cur = con.execute("SELECT * FROM span_updates ORDER BY ALL")
+        out.span_updates = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
         # After the whole call, so that completions by later files are in what is appended;
         # one commit per table for all the files (a commit costs ~0.1 s, whatever it holds).
         moved: dict[str, list[tuple[int, AppendResult]]] = {}
@@ -685,6 +690,86 @@ def ingest_paths_to_store(
         con.close()
         for leftover in (scratch, scratch.with_name(scratch.name + ".wal")):
             leftover.unlink(missing_ok=True)
+
+
+def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, summary: IngestSummary,
+                                   settings: IngestSettings) -> pa.Table | None:
+    """LangSmith runs whose start (post) and end (patch) arrive in different ingestions, as the
+    SDK's separate requests usually do: completed in the store as a warehouse home completes
+    them (lib/readers/langsmith.py), and returned as the completed copies of the stored spans
+    (None: nothing to complete).
+
+    - A patch of these files whose run an earlier ingestion stored: the run is loaded from the
+      store into the scratch `spans`, the patch applied to it (span_updates under the patch's
+      batch) and the completed copy returned. The patch's `pending:` reject goes, and its file
+      counts it as a duplicate instead, as in the warehouse.
+    - A run of these files whose patch an earlier ingestion kept as a `pending:` reject (the
+      store's form of langsmith_pending): the patch is applied to the new span before it is
+      appended. The earlier reject stays, as the warehouse keeps its rejects."""
+    from relops_pipeline.lib.readers import langsmith
+    from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
+
+    by_batch = {r.batch_id: r for r in summary.files if r.batch_id}
+    con.execute("CREATE OR REPLACE TEMP TABLE new_runs AS SELECT trace_id, span_id, ingest_batch_id FROM spans "
+                "WHERE source_format = 'langsmith' AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))", [list(by_batch)])
+    waiting = _count(con, "SELECT count(*) FROM langsmith_pending")
+    try:
+        if not waiting and not _count(con, "SELECT count(*) FROM new_runs"):
+            return None
+        received = utc_naive()  # after the new spans' ingestion, so the patches apply to them
+        if _count(con, "SELECT count(*) FROM new_runs"):
+            tables.store(TRACE_REJECTS).register(con, "stored_rejects")
+            try:
+                con.execute(
+                    "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, "
+                    "received_at) SELECT n.span_id, n.trace_id, r.raw, r.source_file, r.source_line, n.ingest_batch_id, ? "
+                    "FROM stored_rejects r JOIN new_runs n ON n.span_id = json_extract_string(r.raw, '$.id') "
+                    "AND coalesce(json_extract_string(r.raw, '$.trace_id') = n.trace_id, true) "
+                    "WHERE r.source_format = 'langsmith' AND starts_with(r.reason, 'pending: ') AND json_valid(r.raw) "
+                    "ORDER BY r.rejected_at, r.source_file, r.source_line", [received])
+            finally:
+                tables.store(TRACE_REJECTS).unregister(con, "stored_rejects")
+        con.execute("CREATE OR REPLACE TEMP TABLE store_runs (trace_id VARCHAR, span_id VARCHAR)")
+        if waiting:
+            spans = tables.store(SPANS)
+            spans.register(con, "stored_spans")
+            try:
+                con.execute(
+                    "INSERT INTO store_runs SELECT DISTINCT s.trace_id, s.span_id FROM stored_spans s "
+                    "JOIN langsmith_pending p ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+                    "ANTI JOIN spans x ON x.trace_id = s.trace_id AND x.span_id = s.span_id")
+                con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN store_runs USING (trace_id, span_id)")
+            finally:
+                spans.unregister(con, "stored_spans")
+        cap = int(settings.text_cap)
+
+        def load_for(batch_id: str | None) -> LoadContext:
+            result = by_batch.get(batch_id) if batch_id else None
+            return LoadContext(batch_id or "", result.path if result else "", received, cap, settings.price_for)
+
+        applied = langsmith.apply_waiting(con, load_for)
+        # A run of these files that took a waiting patch is new in its own batch, which
+        # recomputes it anyway: no update to record (the warehouse merges such a patch as it
+        # reads the post, and records none either).
+        con.execute("DELETE FROM span_updates u USING new_runs n WHERE u.ingest_batch_id = n.ingest_batch_id "
+                    "AND u.trace_id = n.trace_id AND u.span_id = n.span_id")
+        for batch_id, source_line, _trace_id, _span_id in applied:
+            gone = con.execute(
+                "DELETE FROM trace_rejects WHERE ingest_batch_id = ? AND source_line IS NOT DISTINCT FROM ? "
+                "AND starts_with(reason, 'pending: ') RETURNING 1", [batch_id, source_line]).fetchall()
+            if gone and batch_id in by_batch:
+                by_batch[batch_id].rejected -= len(gone)
+                by_batch[batch_id].duplicates += len(gone)
+        con.execute(
+            "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
+            "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
+            "FROM (SELECT ingest_batch_id AS b, min(start_time) AS lo, max(start_time) AS hi FROM span_updates GROUP BY 1) x "
+            "WHERE batch_id = x.b")
+        return con.sql("SELECT * FROM spans SEMI JOIN store_runs USING (trace_id, span_id) "
+                       "SEMI JOIN span_updates USING (trace_id, span_id)").to_arrow_table()
+    finally:
+        con.execute("DROP TABLE IF EXISTS new_runs")
+        con.execute("DROP TABLE IF EXISTS store_runs")
 
 
 def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, cap: int) -> pa.Table | None:

@@ -1,6 +1,6 @@
 """Production traces by day: the validated raw spans and the daily signals derived from them."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
@@ -111,5 +111,6 @@ def trace_features(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
     start, end = _window(context)
     incremental = context.run.tags.get(TRIGGER_TAG, "").startswith("ingest:")
-    with warehouse.get_connection() as con:
+    # A trace belongs to the day of its first span and may cross midnight: its days and one each side.
+    with warehouse.get_connection(days=_days(start - timedelta(days=1), end + timedelta(days=1))) as con:
         return trace_features_result(refresh_features(con, start.date(), end.date(), incremental=incremental))

@@ -106,25 +106,36 @@ def ingest_chunk_to_store(context: dg.OpExecutionContext, chunk: dict, home: Rel
         run_id=context.run.run_id,
         progress=_progress_logger(context, chunk),
     )
-    return {**done.summary.as_json(), "spans_by_day": done.spans_by_day, "batches": done.batches}
+    return {**done.summary.as_json(), "spans_by_day": done.spans_by_day, "batches": done.batches,
+            "span_updates": done.span_updates}
 
 
 @dg.op(pool=WAREHOUSE_POOL, tags={"relops/domain": "ingest"})
 def record_store_batches(context: dg.OpExecutionContext, chunks: list[dict], warehouse: WarehouseResource) -> list[dict]:
     """Record the batches an ingestion appended to the trace store in the warehouse's
-    ingest_batches (the control state: what came from which file, and how it added up), in
-    one transaction. A batch already recorded is left as it is."""
+    ingest_batches (the control state: what came from which file, and how it added up) and
+    the spans they completed in span_updates (what incremental features recompute), in one
+    transaction. A batch already recorded is left as it is, with its updates."""
     rows = [b for c in chunks for b in c["batches"]]
+    updates = [u for c in chunks for u in c.get("span_updates", [])]
     if rows:
         cols = list(rows[0])
         with warehouse.get_connection() as con:
             con.execute("BEGIN TRANSACTION")
             try:
+                recorded = {r[0] for r in con.execute(
+                    "SELECT batch_id FROM ingest_batches WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [[r["batch_id"] for r in rows]]).fetchall()}
                 con.executemany(
                     f"INSERT INTO ingest_batches ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
                     "ON CONFLICT DO NOTHING",
                     [[r[c] for c in cols] for r in rows],
                 )
+                new_updates = [u for u in updates if u["ingest_batch_id"] not in recorded]
+                if new_updates:
+                    ucols = list(new_updates[0])
+                    con.executemany(f"INSERT INTO span_updates ({', '.join(ucols)}) VALUES ({', '.join('?' for _ in ucols)})",
+                                    [[u[c] for c in ucols] for u in new_updates])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -39,7 +39,7 @@ tables) a patch without its post in the payload is rejected.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from relops_pipeline.lib.readers.attributes import genai_messages, map_attributes, messages_text
@@ -401,18 +401,8 @@ def after_insert(con, load: LoadContext) -> LoadResult:
     con.execute(f"DROP TABLE {PATCH_STAGE}")
     updates: dict[tuple[str, str], _SpanUpdate] = {}
 
-    # Waiting patches whose run is now in spans: those received before their span was ingested
-    # were merged into it when its post was read; the others (the run came another way) apply now.
-    waiting = con.execute(
-        "SELECT p.rowid, s.trace_id, s.span_id, s.start_time, p.payload, s.ingested_at < p.received_at, p.source_file, p.source_line "
-        "FROM langsmith_pending p JOIN spans s ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
-        "ORDER BY p.received_at, p.source_file, p.source_line"
-    ).fetchall()
-    for _, trace_id, span_id, start, payload, not_merged, source_file, source_line in waiting:
-        if not_merged:
-            updates.setdefault((trace_id, span_id), _SpanUpdate(start, source_file, source_line)).add(json.loads(payload))
-    if waiting:
-        con.execute("DELETE FROM langsmith_pending WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [[w[0] for w in waiting]])
+    for _batch, w_trace, w_span, w_start, w_payload, w_file, w_line in _settle_waiting(con):
+        updates.setdefault((w_trace, w_span), _SpanUpdate(w_start, w_file, w_line)).add(json.loads(w_payload))
 
     applied = 0
     by_run: dict[str, list[tuple[int, Any, str]]] = {}
@@ -441,6 +431,40 @@ def after_insert(con, load: LoadContext) -> LoadResult:
     if updates:
         _apply_updates(con, load, updates)
     return LoadResult(read=len(staged), duplicates=applied)
+
+
+def _settle_waiting(con) -> list[tuple[str | None, str, str, Any, str, str, int | None]]:
+    """Waiting patches whose run is now in `spans`, deleted from langsmith_pending; returned
+    (the batch that received it, trace_id, span_id, start_time, payload, source_file,
+    source_line) for those still to apply, in arrival order. Those received before their span
+    was ingested were merged into it when its post was read; the others (the run came another
+    way) apply now."""
+    waiting = con.execute(
+        "SELECT p.rowid, s.ingested_at < p.received_at, p.ingest_batch_id, s.trace_id, s.span_id, s.start_time, p.payload, "
+        "p.source_file, p.source_line "
+        "FROM langsmith_pending p JOIN spans s ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+        "ORDER BY p.received_at, p.source_file, p.source_line"
+    ).fetchall()
+    if waiting:
+        con.execute("DELETE FROM langsmith_pending WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [[w[0] for w in waiting]])
+    return [tuple(w[2:]) for w in waiting if w[1]]
+
+
+def apply_waiting(con, load_for: Callable[[str | None], LoadContext]) -> list[tuple[str | None, int | None, str, str]]:
+    """Apply the waiting patches whose run is in `spans` now, as the next file's hook would:
+    each to its span, recorded in span_updates under the batch that received the patch
+    (`load_for(batch_id)` gives its load). For a trace store ingestion, which loads the runs
+    an earlier ingestion stored into its scratch `spans` first (lib/ingest.py). Returns
+    (batch, source_line, trace_id, span_id) per patch applied."""
+    by_batch: dict[str | None, dict[tuple[str, str], _SpanUpdate]] = {}
+    applied = []
+    for batch, trace_id, span_id, start, payload, source_file, source_line in _settle_waiting(con):
+        by_batch.setdefault(batch, {}).setdefault((trace_id, span_id), _SpanUpdate(start, source_file, source_line)).add(
+            json.loads(payload))
+        applied.append((batch, source_line, trace_id, span_id))
+    for batch, updates in by_batch.items():
+        _apply_updates(con, load_for(batch), updates)
+    return applied
 
 
 class _SpanUpdate:

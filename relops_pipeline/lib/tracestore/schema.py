@@ -42,13 +42,15 @@ class TableSpec:
     keep_order: str
 
 
-# A span's copies are kept most complete first: a copy completed by GenAI events that arrived
-# in a later ingestion (lib/ingest._complete_from_store) wins over the copy it completes; among
-# equally complete copies, the first ingested.
+# A span's copies are kept most complete first: a copy completed by GenAI events or by a
+# LangSmith run's end that arrived in a later ingestion (lib/ingest._complete_from_store,
+# _complete_langsmith_from_store) wins over the copy it completes; among equally complete
+# copies, the first ingested.
 SPANS = TableSpec(
     "spans", tuple(SPAN_COLUMNS), SPAN_KEY, "start_time", (*SPAN_KEY, "start_time"),
     "(input_text IS NULL)::INT + (output_text IS NULL)::INT + (input_messages IS NULL)::INT"
-    " + (output_messages IS NULL)::INT + (finish_reason IS NULL)::INT, "
+    " + (output_messages IS NULL)::INT + (finish_reason IS NULL)::INT"
+    " + (end_time IS NULL)::INT + (coalesce(status, 'unset') = 'unset')::INT, "
     "ingested_at NULLS LAST, ingest_batch_id NULLS LAST, source_file NULLS LAST, source_line NULLS LAST",
 )
 # genai_events as lib/warehouse.py creates it; event_key is the loader's hash of the event.
