@@ -351,3 +351,28 @@ def test_langsmith_runs_split_across_ingestions_complete_in_the_store_as_in_the_
     assert day.isoformat() in by_store[1].spans_by_day
     rejects = "SELECT regexp_extract(source_file, '[^/]+$'), source_line, reason FROM trace_rejects ORDER BY ALL"
     assert store.execute(rejects).fetchall() == wh.execute(rejects).fetchall()
+
+
+def test_a_langsmith_run_ended_in_a_later_relops_ingest_is_complete_in_a_store_home(tmp_path, capsys):
+    """Through `relops ingest` and its Dagster runs: a store home that gets a run's post in one
+    ingestion and its patch in the next records the patches' span_updates in the warehouse and
+    computes the same spans, signals and features as a warehouse home."""
+    from relops_pipeline_tests.test_langsmith_runs import runs_of
+
+    runs = [runs_of(n) for n in (2, 3, 4)]
+    (tmp_path / "post.json").write_text(json.dumps({"post": [r for run in runs for r in run["post"]], "patch": []}))
+    (tmp_path / "patch.json").write_text(json.dumps({"post": [], "patch": [r for run in runs for r in run.get("patch", [])]}))
+    contents, updates = {}, {}
+    for name, store in (("warehouse", False), ("store", True)):
+        h = Home.resolve(tmp_path / name)
+        h.init(example=True)
+        if store:
+            _use_store(h)
+        for step in ("post", "patch"):
+            code, _, err = run_cli(capsys, h.root, "ingest", str(tmp_path / f"{step}.json"))
+            assert code == 0, err
+        contents[name] = _contents(h.root)
+        with relops_resources(h.root)["warehouse"].get_connection() as con:
+            updates[name] = con.execute("SELECT trace_id, span_id, source_line, reason FROM span_updates ORDER BY ALL").fetchall()
+    assert contents["store"] == contents["warehouse"]
+    assert len(updates["store"]) == 4 and updates["store"] == updates["warehouse"]
