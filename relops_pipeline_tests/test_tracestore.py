@@ -190,7 +190,9 @@ def test_local_appends_written_by_duckdb_race_to_commit_and_read_back_exactly(tm
     Two writers (threads) holding the same source reach the commit together: exactly one commits
     it, the other's commit fails, its files are deleted and its retry skips. What was written
     reads back equal to the staged rows, through DuckDB's view and through delta-rs' own reader,
-    in row groups of at most ROW_GROUP_ROWS; no file outside the snapshot is left on disk."""
+    in row groups of at most ROW_GROUP_ROWS; no file outside the snapshot is left on disk. The
+    home sits under a folder named like a column (`kind=retrieval`): what DuckDB reads is the
+    files' own values, not the path's."""
     import threading
 
     import pyarrow.parquet as pq
@@ -198,7 +200,7 @@ def test_local_appends_written_by_duckdb_race_to_commit_and_read_back_exactly(tm
 
     from relops_pipeline.lib.tracestore.store import ROW_GROUP_ROWS
 
-    store = TraceStore(default_uri(tmp_path / "home"))
+    store = TraceStore(default_uri(tmp_path / "kind=retrieval" / "home"))
     staged = make_spans(0, 2 * ROW_GROUP_ROWS + 10, days=2, text=40)
     store.table()
     barrier = threading.Barrier(2, timeout=scaled(60))

@@ -71,6 +71,19 @@ def _drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} temp.{name}")
 
 
+def _parquet_scan(files: Sequence[str]) -> str:
+    """SQL: the rows of a table's Parquet files (local paths), with their partition's `day`.
+
+    The day is read from the folder each file is in (`day=YYYY-MM-DD/`), not by DuckDB's
+    hive_partitioning, which takes every `key=value` folder of the path as a column: a home
+    under `/data/status=ok/` would have overwritten every span's status. union_by_name: files
+    written before a column was added read it as NULL."""
+    listed = ", ".join("'" + f.removeprefix("file://").replace("'", "''") + "'" for f in files)
+    return (f"SELECT * EXCLUDE (filename), CAST(regexp_extract(filename, '/{PARTITION_COLUMN}=([^/]+)/[^/]+$', 1) AS DATE) "
+            f"AS {PARTITION_COLUMN} FROM read_parquet([{listed}], union_by_name = true, filename = true, "
+            f"hive_partitioning = false)")
+
+
 def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
     """The embedded default: `<home>/tracestore/<table>/` (nothing to start)."""
     return str(Path(home) / "tracestore" / table)
@@ -457,11 +470,7 @@ class TraceStore:
             if not files:
                 con.register(raw, self.schema.empty_table())
                 return set()
-            listed = ", ".join("'" + f.removeprefix("file://").replace("'", "''") + "'" for f in files)
-            # union_by_name: files written before a column was added read it as NULL.
-            con.execute(f'CREATE OR REPLACE TEMP VIEW "{raw}" AS '
-                        f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = true, "
-                        f"hive_types = {{'{PARTITION_COLUMN}': DATE}})")
+            con.execute(f'CREATE OR REPLACE TEMP VIEW "{raw}" AS {_parquet_scan(files)}')
         else:
             con.register(raw, dt.to_pyarrow_dataset(file_pruning_predicate=pruning))
         return {r[0] for r in con.execute(f'DESCRIBE "{raw}"').fetchall()}
@@ -480,7 +489,7 @@ class TraceStore:
             files.setdefault(str(action[f"partition.{PARTITION_COLUMN}"]), []).append(action["path"])
         wanted = sorted(files if days is None else set(days) & set(files))
         if not self.is_local:
-            return sorted(d for d, n in self._count_copies(con, raw, wanted).items() if n)
+            return sorted(d for d, n in self._count_copies(con, f'SELECT * FROM "{raw}"', wanted).items() if n)
         digests = {d: hashlib.sha256("\n".join(sorted(files[d])).encode()).hexdigest() for d in wanted}
         cache_file = Path(self.uri.removeprefix("file://")) / _COPIES_CACHE
         try:
@@ -490,7 +499,7 @@ class TraceStore:
             cache = {}
         stale = [d for d in wanted if not isinstance(cache.get(d), dict) or cache[d].get("files") != digests[d]]
         if stale:
-            found = self._count_copies(con, raw, stale)
+            found = self._count_copies(con, _parquet_scan([f"{cache_file.parent}/{p}" for d in stale for p in files[d]]), stale)
             cache.update({d: {"files": digests[d], "copies": int(found.get(d, 0))} for d in stale})
             # Written whole and renamed over: concurrent readers never see half a file, and two
             # connections updating it at once write the same answers for the same files.
@@ -502,11 +511,12 @@ class TraceStore:
                 tmp.unlink(missing_ok=True)
         return [d for d in wanted if cache[d]["copies"]]
 
-    def _count_copies(self, con: duckdb.DuckDBPyConnection, raw: str, days: list[str]) -> dict[str, int]:
-        """Per day of `days` that `raw` holds: its rows less its distinct identities."""
+    def _count_copies(self, con: duckdb.DuckDBPyConnection, rows: str, days: list[str]) -> dict[str, int]:
+        """Per day of `days` in the relation `rows` (a view's name or a query): its rows less its
+        distinct identities."""
         key = ", ".join(self.spec.key)
         return dict(con.execute(
-            f'SELECT CAST({PARTITION_COLUMN} AS VARCHAR), count(*) - count(DISTINCT ({key})) FROM "{raw}" '
+            f'SELECT CAST({PARTITION_COLUMN} AS VARCHAR), count(*) - count(DISTINCT ({key})) FROM ({rows}) '
             f"WHERE {PARTITION_COLUMN} IN (SELECT unnest(?::DATE[])) GROUP BY 1", [days]).fetchall())
 
     def days(self) -> list[date]:
