@@ -48,6 +48,7 @@ from relops_pipeline.lib.tracestore.schema import PARTITION_COLUMN, SPANS, Table
 
 APP_ID_PREFIX = "relops-source:"
 _SOURCE_COLUMN = "__relops_source"  # a row's source while several are appended at once
+_MIGRATION_SOURCE = "__relops_migration_day"  # a warehouse row's day while it is moved to the store
 _COMMIT_ATTEMPTS = 20
 # Parquet row groups of 64k rows: a reader (DuckDB's Arrow scan, a day's computation) and the
 # writer hold one row group at a time, and delta-rs' default (1M rows) made one row group of a
@@ -223,20 +224,21 @@ class TraceStore:
         return ", ".join(cols) + f", CAST({self.spec.time_column} AS DATE) AS {PARTITION_COLUMN}"
 
     def append_from(self, con: duckdb.DuckDBPyConnection, table: str, batches: Sequence[tuple[str, str]], *,
-                    check_existing: bool = True, unique: bool = False, batch_rows: int = 65_536) -> list[AppendResult]:
+                    check_existing: bool = True, unique: bool = False, batch_rows: int = 65_536,
+                    source_column: str = "ingest_batch_id") -> list[AppendResult]:
         """`append_many` for rows already in DuckDB: the rows of `table` on `con` (the warehouse
         table's shape) of each ingest batch, appended as the source named beside it, in one
         commit. Conformed, deduplicated and anti-joined in DuckDB (which spills to disk past its
         memory limit) and streamed to the writer batch by batch: a file of millions of spans is
         never held whole in Python. `unique`: the caller guarantees one row per identity within
         a batch (the loader's spans and events), which saves a window over every row. Results
-        in the order given."""
+        in the order given. `source_column`: the column of `table` whose value names a row's batch."""
         have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()}
         key = ", ".join(self.spec.key)
         con.execute("CREATE OR REPLACE TEMP TABLE store_sources (batch VARCHAR, pos INTEGER)")
         con.executemany("INSERT INTO store_sources VALUES (?, ?)", [[b, i] for i, (b, _) in enumerate(batches)])
         unset = " OR ".join(f'"{c}" IS NULL' for c in self.spec.required)
-        bad = con.execute(f"SELECT count(*) FROM {table} SEMI JOIN store_sources s ON s.batch = ingest_batch_id "
+        bad = con.execute(f"SELECT count(*) FROM {table} SEMI JOIN store_sources s ON s.batch = {source_column} "
                           f"WHERE {unset}").fetchall()[0][0]
         if bad:
             raise ValueError(f"{bad} row(s) of {self.spec.name} without {', '.join(self.spec.required)}")
@@ -246,7 +248,7 @@ class TraceStore:
         # anti-join), never copied whole.
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW store_incoming AS SELECT {self._conformed_columns(have)}, s.pos AS {_SOURCE_COLUMN} "
-            f"FROM {table} JOIN store_sources s ON s.batch = ingest_batch_id {once}")
+            f"FROM {table} JOIN store_sources s ON s.batch = {source_column} {once}")
         rows = dict(con.execute(f"SELECT {_SOURCE_COLUMN}, count(*) FROM store_incoming GROUP BY 1").fetchall())
         try:
             for _ in range(_COMMIT_ATTEMPTS):
@@ -533,13 +535,22 @@ class TraceStore:
         when = self.spec.time_column
         day_rows = con.execute(f"SELECT CAST({when} AS DATE) AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
         total = sum(n for _, n in day_rows)
+        if any(day is None for day, _ in day_rows):
+            raise ValueError(f"{sum(n for d, n in day_rows if d is None)} row(s) of {self.spec.name} without {when}")
         appended = already = 0
-        for day, _ in day_rows:
-            where = f"{when} IS NULL" if day is None else f"CAST({when} AS DATE) = DATE '{day.isoformat()}'"
-            rows = con.sql(f"SELECT * FROM {table} WHERE {where}").to_arrow_table()
-            result = self.append(rows, f"warehouse:{day}")
-            appended += result.appended
-            already += result.duplicates
+        try:
+            for day, _ in day_rows:
+                # Streamed from the warehouse by DuckDB (its memory limit holds), the day's rows
+                # named as one source by the extra column.
+                con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW tracestore_migrating AS SELECT *, '{day.isoformat()}' AS {_MIGRATION_SOURCE} "
+                    f"FROM {table} WHERE CAST({when} AS DATE) = DATE '{day.isoformat()}'")
+                result = self.append_from(con, "tracestore_migrating", [(day.isoformat(), f"warehouse:{day}")],
+                                          source_column=_MIGRATION_SOURCE)[0]
+                appended += result.appended
+                already += result.duplicates
+        finally:
+            _drop_temp(con, "tracestore_migrating")
         self.register(con, "tracestore_migration_check")
         try:
             # IS NOT DISTINCT FROM: a reject's source_line may be NULL (a whole file refused).
