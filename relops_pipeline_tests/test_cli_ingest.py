@@ -152,6 +152,53 @@ def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path, spawn):
     assert _spans(home) == sum(t["accepted"] for t in totals)
 
 
+def test_follow_ups_wait_for_an_ingestion_in_progress_but_only_so_long(home, spawn):
+    """An ingestion's follow-ups wait for the home's other ingestions in progress (to refresh
+    their days in the same pass) until they end — and no longer than the bound when one does
+    not; a dead one is not waited for."""
+    import dagster as dg
+
+    from relops_pipeline.cli.common import dagster_instance
+    from relops_pipeline.cli.ingest import followups_turn
+    from relops_pipeline.defs.recovery import PID_TAG
+    from relops_pipeline.lib.home import Home
+
+    @dg.op
+    def _read():
+        return None
+
+    @dg.job(name="ingest_traces_to_store_job")
+    def _ingestion():
+        _read()
+
+    h = Home.resolve(home)
+    h.init()
+    instance = dagster_instance(h)
+
+    def ingestion_in_progress(pid: int) -> str:
+        run = instance.create_run_for_job(_ingestion, tags={PID_TAG: str(pid)})
+        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name),
+                                      run_id=run.run_id)
+        return run.run_id
+
+    short = spawn([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    ending = ingestion_in_progress(short.pid)
+    long = spawn([sys.executable, "-c", "import time; time.sleep(600)"])
+    ingestion_in_progress(long.pid)
+    # Waits for the one that ends; gives up on the other at the bound, which then still runs.
+    with followups_turn(h, wait_s=procs.scaled(5), own_run="mine") as waited:
+        assert waited == [ending]  # it exited (unreaped, a zombie: not alive) within the bound
+        short.wait(timeout=5)
+        assert long.poll() is None
+    # No ingestion alive but the one that never ends, and a bound of 0: no wait at all.
+    with followups_turn(h, wait_s=0, own_run="mine") as waited:
+        assert waited == []
+    long.kill()
+    long.wait(timeout=5)
+    with followups_turn(h, wait_s=procs.scaled(600), own_run="mine") as waited:
+        assert waited == []  # the dead one is not waited for (else this would take 600 s)
+
+
 def test_init_starts_empty_and_example_copies_the_demos_workflows(tmp_path, capsys):
     from relops_pipeline_tests.conftest import run_cli
 

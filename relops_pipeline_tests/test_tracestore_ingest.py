@@ -7,6 +7,7 @@ warehouse. Several ingestions write at once; a home is upgraded with nothing los
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import shutil
@@ -16,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from relops_pipeline.cli.ingest import FOLLOWUPS_LOCK
 from relops_pipeline.defs.resources import relops_resources
 from relops_pipeline.lib.home import Home
 from relops_pipeline.lib.settings import SettingsError, load_settings
@@ -140,15 +143,26 @@ def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_pa
     home = Home.resolve(tmp_path / "home")
     home.init(example=True)
     _use_store(home)
+    # The follow-ups' turn is held here until both ingestions have committed: then the first
+    # writer's follow-ups refresh the days of both, and the second finds nothing left to do.
+    home.dagster_home.mkdir(parents=True, exist_ok=True)
+    turn = open(home.dagster_home / FOLLOWUPS_LOCK, "w")  # noqa: SIM115 -- closed when both have committed
+    fcntl.flock(turn, fcntl.LOCK_EX)
     writers = [popen([sys.executable, "-m", "relops_pipeline.cli", "--home", str(home.root), "ingest", str(d), "--json"],
                      stdout=-1, stderr=-1, text=True) for d in (first, second)]
     outputs = []
     try:
+        deadline = time.monotonic() + scaled(300)
+        while len(_runs(home, "ingest_traces_to_store_job", dg.DagsterRunStatus.SUCCESS)) < 2:
+            assert all(w.poll() is None for w in writers) and time.monotonic() < deadline, "the ingestions did not commit"
+            time.sleep(0.2)
+        turn.close()
         for w in writers:
             out, err = w.communicate(timeout=scaled(300))
             assert w.returncode == 0, err[-3000:]
             outputs.append(json.loads(out))
     finally:
+        turn.close()
         for w in writers:
             reap(w)
     for out in outputs:
@@ -158,6 +172,19 @@ def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_pa
     for key in ("spans", "events", "signals", "features"):
         assert got[key] == want[key], key
     assert _warehouse_rows(home.root) == [0, 0, 0]
+    # One pass of follow-ups for both: the other writer's runs are named, none ran twice.
+    ran, covered = sorted((o for o in outputs), key=lambda o: len(o["covered_by"]))
+    assert not ran["covered_by"] and ran["signals_run_ids"] and ran["drift_run_ids"]
+    # (The first writer refreshed the second's days as days left stale by another ingestion.)
+    assert covered["covered_by"] and set(covered["covered_by"]) <= set(ran["signals_run_ids"]) | set(ran["drift_run_ids"])
+    assert covered["signals_run_ids"] and set(covered["signals_run_ids"]) <= set(ran["signals_run_ids"])
+    followups = _runs(home, "__ASSET_JOB", dg.DagsterRunStatus.SUCCESS)
+    assert sorted(r.run_id for r in followups) == sorted(ran["signals_run_ids"] + ran["drift_run_ids"])
+
+
+def _runs(home: Home, job: str, status) -> list:
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        return [r for r in instance.get_runs(dg.RunsFilter(job_name=job, statuses=[status]))]
 
 
 def test_events_arriving_after_their_spans_complete_them_as_in_the_warehouse(tmp_path, capsys):
@@ -265,6 +292,13 @@ def test_the_trace_store_setting(tmp_path):
     assert (store.table_uri("spans"), store.storage_options) == ("s3://bucket/traces/spans", {"AWS_REGION": "eu-west-1"})
     settings.write_text("ingest: {}\n")
     assert load_settings(settings).trace_store is None
+    assert load_settings(settings).coalesce_wait_s == 30
+    settings.write_text("ingest: {coalesce_wait_s: 0}\n")
+    assert load_settings(settings).coalesce_wait_s == 0
+    for bad in ("-1", "soon", "86400"):
+        settings.write_text(f"ingest: {{coalesce_wait_s: {bad}}}\n")
+        with pytest.raises(SettingsError, match="ingest.coalesce_wait_s"):
+            load_settings(settings)
     for bad, says in (("trace_store: 5\n", "expected true or a mapping"), ("trace_store: {url: x}\n", r"unknown key\(s\) url")):
         settings.write_text(bad)
         with pytest.raises(SettingsError, match=says):

@@ -3,10 +3,12 @@ warehouse holds; and the daily signals recomputed after an ingestion."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from relops_pipeline.cli.common import (
@@ -26,24 +28,97 @@ from relops_pipeline.lib.readers.langsmith import pending_patches
 
 # How much of the files one ingestion step takes at a time (default 32 MiB, defs/ingest/jobs.py).
 CHUNK_ENV = "RELOPS_INGEST_CHUNK_MB"
+# One `relops ingest` of a home runs its follow-ups at a time (followups_turn).
+FOLLOWUPS_LOCK = ".followups.lock"
+INGEST_JOBS = ("ingest_traces_job", "ingest_traces_to_store_job")
 
 
-def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] | None = None) -> list[str]:
+def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] | None = None,
+                 committed_at: float | None = None, covered_by: set[str] | None = None) -> list[str]:
     """Run here what follows new traces on these days, as planned by defs/followups.py (the
     follow-ups sensor launches the same runs when the daemon runs): validation, signals and
     features per range of days, then the rolling drift of the days whose week they touch. The
     terminal waits, so the drift covers the latest 90 days (the sensor covers all) and canaries
-    are left to `relops canary` (the sensor judges them). Returns the signals runs' ids."""
-    from relops_pipeline.defs.followups import after_features, after_ingestion
+    are left to `relops canary` (the sensor judges them). Returns the ids of the signals runs
+    that refreshed the days.
 
-    signals = after_ingestion(days, source="cli", log=lambda msg: print(f"relops: {msg}", file=sys.stderr))
+    `committed_at`: when the data of these days was committed (a Unix time). Days that another
+    ingestion's follow-ups refreshed since (runs that started later, so read it) are not
+    refreshed again, nor is their drift when a drift run started after those refreshes ended;
+    the ids of those runs are added to `covered_by`."""
+    from relops_pipeline.defs.followups import (
+        ROLLING_DRIFT_ASSETS,
+        SIGNALS_ASSETS,
+        after_features,
+        after_ingestion,
+        drift_needs,
+        refreshed_days,
+    )
+
+    def log(msg: str) -> None:
+        print(f"relops: {msg}", file=sys.stderr)
+
+    done: dict[dt.date, tuple[str, float]] = {}
+    if committed_at is not None:
+        done = refreshed_days(dagster_instance(home), dict.fromkeys(days, committed_at), SIGNALS_ASSETS)
+    todo = [d for d in days if d not in done]
+    signals = after_ingestion(todo, source="cli", log=log)
     run_ids = [run_followup(home, f).run_id for f in signals]
-    ranges = [(dt.date.fromisoformat(f.days[0]), dt.date.fromisoformat(f.days[1])) for f in signals if f.days]
+    run_ids += sorted({run_id for run_id, _ in done.values()})
+    ranges = [(dt.date.fromisoformat(f.days[0]), dt.date.fromisoformat(f.days[1]))
+              for f in after_ingestion(days, source="cli") if f.days]
+    others = {run_id for run_id, _ in done.values()}
     for f in after_features(ranges, [], source="cli", max_drift_days=90):
-        rid = run_followup(home, f).run_id
+        drifted: dict[dt.date, tuple[str, float]] = {}
+        if done and not todo and f.days is not None:
+            # Every day was refreshed by others: so was the drift of a day if a drift run over it
+            # started once the refreshes of its trailing week had ended.
+            needs = drift_needs(done, *(dt.date.fromisoformat(d) for d in f.days))
+            drifted = refreshed_days(dagster_instance(home), needs, ROLLING_DRIFT_ASSETS)
+            drifted = drifted if len(drifted) == len(needs) else {}
+        found = sorted({run_id for run_id, _ in drifted.values()})
+        others.update(found)
+        ids = found or [run_followup(home, f).run_id]
         if drift_runs is not None:
-            drift_runs.append(rid)
+            drift_runs.extend(ids)
+    if covered_by is not None:
+        covered_by.update(others)
     return run_ids
+
+
+@contextlib.contextmanager
+def followups_turn(home: Home, *, wait_s: float, own_run: str) -> Iterator[list[str]]:
+    """The home's turn to run an ingestion's follow-ups in this process: one `relops ingest` at a
+    time (a file lock; the warehouse would serialise their steps anyway). Having it, wait up to
+    `wait_s` for the other ingestions of the home in progress (live runs) to commit, so that one
+    pass refreshes their days too and theirs find nothing left to do. Yields the ids of the
+    ingestions waited for."""
+    import fcntl
+
+    from relops_pipeline.defs.recovery import inspect_runs
+
+    with open(home.dagster_home / FOLLOWUPS_LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("relops: waiting for another ingestion's follow-ups to end", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dagster_instance(home)
+
+        def ingesting() -> set[str]:
+            return {r.run_id for r in inspect_runs(instance)
+                    if r.job_name in INGEST_JOBS and r.alive and r.run_id != own_run}
+
+        pending = ingesting() if wait_s > 0 else set()
+        waited = set(pending)
+        if pending:
+            print(f"relops: waiting up to {wait_s:g} s for {len(pending)} other ingestion(s) in progress, "
+                  "to refresh their days in the same pass", file=sys.stderr)
+            deadline = time.monotonic() + wait_s
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.25)
+                pending &= ingesting()
+        yield sorted(waited - pending)
 
 
 def cmd_init(args) -> CommandResult:
@@ -107,7 +182,12 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     """Ingest through Dagster (an ingestion run, then what follows the days it reported)."""
     from relops_pipeline.defs.followups import ingested_days
     from relops_pipeline.lib.health import stale_days
+    from relops_pipeline.lib.settings import SettingsError, load_settings
 
+    try:
+        settings = load_settings(home.settings_file)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
     files, problems = _precheck(paths, fmt, home.root)
     if problems:
         raise CliError("\n".join(problems))
@@ -124,29 +204,37 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     summary["run_id"] = result.run_id
     summary["drift_run_ids"] = []
     days = ingested_days(result.asset_materializations_for_node("report_ingestion"))
-    # Days an earlier crash left without (current) signals are healed along with these.
-    with read_warehouse(home) as con:
-        healed = sorted({d.day for d in stale_days(con)} - set(days))
-    summary["healed_days"] = [d.isoformat() for d in healed]
+    record = dagster_instance(home).get_run_record_by_id(result.run_id)
+    committed_at = record.end_time if record is not None and record.end_time else time.time()
+    summary["healed_days"], summary["waited_for"], summary["signals_run_ids"] = [], [], []
     summary["followups"] = "done"
+    covered: set[str] = set()
     try:
-        summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"])
-        if healed:
-            try:
-                summary["signals_run_ids"] += refresh_days(home, healed, drift_runs=summary["drift_run_ids"])
-            except CliError as exc:  # an old day's trouble is reported, not this ingestion's failure
-                summary["healing_failed"] = str(exc)
+        with followups_turn(home, wait_s=settings.coalesce_wait_s, own_run=result.run_id) as waited:
+            summary["waited_for"] = waited
+            # Days an earlier crash (or an ingestion still in progress) left without current
+            # signals are refreshed along with these.
+            with read_warehouse(home) as con:
+                healed = sorted({d.day for d in stale_days(con)} - set(days))
+            summary["healed_days"] = [d.isoformat() for d in healed]
+            summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"],
+                                                      committed_at=committed_at, covered_by=covered)
+            if healed:
+                try:
+                    summary["signals_run_ids"] += refresh_days(home, healed, drift_runs=summary["drift_run_ids"])
+                except CliError as exc:  # an old day's trouble is reported, not this ingestion's failure
+                    summary["healing_failed"] = str(exc)
     except KeyboardInterrupt:
         # The ingestion is committed: it stands; what follows it is redone by the next
         # ingestion, the follow-ups sensor, or `relops doctor --fix`.
         summary["followups"] = "pending (interrupted)"
-        summary.setdefault("signals_run_ids", [])
     except CliError as exc:
         raise CliError(
             f"ingested {len(summary['files'])} files (committed, run {result.run_id}), but a follow-up failed: "
             f"{exc}\nthe follow-ups are pending: `relops doctor` shows them, `relops doctor --fix` redoes them",
             exc.code,
         ) from None
+    summary["covered_by"] = sorted(covered)
     if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed
         raise CliError("\n".join(f"{e['path']}: {e['error']}" for e in summary["errors"]), EXIT_RUN_FAILED)
     return summary
@@ -176,8 +264,15 @@ def ingest_text(summary: dict) -> str:
         lines.append(f"skipped {len(summary['skipped'])} documentation/metadata files")
     n = len(summary.get("signals_run_ids") or [])
     lines.append(f"dagster run: {summary['run_id']}" + (f"; signals runs: {n} (days {_ranges_text(summary['day_ranges'])})" if n else ""))
+    if summary.get("waited_for"):
+        lines.append(f"waited for {len(summary['waited_for'])} other ingestion(s) of this home to refresh their days "
+                     "in the same pass")
+    if summary.get("covered_by"):
+        lines.append(f"days already refreshed since this commit by another ingestion's runs "
+                     f"({', '.join(r[:8] for r in summary['covered_by'])}): not recomputed")
     if summary.get("healed_days") and not summary.get("healing_failed"):
-        lines.append(f"also recomputed {len(summary['healed_days'])} day(s) an earlier crash left stale")
+        lines.append(f"also recomputed {len(summary['healed_days'])} day(s) an earlier crash or another ingestion "
+                     "left stale")
     if summary.get("healing_failed"):
         lines.append(
             f"could not recompute {len(summary['healed_days'])} stale day(s) an earlier crash left: "

@@ -237,6 +237,45 @@ def ingested_days(events: Iterable[dg.AssetMaterialization]) -> list[dt.date]:
                    if m.asset_key == dg.AssetKey("raw_traces") and m.partition and INGESTED_METADATA_KEY in m.metadata})
 
 
+def refreshed_days(instance: dg.DagsterInstance, after: Mapping[dt.date, float],
+                   assets: Sequence[str]) -> dict[dt.date, tuple[str, float]]:
+    """The days of `after` that a successful run of `assets` (all of them, over a range of days
+    holding the day) refreshed from what was committed before the day's time (a Unix time): it
+    started later. Each such day -> the first such run to end: its id and end time. An
+    ingestion whose days another ingestion's follow-ups refreshed after its commit has nothing
+    left to do."""
+    if not after:
+        return {}
+    keys = {dg.AssetKey(a) for a in assets}
+    out: dict[dt.date, tuple[str, float]] = {}
+    since = dt.datetime.fromtimestamp(min(after.values()), tz=dt.UTC)
+    for rec in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], updated_after=since)):
+        run = rec.dagster_run
+        lo, hi = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+        if (rec.start_time is None or rec.end_time is None or lo is None or hi is None
+                or not keys <= set(run.asset_selection or ())):
+            continue
+        first, last = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+        for day, committed in after.items():
+            if (first <= day <= last and rec.start_time > committed
+                    and (day not in out or rec.end_time < out[day][1])):
+                out[day] = (run.run_id, rec.end_time)
+    return out
+
+
+def drift_needs(refreshed: Mapping[dt.date, tuple[str, float]], first: dt.date, last: dt.date) -> dict[dt.date, float]:
+    """For the rolling drift of the days first..last: each day whose trailing week holds a day
+    of `refreshed` -> when the last of those refreshes ended (a drift run that started later
+    read their features)."""
+    out = {}
+    for i in range((last - first).days + 1):
+        day = first + dt.timedelta(days=i)
+        ends = [end for d, (_, end) in refreshed.items() if 0 <= (day - d).days < ROLLING_DRIFT_WINDOW_DAYS]
+        if ends:
+            out[day] = max(ends)
+    return out
+
+
 def materialized_day_ranges(partitions: Iterable[str]) -> list[DayRange]:
     """Ranges of consecutive days among materialized daily partitions."""
     return day_ranges(dt.date.fromisoformat(p) for p in partitions)

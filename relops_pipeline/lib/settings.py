@@ -18,6 +18,7 @@ DEFAULT_TEXT_CAP = 8192
 # DuckDB's memory limit while ingesting: staging spills to disk beyond it, which keeps a
 # multi-GB file's ingestion within bounded memory (STACK_NOTES: 1 GB peak for 5M records).
 DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_COALESCE_WAIT_S = 30.0
 
 
 class SettingsError(ValueError):
@@ -56,6 +57,9 @@ class TraceStoreSettings:
 class IngestSettings:
     text_cap: int = DEFAULT_TEXT_CAP
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    # How long an ingestion's follow-ups wait for other ingestions of the home in progress, so
+    # that one pass refreshes the days of all of them (0: never wait).
+    coalesce_wait_s: float = DEFAULT_COALESCE_WAIT_S
     prices: dict[str, Price] = field(default_factory=dict)
     sources: list[SourceRule] = field(default_factory=list)
     # None: spans live in the warehouse (the default); else in the trace store.
@@ -118,6 +122,9 @@ def load_settings(path: Path) -> IngestSettings:
     memory_limit = str(ingest.get("memory_limit", DEFAULT_MEMORY_LIMIT))
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory_limit):
         raise SettingsError(f"{path}: ingest.memory_limit: expected a size like 1GB, got {memory_limit!r}")
+    coalesce_wait_s = _num(ingest.get("coalesce_wait_s", DEFAULT_COALESCE_WAIT_S), f"{path}: ingest.coalesce_wait_s")
+    if not 0 <= coalesce_wait_s <= 3600:
+        raise SettingsError(f"{path}: ingest.coalesce_wait_s: expected seconds from 0 to 3600, got {coalesce_wait_s:g}")
     prices = {}
     for model, p in (doc.get("prices") or {}).items():
         where = f"{path}: prices.{model}"
@@ -129,7 +136,8 @@ def load_settings(path: Path) -> IngestSettings:
         if not isinstance(s, dict) or "match" not in s:
             raise SettingsError(f"{path}: sources[{i}]: expected a mapping with a `match` glob")
         sources.append(SourceRule(str(s["match"]), s.get("format"), SourceSettings.from_mapping(s)))
-    return IngestSettings(text_cap=text_cap, memory_limit=memory_limit, prices=prices, sources=sources,
+    return IngestSettings(text_cap=text_cap, memory_limit=memory_limit, coalesce_wait_s=coalesce_wait_s,
+                          prices=prices, sources=sources,
                           trace_store=_trace_store(doc.get("trace_store"), path))
 
 
