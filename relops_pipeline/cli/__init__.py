@@ -10,13 +10,17 @@ they share).
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from relops_pipeline.cli import alerts, cadence, demo, doctor, drift, evals, gates, ingest, releases, serve
 from relops_pipeline.cli.common import (
@@ -46,6 +50,7 @@ __all__ = [
     "CommandResult",
     "build_parser",
     "main",
+    "run",
 ]
 
 # What `relops` exits with; `relops --help` shows it (README: the same table).
@@ -144,6 +149,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run() -> NoReturn:
+    """The `relops` command (and `python -m relops_pipeline.cli`): main(), then the exit
+    handlers (temporary folders, logging) and threads a normal exit waits for, then the process
+    ends without tearing the interpreter down. The teardown frees ~600k objects and the
+    extensions' state one by one: ~2.5 s after an ingestion, with nothing left to write (every
+    DuckDB transaction, Delta commit and Dagster event is committed before main returns)."""
+    code = main()
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
 
 
 # Free-text arguments, checked before any command runs (lib/limits.py).
