@@ -52,6 +52,20 @@ def test_rolling_drift_follows_every_day_whose_window_holds_new_signals():
     assert after_features([(d(2023, 1, 1), d(2023, 1, 2))], [], source="t") == []
 
 
+def test_a_days_drift_counts_as_refreshed_only_after_the_refreshes_of_its_week():
+    """Another ingestion's drift run covers a day's drift only if it started once the features
+    of every refreshed day in that day's trailing week were recomputed (drift_needs)."""
+    from relops_pipeline.defs.followups import drift_needs
+
+    d = dt.date
+    refreshed = {d(2026, 11, 2): ("a", 100.0), d(2026, 11, 5): ("b", 200.0)}
+    needs = drift_needs(refreshed, d(2026, 11, 1), d(2026, 11, 13))
+    # Nov 1 holds neither; Nov 2..4 only Nov 2's refresh; Nov 5..8 both; Nov 9..11 only Nov 5's.
+    assert d(2026, 11, 1) not in needs
+    assert [needs[d(2026, 11, i)] for i in (2, 4, 5, 8, 9, 11)] == [100.0, 100.0, 200.0, 200.0, 200.0, 200.0]
+    assert d(2026, 11, 12) not in needs and len(needs) == 10
+
+
 # ---------------------------------------------------------------------------------------------
 # The drift assets on a slice of the demo world: two reference weeks, a stationary week and the
 # first drift week of support-triage (scale 0.15: about 450 traces per workflow and week).
