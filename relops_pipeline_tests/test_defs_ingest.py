@@ -158,6 +158,47 @@ def test_followups_sensor_plans_signals_after_ingestion_then_drift_and_canaries_
         assert tick(instance, cursor)[0] == []
 
 
+def test_followups_sensor_leaves_days_to_runs_that_have_not_read_them_yet(home, resources):
+    """A new ingestion of days that a follow-up run will read anyway (not started yet, or
+    started but still waiting for the warehouse before its first step) asks for no second run
+    of them; a run that has begun a step has read already and covers nothing. Likewise for the
+    drift."""
+    from relops_pipeline.defs.followups import ROLLING_DRIFT_ASSETS, days_not_read_yet, traces_followup_job
+
+    with dg.instance_for_test() as instance:
+        cursor = _evaluate(followups_sensor, instance, None, resources).cursor
+        [(a, b)] = _ingest(resources, instance).output_for_node("report_ingestion")["day_ranges"]
+        job = dg.Definitions(jobs=[traces_followup_job], assets=list(_definitions(resources).assets),
+                             resources=resources).resolve_job_def(traces_followup_job.name)
+
+        def run_over(first: str, last: str, status, assets=SIGNALS_ASSETS) -> dg.DagsterRun:
+            return instance.create_run_for_job(
+                job, status=status, asset_selection=frozenset(dg.AssetKey(a) for a in assets),
+                tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+
+        def signals_ranges() -> list[tuple[str, str]]:
+            result = _evaluate(followups_sensor, instance, cursor, resources)
+            return [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                    for r in result.run_requests or []]
+
+        waiting = run_over(a, b, dg.DagsterRunStatus.NOT_STARTED)
+        assert set(days_not_read_yet(instance, SIGNALS_ASSETS).values()) == {waiting.run_id}
+        assert signals_ranges() == []
+        instance.report_run_canceled(waiting)
+        assert signals_ranges() == [(a, b)]
+
+        # Started: waiting for the warehouse it still covers; once a step began it does not.
+        started = run_over(a, b, dg.DagsterRunStatus.STARTED)
+        assert signals_ranges() == []
+        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.STEP_START.value, job_name=job.name,
+                                                      step_key="raw_traces"), run_id=started.run_id)
+        assert days_not_read_yet(instance, SIGNALS_ASSETS) == {}
+        assert signals_ranges() == [(a, b)]
+        # A drift run over the days is left to one that has not started.
+        drift = run_over(a, b, dg.DagsterRunStatus.NOT_STARTED, ROLLING_DRIFT_ASSETS)
+        assert days_not_read_yet(instance, ROLLING_DRIFT_ASSETS)[dt.date.fromisoformat(a)] == drift.run_id
+
+
 def test_followups_sensor_heals_days_a_crash_left_without_signals(home, resources, monkeypatch):
     """Spans committed, then the process died before the follow-ups: the sensor finds the days
     from the data and asks for their signals once."""

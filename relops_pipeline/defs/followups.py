@@ -263,6 +263,28 @@ def refreshed_days(instance: dg.DagsterInstance, after: Mapping[dt.date, float],
     return out
 
 
+def days_not_read_yet(instance: dg.DagsterInstance, assets: Sequence[str]) -> dict[dt.date, str]:
+    """The days that runs of `assets` (all of them, over a range of days) will read from what is
+    committed now: runs queued, starting, or started with no step begun (waiting for the
+    warehouse pool). Each such day -> one such run. Another run for those days would only do
+    their work again; if one of them fails, the days are left stale and healed (`_heal`)."""
+    keys = {dg.AssetKey(a) for a in assets}
+    out: dict[dt.date, str] = {}
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED]
+    for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
+        lo, hi = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+        if lo is None or hi is None or not keys <= set(run.asset_selection or ()):
+            continue
+        if run.status == dg.DagsterRunStatus.STARTED and instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records:
+            continue
+        first, last = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+        for i in range((last - first).days + 1):
+            out.setdefault(first + dt.timedelta(days=i), run.run_id)
+    return out
+
+
 def drift_needs(refreshed: Mapping[dt.date, tuple[str, float]], first: dt.date, last: dt.date) -> dict[dt.date, float]:
     """For the rolling drift of the days first..last: each day whose trailing week holds a day
     of `refreshed` -> when the last of those refreshes ended (a drift run that started later

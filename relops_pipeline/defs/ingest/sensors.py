@@ -87,8 +87,11 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
     followed by the rolling drift of the days whose week they touch and by the canary
     judgement of every release in canary."""
     from relops_pipeline.defs.followups import (
+        ROLLING_DRIFT_ASSETS,
+        SIGNALS_ASSETS,
         after_features,
         after_ingestion,
+        days_not_read_yet,
         ingested_days,
         materialized_day_ranges,
         releases_in_canary,
@@ -105,8 +108,13 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
                                                   "trace_features": max((r.storage_id for r in features), default=0)}))
     if raw:
         days = ingested_days(r.asset_materialization for r in raw)
+        waiting = days_not_read_yet(context.instance, SIGNALS_ASSETS)
+        if left := [d for d in days if d in waiting]:
+            context.log.info(f"{len(left)} day(s) left to runs that have not read them yet: "
+                             f"{', '.join(sorted({waiting[d][:8] for d in left}))}")
         source = f"m{raw[-1].storage_id}"
-        requests += [f.run_request() for f in after_ingestion(days, source=source, log=context.log.warning)]
+        requests += [f.run_request() for f in after_ingestion([d for d in days if d not in waiting], source=source,
+                                                              log=context.log.warning)]
         cursor["raw_traces"] = raw[-1].storage_id
     if features:
         try:
@@ -124,12 +132,19 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
                 if missing:
                     context.instance.add_dynamic_partitions(RELEASES_PARTITIONS, missing)
             source = f"m{features[-1].storage_id}"
-            requests += [f.run_request() for f in after_features(ranges, canaries, source=source)]
+            drifting = days_not_read_yet(context.instance, ROLLING_DRIFT_ASSETS)
+            requests += [f.run_request() for f in after_features(ranges, canaries, source=source)
+                         if not (f.kind == "rolling_drift" and f.days and _all_in(f.days, drifting))]
             cursor["trace_features"] = features[-1].storage_id
     if not requests and time.time() - cursor.get("healed_at", 0) >= HEAL_EVERY_S:
         requests += _heal(context, warehouse)
         cursor["healed_at"] = time.time()
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+def _all_in(days: tuple[str, str], covered) -> bool:
+    first, last = (datetime.fromisoformat(d).date() for d in days)
+    return all(first + timedelta(days=i) in covered for i in range((last - first).days + 1))
 
 
 def _heal(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> list[dg.RunRequest]:
