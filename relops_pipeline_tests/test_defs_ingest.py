@@ -194,6 +194,13 @@ def test_followups_sensor_leaves_days_to_runs_that_have_not_read_them_yet(home, 
                                                       step_key="raw_traces"), run_id=started.run_id)
         assert days_not_read_yet(instance, SIGNALS_ASSETS) == {}
         assert signals_ranges() == [(a, b)]
+        # A re-execution of a run's failed steps keeps its selection and tags but refreshes only
+        # those steps: it covers nothing.
+        instance.create_run_for_job(
+            job, status=dg.DagsterRunStatus.NOT_STARTED, asset_selection=frozenset(dg.AssetKey(k) for k in SIGNALS_ASSETS),
+            tags={"dagster/asset_partition_range_start": a, "dagster/asset_partition_range_end": b,
+                  "dagster/parent_run_id": started.run_id})
+        assert days_not_read_yet(instance, SIGNALS_ASSETS) == {}
         # A drift run over the days is left to one that has not started.
         drift = run_over(a, b, dg.DagsterRunStatus.NOT_STARTED, ROLLING_DRIFT_ASSETS)
         assert days_not_read_yet(instance, ROLLING_DRIFT_ASSETS)[dt.date.fromisoformat(a)] == drift.run_id

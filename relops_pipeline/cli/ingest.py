@@ -31,6 +31,7 @@ CHUNK_ENV = "RELOPS_INGEST_CHUNK_MB"
 # One `relops ingest` of a home runs its follow-ups at a time (followups_turn).
 FOLLOWUPS_LOCK = ".followups.lock"
 INGEST_JOBS = ("ingest_traces_job", "ingest_traces_to_store_job")
+RUNNING = ("STARTING", "STARTED")
 
 
 def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] | None = None,
@@ -106,8 +107,8 @@ def followups_turn(home: Home, *, wait_s: float, own_run: str) -> Iterator[list[
         instance = dagster_instance(home)
 
         def ingesting() -> set[str]:
-            return {r.run_id for r in inspect_runs(instance)
-                    if r.job_name in INGEST_JOBS and r.alive and r.run_id != own_run}
+            return {r.run_id for r in inspect_runs(instance)  # running, not queued: they commit soon
+                    if r.job_name in INGEST_JOBS and r.alive and r.status in RUNNING and r.run_id != own_run}
 
         pending = ingesting() if wait_s > 0 else set()
         waited = set(pending)
@@ -228,11 +229,12 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
         # The ingestion is committed: it stands; what follows it is redone by the next
         # ingestion, the follow-ups sensor, or `relops doctor --fix`.
         summary["followups"] = "pending (interrupted)"
-    except CliError as exc:
+    except Exception as exc:  # noqa: BLE001 -- the ingestion is committed whatever failed after it
         raise CliError(
             f"ingested {len(summary['files'])} files (committed, run {result.run_id}), but a follow-up failed: "
-            f"{exc}\nthe follow-ups are pending: `relops doctor` shows them, `relops doctor --fix` redoes them",
-            exc.code,
+            f"{exc if isinstance(exc, CliError) else f'{type(exc).__name__}: {exc}'}\n"
+            "the follow-ups are pending: `relops doctor` shows them, `relops doctor --fix` redoes them",
+            exc.code if isinstance(exc, CliError) else EXIT_RUN_FAILED,
         ) from None
     summary["covered_by"] = sorted(covered)
     if summary["errors"]:  # files that became unreadable after the precheck; the rest is committed

@@ -30,6 +30,7 @@ from relops_pipeline.lib.days import DayRange, clamp, day_ranges, hull, trailing
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TRIGGER_TAG = "relops/trigger"
+PARENT_RUN_TAG = "dagster/parent_run_id"  # on a re-execution of a run (from failure, or chosen steps)
 
 # The metadata key an ingestion's report of a raw_traces partition carries (the spans it added
 # or completed that day); the validation's materialization of the same day has none.
@@ -248,19 +249,41 @@ def refreshed_days(instance: dg.DagsterInstance, after: Mapping[dt.date, float],
         return {}
     keys = {dg.AssetKey(a) for a in assets}
     out: dict[dt.date, tuple[str, float]] = {}
-    since = dt.datetime.fromtimestamp(min(after.values()), tz=dt.UTC)
+    since = dt.datetime.fromtimestamp(min(after.values()) - OTHER_CLOCKS_S, tz=dt.UTC)
     for rec in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], updated_after=since)):
         run = rec.dagster_run
-        lo, hi = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-        if (rec.start_time is None or rec.end_time is None or lo is None or hi is None
-                or not keys <= set(run.asset_selection or ())):
+        if rec.start_time is None or rec.end_time is None or not _refreshes_whole(run, keys):
             continue
-        first, last = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+        first, last = dt.date.fromisoformat(run.tags[RANGE_START_TAG]), dt.date.fromisoformat(run.tags[RANGE_END_TAG])
+        started = rec.start_time - (0.0 if _on_this_machine(run) else OTHER_CLOCKS_S)
         for day, committed in after.items():
-            if (first <= day <= last and rec.start_time > committed
+            if (first <= day <= last and started > committed
                     and (day not in out or rec.end_time < out[day][1])):
                 out[day] = (run.run_id, rec.end_time)
     return out
+
+
+# A run timed by another machine's clock counts as started this much earlier than it says.
+OTHER_CLOCKS_S = 5.0
+
+
+def _refreshes_whole(run: dg.DagsterRun, keys: set[dg.AssetKey]) -> bool:
+    """The run materializes all of `keys` over a range of days, every step of it: not a
+    re-execution of some of its steps (which keeps the parent's selection and tags and names
+    its parent)."""
+    tags = run.tags
+    return (RANGE_START_TAG in tags and RANGE_END_TAG in tags and keys <= set(run.asset_selection or ())
+            and PARENT_RUN_TAG not in tags)
+
+
+def _on_this_machine(run: dg.DagsterRun) -> bool:
+    """Timed by this machine's clock: a run the CLI executed here (the daemon's runs carry no
+    host and may run in other pods)."""
+    import socket
+
+    from relops_pipeline.defs.recovery import HOST_TAG
+
+    return run.tags.get(HOST_TAG) == socket.gethostname()
 
 
 def days_not_read_yet(instance: dg.DagsterInstance, assets: Sequence[str]) -> dict[dt.date, str]:
@@ -273,13 +296,12 @@ def days_not_read_yet(instance: dg.DagsterInstance, assets: Sequence[str]) -> di
     statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.STARTED]
     for run in instance.get_runs(dg.RunsFilter(statuses=statuses)):
-        lo, hi = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-        if lo is None or hi is None or not keys <= set(run.asset_selection or ()):
+        if not _refreshes_whole(run, keys):
             continue
         if run.status == dg.DagsterRunStatus.STARTED and instance.get_records_for_run(
                 run.run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records:
             continue
-        first, last = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+        first, last = dt.date.fromisoformat(run.tags[RANGE_START_TAG]), dt.date.fromisoformat(run.tags[RANGE_END_TAG])
         for i in range((last - first).days + 1):
             out.setdefault(first + dt.timedelta(days=i), run.run_id)
     return out
