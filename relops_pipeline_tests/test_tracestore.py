@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from relops_pipeline.lib.tracestore import GENAI_EVENTS, TRACE_REJECTS, TraceStore, default_uri
+from relops_pipeline.lib.tracestore import GENAI_EVENTS, TRACE_REJECTS, UNDATED_DAY, TraceStore, default_uri
 from relops_pipeline_tests.procs import popen, reap, scaled
 
 BASE = datetime(2026, 11, 2)
@@ -462,7 +462,8 @@ def test_migrate_from_warehouse_moves_every_span(wh, store):
 def test_genai_events_and_rejects_in_the_store_and_migrated(wh, store):
     """GenAI events (identity event_key) and rejects (identity batch, file, line, reason) live in
     their own tables beside the spans: overlapping sources counted once, and the warehouse's
-    rows migrated with nothing lost (count and key equality both ways)."""
+    rows migrated with nothing lost (count and key equality both ways). Events without a time
+    (an OTLP log record with neither timestamp) are kept, in the UNDATED_DAY partition."""
     events = TraceStore(store.uri + "_events", store.storage_options, spec=GENAI_EVENTS)
     rejects = TraceStore(store.uri + "_rejects", store.storage_options, spec=TRACE_REJECTS)
     n = 900
@@ -471,7 +472,7 @@ def test_genai_events_and_rejects_in_the_store_and_migrated(wh, store):
         return pa.table({
             "trace_id": [f"t{i // 4}" for i in range(lo, hi)], "span_id": [f"s{i}" for i in range(lo, hi)],
             "event_name": ["gen_ai.user.message"] * (hi - lo),
-            "event_time": [BASE + timedelta(days=i % 3, seconds=i) for i in range(lo, hi)],
+            "event_time": [None if i % 50 == 7 else BASE + timedelta(days=i % 3, seconds=i) for i in range(lo, hi)],
             "role": ["user"] * (hi - lo), "content": [f"question {i}" for i in range(lo, hi)],
             "attributes": ['{"a": 1}'] * (hi - lo), "source_line": list(range(1, hi - lo + 1)),
             "event_key": [f"k{i}" for i in range(lo, hi)], "ingest_batch_id": [f"b{lo}"] * (hi - lo),
@@ -489,6 +490,9 @@ def test_genai_events_and_rejects_in_the_store_and_migrated(wh, store):
     con = duckdb.connect()
     events.register(con)
     assert con.execute("SELECT count(*), count(DISTINCT event_key) FROM genai_events_store").fetchall()[0] == (n, n)
+    undated = sum(1 for i in range(n) if i % 50 == 7)
+    assert events.days()[0] == UNDATED_DAY
+    assert con.execute("SELECT count(*) FROM genai_events_store WHERE event_time IS NULL").fetchall()[0] == (undated,)
     rejects.append(reject_rows("b1", range(0, 50)), "r1")
     rejects.append(reject_rows("b1", range(0, 50)), "r1-again")  # the same rejects, another source id
     rejects.register(con)
@@ -503,6 +507,7 @@ def test_genai_events_and_rejects_in_the_store_and_migrated(wh, store):
         target = TraceStore(f"{store.uri}_migrated_{spec.name}", store.storage_options, spec=spec)
         result = target.migrate_from_warehouse(wh)
         assert result.warehouse_spans == result.store_spans == result.appended == expected
+        assert target.migrate_from_warehouse(wh).appended == 0  # run again: nothing added
         target.register(wh, "m")
         for a, b in (("m", spec.name), (spec.name, "m")):
             assert wh.execute(f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b})").fetchall()[0] == (0,)

@@ -283,6 +283,43 @@ def test_upgrading_a_home_moves_its_traces_into_the_store_with_nothing_lost(tmp_
         assert after[key] == want[key], key
 
 
+_UNTIMED_LOG = {"resourceLogs": [{"resource": {"attributes": [
+    {"key": "service.name", "value": {"stringValue": "support-triage"}}]}, "scopeLogs": [{"logRecords": [
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+         "eventName": "gen_ai.user.message",
+         "body": {"kvlistValue": {"values": [{"key": "content", "value": {"stringValue": "where is my order?"}}]}}}]}]}]}
+
+
+def test_an_event_without_a_time_is_kept_by_a_store_home_and_moves_with_the_upgrade(tmp_path, capsys):
+    """An OTLP log record with neither timeUnixNano nor observedTimeUnixNano: a warehouse home
+    keeps it with no event_time; a store home keeps it too (in the undated partition; the
+    ingestion run failed on it before), counts it once when it comes again, and a warehouse
+    home holding one is upgraded to the store with nothing lost."""
+    untimed = tmp_path / "untimed.otlp.jsonl"
+    untimed.write_text(json.dumps(_UNTIMED_LOG) + "\n")
+    again = tmp_path / "again" / "untimed-again.otlp.jsonl"
+    again.parent.mkdir()
+    again.write_text(json.dumps(_UNTIMED_LOG) + "\n\n")  # other bytes: not a re-delivery of the file
+    contents = {}
+    for name in ("warehouse", "store", "upgraded"):
+        h = Home.resolve(tmp_path / name)
+        h.init(example=True)
+        if name == "store":
+            _use_store(h)
+        code, out, err = run_cli(capsys, h.root, "ingest", str(untimed), "--json")
+        assert code == 0, err
+        assert json.loads(out)["totals"]["accepted"] == 1
+        if name == "upgraded":
+            _use_store(h)  # the next ingestion moves the warehouse's traces into the store
+        code, out, err = run_cli(capsys, h.root, "ingest", str(again), "--json")
+        assert code == 0, err
+        assert json.loads(out)["totals"]["duplicates"] == 1, out
+        contents[name] = _contents(h.root)
+        assert [e[3] for e in contents[name]["events"]] == [None]  # event_time
+    assert contents["store"]["events"] == contents["warehouse"]["events"] == contents["upgraded"]["events"]
+    assert _warehouse_rows(tmp_path / "upgraded") == [0, 0, 0]
+
+
 def test_the_trace_store_setting(tmp_path):
     settings = tmp_path / "relops.yaml"
     settings.write_text("trace_store: true\n")

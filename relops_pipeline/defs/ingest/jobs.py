@@ -6,6 +6,7 @@ chunks instead of behind a whole large ingestion.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -67,6 +68,8 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
                          "ingest with ingest_traces_to_store_job (relops ingest and the landing sensor choose it)")
     progress = _progress_logger(context, chunk)
 
+    # The warehouse holds traces again: a later switch to the store must move them first.
+    _moved_marker(warehouse).unlink(missing_ok=True)
     with warehouse.get_connection() as con:
         summary = ingest_paths(
             con,
@@ -83,8 +86,28 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
     return {**summary.as_json(), "spans_by_day": {d.isoformat(): n for d, n in per_day.items()}}
 
 
+def _moved_marker(warehouse: WarehouseResource) -> Path:
+    """Beside the warehouse: its traces are in the store named inside (written once they are)."""
+    return warehouse.path.parent / ".traces-moved-to-store"
+
+
+def _move_warehouse_traces_first(context: dg.OpExecutionContext, warehouse: WarehouseResource, uri: str) -> None:
+    """Upgrading a home (trace_store: set where the warehouse holds traces): its traces move into
+    the store before anything is appended, so a span the warehouse already held counts as a
+    duplicate, not as accepted. Later ingestions find the marker and never touch the warehouse
+    here (its lock would serialise them)."""
+    marker = _moved_marker(warehouse)
+    if marker.is_file() and marker.read_text() == uri:
+        return
+    with warehouse.get_connection(days=[]):
+        pass  # a read-write connection of a store home moves the warehouse's traces (lib/tracestore/linked.py)
+    marker.write_text(uri)
+    context.log.info(f"the warehouse's traces are in the trace store at {uri}")
+
+
 @dg.op(tags={"relops/domain": "ingest"})
-def ingest_chunk_to_store(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource) -> dict:
+def ingest_chunk_to_store(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeResource,
+                          warehouse: WarehouseResource) -> dict:
     """Ingest one chunk of trace files into the trace store (relops.yaml `trace_store:`): read
     and counted exactly as into the warehouse, appended as one idempotent commit per file and
     table. No warehouse pool: several ingestions append at once; their batches are recorded in
@@ -96,6 +119,7 @@ def ingest_chunk_to_store(context: dg.OpExecutionContext, chunk: dict, home: Rel
     if settings.trace_store is None:
         raise dg.Failure("this home keeps its traces in the warehouse (no trace_store: in relops.yaml): "
                          "ingest with ingest_traces_job")
+    _move_warehouse_traces_first(context, warehouse, settings.trace_store.uri)
     done = ingest_paths_to_store(
         TraceTables(settings.trace_store),
         chunk["paths"],

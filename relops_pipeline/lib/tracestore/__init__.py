@@ -11,6 +11,7 @@ from relops_pipeline.lib.tracestore.schema import (
     SPANS,
     TABLES,
     TRACE_REJECTS,
+    UNDATED_DAY,
     TableSpec,
     arrow_schema,
     span_arrow_schema,
@@ -18,6 +19,6 @@ from relops_pipeline.lib.tracestore.schema import (
 from relops_pipeline.lib.tracestore.store import AppendResult, MigrationResult, TraceStore, default_uri
 
 __all__ = [
-    "GENAI_EVENTS", "PARTITION_COLUMN", "SPANS", "SPAN_KEY", "TABLES", "TRACE_REJECTS", "AppendResult",
+    "GENAI_EVENTS", "PARTITION_COLUMN", "SPANS", "SPAN_KEY", "TABLES", "TRACE_REJECTS", "UNDATED_DAY", "AppendResult",
     "MigrationResult", "TableSpec", "TraceStore", "arrow_schema", "default_uri", "span_arrow_schema",
 ]

@@ -5,6 +5,7 @@ each table's identity key, the time its day comes from, and which copy of a row 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import pyarrow as pa
 
@@ -14,6 +15,8 @@ from relops_pipeline.lib.schema import EVENT_COLUMNS, SPAN_COLUMNS
 SPAN_KEY = ("trace_id", "span_id")
 # UTC day of start_time: one partition per day, so a day's computations read only that day.
 PARTITION_COLUMN = "day"
+# The partition of rows without a time: the Unix epoch, which is what OTLP's 0 ("unknown") means.
+UNDATED_DAY = date(1970, 1, 1)
 
 # JSON is stored as its text (Delta has no JSON type); the view casts it back.
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -40,6 +43,12 @@ class TableSpec:
     time_column: str
     required: tuple[str, ...]
     keep_order: str
+
+    def day_sql(self, prefix: str = "") -> str:
+        """The SQL giving a row's day partition: the UTC day of its time column; a row without a
+        time (only a GenAI event can lack one: an OTLP log record with neither timeUnixNano nor
+        observedTimeUnixNano) goes to UNDATED_DAY, the day OTLP's "time unknown" (0) stands for."""
+        return f"coalesce(CAST({prefix}{self.time_column} AS DATE), DATE '{UNDATED_DAY.isoformat()}')"
 
 
 # A span's copies are kept most complete first: a copy completed by GenAI events or by a

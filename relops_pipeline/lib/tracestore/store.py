@@ -221,7 +221,7 @@ class TraceStore:
         for name, duck_type in self.spec.columns:
             stored = "VARCHAR" if duck_type == "JSON" else duck_type
             cols.append(f'CAST("{name}" AS {stored}) AS "{name}"' if name in have else f'CAST(NULL AS {stored}) AS "{name}"')
-        return ", ".join(cols) + f", CAST({self.spec.time_column} AS DATE) AS {PARTITION_COLUMN}"
+        return ", ".join(cols) + f", {self.spec.day_sql()} AS {PARTITION_COLUMN}"
 
     def append_from(self, con: duckdb.DuckDBPyConnection, table: str, batches: Sequence[tuple[str, str]], *,
                     check_existing: bool = True, unique: bool = False, batch_rows: int = 65_536,
@@ -532,11 +532,9 @@ class TraceStore:
         check that every warehouse identity is in the store; raises RuntimeError if any is
         missing. The warehouse rows are left in place (dropping them is the caller's step)."""
         table = table or self.spec.name
-        when = self.spec.time_column
-        day_rows = con.execute(f"SELECT CAST({when} AS DATE) AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
+        day_of = self.spec.day_sql()
+        day_rows = con.execute(f"SELECT {day_of} AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
         total = sum(n for _, n in day_rows)
-        if any(day is None for day, _ in day_rows):
-            raise ValueError(f"{sum(n for d, n in day_rows if d is None)} row(s) of {self.spec.name} without {when}")
         appended = already = 0
         try:
             for day, _ in day_rows:
@@ -544,7 +542,7 @@ class TraceStore:
                 # named as one source by the extra column.
                 con.execute(
                     f"CREATE OR REPLACE TEMP VIEW tracestore_migrating AS SELECT *, '{day.isoformat()}' AS {_MIGRATION_SOURCE} "
-                    f"FROM {table} WHERE CAST({when} AS DATE) = DATE '{day.isoformat()}'")
+                    f"FROM {table} WHERE {day_of} = DATE '{day.isoformat()}'")
                 result = self.append_from(con, "tracestore_migrating", [(day.isoformat(), f"warehouse:{day}")],
                                           source_column=_MIGRATION_SOURCE)[0]
                 appended += result.appended
