@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 export RELOPS_HOME ?= $(CURDIR)/data/home
 export DAGSTER_HOME := $(RELOPS_HOME)/dagster
 
+# make test runs the suite on this many worker processes (pytest-xdist; 1 runs it in one process).
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+
 .PHONY: demo test test-faults test-fast lint ui evidently-ui install bench clean-home
 
 $(BIN)/python:
@@ -23,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/ensure-postgres.sh
-	$(BIN)/pytest -q --durations=12 -m "not faults"
+	$(BIN)/pytest -q $(XDIST) --durations=12 -m "not faults"
 
 # The fault-injection suite (issue 14): 20+ random SIGKILLs of ingestion, follow-ups, rollbacks and
 # alert deliveries, then nothing lost, signals recomputed, pointers and the event log agreeing, and a
@@ -34,7 +38,7 @@ test-faults: $(STAMP)
 # Everything but the tests marked slow (dagster dev, PostgreSQL, the wheel, the CLI's end-to-end
 # flows, the benchmarks' smoke runs): under 2 minutes on 2 cores.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow and not faults"
+	$(BIN)/pytest -q $(XDIST) -m "not slow and not faults"
 
 # ruff over the tree; mypy over the domain logic, the Dagster wiring, the CLI and the demo.
 lint: $(STAMP)
