@@ -283,21 +283,34 @@ def test_every_runs_warehouse_connection_is_bounded_by_the_homes_memory_limit(ho
 def test_closing_a_runs_connection_frees_the_cycles_its_step_left(resources):
     """What a step leaves in reference cycles (pandas and Great Expectations objects do) is
     collected when it closes its warehouse connection, not at some later collection, so the
-    next step's peak does not stack on it."""
+    next step's peak does not stack on it; a step that left the process within
+    COLLECT_GROWTH_MB of its size after the last collection is not worth a full collection
+    (~0.2 s: it walks every object of the process) and leaves its small cycles to the next."""
     import gc
     import weakref
+
+    from relops_pipeline.lib import warehouse
 
     class Frame:
         pass
 
-    gc.disable()  # no collection of its own may happen in between
-    try:
+    def step(payload_mb: int) -> weakref.ref:
         with resources["warehouse"].get_connection():
             left = Frame()
             left.self = left  # a cycle: reference counting alone never frees it
+            left.payload = b"x" * (payload_mb * 2**20)  # touched: resident
             alive = weakref.ref(left)
             del left
             assert alive() is not None
-        assert alive() is None
+        return alive
+
+    gc.disable()  # no collection of its own may happen in between
+    try:
+        big = step(int(warehouse.COLLECT_GROWTH_MB * 2))
+        assert big() is None
+        small = step(1)
+        assert small() is not None, "a small step should not pay for a full collection"
+        bigger = step(int(warehouse.COLLECT_GROWTH_MB * 2))
+        assert bigger() is None and small() is None  # the next large step collects both
     finally:
         gc.enable()

@@ -664,12 +664,39 @@ def connect(
             delay = min(delay * 2, 1.0)
 
 
+# What a step must have grown the process by for a full garbage collection to be worth its cost:
+# it walks every object the process holds (~0.15-0.3 s once Dagster, Great Expectations and
+# Evidently are loaded), at every step of every follow-up run, for nothing after a small step.
+COLLECT_GROWTH_MB = 64.0
+_rss_after_collect: list[float] = []  # the process's RSS after the last full collection (MB)
+
+
+def _rss_mb() -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process().memory_info().rss / 2**20
+    except (psutil.Error, OSError):
+        return None
+
+
 def release_memory() -> None:
     """Hand memory freed by the last computation back to the operating system: collect the
-    reference cycles it left (pandas frames and Great Expectations' objects among them) and ask
-    glibc to trim its heaps. Called when a run's step closes its warehouse connection, so that
-    one step's peak does not stack on what the step before it left behind."""
-    gc.collect()
+    reference cycles it left (pandas frames and Great Expectations' objects among them) when
+    the process grew by COLLECT_GROWTH_MB or more since the last collection (less cannot hold
+    much to reclaim), and ask glibc to trim its heaps. Called when a run's step closes its
+    warehouse connection, so that one step's peak does not stack on what the step before it
+    left behind."""
+    _trim()  # first: memory freed without a collection does not count as growth
+    rss = _rss_mb()
+    if rss is None or not _rss_after_collect or rss - _rss_after_collect[-1] >= COLLECT_GROWTH_MB:
+        gc.collect()
+        _trim()
+        after = _rss_mb()
+        _rss_after_collect[:] = [] if after is None else [after]
+
+
+def _trim() -> None:
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
