@@ -2,6 +2,8 @@
 
 - `make test-fast` runs `pytest -m "not slow"`: every test marked `e2e`, and every test in
   SLOW_MODULES, is also marked `slow` here (other slow tests carry the mark in their own file).
+- Modules with the most slow tests run first (`_slow_modules_first`), which keeps `make test`'s
+  workers busy to the end.
 - $RELOPS_TEST_TIMEOUT_SCALE multiplies every subprocess and wait timeout in the tests
   (`scaled`, from procs.py) and pytest-timeout's limits (the ini `timeout` and every
   `@pytest.mark.timeout`): e.g. RELOPS_TEST_TIMEOUT_SCALE=3 on a loaded 2-core machine.
@@ -32,6 +34,7 @@ SLOW_MODULES = {
     "test_cli_cadence.py": "a demo week ingested and evaluated through the CLI",
     "test_cli_gate.py": "register, evaluate and gate releases through the CLI",
     "test_cli_evals.py": "eval runs, imports and backfills through the CLI",
+    "test_tracestore_ingest.py": "store homes through the CLI and Dagster: two writers at once, kills, upgrades",
 }
 
 
@@ -43,6 +46,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if scale != 1.0:
             _scale_timeout(item, scale, default_timeout)
+    _slow_modules_first(items)
+
+
+def _slow_modules_first(items) -> None:
+    """Modules with the most slow tests first, each module's tests together and in their order:
+    `make test` hands whole modules to its workers in this order (pytest-xdist, --dist
+    loadfile), so the last ones to start are short and the workers finish together."""
+    slow: dict[Path, int] = {}
+    first: dict[Path, int] = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.path, i)
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (-slow[item.path], first[item.path]))
 
 
 def _scale_timeout(item, scale: float, default_timeout: float | None) -> None:
