@@ -3,6 +3,7 @@ on a real home instance, with counts that add up, idempotency and clear errors."
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -47,7 +48,15 @@ def test_ingest_every_fixture_folder_counts_add_up_and_second_ingest_adds_nothin
     formats = {f["format"] for f in doc["files"]}
     assert {"otlp", "langfuse", "langsmith", "deepeval", "otel-js"} <= formats
     assert doc["run_id"] and doc["signals_run_ids"]
-    assert len(doc["signals_run_ids"]) == len(doc["day_ranges"])
+    # One signals run per range of touched days, ranges up to BRIDGE_MAX_GAP_DAYS apart sharing a
+    # run (nothing lies between them: the home had no spans before this ingestion).
+    from relops_pipeline.defs.followups import BRIDGE_MAX_GAP_DAYS
+    from relops_pipeline.lib.days import bridged
+
+    touched = [(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in doc["day_ranges"]]
+    runs = bridged(touched, [], BRIDGE_MAX_GAP_DAYS)
+    assert len(touched) > len(runs) > 1
+    assert len(doc["signals_run_ids"]) == len(runs)
 
     code, out, err = run_cli(capsys, "--home", str(home), "ingest", *paths, "--json")
     assert code == 0, out + err
@@ -72,6 +81,10 @@ def test_ingest_every_fixture_folder_counts_add_up_and_second_ingest_adds_nothin
     # The follow-up the planner asked for: the signals assets over the touched days, in one run.
     assert signals_run.asset_selection == {dg.AssetKey(a) for a in SIGNALS_ASSETS}
     assert signals_run.tags["relops/trigger"] == "ingest:cli"
+    from relops_pipeline.defs.followups import RANGE_END_TAG, RANGE_START_TAG
+
+    ranges = [instance.get_run_by_id(r).tags for r in doc["signals_run_ids"]]
+    assert sorted((t[RANGE_START_TAG], t[RANGE_END_TAG]) for t in ranges) == [(a.isoformat(), b.isoformat()) for a, b in runs]
 
 
 def _events(doc) -> int:

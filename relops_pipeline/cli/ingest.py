@@ -35,7 +35,8 @@ RUNNING = ("STARTING", "STARTED")
 
 
 def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] | None = None,
-                 committed_at: float | None = None, covered_by: set[str] | None = None) -> list[str]:
+                 committed_at: float | None = None, covered_by: set[str] | None = None,
+                 occupied: set[dt.date] | None = None) -> list[str]:
     """Run here what follows new traces on these days, as planned by defs/followups.py (the
     follow-ups sensor launches the same runs when the daemon runs): validation, signals and
     features per range of days, then the rolling drift of the days whose week they touch. The
@@ -46,7 +47,8 @@ def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] |
     `committed_at`: when the data of these days was committed (a Unix time). Days that another
     ingestion's follow-ups refreshed since (runs that started later, so read it) are not
     refreshed again, nor is their drift when a drift run started after those refreshes ended;
-    the ids of those runs are added to `covered_by`."""
+    the ids of those runs are added to `covered_by`. `occupied`: the days holding spans in
+    the gaps between the days' ranges (`bridge_gaps`); ranges around an empty gap share a run."""
     from relops_pipeline.defs.followups import (
         ROLLING_DRIFT_ASSETS,
         SIGNALS_ASSETS,
@@ -63,7 +65,7 @@ def refresh_days(home: Home, days: Sequence[dt.date], *, drift_runs: list[str] |
     if committed_at is not None:
         done = refreshed_days(dagster_instance(home), dict.fromkeys(days, committed_at), SIGNALS_ASSETS)
     todo = [d for d in days if d not in done]
-    signals = after_ingestion(todo, source="cli", log=log)
+    signals = after_ingestion(todo, source="cli", log=log, occupied=None if occupied is None else occupied | set(done))
     run_ids = [run_followup(home, f).run_id for f in signals]
     run_ids += sorted({run_id for run_id, _ in done.values()})
     ranges = [(dt.date.fromisoformat(f.days[0]), dt.date.fromisoformat(f.days[1]))
@@ -181,9 +183,10 @@ def ingest_job(home: Home) -> str:
 
 def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     """Ingest through Dagster (an ingestion run, then what follows the days it reported)."""
-    from relops_pipeline.defs.followups import ingested_days
+    from relops_pipeline.defs.followups import bridge_gaps, ingested_days
     from relops_pipeline.lib.health import stale_days
     from relops_pipeline.lib.settings import SettingsError, load_settings
+    from relops_pipeline.lib.traces_day import days_with_spans
 
     try:
         settings = load_settings(home.settings_file)
@@ -217,9 +220,10 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
             # signals are refreshed along with these.
             with read_warehouse(home) as con:
                 healed = sorted({d.day for d in stale_days(con)} - set(days))
+                occupied = days_with_spans(con, bridge_gaps(days))
             summary["healed_days"] = [d.isoformat() for d in healed]
             summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"],
-                                                      committed_at=committed_at, covered_by=covered)
+                                                      committed_at=committed_at, covered_by=covered, occupied=occupied)
             if healed:
                 try:
                     summary["signals_run_ids"] += refresh_days(home, healed, drift_runs=summary["drift_run_ids"])

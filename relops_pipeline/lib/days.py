@@ -19,6 +19,34 @@ def day_ranges(days: Iterable[dt.date]) -> list[DayRange]:
     return out
 
 
+def bridged(ranges: Sequence[DayRange], occupied: Iterable[dt.date], max_gap_days: int) -> list[DayRange]:
+    """Sorted ranges with each gap of at most `max_gap_days` days that holds no `occupied` day
+    bridged: the two ranges and the empty days between them become one range (one refresh run
+    instead of two: a run costs about as much as 15 empty days in it). A gap holding an
+    occupied day stays, so no run recomputes a day nobody touched that has data."""
+    full = set(occupied)
+    out: list[DayRange] = []
+    for rng in sorted(ranges):
+        if out:
+            gap = [out[-1][1] + dt.timedelta(days=k) for k in range(1, (rng[0] - out[-1][1]).days)]
+            if len(gap) <= max_gap_days and not full.intersection(gap):
+                out[-1] = (out[-1][0], max(out[-1][1], rng[1]))
+                continue
+        out.append(rng)
+    return out
+
+
+def gaps(ranges: Sequence[DayRange], max_gap_days: int) -> list[DayRange]:
+    """The (first, last) days between consecutive sorted ranges, for gaps of 1..max_gap_days days."""
+    out = []
+    ordered = sorted(ranges)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        n = (b[0] - a[1]).days - 1
+        if 1 <= n <= max_gap_days:
+            out.append((a[1] + dt.timedelta(days=1), b[0] - dt.timedelta(days=1)))
+    return out
+
+
 def clamp(rng: DayRange, first: dt.date, last: dt.date) -> DayRange | None:
     """The part of `rng` within first..last, or None when they do not overlap."""
     lo, hi = max(rng[0], first), min(rng[1], last)

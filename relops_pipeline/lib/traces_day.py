@@ -71,6 +71,15 @@ class FeaturesRefresh:
 VALIDATION_FRAME_ROWS = 250_000
 
 
+def days_with_spans(con: duckdb.DuckDBPyConnection, windows: list[tuple[dt.date, dt.date]]) -> set[dt.date]:
+    """The days within the (first, last) windows that hold at least one span."""
+    if not windows:
+        return set()
+    where = " OR ".join("(start_time >= ? AND start_time < ?)" for _ in windows)
+    params = [b for lo, hi in windows for b in (lo, hi + dt.timedelta(days=1))]
+    return {r[0] for r in con.execute(f"SELECT DISTINCT CAST(start_time AS DATE) FROM spans WHERE {where}", params).fetchall()}
+
+
 def validate_window(
     con: duckdb.DuckDBPyConnection,
     start: dt.datetime,
