@@ -8,7 +8,7 @@ export DAGSTER_HOME := $(RELOPS_HOME)/dagster
 
 # make test runs the suite on this many worker processes (pytest-xdist; 1 runs it in one process).
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder,)
 
 .PHONY: demo test test-faults test-fast lint ui evidently-ui install bench clean-home
 

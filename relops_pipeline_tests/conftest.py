@@ -51,8 +51,8 @@ def pytest_collection_modifyitems(config, items):
 
 def _slow_modules_first(items) -> None:
     """Modules with the most slow tests first, each module's tests together and in their order:
-    `make test` hands whole modules to its workers in this order (pytest-xdist, --dist
-    loadfile), so the last ones to start are short and the workers finish together."""
+    `make test` hands whole modules to its workers in this order (pytest-xdist, --dist loadfile
+    --no-loadscope-reorder), so the last modules to start are short ones."""
     slow: dict[Path, int] = {}
     first: dict[Path, int] = {}
     for i, item in enumerate(items):

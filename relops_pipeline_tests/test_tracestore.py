@@ -511,6 +511,17 @@ def test_genai_events_and_rejects_in_the_store_and_migrated(wh, store):
         target.register(wh, "m")
         for a, b in (("m", spec.name), (spec.name, "m")):
             assert wh.execute(f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b})").fetchall()[0] == (0,)
+        target.unregister(wh, "m")
+
+    # The home went back to its warehouse for a while (its moved rows deleted there), then to the
+    # store again: the new rows of days moved before (the undated one among them) move too.
+    target = TraceStore(f"{store.uri}_migrated_{GENAI_EVENTS.name}", store.storage_options, spec=GENAI_EVENTS)
+    wh.execute("DELETE FROM genai_events")
+    later = event_rows(n, n + 60)  # 60 events: one undated (i % 50 == 7), the rest on days moved before
+    wh.register("later", later)
+    wh.execute("INSERT INTO genai_events BY NAME SELECT * FROM later")
+    result = target.migrate_from_warehouse(wh)
+    assert (result.appended, result.already_in_store, result.store_spans) == (60, 0, n + 60)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["writer"]:

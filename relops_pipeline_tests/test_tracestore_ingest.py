@@ -311,13 +311,26 @@ def test_an_event_without_a_time_is_kept_by_a_store_home_and_moves_with_the_upgr
         assert json.loads(out)["totals"]["accepted"] == 1
         if name == "upgraded":
             _use_store(h)  # the next ingestion moves the warehouse's traces into the store
+        marker = h.warehouse_path.parent / ".traces-moved-to-store"
+        assert marker.is_file() == (name == "store")  # written by a store ingestion, once it moved any
         code, out, err = run_cli(capsys, h.root, "ingest", str(again), "--json")
         assert code == 0, err
         assert json.loads(out)["totals"]["duplicates"] == 1, out
+        assert marker.is_file() == (name != "warehouse")
+        if name != "warehouse":
+            assert marker.read_text() == load_settings(h.settings_file).trace_store.uri
         contents[name] = _contents(h.root)
         assert [e[3] for e in contents[name]["events"]] == [None]  # event_time
     assert contents["store"]["events"] == contents["warehouse"]["events"] == contents["upgraded"]["events"]
     assert _warehouse_rows(tmp_path / "upgraded") == [0, 0, 0]
+
+    # Back to the warehouse: its first ingestion removes the marker, so that switching to the
+    # store again moves what the warehouse gathered meanwhile before anything is appended.
+    h = Home.resolve(tmp_path / "upgraded")
+    h.settings_file.write_text(h.settings_file.read_text().replace("\ntrace_store: true\n", "\n"))
+    code, _, err = run_cli(capsys, h.root, "ingest", str(untimed))
+    assert code == 0, err
+    assert not (h.warehouse_path.parent / ".traces-moved-to-store").exists()
 
 
 def test_the_trace_store_setting(tmp_path):

@@ -120,17 +120,18 @@ def after_ingestion(days: Iterable[dt.date], *, source: str, log=None,
     days holding spans in the gaps of up to BRIDGE_MAX_GAP_DAYS between those ranges (see
     `bridge_gaps`); the ranges around a gap without any are refreshed in one run, with it."""
     first, last = _daily_bounds()
-    out = []
-    ranges = day_ranges(days)
-    if occupied is not None:
-        ranges = bridged(ranges, occupied, BRIDGE_MAX_GAP_DAYS)
-    for rng in ranges:
+    ranges = []
+    for rng in day_ranges(days):
         clamped = clamp(rng, first, last)
         if clamped != rng and log is not None:
             log(f"days {rng[0]}..{rng[1]} reach outside the daily partitions {first}..{last}: refreshing {clamped}")
-        if clamped is None:
-            continue
-        lo, hi = _iso(clamped)
+        if clamped is not None:
+            ranges.append(clamped)
+    if occupied is not None:
+        ranges = bridged(ranges, occupied, BRIDGE_MAX_GAP_DAYS)
+    out = []
+    for rng in ranges:
+        lo, hi = _iso(rng)
         out.append(FollowUp("signals", run_key=f"signals-{source}-{lo}-{hi}", job=traces_followup_job.name,
                             assets=SIGNALS_ASSETS, days=(lo, hi),
                             tags={TRIGGER_TAG: f"ingest:{source}"}))

@@ -694,6 +694,8 @@ def release_memory() -> None:
         _trim()
         after = _rss_mb()
         _rss_after_collect[:] = [] if after is None else [after]
+    elif rss < _rss_after_collect[-1]:
+        _rss_after_collect[-1] = rss  # the allowance is growth from the lowest point since
 
 
 def _trim() -> None:

@@ -68,9 +68,12 @@ def ingest_chunk(context: dg.OpExecutionContext, chunk: dict, home: RelopsHomeRe
                          "ingest with ingest_traces_to_store_job (relops ingest and the landing sensor choose it)")
     progress = _progress_logger(context, chunk)
 
-    # The warehouse holds traces again: a later switch to the store must move them first.
+    # The warehouse holds traces again: a later switch to the store must move them first (removed
+    # before, in case of a crash, and again while holding the warehouse, in case a store ingestion
+    # wrote it in between).
     _moved_marker(warehouse).unlink(missing_ok=True)
     with warehouse.get_connection() as con:
+        _moved_marker(warehouse).unlink(missing_ok=True)
         summary = ingest_paths(
             con,
             chunk["paths"],
@@ -99,10 +102,13 @@ def _move_warehouse_traces_first(context: dg.OpExecutionContext, warehouse: Ware
     marker = _moved_marker(warehouse)
     if marker.is_file() and marker.read_text() == uri:
         return
-    with warehouse.get_connection(days=[]):
-        pass  # a read-write connection of a store home moves the warehouse's traces (lib/tracestore/linked.py)
-    marker.write_text(uri)
-    context.log.info(f"the warehouse's traces are in the trace store at {uri}")
+    with warehouse.get_connection(days=[]) as con:
+        # A read-write connection of a store home has moved the warehouse's traces (lib/tracestore/
+        # linked.py); the marker is written while this one holds the warehouse, so a warehouse
+        # ingestion (which removes it) cannot come in between.
+        if "spans" in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()}:
+            marker.write_text(uri)
+            context.log.info(f"the warehouse's traces are in the trace store at {uri}")
 
 
 @dg.op(tags={"relops/domain": "ingest"})

@@ -528,22 +528,25 @@ class TraceStore:
     # --- migration and upkeep ----------------------------------------------------------------
     def migrate_from_warehouse(self, con: duckdb.DuckDBPyConnection, table: str | None = None) -> MigrationResult:
         """Copy the warehouse's table (the spec's, e.g. `spans`) into the store, one commit per
-        day (source id `warehouse:<day>`, so a migration interrupted and run again resumes), then
-        check that every warehouse identity is in the store; raises RuntimeError if any is
-        missing. The warehouse rows are left in place (dropping them is the caller's step)."""
+        day (source id `warehouse:<day>:<count>-<digest of the day's identities>`, so a migration
+        interrupted and run again resumes, and a later move of other rows of the same day, after
+        the home went back to its warehouse for a while, is a source of its own), then check
+        that every warehouse identity is in the store; raises RuntimeError if any is missing.
+        The warehouse rows are left in place (dropping them is the caller's step)."""
         table = table or self.spec.name
         day_of = self.spec.day_sql()
-        day_rows = con.execute(f"SELECT {day_of} AS d, count(*) FROM {table} GROUP BY d ORDER BY d").fetchall()
-        total = sum(n for _, n in day_rows)
+        day_rows = con.execute(f"SELECT {day_of} AS d, count(*), bit_xor(hash({', '.join(self.spec.key)})) "
+                               f"FROM {table} GROUP BY d ORDER BY d").fetchall()
+        total = sum(n for _, n, _ in day_rows)
         appended = already = 0
         try:
-            for day, _ in day_rows:
+            for day, n, digest in day_rows:
                 # Streamed from the warehouse by DuckDB (its memory limit holds), the day's rows
                 # named as one source by the extra column.
                 con.execute(
                     f"CREATE OR REPLACE TEMP VIEW tracestore_migrating AS SELECT *, '{day.isoformat()}' AS {_MIGRATION_SOURCE} "
                     f"FROM {table} WHERE {day_of} = DATE '{day.isoformat()}'")
-                result = self.append_from(con, "tracestore_migrating", [(day.isoformat(), f"warehouse:{day}")],
+                result = self.append_from(con, "tracestore_migrating", [(day.isoformat(), f"warehouse:{day}:{n}-{digest:x}")],
                                           source_column=_MIGRATION_SOURCE)[0]
                 appended += result.appended
                 already += result.duplicates
