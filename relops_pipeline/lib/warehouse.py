@@ -668,7 +668,7 @@ def connect(
 # it walks every object the process holds (~0.15-0.3 s once Dagster, Great Expectations and
 # Evidently are loaded), at every step of every follow-up run, for nothing after a small step.
 COLLECT_GROWTH_MB = 64.0
-_rss_after_collect: list[float] = []  # the process's RSS after the last full collection (MB)
+_rss_after_collect: list[float] = []  # the lowest RSS since the last full collection (MB)
 
 
 def _rss_mb() -> float | None:
@@ -683,8 +683,8 @@ def _rss_mb() -> float | None:
 def release_memory() -> None:
     """Hand memory freed by the last computation back to the operating system: collect the
     reference cycles it left (pandas frames and Great Expectations' objects among them) when
-    the process grew by COLLECT_GROWTH_MB or more since the last collection (less cannot hold
-    much to reclaim), and ask glibc to trim its heaps. Called when a run's step closes its
+    the process's RSS is COLLECT_GROWTH_MB or more above its lowest point since the last
+    collection (less cannot hold much to reclaim), and ask glibc to trim its heaps. Called when a run's step closes its
     warehouse connection, so that one step's peak does not stack on what the step before it
     left behind."""
     _trim()  # first: memory freed without a collection does not count as growth
