@@ -36,7 +36,7 @@ test-faults: $(STAMP)
 	$(BIN)/pytest -q -s -m faults
 
 # Everything but the tests marked slow (dagster dev, PostgreSQL, the wheel, the CLI's end-to-end
-# flows, the benchmarks' smoke runs): under 2 minutes on 2 cores.
+# flows, the benchmarks' smoke runs): about 3 minutes on 2 cores.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q $(XDIST) -m "not slow and not faults"
 
