@@ -129,12 +129,10 @@ def test_two_ingestions_write_the_store_at_once_and_each_span_counts_once(tmp_pa
     """Two `relops ingest` processes into one home, with overlapping files (the same files under
     other names, and files both get): the store holds each span once for every query."""
     traces, reference_home, _ = reference
-    # A capture's traces and its log export (GenAI events filling the spans' text) go to the
-    # same writer: events do not complete spans another writer is committing at the same moment.
-    captures = sorted({p.name.split(".")[0] for p in traces.rglob("*") if p.is_file()})
+    # A capture's traces and its log export (GenAI events filling the spans' text) may go to
+    # different writers: whichever commits last completes the other's spans.
     first, second = tmp_path / "first", tmp_path / "second"
-    for f in sorted(p for p in traces.rglob("*") if p.is_file()):
-        i = captures.index(f.name.split(".")[0])
+    for i, f in enumerate(sorted(p for p in traces.rglob("*") if p.is_file())):
         for dest in ([first] if i % 3 == 0 else [second] if i % 3 == 1 else [first, second]):
             target = dest / f.relative_to(traces)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -191,9 +189,11 @@ def _runs(home: Home, job: str, status) -> list:
         return [r for r in instance.get_runs(dg.RunsFilter(job_name=job, statuses=[status]))]
 
 
-def test_events_arriving_after_their_spans_complete_them_as_in_the_warehouse(tmp_path, capsys):
-    """A capture's traces in one ingestion, its log export (GenAI events with the messages) in a
-    later one: the store's spans get the text, messages and finish reason the warehouse's get."""
+@pytest.mark.parametrize("first", ["traces", "logs"])
+def test_events_arriving_apart_from_their_spans_complete_them_as_in_the_warehouse(tmp_path, capsys, first):
+    """A capture's traces in one ingestion, its log export (GenAI events with the messages) in
+    another, in either order (the SDK's exporters flush apart): the store's spans get the text,
+    messages and finish reason the warehouse's get."""
     captures = sorted(p.name.split(".")[0] for p in OTEL.glob("*.legacy_semconv.logs.jsonl"))[:10]
     for step in ("traces", "logs"):
         (tmp_path / step).mkdir()
@@ -205,7 +205,7 @@ def test_events_arriving_after_their_spans_complete_them_as_in_the_warehouse(tmp
         h.init(example=True)
         if store:
             _use_store(h)
-        for step in ("traces", "logs"):
+        for step in ("traces", "logs") if first == "traces" else ("logs", "traces"):
             code, _, err = run_cli(capsys, h.root, "ingest", str(tmp_path / step))
             assert code == 0, err
         contents[name] = _contents(h.root)
@@ -215,14 +215,68 @@ def test_events_arriving_after_their_spans_complete_them_as_in_the_warehouse(tmp
         filled = con.execute("SELECT count(*) FROM spans WHERE input_text IS NOT NULL").fetchall()[0][0]
     assert filled >= 3, "the log exports should give the spans their text"
 
-    # The completed copies were appended beside the first ones; compaction keeps them.
     from relops_pipeline.lib.settings import load_settings
     from relops_pipeline.lib.tracestore.linked import TraceTables
     from relops_pipeline.lib.tracestore.schema import SPANS
 
     spans = TraceTables(load_settings(Home.resolve(tmp_path / "store").settings_file).trace_store).store(SPANS)
-    assert spans.compact() >= 3  # a completed copy for each span the logs completed
+    if first == "traces":  # the completed copies were appended beside the first ones; compaction keeps them
+        assert spans.compact() >= 3
+    else:  # the spans were completed before their first commit: no second copy
+        assert spans.compact() == 0
     assert _contents(tmp_path / "store") == got
+
+
+@pytest.mark.parametrize("committed_meanwhile", ["traces", "logs"])
+def test_events_and_their_spans_committed_at_once_by_two_writers_complete_the_spans(tmp_path, monkeypatch,
+                                                                                   committed_meanwhile):
+    """Two writers, one with a capture's traces and one with its log export: the other writer
+    commits after this one read the store and before this one commits, so neither saw the
+    other's rows when completing spans. Whichever commits last looks again: the store's spans
+    end as the warehouse's (traces, then logs, one writer) and the days are refreshed."""
+    import duckdb
+
+    from relops_pipeline.lib.ingest import ingest_file, ingest_paths_to_store
+    from relops_pipeline.lib.settings import IngestSettings, TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+    from relops_pipeline.lib.warehouse import migrate
+
+    captures = sorted(p.name.split(".")[0] for p in OTEL.glob("*.legacy_semconv.logs.jsonl"))[:10]
+    files = {step: [OTEL / f"{c}.legacy_semconv.{step}.jsonl" for c in captures] for step in ("traces", "logs")}
+    settings = IngestSettings()
+    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    migrate(wh)
+    for f in files["traces"] + files["logs"]:
+        ingest_file(wh, f, settings=settings)
+
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    other = committed_meanwhile
+    this = "logs" if other == "traces" else "traces"
+    append_from, raced = TraceStore.append_from, []
+
+    def commit_of_the_other_writer_first(self, *args, **kwargs):
+        if not raced:  # this writer's first commit: the other writer reads and commits just before it
+            raced.append(other)
+            ingest_paths_to_store(tables, files[other], workdir=tmp_path / "other", settings=settings)
+        return append_from(self, *args, **kwargs)
+
+    monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    done = ingest_paths_to_store(tables, files[this], workdir=tmp_path / "this", settings=settings)
+    monkeypatch.undo()
+    assert raced, "the other writer did not run in between"
+
+    store = duckdb.connect()
+    tables.attach(store)
+    content = ("SELECT trace_id, span_id, input_text, output_text, CAST(input_messages AS VARCHAR), "
+               "CAST(output_messages AS VARCHAR), finish_reason FROM spans ORDER BY ALL")
+    want = wh.execute(content).fetchall()
+    assert sum(1 for r in want if r[2] is not None) >= 3, "the log exports should give the spans their text"
+    assert store.execute(content).fetchall() == want
+    # The completed spans' days are refreshed by the writer that completed them.
+    days = {d.isoformat() for (d,) in wh.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM spans "
+                                                  "WHERE input_text IS NOT NULL").fetchall()}
+    assert days <= set(done.spans_by_day)
 
 
 def test_an_ingestion_killed_while_reading_or_after_its_commit_loses_and_duplicates_nothing(tmp_path, capsys, reference):

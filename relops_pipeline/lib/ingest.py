@@ -631,10 +631,14 @@ def ingest_paths_to_store(
     between the store's commit and the warehouse's record of the batch) adds nothing.
 
     The files' ingest_batches rows are returned for the caller to record in the warehouse (the
-    control state stays there). GenAI events whose spans an earlier ingestion stored complete
-    them as in the warehouse: the completed copies are appended, and the store's views keep a
-    span's most complete copy (`_complete_from_store`). A LangSmith run's end that arrives in a
-    later ingestion than its start does not complete the stored run (see docs/production.md)."""
+    control state stays there). GenAI events and their spans in different ingestions complete
+    the spans as in the warehouse, in either order: events whose spans an earlier ingestion
+    stored give completed copies, appended beside them (the store's views keep a span's most
+    complete copy: `_complete_from_store`); spans whose events the store holds are filled before
+    they are appended (`_complete_from_stored_events`). When another writer committed spans or
+    events after these were read, both are looked at again after the commit. A LangSmith run's
+    end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`), but not
+    one committed by another writer at the same moment (see docs/production.md)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
 
@@ -651,13 +655,25 @@ def ingest_paths_to_store(
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
         batch_digest = hashlib.sha256(",".join(sources).encode()).hexdigest()
-        for kind, completed in (("langsmith", _complete_langsmith_from_store(con, tables, summary, settings)),
-                                ("completion", _complete_from_store(con, tables, int(settings.text_cap)))):
+        cap = int(settings.text_cap)
+        # The versions the completions below read (or older): a commit by another writer after
+        # them is looked at again once these files are committed (_reconcile_with_other_writers).
+        read_versions = {name: stores[name].version() for name in ("spans", "genai_events")}
+        ours: dict[str, set[int]] = {"spans": set(), "genai_events": set()}
+
+        def append_corrections(kind: str, completed: pa.Table | None) -> None:
             if completed is not None and completed.num_rows:
                 # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
-                stores["spans"].append_many([(completed, f"{kind}:{batch_digest}")], check_existing=False)
+                done = stores["spans"].append_many([(completed, f"{kind}:{batch_digest}")], check_existing=False)
+                ours["spans"].update(r.version for r in done if r.version is not None)
                 for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
                     out.spans_by_day.setdefault(day, 0)
+
+        # These files' spans are appended completed by the events the store already holds; the
+        # corrections are copies of stored spans these files' LangSmith ends or events complete.
+        _complete_from_stored_events(con, tables, cap)
+        append_corrections("langsmith", _complete_langsmith_from_store(con, tables, summary, settings))
+        append_corrections("completion", _complete_from_store(con, tables, cap))
         cur = con.execute("SELECT * FROM span_updates ORDER BY ALL")
         out.span_updates = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
         # After the whole call, so that completions by later files are in what is appended;
@@ -669,6 +685,15 @@ def ingest_paths_to_store(
             # The loader keeps one span per (trace_id, span_id) and one event per key in a batch.
             appended = table.append_from(con, name, list(zip(batch_ids, sources, strict=True)), unique=name != "trace_rejects")
             moved[name] = [(int(counts.get(b, 0)), a) for b, a in zip(batch_ids, appended, strict=True)]
+            if name in ours:
+                ours[name].update(a.version for a in appended if a.version is not None)
+        if any(set(range(read_versions[name] + 1, stores[name].version() + 1)) - ours[name] for name in ours):
+            # Another writer committed spans or events after the completions above read the
+            # store: its spans may be the ones these files' events complete, or its events the
+            # ones that complete these files' spans, and it did not see these files either.
+            # Looked at again now that both are committed (whichever writer commits last does).
+            append_corrections("late-events", _complete_from_stored_events(con, tables, cap))
+            append_corrections("late-completion", _complete_from_store(con, tables, cap))
         for i, result in enumerate(summary.files):
             _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
             cur = con.execute("SELECT * FROM ingest_batches WHERE batch_id = ?", [result.batch_id])
@@ -772,6 +797,70 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
         con.execute("DROP TABLE IF EXISTS store_runs")
 
 
+def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTables, cap: int) -> pa.Table | None:
+    """These files' spans that GenAI events already in the store complete (a capture's log
+    export ingested before its traces, or committed by another writer at the same moment): the
+    events naming them are read from the store (the partitions of the spans' days and the days
+    beside them, and the undated one) and fill their text, messages and finish reason exactly as
+    the warehouse fills a new span from its earlier events. Returns the spans this changed
+    (None: none), as they now are in `con`."""
+    from relops_pipeline.lib.tracestore.schema import GENAI_EVENTS, UNDATED_DAY
+
+    events = tables.store(GENAI_EVENTS)
+    if not events.exists():
+        return None
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE loaded AS SELECT {_TEXT_FIELDS} FROM spans "
+        "WHERE ingest_batch_id IN (SELECT batch_id FROM ingest_batches) "  # these files' spans, not loaded ones
+        "AND (input_text IS NULL OR output_text IS NULL OR input_messages IS NULL OR output_messages IS NULL "
+        "OR finish_reason IS NULL)")
+    view = "stored_genai_events"
+    try:
+        span_days = [r[0] for r in con.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM loaded").fetchall()]
+        if not span_days:
+            return None
+        # An event is stamped within its call; the span started at most a day earlier or later.
+        days = None if any(d is None for d in span_days) else sorted(
+            {date.fromordinal(d.toordinal() + k) for d in span_days for k in (-1, 0, 1)} | {UNDATED_DAY})
+        events.register(con, view, days=days)
+        try:
+            added = con.execute(
+                f"INSERT INTO genai_events BY NAME SELECT * REPLACE (? AS ingest_batch_id) FROM {view} e "
+                "SEMI JOIN loaded l ON l.trace_id = e.trace_id AND l.span_id = e.span_id "
+                "WHERE NOT EXISTS (SELECT 1 FROM genai_events g WHERE g.event_key = e.event_key)",
+                [_STORED_EVENTS]).fetchall()[0][0]
+        finally:
+            events.unregister(con, view)
+        if not added:
+            return None
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE batch_events AS SELECT trace_id, span_id FROM loaded")
+            _fill_text_from_events(con, "", cap)  # no batch of its own: the spans batch_events names
+        finally:
+            # Read, not these files' own: they are not appended (nor counted) with them.
+            con.execute("DELETE FROM genai_events WHERE ingest_batch_id = ?", [_STORED_EVENTS])
+            con.execute("DROP TABLE IF EXISTS batch_events")
+        return _changed_since_loaded(con)
+    finally:
+        con.execute("DROP TABLE IF EXISTS loaded")
+
+
+# The batch id GenAI events read back from the store carry while they fill these files' spans.
+_STORED_EVENTS = "stored-genai-events"
+# What GenAI events fill in a span, as kept in `loaded` before they do (_changed_since_loaded).
+_TEXT_FIELDS = ("trace_id, span_id, start_time, input_text, output_text, CAST(input_messages AS VARCHAR) AS im, "
+                "CAST(output_messages AS VARCHAR) AS om, finish_reason")
+
+
+def _changed_since_loaded(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The spans whose text, messages or finish reason differ from what `loaded` kept of them."""
+    return con.sql(
+        "SELECT s.* FROM spans s JOIN loaded l USING (trace_id, span_id) "
+        "WHERE s.input_text IS DISTINCT FROM l.input_text OR s.output_text IS DISTINCT FROM l.output_text "
+        "OR CAST(s.input_messages AS VARCHAR) IS DISTINCT FROM l.im OR CAST(s.output_messages AS VARCHAR) IS DISTINCT FROM l.om "
+        "OR s.finish_reason IS DISTINCT FROM l.finish_reason").to_arrow_table()
+
+
 def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, cap: int) -> pa.Table | None:
     """Spans an earlier ingestion stored that these files' GenAI events complete (a capture's
     log export arriving after its traces): loaded from the store into `con`, their text,
@@ -799,8 +888,7 @@ def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, ca
         finally:
             tables.store(SPANS).unregister(con, "stored_spans")
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE loaded AS SELECT trace_id, span_id, start_time, input_text, output_text, "
-            "CAST(input_messages AS VARCHAR) AS im, CAST(output_messages AS VARCHAR) AS om, finish_reason "
+            f"CREATE OR REPLACE TEMP TABLE loaded AS SELECT {_TEXT_FIELDS} "
             "FROM spans SEMI JOIN batch_events USING (trace_id, span_id)")
         if not _count(con, "SELECT count(*) FROM loaded"):
             return None
@@ -810,11 +898,7 @@ def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, ca
             "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
             "FROM (SELECT e.ingest_batch_id AS b, min(l.start_time) AS lo, max(l.start_time) AS hi "
             "      FROM genai_events e JOIN loaded l USING (trace_id, span_id) GROUP BY 1) x WHERE batch_id = x.b")
-        return con.sql(
-            "SELECT s.* FROM spans s JOIN loaded l USING (trace_id, span_id) "
-            "WHERE s.input_text IS DISTINCT FROM l.input_text OR s.output_text IS DISTINCT FROM l.output_text "
-            "OR CAST(s.input_messages AS VARCHAR) IS DISTINCT FROM l.im OR CAST(s.output_messages AS VARCHAR) IS DISTINCT FROM l.om "
-            "OR s.finish_reason IS DISTINCT FROM l.finish_reason").to_arrow_table()
+        return _changed_since_loaded(con)
     finally:
         con.execute("DROP TABLE IF EXISTS batch_events")
         con.execute("DROP TABLE IF EXISTS loaded")

@@ -153,6 +153,13 @@ class TraceStore:
     def exists(self) -> bool:
         return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None)
 
+    def version(self) -> int:
+        """The table's latest version (-1: no table yet; nothing is created)."""
+        try:
+            return DeltaTable(self.uri, storage_options=self.storage_options or None).version()
+        except TableNotFoundError:
+            return -1
+
     def committed(self, source_id: str, dt: DeltaTable | None = None) -> bool:
         """Whether the source's rows are in the table (its application transaction is)."""
         return (dt or self.table()).transaction_version(APP_ID_PREFIX + source_id) is not None
