@@ -31,16 +31,18 @@ DAY = dt.date(2026, 3, 2)
 T0 = dt.datetime(2026, 3, 2, 8, 0, 0)
 
 
-def write_spans(path: Path, good: int, skewed: int, *, negative_latency: int = 0) -> Path:
+def write_spans(path: Path, good: int, skewed: int, *, negative_latency: int = 0, t0: dt.datetime = T0,
+                ids: str = "") -> Path:
     """`good` root spans of 1.2 s, then `skewed` roots whose end is 250 ms before their start,
-    then `negative_latency` roots whose source reported latency_ms -5; one trace each, all on DAY."""
+    then `negative_latency` roots whose source reported latency_ms -5; one trace each, all on
+    the day of `t0` (DAY); `ids` prefixes their ids."""
     lines = []
     for i in range(good + skewed + negative_latency):
-        start = T0 + dt.timedelta(seconds=7 * i)
+        start = t0 + dt.timedelta(seconds=7 * i)
         end = start + dt.timedelta(milliseconds=1200)
         rec = {
-            "trace_id": f"t{i:05d}",
-            "span_id": f"s{i:05d}",
+            "trace_id": f"t{ids}{i:05d}",
+            "span_id": f"s{ids}{i:05d}",
             "kind": "llm",
             "workflow": "support-triage",
             "release": "v1",
@@ -121,6 +123,28 @@ def test_a_genuinely_broken_day_is_still_an_error(tmp_path, wh):
     assert times.observed["unexpected_count"] == 300 and "tolerated" not in times.observed
     assert "more than the tolerated" in times.description
     assert not result.passed and [r.name for r in result.failed(ERROR)] == ["times_ordered"]
+
+
+def test_a_run_over_several_days_judges_each_day_on_its_own_share(tmp_path, wh):
+    """One run validates a range of days (ingestion follow-ups, bridged ranges, backfills): a
+    day with 5 % of its spans ending before they start is an ERROR even beside clean days that
+    bring the window's share under 1 %; days each within the share still WARN."""
+    later = T0 + dt.timedelta(days=3)
+    ingest_file(wh, write_spans(tmp_path / "bad.jsonl", 95, 5), fmt="relops-jsonl")
+    ingest_file(wh, write_spans(tmp_path / "clean.jsonl", 2000, 1, t0=later, ids="c"), fmt="relops-jsonl")
+    start, end = dt.datetime.combine(DAY, dt.time()), dt.datetime.combine(later.date() + dt.timedelta(days=1), dt.time())
+    assert 6 / 2101 < 0.01  # over the window, within the share
+
+    result = validate_window(wh, start, end).validation
+    times = rule(result, "times_ordered")
+    assert (times.passed, times.severity) == (False, ERROR) and not result.passed
+    assert times.observed["day"] == DAY.isoformat() and times.observed["unexpected_count"] == 5
+    assert times.description.startswith(f"on {DAY.isoformat()}: ")
+    alone = rule(validate_window(wh, later.replace(hour=0), end).validation, "times_ordered")
+    assert (alone.severity, alone.observed["unexpected_count"]) == (WARN, 1)
+    # Within the share on every day: the window's WARN stands, with the window's count.
+    lenient = rule(validate_window(wh, start, end, max_violating_share=0.06).validation, "times_ordered")
+    assert (lenient.severity, lenient.observed["unexpected_count"], "day" in lenient.observed) == (WARN, 6, False)
 
 
 def test_the_tolerated_share_is_a_boundary_and_configurable(tmp_path, wh):

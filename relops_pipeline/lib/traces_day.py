@@ -110,10 +110,10 @@ def validate_window(
             counted["anomalous"] += int(df["anomalous"].sum()) if len(df) else 0
             yield df.drop(columns=["anomalous"])
 
-    validation = validate_spans(
-        frames(),
-        max_violating_share=DEFAULT_MAX_VIOLATING_SHARE if max_violating_share is None else max_violating_share,
-    )
+    share = DEFAULT_MAX_VIOLATING_SHARE if max_violating_share is None else max_violating_share
+    validation = validate_spans(frames(), max_violating_share=share)
+    if end - start > dt.timedelta(days=1):
+        validation = _judged_day_by_day(con, start, end, validation, share)
     by_release = con.execute(
         f"SELECT workflow, release, count(*) AS spans FROM spans WHERE {window} "
         "GROUP BY ALL ORDER BY workflow, release",
@@ -134,6 +134,48 @@ def validate_window(
         validation=validation,
         anomalous_spans=counted["anomalous"],
     )
+
+
+# The proportionate rules' violations and the spans each one checks (lib/validation.py), per day.
+_SHARES_BY_DAY = """
+    SELECT CAST(start_time AS DATE) AS day,
+        count(*) FILTER (WHERE end_time < start_time), count(*) FILTER (WHERE end_time IS NOT NULL),
+        count(*) FILTER (WHERE latency_ms < 0), count(latency_ms)
+    FROM spans WHERE start_time >= ? AND start_time < ? GROUP BY 1 ORDER BY 1"""
+
+
+def _judged_day_by_day(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: dt.datetime,
+                       validation: SpanValidation, share: float) -> SpanValidation:
+    """A window of several days (one run over a range of days) judged as each day alone would
+    be: a proportionate rule tolerated over the window (violations within the share) is an
+    ERROR when one of its days is over the share, so a broken day is not hidden by clean days
+    around it. Days over the share by count are validated again alone (Great Expectations
+    judges); the rule takes the earliest failing day's result, named in `observed["day"]`."""
+    from relops_pipeline.lib.validation import ERROR, PROPORTIONATE_RULES, RuleResult
+
+    tolerated = {r.name for r in validation.rules if r.name in PROPORTIONATE_RULES and not r.passed and r.severity != ERROR}
+    if not tolerated:
+        return validation
+    over: dict[str, list[dt.date]] = {name: [] for name in tolerated}
+    for day, skewed, timed, negative, with_latency in con.execute(_SHARES_BY_DAY, [start, end]).fetchall():
+        for name, bad, checked in (("times_ordered", skewed, timed), ("latency_not_negative", negative, with_latency)):
+            if name in over and checked and bad / checked > share:
+                over[name].append(day)
+    worst: dict[str, RuleResult] = {}
+    for day in sorted({d for days in over.values() for d in days}):
+        alone = validate_window(con, dt.datetime.combine(day, dt.time()), dt.datetime.combine(day + dt.timedelta(days=1), dt.time()),
+                                max_violating_share=share).validation
+        for name in over:
+            rule = alone.rule(name)
+            if name not in worst and not rule.passed and rule.severity == ERROR:
+                days = len(over[name])
+                worst[name] = dataclasses.replace(
+                    rule, observed={**rule.observed, "day": day.isoformat(), "days_over_share": days},
+                    description=f"on {day.isoformat()}{f' (and {days - 1} more day(s))' if days > 1 else ''}: {rule.description}")
+    if not worst:
+        return validation
+    rules = tuple(worst.get(r.name, r) for r in validation.rules)
+    return dataclasses.replace(validation, rules=rules)
 
 
 def refresh_signals(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> SignalsRefresh:

@@ -63,7 +63,7 @@ def raw_traces(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     day validates it with Great Expectations and records its volume, so re-running is
     idempotent. Span-level rules judge shares: a few spans ending before they start WARN with
     their count; more than `data_quality.max_violating_share` (1 %) of the day is an ERROR
-    that blocks what follows.
+    that blocks what follows (in a run over several days, of any one of its days).
     """
     from relops_pipeline.lib.traces_day import validate_window
     from relops_pipeline.lib.validation import load_max_violating_share
