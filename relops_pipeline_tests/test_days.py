@@ -41,3 +41,27 @@ def test_the_days_of_the_gaps_that_hold_spans(wh):
     assert days_with_spans(wh, [(day(1), day(3)), (day(5), day(9))]) == {day(2), day(3)}  # the end day included
     assert days_with_spans(wh, [(day(4), day(9)), (day(11), day(12))]) == set()
     assert days_with_spans(wh, []) == set()
+
+
+def test_a_store_homes_days_with_spans_come_from_its_partition_list(tmp_path):
+    """The same days as the query over the spans, from the Delta log alone (no data file read)."""
+    import duckdb
+    import pyarrow as pa
+
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.traces_day import days_with_spans, stored_days_with_spans
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    settings = TraceStoreSettings(uri=str(tmp_path / "store"))
+    windows = [(day(1), day(3)), (day(5), day(9)), (day(11), day(12))]
+    assert stored_days_with_spans(settings, windows) == set()  # no table yet (and none created)
+    assert not TraceTables(settings).store(SPANS).exists()
+    starts = [dt.datetime.combine(day(k), dt.time(hour, 59, 59)) for k, hour in ((2, 0), (3, 23), (10, 12), (12, 1))]
+    TraceTables(settings).store(SPANS).append(pa.table({
+        "trace_id": [f"t{i}" for i in range(4)], "span_id": [f"s{i}" for i in range(4)], "start_time": starts,
+        "workflow": ["w"] * 4, "release": ["r"] * 4}), "source-1")
+    con = duckdb.connect()
+    TraceTables(settings).attach(con)
+    assert stored_days_with_spans(settings, windows) == days_with_spans(con, windows) == {day(2), day(3), day(12)}
+    assert stored_days_with_spans(settings, []) == set()

@@ -206,6 +206,41 @@ def test_followups_sensor_leaves_days_to_runs_that_have_not_read_them_yet(home, 
         assert days_not_read_yet(instance, ROLLING_DRIFT_ASSETS)[dt.date.fromisoformat(a)] == drift.run_id
 
 
+def _spans_on(path, days: list[dt.date], tag: str):
+    """A relops-jsonl file of one span at noon on each of `days` (ids prefixed by `tag`)."""
+    path.write_text("".join(json.dumps({
+        "trace_id": f"{tag}{i}", "span_id": f"{tag}{i}", "workflow": "doc-qa", "release": "v2.3.0", "kind": "llm",
+        "start_time": f"{d.isoformat()}T12:00:00Z", "end_time": f"{d.isoformat()}T12:00:01Z"}) + "\n"
+        for i, d in enumerate(days)))
+    return path
+
+
+def test_followups_sensor_gives_ranges_with_only_empty_days_between_them_one_run(home, resources, tmp_path):
+    """As `relops ingest` does (defs/followups.bridge_gaps): days 4 days apart with nothing
+    between them are refreshed by one run, 25 days apart by two; a day between them that holds
+    spans keeps them apart."""
+    d0 = dt.date(2026, 10, 1)
+    day = [d0 + dt.timedelta(days=k) for k in range(40)]
+
+    def ranges(instance, cursor, path):
+        job = dg.Definitions(jobs=[ingest_traces_job], resources=resources).resolve_job_def("ingest_traces_job")
+        assert job.execute_in_process(
+            run_config={"ops": {"plan_ingest_chunks": {"config": {"paths": [str(path)], "format": "relops-jsonl"}}}},
+            instance=instance).success
+        result = _evaluate(followups_sensor, instance, cursor, resources)
+        return sorted((r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                      for r in result.run_requests), result.cursor
+
+    with dg.instance_for_test() as instance:
+        cursor = _evaluate(followups_sensor, instance, None, resources).cursor
+        got, cursor = ranges(instance, cursor, _spans_on(tmp_path / "a.jsonl", [day[0], day[5], day[30]], "a"))
+        assert got == [(day[0].isoformat(), day[5].isoformat()), (day[30].isoformat(), day[30].isoformat())]
+        got, cursor = ranges(instance, cursor, _spans_on(tmp_path / "b.jsonl", [day[2]], "b"))
+        assert got == [(day[2].isoformat(), day[2].isoformat())]
+        got, cursor = ranges(instance, cursor, _spans_on(tmp_path / "c.jsonl", [day[0], day[5]], "c"))
+        assert got == [(day[0].isoformat(), day[0].isoformat()), (day[5].isoformat(), day[5].isoformat())]
+
+
 def test_followups_sensor_heals_days_a_crash_left_without_signals(home, resources, monkeypatch):
     """Spans committed, then the process died before the follow-ups: the sensor finds the days
     from the data and asks for their signals once."""

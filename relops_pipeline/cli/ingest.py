@@ -186,7 +186,7 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
     from relops_pipeline.defs.followups import bridge_gaps, ingested_days
     from relops_pipeline.lib.health import stale_days
     from relops_pipeline.lib.settings import SettingsError, load_settings
-    from relops_pipeline.lib.traces_day import days_with_spans
+    from relops_pipeline.lib.traces_day import days_with_spans, stored_days_with_spans
 
     try:
         settings = load_settings(home.settings_file)
@@ -220,7 +220,8 @@ def ingest(home: Home, paths: Sequence[str], fmt: str | None = None) -> dict:
             # signals are refreshed along with these.
             with read_warehouse(home) as con:
                 healed = sorted({d.day for d in stale_days(con)} - set(days))
-                occupied = days_with_spans(con, bridge_gaps(days))
+                occupied = (days_with_spans(con, bridge_gaps(days)) if settings.trace_store is None
+                            else stored_days_with_spans(settings.trace_store, bridge_gaps(days)))
             summary["healed_days"] = [d.isoformat() for d in healed]
             summary["signals_run_ids"] = refresh_days(home, days, drift_runs=summary["drift_run_ids"],
                                                       committed_at=committed_at, covered_by=covered, occupied=occupied)

@@ -4,7 +4,8 @@ checks.
 - An ingestion reports the `raw_traces` partitions (days) it touched as materializations
   (`INGESTED_METADATA_KEY` in their metadata tells them from the validation's own).
 - After an ingestion: validate those days and recompute their signals, per-request features and
-  signal alerts — one run per range of consecutive days (`after_ingestion`).
+  signal alerts — one run per range of consecutive days, ranges with only empty days between
+  them (up to BRIDGE_MAX_GAP_DAYS) sharing one (`after_ingestion`).
 - After new per-request features: the rolling drift of every day whose trailing week holds them
   (one run over their hull), and the canary judgement of every release in canary or ramp
   (`after_features`).

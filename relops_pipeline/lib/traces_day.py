@@ -10,6 +10,7 @@ import datetime as dt
 
 import duckdb
 
+from relops_pipeline.lib.settings import TraceStoreSettings
 from relops_pipeline.lib.validation import SpanValidation
 
 
@@ -72,12 +73,25 @@ VALIDATION_FRAME_ROWS = 250_000
 
 
 def days_with_spans(con: duckdb.DuckDBPyConnection, windows: list[tuple[dt.date, dt.date]]) -> set[dt.date]:
-    """The days within the (first, last) windows that hold at least one span."""
+    """The days within the (first, last) windows that hold at least one span (a home that keeps
+    its spans in the trace store: `stored_days_with_spans`, which reads no data file)."""
     if not windows:
         return set()
     where = " OR ".join("(start_time >= ? AND start_time < ?)" for _ in windows)
     params = [b for lo, hi in windows for b in (lo, hi + dt.timedelta(days=1))]
     return {r[0] for r in con.execute(f"SELECT DISTINCT CAST(start_time AS DATE) FROM spans WHERE {where}", params).fetchall()}
+
+
+def stored_days_with_spans(store: TraceStoreSettings, windows: list[tuple[dt.date, dt.date]]) -> set[dt.date]:
+    """`days_with_spans` of a home that keeps its spans in the trace store, from the spans
+    table's list of day partitions (its log), without opening the warehouse or a data file."""
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    spans = TraceTables(store).store(SPANS)
+    if not windows or not spans.exists():
+        return set()
+    return {d for d in spans.days() if any(lo <= d <= hi for lo, hi in windows)}
 
 
 def validate_window(

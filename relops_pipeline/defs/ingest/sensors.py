@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -113,8 +113,9 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
             context.log.info(f"{len(left)} day(s) left to runs that have not read them yet: "
                              f"{', '.join(sorted({waiting[d][:8] for d in left}))}")
         source = f"m{raw[-1].storage_id}"
-        requests += [f.run_request() for f in after_ingestion([d for d in days if d not in waiting], source=source,
-                                                              log=context.log.warning)]
+        todo = [d for d in days if d not in waiting]
+        requests += [f.run_request() for f in after_ingestion(todo, source=source, log=context.log.warning,
+                                                              occupied=_occupied_gaps(context, warehouse, todo))]
         cursor["raw_traces"] = raw[-1].storage_id
     if features:
         try:
@@ -140,6 +141,28 @@ def followups_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
         requests += _heal(context, warehouse)
         cursor["healed_at"] = time.time()
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+def _occupied_gaps(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
+                   days: list[date]) -> set[date] | None:
+    """The days holding spans in the gaps between the ranges of `days` that one run could
+    bridge (defs/followups.bridge_gaps), as `relops ingest` finds them; None (no bridging: a run
+    per range, as always correct) when there is no such gap or the warehouse is busy."""
+    from relops_pipeline.defs.followups import bridge_gaps
+    from relops_pipeline.defs.resources import WarehouseBusy
+    from relops_pipeline.lib.traces_day import days_with_spans, stored_days_with_spans
+
+    gaps = bridge_gaps(days)
+    if not gaps:
+        return None
+    if (store := warehouse.home.settings().trace_store) is not None:
+        return stored_days_with_spans(store, gaps)
+    try:
+        with warehouse.read_only(requires="spans", traces=True) as con:
+            return None if con is None else days_with_spans(con, gaps)
+    except WarehouseBusy:
+        context.log.info("the warehouse is busy: the new days' ranges get a run each this time")
+        return None
 
 
 def _all_in(days: tuple[str, str], covered) -> bool:
