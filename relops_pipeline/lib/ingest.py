@@ -636,7 +636,8 @@ def ingest_paths_to_store(
     stored give completed copies, appended beside them (the store's views keep a span's most
     complete copy: `_complete_from_store`); spans whose events the store holds are filled before
     they are appended (`_complete_from_stored_events`). When another writer committed spans or
-    events after these were read, both are looked at again after the commit. A LangSmith run's
+    events after these were read, or some of these rows were already stored, the spans are
+    looked at again after the commit (`_complete_after_commit`). A LangSmith run's
     end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`), but not
     one committed by another writer at the same moment (see docs/production.md)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
@@ -656,15 +657,19 @@ def ingest_paths_to_store(
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
         batch_digest = hashlib.sha256(",".join(sources).encode()).hexdigest()
         cap = int(settings.text_cap)
-        # The versions the completions below read (or older): a commit by another writer after
-        # them is looked at again once these files are committed (_reconcile_with_other_writers).
-        read_versions = {name: stores[name].version() for name in ("spans", "genai_events")}
+        # The versions the completions below read (or older; created first, so that creating a
+        # table is not taken for another writer's commit): a commit by another writer after them
+        # is looked at again once these files are committed (_complete_after_commit).
+        read_versions = {name: stores[name].table().version() for name in ("spans", "genai_events")}
         ours: dict[str, set[int]] = {"spans": set(), "genai_events": set()}
 
         def append_corrections(kind: str, completed: pa.Table | None) -> None:
             if completed is not None and completed.num_rows:
                 # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
-                done = stores["spans"].append_many([(completed, f"{kind}:{batch_digest}")], check_existing=False)
+                # Named by their content too: a retry that completes more is not taken for the
+                # commit of a run that completed less before it died.
+                source = f"{kind}:{batch_digest}:{_content_digest(con, completed)}"
+                done = stores["spans"].append_many([(completed, source)], check_existing=False)
                 ours["spans"].update(r.version for r in done if r.version is not None)
                 for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
                     out.spans_by_day.setdefault(day, 0)
@@ -687,13 +692,17 @@ def ingest_paths_to_store(
             moved[name] = [(int(counts.get(b, 0)), a) for b, a in zip(batch_ids, appended, strict=True)]
             if name in ours:
                 ours[name].update(a.version for a in appended if a.version is not None)
-        if any(set(range(read_versions[name] + 1, stores[name].version() + 1)) - ours[name] for name in ours):
+        raced = any(set(range(read_versions[name] + 1, stores[name].version() + 1)) - ours[name] for name in ours)
+        # Rows of these files the store already held (files another writer also got, a retry
+        # after a crash): what the completions above filled in them was not appended with them.
+        held = any(a.skipped or a.duplicates for name in ours for _, a in moved[name])
+        if raced or held:
             # Another writer committed spans or events after the completions above read the
-            # store: its spans may be the ones these files' events complete, or its events the
-            # ones that complete these files' spans, and it did not see these files either.
-            # Looked at again now that both are committed (whichever writer commits last does).
-            append_corrections("late-events", _complete_from_stored_events(con, tables, cap))
-            append_corrections("late-completion", _complete_from_store(con, tables, cap))
+            # store (its spans may be the ones these files' events complete, or its events the
+            # ones that complete these files' spans, and it did not see these files either), or
+            # these files' own completions went with rows not appended: looked at again from
+            # what is now committed (whichever of two writers commits last does).
+            append_corrections("recompletion", _complete_after_commit(con, tables, settings))
         for i, result in enumerate(summary.files):
             _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
             cur = con.execute("SELECT * FROM ingest_batches WHERE batch_id = ?", [result.batch_id])
@@ -801,9 +810,10 @@ def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTa
     """These files' spans that GenAI events already in the store complete (a capture's log
     export ingested before its traces, or committed by another writer at the same moment): the
     events naming them are read from the store (the partitions of the spans' days and the days
-    beside them, and the undated one) and fill their text, messages and finish reason exactly as
-    the warehouse fills a new span from its earlier events. Returns the spans this changed
-    (None: none), as they now are in `con`."""
+    beside them, and the undated one) and fill their text, messages and finish reason as the
+    warehouse fills a new span from its earlier events (except a field these files' own events
+    filled already: the warehouse would merge both parts of such a split log export; see
+    docs/production.md). Returns the spans this changed (None: none), as they now are in `con`."""
     from relops_pipeline.lib.tracestore.schema import GENAI_EVENTS, UNDATED_DAY
 
     events = tables.store(GENAI_EVENTS)
@@ -843,6 +853,84 @@ def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTa
         return _changed_since_loaded(con)
     finally:
         con.execute("DROP TABLE IF EXISTS loaded")
+
+
+def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings) -> pa.Table | None:
+    """After these files' commit: the spans they hold or their events name, as the store now
+    keeps them (each one's most complete copy), filled from every stored event that names them,
+    as the warehouse fills a span from all its events. Returns the copies this completes further
+    (None: none), to append as corrections; these files' batches get their times (their days
+    are refreshed). Works on a connection of its own, apart from the scratch rows."""
+    from relops_pipeline.lib.tracestore.schema import GENAI_EVENTS, SPANS, UNDATED_DAY
+    from relops_pipeline.lib.warehouse import migrate
+
+    events = tables.store(GENAI_EVENTS)
+    if not events.exists():
+        return None
+    ours = "SELECT batch_id FROM ingest_batches"
+    touched = con.sql(
+        f"SELECT ingest_batch_id, trace_id, span_id, CAST(start_time AS DATE) AS day FROM spans WHERE ingest_batch_id IN ({ours}) "
+        f"UNION SELECT ingest_batch_id, trace_id, span_id, CAST(event_time AS DATE) FROM genai_events "
+        f"WHERE ingest_batch_id IN ({ours}) AND trace_id IS NOT NULL AND span_id IS NOT NULL").to_arrow_table()
+    if not touched.num_rows:
+        return None
+    r = duckdb.connect()
+    try:
+        _set_memory_limit(r, settings)
+        migrate(r)
+        r.register("touched", touched)
+        seen = [d for (d,) in r.execute("SELECT DISTINCT day FROM touched").fetchall()]
+        # An event is stamped within its call; the span started at most a day earlier or later.
+        days = None if any(d is None for d in seen) else sorted(
+            {date.fromordinal(d.toordinal() + k) for d in seen for k in (-1, 0, 1)} | {UNDATED_DAY})
+        events.register(r, "stored_events", days=days)
+        try:
+            r.execute("INSERT INTO genai_events BY NAME SELECT e.* FROM stored_events e "
+                      "SEMI JOIN touched t ON t.trace_id = e.trace_id AND t.span_id = e.span_id")
+        finally:
+            events.unregister(r, "stored_events")
+        if not _count(r, "SELECT count(*) FROM genai_events"):
+            return None
+        stored = tables.store(SPANS)
+        stored.register(r, "stored_spans", days=days)
+        try:
+            # Only spans events name, and only fields events fill that are still empty.
+            r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s "
+                      "SEMI JOIN genai_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id "
+                      "WHERE s.input_text IS NULL OR s.output_text IS NULL OR s.input_messages IS NULL "
+                      "OR s.output_messages IS NULL OR s.finish_reason IS NULL")
+        finally:
+            stored.unregister(r, "stored_spans")
+        r.execute(f"CREATE TEMP TABLE loaded AS SELECT {_TEXT_FIELDS} FROM spans")
+        r.execute("CREATE TEMP TABLE batch_events AS SELECT trace_id, span_id FROM spans")
+        _fill_text_from_events(r, "", int(settings.text_cap))
+        completed = _changed_since_loaded(r)
+    finally:
+        r.close()
+    if completed.num_rows:
+        con.register("completed_now", completed)
+        con.register("touched_now", touched)
+        try:
+            con.execute(
+                "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
+                "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
+                "FROM (SELECT t.ingest_batch_id AS b, min(c.start_time) AS lo, max(c.start_time) AS hi "
+                "      FROM touched_now t JOIN completed_now c USING (trace_id, span_id) GROUP BY 1) x "
+                "WHERE batch_id = x.b")
+        finally:
+            con.unregister("completed_now")
+            con.unregister("touched_now")
+    return completed
+
+
+def _content_digest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> str:
+    """A digest of the rows' content, whatever their order."""
+    con.register("digested_rows", rows)
+    try:
+        return str(con.execute("SELECT md5(string_agg(CAST(d AS VARCHAR), chr(10) ORDER BY CAST(d AS VARCHAR))) "
+                               "FROM digested_rows d").fetchall()[0][0])
+    finally:
+        con.unregister("digested_rows")
 
 
 # The batch id GenAI events read back from the store carry while they fill these files' spans.
