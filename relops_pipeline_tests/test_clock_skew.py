@@ -139,7 +139,7 @@ def test_a_run_over_several_days_judges_each_day_on_its_own_share(tmp_path, wh):
     times = rule(result, "times_ordered")
     assert (times.passed, times.severity) == (False, ERROR) and not result.passed
     assert times.observed["day"] == DAY.isoformat() and times.observed["unexpected_count"] == 5
-    assert times.description.startswith(f"on {DAY.isoformat()}: ")
+    assert times.description.startswith(f"on {DAY.isoformat()}: ") and times.observed["window_unexpected_count"] == 6
     alone = rule(validate_window(wh, later.replace(hour=0), end).validation, "times_ordered")
     assert (alone.severity, alone.observed["unexpected_count"]) == (WARN, 1)
     # Within the share on every day: the window's WARN stands, with the window's count.

@@ -219,7 +219,7 @@ def test_followups_sensor_gives_ranges_with_only_empty_days_between_them_one_run
     """As `relops ingest` does (defs/followups.bridge_gaps): days 4 days apart with nothing
     between them are refreshed by one run, 25 days apart by two; a day between them that holds
     spans keeps them apart."""
-    d0 = dt.date(2026, 10, 1)
+    d0 = dt.date.today() - dt.timedelta(days=40)  # within the daily partitions, which end today
     day = [d0 + dt.timedelta(days=k) for k in range(40)]
 
     def ranges(instance, cursor, path):
@@ -351,3 +351,33 @@ def test_closing_a_runs_connection_frees_the_cycles_its_step_left(resources):
         assert bigger() is None and small() is None  # the next large step collects both
     finally:
         gc.enable()
+
+
+def test_followups_sensor_of_a_store_home_reads_occupied_days_from_the_store(home, resources, monkeypatch):
+    """A store home's gap days come from the spans table's partitions (no warehouse); a store
+    that cannot be read means no bridging (a run per range), not a failed tick."""
+    import pyarrow as pa
+
+    import relops_pipeline.lib.traces_day as traces_day
+    from relops_pipeline.defs.ingest.sensors import _occupied_gaps
+    from relops_pipeline.lib.settings import load_settings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    d0 = dt.date.today() - dt.timedelta(days=40)
+    day = [d0 + dt.timedelta(days=k) for k in range(10)]
+    with open(home.settings_file, "a") as fh:
+        fh.write("\ntrace_store: true\n")
+    TraceTables(load_settings(home.settings_file).trace_store).store(SPANS).append(pa.table({
+        "trace_id": ["t"], "span_id": ["s"], "start_time": [dt.datetime.combine(day[3], dt.time(12))],
+        "workflow": ["w"], "release": ["r"]}), "source-1")
+    home.warehouse_path.unlink(missing_ok=True)  # not needed: the store's log answers
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as context:
+        assert _occupied_gaps(context, resources["warehouse"], [day[0], day[6]]) == {day[3]}
+        assert _occupied_gaps(context, resources["warehouse"], [day[0], day[1]]) is None  # no gap
+
+        def unreachable(*args):
+            raise OSError("the object store is unreachable")
+
+        monkeypatch.setattr(traces_day, "stored_days_with_spans", unreachable)
+        assert _occupied_gaps(context, resources["warehouse"], [day[0], day[6]]) is None

@@ -695,14 +695,16 @@ def ingest_paths_to_store(
         raced = any(set(range(read_versions[name] + 1, stores[name].version() + 1)) - ours[name] for name in ours)
         # Rows of these files the store already held (files another writer also got, a retry
         # after a crash): what the completions above filled in them was not appended with them.
-        held = any(a.skipped or a.duplicates for name in ours for _, a in moved[name])
+        held = [b for i, b in enumerate(batch_ids)
+                if any(moved[name][i][1].skipped or moved[name][i][1].duplicates for name in ours)]
         if raced or held:
             # Another writer committed spans or events after the completions above read the
             # store (its spans may be the ones these files' events complete, or its events the
             # ones that complete these files' spans, and it did not see these files either), or
             # these files' own completions went with rows not appended: looked at again from
             # what is now committed (whichever of two writers commits last does).
-            append_corrections("recompletion", _complete_after_commit(con, tables, settings))
+            append_corrections("recompletion", _complete_after_commit(
+                con, tables, settings, batch_ids if raced else held, scratch.with_name(scratch.name + ".after.tmp")))
         for i, result in enumerate(summary.files):
             _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
             cur = con.execute("SELECT * FROM ingest_batches WHERE batch_id = ?", [result.batch_id])
@@ -855,52 +857,62 @@ def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTa
         con.execute("DROP TABLE IF EXISTS loaded")
 
 
-def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings) -> pa.Table | None:
-    """After these files' commit: the spans they hold or their events name, as the store now
-    keeps them (each one's most complete copy), filled from every stored event that names them,
-    as the warehouse fills a span from all its events. Returns the copies this completes further
-    (None: none), to append as corrections; these files' batches get their times (their days
-    are refreshed). Works on a connection of its own, apart from the scratch rows."""
+def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
+                           batch_ids: Sequence[str], spill_to: Path) -> pa.Table | None:
+    """After these files' commit: the spans the batches `batch_ids` hold or their events name,
+    as the store now keeps them (each one's most complete copy), filled from every stored event
+    that names them, as the warehouse fills a span from all its events. Returns the copies this
+    completes further (None: none), to append as corrections; the batches get their times
+    (their days are refreshed). Works on a connection of its own (spilling under `spill_to`),
+    apart from the scratch rows."""
     from relops_pipeline.lib.tracestore.schema import GENAI_EVENTS, SPANS, UNDATED_DAY
     from relops_pipeline.lib.warehouse import migrate
 
     events = tables.store(GENAI_EVENTS)
-    if not events.exists():
+    if not events.exists() or not batch_ids:
         return None
-    ours = "SELECT batch_id FROM ingest_batches"
+    con.execute("CREATE OR REPLACE TEMP TABLE after_batches AS SELECT unnest(?::VARCHAR[]) AS b", [list(batch_ids)])
     touched = con.sql(
-        f"SELECT ingest_batch_id, trace_id, span_id, CAST(start_time AS DATE) AS day FROM spans WHERE ingest_batch_id IN ({ours}) "
-        f"UNION SELECT ingest_batch_id, trace_id, span_id, CAST(event_time AS DATE) FROM genai_events "
-        f"WHERE ingest_batch_id IN ({ours}) AND trace_id IS NOT NULL AND span_id IS NOT NULL").to_arrow_table()
+        "SELECT ingest_batch_id, trace_id, span_id, CAST(start_time AS DATE) AS day FROM spans "
+        "WHERE ingest_batch_id IN (SELECT b FROM after_batches) "
+        "UNION SELECT ingest_batch_id, trace_id, span_id, CAST(event_time AS DATE) FROM genai_events "
+        "WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND trace_id IS NOT NULL AND span_id IS NOT NULL"
+    ).to_arrow_table()
+    con.execute("DROP TABLE after_batches")
     if not touched.num_rows:
         return None
     r = duckdb.connect()
     try:
         _set_memory_limit(r, settings)
+        r.execute(f"SET temp_directory = {_sql_lit(str(spill_to))}")
         migrate(r)
         r.register("touched", touched)
         seen = [d for (d,) in r.execute("SELECT DISTINCT day FROM touched").fetchall()]
         # An event is stamped within its call; the span started at most a day earlier or later.
         days = None if any(d is None for d in seen) else sorted(
-            {date.fromordinal(d.toordinal() + k) for d in seen for k in (-1, 0, 1)} | {UNDATED_DAY})
-        events.register(r, "stored_events", days=days)
-        try:
-            r.execute("INSERT INTO genai_events BY NAME SELECT e.* FROM stored_events e "
-                      "SEMI JOIN touched t ON t.trace_id = e.trace_id AND t.span_id = e.span_id")
-        finally:
-            events.unregister(r, "stored_events")
-        if not _count(r, "SELECT count(*) FROM genai_events"):
-            return None
+            {date.fromordinal(d.toordinal() + k) for d in seen for k in (-1, 0, 1)})
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=days)
         try:
-            # Only spans events name, and only fields events fill that are still empty.
+            # Only the spans with fields events fill still empty (a complete one has nothing to gain).
             r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s "
-                      "SEMI JOIN genai_events e ON e.trace_id = s.trace_id AND e.span_id = s.span_id "
+                      "SEMI JOIN touched t ON t.trace_id = s.trace_id AND t.span_id = s.span_id "
                       "WHERE s.input_text IS NULL OR s.output_text IS NULL OR s.input_messages IS NULL "
                       "OR s.output_messages IS NULL OR s.finish_reason IS NULL")
         finally:
             stored.unregister(r, "stored_spans")
+        span_days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM spans").fetchall()]
+        if not span_days:
+            return None
+        events.register(r, "stored_events", days=sorted(
+            {date.fromordinal(d.toordinal() + k) for d in span_days for k in (-1, 0, 1)} | {UNDATED_DAY}))
+        try:
+            r.execute("INSERT INTO genai_events BY NAME SELECT e.* FROM stored_events e "
+                      "SEMI JOIN spans s ON s.trace_id = e.trace_id AND s.span_id = e.span_id")
+        finally:
+            events.unregister(r, "stored_events")
+        if not _count(r, "SELECT count(*) FROM genai_events"):
+            return None
         r.execute(f"CREATE TEMP TABLE loaded AS SELECT {_TEXT_FIELDS} FROM spans")
         r.execute("CREATE TEMP TABLE batch_events AS SELECT trace_id, span_id FROM spans")
         _fill_text_from_events(r, "", int(settings.text_cap))
@@ -944,7 +956,7 @@ _TEXT_FIELDS = ("trace_id, span_id, start_time, input_text, output_text, CAST(in
 def _changed_since_loaded(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """The spans whose text, messages or finish reason differ from what `loaded` kept of them."""
     return con.sql(
-        "SELECT s.* FROM spans s JOIN loaded l USING (trace_id, span_id) "
+        "SELECT s.* FROM spans s JOIN loaded l USING (trace_id, span_id, start_time) "
         "WHERE s.input_text IS DISTINCT FROM l.input_text OR s.output_text IS DISTINCT FROM l.output_text "
         "OR CAST(s.input_messages AS VARCHAR) IS DISTINCT FROM l.im OR CAST(s.output_messages AS VARCHAR) IS DISTINCT FROM l.om "
         "OR s.finish_reason IS DISTINCT FROM l.finish_reason").to_arrow_table()

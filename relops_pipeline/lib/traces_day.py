@@ -164,7 +164,8 @@ def _judged_day_by_day(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: 
     be: a proportionate rule tolerated over the window (violations within the share) is an
     ERROR when one of its days is over the share, so a broken day is not hidden by clean days
     around it. Days over the share by count are validated again alone (Great Expectations
-    judges); the rule takes the earliest failing day's result, named in `observed["day"]`."""
+    judges); the rule takes the earliest failing day's result, named in `observed["day"]`
+    (the window's count in `observed["window_unexpected_count"]`)."""
     from relops_pipeline.lib.validation import ERROR, PROPORTIONATE_RULES, RuleResult
 
     tolerated = {r.name for r in validation.rules if r.name in PROPORTIONATE_RULES and not r.passed and r.severity != ERROR}
@@ -182,10 +183,12 @@ def _judged_day_by_day(con: duckdb.DuckDBPyConnection, start: dt.datetime, end: 
         for name in over:
             rule = alone.rule(name)
             if name not in worst and not rule.passed and rule.severity == ERROR:
-                days = len(over[name])
+                window = validation.rule(name).observed.get("unexpected_count")
                 worst[name] = dataclasses.replace(
-                    rule, observed={**rule.observed, "day": day.isoformat(), "days_over_share": days},
-                    description=f"on {day.isoformat()}{f' (and {days - 1} more day(s))' if days > 1 else ''}: {rule.description}")
+                    rule, observed={**rule.observed, "day": day.isoformat(), "window_unexpected_count": window},
+                    description=f"on {day.isoformat()}: {rule.description}")
+        if worst.keys() == over.keys():
+            break
     if not worst:
         return validation
     rules = tuple(worst.get(r.name, r) for r in validation.rules)
