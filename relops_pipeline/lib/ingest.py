@@ -502,8 +502,7 @@ def _fill_text_from_events(con: duckdb.DuckDBPyConnection, batch_id: str, cap: i
             )
         ) t
         WHERE spans.trace_id = t.trace_id AND spans.span_id = t.span_id
-          AND (spans.input_text IS NULL OR spans.output_text IS NULL OR spans.input_messages IS NULL
-               OR spans.output_messages IS NULL OR spans.finish_reason IS NULL)
+          AND {_INCOMPLETE.format(s="spans.")}
         """,
         [batch_id],
     )
@@ -824,16 +823,14 @@ def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTa
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE loaded AS SELECT {_TEXT_FIELDS} FROM spans "
         "WHERE ingest_batch_id IN (SELECT batch_id FROM ingest_batches) "  # these files' spans, not loaded ones
-        "AND (input_text IS NULL OR output_text IS NULL OR input_messages IS NULL OR output_messages IS NULL "
-        "OR finish_reason IS NULL)")
+        f"AND {_INCOMPLETE.format(s='')}")
     view = "stored_genai_events"
     try:
         span_days = [r[0] for r in con.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM loaded").fetchall()]
         if not span_days:
             return None
-        # An event is stamped within its call; the span started at most a day earlier or later.
         days = None if any(d is None for d in span_days) else sorted(
-            {date.fromordinal(d.toordinal() + k) for d in span_days for k in (-1, 0, 1)} | {UNDATED_DAY})
+            _with_neighbours(span_days) | {UNDATED_DAY})
         events.register(con, view, days=days)
         try:
             added = con.execute(
@@ -888,24 +885,22 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
         migrate(r)
         r.register("touched", touched)
         seen = [d for (d,) in r.execute("SELECT DISTINCT day FROM touched").fetchall()]
-        # An event is stamped within its call; the span started at most a day earlier or later.
         days = None if any(d is None for d in seen) else sorted(
-            {date.fromordinal(d.toordinal() + k) for d in seen for k in (-1, 0, 1)})
+            _with_neighbours(seen))
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=days)
         try:
             # Only the spans with fields events fill still empty (a complete one has nothing to gain).
             r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s "
                       "SEMI JOIN touched t ON t.trace_id = s.trace_id AND t.span_id = s.span_id "
-                      "WHERE s.input_text IS NULL OR s.output_text IS NULL OR s.input_messages IS NULL "
-                      "OR s.output_messages IS NULL OR s.finish_reason IS NULL")
+                      f"WHERE {_INCOMPLETE.format(s='s.')}")
         finally:
             stored.unregister(r, "stored_spans")
         span_days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM spans").fetchall()]
         if not span_days:
             return None
         events.register(r, "stored_events", days=sorted(
-            {date.fromordinal(d.toordinal() + k) for d in span_days for k in (-1, 0, 1)} | {UNDATED_DAY}))
+            _with_neighbours(span_days) | {UNDATED_DAY}))
         try:
             r.execute("INSERT INTO genai_events BY NAME SELECT e.* FROM stored_events e "
                       "SEMI JOIN spans s ON s.trace_id = e.trace_id AND s.span_id = e.span_id")
@@ -946,6 +941,16 @@ def _content_digest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> str:
         con.unregister("digested_rows")
 
 
+def _with_neighbours(days: Iterable[date]) -> set[date]:
+    """The days and the day before and after each: an event is stamped within its call, so its
+    span started at most a day earlier or later."""
+    return {date.fromordinal(d.toordinal() + k) for d in days for k in (-1, 0, 1)}
+
+
+# A span with a field GenAI events fill still empty (`s`: the spans' alias).
+_INCOMPLETE = ("({s}input_text IS NULL OR {s}output_text IS NULL OR {s}input_messages IS NULL "
+               "OR {s}output_messages IS NULL OR {s}finish_reason IS NULL)")
+
 # The batch id GenAI events read back from the store carry while they fill these files' spans.
 _STORED_EVENTS = "stored-genai-events"
 # What GenAI events fill in a span, as kept in `loaded` before they do (_changed_since_loaded).
@@ -980,9 +985,8 @@ def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, ca
         event_days = [r[0] for r in con.execute(
             "SELECT DISTINCT CAST(event_time AS DATE) FROM genai_events SEMI JOIN batch_events USING (trace_id, span_id)"
         ).fetchall()]
-        # An event is stamped within its call; the span started at most a day earlier or later.
         days = None if any(d is None for d in event_days) else sorted(
-            {date.fromordinal(d.toordinal() + k) for d in event_days for k in (-1, 0, 1)})
+            _with_neighbours(event_days))
         tables.store(SPANS).register(con, "stored_spans", days=days)
         try:
             con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN batch_events USING (trace_id, span_id)")
