@@ -6,6 +6,7 @@ messages and finish reason a warehouse home gives them (lib/ingest.py `_complete
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -159,3 +160,80 @@ def test_a_writer_that_died_before_looking_again_completes_the_spans_when_retrie
     again = ingest.ingest_paths_to_store(tables, files["traces"], workdir=tmp_path / "retry")
     assert sum(f.accepted for f in again.summary.files) == 0  # all committed before: nothing added
     _texts_as_in_the_warehouse(tmp_path, tables, files["traces+logs"])
+
+
+@pytest.mark.parametrize(("this", "other", "dies"), [("patch", "post", False), ("post", "patch", False),
+                                                     ("post", "patch", True)])
+def test_a_langsmith_run_and_its_end_committed_at_once_by_two_writers_complete_the_run(
+        tmp_path, monkeypatch, this, other, dies):
+    """The LangSmith SDK's requests: a run's start (post) with one writer, its end (patch) with
+    another, the other committing after this one read the store and before this one commits.
+    Neither sees the other's: the patch is kept waiting (a `pending:` reject) and the run is
+    stored unended. Whichever commits last applies the patch: the runs end as a warehouse
+    ends them, the patch's file counts as when its run came later, and the span_updates and
+    days to refresh go with the writer that applied it. A writer that died after its commit,
+    before it looked again, does it when retried."""
+    import duckdb
+
+    import relops_pipeline.lib.ingest as ingest
+    from relops_pipeline.lib.ingest import ingest_file, ingest_paths_to_store
+    from relops_pipeline.lib.settings import IngestSettings, Price, TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+    from relops_pipeline.lib.warehouse import migrate
+    from relops_pipeline_tests.test_langsmith_runs import runs_of
+
+    settings = IngestSettings(prices={"gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6)})
+    runs = [runs_of(n) for n in (2, 3, 4)]
+    files = {"post": tmp_path / "post.json", "patch": tmp_path / "patch.json"}
+    files["post"].write_text(json.dumps({"post": [r for run in runs for r in run["post"]], "patch": []}))
+    files["patch"].write_text(json.dumps({"post": [], "patch": [r for run in runs for r in run.get("patch", [])]}))
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    append_from, raced = TraceStore.append_from, []
+
+    def commit_of_the_other_writer_first(self, *args, **kwargs):
+        if not raced:
+            raced.append(None)  # before: the other writer's own commits go straight through
+            raced[0] = ingest_paths_to_store(tables, [files[other]], workdir=tmp_path / "other", settings=settings)
+        return append_from(self, *args, **kwargs)
+
+    def died(*args, **kwargs):
+        raise KeyboardInterrupt("killed before looking again")
+
+    monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    if dies:
+        monkeypatch.setattr(ingest, "_complete_langsmith_after_commit", died)
+        with pytest.raises(KeyboardInterrupt):
+            ingest_paths_to_store(tables, [files[this]], workdir=tmp_path / "this", settings=settings)
+        monkeypatch.undo()
+        done = ingest_paths_to_store(tables, [files[this]], workdir=tmp_path / "retry", settings=settings)
+    else:
+        done = ingest_paths_to_store(tables, [files[this]], workdir=tmp_path / "this", settings=settings)
+    monkeypatch.undo()
+    assert raced, "the other writer did not run in between"
+    by = {this: done, other: raced[0]}
+
+    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    migrate(wh)
+    by_warehouse = [ingest_file(wh, files[name], settings=settings) for name in ("patch", "post")]
+    counts = [(f.read, f.accepted, f.rejected, f.duplicates) for f in by_warehouse]
+    assert counts == [(4, 0, 4, 0), (4, 4, 0, 0)]  # the patches waited, as here
+    if dies:  # the retry's runs were all committed before
+        counts[1] = (4, 0, 0, 4)
+    assert [(f.read, f.accepted, f.rejected, f.duplicates) for name in ("patch", "post")
+            for f in by[name].summary.files] == counts
+    content = ("SELECT * EXCLUDE (ingest_batch_id, ingested_at, attributes) FROM spans ORDER BY trace_id, span_id")
+    store = duckdb.connect()
+    tables.attach(store)
+    stored = store.execute(content).fetchall()
+    assert stored == wh.execute(content).fetchall()
+    assert store.execute("SELECT count(*) FROM spans WHERE end_time IS NULL").fetchall()[0][0] == 0
+    # The writer that applied the patches records them for this day's features, under its batch.
+    updates = [(u["trace_id"], u["span_id"], u["source_line"], u["reason"], u["ingest_batch_id"]) for u in done.span_updates]
+    batch = done.summary.files[0].batch_id
+    assert sorted(updates) == sorted((t, s, line, "langsmith patch", batch) for t, s, line in wh.execute(
+        "SELECT s.trace_id, s.span_id, r.source_line FROM spans s JOIN trace_rejects r "
+        "ON json_extract_string(r.raw, '$.id') = s.span_id").fetchall())
+    day = wh.execute("SELECT min(start_time)::DATE FROM spans").fetchall()[0][0]
+    assert day.isoformat() in done.spans_by_day
+    assert done.batches[0]["min_start_time"] is not None

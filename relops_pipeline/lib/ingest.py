@@ -637,8 +637,8 @@ def ingest_paths_to_store(
     they are appended (`_complete_from_stored_events`). When another writer committed spans or
     events after these were read, or some of these rows were already stored, the spans are
     looked at again after the commit (`_complete_after_commit`). A LangSmith run's
-    end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`), but not
-    one committed by another writer at the same moment (see docs/production.md)."""
+    end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`), and one
+    another writer committed at the same moment, after the commit (`_complete_langsmith_after_commit`)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
 
@@ -659,8 +659,8 @@ def ingest_paths_to_store(
         # The versions the completions below read (or older; created first, so that creating a
         # table is not taken for another writer's commit): a commit by another writer after them
         # is looked at again once these files are committed (_complete_after_commit).
-        read_versions = {name: stores[name].table().version() for name in ("spans", "genai_events")}
-        ours: dict[str, set[int]] = {"spans": set(), "genai_events": set()}
+        read_versions = {name: stores[name].table().version() for name in ("spans", "genai_events", "trace_rejects")}
+        ours: dict[str, set[int]] = {name: set() for name in read_versions}
 
         def append_corrections(kind: str, completed: pa.Table | None) -> None:
             if completed is not None and completed.num_rows:
@@ -691,11 +691,20 @@ def ingest_paths_to_store(
             moved[name] = [(int(counts.get(b, 0)), a) for b, a in zip(batch_ids, appended, strict=True)]
             if name in ours:
                 ours[name].update(a.version for a in appended if a.version is not None)
-        raced = any(set(range(read_versions[name] + 1, stores[name].version() + 1)) - ours[name] for name in ours)
+        raced_on = {name for name in ours if set(range(read_versions[name] + 1, stores[name].version() + 1)) - ours[name]}
+        raced = bool(raced_on & {"spans", "genai_events"})
         # Rows of these files the store already held (files another writer also got, a retry
         # after a crash): what the completions above filled in them was not appended with them.
         held = [b for i, b in enumerate(batch_ids)
-                if any(moved[name][i][1].skipped or moved[name][i][1].duplicates for name in ours)]
+                if any(moved[name][i][1].skipped or moved[name][i][1].duplicates for name in ("spans", "genai_events"))]
+        if raced_on or held:
+            # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
+            # by two writers at the same moment: neither saw the other's.
+            completed, updates = _complete_langsmith_after_commit(
+                con, tables, settings, batch_ids if raced_on else held, scratch.with_name(scratch.name + ".ls.tmp"))
+            append_corrections("langsmith-after", completed)
+            recorded = {_update_identity(u) for u in out.span_updates}
+            out.span_updates += [u for u in updates if _update_identity(u) not in recorded]
         if raced or held:
             # Another writer committed spans or events after the completions above read the
             # store (its spans may be the ones these files' events complete, or its events the
@@ -863,7 +872,6 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
     (their days are refreshed). Works on a connection of its own (spilling under `spill_to`),
     apart from the scratch rows."""
     from relops_pipeline.lib.tracestore.schema import GENAI_EVENTS, SPANS, UNDATED_DAY
-    from relops_pipeline.lib.warehouse import migrate
 
     events = tables.store(GENAI_EVENTS)
     if not events.exists() or not batch_ids:
@@ -878,11 +886,8 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
     con.execute("DROP TABLE after_batches")
     if not touched.num_rows:
         return None
-    r = duckdb.connect()
+    r = _looking_connection(settings, spill_to)
     try:
-        _set_memory_limit(r, settings)
-        r.execute(f"SET temp_directory = {_sql_lit(str(spill_to))}")
-        migrate(r)
         r.register("touched", touched)
         seen = [d for (d,) in r.execute("SELECT DISTINCT day FROM touched").fetchall()]
         days = None if any(d is None for d in seen) else sorted(
@@ -928,6 +933,106 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
             con.unregister("completed_now")
             con.unregister("touched_now")
     return completed
+
+
+def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
+                                     batch_ids: Sequence[str], spill_to: Path) -> tuple[pa.Table | None, list[dict]]:
+    """After these files' commit: the LangSmith runs the batches `batch_ids` hold, and the runs
+    their waiting patches (`pending:` rejects) name, as the store now keeps them, with every
+    waiting patch the store holds for them applied in arrival order, as the warehouse applies a
+    patch to a run it already has. This settles a run and its end committed by two writers at
+    the same moment (each read the store before the other's commit). Returns the copies this
+    changes (None: none), to append as corrections, and their span_updates rows, recorded under
+    the batch of these files that holds the run or its patch, so that this ingestion refreshes
+    their days. The patches' rejects stay, as when a patch reaches the store before its run.
+    Works on a connection of its own (spilling under `spill_to`)."""
+    from relops_pipeline.lib.readers import langsmith
+    from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
+
+    con.execute("CREATE OR REPLACE TEMP TABLE after_batches AS SELECT unnest(?::VARCHAR[]) AS b", [list(batch_ids)])
+    try:
+        runs = con.sql(
+            "SELECT span_id AS run_id, ingest_batch_id FROM spans WHERE source_format = 'langsmith' "
+            "AND ingest_batch_id IN (SELECT b FROM after_batches) "
+            f"UNION SELECT {_PATCHED_RUN}, ingest_batch_id FROM trace_rejects WHERE {_WAITING_PATCH} "
+            "AND ingest_batch_id IN (SELECT b FROM after_batches)").to_arrow_table()
+    finally:
+        con.execute("DROP TABLE after_batches")
+    if not runs.num_rows or not tables.store(TRACE_REJECTS).exists():
+        return None, []
+    r = _looking_connection(settings, spill_to)
+    try:
+        r.register("after_runs", runs)
+        received = utc_naive()
+        rejects = tables.store(TRACE_REJECTS)
+        rejects.register(r, "stored_rejects")
+        try:
+            # One microsecond apart, so that they apply in the order they were rejected.
+            r.execute(
+                "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, "
+                f"received_at) SELECT {_PATCHED_RUN}, json_extract_string(raw, '$.trace_id'), raw, source_file, "
+                "source_line, ingest_batch_id, ?::TIMESTAMP + to_microseconds(row_number() OVER "
+                "(ORDER BY rejected_at, source_file, source_line)) "
+                f"FROM stored_rejects WHERE {_WAITING_PATCH} AND {_PATCHED_RUN} IN (SELECT run_id FROM after_runs)",
+                [received])
+        finally:
+            rejects.unregister(r, "stored_rejects")
+        if not _count(r, "SELECT count(*) FROM langsmith_pending"):
+            return None, []
+        stored = tables.store(SPANS)
+        stored.register(r, "stored_spans")
+        try:
+            r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s SEMI JOIN langsmith_pending p "
+                      "ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id)")
+        finally:
+            stored.unregister(r, "stored_spans")
+        r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
+        cap = int(settings.text_cap)
+        langsmith.apply_waiting(r, lambda batch: LoadContext(batch or "", "", received, cap, settings.price_for))
+        completed = r.sql("SELECT s.* FROM spans s JOIN ls_loaded l USING (trace_id, span_id, start_time) "
+                          "WHERE s IS DISTINCT FROM l").to_arrow_table()
+        if not completed.num_rows:
+            return None, []
+        r.register("completed_now", completed)
+        cur = r.execute(
+            "SELECT * REPLACE (k.b AS ingest_batch_id) FROM span_updates u "
+            "JOIN (SELECT run_id, min(ingest_batch_id) AS b FROM after_runs GROUP BY 1) k ON k.run_id = u.span_id "
+            "SEMI JOIN completed_now c USING (trace_id, span_id) ORDER BY ALL")
+        updates = [dict(zip([d[0] for d in cur.description], row, strict=True)) for row in cur.fetchall()]
+    finally:
+        r.close()
+    con.execute(
+        "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
+        "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
+        "FROM (SELECT unnest(?::VARCHAR[]) AS b, unnest(?::TIMESTAMP[]) AS lo, unnest(?::TIMESTAMP[]) AS hi) x "
+        "WHERE batch_id = x.b",
+        [[u["ingest_batch_id"] for u in updates], [u["start_time"] for u in updates], [u["start_time"] for u in updates]])
+    return completed, updates
+
+
+# A LangSmith patch an ingestion kept waiting for its run, and the run it names (trace_rejects).
+_WAITING_PATCH = "source_format = 'langsmith' AND starts_with(reason, 'pending: ') AND json_valid(raw)"
+_PATCHED_RUN = "json_extract_string(raw, '$.id')"
+
+
+def _update_identity(update: dict) -> tuple:
+    return tuple(update[k] for k in ("ingest_batch_id", "trace_id", "span_id", "source_file", "source_line"))
+
+
+def _looking_connection(settings: IngestSettings, spill_to: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the warehouse's tables, for a second look after the commit:
+    within the ingestion's memory limit, spilling under `spill_to`."""
+    from relops_pipeline.lib.warehouse import migrate
+
+    r = duckdb.connect()
+    try:
+        _set_memory_limit(r, settings)
+        r.execute(f"SET temp_directory = {_sql_lit(str(spill_to))}")
+        migrate(r)
+    except BaseException:
+        r.close()
+        raise
+    return r
 
 
 def _content_digest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> str:
