@@ -228,12 +228,173 @@ def test_a_langsmith_run_and_its_end_committed_at_once_by_two_writers_complete_t
     stored = store.execute(content).fetchall()
     assert stored == wh.execute(content).fetchall()
     assert store.execute("SELECT count(*) FROM spans WHERE end_time IS NULL").fetchall()[0][0] == 0
-    # The writer that applied the patches records them for this day's features, under its batch.
+    # The writer that applied the patches records them for this day's features, under its batch
+    # (the retry applied them to its runs before its commit, as new runs: their batch is new).
     updates = [(u["trace_id"], u["span_id"], u["source_line"], u["reason"], u["ingest_batch_id"]) for u in done.span_updates]
     batch = done.summary.files[0].batch_id
-    assert sorted(updates) == sorted((t, s, line, "langsmith patch", batch) for t, s, line in wh.execute(
+    assert sorted(updates) == ([] if dies else sorted((t, s, line, "langsmith patch", batch) for t, s, line in wh.execute(
         "SELECT s.trace_id, s.span_id, r.source_line FROM spans s JOIN trace_rejects r "
-        "ON json_extract_string(r.raw, '$.id') = s.span_id").fetchall())
+        "ON json_extract_string(r.raw, '$.id') = s.span_id").fetchall()))
     day = wh.execute("SELECT min(start_time)::DATE FROM spans").fetchall()[0][0]
     assert day.isoformat() in done.spans_by_day
     assert done.batches[0]["min_start_time"] is not None
+
+
+def test_a_run_both_writers_get_keeps_the_copy_with_its_end(tmp_path, monkeypatch):
+    """Overlapping files: one writer gets a request with the runs' starts and ends (posts and
+    patches in one file), the other the starts alone, and commits first, between this one's
+    read and its commit. The store held the unended copies; this writer's ended copies are
+    appended after its commit, so that the store's spans are the warehouse's."""
+    import duckdb
+
+    from relops_pipeline.lib.ingest import ingest_file, ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+    from relops_pipeline.lib.warehouse import migrate
+    from relops_pipeline_tests.test_langsmith_runs import runs_of
+
+    runs = [runs_of(n) for n in (2, 3, 4)]
+    posts, patches = [r for run in runs for r in run["post"]], [r for run in runs for r in run.get("patch", [])]
+    (tmp_path / "both.json").write_text(json.dumps({"post": posts, "patch": patches}))
+    (tmp_path / "post.json").write_text(json.dumps({"post": posts}))
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    append_from, raced = TraceStore.append_from, []
+
+    def commit_of_the_other_writer_first(self, *args, **kwargs):
+        if not raced:
+            raced.append(None)  # before: the other writer's own commits go straight through
+            raced[0] = ingest_paths_to_store(tables, [tmp_path / "post.json"], workdir=tmp_path / "other")
+        return append_from(self, *args, **kwargs)
+
+    monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    done = ingest_paths_to_store(tables, [tmp_path / "both.json"], workdir=tmp_path / "this")
+    monkeypatch.undo()
+    assert raced and raced[0] is not None, "the other writer did not commit in between"
+    f = done.summary.files[0]
+    assert f.read == f.accepted + f.rejected + f.duplicates and f.duplicates >= 4  # the runs were stored before
+
+    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    migrate(wh)
+    ingest_file(wh, tmp_path / "both.json")
+    content = ("SELECT * EXCLUDE (ingest_batch_id, ingested_at, source_file, source_line) FROM spans "
+               "ORDER BY trace_id, span_id")
+    store = duckdb.connect()
+    tables.attach(store)
+    assert store.execute(content).fetchall() == wh.execute(content).fetchall()
+    assert store.execute("SELECT count(*) FROM spans WHERE end_time IS NULL").fetchall()[0][0] == 0
+    day = wh.execute("SELECT min(start_time)::DATE FROM spans").fetchall()[0][0]
+    assert day.isoformat() in done.spans_by_day
+
+
+def _langsmith_files(tmp_path: Path) -> dict[str, Path]:
+    """The LangSmith SDK's requests for four runs: their starts (posts) and their ends (patches)."""
+    from relops_pipeline_tests.test_langsmith_runs import runs_of
+
+    runs = [runs_of(n) for n in (2, 3, 4)]
+    files = {"post": tmp_path / "post.json", "patch": tmp_path / "patch.json"}
+    files["post"].write_text(json.dumps({"post": [r for run in runs for r in run["post"]], "patch": []}))
+    files["patch"].write_text(json.dumps({"post": [], "patch": [r for run in runs for r in run.get("patch", [])]}))
+    return files
+
+
+@pytest.mark.parametrize("raced", [False, True], ids=["in-turn", "at-once"])
+def test_a_langsmith_run_stored_by_a_writer_whose_clock_is_ahead_takes_its_end(tmp_path, monkeypatch, raced):
+    """The run's start is ingested on a host whose clock is 30 s ahead, its end on another,
+    either after it or committing at the same moment: the end is applied all the same (a
+    patch is not taken for one merged into its run when it was read because of the clocks)."""
+    from datetime import timedelta
+
+    import duckdb
+
+    import relops_pipeline.lib.ingest as ingest
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+
+    files = _langsmith_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    now = ingest.utc_naive
+
+    def post_writer_ahead() -> None:
+        monkeypatch.setattr(ingest, "utc_naive", lambda: now() + timedelta(seconds=30))
+        try:
+            ingest.ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "post")
+        finally:
+            monkeypatch.setattr(ingest, "utc_naive", now)
+
+    if raced:
+        append_from, ran = TraceStore.append_from, []
+
+        def commit_of_the_other_writer_first(self, *args, **kwargs):
+            if not ran:
+                ran.append(1)
+                post_writer_ahead()
+            return append_from(self, *args, **kwargs)
+
+        monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    else:
+        post_writer_ahead()
+    done = ingest.ingest_paths_to_store(tables, [files["patch"]], workdir=tmp_path / "patch")
+    monkeypatch.undo()
+    store = duckdb.connect()
+    tables.attach(store)
+    assert store.execute("SELECT count(*), count(end_time) FROM spans").fetchall() == [(4, 4)]
+    assert len(done.span_updates) == 4
+
+
+def test_an_end_applied_before_is_not_applied_again_over_a_later_one(tmp_path, monkeypatch):
+    """A run's first end (P1) waits for its start; the start comes and takes it; a second end
+    (P2: later, an error) completes the stored run; then the start is delivered again while
+    another writer commits. Nothing applies P1 again over P2: the store's run is the
+    warehouse's, and the copy the views keep is the only one first in their order."""
+    import duckdb
+
+    from relops_pipeline.lib.ingest import ingest_file, ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import SPANS
+    from relops_pipeline.lib.tracestore.store import TraceStore
+    from relops_pipeline.lib.warehouse import migrate
+
+    run = {"id": "run-1", "trace_id": "run-1", "name": "answer", "run_type": "chain",
+           "start_time": "2026-12-06T01:00:00+00:00", "inputs": {"question": "q"},
+           "dotted_order": "20261206T010000000000Zrun-1"}
+    p1 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:01+00:00", "outputs": {"answer": "first"}}
+    p2 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:05+00:00", "outputs": {"answer": "second"},
+          "error": "boom"}
+    docs = {"p1": {"patch": [p1]}, "post": {"post": [run]}, "p2": {"patch": [p2]},
+            "other": {"patch": [{"id": "run-9", "trace_id": "run-9"}]}}
+    files = {}
+    for name, doc in docs.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(doc))
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    for i, name in enumerate(("p1", "post", "p2")):
+        ingest_paths_to_store(tables, [files[name]], workdir=tmp_path / f"w{i}")
+    append_from, ran = TraceStore.append_from, []
+
+    def commit_of_the_other_writer_first(self, *args, **kwargs):
+        if not ran:
+            ran.append(1)
+            ingest_paths_to_store(tables, [files["other"]], workdir=tmp_path / "other")
+        return append_from(self, *args, **kwargs)
+
+    monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    again = ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "again")
+    monkeypatch.undo()
+    assert ran and again.span_updates == []
+
+    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    migrate(wh)
+    for name in ("p1", "post", "p2", "post"):
+        ingest_file(wh, files[name])
+    content = "SELECT end_time, output_text, status FROM spans"
+    want = wh.execute(content).fetchall()
+    assert want[0][1:] == ('{"answer":"second"}', "error")
+    store = duckdb.connect()
+    tables.attach(store)
+    assert store.execute(content).fetchall() == want
+    store.register("copies", tables.store(SPANS).table().to_pyarrow_table())
+    assert store.execute(f"SELECT count(*) FROM (SELECT rank() OVER (PARTITION BY trace_id, span_id "
+                         f"ORDER BY {SPANS.keep_order}) AS r FROM copies) WHERE r = 1").fetchall() == [(1,)]

@@ -38,12 +38,20 @@ def _use_store(home: Home) -> None:
 
 
 def _traces(folder: Path) -> Path:
-    """Small OTLP files (with log exports and bad lines), OpenInference and Langfuse documents
+    """Small OTLP files (with log exports and bad lines), OpenInference and Langfuse documents,
+    and the LangSmith SDK's runs with their starts (posts) and ends (patches) in two files
     (every store commit costs ~0.1 s: a few of each)."""
+    from relops_pipeline_tests.test_langsmith_runs import runs_of
+
     _small_files(folder, tests=3)
     (folder / "langfuse").mkdir()
     for doc in sorted(LANGFUSE.glob("*.json"))[:8]:
         shutil.copy2(doc, folder / "langfuse" / doc.name)
+    (folder / "langsmith").mkdir()
+    runs = [runs_of(n) for n in (2, 3, 4)]
+    # Named so that the posts are read first when both files are in one ingestion.
+    (folder / "langsmith" / "1-post.json").write_text(json.dumps({"post": [r for run in runs for r in run["post"]]}))
+    (folder / "langsmith" / "2-patch.json").write_text(json.dumps({"patch": [r for run in runs for r in run.get("patch", [])]}))
     return folder
 
 
@@ -236,7 +244,7 @@ def test_upgrading_a_home_moves_its_traces_into_the_store_with_nothing_lost(tmp_
     assert rows_before[0] > 0 and rows_before[2] > 0
 
     _use_store(home)
-    code, out, err = run_cli(capsys, home.root, "ingest", str(traces / "langfuse"), "--json")
+    code, out, err = run_cli(capsys, home.root, "ingest", str(traces / "langfuse"), str(traces / "langsmith"), "--json")
     assert code == 0, err
     assert _warehouse_rows(home.root) == [0, 0, 0]
     after = _contents(home.root)

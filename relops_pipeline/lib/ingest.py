@@ -16,6 +16,7 @@ request everywhere; it only leaves the latency statistics.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -636,9 +637,11 @@ def ingest_paths_to_store(
     complete copy: `_complete_from_store`); spans whose events the store holds are filled before
     they are appended (`_complete_from_stored_events`). When another writer committed spans or
     events after these were read, or some of these rows were already stored, the spans are
-    looked at again after the commit (`_complete_after_commit`). A LangSmith run's
-    end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`), and one
-    another writer committed at the same moment, after the commit (`_complete_langsmith_after_commit`)."""
+    looked at again after the commit (`_complete_after_commit`); in the latter case this
+    ingestion's copies that have more than the stored ones are appended too
+    (`_fuller_than_stored`). A LangSmith run's end completes a run an earlier ingestion stored
+    (`_complete_langsmith_from_store`), and one another writer committed at the same moment,
+    after the commit (`_complete_langsmith_after_commit`)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
 
@@ -668,6 +671,14 @@ def ingest_paths_to_store(
                 # Named by their content too: a retry that completes more is not taken for the
                 # commit of a run that completed less before it died.
                 source = f"{kind}:{batch_digest}:{_content_digest(con, completed)}"
+                # Ingested a microsecond before the copy it corrects, so that it wins when both
+                # are as complete (a LangSmith run's later end: the same fields, other values).
+                con.register("corrected", completed)
+                try:
+                    completed = con.sql("SELECT * REPLACE (ingested_at - INTERVAL 1 MICROSECOND AS ingested_at) "
+                                        "FROM corrected").to_arrow_table()
+                finally:
+                    con.unregister("corrected")
                 done = stores["spans"].append_many([(completed, source)], check_existing=False)
                 ours["spans"].update(r.version for r in done if r.version is not None)
                 for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
@@ -697,11 +708,16 @@ def ingest_paths_to_store(
         # after a crash): what the completions above filled in them was not appended with them.
         held = [b for i, b in enumerate(batch_ids)
                 if any(moved[name][i][1].skipped or moved[name][i][1].duplicates for name in ("spans", "genai_events"))]
-        if raced_on or held:
+        if held:
+            # Spans the store held a less complete copy of (another writer committed the same
+            # file's run without the end this file also holds, or without its events).
+            append_corrections("fuller", _fuller_than_stored(
+                con, tables, settings, held, scratch.with_name(scratch.name + ".fuller.tmp")))
+        if raced_on:
             # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
             # by two writers at the same moment: neither saw the other's.
             completed, updates = _complete_langsmith_after_commit(
-                con, tables, settings, batch_ids if raced_on else held, scratch.with_name(scratch.name + ".ls.tmp"))
+                con, tables, settings, batch_ids, read_versions["trace_rejects"], scratch.with_name(scratch.name + ".ls.tmp"))
             append_corrections("langsmith-after", completed)
             recorded = {_update_identity(u) for u in out.span_updates}
             out.span_updates += [u for u in updates if _update_identity(u) not in recorded]
@@ -791,6 +807,15 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
             result = by_batch.get(batch_id) if batch_id else None
             return LoadContext(batch_id or "", result.path if result else "", received, cap, settings.price_for)
 
+        # A stored run never took these files' patches, whatever the writers' clocks say of
+        # when it was ingested (`apply_waiting` leaves a patch received before its run's
+        # ingestion to the post's read).
+        con.execute(
+            "UPDATE langsmith_pending SET received_at = s.ingested_at + INTERVAL 1 MICROSECOND "
+            "FROM (SELECT trace_id, span_id, ingested_at FROM spans SEMI JOIN store_runs USING (trace_id, span_id)) s "
+            "WHERE s.span_id = langsmith_pending.run_id "
+            "AND (langsmith_pending.trace_id IS NULL OR s.trace_id = langsmith_pending.trace_id) "
+            "AND langsmith_pending.received_at <= s.ingested_at")
         applied = langsmith.apply_waiting(con, load_for)
         # A run of these files that took a waiting patch is new in its own batch, which
         # recomputes it anyway: no update to record (the warehouse merges such a patch as it
@@ -804,11 +829,8 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
             if gone and batch_id in by_batch:
                 by_batch[batch_id].rejected -= len(gone)
                 by_batch[batch_id].duplicates += len(gone)
-        con.execute(
-            "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
-            "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
-            "FROM (SELECT ingest_batch_id AS b, min(start_time) AS lo, max(start_time) AS hi FROM span_updates GROUP BY 1) x "
-            "WHERE batch_id = x.b")
+        _widen_batch_times(con, "SELECT ingest_batch_id AS b, min(start_time) AS lo, max(start_time) AS hi "
+                                "FROM span_updates GROUP BY 1")
         return con.sql("SELECT * FROM spans SEMI JOIN store_runs USING (trace_id, span_id) "
                        "SEMI JOIN span_updates USING (trace_id, span_id)").to_arrow_table()
     finally:
@@ -876,14 +898,12 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
     events = tables.store(GENAI_EVENTS)
     if not events.exists() or not batch_ids:
         return None
-    con.execute("CREATE OR REPLACE TEMP TABLE after_batches AS SELECT unnest(?::VARCHAR[]) AS b", [list(batch_ids)])
-    touched = con.sql(
+    [touched] = _of_batches(
+        con, batch_ids,
         "SELECT ingest_batch_id, trace_id, span_id, CAST(start_time AS DATE) AS day FROM spans "
         "WHERE ingest_batch_id IN (SELECT b FROM after_batches) "
         "UNION SELECT ingest_batch_id, trace_id, span_id, CAST(event_time AS DATE) FROM genai_events "
-        "WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND trace_id IS NOT NULL AND span_id IS NOT NULL"
-    ).to_arrow_table()
-    con.execute("DROP TABLE after_batches")
+        "WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND trace_id IS NOT NULL AND span_id IS NOT NULL")
     if not touched.num_rows:
         return None
     r = _looking_connection(settings, spill_to)
@@ -923,91 +943,156 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
         con.register("completed_now", completed)
         con.register("touched_now", touched)
         try:
-            con.execute(
-                "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
-                "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
-                "FROM (SELECT t.ingest_batch_id AS b, min(c.start_time) AS lo, max(c.start_time) AS hi "
-                "      FROM touched_now t JOIN completed_now c USING (trace_id, span_id) GROUP BY 1) x "
-                "WHERE batch_id = x.b")
+            _widen_batch_times(con, "SELECT t.ingest_batch_id AS b, min(c.start_time) AS lo, max(c.start_time) AS hi "
+                                    "FROM touched_now t JOIN completed_now c USING (trace_id, span_id) GROUP BY 1")
         finally:
             con.unregister("completed_now")
             con.unregister("touched_now")
     return completed
 
 
+def _fuller_than_stored(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
+                        batch_ids: Sequence[str], spill_to: Path) -> pa.Table | None:
+    """After these files' commit: the spans of the batches `batch_ids` that the store already
+    held, where this ingestion's copy has more of the span than the stored one (a file another
+    writer also got, which here came with the run's end or the span's events): these copies, to
+    append as corrections (the views keep a span's most complete copy). None: none is."""
+    from relops_pipeline.lib.tracestore.schema import SPAN_MISSING, SPANS
+
+    [ours] = _of_batches(con, batch_ids, f"SELECT trace_id, span_id, start_time, {SPAN_MISSING.format(s='')} AS missing "
+                                         "FROM spans WHERE ingest_batch_id IN (SELECT b FROM after_batches)")
+    if not ours.num_rows:
+        return None
+    r = _looking_connection(settings, spill_to)
+    try:
+        r.register("ours", ours)
+        days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM ours").fetchall()]
+        stored = tables.store(SPANS)
+        stored.register(r, "stored_spans", days=days)
+        try:
+            fuller = r.sql(
+                "SELECT o.trace_id, o.span_id, o.start_time FROM ours o JOIN stored_spans s "
+                "ON s.trace_id = o.trace_id AND s.span_id = o.span_id AND s.start_time = o.start_time "
+                f"WHERE {SPAN_MISSING.format(s='s.')} > o.missing").to_arrow_table()
+        finally:
+            stored.unregister(r, "stored_spans")
+    finally:
+        r.close()
+    if not fuller.num_rows:
+        return None
+    con.register("fuller_keys", fuller)
+    try:
+        return con.sql("SELECT * FROM spans SEMI JOIN fuller_keys USING (trace_id, span_id, start_time)").to_arrow_table()
+    finally:
+        con.unregister("fuller_keys")
+
+
 def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
-                                     batch_ids: Sequence[str], spill_to: Path) -> tuple[pa.Table | None, list[dict]]:
-    """After these files' commit: the LangSmith runs the batches `batch_ids` hold, and the runs
-    their waiting patches (`pending:` rejects) name, as the store now keeps them, with every
-    waiting patch the store holds for them applied in arrival order, as the warehouse applies a
-    patch to a run it already has. This settles a run and its end committed by two writers at
-    the same moment (each read the store before the other's commit). Returns the copies this
-    changes (None: none), to append as corrections, and their span_updates rows, recorded under
-    the batch of these files that holds the run or its patch, so that this ingestion refreshes
-    their days. The patches' rejects stay, as when a patch reaches the store before its run.
-    Works on a connection of its own (spilling under `spill_to`)."""
+                                     batch_ids: Sequence[str], rejects_read: int, spill_to: Path,
+                                     ) -> tuple[pa.Table | None, list[dict]]:
+    """After these files' commit, when another writer committed in between: a LangSmith run and
+    its end (a patch kept waiting as a `pending:` reject) that two writers committed at the
+    same moment, each having read the store before the other's commit. The patches neither
+    applied are those these batches kept waiting, and those another writer kept waiting in the
+    commits after version `rejects_read` of the rejects (the one these files' completions
+    read) that name these batches' runs: each is applied to its run as the store now keeps it,
+    in the order they were rejected, as the warehouse applies a patch to a run it already has
+    (patches applied before are left alone: applied again, they would undo later ones).
+    Returns the copies this changes (None: none), to append as corrections, and their
+    span_updates rows, one per span under the batch of these files that holds the run or its
+    patch, so that this ingestion refreshes their days. The patches' rejects and counts stay as
+    when a patch reaches the store before its run. Works on a connection of its own (spilling
+    under `spill_to`)."""
     from relops_pipeline.lib.readers import langsmith
     from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
 
-    con.execute("CREATE OR REPLACE TEMP TABLE after_batches AS SELECT unnest(?::VARCHAR[]) AS b", [list(batch_ids)])
-    try:
-        runs = con.sql(
-            "SELECT span_id AS run_id, ingest_batch_id FROM spans WHERE source_format = 'langsmith' "
-            "AND ingest_batch_id IN (SELECT b FROM after_batches) "
-            f"UNION SELECT {_PATCHED_RUN}, ingest_batch_id FROM trace_rejects WHERE {_WAITING_PATCH} "
-            "AND ingest_batch_id IN (SELECT b FROM after_batches)").to_arrow_table()
-    finally:
-        con.execute("DROP TABLE after_batches")
-    if not runs.num_rows or not tables.store(TRACE_REJECTS).exists():
+    rejects = tables.store(TRACE_REJECTS)
+    runs, ours = _of_batches(
+        con, batch_ids,
+        "SELECT span_id AS run_id, ingest_batch_id, CAST(start_time AS DATE) AS day FROM spans "
+        "WHERE source_format = 'langsmith' AND ingest_batch_id IN (SELECT b FROM after_batches)",
+        f"SELECT {_PATCHED_RUN} AS run_id, json_extract_string(raw, '$.trace_id') AS trace_id, raw, source_file, "
+        f"source_line, ingest_batch_id, rejected_at FROM trace_rejects WHERE {_WAITING_PATCH} "
+        "AND ingest_batch_id IN (SELECT b FROM after_batches)")
+    theirs = rejects.batches_committed_after(rejects_read) if runs.num_rows else set()
+    if not ours.num_rows and not theirs and theirs is not None:
         return None, []
     r = _looking_connection(settings, spill_to)
     try:
         r.register("after_runs", runs)
-        received = utc_naive()
-        rejects = tables.store(TRACE_REJECTS)
-        rejects.register(r, "stored_rejects")
-        try:
-            # One microsecond apart, so that they apply in the order they were rejected.
-            r.execute(
-                "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, "
-                f"received_at) SELECT {_PATCHED_RUN}, json_extract_string(raw, '$.trace_id'), raw, source_file, "
-                "source_line, ingest_batch_id, ?::TIMESTAMP + to_microseconds(row_number() OVER "
-                "(ORDER BY rejected_at, source_file, source_line)) "
-                f"FROM stored_rejects WHERE {_WAITING_PATCH} AND {_PATCHED_RUN} IN (SELECT run_id FROM after_runs)",
-                [received])
-        finally:
-            rejects.unregister(r, "stored_rejects")
+        r.register("our_patches", ours)
+        r.execute("CREATE TEMP TABLE waiting AS SELECT * FROM our_patches")
+        if theirs or theirs is None:
+            rejects.register(r, "stored_rejects")
+            try:
+                r.execute(
+                    f"INSERT INTO waiting SELECT {_PATCHED_RUN}, json_extract_string(raw, '$.trace_id'), raw, source_file, "
+                    f"source_line, ingest_batch_id, rejected_at FROM stored_rejects WHERE {_WAITING_PATCH} "
+                    f"AND {_PATCHED_RUN} IN (SELECT run_id FROM after_runs) "
+                    "AND ingest_batch_id NOT IN (SELECT unnest(?::VARCHAR[])) "
+                    + ("" if theirs is None else "AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))"),
+                    [list(batch_ids)] + ([] if theirs is None else [sorted(theirs)]))
+            finally:
+                rejects.unregister(r, "stored_rejects")
+        # Received after every copy it may apply to was ingested, whatever the writers' clocks
+        # say (`apply_waiting` leaves a patch received before its run's copy to the post's read).
+        r.execute(
+            "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
+            "SELECT run_id, trace_id, raw, source_file, source_line, ingest_batch_id, TIMESTAMP '9000-01-01' "
+            "+ to_microseconds(row_number() OVER (ORDER BY rejected_at, source_file, source_line)) FROM waiting")
         if not _count(r, "SELECT count(*) FROM langsmith_pending"):
             return None, []
         stored = tables.store(SPANS)
-        stored.register(r, "stored_spans")
+        stored.register(r, "stored_spans", days=_run_days(r))
         try:
             r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s SEMI JOIN langsmith_pending p "
                       "ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id)")
         finally:
             stored.unregister(r, "stored_spans")
         r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
-        cap = int(settings.text_cap)
+        cap, received = int(settings.text_cap), utc_naive()
         langsmith.apply_waiting(r, lambda batch: LoadContext(batch or "", "", received, cap, settings.price_for))
         completed = r.sql("SELECT s.* FROM spans s JOIN ls_loaded l USING (trace_id, span_id, start_time) "
                           "WHERE s IS DISTINCT FROM l").to_arrow_table()
         if not completed.num_rows:
             return None, []
         r.register("completed_now", completed)
+        # Under the batch of these files naming the run (its own, or the one that kept its patch).
         cur = r.execute(
             "SELECT * REPLACE (k.b AS ingest_batch_id) FROM span_updates u "
-            "JOIN (SELECT run_id, min(ingest_batch_id) AS b FROM after_runs GROUP BY 1) k ON k.run_id = u.span_id "
-            "SEMI JOIN completed_now c USING (trace_id, span_id) ORDER BY ALL")
+            "JOIN (SELECT run_id, min(b) AS b FROM (SELECT run_id, ingest_batch_id AS b FROM after_runs "
+            "      UNION ALL SELECT run_id, ingest_batch_id FROM our_patches) GROUP BY 1) k ON k.run_id = u.span_id "
+            "SEMI JOIN completed_now c USING (trace_id, span_id) "
+            "QUALIFY row_number() OVER (PARTITION BY u.trace_id, u.span_id ORDER BY u.source_file, u.source_line) = 1 "
+            "ORDER BY ALL")
         updates = [dict(zip([d[0] for d in cur.description], row, strict=True)) for row in cur.fetchall()]
     finally:
         r.close()
-    con.execute(
-        "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
-        "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
-        "FROM (SELECT unnest(?::VARCHAR[]) AS b, unnest(?::TIMESTAMP[]) AS lo, unnest(?::TIMESTAMP[]) AS hi) x "
-        "WHERE batch_id = x.b",
-        [[u["ingest_batch_id"] for u in updates], [u["start_time"] for u in updates], [u["start_time"] for u in updates]])
+    _widen_batch_times(con, "SELECT unnest(?::VARCHAR[]) AS b, unnest(?::TIMESTAMP[]) AS lo, unnest(?::TIMESTAMP[]) AS hi",
+                       [[u["ingest_batch_id"] for u in updates], [u["start_time"] for u in updates],
+                        [u["start_time"] for u in updates]])
     return completed, updates
+
+
+def _run_days(r: duckdb.DuckDBPyConnection) -> list[date] | None:
+    """The day partitions that can hold the runs `langsmith_pending` names: those of the runs
+    these batches hold, and around each waiting patch's end (a run ends within a day of its
+    start); None (every day) when a patch has no time."""
+    from relops_pipeline.lib.readers.base import to_utc_naive
+
+    days = {d for (d,) in r.execute("SELECT DISTINCT day FROM after_runs WHERE run_id IN "
+                                    "(SELECT run_id FROM langsmith_pending)").fetchall()}
+    for (payload,) in r.execute("SELECT payload FROM langsmith_pending WHERE run_id NOT IN "
+                                "(SELECT run_id FROM after_runs)").fetchall():
+        patch = json.loads(payload)
+        try:
+            when = to_utc_naive(patch.get("end_time") or patch.get("start_time"))
+        except (TypeError, ValueError):
+            when = None
+        if when is None:
+            return None
+        days |= _with_neighbours([when.date()])
+    return sorted(days)
 
 
 # A LangSmith patch an ingestion kept waiting for its run, and the run it names (trace_rejects).
@@ -1017,6 +1102,24 @@ _PATCHED_RUN = "json_extract_string(raw, '$.id')"
 
 def _update_identity(update: dict) -> tuple:
     return tuple(update[k] for k in ("ingest_batch_id", "trace_id", "span_id", "source_file", "source_line"))
+
+
+def _of_batches(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str], *queries: str) -> list[pa.Table]:
+    """The rows of each query on `con`, in which `after_batches (b)` names the batches `batch_ids`."""
+    con.execute("CREATE OR REPLACE TEMP TABLE after_batches AS SELECT unnest(?::VARCHAR[]) AS b", [list(batch_ids)])
+    try:
+        return [con.sql(q).to_arrow_table() for q in queries]
+    finally:
+        con.execute("DROP TABLE after_batches")
+
+
+def _widen_batch_times(con: duckdb.DuckDBPyConnection, times_sql: str, params: list | None = None) -> None:
+    """Widen the batches' min/max start times to the (b, lo, hi) rows of `times_sql`: the days of
+    spans a batch completed are refreshed with its own."""
+    con.execute(
+        "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
+        f"max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) FROM ({times_sql}) x WHERE batch_id = x.b",
+        params or [])
 
 
 def _looking_connection(settings: IngestSettings, spill_to: Path) -> duckdb.DuckDBPyConnection:
@@ -1103,11 +1206,8 @@ def _complete_from_store(con: duckdb.DuckDBPyConnection, tables: TraceTables, ca
         if not _count(con, "SELECT count(*) FROM loaded"):
             return None
         _fill_text_from_events(con, "", cap)  # no batch of its own: the spans batch_events names
-        con.execute(
-            "UPDATE ingest_batches SET min_start_time = least(coalesce(min_start_time, x.lo), x.lo), "
-            "max_start_time = greatest(coalesce(max_start_time, x.hi), x.hi) "
-            "FROM (SELECT e.ingest_batch_id AS b, min(l.start_time) AS lo, max(l.start_time) AS hi "
-            "      FROM genai_events e JOIN loaded l USING (trace_id, span_id) GROUP BY 1) x WHERE batch_id = x.b")
+        _widen_batch_times(con, "SELECT e.ingest_batch_id AS b, min(l.start_time) AS lo, max(l.start_time) AS hi "
+                                "FROM genai_events e JOIN loaded l USING (trace_id, span_id) GROUP BY 1")
         return _changed_since_loaded(con)
     finally:
         con.execute("DROP TABLE IF EXISTS batch_events")

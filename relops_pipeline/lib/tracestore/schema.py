@@ -55,12 +55,14 @@ class TableSpec:
 # LangSmith run's end that arrived in a later ingestion (lib/ingest._complete_from_store,
 # _complete_langsmith_from_store) wins over the copy it completes; among equally complete
 # copies, the first ingested.
+# How much of a span a copy lacks: the fields events or a run's end fill (`{s}`: the spans' alias).
+SPAN_MISSING = ("({s}input_text IS NULL)::INT + ({s}output_text IS NULL)::INT + ({s}input_messages IS NULL)::INT"
+                " + ({s}output_messages IS NULL)::INT + ({s}finish_reason IS NULL)::INT"
+                " + ({s}end_time IS NULL)::INT + (coalesce({s}status, 'unset') = 'unset')::INT")
 SPANS = TableSpec(
     "spans", tuple(SPAN_COLUMNS), SPAN_KEY, "start_time", (*SPAN_KEY, "start_time"),
-    "(input_text IS NULL)::INT + (output_text IS NULL)::INT + (input_messages IS NULL)::INT"
-    " + (output_messages IS NULL)::INT + (finish_reason IS NULL)::INT"
-    " + (end_time IS NULL)::INT + (coalesce(status, 'unset') = 'unset')::INT, "
-    "ingested_at NULLS LAST, ingest_batch_id NULLS LAST, source_file NULLS LAST, source_line NULLS LAST",
+    SPAN_MISSING.format(s="") + ", ingested_at NULLS LAST, ingest_batch_id NULLS LAST, source_file NULLS LAST, "
+    "source_line NULLS LAST",
 )
 # genai_events as lib/warehouse.py creates it; event_key is the loader's hash of the event.
 GENAI_EVENTS = TableSpec(

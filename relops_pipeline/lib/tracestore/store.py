@@ -90,6 +90,10 @@ def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
     return str(Path(home) / "tracestore" / table)
 
 
+# A commit's custom metadata key naming the batches whose rows it appended (`append_from`).
+_BATCHES_KEY = "relops.batches"
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What one `append` did. `rows` = appended + duplicates (the whole source when skipped)."""
@@ -159,6 +163,24 @@ class TraceStore:
             return DeltaTable(self.uri, storage_options=self.storage_options or None).version()
         except TableNotFoundError:
             return -1
+
+    def batches_committed_after(self, version: int) -> set[str] | None:
+        """The batches (`append_from`'s source column values, e.g. ingest batch ids) whose rows
+        the commits after `version` appended; None when a commit after it does not say (written
+        by `append_many`, a compaction, or an older relops): then any batch may have."""
+        dt = self.table()
+        newer = dt.version() - version
+        if newer <= 0:
+            return set()
+        found: set[str] = set()
+        for entry in dt.history(newer):
+            if int(entry["version"]) <= version:
+                continue
+            named = entry.get(_BATCHES_KEY)
+            if named is None:
+                return None
+            found.update(b for b in str(named).split(",") if b)
+        return found
 
     def committed(self, source_id: str, dt: DeltaTable | None = None) -> bool:
         """Whether the source's rows are in the table (its application transaction is)."""
@@ -240,6 +262,8 @@ class TraceStore:
         never held whole in Python. `unique`: the caller guarantees one row per identity within
         a batch (the loader's spans and events), which saves a window over every row. Results
         in the order given. `source_column`: the column of `table` whose value names a row's batch."""
+        if not batches:
+            return []
         have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()}
         key = ", ".join(self.spec.key)
         con.execute("CREATE OR REPLACE TEMP TABLE store_sources (batch VARCHAR, pos INTEGER)")
@@ -288,7 +312,8 @@ class TraceStore:
                     con.execute(f"CREATE OR REPLACE TEMP VIEW store_new AS {chosen}")
                 commit = CommitProperties(
                     app_transactions=[Transaction(APP_ID_PREFIX + sid, 1) for sid in pending],
-                    custom_metadata={"relops.source_id": ",".join(pending)},
+                    custom_metadata={"relops.source_id": ",".join(pending),
+                                     _BATCHES_KEY: ",".join(sorted({batches[i][0] for i in pending.values()}))},
                 )
                 try:
                     if self._writes_parquet_itself(dt):
