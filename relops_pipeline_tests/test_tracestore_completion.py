@@ -343,58 +343,168 @@ def test_a_langsmith_run_stored_by_a_writer_whose_clock_is_ahead_takes_its_end(t
     assert len(done.span_updates) == 4
 
 
-def test_an_end_applied_before_is_not_applied_again_over_a_later_one(tmp_path, monkeypatch):
-    """A run's first end (P1) waits for its start; the start comes and takes it; a second end
-    (P2: later, an error) completes the stored run; then the start is delivered again while
-    another writer commits. Nothing applies P1 again over P2: the store's run is the
-    warehouse's, and the copy the views keep is the only one first in their order."""
-    import duckdb
+# One LangSmith run: its start, a first end (P1), a later end that fails (P2), an error end
+# without outputs (P2E); the warehouse ends with the values of the last end it applied.
+_RUN = {"id": "run-1", "trace_id": "run-1", "name": "answer", "run_type": "chain",
+        "start_time": "2026-12-06T01:00:00+00:00", "inputs": {"question": "q"},
+        "dotted_order": "20261206T010000000000Zrun-1"}
+_P1 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:01+00:00", "outputs": {"answer": "first"}}
+_P2 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:05+00:00", "outputs": {"answer": "second"},
+       "error": "boom"}
+_P2E = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:05+00:00", "error": "boom"}
+_DOCS = {"post": {"post": [_RUN]}, "p1": {"patch": [_P1]}, "p2": {"patch": [_P2]}, "p2e": {"patch": [_P2E]},
+         "both": {"post": [_RUN], "patch": [_P1]}, "z-p1": {"patch": [_P1]}, "a-p2": {"patch": [_P2]},
+         "other": {"patch": [{"id": "run-9", "trace_id": "run-9"}]}}
 
-    from relops_pipeline.lib.ingest import ingest_file, ingest_paths_to_store
-    from relops_pipeline.lib.settings import TraceStoreSettings
-    from relops_pipeline.lib.tracestore.linked import TraceTables
-    from relops_pipeline.lib.tracestore.schema import SPANS
-    from relops_pipeline.lib.tracestore.store import TraceStore
-    from relops_pipeline.lib.warehouse import migrate
 
-    run = {"id": "run-1", "trace_id": "run-1", "name": "answer", "run_type": "chain",
-           "start_time": "2026-12-06T01:00:00+00:00", "inputs": {"question": "q"},
-           "dotted_order": "20261206T010000000000Zrun-1"}
-    p1 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:01+00:00", "outputs": {"answer": "first"}}
-    p2 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:05+00:00", "outputs": {"answer": "second"},
-          "error": "boom"}
-    docs = {"p1": {"patch": [p1]}, "post": {"post": [run]}, "p2": {"patch": [p2]},
-            "other": {"patch": [{"id": "run-9", "trace_id": "run-9"}]}}
+def _run_files(tmp_path: Path) -> dict[str, Path]:
     files = {}
-    for name, doc in docs.items():
+    for name, doc in _DOCS.items():
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(doc))
-    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
-    for i, name in enumerate(("p1", "post", "p2")):
-        ingest_paths_to_store(tables, [files[name]], workdir=tmp_path / f"w{i}")
+    return files
+
+
+def _as_in_the_warehouse(tmp_path: Path, tables, ingestions: list[list[Path]]) -> None:
+    """The store's run is the one a warehouse gives when it ingests `ingestions` one after
+    another, and the copy the views keep is the only one first in their order."""
+    import duckdb
+
+    from relops_pipeline.lib.ingest import ingest_paths
+    from relops_pipeline.lib.tracestore.schema import SPANS
+    from relops_pipeline.lib.warehouse import migrate
+
+    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    migrate(wh)
+    for files in ingestions:
+        ingest_paths(wh, files)
+    content = "SELECT end_time, output_text, status, error_type FROM spans"
+    store = duckdb.connect()
+    tables.attach(store)
+    assert store.execute(content).fetchall() == wh.execute(content).fetchall()
+    store.register("copies", tables.store(SPANS).table().to_pyarrow_table())
+    assert store.execute(f"SELECT count(*) FROM (SELECT rank() OVER (PARTITION BY trace_id, span_id "
+                         f"ORDER BY {SPANS.keep_order}) AS r FROM copies) WHERE r = 1").fetchall() == [(1,)]
+
+
+def _another_writer_commits_first(monkeypatch, tables, files: list[Path], workdir: Path) -> list:
+    """The next store commit waits for another writer's ingestion of `files` (it read the store
+    before, and commits after it)."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.tracestore.store import TraceStore
+
     append_from, ran = TraceStore.append_from, []
 
     def commit_of_the_other_writer_first(self, *args, **kwargs):
         if not ran:
-            ran.append(1)
-            ingest_paths_to_store(tables, [files["other"]], workdir=tmp_path / "other")
+            ran.append(None)  # before: the other writer's own commits go straight through
+            ran[0] = ingest_paths_to_store(tables, files, workdir=workdir)
         return append_from(self, *args, **kwargs)
 
     monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    return ran
+
+
+@pytest.mark.parametrize("commits_named", [True, False], ids=["named", "unnamed"])
+def test_an_end_applied_before_is_not_applied_again_over_a_later_one(tmp_path, monkeypatch, commits_named):
+    """P1 waits for the start; the start comes and takes it; P2 completes the stored run; then
+    the start is delivered again while another writer commits (its commit naming its batches,
+    or not, as an older relops's). Nothing applies P1 again over P2."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    for i, name in enumerate(("p1", "post", "p2")):
+        ingest_paths_to_store(tables, [files[name]], workdir=tmp_path / f"w{i}")
+    if not commits_named:
+        monkeypatch.setattr(TraceStore, "batches_committed_after", lambda self, version: None)
+    ran = _another_writer_commits_first(monkeypatch, tables, [files["other"]], tmp_path / "other")
     again = ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "again")
     monkeypatch.undo()
     assert ran and again.span_updates == []
+    _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in ("p1", "post", "p2", "post")])
 
-    wh = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    migrate(wh)
-    for name in ("p1", "post", "p2", "post"):
-        ingest_file(wh, files[name])
-    content = "SELECT end_time, output_text, status FROM spans"
-    want = wh.execute(content).fetchall()
-    assert want[0][1:] == ('{"answer":"second"}', "error")
-    store = duckdb.connect()
-    tables.attach(store)
-    assert store.execute(content).fetchall() == want
-    store.register("copies", tables.store(SPANS).table().to_pyarrow_table())
-    assert store.execute(f"SELECT count(*) FROM (SELECT rank() OVER (PARTITION BY trace_id, span_id "
-                         f"ORDER BY {SPANS.keep_order}) AS r FROM copies) WHERE r = 1").fetchall() == [(1,)]
+
+def test_a_missed_end_is_not_applied_over_a_later_one_that_came_in_between(tmp_path, monkeypatch):
+    """The start's writer misses P1 (another writer keeps it waiting at the same moment); P2
+    completes the stored run after the start's commit and before its writer looks again. That
+    look leaves the run ended by P2, as the warehouse (P1, start, P2) does."""
+    import relops_pipeline.lib.ingest as ingest
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    ran = _another_writer_commits_first(monkeypatch, tables, [files["p1"]], tmp_path / "p1")
+    look = ingest._complete_langsmith_after_commit
+
+    def p2_lands_first(*args, **kwargs):
+        ingest.ingest_paths_to_store(tables, [files["p2"]], workdir=tmp_path / "p2")
+        return look(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_complete_langsmith_after_commit", p2_lands_first)
+    ingest.ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "post")
+    monkeypatch.undo()
+    assert ran
+    _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in ("p1", "post", "p2")])
+
+
+@pytest.mark.parametrize("order", [("post", "p2e", "both"), ("post", "both")])
+def test_a_start_delivered_again_with_an_end_is_dropped_as_the_warehouse_drops_it(tmp_path, order):
+    """A file holding the run's start and an end, after the start alone (and, first case, after
+    an error end): its start is a duplicate, and the warehouse drops it with the end merged
+    into it; the store keeps what the warehouse keeps (not the file's copy over the stored
+    error, nor an end the warehouse does not have)."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    for i, name in enumerate(order):
+        ingest_paths_to_store(tables, [files[name]], workdir=tmp_path / f"w{i}")
+    _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in order])
+
+
+def test_an_end_delivered_again_adds_no_copy(tmp_path):
+    """The file of P1 delivered four times after its run: one completed copy, one commit."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
+    versions = []
+    for i in range(4):
+        done = ingest_paths_to_store(tables, [files["p1"]], workdir=tmp_path / f"w{i + 1}")
+        f = done.summary.files[0]
+        assert (f.read, f.accepted, f.rejected, f.duplicates) == (1, 0, 0, 1)
+        versions.append(tables.store(SPANS).version())
+    assert tables.store(SPANS).table().to_pyarrow_table().num_rows == 2
+    assert len(set(versions)) == 1
+    _as_in_the_warehouse(tmp_path, tables, [[files["post"]], [files["p1"]]])
+
+
+def test_ends_waiting_for_a_run_stored_by_a_host_ahead_keep_their_order(tmp_path, monkeypatch):
+    """The start stored by a host whose clock is 30 s ahead; then one ingestion of P1's file and
+    P2's (named so that P2's sorts first): the ends apply in the order they came, as the
+    warehouse applies them."""
+    from datetime import timedelta
+
+    import relops_pipeline.lib.ingest as ingest
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    now = ingest.utc_naive
+    monkeypatch.setattr(ingest, "utc_naive", lambda: now() + timedelta(seconds=30))
+    ingest.ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
+    monkeypatch.undo()
+    ingest.ingest_paths_to_store(tables, [files["z-p1"], files["a-p2"]], workdir=tmp_path / "w1")
+    _as_in_the_warehouse(tmp_path, tables, [[files["post"]], [files["z-p1"], files["a-p2"]]])

@@ -637,9 +637,9 @@ def ingest_paths_to_store(
     complete copy: `_complete_from_store`); spans whose events the store holds are filled before
     they are appended (`_complete_from_stored_events`). When another writer committed spans or
     events after these were read, or some of these rows were already stored, the spans are
-    looked at again after the commit (`_complete_after_commit`); in the latter case this
-    ingestion's copies that have more than the stored ones are appended too
-    (`_fuller_than_stored`). A LangSmith run's end completes a run an earlier ingestion stored
+    looked at again after the commit (`_complete_after_commit`); in the latter case, runs
+    stored unended by another writer meanwhile (or by these files before) that these files end
+    get this ingestion's copies (`_ended_here`). A LangSmith run's end completes a run an earlier ingestion stored
     (`_complete_langsmith_from_store`), and one another writer committed at the same moment,
     after the commit (`_complete_langsmith_after_commit`)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
@@ -709,10 +709,13 @@ def ingest_paths_to_store(
         held = [b for i, b in enumerate(batch_ids)
                 if any(moved[name][i][1].skipped or moved[name][i][1].duplicates for name in ("spans", "genai_events"))]
         if held:
-            # Spans the store held a less complete copy of (another writer committed the same
-            # file's run without the end this file also holds, or without its events).
-            append_corrections("fuller", _fuller_than_stored(
-                con, tables, settings, held, scratch.with_name(scratch.name + ".fuller.tmp")))
+            # Runs the store holds unended where these files end them: files another writer got
+            # too (without the ends, committed meanwhile), or these very files committed before
+            # by a run that died before it settled their ends.
+            raced_batches = stores["spans"].batches_committed_after(read_versions["spans"])
+            same_files = [b for i, b in enumerate(batch_ids) if moved["spans"][i][1].skipped]
+            append_corrections("ended", _ended_here(
+                con, tables, settings, held, same_files, raced_batches, scratch.with_name(scratch.name + ".ended.tmp")))
         if raced_on:
             # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
             # by two writers at the same moment: neither saw the other's.
@@ -801,6 +804,8 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
                 con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN store_runs USING (trace_id, span_id)")
             finally:
                 spans.unregister(con, "stored_spans")
+        con.execute("CREATE OR REPLACE TEMP TABLE store_runs_loaded AS SELECT * FROM spans SEMI JOIN store_runs "
+                    "USING (trace_id, span_id)")
         cap = int(settings.text_cap)
 
         def load_for(batch_id: str | None) -> LoadContext:
@@ -810,12 +815,15 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
         # A stored run never took these files' patches, whatever the writers' clocks say of
         # when it was ingested (`apply_waiting` leaves a patch received before its run's
         # ingestion to the post's read).
+        # One shift for all a run's patches, so that they keep their order.
         con.execute(
-            "UPDATE langsmith_pending SET received_at = s.ingested_at + INTERVAL 1 MICROSECOND "
-            "FROM (SELECT trace_id, span_id, ingested_at FROM spans SEMI JOIN store_runs USING (trace_id, span_id)) s "
-            "WHERE s.span_id = langsmith_pending.run_id "
-            "AND (langsmith_pending.trace_id IS NULL OR s.trace_id = langsmith_pending.trace_id) "
-            "AND langsmith_pending.received_at <= s.ingested_at")
+            "UPDATE langsmith_pending SET received_at = received_at + x.shift FROM ("
+            "  SELECT p.run_id, max(s.ingested_at) - min(p.received_at) + INTERVAL 1 MICROSECOND AS shift "
+            "  FROM langsmith_pending p JOIN (SELECT trace_id, span_id, ingested_at FROM spans "
+            "                                SEMI JOIN store_runs USING (trace_id, span_id)) s "
+            "  ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+            "  GROUP BY p.run_id HAVING min(p.received_at) <= max(s.ingested_at)) x "
+            "WHERE langsmith_pending.run_id = x.run_id")
         applied = langsmith.apply_waiting(con, load_for)
         # A run of these files that took a waiting patch is new in its own batch, which
         # recomputes it anyway: no update to record (the warehouse merges such a patch as it
@@ -831,9 +839,12 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
                 by_batch[batch_id].duplicates += len(gone)
         _widen_batch_times(con, "SELECT ingest_batch_id AS b, min(start_time) AS lo, max(start_time) AS hi "
                                 "FROM span_updates GROUP BY 1")
-        return con.sql("SELECT * FROM spans SEMI JOIN store_runs USING (trace_id, span_id) "
-                       "SEMI JOIN span_updates USING (trace_id, span_id)").to_arrow_table()
+        # Only the copies the patches changed (a patch delivered again changes nothing).
+        return con.sql("SELECT s.* FROM spans s JOIN store_runs_loaded l USING (trace_id, span_id, start_time) "
+                       "SEMI JOIN span_updates u ON u.trace_id = s.trace_id AND u.span_id = s.span_id "
+                       "WHERE s IS DISTINCT FROM l").to_arrow_table()
     finally:
+        con.execute("DROP TABLE IF EXISTS store_runs_loaded")
         con.execute("DROP TABLE IF EXISTS new_runs")
         con.execute("DROP TABLE IF EXISTS store_runs")
 
@@ -951,16 +962,21 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
     return completed
 
 
-def _fuller_than_stored(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
-                        batch_ids: Sequence[str], spill_to: Path) -> pa.Table | None:
+def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
+                batch_ids: Sequence[str], same_files: Sequence[str], raced_batches: set[str] | None,
+                spill_to: Path) -> pa.Table | None:
     """After these files' commit: the spans of the batches `batch_ids` that the store already
-    held, where this ingestion's copy has more of the span than the stored one (a file another
-    writer also got, which here came with the run's end or the span's events): these copies, to
-    append as corrections (the views keep a span's most complete copy). None: none is."""
+    held unended where this ingestion's copy has an end (and fewer fields missing), when the
+    stored copy came from a batch committed meanwhile (`raced_batches`; None: unknown, any) or
+    from these very files (`same_files`: their source was committed before). Returned, to
+    append as corrections (the views keep a span's most complete copy). A stored copy older
+    than this ingestion from other files is left as the warehouse leaves it (its duplicate is
+    dropped, with whatever it held), and an ended one too (it may hold a later end)."""
     from relops_pipeline.lib.tracestore.schema import SPAN_MISSING, SPANS
 
-    [ours] = _of_batches(con, batch_ids, f"SELECT trace_id, span_id, start_time, {SPAN_MISSING.format(s='')} AS missing "
-                                         "FROM spans WHERE ingest_batch_id IN (SELECT b FROM after_batches)")
+    [ours] = _of_batches(con, batch_ids, f"SELECT trace_id, span_id, start_time, ingest_batch_id, "
+                                         f"{SPAN_MISSING.format(s='')} AS missing FROM spans "
+                                         "WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND end_time IS NOT NULL")
     if not ours.num_rows:
         return None
     r = _looking_connection(settings, spill_to)
@@ -970,21 +986,24 @@ def _fuller_than_stored(con: duckdb.DuckDBPyConnection, tables: TraceTables, set
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=days)
         try:
-            fuller = r.sql(
+            ended = r.sql(
                 "SELECT o.trace_id, o.span_id, o.start_time FROM ours o JOIN stored_spans s "
                 "ON s.trace_id = o.trace_id AND s.span_id = o.span_id AND s.start_time = o.start_time "
-                f"WHERE {SPAN_MISSING.format(s='s.')} > o.missing").to_arrow_table()
+                f"WHERE s.end_time IS NULL AND {SPAN_MISSING.format(s='s.')} > o.missing "
+                "AND (o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) OR ?::BOOLEAN "
+                "     OR s.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))",
+                params=[list(same_files), raced_batches is None, sorted(raced_batches or ())]).to_arrow_table()
         finally:
             stored.unregister(r, "stored_spans")
     finally:
         r.close()
-    if not fuller.num_rows:
+    if not ended.num_rows:
         return None
-    con.register("fuller_keys", fuller)
+    con.register("ended_keys", ended)
     try:
-        return con.sql("SELECT * FROM spans SEMI JOIN fuller_keys USING (trace_id, span_id, start_time)").to_arrow_table()
+        return con.sql("SELECT * FROM spans SEMI JOIN ended_keys USING (trace_id, span_id, start_time)").to_arrow_table()
     finally:
-        con.unregister("fuller_keys")
+        con.unregister("ended_keys")
 
 
 def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
@@ -1014,24 +1033,24 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
         f"SELECT {_PATCHED_RUN} AS run_id, json_extract_string(raw, '$.trace_id') AS trace_id, raw, source_file, "
         f"source_line, ingest_batch_id, rejected_at FROM trace_rejects WHERE {_WAITING_PATCH} "
         "AND ingest_batch_id IN (SELECT b FROM after_batches)")
-    theirs = rejects.batches_committed_after(rejects_read) if runs.num_rows else set()
-    if not ours.num_rows and not theirs and theirs is not None:
+    # Unknown (a commit that does not name its batches): only these files' own patches.
+    theirs = (rejects.batches_committed_after(rejects_read) or set()) if runs.num_rows else set()
+    if not ours.num_rows and not theirs:
         return None, []
     r = _looking_connection(settings, spill_to)
     try:
         r.register("after_runs", runs)
         r.register("our_patches", ours)
         r.execute("CREATE TEMP TABLE waiting AS SELECT * FROM our_patches")
-        if theirs or theirs is None:
+        if theirs:
             rejects.register(r, "stored_rejects")
             try:
                 r.execute(
                     f"INSERT INTO waiting SELECT {_PATCHED_RUN}, json_extract_string(raw, '$.trace_id'), raw, source_file, "
                     f"source_line, ingest_batch_id, rejected_at FROM stored_rejects WHERE {_WAITING_PATCH} "
                     f"AND {_PATCHED_RUN} IN (SELECT run_id FROM after_runs) "
-                    "AND ingest_batch_id NOT IN (SELECT unnest(?::VARCHAR[])) "
-                    + ("" if theirs is None else "AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))"),
-                    [list(batch_ids)] + ([] if theirs is None else [sorted(theirs)]))
+                    "AND ingest_batch_id NOT IN (SELECT unnest(?::VARCHAR[])) AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [list(batch_ids), sorted(theirs)])
             finally:
                 rejects.unregister(r, "stored_rejects")
         # Received after every copy it may apply to was ingested, whatever the writers' clocks
@@ -1045,8 +1064,11 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=_run_days(r))
         try:
+            # Only a run still unended: one that took an end since may have taken a later one,
+            # which these patches, applied now, would undo.
             r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s SEMI JOIN langsmith_pending p "
-                      "ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id)")
+                      "ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+                      "WHERE s.end_time IS NULL")
         finally:
             stored.unregister(r, "stored_spans")
         r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
@@ -1143,7 +1165,10 @@ def _content_digest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> str:
     hashes (streamed: a correction of a million spans is not built into one string)."""
     con.register("digested_rows", rows)
     try:
-        n, digest = con.execute("SELECT count(*), bit_xor(hash(d)) FROM digested_rows d").fetchall()[0]
+        # Not `ingested_at`: a correction is stamped from the copy it corrects, which may be
+        # an earlier correction; the same content is the same source.
+        n, digest = con.execute("SELECT count(*), bit_xor(hash(d)) FROM (SELECT * EXCLUDE (ingested_at) "
+                                "FROM digested_rows) d").fetchall()[0]
         return f"{n}-{digest:016x}" if n else "0"
     finally:
         con.unregister("digested_rows")

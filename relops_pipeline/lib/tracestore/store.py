@@ -165,9 +165,9 @@ class TraceStore:
             return -1
 
     def batches_committed_after(self, version: int) -> set[str] | None:
-        """The batches (`append_from`'s source column values, e.g. ingest batch ids) whose rows
-        the commits after `version` appended; None when a commit after it does not say (written
-        by `append_many`, a compaction, or an older relops): then any batch may have."""
+        """The batches whose rows the commits after `version` appended (`append_from`'s source
+        column values, e.g. ingest batch ids; the rows' ingest_batch_id for `append_many`); None
+        when a commit after it does not say (a compaction, an older relops): any batch may have."""
         dt = self.table()
         newer = dt.version() - version
         if newer <= 0:
@@ -399,7 +399,10 @@ class TraceStore:
                     writer_properties=_writer_properties(),
                     commit_properties=CommitProperties(
                         app_transactions=[Transaction(APP_ID_PREFIX + sid, 1) for sid in pending],
-                        custom_metadata={"relops.source_id": ",".join(pending), "relops.spans": str(new.num_rows)},
+                        custom_metadata={"relops.source_id": ",".join(pending), "relops.spans": str(new.num_rows),
+                                         **({_BATCHES_KEY: ",".join(sorted(
+                                             {b for b in pc.unique(new["ingest_batch_id"]).to_pylist() if b}))}
+                                            if "ingest_batch_id" in new.column_names else {})},
                     ),
                 )
             except CommitFailedError:
