@@ -657,6 +657,7 @@ def ingest_paths_to_store(
         out = StoreIngestion(summary)
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
+        batch_ids = [r.batch_id or "" for r in summary.files]
         batch_digest = hashlib.sha256(",".join(sources).encode()).hexdigest()
         cap = int(settings.text_cap)
         # The versions the completions below read (or older; created first, so that creating a
@@ -670,7 +671,6 @@ def ingest_paths_to_store(
                 # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
                 # Named by their content too: a retry that completes more is not taken for the
                 # commit of a run that completed less before it died.
-                source = f"{kind}:{batch_digest}:{_content_digest(con, completed)}"
                 # Ingested a microsecond before the copy it corrects, so that it wins when both
                 # are as complete (a LangSmith run's later end: the same fields, other values).
                 con.register("corrected", completed)
@@ -679,7 +679,10 @@ def ingest_paths_to_store(
                                         "FROM corrected").to_arrow_table()
                 finally:
                     con.unregister("corrected")
-                done = stores["spans"].append_many([(completed, source)], check_existing=False)
+                # The stamp is in the digest: the same end applied again over a later one is a
+                # correction of its own (a patch that changes nothing adds none).
+                source = f"{kind}:{batch_digest}:{_content_digest(con, completed)}"
+                done = stores["spans"].append_many([(completed, source)], check_existing=False, batches=batch_ids)
                 ours["spans"].update(r.version for r in done if r.version is not None)
                 for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
                     out.spans_by_day.setdefault(day, 0)
@@ -694,7 +697,6 @@ def ingest_paths_to_store(
         # After the whole call, so that completions by later files are in what is appended;
         # one commit per table for all the files (a commit costs ~0.1 s, whatever it holds).
         moved: dict[str, list[tuple[int, AppendResult]]] = {}
-        batch_ids = [r.batch_id or "" for r in summary.files]
         for name, table in stores.items():
             counts = dict(con.execute(f"SELECT ingest_batch_id, count(*) FROM {name} GROUP BY 1").fetchall())
             # The loader keeps one span per (trace_id, span_id) and one event per key in a batch.
@@ -966,17 +968,21 @@ def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: I
                 batch_ids: Sequence[str], same_files: Sequence[str], raced_batches: set[str] | None,
                 spill_to: Path) -> pa.Table | None:
     """After these files' commit: the spans of the batches `batch_ids` that the store already
-    held unended where this ingestion's copy has an end (and fewer fields missing), when the
-    stored copy came from a batch committed meanwhile (`raced_batches`; None: unknown, any) or
-    from these very files (`same_files`: their source was committed before). Returned, to
+    held unended where this ingestion's copy has an end (and fewer fields missing), when this
+    copy took its end from a later file's patch (as the warehouse applies one to the run it
+    holds), when the stored copy came from a batch committed meanwhile (`raced_batches`; None:
+    unknown, then none), or from the same file of these very files (`same_files`: their source
+    was committed before, by a run that died before it settled them). Returned, to
     append as corrections (the views keep a span's most complete copy). A stored copy older
     than this ingestion from other files is left as the warehouse leaves it (its duplicate is
     dropped, with whatever it held), and an ended one too (it may hold a later end)."""
     from relops_pipeline.lib.tracestore.schema import SPAN_MISSING, SPANS
 
-    [ours] = _of_batches(con, batch_ids, f"SELECT trace_id, span_id, start_time, ingest_batch_id, "
-                                         f"{SPAN_MISSING.format(s='')} AS missing FROM spans "
-                                         "WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND end_time IS NOT NULL")
+    [ours] = _of_batches(
+        con, batch_ids,
+        f"SELECT trace_id, span_id, start_time, ingest_batch_id, source_file, {SPAN_MISSING.format(s='')} AS missing, "
+        "EXISTS (SELECT 1 FROM span_updates u WHERE u.trace_id = s.trace_id AND u.span_id = s.span_id) AS patched "
+        "FROM spans s WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND end_time IS NOT NULL")
     if not ours.num_rows:
         return None
     r = _looking_connection(settings, spill_to)
@@ -990,9 +996,9 @@ def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: I
                 "SELECT o.trace_id, o.span_id, o.start_time FROM ours o JOIN stored_spans s "
                 "ON s.trace_id = o.trace_id AND s.span_id = o.span_id AND s.start_time = o.start_time "
                 f"WHERE s.end_time IS NULL AND {SPAN_MISSING.format(s='s.')} > o.missing "
-                "AND (o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) OR ?::BOOLEAN "
+                "AND (o.patched OR (o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) AND s.source_file = o.source_file) "
                 "     OR s.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))",
-                params=[list(same_files), raced_batches is None, sorted(raced_batches or ())]).to_arrow_table()
+                params=[list(same_files), sorted(raced_batches or ())]).to_arrow_table()
         finally:
             stored.unregister(r, "stored_spans")
     finally:
@@ -1014,9 +1020,10 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
     same moment, each having read the store before the other's commit. The patches neither
     applied are those these batches kept waiting, and those another writer kept waiting in the
     commits after version `rejects_read` of the rejects (the one these files' completions
-    read) that name these batches' runs: each is applied to its run as the store now keeps it,
-    in the order they were rejected, as the warehouse applies a patch to a run it already has
-    (patches applied before are left alone: applied again, they would undo later ones).
+    read) that name these batches' runs: each is applied, in the order they were rejected, to
+    its run as the store keeps it when that is still the one copy committed with the run (a run
+    corrected since may hold a later end, which an earlier one applied now would undo), as the
+    warehouse applies a patch to a run it already has.
     Returns the copies this changes (None: none), to append as corrections, and their
     span_updates rows, one per span under the batch of these files that holds the run or its
     patch, so that this ingestion refreshes their days. The patches' rejects and counts stay as
@@ -1033,24 +1040,26 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
         f"SELECT {_PATCHED_RUN} AS run_id, json_extract_string(raw, '$.trace_id') AS trace_id, raw, source_file, "
         f"source_line, ingest_batch_id, rejected_at FROM trace_rejects WHERE {_WAITING_PATCH} "
         "AND ingest_batch_id IN (SELECT b FROM after_batches)")
-    # Unknown (a commit that does not name its batches): only these files' own patches.
-    theirs = (rejects.batches_committed_after(rejects_read) or set()) if runs.num_rows else set()
-    if not ours.num_rows and not theirs:
+    # None: a commit that does not name its batches (an older relops): every waiting patch for
+    # these runs (one applied before changes nothing of a run still in its first copy, below).
+    theirs = rejects.batches_committed_after(rejects_read) if runs.num_rows else set()
+    if not ours.num_rows and theirs is not None and not theirs:
         return None, []
     r = _looking_connection(settings, spill_to)
     try:
         r.register("after_runs", runs)
         r.register("our_patches", ours)
         r.execute("CREATE TEMP TABLE waiting AS SELECT * FROM our_patches")
-        if theirs:
+        if theirs is None or theirs:
             rejects.register(r, "stored_rejects")
             try:
                 r.execute(
                     f"INSERT INTO waiting SELECT {_PATCHED_RUN}, json_extract_string(raw, '$.trace_id'), raw, source_file, "
                     f"source_line, ingest_batch_id, rejected_at FROM stored_rejects WHERE {_WAITING_PATCH} "
                     f"AND {_PATCHED_RUN} IN (SELECT run_id FROM after_runs) "
-                    "AND ingest_batch_id NOT IN (SELECT unnest(?::VARCHAR[])) AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))",
-                    [list(batch_ids), sorted(theirs)])
+                    "AND ingest_batch_id NOT IN (SELECT unnest(?::VARCHAR[])) "
+                    + ("" if theirs is None else "AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))"),
+                    [list(batch_ids)] + ([] if theirs is None else [sorted(theirs)]))
             finally:
                 rejects.unregister(r, "stored_rejects")
         # Received after every copy it may apply to was ingested, whatever the writers' clocks
@@ -1064,11 +1073,12 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=_run_days(r))
         try:
-            # Only a run still unended: one that took an end since may have taken a later one,
-            # which these patches, applied now, would undo.
+            # Only a run the store holds in the one copy committed with it: a run corrected
+            # since may have taken a later end, which these patches, applied now, would undo.
             r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s SEMI JOIN langsmith_pending p "
                       "ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
-                      "WHERE s.end_time IS NULL")
+                      f"SEMI JOIN (SELECT trace_id, span_id FROM {stored.raw_view('stored_spans')} GROUP BY ALL "
+                      "            HAVING count(*) = 1) c ON c.trace_id = s.trace_id AND c.span_id = s.span_id")
         finally:
             stored.unregister(r, "stored_spans")
         r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
@@ -1165,10 +1175,7 @@ def _content_digest(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> str:
     hashes (streamed: a correction of a million spans is not built into one string)."""
     con.register("digested_rows", rows)
     try:
-        # Not `ingested_at`: a correction is stamped from the copy it corrects, which may be
-        # an earlier correction; the same content is the same source.
-        n, digest = con.execute("SELECT count(*), bit_xor(hash(d)) FROM (SELECT * EXCLUDE (ingested_at) "
-                                "FROM digested_rows) d").fetchall()[0]
+        n, digest = con.execute("SELECT count(*), bit_xor(hash(d)) FROM digested_rows d").fetchall()[0]
         return f"{n}-{digest:016x}" if n else "0"
     finally:
         con.unregister("digested_rows")

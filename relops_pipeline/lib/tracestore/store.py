@@ -90,8 +90,9 @@ def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
     return str(Path(home) / "tracestore" / table)
 
 
-# A commit's custom metadata key naming the batches whose rows it appended (`append_from`).
+# A commit's custom metadata keys: the batches that committed it; the day a compaction rewrote.
 _BATCHES_KEY = "relops.batches"
+_COMPACTION_KEY = "relops.compact"
 
 
 @dataclass(frozen=True)
@@ -165,16 +166,16 @@ class TraceStore:
             return -1
 
     def batches_committed_after(self, version: int) -> set[str] | None:
-        """The batches whose rows the commits after `version` appended (`append_from`'s source
-        column values, e.g. ingest batch ids; the rows' ingest_batch_id for `append_many`); None
-        when a commit after it does not say (a compaction, an older relops): any batch may have."""
+        """The batches that committed after `version`: `append_from`'s source column values
+        (e.g. ingest batch ids) and the batches `append_many` names. None when a commit after it
+        does not say (written by an older relops): any batch may have. A compaction adds no row."""
         dt = self.table()
         newer = dt.version() - version
         if newer <= 0:
             return set()
         found: set[str] = set()
         for entry in dt.history(newer):
-            if int(entry["version"]) <= version:
+            if int(entry["version"]) <= version or _COMPACTION_KEY in entry:
                 continue
             named = entry.get(_BATCHES_KEY)
             if named is None:
@@ -363,11 +364,13 @@ class TraceStore:
         return self.append_many([(spans, source_id)], check_existing=check_existing)[0]
 
     def append_many(self, sources: Sequence[tuple[pa.Table | pa.RecordBatchReader, str]], *,
-                    check_existing: bool = True) -> list[AppendResult]:
+                    check_existing: bool = True, batches: Iterable[str] = ()) -> list[AppendResult]:
         """Append several sources in one commit (one table version carrying one application
         transaction per source), each with the guarantees of `append`: a source already
         committed, or named twice, adds nothing. A commit costs ~0.1 s whatever it holds, so an
-        ingestion of many small files commits them together. Results in the order given."""
+        ingestion of many small files commits them together. Results in the order given.
+        `batches`: the ingest batches of the ingestion committing (named in the commit: not
+        the rows' own, which a correction keeps from the copy it corrects)."""
         tables: list[tuple[pa.Table, str]] = []
         for rows, source_id in sources:
             table = self.conform(rows)
@@ -400,9 +403,7 @@ class TraceStore:
                     commit_properties=CommitProperties(
                         app_transactions=[Transaction(APP_ID_PREFIX + sid, 1) for sid in pending],
                         custom_metadata={"relops.source_id": ",".join(pending), "relops.spans": str(new.num_rows),
-                                         **({_BATCHES_KEY: ",".join(sorted(
-                                             {b for b in pc.unique(new["ingest_batch_id"]).to_pylist() if b}))}
-                                            if "ingest_batch_id" in new.column_names else {})},
+                                         _BATCHES_KEY: ",".join(sorted(batches))},
                     ),
                 )
             except CommitFailedError:
@@ -464,7 +465,7 @@ class TraceStore:
         view_name = view_name or f"{self.spec.name}_store"
         dt = self.table()
         wanted = None if days is None else sorted({d if isinstance(d, str) else d.isoformat() for d in days})
-        raw = f"{view_name}__delta"
+        raw = self.raw_view(view_name).strip('"')
         present = self._link_raw(con, dt, raw, wanted)
         json_cols = set(json_columns(self.spec))
         cols = ", ".join(f'CAST(NULL AS {t}) AS "{n}"' if n not in present
@@ -478,6 +479,10 @@ class TraceStore:
         once = (f" QUALIFY row_number() OVER (PARTITION BY {PARTITION_COLUMN}, {key} ORDER BY {self.spec.keep_order}) = 1"
                 if copies else "")
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {cols} FROM "{raw}"{once}')
+
+    def raw_view(self, view_name: str | None = None) -> str:
+        """The quoted name of what the view `register()` created reads: every copy of each row."""
+        return f'"{view_name or self.spec.name + "_store"}__delta"'
 
     def unregister(self, con: duckdb.DuckDBPyConnection, view_name: str | None = None) -> None:
         """Drop the view `register()` created (and what it reads)."""
@@ -627,7 +632,7 @@ class TraceStore:
                         dt, kept, mode="overwrite", predicate=f"{PARTITION_COLUMN} = '{day}'",
                         partition_by=[PARTITION_COLUMN], storage_options=self.storage_options or None,
                         writer_properties=_writer_properties(),
-                        commit_properties=CommitProperties(custom_metadata={"relops.compact": day}),
+                        commit_properties=CommitProperties(custom_metadata={_COMPACTION_KEY: day}),
                     )
                 except CommitFailedError:
                     continue
