@@ -577,10 +577,11 @@ def test_an_earlier_end_delivered_again_after_a_later_one_applies_again_as_in_th
     _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in order])
 
 
-def test_a_start_stored_before_takes_the_end_of_a_later_file_in_an_ingestion_of_its_copy(tmp_path):
+@pytest.mark.parametrize("end", ["p1", "partial"])
+def test_a_start_stored_before_takes_the_end_of_a_later_file_in_an_ingestion_of_its_copy(tmp_path, end):
     """The start stored by one ingestion; then one ingestion of a copy of the start and, in a
-    later file, its end: the copy is a duplicate, and its end applies to the stored run, as the
-    warehouse applies it."""
+    later file, its end (with an end time, or outputs alone): the copy is a duplicate, and its
+    end applies to the stored run, as the warehouse applies it."""
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.settings import TraceStoreSettings
     from relops_pipeline.lib.tracestore.linked import TraceTables
@@ -591,5 +592,28 @@ def test_a_start_stored_before_takes_the_end_of_a_later_file_in_an_ingestion_of_
     copy.write_bytes(files["post"].read_bytes() + b"\n")  # other bytes: another source
     tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
     ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
-    ingest_paths_to_store(tables, [copy, files["p1"]], workdir=tmp_path / "w1")
-    _as_in_the_warehouse(tmp_path, tables, [[files["post"]], [copy, files["p1"]]])
+    ingest_paths_to_store(tables, [copy, files[end]], workdir=tmp_path / "w1")
+    _as_in_the_warehouse(tmp_path, tables, [[files["post"]], [copy, files[end]]])
+
+
+def test_a_copy_of_a_stored_run_that_starts_otherwise_never_replaces_it(tmp_path):
+    """The start stored with its inputs; then one ingestion of another start of the same run
+    without them and, in a later file, its end: the copy is not the stored run ended, and the
+    store keeps the inputs the warehouse keeps (the warehouse applies the end to the run it
+    holds; the store leaves it unended: docs/production.md, section 3)."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    bare = tmp_path / "bare" / "post.json"
+    bare.parent.mkdir()
+    bare.write_text(json.dumps({"post": [{k: v for k, v in _RUN.items() if k != "inputs"}]}))
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
+    ingest_paths_to_store(tables, [bare, files["p1"]], workdir=tmp_path / "w1")
+    import duckdb
+
+    store = duckdb.connect()
+    tables.attach(store)
+    assert store.execute("SELECT input_text FROM spans").fetchall() == [('{"question":"q"}',)]

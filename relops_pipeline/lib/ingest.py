@@ -967,24 +967,27 @@ def _complete_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, 
 def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
                 batch_ids: Sequence[str], same_files: Sequence[str], raced_batches: set[str] | None,
                 spill_to: Path) -> pa.Table | None:
-    """After these files' commit: the spans of the batches `batch_ids` that the store already
-    held unended where this ingestion's copy has an end (and fewer fields missing), when this
-    copy took its end from a later file's patch (as the warehouse applies one to the run it
-    holds), when the stored copy came from a batch committed meanwhile (`raced_batches`; None:
-    unknown, then none), or from the same file of these very files (`same_files`: their source
-    was committed before, by a run that died before it settled them). Returned, to
-    append as corrections (the views keep a span's most complete copy). A stored copy older
-    than this ingestion from other files is left as the warehouse leaves it (its duplicate is
-    dropped, with whatever it held), and an ended one too (it may hold a later end)."""
+    """After these files' commit: the runs of the batches `batch_ids` that the store already
+    held unended, in the one copy committed with them, where this ingestion's copy is that run
+    completed: the same start (every field but those an end sets) with fewer fields missing.
+    Returned, to append as corrections (the views keep a span's most complete copy), when this
+    copy took a later file's patch (as the warehouse applies one to the run it holds), or when
+    it has an end and the stored copy came from a batch committed meanwhile (`raced_batches`;
+    None: unknown, then none) or from the same file of these very files (`same_files`: their
+    source was committed before, by a run that died before it settled them). A run ended or
+    corrected since, or started otherwise, is left as it is (the warehouse would apply the
+    patch to it: not done, docs/production.md)."""
     from relops_pipeline.lib.tracestore.schema import SPAN_MISSING, SPANS
 
     [ours] = _of_batches(
         con, batch_ids,
         f"SELECT trace_id, span_id, start_time, ingest_batch_id, source_file, {SPAN_MISSING.format(s='')} AS missing, "
-        "EXISTS (SELECT 1 FROM span_updates u WHERE u.trace_id = s.trace_id AND u.span_id = s.span_id) AS patched "
-        "FROM spans s WHERE ingest_batch_id IN (SELECT b FROM after_batches) AND end_time IS NOT NULL")
+        "EXISTS (SELECT 1 FROM span_updates u WHERE u.trace_id = s.trace_id AND u.span_id = s.span_id) AS patched, "
+        "end_time IS NOT NULL AS ended "
+        "FROM spans s WHERE ingest_batch_id IN (SELECT b FROM after_batches)")
     if not ours.num_rows:
         return None
+    same_start = " AND ".join(f'o."{c}" IS NOT DISTINCT FROM s."{c}"' for c, _ in SPANS.columns if c not in _NOT_OF_THE_START)
     r = _looking_connection(settings, spill_to)
     try:
         r.register("ours", ours)
@@ -992,24 +995,41 @@ def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: I
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=days)
         try:
-            ended = r.sql(
-                "SELECT o.trace_id, o.span_id, o.start_time FROM ours o JOIN stored_spans s "
+            r.execute(
+                "CREATE TEMP TABLE ended_keys AS SELECT o.trace_id, o.span_id, o.start_time FROM ours o JOIN stored_spans s "
                 "ON s.trace_id = o.trace_id AND s.span_id = o.span_id AND s.start_time = o.start_time "
+                f"SEMI JOIN (SELECT trace_id, span_id FROM {stored.raw_view('stored_spans')} GROUP BY ALL "
+                "            HAVING count(*) = 1) c ON c.trace_id = s.trace_id AND c.span_id = s.span_id "
                 f"WHERE s.end_time IS NULL AND {SPAN_MISSING.format(s='s.')} > o.missing "
-                "AND (o.patched OR (o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) AND s.source_file = o.source_file) "
-                "     OR s.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))",
-                params=[list(same_files), sorted(raced_batches or ())]).to_arrow_table()
+                "AND (o.patched OR (o.ended AND ((o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) "
+                "                                  AND s.source_file = o.source_file) "
+                "                                 OR s.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))))",
+                [list(same_files), sorted(raced_batches or ())])
+            keys = r.sql("SELECT * FROM ended_keys").to_arrow_table()
+            if not keys.num_rows:
+                return None
+            con.register("ended_keys", keys)
+            try:
+                candidates = con.sql("SELECT * FROM spans SEMI JOIN ended_keys USING (trace_id, span_id, start_time)"
+                                     ).to_arrow_table()
+            finally:
+                con.unregister("ended_keys")
+            r.register("candidates", candidates)
+            ended = r.sql(f"SELECT o.* FROM candidates o JOIN stored_spans s USING (trace_id, span_id, start_time) "
+                          f"WHERE {same_start}").to_arrow_table()
         finally:
             stored.unregister(r, "stored_spans")
     finally:
         r.close()
-    if not ended.num_rows:
-        return None
-    con.register("ended_keys", ended)
-    try:
-        return con.sql("SELECT * FROM spans SEMI JOIN ended_keys USING (trace_id, span_id, start_time)").to_arrow_table()
-    finally:
-        con.unregister("ended_keys")
+    return ended if ended.num_rows else None
+
+
+# What a run's end sets in its span (langsmith._apply_updates; merged with its start in one
+# file, its metadata joins the attributes), and where a copy came from: not the run's start.
+_NOT_OF_THE_START = frozenset({"attributes",
+    "end_time", "latency_ms", "anomalies", "output_text", "output_truncated", "output_messages", "input_tokens",
+    "output_tokens", "finish_reason", "model", "cost_usd", "cost_source", "status", "error_type",
+    "ingest_batch_id", "ingested_at", "source_file", "source_line"})
 
 
 def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
