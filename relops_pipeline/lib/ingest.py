@@ -637,11 +637,11 @@ def ingest_paths_to_store(
     complete copy: `_complete_from_store`); spans whose events the store holds are filled before
     they are appended (`_complete_from_stored_events`). When another writer committed spans or
     events after these were read, or some of these rows were already stored, the spans are
-    looked at again after the commit (`_complete_after_commit`); in the latter case, runs
-    stored unended by another writer meanwhile (or by these files before) that these files end
-    get this ingestion's copies (`_ended_here`). A LangSmith run's end completes a run an earlier ingestion stored
-    (`_complete_langsmith_from_store`), and one another writer committed at the same moment,
-    after the commit (`_complete_langsmith_after_commit`)."""
+    looked at again after the commit (`_complete_after_commit`); in the latter case, a stored
+    run that this ingestion's own copy completes gets that copy (`_ended_here`). A LangSmith
+    run's end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`),
+    and one another writer committed at the same moment, after the commit
+    (`_complete_langsmith_after_commit`)."""
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
 
@@ -711,9 +711,9 @@ def ingest_paths_to_store(
         held = [b for i, b in enumerate(batch_ids)
                 if any(moved[name][i][1].skipped or moved[name][i][1].duplicates for name in ("spans", "genai_events"))]
         if held:
-            # Runs the store holds unended where these files end them: files another writer got
-            # too (without the ends, committed meanwhile), or these very files committed before
-            # by a run that died before it settled their ends.
+            # Runs the store holds unended that these files complete: a later file's patch, files
+            # another writer got too (without the ends, committed meanwhile), or these very files
+            # committed before by a run that died before it settled their ends.
             raced_batches = stores["spans"].batches_committed_after(read_versions["spans"])
             same_files = [b for i, b in enumerate(batch_ids) if moved["spans"][i][1].skipped]
             append_corrections("ended", _ended_here(
@@ -816,8 +816,7 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
 
         # A stored run never took these files' patches, whatever the writers' clocks say of
         # when it was ingested (`apply_waiting` leaves a patch received before its run's
-        # ingestion to the post's read).
-        # One shift for all a run's patches, so that they keep their order.
+        # ingestion to the post's read): one shift for all a run's patches keeps their order.
         con.execute(
             "UPDATE langsmith_pending SET received_at = received_at + x.shift FROM ("
             "  SELECT p.run_id, max(s.ingested_at) - min(p.received_at) + INTERVAL 1 MICROSECOND AS shift "
