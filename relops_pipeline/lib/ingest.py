@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # the store's modules import deltalake: only when a home uses
     import pyarrow as pa
 
     from relops_pipeline.lib.tracestore.linked import TraceTables
-    from relops_pipeline.lib.tracestore.store import AppendResult
+    from relops_pipeline.lib.tracestore.store import AppendResult, TraceStore
 
 # Files in a folder that are documentation or metadata, not traces.
 SKIP_NAMES = ("LICENSE", "PROVENANCE", "README", "NOTICE")
@@ -997,8 +997,7 @@ def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: I
             r.execute(
                 "CREATE TEMP TABLE ended_keys AS SELECT o.trace_id, o.span_id, o.start_time FROM ours o JOIN stored_spans s "
                 "ON s.trace_id = o.trace_id AND s.span_id = o.span_id AND s.start_time = o.start_time "
-                f"SEMI JOIN (SELECT trace_id, span_id FROM {stored.raw_view('stored_spans')} GROUP BY ALL "
-                "            HAVING count(*) = 1) c ON c.trace_id = s.trace_id AND c.span_id = s.span_id "
+                f"{_in_one_copy(stored, 'stored_spans')} "
                 f"WHERE s.end_time IS NULL AND {SPAN_MISSING.format(s='s.')} > o.missing "
                 "AND (o.patched OR (o.ended AND ((o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) "
                 "                                  AND s.source_file = o.source_file) "
@@ -1096,8 +1095,7 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
             # since may have taken a later end, which these patches, applied now, would undo.
             r.execute("INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s SEMI JOIN langsmith_pending p "
                       "ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
-                      f"SEMI JOIN (SELECT trace_id, span_id FROM {stored.raw_view('stored_spans')} GROUP BY ALL "
-                      "            HAVING count(*) = 1) c ON c.trace_id = s.trace_id AND c.span_id = s.span_id")
+                      f"{_in_one_copy(stored, 'stored_spans')}")
         finally:
             stored.unregister(r, "stored_spans")
         r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
@@ -1153,6 +1151,13 @@ _PATCHED_RUN = "json_extract_string(raw, '$.id')"
 
 def _update_identity(update: dict) -> tuple:
     return tuple(update[k] for k in ("ingest_batch_id", "trace_id", "span_id", "source_file", "source_line"))
+
+
+def _in_one_copy(stored: TraceStore, view: str) -> str:
+    """A join keeping the spans `s` that the store holds in one copy, the one committed with
+    them (none corrected since), counted on every copy the view `view` reads."""
+    return (f"SEMI JOIN (SELECT trace_id, span_id FROM {stored.raw_view(view)} GROUP BY ALL HAVING count(*) = 1) c "
+            "ON c.trace_id = s.trace_id AND c.span_id = s.span_id")
 
 
 def _of_batches(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str], *queries: str) -> list[pa.Table]:
