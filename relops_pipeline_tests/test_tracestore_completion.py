@@ -358,10 +358,15 @@ _DOCS = {"post": {"post": [_RUN]}, "p1": {"patch": [_P1]}, "p2": {"patch": [_P2]
 
 
 def _run_files(tmp_path: Path) -> dict[str, Path]:
+    """Each of _DOCS in a file; NAME' is the same request in a file of other bytes elsewhere (a
+    copy the SDK sent again: another source)."""
     files = {}
     for name, doc in _DOCS.items():
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(doc))
+        files[f"{name}'"] = tmp_path / "again" / f"{name}.json"
+        files[f"{name}'"].parent.mkdir(exist_ok=True)
+        files[f"{name}'"].write_text(json.dumps(doc) + "\n")
     return files
 
 
@@ -519,6 +524,33 @@ _DOCS.update({"posted-ended": {"post": [_POSTED_ENDED]}, "both-and-run-2": {"pos
               "partial": {"patch": [_PARTIAL]}, "p2-ok": {"patch": [_P2_OK]}})
 
 
+_P3 = {"id": "run-1", "trace_id": "run-1", "end_time": "2026-12-06T01:00:09+00:00", "outputs": {"answer": "third"}}
+_DOCS.update({"p3": {"patch": [_P3]}, "post-p3": {"post": [_RUN], "patch": [_P3]}, "p1p2": {"patch": [_P1, _P2]},
+              "bare": {"post": [{k: v for k, v in _RUN.items() if k != "inputs"}]}})
+
+
+@pytest.mark.parametrize("ingestions", [
+    (("p2",), ("post-p3",)),                  # an end waiting in the store, then the start with a later end
+    (("p1p2",), ("post", "p1'")),             # two waiting, then the start and the first end again
+    (("p1", "partial", "p1'"), ("bare",)),    # three waiting from one ingestion, in the order they came
+    (("partial", "post-p3"), ("p2", "partial")),  # an end merged before (its reject stays), delivered again
+], ids=["waiting-then-start-with-end", "waiting-then-start-and-end-again", "waiting-in-order", "merged-end-again"])
+def test_ends_waiting_in_the_store_apply_as_in_the_warehouse(tmp_path, ingestions):
+    """Ends kept waiting for their run, one ingestion after another: a start merges the store's
+    waiting ends as it is read, before the ends its own ingestion brings, in the order they
+    came (as the warehouse merges its langsmith_pending); an end merged before is not taken
+    for a waiting one when its file comes again."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    for i, names in enumerate(ingestions):
+        ingest_paths_to_store(tables, [files[n] for n in names], workdir=tmp_path / f"w{i}")
+    _as_in_the_warehouse(tmp_path, tables, [[files[n] for n in names] for names in ingestions])
+
+
 @pytest.mark.parametrize(("before", "this", "other", "named"), [
     ((), "posted-ended", "p1", True),   # a start posted already ended, its end with the other writer
     (("p1",), "post", "p2", True),      # the start takes a waiting end before its commit; a later end races it
@@ -596,24 +628,33 @@ def test_a_start_stored_before_takes_the_end_of_a_later_file_in_an_ingestion_of_
     _as_in_the_warehouse(tmp_path, tables, [[files["post"]], [copy, files[end]]])
 
 
-def test_a_copy_of_a_stored_run_that_starts_otherwise_never_replaces_it(tmp_path):
-    """The start stored with its inputs; then one ingestion of another start of the same run
-    without them and, in a later file, its end: the copy is not the stored run ended, and the
-    store keeps the inputs the warehouse keeps (the warehouse applies the end to the run it
-    holds; the store leaves it unended: docs/production.md, section 3)."""
+@pytest.mark.parametrize("ingestions", [
+    (("post",), ("p1",), ("copy", "p2")),           # ended before; the copy and a later end together
+    (("post",), ("p2",), ("copy", "p1")),           # the same, the ends the other way round
+    (("post",), ("p1", "copy")),                    # the end before the copy, in one ingestion
+    (("post",), ("p1",), ("p2", "copy")),           # a later end before the copy of a run ended before
+    (("post",), ("copy", "p1"), ("copy", "p2")),    # the copy's file again (its source committed before)
+    (("post",), ("bare", "p1")),                    # a copy that starts otherwise (no inputs)
+    (("post",), ("bare", "p1"), ("copy", "p2")),    # both, one after the other
+], ids=["ended-copy-later-end", "ended-copy-earlier-end", "end-then-copy", "end-then-copy-of-ended",
+        "same-copy-again", "copy-starting-otherwise", "both"])
+def test_an_end_that_comes_with_a_copy_of_a_stored_run_applies_to_the_stored_run(tmp_path, ingestions):
+    """The start stored by one ingestion; later ingestions each hold a copy of that start (a
+    duplicate) and an end of the run, in either order, the run ended or not before: the
+    warehouse drops the copy and applies the end to the run it holds, and so does the store
+    (the store's run keeps its inputs, and ends as the warehouse's)."""
+    import duckdb
+
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.settings import TraceStoreSettings
     from relops_pipeline.lib.tracestore.linked import TraceTables
 
     files = _run_files(tmp_path)
-    bare = tmp_path / "bare" / "post.json"
-    bare.parent.mkdir()
-    bare.write_text(json.dumps({"post": [{k: v for k, v in _RUN.items() if k != "inputs"}]}))
+    files["copy"] = files["post'"]
     tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
-    ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
-    ingest_paths_to_store(tables, [bare, files["p1"]], workdir=tmp_path / "w1")
-    import duckdb
-
+    for i, names in enumerate(ingestions):
+        ingest_paths_to_store(tables, [files[n] for n in names], workdir=tmp_path / f"w{i}")
+    _as_in_the_warehouse(tmp_path, tables, [[files[n] for n in names] for names in ingestions])
     store = duckdb.connect()
     tables.attach(store)
     assert store.execute("SELECT input_text FROM spans").fetchall() == [('{"question":"q"}',)]

@@ -638,10 +638,13 @@ def ingest_paths_to_store(
     they are appended (`_complete_from_stored_events`). When another writer committed spans or
     events after these were read, or some of these rows were already stored, the spans are
     looked at again after the commit (`_complete_after_commit`); in the latter case, a stored
-    run that this ingestion's own copy completes gets that copy (`_ended_here`). A LangSmith
-    run's end completes a run an earlier ingestion stored (`_complete_langsmith_from_store`),
-    and one another writer committed at the same moment, after the commit
-    (`_complete_langsmith_after_commit`)."""
+    run that this ingestion's own copy completes gets that copy (`_ended_here`), and the ends
+    these files applied to a copy of a run the store held apply to the stored run
+    (`_complete_langsmith_copies`). A LangSmith run's end completes a run an earlier ingestion
+    stored (`_complete_langsmith_from_store`), and one another writer committed at the same
+    moment, after the commit (`_complete_langsmith_after_commit`); a run these files post takes
+    the ends the store keeps waiting for it as it is read (`_seed_waiting_ends`)."""
+    from relops_pipeline.lib.readers import langsmith
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
 
@@ -652,8 +655,19 @@ def ingest_paths_to_store(
     con = duckdb.connect(str(scratch))
     try:
         migrate(con)
+        # The LangSmith ends these files apply to their runs, should a run turn out to be a
+        # copy of one the store holds (_complete_langsmith_copies).
+        con.execute(f"CREATE TEMP TABLE {langsmith.APPLIED_LOG} (ingest_batch_id VARCHAR, trace_id VARCHAR, "
+                    "span_id VARCHAR, start_time TIMESTAMP, payload VARCHAR, source_file VARCHAR, source_line BIGINT)")
+        paths = list(paths)
+        if _reads_langsmith(paths, settings, fmt, landing_dir):
+            _seed_waiting_ends(con, tables)
         summary = ingest_paths(con, paths, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id,
                                progress=progress)
+        ends_applied = con.sql(f"SELECT * FROM {langsmith.APPLIED_LOG}").to_arrow_table()
+        con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
+        # The store's waiting ends no run of these files took stay the store's (its rejects).
+        con.execute("DELETE FROM langsmith_pending WHERE ingest_batch_id NOT IN (SELECT batch_id FROM ingest_batches)")
         out = StoreIngestion(summary)
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
@@ -718,6 +732,12 @@ def ingest_paths_to_store(
             same_files = [b for i, b in enumerate(batch_ids) if moved["spans"][i][1].skipped]
             append_corrections("ended", _ended_here(
                 con, tables, settings, held, same_files, raced_batches, scratch.with_name(scratch.name + ".ended.tmp")))
+            # Ends these files applied to a run whose copy was not appended: the stored run takes them.
+            completed, updates = _complete_langsmith_copies(
+                con, tables, settings, batch_ids, ends_applied, scratch.with_name(scratch.name + ".copies.tmp"))
+            append_corrections("langsmith-copies", completed)
+            recorded = {_update_identity(u) for u in out.span_updates}
+            out.span_updates += [u for u in updates if _update_identity(u) not in recorded]
         if raced_on:
             # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
             # by two writers at the same moment: neither saw the other's.
@@ -764,48 +784,32 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
     them (lib/readers/langsmith.py), and returned as the completed copies of the stored spans
     (None: nothing to complete).
 
-    - A patch of these files whose run an earlier ingestion stored: the run is loaded from the
-      store into the scratch `spans`, the patch applied to it (span_updates under the patch's
-      batch) and the completed copy returned. The patch's `pending:` reject goes, and its file
-      counts it as a duplicate instead, as in the warehouse.
-    - A run of these files whose patch an earlier ingestion kept as a `pending:` reject (the
-      store's form of langsmith_pending): the patch is applied to the new span before it is
-      appended. The earlier reject stays, as the warehouse keeps its rejects."""
+    A patch of these files whose run an earlier ingestion stored: the run is loaded from the
+    store into the scratch `spans`, the patch applied to it (span_updates under the patch's
+    batch) and the completed copy returned. The patch's `pending:` reject goes, and its file
+    counts it as a duplicate instead, as in the warehouse.
+    A run of these files whose patch an earlier ingestion kept as a `pending:` reject (the
+    store's form of langsmith_pending) merged it as it was read (`_seed_waiting_ends`); the
+    earlier reject stays, as the warehouse keeps its rejects."""
     from relops_pipeline.lib.readers import langsmith
-    from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
+    from relops_pipeline.lib.tracestore.schema import SPANS
 
     by_batch = {r.batch_id: r for r in summary.files if r.batch_id}
-    con.execute("CREATE OR REPLACE TEMP TABLE new_runs AS SELECT trace_id, span_id, ingest_batch_id FROM spans "
-                "WHERE source_format = 'langsmith' AND ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))", [list(by_batch)])
-    waiting = _count(con, "SELECT count(*) FROM langsmith_pending")
+    if not _count(con, "SELECT count(*) FROM langsmith_pending"):
+        return None
     try:
-        if not waiting and not _count(con, "SELECT count(*) FROM new_runs"):
-            return None
         received = utc_naive()  # after the new spans' ingestion, so the patches apply to them
-        if _count(con, "SELECT count(*) FROM new_runs"):
-            tables.store(TRACE_REJECTS).register(con, "stored_rejects")
-            try:
-                con.execute(
-                    "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, "
-                    "received_at) SELECT n.span_id, n.trace_id, r.raw, r.source_file, r.source_line, n.ingest_batch_id, ? "
-                    "FROM stored_rejects r JOIN new_runs n ON n.span_id = json_extract_string(r.raw, '$.id') "
-                    "AND coalesce(json_extract_string(r.raw, '$.trace_id') = n.trace_id, true) "
-                    "WHERE r.source_format = 'langsmith' AND starts_with(r.reason, 'pending: ') AND json_valid(r.raw) "
-                    "ORDER BY r.rejected_at, r.source_file, r.source_line", [received])
-            finally:
-                tables.store(TRACE_REJECTS).unregister(con, "stored_rejects")
         con.execute("CREATE OR REPLACE TEMP TABLE store_runs (trace_id VARCHAR, span_id VARCHAR)")
-        if waiting:
-            spans = tables.store(SPANS)
-            spans.register(con, "stored_spans")
-            try:
-                con.execute(
-                    "INSERT INTO store_runs SELECT DISTINCT s.trace_id, s.span_id FROM stored_spans s "
-                    "JOIN langsmith_pending p ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
-                    "ANTI JOIN spans x ON x.trace_id = s.trace_id AND x.span_id = s.span_id")
-                con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN store_runs USING (trace_id, span_id)")
-            finally:
-                spans.unregister(con, "stored_spans")
+        spans = tables.store(SPANS)
+        spans.register(con, "stored_spans")
+        try:
+            con.execute(
+                "INSERT INTO store_runs SELECT DISTINCT s.trace_id, s.span_id FROM stored_spans s "
+                "JOIN langsmith_pending p ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+                "ANTI JOIN spans x ON x.trace_id = s.trace_id AND x.span_id = s.span_id")
+            con.execute("INSERT INTO spans BY NAME SELECT * FROM stored_spans SEMI JOIN store_runs USING (trace_id, span_id)")
+        finally:
+            spans.unregister(con, "stored_spans")
         con.execute("CREATE OR REPLACE TEMP TABLE store_runs_loaded AS SELECT * FROM spans SEMI JOIN store_runs "
                     "USING (trace_id, span_id)")
         cap = int(settings.text_cap)
@@ -826,11 +830,6 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
             "  GROUP BY p.run_id HAVING min(p.received_at) <= max(s.ingested_at)) x "
             "WHERE langsmith_pending.run_id = x.run_id")
         applied = langsmith.apply_waiting(con, load_for)
-        # A run of these files that took a waiting patch is new in its own batch, which
-        # recomputes it anyway: no update to record (the warehouse merges such a patch as it
-        # reads the post, and records none either).
-        con.execute("DELETE FROM span_updates u USING new_runs n WHERE u.ingest_batch_id = n.ingest_batch_id "
-                    "AND u.trace_id = n.trace_id AND u.span_id = n.span_id")
         for batch_id, source_line, _trace_id, _span_id in applied:
             gone = con.execute(
                 "DELETE FROM trace_rejects WHERE ingest_batch_id = ? AND source_line IS NOT DISTINCT FROM ? "
@@ -846,8 +845,61 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
                        "WHERE s IS DISTINCT FROM l").to_arrow_table()
     finally:
         con.execute("DROP TABLE IF EXISTS store_runs_loaded")
-        con.execute("DROP TABLE IF EXISTS new_runs")
         con.execute("DROP TABLE IF EXISTS store_runs")
+
+
+def _reads_langsmith(paths: Sequence[Path | str], settings: IngestSettings, fmt: str | None,
+                     landing_dir: Path | None) -> bool:
+    """Whether any of the files is read as LangSmith runs (from its first bytes, or `fmt`)."""
+    from relops_pipeline.lib.readers import langsmith
+
+    for f in expand_paths(paths)[0]:
+        try:
+            if _how_to_read(f, settings, fmt, landing_dir)[0] == langsmith.FORMAT:
+                return True
+        except (OSError, IngestError):  # ingest_file says why
+            continue
+    return False
+
+
+def _seed_waiting_ends(con: duckdb.DuckDBPyConnection, tables: TraceTables) -> None:
+    """The LangSmith ends the store keeps waiting for their run (`pending:` rejects), put where
+    the warehouse keeps them (langsmith_pending), so that a run these files post merges them
+    as it is read, before the ends these files bring, as in the warehouse. Received before
+    anything of these files, whatever the writers' clocks say, in the order they were rejected;
+    one of each end however often its file was ingested."""
+    from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
+
+    rejects = tables.store(TRACE_REJECTS)
+    if not rejects.exists():
+        return
+    rejects.register(con, "stored_rejects")
+    try:
+        waiting = con.sql(
+            f"SELECT {_PATCHED_RUN} AS run_id, json_extract_string(raw, '$.trace_id') AS trace_id, raw AS payload, "
+            "source_file, source_line, ingest_batch_id, rejected_at "
+            f"FROM stored_rejects WHERE {_WAITING_PATCH} "
+            f"QUALIFY row_number() OVER (PARTITION BY {_PATCHED_RUN}, source_file, source_line, raw ORDER BY rejected_at) = 1"
+        ).to_arrow_table()
+    finally:
+        rejects.unregister(con, "stored_rejects")
+    if not waiting.num_rows:
+        return
+    spans = tables.store(SPANS)
+    days = _patch_days(waiting["payload"].to_pylist())
+    spans.register(con, "stored_spans", days=None if days is None else sorted(days))
+    con.register("waiting_ends", waiting)
+    try:
+        # Not those whose run the store holds: applied to it already (their reject stays), or
+        # left to the writers that raced them (_complete_langsmith_after_commit).
+        con.execute(
+            "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
+            "SELECT run_id, trace_id, payload, source_file, source_line, ingest_batch_id, TIMESTAMP '1970-01-01' "
+            "+ to_microseconds(row_number() OVER (ORDER BY rejected_at, source_file, source_line)) FROM waiting_ends p "
+            "ANTI JOIN stored_spans s ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id)")
+    finally:
+        con.unregister("waiting_ends")
+        spans.unregister(con, "stored_spans")
 
 
 def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTables, cap: int) -> pa.Table | None:
@@ -1047,7 +1099,6 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
     patch, so that this ingestion refreshes their days. The patches' rejects and counts stay as
     when a patch reaches the store before its run. Works on a connection of its own (spilling
     under `spill_to`)."""
-    from relops_pipeline.lib.readers import langsmith
     from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
 
     rejects = tables.store(TRACE_REJECTS)
@@ -1098,25 +1149,89 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
                       f"{_in_one_copy(stored, 'stored_spans')}")
         finally:
             stored.unregister(r, "stored_spans")
-        r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
-        cap, received = int(settings.text_cap), utc_naive()
-        langsmith.apply_waiting(r, lambda batch: LoadContext(batch or "", "", received, cap, settings.price_for))
-        completed = r.sql("SELECT s.* FROM spans s JOIN ls_loaded l USING (trace_id, span_id, start_time) "
-                          "WHERE s IS DISTINCT FROM l").to_arrow_table()
-        if not completed.num_rows:
-            return None, []
-        r.register("completed_now", completed)
         # Under the batch of these files naming the run (its own, or the one that kept its patch).
-        cur = r.execute(
-            "SELECT * REPLACE (k.b AS ingest_batch_id) FROM span_updates u "
-            "JOIN (SELECT run_id, min(b) AS b FROM (SELECT run_id, ingest_batch_id AS b FROM after_runs "
-            "      UNION ALL SELECT run_id, ingest_batch_id FROM our_patches) GROUP BY 1) k ON k.run_id = u.span_id "
-            "SEMI JOIN completed_now c USING (trace_id, span_id) "
-            "QUALIFY row_number() OVER (PARTITION BY u.trace_id, u.span_id ORDER BY u.source_file, u.source_line) = 1 "
-            "ORDER BY ALL")
-        updates = [dict(zip([d[0] for d in cur.description], row, strict=True)) for row in cur.fetchall()]
+        return _apply_ends_to_loaded(
+            con, r, settings, "SELECT run_id, min(b) AS b FROM (SELECT run_id, ingest_batch_id AS b FROM after_runs "
+                              "UNION ALL SELECT run_id, ingest_batch_id FROM our_patches) GROUP BY 1")
     finally:
         r.close()
+
+
+def _complete_langsmith_copies(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
+                               batch_ids: Sequence[str], ends: pa.Table, spill_to: Path,
+                               ) -> tuple[pa.Table | None, list[dict]]:
+    """After these files' commit: the LangSmith ends (patches) these files applied to a run of
+    theirs whose copy the store did not take, because it already held the run (a copy of its
+    start delivered again, or committed by another writer first). The warehouse drops such a
+    copy and applies the ends to the run it holds; so is each end applied here, in the order
+    the ends came, to the run as the store keeps it. `ends` are the patches the files' reading
+    recorded (langsmith.APPLIED_LOG), under their batch. Returns the copies this changes (None:
+    none), to append as corrections, and their span_updates rows, one per span under the batch
+    of its first end, so that this ingestion refreshes their days. An end merged into its start
+    in one file is not among them: the warehouse drops it with the copy too. Works on a
+    connection of its own (spilling under `spill_to`)."""
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    if not ends.num_rows:
+        return None, []
+    r = _looking_connection(settings, spill_to)
+    try:
+        r.register("ends", ends)
+        days = sorted(_with_neighbours(d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM ends "
+                                                                 "WHERE start_time IS NOT NULL").fetchall()))
+        stored = tables.store(SPANS)
+        stored.register(r, "stored_spans", days=days)
+        try:
+            # The runs of which the store holds no copy of these batches (nor a correction of
+            # one): the copies the store took already hold their ends.
+            r.execute(
+                "INSERT INTO spans BY NAME SELECT s.* FROM stored_spans s "
+                "SEMI JOIN ends e ON e.trace_id = s.trace_id AND e.span_id = s.span_id "
+                f"ANTI JOIN (SELECT trace_id, span_id FROM {stored.raw_view('stored_spans')} "
+                "           WHERE ingest_batch_id IN (SELECT unnest(?::VARCHAR[]))) o "
+                "ON o.trace_id = s.trace_id AND o.span_id = s.span_id", [list(batch_ids)])
+        finally:
+            stored.unregister(r, "stored_spans")
+        # Received after the stored copies were ingested, whatever the writers' clocks say, in the
+        # order the files and their lines came.
+        r.execute(
+            "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
+            "SELECT e.span_id, e.trace_id, e.payload, e.source_file, e.source_line, e.ingest_batch_id, TIMESTAMP '9000-01-01' "
+            "+ to_microseconds(row_number() OVER (ORDER BY b.i, e.source_line)) "
+            "FROM ends e JOIN (SELECT unnest(?::VARCHAR[]) AS b, unnest(range(?)) AS i) b ON b.b = e.ingest_batch_id "
+            "SEMI JOIN spans s ON s.trace_id = e.trace_id AND s.span_id = e.span_id", [list(batch_ids), len(batch_ids)])
+        if not _count(r, "SELECT count(*) FROM langsmith_pending"):
+            return None, []
+        return _apply_ends_to_loaded(con, r, settings, "SELECT run_id, ingest_batch_id AS b FROM langsmith_pending "
+                                                       "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY received_at) = 1")
+    finally:
+        r.close()
+
+
+def _apply_ends_to_loaded(con: duckdb.DuckDBPyConnection, r: duckdb.DuckDBPyConnection, settings: IngestSettings,
+                          run_batches_sql: str) -> tuple[pa.Table | None, list[dict]]:
+    """Apply the LangSmith ends waiting in `langsmith_pending` on the looking connection `r` to
+    the stored runs loaded into its `spans`. Returns the copies this changes (None: none) and
+    their span_updates rows, one per span, under the batch that `run_batches_sql` ((run_id, b)
+    rows) names for its run; the batches of `con` get their times."""
+    from relops_pipeline.lib.readers import langsmith
+
+    r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
+    batches = r.sql(run_batches_sql).to_arrow_table()
+    cap, received = int(settings.text_cap), utc_naive()
+    langsmith.apply_waiting(r, lambda batch: LoadContext(batch or "", "", received, cap, settings.price_for))
+    completed = r.sql("SELECT s.* FROM spans s JOIN ls_loaded l USING (trace_id, span_id, start_time) "
+                      "WHERE s IS DISTINCT FROM l").to_arrow_table()
+    if not completed.num_rows:
+        return None, []
+    r.register("completed_now", completed)
+    r.register("run_batches", batches)
+    cur = r.execute(
+        "SELECT * REPLACE (k.b AS ingest_batch_id) FROM span_updates u JOIN run_batches k ON k.run_id = u.span_id "
+        "SEMI JOIN completed_now c USING (trace_id, span_id) "
+        "QUALIFY row_number() OVER (PARTITION BY u.trace_id, u.span_id ORDER BY u.source_file, u.source_line) = 1 "
+        "ORDER BY ALL")
+    updates = [dict(zip([d[0] for d in cur.description], row, strict=True)) for row in cur.fetchall()]
     _widen_batch_times(con, "SELECT unnest(?::VARCHAR[]) AS b, unnest(?::TIMESTAMP[]) AS lo, unnest(?::TIMESTAMP[]) AS hi",
                        [[u["ingest_batch_id"] for u in updates], [u["start_time"] for u in updates],
                         [u["start_time"] for u in updates]])
@@ -1127,12 +1242,20 @@ def _run_days(r: duckdb.DuckDBPyConnection) -> list[date] | None:
     """The day partitions that can hold the runs `langsmith_pending` names: those of the runs
     these batches hold, and around each waiting patch's end (a run ends within a day of its
     start); None (every day) when a patch has no time."""
-    from relops_pipeline.lib.readers.base import to_utc_naive
-
     days = {d for (d,) in r.execute("SELECT DISTINCT day FROM after_runs WHERE run_id IN "
                                     "(SELECT run_id FROM langsmith_pending)").fetchall()}
-    for (payload,) in r.execute("SELECT payload FROM langsmith_pending WHERE run_id NOT IN "
-                                "(SELECT run_id FROM after_runs)").fetchall():
+    around = _patch_days(p for (p,) in r.execute("SELECT payload FROM langsmith_pending WHERE run_id NOT IN "
+                                                 "(SELECT run_id FROM after_runs)").fetchall())
+    return None if around is None else sorted(days | around)
+
+
+def _patch_days(payloads: Iterable[str]) -> set[date] | None:
+    """The days around each LangSmith patch's end (a run ends within a day of its start): where
+    its run can be stored; None (every day) when a patch has no time."""
+    from relops_pipeline.lib.readers.base import to_utc_naive
+
+    days: set[date] = set()
+    for payload in payloads:
         patch = json.loads(payload)
         try:
             when = to_utc_naive(patch.get("end_time") or patch.get("start_time"))
@@ -1141,7 +1264,7 @@ def _run_days(r: duckdb.DuckDBPyConnection) -> list[date] | None:
         if when is None:
             return None
         days |= _with_neighbours([when.date()])
-    return sorted(days)
+    return days
 
 
 # A LangSmith patch an ingestion kept waiting for its run, and the run it names (trace_rejects).

@@ -32,6 +32,9 @@ tokens, error) in different requests, so in different spooled files. On a wareho
 A later payload posting the run merges the waiting patches into it when it is read, and the
 hook then deletes them; waiting patches whose run reached `spans` some other way are applied
 by the next LangSmith file's hook. `pending_patches(con)` counts the patches still waiting.
+A connection with an `APPLIED_LOG` table (a trace store ingestion's scratch) also records there
+every patch merged into or applied to a span, for the store to apply to its own copy of a run
+it already holds.
 Everything commits or rolls back with the file. On a bare staging connection (no warehouse
 tables) a patch without its post in the payload is rejected.
 """
@@ -414,6 +417,7 @@ def after_insert(con, load: LoadContext) -> LoadResult:
         for source_line, _, payload in records:
             if span is not None:
                 updates.setdefault(span[:2], _SpanUpdate(span[2], load.source_file, source_line)).add(json.loads(payload))
+                _record_applied(con, [(load.batch_id, *span, payload, load.source_file, source_line)])
                 applied += 1
                 continue
             con.execute(
@@ -447,7 +451,20 @@ def _settle_waiting(con) -> list[tuple[str | None, str, str, Any, str, str, int 
     ).fetchall()
     if waiting:
         con.execute("DELETE FROM langsmith_pending WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [[w[0] for w in waiting]])
+        _record_applied(con, [(w[2], w[3], w[4], w[5], w[6], w[7], w[8]) for w in waiting])
     return [tuple(w[2:]) for w in waiting if w[1]]
+
+
+APPLIED_LOG = "langsmith_applied"  # on a trace store's scratch connection: the patches its spans took
+
+
+def _record_applied(con, rows: list[tuple]) -> None:
+    """Record (batch, trace_id, span_id, start_time, payload, source_file, source_line) of the
+    patches merged into or applied to spans, when the connection keeps such a log (a trace
+    store ingestion: a span these files hold may turn out to be a copy of one the store holds,
+    which then takes these patches; lib/ingest.py)."""
+    if rows and con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [APPLIED_LOG]).fetchone()[0]:
+        con.executemany(f"INSERT INTO {APPLIED_LOG} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def apply_waiting(con, load_for: Callable[[str | None], LoadContext]) -> list[tuple[str | None, int | None, str, str]]:
