@@ -36,6 +36,7 @@ SLOW_MODULES = {
     "test_cli_evals.py": "eval runs, imports and backfills through the CLI",
     "test_tracestore_ingest.py": "store homes through the CLI and Dagster: two writers at once, kills, upgrades",
     "test_tracestore_completion.py": "GenAI events and spans apart: CLI homes and racing writers, checked against a warehouse",
+    "test_tracestore_langsmith.py": "LangSmith runs and ends apart: store ingestions and racing writers, checked against a warehouse",
 }
 
 

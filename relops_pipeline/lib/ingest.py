@@ -664,10 +664,9 @@ def ingest_paths_to_store(
             _seed_waiting_ends(con, tables)
         summary = ingest_paths(con, paths, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id,
                                progress=progress)
+        _unseed_waiting_ends(con)
         ends_applied = con.sql(f"SELECT * FROM {langsmith.APPLIED_LOG}").to_arrow_table()
         con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
-        # The store's waiting ends no run of these files took stay the store's (its rejects).
-        con.execute("DELETE FROM langsmith_pending WHERE ingest_batch_id NOT IN (SELECT batch_id FROM ingest_batches)")
         out = StoreIngestion(summary)
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
@@ -867,39 +866,44 @@ def _seed_waiting_ends(con: duckdb.DuckDBPyConnection, tables: TraceTables) -> N
     the warehouse keeps them (langsmith_pending), so that a run these files post merges them
     as it is read, before the ends these files bring, as in the warehouse. Received before
     anything of these files, whatever the writers' clocks say, in the order they were rejected;
-    one of each end however often its file was ingested."""
-    from relops_pipeline.lib.tracestore.schema import SPANS, TRACE_REJECTS
+    one of each end however often its file was ingested. Those no run of these files took go
+    once these files are read (`_unseed_waiting_ends`)."""
+    from relops_pipeline.lib.tracestore.schema import TRACE_REJECTS
 
     rejects = tables.store(TRACE_REJECTS)
     if not rejects.exists():
         return
     rejects.register(con, "stored_rejects")
     try:
-        waiting = con.sql(
-            f"SELECT {_PATCHED_RUN} AS run_id, json_extract_string(raw, '$.trace_id') AS trace_id, raw AS payload, "
-            "source_file, source_line, ingest_batch_id, rejected_at "
-            f"FROM stored_rejects WHERE {_WAITING_PATCH} "
-            f"QUALIFY row_number() OVER (PARTITION BY {_PATCHED_RUN}, source_file, source_line, raw ORDER BY rejected_at) = 1"
-        ).to_arrow_table()
-    finally:
-        rejects.unregister(con, "stored_rejects")
-    if not waiting.num_rows:
-        return
-    spans = tables.store(SPANS)
-    days = _patch_days(waiting["payload"].to_pylist())
-    spans.register(con, "stored_spans", days=None if days is None else sorted(days))
-    con.register("waiting_ends", waiting)
-    try:
-        # Not those whose run the store holds: applied to it already (their reject stays), or
-        # left to the writers that raced them (_complete_langsmith_after_commit).
         con.execute(
             "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
-            "SELECT run_id, trace_id, payload, source_file, source_line, ingest_batch_id, TIMESTAMP '1970-01-01' "
-            "+ to_microseconds(row_number() OVER (ORDER BY rejected_at, source_file, source_line)) FROM waiting_ends p "
-            "ANTI JOIN stored_spans s ON s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id)")
+            f"SELECT {_PATCHED_RUN}, json_extract_string(raw, '$.trace_id'), raw, source_file, source_line, ingest_batch_id, "
+            "TIMESTAMP '1970-01-01' + to_microseconds(row_number() OVER (ORDER BY rejected_at, source_file, source_line)) "
+            f"FROM stored_rejects WHERE {_WAITING_PATCH} "
+            f"QUALIFY row_number() OVER (PARTITION BY {_PATCHED_RUN}, source_file, source_line, raw ORDER BY rejected_at) = 1")
     finally:
-        con.unregister("waiting_ends")
-        spans.unregister(con, "stored_spans")
+        rejects.unregister(con, "stored_rejects")
+
+
+def _unseed_waiting_ends(con: duckdb.DuckDBPyConnection) -> None:
+    """After reading: an end the store kept waiting that these files brought again (the reader
+    kept no second copy of it, as the warehouse keeps none of a patch still waiting) is these
+    files' own, received when its file was read, also where a run took it (`APPLIED_LOG`). An
+    end the store kept waiting may have been applied since (its reject stays): delivered again,
+    the warehouse applies it to the run it holds, and so is it applied here. The store's other
+    waiting ends leave the scratch."""
+    from relops_pipeline.lib.readers import langsmith
+
+    ours = ("(SELECT source_file, source_line, raw, min(ingest_batch_id) AS batch, min(rejected_at) AS at "
+            "FROM trace_rejects WHERE starts_with(reason, 'pending: ') "
+            "AND ingest_batch_id IN (SELECT batch_id FROM ingest_batches) GROUP BY ALL) r")
+    for table, extra in (("langsmith_pending", ", received_at = r.at"), (langsmith.APPLIED_LOG, "")):
+        con.execute(
+            f"UPDATE {table} SET ingest_batch_id = r.batch{extra} FROM {ours} "
+            f"WHERE {table}.ingest_batch_id NOT IN (SELECT batch_id FROM ingest_batches) "
+            f"AND r.source_file = {table}.source_file AND r.source_line IS NOT DISTINCT FROM {table}.source_line "
+            f"AND r.raw = {table}.payload::VARCHAR")
+    con.execute("DELETE FROM langsmith_pending WHERE ingest_batch_id NOT IN (SELECT batch_id FROM ingest_batches)")
 
 
 def _complete_from_stored_events(con: duckdb.DuckDBPyConnection, tables: TraceTables, cap: int) -> pa.Table | None:
