@@ -95,5 +95,5 @@ def test_groups_keep_the_order_and_break_at_large_or_other_files(tmp_path, monke
         p.write_text("\n".join([line] * size) + "\n")
         paths.append(p)
     (tmp_path / "d.jsonl").write_text(json.dumps({"run_id": "not otlp"}) + "\n")  # another format breaks the run
-    groups = [[p.stem for p in g] for g, _ in ingest_mod._prestage_groups(paths, ingest_mod.IngestSettings(), None, None)]
+    groups = [[p.stem for p in g] for g, _, _ in ingest_mod._prestage_groups(paths, ingest_mod.IngestSettings(), None, None)]
     assert groups == [["a", "b"], ["c"], ["d"], ["e", "f"]]

@@ -557,8 +557,10 @@ def ingest_paths(
     landing_dir: Path | None = None,
     run_id: str | None = None,
     progress: Callable[[FileResult], None] | None = None,
+    before_reading: Callable[[str | None], None] | None = None,
 ) -> IngestSummary:
     """Ingest files and folders; a file that cannot be read is an error entry, the rest go on.
+    `before_reading(format)` is called before each file, or group of files, is read.
 
     Runs of small OTLP JSON-lines files with the same source settings are normalised together
     first (readers.otlp.prestage: one statement instead of one per file, whose planning alone
@@ -568,7 +570,9 @@ def ingest_paths(
     settings = settings or IngestSettings()
     files, skipped, errors = expand_paths(paths)
     summary = IngestSummary(errors=errors, skipped=skipped)
-    for group, source in _prestage_groups(files, settings, fmt, landing_dir):
+    for group, source, group_fmt in _prestage_groups(files, settings, fmt, landing_dir):
+        if before_reading is not None:
+            before_reading(group_fmt)
         index: dict[Path, int] = {}
         if len(group) > 1:
             try:
@@ -659,11 +663,15 @@ def ingest_paths_to_store(
         # copy of one the store holds (_complete_langsmith_copies).
         con.execute(f"CREATE TEMP TABLE {langsmith.APPLIED_LOG} (ingest_batch_id VARCHAR, trace_id VARCHAR, "
                     "span_id VARCHAR, start_time TIMESTAMP, payload VARCHAR, source_file VARCHAR, source_line BIGINT)")
-        paths = list(paths)
-        if _reads_langsmith(paths, settings, fmt, landing_dir):
-            _seed_waiting_ends(con, tables)
+        seeded: list[bool] = []
+
+        def seed_before_the_first_langsmith_file(group_fmt: str | None) -> None:
+            if group_fmt == langsmith.FORMAT and not seeded:
+                seeded.append(True)
+                _seed_waiting_ends(con, tables)
+
         summary = ingest_paths(con, paths, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id,
-                               progress=progress)
+                               progress=progress, before_reading=seed_before_the_first_langsmith_file)
         _unseed_waiting_ends(con)
         ends_applied = con.sql(f"SELECT * FROM {langsmith.APPLIED_LOG}").to_arrow_table()
         con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
@@ -845,20 +853,6 @@ def _complete_langsmith_from_store(con: duckdb.DuckDBPyConnection, tables: Trace
     finally:
         con.execute("DROP TABLE IF EXISTS store_runs_loaded")
         con.execute("DROP TABLE IF EXISTS store_runs")
-
-
-def _reads_langsmith(paths: Sequence[Path | str], settings: IngestSettings, fmt: str | None,
-                     landing_dir: Path | None) -> bool:
-    """Whether any of the files is read as LangSmith runs (from its first bytes, or `fmt`)."""
-    from relops_pipeline.lib.readers import langsmith
-
-    for f in expand_paths(paths)[0]:
-        try:
-            if _how_to_read(f, settings, fmt, landing_dir)[0] == langsmith.FORMAT:
-                return True
-        except (OSError, IngestError):  # ingest_file says why
-            continue
-    return False
 
 
 def _seed_waiting_ends(con: duckdb.DuckDBPyConnection, tables: TraceTables) -> None:
@@ -1434,9 +1428,10 @@ def _count_store_duplicates(result: FileResult, moved: dict[str, tuple[int, Appe
 
 
 def _prestage_groups(files: Sequence[Path], settings: IngestSettings, fmt: str | None,
-                     landing_dir: Path | None) -> Iterable[tuple[list[Path], SourceSettings]]:
+                     landing_dir: Path | None) -> Iterable[tuple[list[Path], SourceSettings, str | None]]:
     """The files in order, consecutive small OTLP JSON-lines files with equal source settings
-    grouped (up to PRESTAGE_BATCH_BYTES); every other file alone."""
+    grouped (up to PRESTAGE_BATCH_BYTES); every other file alone. With each group, its format
+    (None: unknown, the file's ingestion says why)."""
     group: list[Path] = []
     group_source, group_bytes = SourceSettings(), 0
     for f in files:
@@ -1447,12 +1442,12 @@ def _prestage_groups(files: Sequence[Path], settings: IngestSettings, fmt: str |
             found_fmt, source, size = None, SourceSettings(), 0
         small = found_fmt == otlp.FORMAT and otlp.can_prestage(f)
         if group and (not small or source != group_source or group_bytes + size > otlp.PRESTAGE_BATCH_BYTES):
-            yield group, group_source
+            yield group, group_source, otlp.FORMAT
             group, group_bytes = [], 0
         if not small:
-            yield [f], source
+            yield [f], source, found_fmt
             continue
         group.append(f)
         group_source, group_bytes = source, group_bytes + size
     if group:
-        yield group, group_source
+        yield group, group_source, otlp.FORMAT
