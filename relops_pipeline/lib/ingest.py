@@ -672,7 +672,8 @@ def ingest_paths_to_store(
 
         summary = ingest_paths(con, paths, settings=settings, fmt=fmt, landing_dir=landing_dir, run_id=run_id,
                                progress=progress, before_reading=seed_before_the_first_langsmith_file)
-        _unseed_waiting_ends(con)
+        if seeded:
+            _unseed_waiting_ends(con)
         ends_applied = con.sql(f"SELECT * FROM {langsmith.APPLIED_LOG}").to_arrow_table()
         con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
         out = StoreIngestion(summary)
