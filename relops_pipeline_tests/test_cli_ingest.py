@@ -165,14 +165,17 @@ def test_two_concurrent_ingestion_processes_both_succeed(home, tmp_path, spawn):
     assert _spans(home) == sum(t["accepted"] for t in totals)
 
 
-def test_follow_ups_wait_for_an_ingestion_in_progress_but_only_so_long(home, spawn):
+def test_follow_ups_wait_for_an_ingestion_in_progress_but_only_so_long(home, spawn, monkeypatch):
     """An ingestion's follow-ups wait for the home's other ingestions in progress (to refresh
     their days in the same pass) until they end — and no longer than the bound when one does
     not; a dead one is not waited for."""
+    import subprocess
+
     import dagster as dg
 
     from relops_pipeline.cli.common import dagster_instance
     from relops_pipeline.cli.ingest import followups_turn
+    from relops_pipeline.defs import recovery
     from relops_pipeline.defs.recovery import PID_TAG
     from relops_pipeline.lib.home import Home
 
@@ -194,15 +197,28 @@ def test_follow_ups_wait_for_an_ingestion_in_progress_but_only_so_long(home, spa
                                       run_id=run.run_id)
         return run.run_id
 
-    short = spawn([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    # One ingestion ends once the follow-ups have seen it in progress (at their first look: not
+    # after a sleep, which a loaded machine may outlast before they look), the other never.
+    short = spawn([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     ending = ingestion_in_progress(short.pid)
     long = spawn([sys.executable, "-c", "import time; time.sleep(600)"])
     ingestion_in_progress(long.pid)
+    inspect_runs, looks = recovery.inspect_runs, []
+
+    def ends_after_the_first_look(*args, **kwargs):
+        runs = inspect_runs(*args, **kwargs)
+        looks.append(None)
+        if len(looks) == 1:
+            short.stdin.close()
+        return runs
+
+    monkeypatch.setattr(recovery, "inspect_runs", ends_after_the_first_look)
     # Waits for the one that ends; gives up on the other at the bound, which then still runs.
     with followups_turn(h, wait_s=procs.scaled(5), own_run="mine") as waited:
         assert waited == [ending]  # it exited (unreaped, a zombie: not alive) within the bound
         short.wait(timeout=5)
         assert long.poll() is None
+    monkeypatch.undo()
     # No ingestion alive but the one that never ends, and a bound of 0: no wait at all.
     with followups_turn(h, wait_s=0, own_run="mine") as waited:
         assert waited == []

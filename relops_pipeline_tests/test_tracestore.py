@@ -269,6 +269,27 @@ def test_append_query_idempotent_and_day_partitions(store):
     assert store.days() == [BASE.date() + timedelta(days=d) for d in range(3)]
 
 
+def test_what_other_writers_committed_since_a_version_reads_only_their_files(store):
+    """register_added_after: the rows the commits after a version added, less a writer's own
+    commits (how the last of two writers finds the copies the other committed meanwhile)."""
+    store.append(make_spans(0, 10), "before")
+    read = store.version()
+    own = store.append(make_spans(10, 20), "own")
+    store.append(make_spans(20, 30), "theirs")
+    # Copies of rows committed before (a correction, say): another writer's too.
+    store.append_many([(make_spans(5, 8), "a-copy")], check_existing=False)
+    con = duckdb.connect()
+    assert store.register_added_after(con, "others", read, not_by={own.version})
+    assert con.sql("SELECT count(*), count(DISTINCT span_id) FROM others").fetchall() == [(13, 13)]
+    store.register(con, "every_row")
+    assert con.sql("DESCRIBE others").fetchall() == con.sql("DESCRIBE every_row").fetchall()
+    day = BASE.date() + timedelta(days=1)
+    assert store.register_added_after(con, "one_day", read, not_by={own.version}, days=[day])
+    assert con.execute("SELECT count(*), count(*) FILTER (start_time::DATE <> ?) FROM one_day", [day]).fetchall() == [(4, 0)]
+    assert not store.register_added_after(con, "none", store.version())
+    assert con.sql("SELECT count(*) FROM none").fetchall() == [(0,)]
+
+
 def test_a_day_reads_only_its_partition(tmp_path):
     """Partition pruning: with one day's data files of the other days deleted from disk, a view
     restricted to that day still reads (it never opens them) while the whole table cannot."""

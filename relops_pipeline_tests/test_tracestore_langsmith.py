@@ -245,21 +245,27 @@ def _as_in_the_warehouse(tmp_path: Path, tables, ingestions: list[list[Path]]) -
                          "WHERE r = 1 GROUP BY trace_id, span_id)").fetchall() == [(1,)]
 
 
-def _another_writer_commits_first(monkeypatch, tables, files: list[Path], workdir: Path) -> list:
-    """The next store commit waits for another writer's ingestion of `files` (it read the store
-    before, and commits after it)."""
+def _another_writer_commits_first(monkeypatch, tables, files: list[Path], workdir: Path, *,
+                                  before_corrections: bool = False) -> list:
+    """The next commit of the files' spans waits for another writer's ingestion of `files` (it
+    read the store before, and commits after it); with `before_corrections`, the next commit of
+    any kind (a correction of a stored run comes before the files' spans)."""
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.tracestore.store import TraceStore
 
-    append_from, ran = TraceStore.append_from, []
+    ran: list = []
 
-    def commit_of_the_other_writer_first(self, *args, **kwargs):
-        if not ran:
-            ran.append(None)  # before: the other writer's own commits go straight through
-            ran[0] = ingest_paths_to_store(tables, files, workdir=workdir)
-        return append_from(self, *args, **kwargs)
+    def the_other_writer_first(commit):
+        def commit_after_the_other_writer(self, *args, **kwargs):
+            if not ran:
+                ran.append(None)  # before: the other writer's own commits go straight through
+                ran[0] = ingest_paths_to_store(tables, files, workdir=workdir)
+            return commit(self, *args, **kwargs)
+        return commit_after_the_other_writer
 
-    monkeypatch.setattr(TraceStore, "append_from", commit_of_the_other_writer_first)
+    monkeypatch.setattr(TraceStore, "append_from", the_other_writer_first(TraceStore.append_from))
+    if before_corrections:
+        monkeypatch.setattr(TraceStore, "append_many", the_other_writer_first(TraceStore.append_many))
     return ran
 
 
@@ -428,6 +434,53 @@ def test_a_run_racing_its_ends_ends_as_in_the_warehouse(tmp_path, monkeypatch, b
     monkeypatch.undo()
     assert ran
     _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in (*before, other, this)])
+
+
+@pytest.mark.parametrize(("before", "this", "other"), [
+    (("post",), "p1", ("p2",)),                  # two ends of one stored run, at once
+    (("post",), "p2e", ("p1",)),                 # an error end without outputs, and one with them
+    (("both",), "partial'", ("p2", "partial")),  # the other writer's copy holds this end already
+    (("post",), "p1", ("post-p3", "p2")),        # the other's copy, of a start it got again, ingested later
+], ids=["two-ends", "error-and-outputs", "holds-it-already", "ingested-later"])
+def test_two_writers_ending_one_stored_run_at_once_both_ends_apply(tmp_path, monkeypatch, before, this, other):
+    """Two writers each apply their end to a run the store holds, each before the other's
+    commit. The one that commits last applies its end again over the other's copy, so the run
+    ends as in a warehouse that ingested the other's files first. Before, each appended a copy
+    with its own end and the views kept one: the other end was lost."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    for i, name in enumerate(before):
+        ingest_paths_to_store(tables, [files[name]], workdir=tmp_path / f"w{i}")
+    ran = _another_writer_commits_first(monkeypatch, tables, [files[n] for n in other], tmp_path / "other",
+                                        before_corrections=True)
+    done = ingest_paths_to_store(tables, [files[this]], workdir=tmp_path / "this")
+    monkeypatch.undo()
+    assert ran and ran[0] is not None
+    assert {u["span_id"] for u in done.span_updates} == {"run-1"}
+    _as_in_the_warehouse(tmp_path, tables, [[files[n] for n in before], [files[n] for n in other], [files[this]]])
+
+
+def test_an_end_merged_in_the_other_writers_ingestion_is_not_applied_again(tmp_path, monkeypatch):
+    """The other writer's ingestion holds P2 and then the run's start with P1 (P2 waits, then
+    merges into the start as it is read; its reject stays); this one holds the bare start and
+    reads the store before that commit. Its look after the commit took P2 for an end still
+    waiting and applied it over P1; the warehouse (the other's files, then these) ends the run
+    with P1."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    ran = _another_writer_commits_first(monkeypatch, tables, [files["p2"], files["both"]], tmp_path / "other")
+    ingest_paths_to_store(tables, [files["bare"]], workdir=tmp_path / "this")
+    monkeypatch.undo()
+    assert ran and ran[0] is not None
+    _as_in_the_warehouse(tmp_path, tables, [[files["p2"], files["both"]], [files["bare"]]])
 
 
 def test_a_file_delivered_again_does_not_end_a_run_another_file_stored(tmp_path):

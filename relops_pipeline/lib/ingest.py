@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
 
@@ -183,7 +183,7 @@ def _stage_prices(con: duckdb.DuckDBPyConnection, settings: IngestSettings) -> N
 
 
 def _count(con, sql: str, params=None) -> int:
-    return int(con.execute(sql, params or []).fetchone()[0])
+    return int(con.execute(sql, params or []).fetchall()[0][0])
 
 
 def _how_to_read(path: Path, settings: IngestSettings, fmt: str | None, landing_dir: Path | None) -> tuple[str, SourceSettings]:
@@ -647,7 +647,9 @@ def ingest_paths_to_store(
     (`_complete_langsmith_copies`). A LangSmith run's end completes a run an earlier ingestion
     stored (`_complete_langsmith_from_store`), and one another writer committed at the same
     moment, after the commit (`_complete_langsmith_after_commit`); a run these files post takes
-    the ends the store keeps waiting for it as it is read (`_seed_waiting_ends`)."""
+    the ends the store keeps waiting for it as it is read (`_seed_waiting_ends`). Ends these
+    files applied to a stored run that another writer also ended meanwhile are applied again
+    over that writer's copy (`_reapply_over_racing_copies`)."""
     from relops_pipeline.lib.readers import langsmith
     from relops_pipeline.lib.tracestore.linked import LINKED_TABLES
     from relops_pipeline.lib.warehouse import migrate
@@ -661,8 +663,7 @@ def ingest_paths_to_store(
         migrate(con)
         # The LangSmith ends these files apply to their runs, should a run turn out to be a
         # copy of one the store holds (_complete_langsmith_copies).
-        con.execute(f"CREATE TEMP TABLE {langsmith.APPLIED_LOG} (ingest_batch_id VARCHAR, trace_id VARCHAR, "
-                    "span_id VARCHAR, start_time TIMESTAMP, payload VARCHAR, source_file VARCHAR, source_line BIGINT)")
+        _create_applied_log(con)
         seeded: list[bool] = []
 
         def seed_before_the_first_langsmith_file(group_fmt: str | None) -> None:
@@ -675,7 +676,7 @@ def ingest_paths_to_store(
         if seeded:
             _unseed_waiting_ends(con)
         ends_applied = con.sql(f"SELECT * FROM {langsmith.APPLIED_LOG}").to_arrow_table()
-        con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
+        con.execute(f"DELETE FROM {langsmith.APPLIED_LOG}")
         out = StoreIngestion(summary)
         stores = {spec.name: tables.store(spec) for spec in LINKED_TABLES}
         sources = [_file_sha256(Path(r.path)) for r in summary.files]
@@ -709,10 +710,18 @@ def ingest_paths_to_store(
                 for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
                     out.spans_by_day.setdefault(day, 0)
 
+        def add_updates(updates: list[dict]) -> None:
+            recorded = {_update_identity(u) for u in out.span_updates}
+            out.span_updates += [u for u in updates if _update_identity(u) not in recorded]
+
         # These files' spans are appended completed by the events the store already holds; the
         # corrections are copies of stored spans these files' LangSmith ends or events complete.
         _complete_from_stored_events(con, tables, cap)
         append_corrections("langsmith", _complete_langsmith_from_store(con, tables, summary, settings))
+        # The LangSmith ends applied to runs the store held, each with the version of the spans
+        # it was applied to: another writer may have applied its own ends to those runs meanwhile.
+        ends_on_stored = [(read_versions["spans"], _applied_in_order(con))]
+        con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
         append_corrections("completion", _complete_from_store(con, tables, cap))
         cur = con.execute("SELECT * FROM span_updates ORDER BY ALL")
         out.span_updates = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
@@ -741,19 +750,21 @@ def ingest_paths_to_store(
             append_corrections("ended", _ended_here(
                 con, tables, settings, held, same_files, raced_batches, scratch.with_name(scratch.name + ".ended.tmp")))
             # Ends these files applied to a run whose copy was not appended: the stored run takes them.
-            completed, updates = _complete_langsmith_copies(
+            looked_at = stores["spans"].version()
+            done = _complete_langsmith_copies(
                 con, tables, settings, batch_ids, ends_applied, scratch.with_name(scratch.name + ".copies.tmp"))
-            append_corrections("langsmith-copies", completed)
-            recorded = {_update_identity(u) for u in out.span_updates}
-            out.span_updates += [u for u in updates if _update_identity(u) not in recorded]
+            append_corrections("langsmith-copies", done.completed)
+            add_updates(done.updates)
+            ends_on_stored.append((looked_at, done.ends))
         if raced_on:
             # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
             # by two writers at the same moment: neither saw the other's.
-            completed, updates = _complete_langsmith_after_commit(
+            looked_at = stores["spans"].version()
+            done = _complete_langsmith_after_commit(
                 con, tables, settings, batch_ids, read_versions["trace_rejects"], scratch.with_name(scratch.name + ".ls.tmp"))
-            append_corrections("langsmith-after", completed)
-            recorded = {_update_identity(u) for u in out.span_updates}
-            out.span_updates += [u for u in updates if _update_identity(u) not in recorded]
+            append_corrections("langsmith-after", done.completed)
+            add_updates(done.updates)
+            ends_on_stored.append((looked_at, done.ends))
         if raced or held:
             # Another writer committed spans or events after the completions above read the
             # store (its spans may be the ones these files' events complete, or its events the
@@ -762,6 +773,12 @@ def ingest_paths_to_store(
             # what is now committed (whichever of two writers commits last does).
             append_corrections("recompletion", _complete_after_commit(
                 con, tables, settings, batch_ids if raced else held, scratch.with_name(scratch.name + ".after.tmp")))
+        # Last: whichever of two writers applying ends to one stored run commits last sees the
+        # other's copy here, and applies its own ends over it.
+        done = _reapply_over_racing_copies(con, tables, settings, ends_on_stored, ours["spans"],
+                                           scratch.with_name(scratch.name + ".race.tmp"))
+        append_corrections("langsmith-race", done.completed)
+        add_updates(done.updates)
         for i, result in enumerate(summary.files):
             _count_store_duplicates(result, {name: m[i] for name, m in moved.items()})
             cur = con.execute("SELECT * FROM ingest_batches WHERE batch_id = ?", [result.batch_id])
@@ -1082,8 +1099,7 @@ _NOT_OF_THE_START = frozenset({"attributes",
 
 
 def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
-                                     batch_ids: Sequence[str], rejects_read: int, spill_to: Path,
-                                     ) -> tuple[pa.Table | None, list[dict]]:
+                                     batch_ids: Sequence[str], rejects_read: int, spill_to: Path) -> EndsApplied:
     """After these files' commit, when another writer committed in between: a LangSmith run and
     its end (a patch kept waiting as a `pending:` reject) that two writers committed at the
     same moment, each having read the store before the other's commit. The patches neither
@@ -1092,7 +1108,9 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
     read) that name these batches' runs: each is applied, in the order they were rejected, to
     its run as the store keeps it when that is still the one copy committed with the run (a run
     corrected since may hold a later end, which an earlier one applied now would undo), as the
-    warehouse applies a patch to a run it already has.
+    warehouse applies a patch to a run it already has; not a patch kept waiting by the
+    ingestion that committed that copy (a reject stays when a later file of its ingestion
+    brings the run, which merges the patch as it is read).
     Returns the copies this changes (None: none), to append as corrections, and their
     span_updates rows, one per span under the batch of these files that holds the run or its
     patch, so that this ingestion refreshes their days. The patches' rejects and counts stay as
@@ -1110,11 +1128,17 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
         "AND ingest_batch_id IN (SELECT b FROM after_batches)")
     # None: a commit that does not name its batches (an older relops): every waiting patch for
     # these runs (one applied before changes nothing of a run still in its first copy, below).
-    theirs = rejects.batches_committed_after(rejects_read) if runs.num_rows else set()
+    commits = rejects.commits_after(rejects_read) if runs.num_rows else []
+    theirs = None if commits is None else {b for batches in commits for b in batches}
     if not ours.num_rows and theirs is not None and not theirs:
-        return None, []
+        return _NO_ENDS
     r = _looking_connection(settings, spill_to)
     try:
+        # The batches of each ingestion (these files', and each commit's since): a patch that
+        # waited in an ingestion that also brought its run was merged into that run as read.
+        ingestions = [list(batch_ids), *(sorted(c) for c in commits or ())]
+        r.execute("CREATE TEMP TABLE ingestions AS SELECT unnest(b) AS b, i FROM "
+                  "(SELECT unnest(?::VARCHAR[][]) AS b, unnest(range(?)) AS i)", [ingestions, len(ingestions)])
         r.register("after_runs", runs)
         r.register("our_patches", ours)
         r.execute("CREATE TEMP TABLE waiting AS SELECT * FROM our_patches")
@@ -1137,7 +1161,7 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
             "SELECT run_id, trace_id, raw, source_file, source_line, ingest_batch_id, TIMESTAMP '9000-01-01' "
             "+ to_microseconds(row_number() OVER (ORDER BY rejected_at, source_file, source_line)) FROM waiting")
         if not _count(r, "SELECT count(*) FROM langsmith_pending"):
-            return None, []
+            return _NO_ENDS
         stored = tables.store(SPANS)
         stored.register(r, "stored_spans", days=_run_days(r))
         try:
@@ -1148,6 +1172,11 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
                       f"{_in_one_copy(stored, 'stored_spans')}")
         finally:
             stored.unregister(r, "stored_spans")
+        # Not a patch that the run's copy took as it was read: one whose reject the ingestion
+        # that committed that copy kept (a reject stays after its patch is applied).
+        r.execute("DELETE FROM langsmith_pending p USING spans s, ingestions a, ingestions c "
+                  "WHERE s.span_id = p.run_id AND (p.trace_id IS NULL OR s.trace_id = p.trace_id) "
+                  "AND a.b = p.ingest_batch_id AND c.b = s.ingest_batch_id AND a.i = c.i")
         # Under the batch of these files naming the run (its own, or the one that kept its patch).
         return _apply_ends_to_loaded(
             con, r, settings, "SELECT run_id, min(b) AS b FROM (SELECT run_id, ingest_batch_id AS b FROM after_runs "
@@ -1157,8 +1186,7 @@ def _complete_langsmith_after_commit(con: duckdb.DuckDBPyConnection, tables: Tra
 
 
 def _complete_langsmith_copies(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
-                               batch_ids: Sequence[str], ends: pa.Table, spill_to: Path,
-                               ) -> tuple[pa.Table | None, list[dict]]:
+                               batch_ids: Sequence[str], ends: pa.Table, spill_to: Path) -> EndsApplied:
     """After these files' commit: the LangSmith ends (patches) these files applied to a run of
     theirs whose copy the store did not take, because it already held the run (a copy of its
     start delivered again, or committed by another writer first). The warehouse drops such a
@@ -1172,7 +1200,7 @@ def _complete_langsmith_copies(con: duckdb.DuckDBPyConnection, tables: TraceTabl
     from relops_pipeline.lib.tracestore.schema import SPANS
 
     if not ends.num_rows:
-        return None, []
+        return _NO_ENDS
     r = _looking_connection(settings, spill_to)
     try:
         r.register("ends", ends)
@@ -1200,7 +1228,7 @@ def _complete_langsmith_copies(con: duckdb.DuckDBPyConnection, tables: TraceTabl
             "FROM ends e JOIN (SELECT unnest(?::VARCHAR[]) AS b, unnest(range(?)) AS i) b ON b.b = e.ingest_batch_id "
             "SEMI JOIN spans s ON s.trace_id = e.trace_id AND s.span_id = e.span_id", [list(batch_ids), len(batch_ids)])
         if not _count(r, "SELECT count(*) FROM langsmith_pending"):
-            return None, []
+            return _NO_ENDS
         return _apply_ends_to_loaded(con, r, settings, "SELECT run_id, ingest_batch_id AS b FROM langsmith_pending "
                                                        "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY received_at) = 1")
     finally:
@@ -1208,21 +1236,24 @@ def _complete_langsmith_copies(con: duckdb.DuckDBPyConnection, tables: TraceTabl
 
 
 def _apply_ends_to_loaded(con: duckdb.DuckDBPyConnection, r: duckdb.DuckDBPyConnection, settings: IngestSettings,
-                          run_batches_sql: str) -> tuple[pa.Table | None, list[dict]]:
+                          run_batches_sql: str, *, changed_only: bool = True) -> EndsApplied:
     """Apply the LangSmith ends waiting in `langsmith_pending` on the looking connection `r` to
-    the stored runs loaded into its `spans`. Returns the copies this changes (None: none) and
-    their span_updates rows, one per span, under the batch that `run_batches_sql` ((run_id, b)
-    rows) names for its run; the batches of `con` get their times."""
+    the stored runs loaded into its `spans`. Returns the copies this changes (None: none; with
+    `changed_only` False, every loaded copy), their span_updates rows, one per span, under the
+    batch that `run_batches_sql` ((run_id, b) rows) names for its run, and the ends applied; the
+    batches of `con` get their times."""
     from relops_pipeline.lib.readers import langsmith
 
     r.execute("CREATE TEMP TABLE ls_loaded AS SELECT * FROM spans")
     batches = r.sql(run_batches_sql).to_arrow_table()
     cap, received = int(settings.text_cap), utc_naive()
+    _create_applied_log(r)
     langsmith.apply_waiting(r, lambda batch: LoadContext(batch or "", "", received, cap, settings.price_for))
-    completed = r.sql("SELECT s.* FROM spans s JOIN ls_loaded l USING (trace_id, span_id, start_time) "
-                      "WHERE s IS DISTINCT FROM l").to_arrow_table()
+    ends = _applied_in_order(r)
+    completed = r.sql("SELECT s.* FROM spans s JOIN ls_loaded l USING (trace_id, span_id, start_time)"
+                      + (" WHERE s IS DISTINCT FROM l" if changed_only else "")).to_arrow_table()
     if not completed.num_rows:
-        return None, []
+        return EndsApplied(None, [], ends)
     r.register("completed_now", completed)
     r.register("run_batches", batches)
     cur = r.execute(
@@ -1234,7 +1265,105 @@ def _apply_ends_to_loaded(con: duckdb.DuckDBPyConnection, r: duckdb.DuckDBPyConn
     _widen_batch_times(con, "SELECT unnest(?::VARCHAR[]) AS b, unnest(?::TIMESTAMP[]) AS lo, unnest(?::TIMESTAMP[]) AS hi",
                        [[u["ingest_batch_id"] for u in updates], [u["start_time"] for u in updates],
                         [u["start_time"] for u in updates]])
-    return completed, updates
+    return EndsApplied(completed, updates, ends)
+
+
+def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
+                                ends_on_stored: Sequence[tuple[int, pa.Table | None]], own_versions: set[int],
+                                spill_to: Path) -> EndsApplied:
+    """After all these files' commits: the LangSmith ends these files applied to runs the store
+    held (`ends_on_stored`: each with the spans version it was applied to, in the order applied),
+    applied again over the copies of those runs that another writer committed since that
+    version (not these files' commits, `own_versions`).
+
+    Two writers that each apply an end to one stored run at the same moment each append a copy
+    with their own end, and the view keeps one: the other end would be lost, where the warehouse
+    applies both, one ingestion after the other. Whichever writer commits last sees the other's
+    copy here and appends that copy with its own ends applied over it (ingested a microsecond
+    before the run's first copy, so that it wins in the views); when each sees the other's, both do, and the views
+    keep one of the two, each an order the warehouse could have ingested them in. Returns the
+    copies this changes (None: none) and their span_updates rows, under the batch of the run's
+    first end. Works on a connection of its own (spilling under `spill_to`)."""
+    from relops_pipeline.lib.tracestore.schema import SPANS
+
+    groups = [(version, ends) for version, ends in ends_on_stored if ends is not None and ends.num_rows]
+    if not groups:
+        return _NO_ENDS
+    stored = tables.store(SPANS)
+    since = min(version for version, _ in groups)
+    if not set(range(since + 1, stored.version() + 1)) - own_versions:
+        return _NO_ENDS
+    r = _looking_connection(settings, spill_to)
+    try:
+        for i, (_, ends) in enumerate(groups):
+            r.register("group_ends", ends)
+            r.execute(f"{'CREATE TEMP TABLE ends AS' if i == 0 else 'INSERT INTO ends'} SELECT *, {i} AS grp FROM group_ends")
+            r.unregister("group_ends")
+        days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM ends").fetchall()]
+        if not stored.register_added_after(r, "racing_spans", since, not_by=own_versions, days=days):
+            return _NO_ENDS
+        try:
+            # Per run, the most complete of the other writers' copies, as the views order them
+            # (committed after the earliest version these ends were applied to: one the ends
+            # were applied to already takes them again, which changes nothing).
+            r.execute(
+                "CREATE TEMP TABLE racing AS SELECT s.* FROM racing_spans s "
+                f"QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, start_time ORDER BY {SPANS.keep_order}) = 1")
+        finally:
+            stored.unregister(r, "racing_spans")
+        r.execute("INSERT INTO spans BY NAME SELECT * FROM racing SEMI JOIN ends USING (trace_id, span_id, start_time)")
+        # Ingested when the run's first copy was (the appended copy takes a microsecond less):
+        # the other writer's copy may have been ingested after this writer's, which the views
+        # would keep otherwise, being as complete.
+        stored.register(r, "every_copy", days=days)
+        try:
+            r.execute(f"UPDATE spans SET ingested_at = c.first FROM (SELECT trace_id, span_id, start_time, "
+                      f"min(ingested_at) AS first FROM {stored.raw_view('every_copy')} GROUP BY ALL) c "
+                      "WHERE c.trace_id = spans.trace_id AND c.span_id = spans.span_id AND c.start_time = spans.start_time "
+                      "AND c.first < spans.ingested_at")
+        finally:
+            stored.unregister(r, "every_copy")
+        r.execute(
+            "INSERT INTO langsmith_pending (run_id, trace_id, payload, source_file, source_line, ingest_batch_id, received_at) "
+            "SELECT span_id, trace_id, payload, source_file, source_line, ingest_batch_id, TIMESTAMP '9000-01-01' "
+            "+ to_microseconds(row_number() OVER (ORDER BY grp, seq)) FROM ends "
+            "SEMI JOIN spans USING (trace_id, span_id, start_time)")
+        if not _count(r, "SELECT count(*) FROM langsmith_pending"):
+            return _NO_ENDS
+        # Also a copy these ends do not change (the other writer's holds them already): the
+        # views would otherwise keep whichever of its copy and this writer's sorts first.
+        return _apply_ends_to_loaded(con, r, settings, "SELECT span_id AS run_id, ingest_batch_id AS b FROM ends "
+                                                       "QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY grp, seq) = 1",
+                                     changed_only=False)
+    finally:
+        r.close()
+
+
+class EndsApplied(NamedTuple):
+    """LangSmith ends applied to runs as the store keeps them: the copies they changed (None:
+    none), those copies' span_updates rows, and the ends applied (`_applied_in_order`)."""
+
+    completed: pa.Table | None
+    updates: list[dict]
+    ends: pa.Table | None
+
+
+def _create_applied_log(con: duckdb.DuckDBPyConnection) -> None:
+    """The table in which the LangSmith reader records the ends it applies (langsmith.APPLIED_LOG)."""
+    from relops_pipeline.lib.readers import langsmith
+
+    con.execute(f"CREATE TEMP TABLE {langsmith.APPLIED_LOG} (ingest_batch_id VARCHAR, trace_id VARCHAR, "
+                "span_id VARCHAR, start_time TIMESTAMP, payload VARCHAR, source_file VARCHAR, source_line BIGINT)")
+
+
+def _applied_in_order(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The ends recorded in langsmith.APPLIED_LOG, numbered (`seq`) in the order they were applied."""
+    from relops_pipeline.lib.readers import langsmith
+
+    return con.sql(f"SELECT *, row_number() OVER (ORDER BY rowid) AS seq FROM {langsmith.APPLIED_LOG}").to_arrow_table()
+
+
+_NO_ENDS = EndsApplied(None, [], None)
 
 
 def _run_days(r: duckdb.DuckDBPyConnection) -> list[date] | None:

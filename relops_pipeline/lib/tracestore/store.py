@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
@@ -83,6 +84,12 @@ def _parquet_scan(files: Sequence[str]) -> str:
     return (f"SELECT * EXCLUDE (filename), CAST(regexp_extract(filename, '/{PARTITION_COLUMN}=([^/]+)/[^/]+$', 1) AS DATE) "
             f"AS {PARTITION_COLUMN} FROM read_parquet([{listed}], union_by_name = true, filename = true, "
             f"hive_partitioning = false)")
+
+
+def _names_one_of(location: str, paths: set[str]) -> bool:
+    """Whether a file's URI or path is one of the log's `paths` (relative to the table: the
+    day's folder and the file's name)."""
+    return "/".join(location.rsplit("/", 2)[-2:]) in paths
 
 
 def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
@@ -169,18 +176,24 @@ class TraceStore:
         """The batches that committed after `version`: `append_from`'s source column values
         (e.g. ingest batch ids) and the batches `append_many` names. None when a commit after it
         does not say (written by an older relops): any batch may have. A compaction adds no row."""
+        commits = self.commits_after(version)
+        return None if commits is None else {b for batches in commits for b in batches}
+
+    def commits_after(self, version: int) -> list[frozenset[str]] | None:
+        """The batches each commit after `version` names (`batches_committed_after`), one set per
+        commit: the batches of one ingestion, which commits them together. None as there."""
         dt = self.table()
         newer = dt.version() - version
         if newer <= 0:
-            return set()
-        found: set[str] = set()
+            return []
+        found: list[frozenset[str]] = []
         for entry in dt.history(newer):
             if int(entry["version"]) <= version or _COMPACTION_KEY in entry:
                 continue
             named = entry.get(_BATCHES_KEY)
             if named is None:
                 return None
-            found.update(b for b in str(named).split(",") if b)
+            found.append(frozenset(b for b in str(named).split(",") if b))
         return found
 
     def committed(self, source_id: str, dt: DeltaTable | None = None) -> bool:
@@ -467,9 +480,7 @@ class TraceStore:
         wanted = None if days is None else sorted({d if isinstance(d, str) else d.isoformat() for d in days})
         raw = self.raw_view(view_name).strip('"')
         present = self._link_raw(con, dt, raw, wanted)
-        json_cols = set(json_columns(self.spec))
-        cols = ", ".join(f'CAST(NULL AS {t}) AS "{n}"' if n not in present
-                         else f'CAST("{n}" AS JSON) AS "{n}"' if n in json_cols else f'"{n}"' for n, t in self.spec.columns)
+        cols = self._typed_columns(present)
         key = ", ".join(self.spec.key)
         # Copies of a row are rare (overlapping writers at the same moment, completions), and
         # deduplicating means a window over every row each time the view is read: only the
@@ -479,6 +490,42 @@ class TraceStore:
         once = (f" QUALIFY row_number() OVER (PARTITION BY {PARTITION_COLUMN}, {key} ORDER BY {self.spec.keep_order}) = 1"
                 if copies else "")
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {cols} FROM "{raw}"{once}')
+
+    def register_added_after(self, con: duckdb.DuckDBPyConnection, view_name: str, version: int,
+                             not_by: Iterable[int] = (), days: Iterable[date | str] | None = None) -> bool:
+        """Create the temp view `view_name` on `con`: every copy of the rows in the live files
+        that the commits after `version`, other than the versions `not_by`, added (only `days`'
+        partitions when given): what other writers committed since a writer read the table at
+        `version`, `not_by` being its own commits. Columns as `register()` gives them, copies
+        not deduplicated. False (and an empty view) when there are none. A compaction since
+        counts as a commit that added its files."""
+        dt = self.table()
+        added = self._paths_at(dt) - self._paths_at(self._at(version))
+        for own in set(not_by):
+            if own > version:
+                added -= self._paths_at(self._at(own)) - self._paths_at(self._at(own - 1))
+        wanted = None if days is None else sorted({d if isinstance(d, str) else d.isoformat() for d in days})
+        raw = self.raw_view(view_name).strip('"')
+        present = self._link_raw(con, dt, raw, wanted, only=added) if added else self._link_raw(con, dt, raw, [])
+        con.execute(f'CREATE OR REPLACE TEMP VIEW "{view_name}" AS SELECT {self._typed_columns(present)} FROM "{raw}"')
+        return bool(present)
+
+    def _at(self, version: int) -> DeltaTable | None:
+        """The table as of `version` (None: before it was created)."""
+        if version < 0:
+            return None
+        return DeltaTable(self.uri, version=version, storage_options=self.storage_options or None)
+
+    @staticmethod
+    def _paths_at(dt: DeltaTable | None) -> set[str]:
+        """The live files of a table version, as the log names them (relative to the table)."""
+        return set() if dt is None else set(pa.table(dt.get_add_actions(flatten=True))["path"].to_pylist())
+
+    def _typed_columns(self, present: set[str]) -> str:
+        """SQL: the spec's columns from a raw relation holding `present` (JSON typed; NULL when absent)."""
+        json_cols = set(json_columns(self.spec))
+        return ", ".join(f'CAST(NULL AS {t}) AS "{n}"' if n not in present
+                         else f'CAST("{n}" AS JSON) AS "{n}"' if n in json_cols else f'"{n}"' for n, t in self.spec.columns)
 
     def raw_view(self, view_name: str | None = None) -> str:
         """The quoted name of what the view `register()` created reads: every copy of each row."""
@@ -490,9 +537,11 @@ class TraceStore:
         _drop_temp(con, view_name)
         _drop_temp(con, f"{view_name}__delta")
 
-    def _link_raw(self, con: duckdb.DuckDBPyConnection, dt: DeltaTable, raw: str, days: list[str] | None) -> set[str]:
+    def _link_raw(self, con: duckdb.DuckDBPyConnection, dt: DeltaTable, raw: str, days: list[str] | None,
+                  only: set[str] | None = None) -> set[str]:
         """Make `raw` on `con` read the table's current files (only `days`' partitions when
-        given) and return the columns they hold (empty: nothing to read).
+        given; only the files `only` names, as the log does, when given) and return the columns
+        they hold (empty: nothing to read).
 
         A local table is read by DuckDB's own Parquet reader: it runs within the connection's
         memory_limit, in parallel, with filters and columns pushed into the row groups (1M spans
@@ -509,12 +558,21 @@ class TraceStore:
         features = set(dt.protocol().reader_features or ())
         if self.is_local and features <= _PLAIN_READER_FEATURES:
             files = dt.file_uris(file_pruning_predicate=pruning)
+            if only is not None:
+                files = [f for f in files if _names_one_of(f, only)]
             if not files:
                 con.register(raw, self.schema.empty_table())
                 return set()
             con.execute(f'CREATE OR REPLACE TEMP VIEW "{raw}" AS {_parquet_scan(files)}')
         else:
-            con.register(raw, dt.to_pyarrow_dataset(file_pruning_predicate=pruning))
+            dataset = dt.to_pyarrow_dataset(file_pruning_predicate=pruning)
+            if only is not None:
+                fragments = [f for f in dataset.get_fragments() if _names_one_of(f.path, only)]
+                if not fragments:
+                    con.register(raw, self.schema.empty_table())
+                    return set()
+                dataset = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+            con.register(raw, dataset)
         return {r[0] for r in con.execute(f'DESCRIBE "{raw}"').fetchall()}
 
     def _days_with_copies(self, con: duckdb.DuckDBPyConnection, dt: DeltaTable, raw: str, days: list[str] | None) -> list[str]:
