@@ -246,10 +246,11 @@ def _as_in_the_warehouse(tmp_path: Path, tables, ingestions: list[list[Path]]) -
 
 
 def _another_writer_commits_first(monkeypatch, tables, files: list[Path], workdir: Path, *,
-                                  before_corrections: bool = False) -> list:
+                                  before_corrections: bool = False, then=None) -> list:
     """The next commit of the files' spans waits for another writer's ingestion of `files` (it
-    read the store before, and commits after it); with `before_corrections`, the next commit of
-    any kind (a correction of a stored run comes before the files' spans)."""
+    read the store before, and commits after it), and `then()` if given; with
+    `before_corrections`, the next commit of any kind (a correction of a stored run comes
+    before the files' spans)."""
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.tracestore.store import TraceStore
 
@@ -260,6 +261,8 @@ def _another_writer_commits_first(monkeypatch, tables, files: list[Path], workdi
             if not ran:
                 ran.append(None)  # before: the other writer's own commits go straight through
                 ran[0] = ingest_paths_to_store(tables, files, workdir=workdir)
+                if then is not None:
+                    then()
             return commit(self, *args, **kwargs)
         return commit_after_the_other_writer
 
@@ -464,19 +467,32 @@ def test_two_writers_ending_one_stored_run_at_once_both_ends_apply(tmp_path, mon
     _as_in_the_warehouse(tmp_path, tables, [[files[n] for n in before], [files[n] for n in other], [files[this]]])
 
 
-def test_an_end_merged_in_the_other_writers_ingestion_is_not_applied_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("vacuumed", [False, True], ids=["", "a-vacuum-in-between"])
+def test_an_end_merged_in_the_other_writers_ingestion_is_not_applied_again(tmp_path, monkeypatch, vacuumed):
     """The other writer's ingestion holds P2 and then the run's start with P1 (P2 waits, then
     merges into the start as it is read; its reject stays); this one holds the bare start and
     reads the store before that commit. Its look after the commit took P2 for an end still
     waiting and applied it over P1; the warehouse (the other's files, then these) ends the run
-    with P1."""
+    with P1. Also when an operator's vacuum of the rejects (its commits name no batches) came
+    in between."""
+    import shutil
+
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.settings import TraceStoreSettings
     from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.schema import TRACE_REJECTS
 
     files = _run_files(tmp_path)
     tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
-    ran = _another_writer_commits_first(monkeypatch, tables, [files["p2"], files["both"]], tmp_path / "other")
+
+    def vacuum_an_orphan() -> None:
+        rejects = tables.store(TRACE_REJECTS)
+        written = next((tmp_path / "store" / "trace_rejects").rglob("*.parquet"))
+        shutil.copy(written, written.with_name("orphan.parquet"))  # as a writer killed before its commit leaves
+        assert rejects.vacuum(retention_hours=0)
+
+    ran = _another_writer_commits_first(monkeypatch, tables, [files["p2"], files["both"]], tmp_path / "other",
+                                        then=vacuum_an_orphan if vacuumed else None)
     ingest_paths_to_store(tables, [files["bare"]], workdir=tmp_path / "this")
     monkeypatch.undo()
     assert ran and ran[0] is not None

@@ -718,8 +718,10 @@ def ingest_paths_to_store(
         # corrections are copies of stored spans these files' LangSmith ends or events complete.
         _complete_from_stored_events(con, tables, cap)
         append_corrections("langsmith", _complete_langsmith_from_store(con, tables, summary, settings))
-        # The LangSmith ends applied to runs the store held, each with the version of the spans
-        # it was applied to: another writer may have applied its own ends to those runs meanwhile.
+        # The LangSmith ends applied to runs the store held, with the version of the spans read
+        # before they were (those applied after the commit read a later one; the copies committed
+        # in between take their ends again, which changes nothing): another writer may have
+        # applied its own ends to those runs meanwhile.
         ends_on_stored = [(read_versions["spans"], _applied_in_order(con))]
         con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
         append_corrections("completion", _complete_from_store(con, tables, cap))
@@ -750,21 +752,19 @@ def ingest_paths_to_store(
             append_corrections("ended", _ended_here(
                 con, tables, settings, held, same_files, raced_batches, scratch.with_name(scratch.name + ".ended.tmp")))
             # Ends these files applied to a run whose copy was not appended: the stored run takes them.
-            looked_at = stores["spans"].version()
             done = _complete_langsmith_copies(
                 con, tables, settings, batch_ids, ends_applied, scratch.with_name(scratch.name + ".copies.tmp"))
             append_corrections("langsmith-copies", done.completed)
             add_updates(done.updates)
-            ends_on_stored.append((looked_at, done.ends))
+            ends_on_stored.append((read_versions["spans"], done.ends))
         if raced_on:
             # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
             # by two writers at the same moment: neither saw the other's.
-            looked_at = stores["spans"].version()
             done = _complete_langsmith_after_commit(
                 con, tables, settings, batch_ids, read_versions["trace_rejects"], scratch.with_name(scratch.name + ".ls.tmp"))
             append_corrections("langsmith-after", done.completed)
             add_updates(done.updates)
-            ends_on_stored.append((looked_at, done.ends))
+            ends_on_stored.append((read_versions["spans"], done.ends))
         if raced or held:
             # Another writer committed spans or events after the completions above read the
             # store (its spans may be the ones these files' events complete, or its events the

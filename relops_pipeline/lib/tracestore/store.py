@@ -100,6 +100,8 @@ def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
 # A commit's custom metadata keys: the batches that committed it; the day a compaction rewrote.
 _BATCHES_KEY = "relops.batches"
 _COMPACTION_KEY = "relops.compact"
+# Delta operations that add no rows (delta-rs' names): no batch committed them.
+_ADDS_NO_ROWS = frozenset({"VACUUM START", "VACUUM END", "OPTIMIZE", "SET TBLPROPERTIES"})
 
 
 @dataclass(frozen=True)
@@ -181,14 +183,15 @@ class TraceStore:
 
     def commits_after(self, version: int) -> list[frozenset[str]] | None:
         """The batches each commit after `version` names (`batches_committed_after`), one set per
-        commit: the batches of one ingestion, which commits them together. None as there."""
+        commit: the batches of one ingestion, which commits them together. None as there. A
+        commit that adds no rows (a compaction, `vacuum()`'s, a property's) names none."""
         dt = self.table()
         newer = dt.version() - version
         if newer <= 0:
             return []
         found: list[frozenset[str]] = []
         for entry in dt.history(newer):
-            if int(entry["version"]) <= version or _COMPACTION_KEY in entry:
+            if int(entry["version"]) <= version or _COMPACTION_KEY in entry or entry.get("operation") in _ADDS_NO_ROWS:
                 continue
             named = entry.get(_BATCHES_KEY)
             if named is None:
