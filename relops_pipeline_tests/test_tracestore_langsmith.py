@@ -467,6 +467,34 @@ def test_two_writers_ending_one_stored_run_at_once_both_ends_apply(tmp_path, mon
     _as_in_the_warehouse(tmp_path, tables, [[files[n] for n in before], [files[n] for n in other], [files[this]]])
 
 
+def test_an_end_applied_by_a_writer_that_saw_this_ones_stays_last(tmp_path, monkeypatch):
+    """This ingestion commits P1 over the stored run; another writer then reads the store (P1
+    is in it), applies P2 and commits, all before this ingestion's last commit. P2 came after
+    P1 and stays the run's last end, as in the warehouse (post, p1, p2): this writer does not
+    apply P1 again over the copy made over its own."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+
+    files = _run_files(tmp_path)
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
+    append_many, ran = TraceStore.append_many, []
+
+    def the_other_writer_after_this_end(self, sources, *args, **kwargs):
+        done = append_many(self, sources, *args, **kwargs)
+        if not ran and any(source.startswith("langsmith:") for _, source in sources):
+            ran.append(ingest_paths_to_store(tables, [files["p2"]], workdir=tmp_path / "other"))
+        return done
+
+    monkeypatch.setattr(TraceStore, "append_many", the_other_writer_after_this_end)
+    ingest_paths_to_store(tables, [files["p1"]], workdir=tmp_path / "this")
+    monkeypatch.undo()
+    assert ran
+    _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in ("post", "p1", "p2")])
+
+
 @pytest.mark.parametrize("vacuumed", [False, True], ids=["", "a-vacuum-in-between"])
 def test_an_end_merged_in_the_other_writers_ingestion_is_not_applied_again(tmp_path, monkeypatch, vacuumed):
     """The other writer's ingestion holds P2 and then the run's start with P1 (P2 waits, then

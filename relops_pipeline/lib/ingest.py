@@ -689,7 +689,11 @@ def ingest_paths_to_store(
         read_versions = {name: stores[name].table().version() for name in ("spans", "genai_events", "trace_rejects")}
         ours: dict[str, set[int]] = {name: set() for name in read_versions}
 
-        def append_corrections(kind: str, completed: pa.Table | None) -> None:
+        def append_corrections(kind: str, completed: pa.Table | None) -> int | None:
+            """Append the copies `completed` as corrections; returns the version committing them."""
+            # What the correction was made against: the store as read before these files'
+            # commit, or after it (at least these files' latest commit).
+            read = max(ours["spans"], default=read_versions["spans"])
             if completed is not None and completed.num_rows:
                 # Corrections: the view keeps a span's most complete copy (schema.SPANS.keep_order).
                 # Named by their content too: a retry that completes more is not taken for the
@@ -705,10 +709,13 @@ def ingest_paths_to_store(
                 # The stamp is in the digest: the same end applied again over a later one is a
                 # correction of its own (a patch that changes nothing adds none).
                 source = f"{kind}:{batch_digest}:{_content_digest(con, completed)}"
-                done = stores["spans"].append_many([(completed, source)], check_existing=False, batches=batch_ids)
+                done = stores["spans"].append_many([(completed, source)], check_existing=False, batches=batch_ids,
+                                                   read_version=read)
                 ours["spans"].update(r.version for r in done if r.version is not None)
                 for day in {t.date().isoformat() for t in completed["start_time"].to_pylist()}:
                     out.spans_by_day.setdefault(day, 0)
+                return max((r.version for r in done if r.version is not None), default=None)
+            return None
 
         def add_updates(updates: list[dict]) -> None:
             recorded = {_update_identity(u) for u in out.span_updates}
@@ -717,12 +724,12 @@ def ingest_paths_to_store(
         # These files' spans are appended completed by the events the store already holds; the
         # corrections are copies of stored spans these files' LangSmith ends or events complete.
         _complete_from_stored_events(con, tables, cap)
-        append_corrections("langsmith", _complete_langsmith_from_store(con, tables, summary, settings))
+        committed = append_corrections("langsmith", _complete_langsmith_from_store(con, tables, summary, settings))
         # The LangSmith ends applied to runs the store held, with the version of the spans read
         # before they were (those applied after the commit read a later one; the copies committed
-        # in between take their ends again, which changes nothing): another writer may have
-        # applied its own ends to those runs meanwhile.
-        ends_on_stored = [(read_versions["spans"], _applied_in_order(con))]
+        # in between take their ends again, which changes nothing) and the version committing
+        # them: another writer may have applied its own ends to those runs meanwhile.
+        ends_on_stored = [EndsOnStored(read_versions["spans"], _applied_in_order(con), committed)]
         con.execute(f"DROP TABLE {langsmith.APPLIED_LOG}")
         append_corrections("completion", _complete_from_store(con, tables, cap))
         cur = con.execute("SELECT * FROM span_updates ORDER BY ALL")
@@ -733,7 +740,8 @@ def ingest_paths_to_store(
         for name, table in stores.items():
             counts = dict(con.execute(f"SELECT ingest_batch_id, count(*) FROM {name} GROUP BY 1").fetchall())
             # The loader keeps one span per (trace_id, span_id) and one event per key in a batch.
-            appended = table.append_from(con, name, list(zip(batch_ids, sources, strict=True)), unique=name != "trace_rejects")
+            appended = table.append_from(con, name, list(zip(batch_ids, sources, strict=True)), unique=name != "trace_rejects",
+                                         read_version=read_versions[name])
             moved[name] = [(int(counts.get(b, 0)), a) for b, a in zip(batch_ids, appended, strict=True)]
             if name in ours:
                 ours[name].update(a.version for a in appended if a.version is not None)
@@ -754,17 +762,17 @@ def ingest_paths_to_store(
             # Ends these files applied to a run whose copy was not appended: the stored run takes them.
             done = _complete_langsmith_copies(
                 con, tables, settings, batch_ids, ends_applied, scratch.with_name(scratch.name + ".copies.tmp"))
-            append_corrections("langsmith-copies", done.completed)
+            committed = append_corrections("langsmith-copies", done.completed)
             add_updates(done.updates)
-            ends_on_stored.append((read_versions["spans"], done.ends))
+            ends_on_stored.append(EndsOnStored(read_versions["spans"], done.ends, committed))
         if raced_on:
             # A LangSmith run and its end (a patch kept waiting as a `pending:` reject) committed
             # by two writers at the same moment: neither saw the other's.
             done = _complete_langsmith_after_commit(
                 con, tables, settings, batch_ids, read_versions["trace_rejects"], scratch.with_name(scratch.name + ".ls.tmp"))
-            append_corrections("langsmith-after", done.completed)
+            committed = append_corrections("langsmith-after", done.completed)
             add_updates(done.updates)
-            ends_on_stored.append((read_versions["spans"], done.ends))
+            ends_on_stored.append(EndsOnStored(read_versions["spans"], done.ends, committed))
         if raced or held:
             # Another writer committed spans or events after the completions above read the
             # store (its spans may be the ones these files' events complete, or its events the
@@ -1269,7 +1277,7 @@ def _apply_ends_to_loaded(con: duckdb.DuckDBPyConnection, r: duckdb.DuckDBPyConn
 
 
 def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: IngestSettings,
-                                ends_on_stored: Sequence[tuple[int, pa.Table | None]], own_versions: set[int],
+                                ends_on_stored: Sequence[EndsOnStored], own_versions: set[int],
                                 spill_to: Path) -> EndsApplied:
     """After all these files' commits: the LangSmith ends these files applied to runs the store
     held (`ends_on_stored`: each with the spans version it was applied to, in the order applied),
@@ -1286,13 +1294,18 @@ def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTab
     first end. Works on a connection of its own (spilling under `spill_to`)."""
     from relops_pipeline.lib.tracestore.schema import SPANS
 
-    groups = [(version, ends) for version, ends in ends_on_stored if ends is not None and ends.num_rows]
+    groups = [(g.read_version, g.ends) for g in ends_on_stored if g.ends is not None and g.ends.num_rows]
     if not groups:
         return _NO_ENDS
     stored = tables.store(SPANS)
     since = min(version for version, _ in groups)
     if not set(range(since + 1, stored.version() + 1)) - own_versions:
         return _NO_ENDS
+    # Not a copy whose writer read the store once these ends were committed: it was made over
+    # them (applying them again over it would put them after a later end).
+    committed = [g.committed for g in ends_on_stored if g.committed is not None and g.ends is not None and g.ends.num_rows]
+    saw_ours = set() if not committed else {
+        v for v, read in stored.versions_read_after(since).items() if read is not None and read >= max(committed)}
     r = _looking_connection(settings, spill_to)
     try:
         for i, (_, ends) in enumerate(groups):
@@ -1300,7 +1313,7 @@ def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTab
             r.execute(f"{'CREATE TEMP TABLE ends AS' if i == 0 else 'INSERT INTO ends'} SELECT *, {i} AS grp FROM group_ends")
             r.unregister("group_ends")
         days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM ends").fetchall()]
-        if not stored.register_added_after(r, "racing_spans", since, not_by=own_versions, days=days):
+        if not stored.register_added_after(r, "racing_spans", since, not_by=own_versions | saw_ours, days=days):
             return _NO_ENDS
         try:
             # Per run, the most complete of the other writers' copies, as the views order them
@@ -1337,6 +1350,16 @@ def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTab
                                      changed_only=False)
     finally:
         r.close()
+
+
+class EndsOnStored(NamedTuple):
+    """LangSmith ends an ingestion applied to runs the store held: the version of the spans read
+    before, the ends (`_applied_in_order`; None: none) and the version committing the copies they
+    changed (None: none changed)."""
+
+    read_version: int
+    ends: pa.Table | None
+    committed: int | None
 
 
 class EndsApplied(NamedTuple):

@@ -100,6 +100,13 @@ def default_uri(home: str | os.PathLike, table: str = "spans") -> str:
 # A commit's custom metadata keys: the batches that committed it; the day a compaction rewrote.
 _BATCHES_KEY = "relops.batches"
 _COMPACTION_KEY = "relops.compact"
+_READ_KEY = "relops.read"  # the version of the table the committing writer read
+
+
+def _read_at(version: int | None) -> dict[str, str]:
+    return {} if version is None else {_READ_KEY: str(version)}
+
+
 # Delta operations that add no rows (delta-rs' names): no batch committed them.
 _ADDS_NO_ROWS = frozenset({"VACUUM START", "VACUUM END", "OPTIMIZE", "SET TBLPROPERTIES"})
 
@@ -199,6 +206,17 @@ class TraceStore:
             found.append(frozenset(b for b in str(named).split(",") if b))
         return found
 
+    def versions_read_after(self, version: int) -> dict[int, int | None]:
+        """For each commit after `version` that adds rows: the version of the table its writer
+        read (`read_version` of `append_many` / `append_from`; None when it does not say)."""
+        dt = self.table()
+        newer = dt.version() - version
+        if newer <= 0:
+            return {}
+        return {int(e["version"]): (int(e[_READ_KEY]) if e.get(_READ_KEY) is not None else None)
+                for e in dt.history(newer)
+                if int(e["version"]) > version and _COMPACTION_KEY not in e and e.get("operation") not in _ADDS_NO_ROWS}
+
     def committed(self, source_id: str, dt: DeltaTable | None = None) -> bool:
         """Whether the source's rows are in the table (its application transaction is)."""
         return (dt or self.table()).transaction_version(APP_ID_PREFIX + source_id) is not None
@@ -271,14 +289,16 @@ class TraceStore:
 
     def append_from(self, con: duckdb.DuckDBPyConnection, table: str, batches: Sequence[tuple[str, str]], *,
                     check_existing: bool = True, unique: bool = False, batch_rows: int = 65_536,
-                    source_column: str = "ingest_batch_id") -> list[AppendResult]:
+                    source_column: str = "ingest_batch_id", read_version: int | None = None) -> list[AppendResult]:
         """`append_many` for rows already in DuckDB: the rows of `table` on `con` (the warehouse
         table's shape) of each ingest batch, appended as the source named beside it, in one
         commit. Conformed, deduplicated and anti-joined in DuckDB (which spills to disk past its
         memory limit) and streamed to the writer batch by batch: a file of millions of spans is
         never held whole in Python. `unique`: the caller guarantees one row per identity within
         a batch (the loader's spans and events), which saves a window over every row. Results
-        in the order given. `source_column`: the column of `table` whose value names a row's batch."""
+        in the order given. `source_column`: the column of `table` whose value names a row's batch.
+        `read_version`: the version of this table the writer read the rows against, recorded in
+        the commit (`versions_read_after`)."""
         if not batches:
             return []
         have = {r[0] for r in con.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()}
@@ -330,7 +350,8 @@ class TraceStore:
                 commit = CommitProperties(
                     app_transactions=[Transaction(APP_ID_PREFIX + sid, 1) for sid in pending],
                     custom_metadata={"relops.source_id": ",".join(pending),
-                                     _BATCHES_KEY: ",".join(sorted({batches[i][0] for i in pending.values()}))},
+                                     _BATCHES_KEY: ",".join(sorted({batches[i][0] for i in pending.values()})),
+                                     **_read_at(read_version)},
                 )
                 try:
                     if self._writes_parquet_itself(dt):
@@ -380,13 +401,15 @@ class TraceStore:
         return self.append_many([(spans, source_id)], check_existing=check_existing)[0]
 
     def append_many(self, sources: Sequence[tuple[pa.Table | pa.RecordBatchReader, str]], *,
-                    check_existing: bool = True, batches: Iterable[str] = ()) -> list[AppendResult]:
+                    check_existing: bool = True, batches: Iterable[str] = (),
+                    read_version: int | None = None) -> list[AppendResult]:
         """Append several sources in one commit (one table version carrying one application
         transaction per source), each with the guarantees of `append`: a source already
         committed, or named twice, adds nothing. A commit costs ~0.1 s whatever it holds, so an
         ingestion of many small files commits them together. Results in the order given.
         `batches`: the ingest batches of the ingestion committing (named in the commit: not
-        the rows' own, which a correction keeps from the copy it corrects)."""
+        the rows' own, which a correction keeps from the copy it corrects). `read_version`: as in
+        `append_from`."""
         tables: list[tuple[pa.Table, str]] = []
         for rows, source_id in sources:
             table = self.conform(rows)
@@ -419,7 +442,7 @@ class TraceStore:
                     commit_properties=CommitProperties(
                         app_transactions=[Transaction(APP_ID_PREFIX + sid, 1) for sid in pending],
                         custom_metadata={"relops.source_id": ",".join(pending), "relops.spans": str(new.num_rows),
-                                         _BATCHES_KEY: ",".join(sorted(batches))},
+                                         _BATCHES_KEY: ",".join(sorted(batches)), **_read_at(read_version)},
                     ),
                 )
             except CommitFailedError:
