@@ -235,7 +235,7 @@ def _as_in_the_warehouse(tmp_path: Path, tables, ingestions: list[list[Path]]) -
     migrate(wh)
     for files in ingestions:
         ingest_paths(wh, files)
-    content = "SELECT end_time, output_text, status, error_type FROM spans"
+    content = "SELECT end_time, output_text, status, error_type FROM spans ORDER BY ALL"
     store = duckdb.connect()
     tables.attach(store)
     assert store.execute(content).fetchall() == wh.execute(content).fetchall()
@@ -485,7 +485,8 @@ def test_an_end_applied_by_a_writer_that_saw_this_ones_stays_last(tmp_path, monk
     def the_other_writer_after_this_end(self, sources, *args, **kwargs):
         done = append_many(self, sources, *args, **kwargs)
         if not ran and any(source.startswith("langsmith:") for _, source in sources):
-            ran.append(ingest_paths_to_store(tables, [files["p2"]], workdir=tmp_path / "other"))
+            ran.append(None)  # before: the other writer's own commits go straight through
+            ran[0] = ingest_paths_to_store(tables, [files["p2"]], workdir=tmp_path / "other")
         return done
 
     monkeypatch.setattr(TraceStore, "append_many", the_other_writer_after_this_end)
@@ -493,6 +494,39 @@ def test_an_end_applied_by_a_writer_that_saw_this_ones_stays_last(tmp_path, monk
     monkeypatch.undo()
     assert ran
     _as_in_the_warehouse(tmp_path, tables, [[files[n]] for n in ("post", "p1", "p2")])
+
+
+def test_a_writer_that_saw_the_first_of_this_ones_commits_keeps_its_later_end(tmp_path, monkeypatch):
+    """As above, this ingestion also holds run-3's start, whose end the other writer keeps
+    waiting: this ingestion applies it after its own commit, a second commit of ends. The other
+    writer read the first (P1 over run-1) before applying P2: P2 stays run-1's last end, as in
+    the warehouse (post, then this file, then the other's)."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.settings import TraceStoreSettings
+    from relops_pipeline.lib.tracestore.linked import TraceTables
+    from relops_pipeline.lib.tracestore.store import TraceStore
+
+    files = _run_files(tmp_path)
+    run3 = {**_RUN, "id": "run-3", "trace_id": "run-3", "dotted_order": "20261206T010000000000Zrun-3"}
+    end3 = {"id": "run-3", "trace_id": "run-3", "end_time": "2026-12-06T01:00:02+00:00", "outputs": {"answer": "r3"}}
+    (this := tmp_path / "p1-post3.json").write_text(json.dumps({"post": [run3], "patch": [_P1]}))
+    (other := tmp_path / "p2-end3.json").write_text(json.dumps({"patch": [_P2, end3]}))
+    tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
+    ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
+    append_many, ran = TraceStore.append_many, []
+
+    def the_other_writer_after_this_end(self, sources, *args, **kwargs):
+        done = append_many(self, sources, *args, **kwargs)
+        if not ran and any(source.startswith("langsmith:") for _, source in sources):
+            ran.append(None)  # before: the other writer's own commits go straight through
+            ran[0] = ingest_paths_to_store(tables, [other], workdir=tmp_path / "other")
+        return done
+
+    monkeypatch.setattr(TraceStore, "append_many", the_other_writer_after_this_end)
+    ingest_paths_to_store(tables, [this], workdir=tmp_path / "this")
+    monkeypatch.undo()
+    assert ran
+    _as_in_the_warehouse(tmp_path, tables, [[files["post"]], [this], [other]])
 
 
 @pytest.mark.parametrize("vacuumed", [False, True], ids=["", "a-vacuum-in-between"])
@@ -586,8 +620,9 @@ def test_a_start_stored_before_takes_the_end_of_a_later_file_in_an_ingestion_of_
     (("post",), ("bare", "p1")),                    # a copy that starts otherwise (no inputs)
     (("post",), ("bare", "p1"), ("copy", "p2")),    # both, one after the other
     (("p3", "post"), ("p1", "p3", "copy")),         # an end merged before (its reject stays), again with a copy
+    (("post",), ("post-p3", "partial")),            # a copy posted with its end, then a later file's end
 ], ids=["ended-copy-later-end", "ended-copy-earlier-end", "end-then-copy", "end-then-copy-of-ended",
-        "same-copy-again", "copy-starting-otherwise", "both", "merged-end-again-with-copy"])
+        "same-copy-again", "copy-starting-otherwise", "both", "merged-end-again-with-copy", "copy-posted-ended"])
 def test_an_end_that_comes_with_a_copy_of_a_stored_run_applies_to_the_stored_run(tmp_path, ingestions):
     """The start stored by one ingestion; later ingestions each hold a copy of that start (a
     duplicate) and an end of the run, in either order, the run ended or not before: the

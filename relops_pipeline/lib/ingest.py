@@ -1045,19 +1045,19 @@ def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: I
     """After these files' commit: the runs of the batches `batch_ids` that the store already
     held unended, in the one copy committed with them, where this ingestion's copy is that run
     completed: the same start (every field but those an end sets) with fewer fields missing.
-    Returned, to append as corrections (the views keep a span's most complete copy), when this
-    copy took a later file's patch (as the warehouse applies one to the run it holds), or when
-    it has an end and the stored copy came from a batch committed meanwhile (`raced_batches`;
+    Returned, to append as corrections (the views keep a span's most complete copy), when it
+    has an end and the stored copy came from a batch committed meanwhile (`raced_batches`;
     None: unknown, then none) or from the same file of these very files (`same_files`: their
     source was committed before, by a run that died before it settled them). A run ended or
     corrected since, or started otherwise, is left as it is (the warehouse would apply the
-    patch to it: not done, docs/production.md)."""
+    patch to it: not done, docs/production.md). A later file's patch that this copy took goes
+    to the stored run alone (`_complete_langsmith_copies`): the warehouse drops this copy with
+    the end merged into it in its own file."""
     from relops_pipeline.lib.tracestore.schema import SPAN_MISSING, SPANS
 
     [ours] = _of_batches(
         con, batch_ids,
         f"SELECT trace_id, span_id, start_time, ingest_batch_id, source_file, {SPAN_MISSING.format(s='')} AS missing, "
-        "EXISTS (SELECT 1 FROM span_updates u WHERE u.trace_id = s.trace_id AND u.span_id = s.span_id) AS patched, "
         "end_time IS NOT NULL AS ended "
         "FROM spans s WHERE ingest_batch_id IN (SELECT b FROM after_batches)")
     if not ours.num_rows:
@@ -1075,9 +1075,8 @@ def _ended_here(con: duckdb.DuckDBPyConnection, tables: TraceTables, settings: I
                 "ON s.trace_id = o.trace_id AND s.span_id = o.span_id AND s.start_time = o.start_time "
                 f"{_in_one_copy(stored, 'stored_spans')} "
                 f"WHERE s.end_time IS NULL AND {SPAN_MISSING.format(s='s.')} > o.missing "
-                "AND (o.patched OR (o.ended AND ((o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) "
-                "                                  AND s.source_file = o.source_file) "
-                "                                 OR s.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))))",
+                "AND o.ended AND ((o.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])) AND s.source_file = o.source_file) "
+                "                 OR s.ingest_batch_id IN (SELECT unnest(?::VARCHAR[])))",
                 [list(same_files), sorted(raced_batches or ())])
             keys = r.sql("SELECT * FROM ended_keys").to_arrow_table()
             if not keys.num_rows:
@@ -1301,34 +1300,45 @@ def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTab
     since = min(version for version, _ in groups)
     if not set(range(since + 1, stored.version() + 1)) - own_versions:
         return _NO_ENDS
-    # Not a copy whose writer read the store once these ends were committed: it was made over
-    # them (applying them again over it would put them after a later end).
-    committed = [g.committed for g in ends_on_stored if g.committed is not None and g.ends is not None and g.ends.num_rows]
-    saw_ours = set() if not committed else {
-        v for v, read in stored.versions_read_after(since).items() if read is not None and read >= max(committed)}
+    reads = stored.versions_read_after(since)
     r = _looking_connection(settings, spill_to)
     try:
-        for i, (_, ends) in enumerate(groups):
-            r.register("group_ends", ends)
-            r.execute(f"{'CREATE TEMP TABLE ends AS' if i == 0 else 'INSERT INTO ends'} SELECT *, {i} AS grp FROM group_ends")
+        for i, g in enumerate(g for g in ends_on_stored if g.ends is not None and g.ends.num_rows):
+            r.register("group_ends", g.ends)
+            r.execute(f"{'CREATE TEMP TABLE ends AS' if i == 0 else 'INSERT INTO ends'} "
+                      f"SELECT *, {i} AS grp, ?::BIGINT AS committed FROM group_ends", [g.committed])
             r.unregister("group_ends")
-        days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM ends").fetchall()]
-        if not stored.register_added_after(r, "racing_spans", since, not_by=own_versions | saw_ours, days=days):
+        # Per run, the first version that committed these ends over it (NULL: none changed it).
+        r.execute("CREATE TEMP TABLE run_committed AS SELECT trace_id, span_id, start_time, min(committed) AS committed "
+                  "FROM ends GROUP BY ALL")
+        r.execute("CREATE TEMP TABLE racing AS SELECT * FROM spans LIMIT 0")
+        for (committed,) in r.execute("SELECT DISTINCT committed FROM run_committed").fetchall():
+            # Not a copy whose writer read the store once these ends were committed over the
+            # run: it was made over them (applying them again would put them after its end).
+            saw_ours = set() if committed is None else {v for v, read in reads.items() if read is not None and read >= committed}
+            days = [d for (d,) in r.execute("SELECT DISTINCT CAST(start_time AS DATE) FROM run_committed "
+                                            "WHERE committed IS NOT DISTINCT FROM ?", [committed]).fetchall()]
+            stored.register_added_after(r, "racing_spans", since, not_by=own_versions | saw_ours, days=days)
+            try:
+                # Per run, the most complete of the other writers' copies, as the views order them
+                # (committed after the earliest version these ends were applied to: one the ends
+                # were applied to already takes them again, which changes nothing).
+                r.execute(
+                    "INSERT INTO racing BY NAME SELECT s.* FROM racing_spans s SEMI JOIN run_committed c "
+                    "ON c.trace_id = s.trace_id AND c.span_id = s.span_id AND c.start_time = s.start_time "
+                    "AND c.committed IS NOT DISTINCT FROM ? "
+                    f"QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, start_time ORDER BY {SPANS.keep_order}) = 1",
+                    [committed])
+            finally:
+                stored.unregister(r, "racing_spans")
+        if not _count(r, "SELECT count(*) FROM racing"):
             return _NO_ENDS
-        try:
-            # Per run, the most complete of the other writers' copies, as the views order them
-            # (committed after the earliest version these ends were applied to: one the ends
-            # were applied to already takes them again, which changes nothing).
-            r.execute(
-                "CREATE TEMP TABLE racing AS SELECT s.* FROM racing_spans s "
-                f"QUALIFY row_number() OVER (PARTITION BY trace_id, span_id, start_time ORDER BY {SPANS.keep_order}) = 1")
-        finally:
-            stored.unregister(r, "racing_spans")
         r.execute("INSERT INTO spans BY NAME SELECT * FROM racing SEMI JOIN ends USING (trace_id, span_id, start_time)")
         # Ingested when the run's first copy was (the appended copy takes a microsecond less):
         # the other writer's copy may have been ingested after this writer's, which the views
         # would keep otherwise, being as complete.
-        stored.register(r, "every_copy", days=days)
+        stored.register(r, "every_copy", days=[d for (d,) in r.execute(
+            "SELECT DISTINCT CAST(start_time AS DATE) FROM racing").fetchall()])
         try:
             r.execute(f"UPDATE spans SET ingested_at = c.first FROM (SELECT trace_id, span_id, start_time, "
                       f"min(ingested_at) AS first FROM {stored.raw_view('every_copy')} GROUP BY ALL) c "
@@ -1345,9 +1355,22 @@ def _reapply_over_racing_copies(con: duckdb.DuckDBPyConnection, tables: TraceTab
             return _NO_ENDS
         # Also a copy these ends do not change (the other writer's holds them already): the
         # views would otherwise keep whichever of its copy and this writer's sorts first.
-        return _apply_ends_to_loaded(con, r, settings, "SELECT span_id AS run_id, ingest_batch_id AS b FROM ends "
+        done = _apply_ends_to_loaded(con, r, settings, "SELECT span_id AS run_id, ingest_batch_id AS b FROM ends "
                                                        "QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY grp, seq) = 1",
                                      changed_only=False)
+        if done.completed is None:
+            return done
+        # And up to a millisecond earlier by what the ends set: two writers re-applying at once
+        # (each over the other's copy, from the same first copy) stamp theirs apart, so that the
+        # views keep the same one of them whichever reads (unless the two hashes agree).
+        r.register("reapplied", done.completed)
+        try:
+            return done._replace(completed=r.sql(
+                "SELECT * REPLACE (ingested_at - to_microseconds(CAST(hash(end_time, output_text, output_messages, status, "
+                "error_type, finish_reason, model, input_tokens, output_tokens, cost_usd) % 1000 AS BIGINT)) AS ingested_at) "
+                "FROM reapplied").to_arrow_table())
+        finally:
+            r.unregister("reapplied")
     finally:
         r.close()
 

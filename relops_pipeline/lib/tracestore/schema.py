@@ -59,16 +59,10 @@ class TableSpec:
 SPAN_MISSING = ("({s}input_text IS NULL)::INT + ({s}output_text IS NULL)::INT + ({s}input_messages IS NULL)::INT"
                 " + ({s}output_messages IS NULL)::INT + ({s}finish_reason IS NULL)::INT"
                 " + ({s}end_time IS NULL)::INT + (coalesce({s}status, 'unset') = 'unset')::INT")
-# Last, so that no two copies tie: two writers that each apply their end of a run over the
-# other's copy at the same moment stamp theirs alike (lib/ingest._reapply_over_racing_copies),
-# and the views and compact() must then keep the same one. What an end sets (a copy's other
-# columns are its start's).
-_BY_CONTENT = ("hash(end_time, output_text, output_messages, status, error_type, finish_reason, model, input_tokens, "
-               "output_tokens, cost_usd, latency_ms)")
 SPANS = TableSpec(
     "spans", tuple(SPAN_COLUMNS), SPAN_KEY, "start_time", (*SPAN_KEY, "start_time"),
     SPAN_MISSING.format(s="") + ", ingested_at NULLS LAST, ingest_batch_id NULLS LAST, source_file NULLS LAST, "
-    "source_line NULLS LAST, " + _BY_CONTENT,
+    "source_line NULLS LAST",
 )
 # genai_events as lib/warehouse.py creates it; event_key is the loader's hash of the event.
 GENAI_EVENTS = TableSpec(
