@@ -467,6 +467,25 @@ def test_two_writers_ending_one_stored_run_at_once_both_ends_apply(tmp_path, mon
     _as_in_the_warehouse(tmp_path, tables, [[files[n] for n in before], [files[n] for n in other], [files[this]]])
 
 
+def _another_writer_after_this_ends_commit(monkeypatch, tables, files: list[Path], workdir: Path) -> list:
+    """Right after this ingestion commits the ends it applied to stored runs, another writer
+    ingests `files` (it reads the store with those ends in it) and commits."""
+    from relops_pipeline.lib.ingest import ingest_paths_to_store
+    from relops_pipeline.lib.tracestore.store import TraceStore
+
+    append_many, ran = TraceStore.append_many, []
+
+    def the_other_writer_after_this_end(self, sources, *args, **kwargs):
+        done = append_many(self, sources, *args, **kwargs)
+        if not ran and any(source.startswith("langsmith:") for _, source in sources):
+            ran.append(None)  # before: the other writer's own commits go straight through
+            ran[0] = ingest_paths_to_store(tables, files, workdir=workdir)
+        return done
+
+    monkeypatch.setattr(TraceStore, "append_many", the_other_writer_after_this_end)
+    return ran
+
+
 def test_an_end_applied_by_a_writer_that_saw_this_ones_stays_last(tmp_path, monkeypatch):
     """This ingestion commits P1 over the stored run; another writer then reads the store (P1
     is in it), applies P2 and commits, all before this ingestion's last commit. P2 came after
@@ -475,21 +494,11 @@ def test_an_end_applied_by_a_writer_that_saw_this_ones_stays_last(tmp_path, monk
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.settings import TraceStoreSettings
     from relops_pipeline.lib.tracestore.linked import TraceTables
-    from relops_pipeline.lib.tracestore.store import TraceStore
 
     files = _run_files(tmp_path)
     tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
     ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
-    append_many, ran = TraceStore.append_many, []
-
-    def the_other_writer_after_this_end(self, sources, *args, **kwargs):
-        done = append_many(self, sources, *args, **kwargs)
-        if not ran and any(source.startswith("langsmith:") for _, source in sources):
-            ran.append(None)  # before: the other writer's own commits go straight through
-            ran[0] = ingest_paths_to_store(tables, [files["p2"]], workdir=tmp_path / "other")
-        return done
-
-    monkeypatch.setattr(TraceStore, "append_many", the_other_writer_after_this_end)
+    ran = _another_writer_after_this_ends_commit(monkeypatch, tables, [files["p2"]], tmp_path / "other")
     ingest_paths_to_store(tables, [files["p1"]], workdir=tmp_path / "this")
     monkeypatch.undo()
     assert ran
@@ -504,7 +513,6 @@ def test_a_writer_that_saw_the_first_of_this_ones_commits_keeps_its_later_end(tm
     from relops_pipeline.lib.ingest import ingest_paths_to_store
     from relops_pipeline.lib.settings import TraceStoreSettings
     from relops_pipeline.lib.tracestore.linked import TraceTables
-    from relops_pipeline.lib.tracestore.store import TraceStore
 
     files = _run_files(tmp_path)
     run3 = {**_RUN, "id": "run-3", "trace_id": "run-3", "dotted_order": "20261206T010000000000Zrun-3"}
@@ -513,16 +521,7 @@ def test_a_writer_that_saw_the_first_of_this_ones_commits_keeps_its_later_end(tm
     (other := tmp_path / "p2-end3.json").write_text(json.dumps({"patch": [_P2, end3]}))
     tables = TraceTables(TraceStoreSettings(uri=str(tmp_path / "store")))
     ingest_paths_to_store(tables, [files["post"]], workdir=tmp_path / "w0")
-    append_many, ran = TraceStore.append_many, []
-
-    def the_other_writer_after_this_end(self, sources, *args, **kwargs):
-        done = append_many(self, sources, *args, **kwargs)
-        if not ran and any(source.startswith("langsmith:") for _, source in sources):
-            ran.append(None)  # before: the other writer's own commits go straight through
-            ran[0] = ingest_paths_to_store(tables, [other], workdir=tmp_path / "other")
-        return done
-
-    monkeypatch.setattr(TraceStore, "append_many", the_other_writer_after_this_end)
+    ran = _another_writer_after_this_ends_commit(monkeypatch, tables, [other], tmp_path / "other")
     ingest_paths_to_store(tables, [this], workdir=tmp_path / "this")
     monkeypatch.undo()
     assert ran
