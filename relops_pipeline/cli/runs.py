@@ -36,6 +36,9 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 INTERRUPT_ERRORS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+# An interrupt that lands while a step's DuckDB query runs: DuckDB checks for signals as it
+# executes and ends the query with a RuntimeError of its own (DuckDB 2.0).
+DUCKDB_INTERRUPTED = "Query interrupted"
 
 
 def was_interrupted(result: Any) -> bool:
@@ -43,7 +46,8 @@ def was_interrupted(result: Any) -> bool:
     for event in getattr(result, "all_events", []):
         err = getattr(event.event_specific_data, "error", None) if event.is_failure and event.event_specific_data else None
         while err is not None:
-            if err.cls_name in INTERRUPT_ERRORS:
+            if err.cls_name in INTERRUPT_ERRORS or (err.cls_name == "RuntimeError"
+                                                    and (err.message or "").strip().endswith(DUCKDB_INTERRUPTED)):
                 return True
             err = err.cause
     return False
